@@ -1,0 +1,3 @@
+from crawlsched.cli import main
+
+main()
