@@ -1,0 +1,549 @@
+"""Jobs, defaults and the words for their states: dataclasses and enums, no I/O.
+
+Every value is validated where it is built (``build_job``, ``build_defaults``),
+with a message that names the field, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from functools import lru_cache
+from typing import Any, Mapping
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from crawlsched.errors import InvalidValue
+
+MIB = 1024 * 1024
+ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+AT_RE = re.compile(r"^(\d{1,2}):(\d{2})$")
+EVERY_RE = re.compile(r"(\d+)\s*([smhd])")
+HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+MAX_NAME = 200
+
+
+class ScheduleKind(str, enum.Enum):
+    """How a job's fire times are given: exactly one per job."""
+
+    AT = "at"  #: every day at HH:MM in the job's zone (the cron ``M H * * *``)
+    CRON = "cron"  #: a five-field cron expression, Vixie semantics
+    EVERY = "every"  #: a fixed interval from an anchor (SPEC §3)
+
+
+class CatchUp(str, enum.Enum):
+    """What the daemon does with fires it missed while it was down (SPEC §4)."""
+
+    LATEST = "latest"  #: run the newest missed fire once, if it is within 24 h
+    NONE = "none"  #: run none; they are recorded as missed
+    ALL = "all"  #: run each missed fire, oldest first (at most the newest 100)
+
+
+class RunStatus(str, enum.Enum):
+    """The status of one row in the history: an attempt, or a fire that did not run."""
+
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"
+    SKIPPED = "skipped"  #: fired while the job was still running or retrying
+    MISSED = "missed"  #: due while the daemon was down
+    INTERRUPTED = "interrupted"  #: the process running it stopped before it ended
+
+
+class JobStatus(str, enum.Enum):
+    """A job's status as shown to people; the first that applies wins (SPEC §5)."""
+
+    PAUSED = "paused"
+    FINISHED = "finished"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    SUCCESS = "success"
+    FAILED = "failed"
+    ACTIVE = "active"
+
+
+JOB_KEYS = (
+    "id", "name", "at", "cron", "every", "start_date", "end_date", "url", "command",
+    "max_retries", "retry_delay", "retry_backoff", "retry_max_delay", "timezone",
+    "timeout", "headers", "catch_up", "on_failure", "max_bytes", "verify",
+    "user_agent", "keep_runs", "paused", "created_at",
+)  # fmt: skip
+DEFAULT_KEYS = (
+    "max_retries", "retry_delay", "retry_backoff", "retry_max_delay", "timezone",
+    "max_concurrent", "catch_up", "url", "command", "timeout", "headers",
+    "on_failure", "max_bytes", "verify", "user_agent", "keep_runs",
+    "allow_http_commands", "grace_period",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """The ``[defaults]`` table: values every job inherits unless it sets its own."""
+
+    max_retries: int = 3
+    retry_delay: float = 300
+    retry_backoff: float = 1.0
+    retry_max_delay: float | None = None
+    timezone: str | None = None
+    max_concurrent: int = 8
+    catch_up: CatchUp = CatchUp.LATEST
+    url: tuple[str, ...] = ()
+    command: str | None = None
+    timeout: float = 300
+    headers: Mapping[str, str] = field(default_factory=dict)
+    on_failure: str | None = None
+    max_bytes: int = 100 * MIB
+    verify: bool | str = True
+    user_agent: str | None = None
+    keep_runs: int = 30
+    allow_http_commands: bool = False
+    grace_period: float = 30
+
+
+@dataclass(frozen=True)
+class Job:
+    """One job with its defaults already applied. ``explicit`` names the keys its table sets."""
+
+    id: str
+    name: str
+    kind: ScheduleKind
+    spec: str  # "09:05", "0 10 * * 1" or "15m": as written
+    timezone: str
+    start_date: date | None = None
+    end_date: date | None = None
+    urls: tuple[str, ...] = ()
+    command: str | None = None
+    max_retries: int = 3
+    retry_delay: float = 300
+    retry_backoff: float = 1.0
+    retry_max_delay: float | None = None
+    timeout: float = 300
+    headers: Mapping[str, str] = field(default_factory=dict)
+    catch_up: CatchUp = CatchUp.LATEST
+    on_failure: str | None = None
+    max_bytes: int = 100 * MIB
+    verify: bool | str = True
+    user_agent: str | None = None
+    keep_runs: int = 30
+    paused: bool = False
+    created_at: datetime | None = None
+    explicit: frozenset[str] = field(default=frozenset(), compare=False)
+    line: int | None = field(default=None, compare=False)  # its [[jobs]] header in the file
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return zone(self.timezone)
+
+    @property
+    def cron(self) -> str | None:
+        """The cron expression behind an ``at`` or ``cron`` job: one code path for both."""
+        if self.kind is ScheduleKind.AT:
+            hour, minute = self.spec.split(":")
+            return f"{int(minute)} {int(hour)} * * *"
+        if self.kind is ScheduleKind.CRON:
+            return self.spec
+        return None
+
+    @property
+    def every_seconds(self) -> float | None:
+        return parse_every(self.spec) if self.kind is ScheduleKind.EVERY else None
+
+    @property
+    def schedule_text(self) -> str:
+        """What ``list`` and the API show: "09:05", "0 10 * * 1" or "every 15m"."""
+        return f"every {self.spec}" if self.kind is ScheduleKind.EVERY else self.spec
+
+    @property
+    def max_attempts(self) -> int:
+        return 1 + self.max_retries
+
+    def retry_wait(self, retry_number: int) -> float:
+        """Seconds to wait before retry ``retry_number`` (1 for the second attempt)."""
+        wait = self.retry_delay * (self.retry_backoff ** (retry_number - 1))
+        if self.retry_max_delay is not None:
+            wait = min(wait, self.retry_max_delay)
+        return wait
+
+
+@dataclass(frozen=True)
+class JobFile:
+    """A parsed, validated job file."""
+
+    defaults: Defaults
+    jobs: tuple[Job, ...]
+    raw_defaults: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    def find(self, ref: str) -> Job | None:
+        """The job whose id is ``ref``, else whose exact name is ``ref``."""
+        for job in self.jobs:
+            if job.id == ref:
+                return job
+        for job in self.jobs:
+            if job.name == ref:
+                return job
+        return None
+
+
+# --- building and validating -------------------------------------------------
+
+
+@lru_cache(maxsize=512)
+def zone(name: str) -> ZoneInfo:
+    """A ZoneInfo, cached: building one reads a file."""
+    return ZoneInfo(name)
+
+
+def check_timezone(value: Any, field_name: str = "timezone") -> str:
+    if not isinstance(value, str) or not value or value.startswith(("/", ".")) or "\x00" in value:
+        raise InvalidValue(field_name, value, "is not an IANA time zone name (e.g. Asia/Jakarta, UTC)")
+    try:
+        zone(value)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise InvalidValue(field_name, value, "is not a known IANA time zone (e.g. Asia/Jakarta, UTC)") from None
+    return value
+
+
+def parse_at(value: Any, field_name: str = "at") -> str:
+    """``"9:05"`` → ``"09:05"``."""
+    match = AT_RE.match(value) if isinstance(value, str) else None
+    if not match or int(match[1]) > 23 or int(match[2]) > 59:
+        raise InvalidValue(field_name, value, "is not a time of day (HH:MM, 00:00-23:59)")
+    return f"{int(match[1]):02d}:{int(match[2]):02d}"
+
+
+def at_from_hour_minute(hour: Any, minute: Any) -> str:
+    """``--hour 9 --minute 5`` → ``"09:05"``; ``--hour H`` alone means H:00."""
+    h = check_int("hour", hour, 0, 23)
+    m = check_int("minute", 0 if minute is None else minute, 0, 59)
+    return f"{h:02d}:{m:02d}"
+
+
+def parse_cron(value: Any, field_name: str = "cron") -> str:
+    """A five-field cron expression that can fire at least once."""
+    from cronsim import CronSim, CronSimError
+
+    if not isinstance(value, str) or len(value.split()) != 5:
+        raise InvalidValue(field_name, value, "is not a five-field cron expression (minute hour day month weekday)")
+    expr = " ".join(value.split())
+    try:
+        CronSim(expr, datetime(2000, 1, 1, tzinfo=zone("UTC")))
+    except CronSimError as exc:
+        raise InvalidValue(field_name, value, f"is not a valid cron expression ({exc})") from None
+    return expr
+
+
+def parse_every(value: Any, field_name: str = "every") -> float:
+    """``"15m"``, ``"1h30m"``, ``"90s"``, ``"2d"`` or a number of seconds → seconds (≥ 1)."""
+    if isinstance(value, bool):
+        seconds = None
+    elif isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str) and value.strip() and EVERY_RE.sub("", value).strip() == "":
+        units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+        seconds = float(sum(int(n) * units[u] for n, u in EVERY_RE.findall(value)))
+    else:
+        seconds = None
+    if seconds is None or seconds != seconds:
+        raise InvalidValue(field_name, value, "is not an interval (a number with s, m, h or d, e.g. 30s, 15m, 1h30m)")
+    if seconds < 1:
+        raise InvalidValue(field_name, value, "is shorter than the shortest interval, 1s")
+    return seconds
+
+
+def normalize_every(value: Any) -> str:
+    """The text kept in the file: as written when it is text, else seconds as ``"Ns"``."""
+    seconds = parse_every(value)
+    if isinstance(value, str):
+        return "".join(value.split())
+    return f"{int(seconds)}s" if seconds == int(seconds) else f"{seconds}s"
+
+
+def check_url(value: Any, field_name: str = "url") -> str:
+    """An http(s) URL; ``${VAR}`` parts are allowed and expanded only at run time."""
+    if not isinstance(value, str) or not value or any(c.isspace() or not c.isprintable() for c in value):
+        raise InvalidValue(field_name, value, "is not an http(s) URL")
+    parts = urlsplit(value)
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        raise InvalidValue(field_name, _redacted(value), "is not an http(s) URL (http://… or https://…)")
+    return value
+
+
+def _redacted(url: str) -> str:
+    """Hide a password in a URL's userinfo: it must never reach a message."""
+    parts = urlsplit(url)
+    if parts.password:
+        host = parts.netloc.rsplit("@", 1)[1]
+        return parts._replace(netloc=f"{parts.username}:***@{host}").geturl()
+    return url
+
+
+def check_urls(value: Any, field_name: str = "url") -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (check_url(value, field_name),)
+    if isinstance(value, (list, tuple)) and value:
+        return tuple(check_url(v, field_name) for v in value)
+    raise InvalidValue(field_name, value, "must be a URL or a non-empty list of URLs")
+
+
+def check_command(value: Any, field_name: str = "command") -> str:
+    import shlex
+
+    if not isinstance(value, str) or not value.strip() or "\x00" in value:
+        raise InvalidValue(field_name, value, "must be a non-empty command line")
+    try:
+        shlex.split(value)
+    except ValueError as exc:
+        raise InvalidValue(field_name, value, f"cannot be split into arguments ({exc})") from None
+    return value
+
+
+def check_int(field_name: str, value: Any, low: int | None = 0, high: int | None = None) -> int:
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidValue(field_name, value, "must be a whole number")
+    if low is not None and value < low:
+        raise InvalidValue(field_name, value, f"must be at least {low}")
+    if high is not None and value > high:
+        raise InvalidValue(field_name, value, f"must be at most {high}")
+    return value
+
+
+def check_seconds(field_name: str, value: Any, low: float = 0, allow_none: bool = False) -> float | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        raise InvalidValue(field_name, value, "must be a number of seconds")
+    if value < low:
+        raise InvalidValue(field_name, value, f"must be at least {low:g} seconds")
+    if value > 10 * 365 * 86400:
+        raise InvalidValue(field_name, value, "must be at most ten years in seconds")
+    return float(value)
+
+
+def check_date(field_name: str, value: Any) -> date | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        raise InvalidValue(field_name, value.isoformat(), "must be a date (YYYY-MM-DD), not a date-time")
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value.strip())
+        except ValueError:
+            pass
+    raise InvalidValue(field_name, value, "is not a date (YYYY-MM-DD)")
+
+
+def check_bool(field_name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidValue(field_name, value, "must be true or false")
+    return value
+
+
+def check_name(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidValue("name", value, "must be a non-empty text")
+    if len(value) > MAX_NAME:
+        raise InvalidValue("name", value, f"is longer than {MAX_NAME} characters")
+    if any(not c.isprintable() for c in value):
+        raise InvalidValue("name", value, "must not contain control characters (NUL, newlines, tabs)")
+    return value.strip()
+
+
+def check_id(value: Any) -> str:
+    if not isinstance(value, str) or not ID_RE.match(value):
+        raise InvalidValue("id", value, "must match [a-z0-9][a-z0-9_-]* (at most 64 characters)")
+    return value
+
+
+def check_headers(value: Any, field_name: str = "headers") -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        raise InvalidValue(field_name, value, 'must be a table of header names to texts, e.g. { Authorization = "Bearer ${TOKEN}" }')
+    out: dict[str, str] = {}
+    for key, val in value.items():
+        if not isinstance(key, str) or not HEADER_NAME_RE.match(key):
+            raise InvalidValue(f"{field_name}.{key}", key, "is not a valid HTTP header name")
+        if not isinstance(val, str) or any(c in val for c in "\r\n\x00"):
+            # The value itself may be a secret: never echo it.
+            raise InvalidValue(f"{field_name}.{key}", "<hidden>", "must be one line of text")
+        out[key] = val
+    return out
+
+
+def check_verify(value: Any) -> bool | str:
+    if isinstance(value, bool) or (isinstance(value, str) and value and "\x00" not in value):
+        return value
+    raise InvalidValue("verify", value, "must be true, false or the path of a CA bundle")
+
+
+def check_catch_up(value: Any, field_name: str = "catch_up") -> CatchUp:
+    try:
+        return CatchUp(value)
+    except ValueError:
+        raise InvalidValue(field_name, value, "must be one of latest, none, all") from None
+
+
+def slug_id(name: str) -> str:
+    """An id made from a name: lower case ASCII, ``[a-z0-9][a-z0-9_-]*``, at most 48 characters."""
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii").lower()
+    slug = re.sub(r"[^a-z0-9_]+", "-", ascii_name).strip("-_")[:48].strip("-_")
+    return slug or "job"
+
+
+def build_defaults(raw: Mapping[str, Any]) -> Defaults:
+    """Validate a ``[defaults]`` table."""
+    if not isinstance(raw, Mapping):
+        raise InvalidValue("defaults", raw, "must be a table")
+    for key in raw:
+        if key not in DEFAULT_KEYS:
+            raise InvalidValue(f"defaults.{key}", raw[key] if not isinstance(raw[key], Mapping) else "{…}", f"is not a known key of [defaults] (allowed: {', '.join(DEFAULT_KEYS)})")
+    kw: dict[str, Any] = {}
+    _common(raw, kw, prefix="defaults.")
+    if "max_concurrent" in raw:
+        kw["max_concurrent"] = check_int("defaults.max_concurrent", raw["max_concurrent"], 1, 10000)
+    if "url" in raw:
+        kw["url"] = check_urls(raw["url"], "defaults.url")
+    if "command" in raw:
+        kw["command"] = check_command(raw["command"], "defaults.command")
+    if "url" in raw and "command" in raw:
+        raise InvalidValue("defaults.command", raw["command"], "cannot be set together with defaults.url (choose one crawl)")
+    if "allow_http_commands" in raw:
+        kw["allow_http_commands"] = check_bool("defaults.allow_http_commands", raw["allow_http_commands"])
+    if "grace_period" in raw:
+        kw["grace_period"] = check_seconds("defaults.grace_period", raw["grace_period"])
+    return Defaults(**kw)
+
+
+def _common(raw: Mapping[str, Any], kw: dict[str, Any], prefix: str = "") -> None:
+    """Keys a job and ``[defaults]`` share."""
+    if "max_retries" in raw:
+        kw["max_retries"] = check_int(prefix + "max_retries", raw["max_retries"], 0, 1000)
+    if "retry_delay" in raw:
+        kw["retry_delay"] = check_seconds(prefix + "retry_delay", raw["retry_delay"])
+    if "retry_backoff" in raw:
+        backoff = check_seconds(prefix + "retry_backoff", raw["retry_backoff"])
+        if backoff is not None and (backoff < 1 or backoff > 100):
+            raise InvalidValue(prefix + "retry_backoff", raw["retry_backoff"], "must be a multiplier from 1 to 100 (1 = fixed delay)")
+        kw["retry_backoff"] = backoff
+    if "retry_max_delay" in raw:
+        kw["retry_max_delay"] = check_seconds(prefix + "retry_max_delay", raw["retry_max_delay"])
+    if "timezone" in raw:
+        kw["timezone"] = check_timezone(raw["timezone"], prefix + "timezone")
+    if "timeout" in raw:
+        timeout = check_seconds(prefix + "timeout", raw["timeout"])
+        if timeout is not None and timeout < 1:
+            raise InvalidValue(prefix + "timeout", raw["timeout"], "must be at least 1 second")
+        kw["timeout"] = timeout
+    if "headers" in raw:
+        kw["headers"] = check_headers(raw["headers"], prefix + "headers")
+    if "catch_up" in raw:
+        kw["catch_up"] = check_catch_up(raw["catch_up"], prefix + "catch_up")
+    if "on_failure" in raw:
+        kw["on_failure"] = check_command(raw["on_failure"], prefix + "on_failure")
+    if "max_bytes" in raw:
+        kw["max_bytes"] = check_int(prefix + "max_bytes", raw["max_bytes"], 1)
+    if "verify" in raw:
+        kw["verify"] = check_verify(raw["verify"])
+    if "user_agent" in raw:
+        ua = raw["user_agent"]
+        if not isinstance(ua, str) or not ua or any(not c.isprintable() for c in ua):
+            raise InvalidValue(prefix + "user_agent", ua, "must be one line of text")
+        kw["user_agent"] = ua
+    if "keep_runs" in raw:
+        kw["keep_runs"] = check_int(prefix + "keep_runs", raw["keep_runs"], 1)
+
+
+def build_job(raw: Mapping[str, Any], defaults: Defaults, machine_tz: str = "UTC") -> Job:
+    """Validate one ``[[jobs]]`` table and apply the defaults to it."""
+    if not isinstance(raw, Mapping):
+        raise InvalidValue("jobs", raw, "each job must be a table ([[jobs]])")
+    for key in raw:
+        if key not in JOB_KEYS:
+            shown = raw[key] if not isinstance(raw[key], Mapping) else "{…}"
+            raise InvalidValue(key, shown, f"is not a known job key (allowed: {', '.join(JOB_KEYS)})")
+    if "id" not in raw:
+        raise InvalidValue("id", None, "is missing; every job needs an id ([a-z0-9][a-z0-9_-]*)")
+    job_id = check_id(raw["id"])
+    name = check_name(raw.get("name", job_id))
+
+    kinds = [k for k in ("at", "cron", "every") if k in raw]
+    if len(kinds) != 1:
+        given = ", ".join(kinds) or "none"
+        raise InvalidValue("schedule", given, "must be exactly one of at, cron, every")
+    kind = ScheduleKind(kinds[0])
+    if kind is ScheduleKind.AT:
+        spec = parse_at(raw["at"])
+    elif kind is ScheduleKind.CRON:
+        spec = parse_cron(raw["cron"])
+    else:
+        spec = normalize_every(raw["every"])
+
+    kw: dict[str, Any] = {
+        "max_retries": defaults.max_retries,
+        "retry_delay": defaults.retry_delay,
+        "retry_backoff": defaults.retry_backoff,
+        "retry_max_delay": defaults.retry_max_delay,
+        "timeout": defaults.timeout,
+        "headers": defaults.headers,
+        "catch_up": defaults.catch_up,
+        "on_failure": defaults.on_failure,
+        "max_bytes": defaults.max_bytes,
+        "verify": defaults.verify,
+        "user_agent": defaults.user_agent,
+        "keep_runs": defaults.keep_runs,
+        "timezone": defaults.timezone or machine_tz,
+    }
+    _common(raw, kw)
+    if "headers" in raw and defaults.headers:
+        kw["headers"] = {**defaults.headers, **kw["headers"]}
+
+    start = check_date("start_date", raw.get("start_date"))
+    end = check_date("end_date", raw.get("end_date"))
+    if start and end and start > end:
+        raise InvalidValue("end_date", end.isoformat(), f"is before start_date {start.isoformat()}")
+
+    if "url" in raw and "command" in raw:
+        raise InvalidValue("command", raw["command"], "cannot be set together with url (choose one crawl)")
+    if "url" in raw:
+        urls, command = check_urls(raw["url"]), None
+    elif "command" in raw:
+        urls, command = (), check_command(raw["command"])
+    elif defaults.url or defaults.command:
+        urls, command = defaults.url, defaults.command
+    else:
+        raise InvalidValue("url", None, "is missing: give the job a url or a command, or set one in [defaults]")
+
+    created = raw.get("created_at")
+    if created is not None and not isinstance(created, datetime):
+        if isinstance(created, str):
+            try:
+                created = datetime.fromisoformat(created)
+            except ValueError:
+                raise InvalidValue("created_at", created, "is not a date-time (YYYY-MM-DD HH:MM:SS)") from None
+        else:
+            raise InvalidValue("created_at", created, "is not a date-time (YYYY-MM-DD HH:MM:SS)")
+
+    return Job(
+        id=job_id,
+        name=name,
+        kind=kind,
+        spec=spec,
+        start_date=start,
+        end_date=end,
+        urls=urls,
+        command=command,
+        paused=check_bool("paused", raw["paused"]) if "paused" in raw else False,
+        created_at=created,
+        explicit=frozenset(raw),
+        **kw,
+    )
