@@ -1,0 +1,229 @@
+"""The attempt log: stderr (for journald) plus ``logs/crawler_YYYYMMDD.log``.
+
+Lines look exactly like the seed's::
+
+    2025-11-07 09:05:00 - INFO - 🤖 AUTO CRAWL STARTED
+
+and the retry loop's messages are the seed's, word for word (SPEC §6). The
+``log_*`` helpers below are what the retry loop calls, so the wording lives in
+one place.
+
+Levels (the seed only ever shows INFO, so this is our choice):
+
+* INFO    — started, ``Job ID``, ``Retry attempt``, success, scheduling a retry;
+* WARNING — ``AUTO CRAWL FAILED``: one attempt failed, which is routine while
+  retries are left;
+* ERROR   — ``Max retries reached``: the chain is over and the run failed.
+  Every failed chain ends with this line (also with ``max_retries = 0``), so
+  alerting on ERROR catches each failed run exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+__all__ = [
+    "LOGGER_NAME",
+    "LOG_FORMAT",
+    "DATE_FORMAT",
+    "MSG_STARTED",
+    "MSG_JOB_ID",
+    "MSG_RETRY_ATTEMPT",
+    "MSG_SUCCESS",
+    "MSG_FAILED",
+    "MSG_RETRY_SCHEDULED",
+    "MSG_MAX_RETRIES",
+    "DailyFileHandler",
+    "log_file",
+    "setup_logging",
+    "log_started",
+    "log_success",
+    "log_failed",
+    "log_retry_scheduled",
+    "log_max_retries",
+]
+
+LOGGER_NAME = "crawlsched"
+LOG_FORMAT = "%(asctime)s - %(levelname)s - %(message)s"
+DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+# The seed's messages (SPEC §6). Placeholders are filled by the helpers below.
+MSG_STARTED = "🤖 AUTO CRAWL STARTED"
+MSG_JOB_ID = "Job ID: {job_id}"
+MSG_RETRY_ATTEMPT = "🔄 Retry attempt: {retry_number}/{max_retries}"
+MSG_SUCCESS = "✅ AUTO CRAWL SUCCESS"
+MSG_FAILED = "🔄 AUTO CRAWL FAILED: {reason}"
+MSG_RETRY_SCHEDULED = "🔄 Scheduling retry {retry_number} in {seconds} seconds..."
+MSG_MAX_RETRIES = "❌ Max retries reached for job {job_id}"
+
+# Marks the handlers setup_logging() installed, so a second call replaces them
+# instead of adding a second copy (and leaves handlers others added alone).
+_OURS = "_crawlsched_handler"
+
+
+def log_file(home: Path, when: float | None = None) -> Path:
+    """The log file for the instant ``when`` (epoch seconds; default: now).
+
+    The name carries the *local* date, as the seed's ``crawler_YYYYMMDD.log``
+    did: an operator looks for today's file by the date on the wall.
+    """
+    stamp = time.strftime("%Y%m%d", time.localtime(when))
+    return Path(home) / "logs" / f"crawler_{stamp}.log"
+
+
+class DailyFileHandler(logging.StreamHandler):
+    """Append each record to ``home/logs/crawler_<local date of record>.log``.
+
+    Before every write it checks that the open stream still is the file at
+    that path (same ``st_dev``/``st_ino``, like ``WatchedFileHandler``): if
+    logrotate renamed it away or someone deleted it, the path is reopened, so
+    new lines never vanish into an unlinked file. One ``os.stat`` per record
+    is cheap next to a crawl. The date comes from the record's own timestamp,
+    so a line is never filed under the wrong day around midnight.
+
+    Thread-safe: ``Handler.handle`` holds the handler's lock around ``emit``.
+    """
+
+    terminator = "\n"
+
+    def __init__(self, home: Path) -> None:
+        super().__init__(stream=None)  # type: ignore[arg-type]
+        # StreamHandler.__init__ put sys.stderr there; we open lazily instead.
+        self.stream = None  # type: ignore[assignment]
+        self.home = Path(home)
+        self.path: Path | None = None
+        self._dev_ino: tuple[int, int] | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            target = log_file(self.home, record.created)
+            if self.stream is None or target != self.path or self._moved():
+                self._open(target)
+        except Exception:
+            self.handleError(record)
+            return
+        super().emit(record)
+
+    def _moved(self) -> bool:
+        """True when the path no longer names the file we have open."""
+        try:
+            st = os.stat(self.path)  # type: ignore[arg-type]
+        except FileNotFoundError:
+            return True
+        return (st.st_dev, st.st_ino) != self._dev_ino
+
+    def _open(self, target: Path) -> None:
+        self._close_stream()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        stream = open(target, "a", encoding="utf-8")
+        st = os.fstat(stream.fileno())
+        self.stream, self.path = stream, target
+        self._dev_ino = (st.st_dev, st.st_ino)
+
+    def _close_stream(self) -> None:
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            try:
+                stream.flush()
+            finally:
+                stream.close()
+
+    def close(self) -> None:
+        self.acquire()
+        try:
+            self._close_stream()
+        finally:
+            self.release()
+            logging.Handler.close(self)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is *now* (it may be swapped later,
+    by pytest for one), like ``logging.lastResort`` does."""
+
+    def __init__(self) -> None:
+        logging.Handler.__init__(self)
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.setStream would assign
+        pass
+
+
+def setup_logging(
+    home: Path, *, stderr: bool = True, level: int = logging.INFO
+) -> logging.Logger:
+    """Configure and return the ``crawlsched`` logger.
+
+    Logs to ``home/logs/crawler_YYYYMMDD.log`` (UTF-8, created on first use)
+    and, with ``stderr=True``, to standard error, which systemd hands to
+    journald. Idempotent: a second call replaces the handlers of the first
+    (pointing them at the new ``home``) rather than adding more. The root
+    logger is not touched and records still propagate to it, so pytest's
+    ``caplog`` sees them; an application that also gives the root logger a
+    handler will print each line twice.
+    """
+    logger = logging.getLogger(LOGGER_NAME)
+    formatter = logging.Formatter(LOG_FORMAT, DATE_FORMAT)
+    for old in [h for h in logger.handlers if getattr(h, _OURS, False)]:
+        logger.removeHandler(old)
+        old.close()
+    handlers: list[logging.Handler] = [DailyFileHandler(home)]
+    if stderr:
+        handlers.append(_StderrHandler())
+    for handler in handlers:
+        setattr(handler, _OURS, True)
+        handler.setFormatter(formatter)
+        handler.setLevel(level)
+        logger.addHandler(handler)
+    logger.setLevel(level)
+    return logger
+
+
+# --- the retry loop's messages ----------------------------------------------
+
+
+def log_started(
+    log: logging.Logger, job_id: str, retry_number: int = 0, max_retries: int = 0
+) -> None:
+    """An attempt begins: ``🤖 AUTO CRAWL STARTED``, ``Job ID: <id>`` and, for a
+    retry, ``🔄 Retry attempt: k/R`` (k = 1 on the second attempt, R =
+    ``max_retries``)."""
+    log.info(MSG_STARTED)
+    log.info(MSG_JOB_ID.format(job_id=job_id))
+    if retry_number > 0:
+        log.info(
+            MSG_RETRY_ATTEMPT.format(retry_number=retry_number, max_retries=max_retries)
+        )
+
+
+def log_success(log: logging.Logger) -> None:
+    """``✅ AUTO CRAWL SUCCESS`` (INFO)."""
+    log.info(MSG_SUCCESS)
+
+
+def log_failed(log: logging.Logger, reason: str) -> None:
+    """``🔄 AUTO CRAWL FAILED: <reason>`` (WARNING: retries may follow).
+
+    ``reason`` is logged as given: it must not carry expanded secrets.
+    """
+    log.warning(MSG_FAILED.format(reason=reason))
+
+
+def log_retry_scheduled(log: logging.Logger, retry_number: int, seconds: float) -> None:
+    """``🔄 Scheduling retry k in S seconds...`` (INFO; S rounded to whole seconds)."""
+    log.info(
+        MSG_RETRY_SCHEDULED.format(retry_number=retry_number, seconds=round(seconds))
+    )
+
+
+def log_max_retries(log: logging.Logger, job_id: str) -> None:
+    """``❌ Max retries reached for job <id>`` (ERROR: the run has failed)."""
+    log.error(MSG_MAX_RETRIES.format(job_id=job_id))

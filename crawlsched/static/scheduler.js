@@ -1,0 +1,465 @@
+// crawlsched web page: lists jobs, adds, pauses/resumes, runs and deletes them
+// through the JSON API (SPEC §8).
+//
+// Security rules this file keeps:
+// - every value from the API reaches the page through textContent or an
+//   attribute set with setAttribute/dataset: never innerHTML, so a job named
+//   `<img src=x onerror=alert(1)>` shows as text;
+// - no inline scripts or handlers anywhere (the page is served with
+//   Content-Security-Policy: default-src 'self'); listeners are attached here.
+(function () {
+  "use strict";
+
+  var REFRESH_MS = 2000;
+  var TOKEN_KEY = "crawlsched.token";
+  var API = "/api/scheduler";
+  var STATUSES = ["active", "success", "failed", "retrying", "running", "paused", "finished"];
+  var SVG_NS = "http://www.w3.org/2000/svg";
+
+  var els = {};
+  var cards = new Map(); // job id -> card element, kept between refreshes
+  var timer = null;
+  var needToken = false; // waiting for the user to give a token
+  var memoryToken = null; // fallback when sessionStorage is unavailable
+  var lastRequest = 0; // refreshes can overlap; only the newest one renders
+
+  // --- API -------------------------------------------------------------------
+
+  function ApiError(message, status) {
+    this.message = message;
+    this.status = status;
+  }
+
+  function getToken() {
+    try {
+      return window.sessionStorage.getItem(TOKEN_KEY);
+    } catch (e) {
+      return null;
+    }
+  }
+
+  function setToken(token) {
+    try {
+      window.sessionStorage.setItem(TOKEN_KEY, token);
+    } catch (e) {
+      /* storage disabled: the token lives until the page reloads */
+    }
+    memoryToken = token;
+  }
+
+  // Calls the API; resolves with the parsed body when success is true, else
+  // rejects with an ApiError carrying the API's own error text.
+  function api(method, path, body) {
+    var headers = { Accept: "application/json" };
+    var token = getToken() || memoryToken;
+    if (token) headers.Authorization = "Bearer " + token;
+    var init = { method: method, headers: headers, credentials: "same-origin", cache: "no-store" };
+    if (body !== undefined) {
+      headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    return fetch(path, init).then(
+      function (res) {
+        if (res.status === 401) {
+          askForToken(Boolean(token));
+          throw new ApiError("An access token is needed.", 401);
+        }
+        return res.json().then(
+          function (data) {
+            if (!res.ok || !data || data.success === false) {
+              var text = data && data.error ? String(data.error) : "HTTP " + res.status;
+              throw new ApiError(text, res.status);
+            }
+            return data;
+          },
+          function () {
+            throw new ApiError("HTTP " + res.status + ": the answer was not JSON", res.status);
+          }
+        );
+      },
+      function () {
+        throw new ApiError("Cannot reach the scheduler.", 0);
+      }
+    );
+  }
+
+  function jobPath(id, action) {
+    return API + "/job/" + encodeURIComponent(id) + (action ? "/" + action : "");
+  }
+
+  // --- token -------------------------------------------------------------------
+
+  function askForToken(rejected) {
+    if (needToken) return;
+    needToken = true;
+    stopRefresh();
+    els.tokenForm.hidden = false;
+    showText(els.tokenError, rejected ? "That token was not accepted." : "");
+    setLive("auth", "Token needed");
+    els.tokenInput.focus();
+  }
+
+  function onTokenSubmit(event) {
+    event.preventDefault();
+    var token = els.tokenInput.value.trim();
+    if (!token) return;
+    setToken(token);
+    els.tokenInput.value = "";
+    els.tokenForm.hidden = true;
+    needToken = false;
+    refresh();
+  }
+
+  // --- refresh loop ----------------------------------------------------------
+
+  function refresh() {
+    clearTimeout(timer);
+    timer = null;
+    if (needToken) return;
+    var request = ++lastRequest;
+    api("GET", API + "/jobs").then(
+      function (data) {
+        if (request !== lastRequest) return; // a newer refresh is under way
+        render(Array.isArray(data.jobs) ? data.jobs : []);
+        setLive("ok", "Updated " + new Date().toLocaleTimeString());
+        schedule();
+      },
+      function (err) {
+        if (request !== lastRequest) return;
+        if (err.status === 401) return; // the token form restarts the loop
+        setLive("error", err.message + " Retrying…");
+        schedule();
+      }
+    );
+  }
+
+  function schedule() {
+    clearTimeout(timer);
+    // A hidden tab does not poll; visibilitychange refreshes on return.
+    if (!document.hidden && !needToken) timer = setTimeout(refresh, REFRESH_MS);
+  }
+
+  function stopRefresh() {
+    clearTimeout(timer);
+    timer = null;
+  }
+
+  function setLive(state, text) {
+    els.live.dataset.state = state;
+    els.liveText.textContent = text;
+  }
+
+  // --- rendering -------------------------------------------------------------
+  // Cards are kept and updated in place (keyed by job id) rather than rebuilt,
+  // so focus, hover and a pending click survive the 2 s refresh.
+
+  function render(jobs) {
+    var seen = new Set();
+    var slot = els.jobs.firstChild;
+    jobs.forEach(function (job) {
+      var id = String(job.id);
+      seen.add(id);
+      var card = cards.get(id);
+      if (!card) {
+        card = buildCard(id);
+        cards.set(id, card);
+      }
+      updateCard(card, job);
+      // Keep the API's order, moving a card only when it is out of place:
+      // moving a node takes keyboard focus away from the button in it.
+      if (card === slot) {
+        slot = slot.nextSibling;
+      } else {
+        els.jobs.insertBefore(card, slot);
+      }
+    });
+    cards.forEach(function (card, id) {
+      if (!seen.has(id)) {
+        card.remove();
+        cards.delete(id);
+      }
+    });
+    els.empty.hidden = jobs.length > 0;
+    els.count.textContent = jobs.length ? String(jobs.length) : "";
+  }
+
+  function el(tag, className, text) {
+    var node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function buildCard(id) {
+    var card = el("article", "card");
+    card.setAttribute("data-testid", "job-card");
+    card.setAttribute("data-job-id", id);
+
+    var head = el("header", "card-head");
+    var name = el("h3", "job-name");
+    var badge = el("span", "badge");
+    badge.setAttribute("data-testid", "job-status");
+    head.append(name, badge);
+
+    var facts = el("dl", "facts");
+    var fields = {};
+    [
+      ["schedule", "Schedule"],
+      ["retry", "Retry config"],
+      ["period", "Period"],
+      ["next_run", "Next run"],
+      ["last_run", "Last run"],
+      ["last_message", "Last message"],
+    ].forEach(function (pair) {
+      var row = el("div", "fact fact-" + pair[0].replace("_", "-"));
+      var dd = el("dd");
+      dd.setAttribute("data-field", pair[0]);
+      row.append(el("dt", null, pair[1]), dd);
+      facts.append(row);
+      fields[pair[0]] = dd;
+    });
+
+    var actions = el("div", "actions");
+    var pause = el("button", "btn btn-ghost");
+    pause.type = "button";
+    pause.setAttribute("data-testid", "pause-button");
+    var run = el("button", "btn btn-ghost");
+    run.type = "button";
+    setButton(run, "play", "Run now");
+    run.setAttribute("data-testid", "run-now-button");
+    var del = el("button", "btn btn-icon btn-danger");
+    del.type = "button";
+    del.setAttribute("data-testid", "delete-button");
+    del.append(icon("trash"));
+    actions.append(pause, run, del);
+
+    var scheduleText = el("span", "schedule");
+    var tz = el("span", "tz");
+    fields.schedule.append(scheduleText, tz);
+
+    card.append(head, facts, actions);
+    card._parts = { name: name, badge: badge, fields: fields, scheduleText: scheduleText, tz: tz, pause: pause, run: run, del: del };
+    card._job = null;
+
+    pause.addEventListener("click", function () {
+      var job = card._job;
+      var action = job.paused || job.status === "paused" ? "resume" : "pause";
+      act(pause, "POST", jobPath(job.id, action), undefined, action === "pause" ? "Paused" : "Resumed", job);
+    });
+    run.addEventListener("click", function () {
+      var job = card._job;
+      act(run, "POST", API + "/run-now", { job_id: job.id }, "Run requested for", job);
+    });
+    del.addEventListener("click", function () {
+      var job = card._job;
+      if (!window.confirm('Delete the schedule "' + job.name + '"?\nIts history is kept.')) return;
+      act(del, "DELETE", jobPath(job.id), undefined, "Deleted", job).then(function (ok) {
+        if (ok) {
+          card.remove();
+          cards.delete(String(job.id));
+          els.empty.hidden = cards.size > 0;
+        }
+      });
+    });
+    return card;
+  }
+
+  function updateCard(card, job) {
+    var p = card._parts;
+    card._job = job;
+    var status = STATUSES.indexOf(job.status) >= 0 ? job.status : "unknown";
+    card.setAttribute("data-status", status);
+    p.name.textContent = text(job.name, job.id);
+    p.badge.className = "badge badge-" + status;
+    p.badge.textContent = text(job.status, "unknown");
+
+    // Times are in the job's zone (SPEC §5), so the zone is shown with them.
+    p.tz.textContent = job.timezone ? String(job.timezone) : "";
+    p.scheduleText.textContent = text(job.schedule);
+    p.fields.period.textContent = job.end_date
+      ? text(job.start_date) + " s/d " + job.end_date
+      : text(job.start_date) + " → no end";
+    p.fields.next_run.textContent = text(job.next_run);
+    p.fields.last_run.textContent = text(job.last_run, "never");
+    p.fields.retry.textContent =
+      "Max " + text(job.max_retries) + "x, Delay " + text(job.retry_delay) + "s";
+    p.fields.last_message.textContent = text(job.last_message);
+
+    var paused = Boolean(job.paused) || status === "paused";
+    setButton(p.pause, paused ? "play" : "pause", paused ? "Resume" : "Pause");
+    p.pause.setAttribute("aria-pressed", paused ? "true" : "false");
+    var label = text(job.name, job.id);
+    p.pause.setAttribute("aria-label", (paused ? "Resume " : "Pause ") + label);
+    p.run.setAttribute("aria-label", "Run " + label + " now");
+    p.del.setAttribute("aria-label", "Delete " + label);
+    p.del.title = "Delete";
+  }
+
+  function text(value, fallback) {
+    if (value === null || value === undefined || value === "") {
+      return fallback === undefined ? "—" : String(fallback);
+    }
+    return String(value);
+  }
+
+  // Icons are inline SVG built here (no icon font, no emoji font needed:
+  // the page must look right on a machine without either).
+  var ICONS = {
+    trash: [
+      "M3 6h18",
+      "M8 6V4a1 1 0 0 1 1-1h6a1 1 0 0 1 1 1v2",
+      "M19 6l-1 14a2 2 0 0 1-2 2H8a2 2 0 0 1-2-2L5 6",
+      "M10 11v6",
+      "M14 11v6",
+    ],
+    pause: ["M9 5v14", "M15 5v14"],
+    play: ["M7 4.5v15l12-7.5z"],
+  };
+
+  function icon(name) {
+    var svg = document.createElementNS(SVG_NS, "svg");
+    svg.setAttribute("viewBox", "0 0 24 24");
+    svg.setAttribute("width", "16");
+    svg.setAttribute("height", "16");
+    svg.setAttribute("aria-hidden", "true");
+    svg.setAttribute("focusable", "false");
+    svg.setAttribute("class", "icon icon-" + name);
+    ICONS[name].forEach(function (d) {
+      var path = document.createElementNS(SVG_NS, "path");
+      path.setAttribute("d", d);
+      svg.appendChild(path);
+    });
+    return svg;
+  }
+
+  // Sets a button's content to an icon and a text label.
+  function setButton(button, iconName, label) {
+    if (button._icon === iconName && button._label === label) return;
+    button._icon = iconName;
+    button._label = label;
+    button.replaceChildren(icon(iconName), el("span", null, label));
+  }
+
+  // --- actions ----------------------------------------------------------------
+
+  // Runs one card action; resolves true on success (false, or not at all
+  // while one is in flight). The button is marked busy rather than disabled
+  // so it keeps keyboard focus, and a double click does not send twice.
+  function act(button, method, path, body, verb, job) {
+    if (button.getAttribute("aria-busy") === "true") return Promise.resolve(false);
+    button.setAttribute("aria-busy", "true");
+    return api(method, path, body).then(
+      function (data) {
+        notice("ok", data.message ? String(data.message) : verb + " " + text(job.name, job.id));
+        refresh();
+        return true;
+      },
+      function (err) {
+        if (err.status !== 401) notice("error", err.message);
+        return false;
+      }
+    ).then(function (ok) {
+      button.removeAttribute("aria-busy");
+      return ok;
+    });
+  }
+
+  var noticeTimer = null;
+  function notice(kind, message) {
+    els.notice.dataset.kind = kind;
+    els.notice.textContent = message;
+    els.notice.hidden = false;
+    clearTimeout(noticeTimer);
+    noticeTimer = setTimeout(function () {
+      els.notice.hidden = true;
+    }, kind === "error" ? 8000 : 4000);
+  }
+
+  function showText(node, message) {
+    node.textContent = message || "";
+    node.hidden = !message;
+  }
+
+  // --- the add form -----------------------------------------------------------
+
+  function formPayload(form) {
+    var payload = {};
+    var name = form.elements.name.value.trim();
+    payload.name = name;
+    ["start_date", "end_date", "url"].forEach(function (key) {
+      var value = form.elements[key].value.trim();
+      if (value) payload[key] = value;
+    });
+    // Numbers go as numbers; empty optional ones are left out so the API's
+    // defaults apply (minute 0, the global retry settings).
+    ["hour", "minute", "max_retries", "retry_delay"].forEach(function (key) {
+      var raw = form.elements[key].value.trim();
+      if (raw === "") return;
+      var number = Number(raw);
+      payload[key] = Number.isInteger(number) ? number : raw; // let the API name a bad value
+    });
+    return payload;
+  }
+
+  function onAddSubmit(event) {
+    event.preventDefault();
+    var form = els.form;
+    showText(els.formError, "");
+    var payload = formPayload(form);
+    if (!payload.name) return fail("Name is required.", form.elements.name);
+    if (payload.hour === undefined) return fail("Hour is required (0–23).", form.elements.hour);
+
+    els.addButton.disabled = true;
+    api("POST", API + "/job/add", payload).then(
+      function (data) {
+        notice("ok", data.message ? String(data.message) : "Schedule added");
+        form.reset();
+        refresh();
+      },
+      function (err) {
+        if (err.status === 401) {
+          showText(els.formError, "Give the access token, then add again.");
+        } else {
+          showText(els.formError, err.message);
+        }
+      }
+    ).then(function () {
+      els.addButton.disabled = false;
+    });
+  }
+
+  function fail(message, field) {
+    showText(els.formError, message);
+    field.focus();
+  }
+
+  // --- start --------------------------------------------------------------------
+
+  function init() {
+    els.form = document.getElementById("add-form");
+    els.formError = document.getElementById("form-error");
+    els.addButton = document.getElementById("add-button");
+    els.jobs = document.getElementById("jobs");
+    els.empty = document.getElementById("empty");
+    els.count = document.getElementById("job-count");
+    els.notice = document.getElementById("notice");
+    els.live = document.getElementById("live");
+    els.liveText = document.getElementById("live-text");
+    els.tokenForm = document.getElementById("token-form");
+    els.tokenInput = document.getElementById("f-token");
+    els.tokenError = document.getElementById("token-error");
+
+    els.form.addEventListener("submit", onAddSubmit);
+    els.tokenForm.addEventListener("submit", onTokenSubmit);
+    document.addEventListener("visibilitychange", function () {
+      if (!document.hidden) refresh();
+    });
+    refresh();
+  }
+
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", init);
+  } else {
+    init();
+  }
+})();

@@ -1,0 +1,153 @@
+import logging
+import re
+import threading
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+import time_machine
+
+from crawlsched import logs
+
+JAKARTA = ZoneInfo("Asia/Jakarta")  # UTC+7, no daylight saving
+
+
+@pytest.fixture
+def logger(tmp_path):
+    log = logs.setup_logging(tmp_path, stderr=False)
+    yield log
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+        handler.close()
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+def test_line_format_is_the_seeds(logger, tmp_path):
+    with time_machine.travel(datetime(2025, 11, 7, 9, 5, tzinfo=JAKARTA), tick=False):
+        logger.info(logs.MSG_STARTED)
+    [line] = lines(tmp_path / "logs" / "crawler_20251107.log")
+    assert line == "2025-11-07 09:05:00 - INFO - 🤖 AUTO CRAWL STARTED"
+    assert re.fullmatch(
+        r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d - (INFO|WARNING|ERROR) - .+", line
+    )
+
+
+def test_file_name_uses_the_local_date_not_utc(logger, tmp_path):
+    # 2025-11-08 01:00 in Jakarta is still 2025-11-07 18:00 UTC.
+    with time_machine.travel(datetime(2025, 11, 8, 1, 0, tzinfo=JAKARTA), tick=False):
+        logger.info("hello")
+    assert [p.name for p in (tmp_path / "logs").iterdir()] == ["crawler_20251108.log"]
+    assert lines(tmp_path / "logs" / "crawler_20251108.log")[0].startswith(
+        "2025-11-08 01:00:00 - INFO - "
+    )
+
+
+def test_date_rollover_starts_a_new_file(logger, tmp_path):
+    with time_machine.travel(
+        datetime(2025, 11, 7, 23, 59, 59, tzinfo=JAKARTA), tick=False
+    ) as traveller:
+        logger.info("before midnight")
+        traveller.shift(1)
+        logger.info("after midnight")
+    assert lines(tmp_path / "logs" / "crawler_20251107.log") == [
+        "2025-11-07 23:59:59 - INFO - before midnight"
+    ]
+    assert lines(tmp_path / "logs" / "crawler_20251108.log") == [
+        "2025-11-08 00:00:00 - INFO - after midnight"
+    ]
+
+
+def test_renamed_away_file_is_reopened_at_the_original_path(logger, tmp_path):
+    path = logs.log_file(tmp_path)
+    logger.info("first")
+    path.rename(path.with_name(path.name + ".1"))  # logrotate, no copytruncate
+    logger.info("second")
+    assert lines(path)[0].endswith(" - second")
+    assert lines(path.with_name(path.name + ".1"))[0].endswith(" - first")
+
+
+def test_deleted_log_folder_is_recreated(logger, tmp_path):
+    path = logs.log_file(tmp_path)
+    logger.info("first")
+    path.unlink()
+    path.parent.rmdir()
+    logger.info("second")
+    assert [line[-6:] for line in lines(path)] == ["second"]
+
+
+def test_second_setup_does_not_duplicate_handlers(tmp_path, capsys):
+    logs.setup_logging(tmp_path)
+    log = logs.setup_logging(tmp_path)
+    try:
+        assert len(log.handlers) == 2
+        log.info("once")
+        assert capsys.readouterr().err.count("once") == 1
+        assert len(lines(logs.log_file(tmp_path))) == 1
+    finally:
+        for handler in list(log.handlers):
+            log.removeHandler(handler)
+            handler.close()
+
+
+def test_setup_leaves_foreign_handlers_alone(tmp_path):
+    log = logging.getLogger(logs.LOGGER_NAME)
+    foreign = logging.NullHandler()
+    log.addHandler(foreign)
+    try:
+        logs.setup_logging(tmp_path, stderr=False)
+        logs.setup_logging(tmp_path, stderr=False)
+        assert log.handlers.count(foreign) == 1 and len(log.handlers) == 2
+    finally:
+        for handler in list(log.handlers):
+            log.removeHandler(handler)
+            handler.close()
+
+
+def test_threads_write_whole_lines(logger, tmp_path):
+    def work(n):
+        for i in range(50):
+            logger.info("thread %d line %d", n, i)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    got = lines(logs.log_file(tmp_path))
+    assert len(got) == 400
+    assert all(re.search(r" - INFO - thread \d line \d+$", line) for line in got)
+
+
+def test_retry_chain_messages_word_for_word(logger, tmp_path):
+    logs.log_started(logger, "job_20251107110530")
+    logs.log_failed(logger, "Download failed")
+    logs.log_retry_scheduled(logger, 1, 300.0)
+    logs.log_started(logger, "job_20251107110530", retry_number=2, max_retries=3)
+    logs.log_success(logger)
+    logs.log_max_retries(logger, "job_20251107110530")
+    messages = [line.split(" - ", 2)[1:] for line in lines(logs.log_file(tmp_path))]
+    assert messages == [
+        ["INFO", "🤖 AUTO CRAWL STARTED"],
+        ["INFO", "Job ID: job_20251107110530"],
+        ["WARNING", "🔄 AUTO CRAWL FAILED: Download failed"],
+        ["INFO", "🔄 Scheduling retry 1 in 300 seconds..."],
+        ["INFO", "🤖 AUTO CRAWL STARTED"],
+        ["INFO", "Job ID: job_20251107110530"],
+        ["INFO", "🔄 Retry attempt: 2/3"],
+        ["INFO", "✅ AUTO CRAWL SUCCESS"],
+        ["ERROR", "❌ Max retries reached for job job_20251107110530"],
+    ]
+
+
+@pytest.mark.parametrize(
+    "seconds, shown", [(300, "300"), (299.6, "300"), (7.2, "7")], ids=str
+)
+def test_retry_delay_is_whole_seconds(logger, tmp_path, seconds, shown):
+    logs.log_retry_scheduled(logger, 2, seconds)
+    assert lines(logs.log_file(tmp_path))[0].endswith(
+        f"🔄 Scheduling retry 2 in {shown} seconds..."
+    )
