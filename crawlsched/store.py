@@ -1,0 +1,672 @@
+"""jobs.toml ⇄ Job objects: read, validate, and change under a lock with an atomic write.
+
+Reading uses ``tomllib`` (fast) and a parsed cache keyed on the file's inode,
+mtime, ctime and size. Writing follows SPEC §7: take a lock on a separate lock
+file (a lock on jobs.toml itself is lost when the file is replaced by a
+rename), re-read, change, validate the whole new text, write a temp file,
+fsync, rename, fsync the folder. ``add`` appends its table as text; other
+edits rewrite only the one table they touch, through ``tomlkit``, so what a
+person wrote elsewhere in the file (comments, blank lines, order) is kept
+byte for byte.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import pickle
+import re
+import tempfile
+import tomllib
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+from crawlsched import __version__, timing
+from crawlsched.errors import CrawlschedError, DuplicateName, InvalidValue, JobFileError, JobNotFound
+from crawlsched.model import (
+    Defaults,
+    Job,
+    JobFile,
+    build_defaults,
+    build_job,
+    slug_id,
+)
+
+HEADER_RE = re.compile(r"^\s*\[")
+JOBS_HEADER_RE = re.compile(r"^\s*\[\[\s*jobs\s*\]\]\s*(#.*)?$")
+DEFAULTS_HEADER_RE = re.compile(r"^\s*\[\s*defaults\s*\]\s*(#.*)?$")
+SUBTABLE_RE = re.compile(r"^\s*\[\s*jobs\s*\.")
+TOML_LINE_RE = re.compile(r"\(at line (\d+), column \d+\)")
+# Key order of a table that `add` writes: the order of SPEC §2's example.
+ADD_ORDER = (
+    "id", "name", "at", "cron", "every", "start_date", "end_date", "url", "command",
+    "max_retries", "retry_delay", "retry_backoff", "retry_max_delay", "timeout", "timezone",
+    "catch_up", "on_failure", "max_bytes", "verify", "user_agent", "keep_runs", "headers",
+    "paused", "created_at",
+)  # fmt: skip
+CACHE_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class FileKey:
+    """What identifies one version of the file without reading it."""
+
+    ino: int
+    dev: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> FileKey:
+        return cls(st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def parse_text(text: str, label: str = "jobs.toml", machine_tz: str = "UTC") -> JobFile:
+    """Parse and validate a whole job file; errors are ``JobFileError`` with ``label:LINE``."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        msg = str(exc)
+        match = TOML_LINE_RE.search(msg)
+        line = int(match[1]) if match else 1
+        raise JobFileError(label, line, "not valid TOML: " + TOML_LINE_RE.sub("", msg).strip()) from None
+    return build_file(data, text, label, machine_tz)
+
+
+def build_file(data: Mapping[str, Any], text: str, label: str, machine_tz: str) -> JobFile:
+    lines = text.splitlines()
+    for key in data:
+        if key not in ("defaults", "jobs"):
+            line = _key_line(lines, 0, len(lines), key) or 1
+            raise JobFileError(label, line, f"{key}: unknown top-level key (allowed: [defaults] and [[jobs]])")
+    raw_defaults = data.get("defaults", {})
+    try:
+        defaults = build_defaults(raw_defaults)
+    except InvalidValue as exc:
+        start = _defaults_line(lines)
+        key = exc.field.split(".")[1] if exc.field.startswith("defaults.") else None
+        line = _key_line(lines, start or 0, _segment_end(lines, start or 0), key) if key else None
+        raise JobFileError(label, line or start or 1, str(exc)) from None
+    raw_jobs = data.get("jobs", [])
+    if not isinstance(raw_jobs, list):
+        raise JobFileError(label, _key_line(lines, 0, len(lines), "jobs") or 1, "jobs: must be an array of tables ([[jobs]])")
+    headers = [i for i, line in enumerate(lines) if JOBS_HEADER_RE.match(line)]
+    jobs: list[Job] = []
+    seen_ids: dict[str, int] = {}
+    seen_names: dict[str, int] = {}
+    for index, raw in enumerate(raw_jobs):
+        start = headers[index] if index < len(headers) and len(headers) == len(raw_jobs) else None
+        try:
+            job = build_job(raw, defaults, machine_tz)
+        except InvalidValue as exc:
+            key = exc.field.split(".")[0]
+            line = None
+            if start is not None:
+                line = _key_line(lines, start, _segment_end(lines, start), key) or start + 1
+            raise JobFileError(label, line or 1, f"job {index + 1}: {exc}") from None
+        line_no = start + 1 if start is not None else None
+        if job.id in seen_ids:
+            raise JobFileError(label, line_no or 1, f"id: \"{job.id}\" is used by two jobs (the other at line {seen_ids[job.id]}); ids are unique")
+        if job.name in seen_names:
+            raise JobFileError(label, line_no or 1, f"name: \"{job.name}\" is used by two jobs (the other at line {seen_names[job.name]}); names are unique")
+        seen_ids[job.id] = line_no or 0
+        seen_names[job.name] = line_no or 0
+        jobs.append(_with_line(job, line_no))
+    return JobFile(defaults=defaults, jobs=tuple(jobs), raw_defaults=dict(raw_defaults))
+
+
+def _with_line(job: Job, line: int | None) -> Job:
+    object.__setattr__(job, "line", line)
+    return job
+
+
+def _segment_end(lines: list[str], start: int) -> int:
+    """The line after a table that starts at ``start``: the next header that is not its own sub-table."""
+    for i in range(start + 1, len(lines)):
+        if HEADER_RE.match(lines[i]) and not SUBTABLE_RE.match(lines[i]):
+            return i
+    return len(lines)
+
+
+def _key_line(lines: list[str], start: int, end: int, key: str | None) -> int | None:
+    if not key:
+        return None
+    pattern = re.compile(r"^\s*" + re.escape(key) + r"\s*[=.]")
+    for i in range(start, end):
+        if pattern.match(lines[i]):
+            return i + 1
+    return None
+
+
+def _defaults_line(lines: list[str]) -> int | None:
+    for i, line in enumerate(lines):
+        if DEFAULTS_HEADER_RE.match(line):
+            return i
+    return None
+
+
+class JobStore:
+    """One job file: cached reads and locked, atomic, comment-preserving writes."""
+
+    def __init__(self, path: Path, cache_dir: Path | None = None, machine_tz: str | None = None) -> None:
+        self.path = Path(path)
+        self.lock_path = self.path.with_name("." + self.path.name + ".lock")
+        self.machine_tz = machine_tz or timing.machine_timezone()
+        self.cache_dir = cache_dir
+        self.label = self.path.name
+
+    # --- reading -------------------------------------------------------------
+
+    def stat_key(self) -> FileKey | None:
+        try:
+            return FileKey.of(os.stat(self.path))
+        except FileNotFoundError:
+            return None
+
+    def load(self) -> JobFile:
+        """The current jobs; a missing file means no jobs. Raises ``JobFileError``."""
+        key = self.stat_key()
+        if key is None:
+            return JobFile(defaults=Defaults(), jobs=())
+        cached = self._cache_get(key)
+        if cached is not None:
+            return cached
+        text = self._read_text()
+        jobfile = parse_text(text, self.label, self.machine_tz)
+        if self.stat_key() == key:
+            self._cache_put(key, jobfile)
+        return jobfile
+
+    def load_with_key(self) -> tuple[JobFile, FileKey | None]:
+        key = self.stat_key()
+        return self.load(), key
+
+    def _read_text(self) -> str:
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return ""
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = data[: exc.start].count(b"\n") + 1
+            raise JobFileError(self.label, line, "not valid UTF-8") from None
+
+    def _cache_file(self) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        digest = hashlib.sha1(str(self.path.resolve()).encode()).hexdigest()[:16]
+        return self.cache_dir / ".cache" / f"jobs-{digest}.pickle"
+
+    def _cache_get(self, key: FileKey) -> JobFile | None:
+        path = self._cache_file()
+        if path is None:
+            return None
+        try:
+            with open(path, "rb") as fh:
+                stamp, jobfile = pickle.load(fh)
+        except Exception:
+            return None
+        if stamp != (CACHE_FORMAT, __version__, self.machine_tz, key):
+            return None
+        return jobfile
+
+    def _cache_put(self, key: FileKey, jobfile: JobFile) -> None:
+        path = self._cache_file()
+        if path is None:
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+            with os.fdopen(fd, "wb") as fh:
+                pickle.dump(((CACHE_FORMAT, __version__, self.machine_tz, key), jobfile), fh, protocol=pickle.HIGHEST_PROTOCOL)
+            os.replace(tmp, path)
+        except OSError:
+            pass  # the cache is only a speed-up
+
+    # --- writing -------------------------------------------------------------
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the write lock: one writer at a time across processes."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _write_text(self, text: str) -> None:
+        """Temp file, fsync, rename, fsync the folder: a reader sees the old file or the new one."""
+        folder = self.path.parent
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + self.path.name + ".", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+            try:
+                os.chmod(tmp, os.stat(self.path).st_mode & 0o777)
+            except FileNotFoundError:
+                os.chmod(tmp, 0o644)
+            os.replace(tmp, self.path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+        dirfd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dirfd)
+        finally:
+            os.close(dirfd)
+
+    def _commit(self, new_text: str) -> JobFile:
+        """Validate the whole new text, then write it; a bad result changes nothing."""
+        jobfile = parse_text(new_text, self.label, self.machine_tz)
+        self._write_text(new_text)
+        key = self.stat_key()
+        if key is not None:
+            self._cache_put(key, jobfile)
+        return jobfile
+
+    def _current(self) -> tuple[str, JobFile]:
+        """Under the lock: the text and its parsed jobs (a broken file is never rewritten)."""
+        text = self._read_text()
+        key = self.stat_key()
+        cached = self._cache_get(key) if key else None
+        jobfile = cached if cached is not None else parse_text(text, self.label, self.machine_tz)
+        return text, jobfile
+
+    # --- operations ----------------------------------------------------------
+
+    def add(self, fields: Mapping[str, Any], *, now: datetime, id_taken: Callable[[str], bool] = lambda _id: False) -> Job:
+        """Add a job from ``fields`` (the keys of a [[jobs]] table, without id); returns it.
+
+        The id is made from the name and never reuses one that the history
+        knows (``id_taken``). ``start_date`` defaults to today in the job's
+        zone and the zone is always written, so a later change of the
+        machine's zone moves nothing.
+        """
+        with self.locked():
+            text, current = self._current()
+            table = dict(fields)
+            name = table.get("name")
+            if isinstance(name, str):
+                table["name"] = name.strip()
+            if any(j.name == table.get("name") for j in current.jobs):
+                raise DuplicateName(table["name"])
+            tz = table.get("timezone") or current.defaults.timezone or self.machine_tz
+            table["timezone"] = tz
+            probe = build_job({"id": "probe", **table}, current.defaults, self.machine_tz)
+            if "start_date" not in table:
+                table["start_date"] = timing.today_in(probe.timezone, now)
+            table.setdefault("created_at", now.astimezone(probe.tz).replace(microsecond=0))
+            table["id"] = self._new_id(table.get("id") or slug_id(probe.name), current, id_taken)
+            job = build_job(table, current.defaults, self.machine_tz)
+            check_future(job, now)
+            addition = render_table(table)
+            if self._can_append(text, current):
+                sep = "" if not text or text.endswith("\n\n") else ("\n" if text.endswith("\n") else "\n\n")
+                new_text = text + sep + addition
+                self._write_text(new_text)
+                key = self.stat_key()
+                if key is not None:
+                    self._cache_put(key, JobFile(current.defaults, current.jobs + (_with_line(job, None),), current.raw_defaults))
+                return job
+            jobfile = self._commit(_append_with_tomlkit(text, table))
+            return jobfile.find(job.id) or job
+
+    def _can_append(self, text: str, current: JobFile) -> bool:
+        """Plain appending works unless the file holds jobs as an inline array."""
+        if not current.jobs:
+            return "jobs" not in text or not re.search(r"^\s*jobs\s*=", text, re.M)
+        return any(JOBS_HEADER_RE.match(line) for line in text.splitlines())
+
+    @staticmethod
+    def _new_id(base: str, current: JobFile, id_taken: Callable[[str], bool]) -> str:
+        ids = {j.id for j in current.jobs}
+        candidate, n = base, 1
+        while candidate in ids or id_taken(candidate):
+            n += 1
+            suffix = f"-{n}"
+            candidate = base[: 64 - len(suffix)] + suffix
+        return candidate
+
+    def edit(self, ref: str, changes: Mapping[str, Any], *, now: datetime, remove: tuple[str, ...] = ()) -> Job:
+        """Change some keys of one job (``None`` removes a key); validates like ``add``."""
+        with self.locked():
+            text, current = self._current()
+            job = self._find(current, ref)
+            new_name = changes.get("name")
+            if new_name is not None and new_name != job.name and any(j.name == new_name for j in current.jobs):
+                raise DuplicateName(new_name)
+            schedule_keys = {"at", "cron", "every"} & set(changes)
+            drop = set(remove)
+            if schedule_keys:
+                drop |= {"at", "cron", "every"} - schedule_keys
+            if {"url", "command"} & set(changes):
+                drop |= {"url", "command"} - set(changes)
+
+            def change(table: Any) -> None:
+                for key in drop:
+                    if key in table:
+                        del table[key]
+                for key, value in changes.items():
+                    if value is None:
+                        if key in table:
+                            del table[key]
+                    else:
+                        table[key] = _tomlkit_value(value)
+
+            new_text = _edit_job_table(text, current, job.id, change)
+            jobfile = parse_text(new_text, self.label, self.machine_tz)
+            edited = jobfile.find(job.id)
+            assert edited is not None
+            if {"end_date", "start_date", "at", "cron", "every", "timezone"} & set(changes):
+                check_future(edited, now)
+            self._write_text(new_text)
+            key = self.stat_key()
+            if key is not None:
+                self._cache_put(key, jobfile)
+            return edited
+
+    def remove(self, ref: str) -> Job:
+        with self.locked():
+            text, current = self._current()
+            job = self._find(current, ref)
+            self._commit(_remove_job_table(text, current, job.id))
+            return job
+
+    def set_paused(self, ref: str, paused: bool) -> Job:
+        with self.locked():
+            text, current = self._current()
+            job = self._find(current, ref)
+            if job.paused == paused:
+                return job
+
+            def change(table: Any) -> None:
+                if paused:
+                    table["paused"] = True
+                elif "paused" in table:
+                    del table["paused"]
+
+            jobfile = self._commit(_edit_job_table(text, current, job.id, change))
+            return jobfile.find(job.id) or job
+
+    def set_paused_all(self, paused: bool) -> int:
+        """Pause or resume every job (the seed's legacy start/stop); returns how many changed."""
+        with self.locked():
+            text, current = self._current()
+            changed = [j for j in current.jobs if j.paused != paused]
+            for job in changed:
+                current = parse_text(text, self.label, self.machine_tz)
+
+                def change(table: Any) -> None:
+                    if paused:
+                        table["paused"] = True
+                    elif "paused" in table:
+                        del table["paused"]
+
+                text = _edit_job_table(text, current, job.id, change)
+            if changed:
+                self._commit(text)
+            return len(changed)
+
+    def set_defaults(self, changes: Mapping[str, Any]) -> Defaults:
+        """Set keys of ``[defaults]`` (``retry-config``); creates the table at the top when missing."""
+        with self.locked():
+            text, _ = self._current()
+            jobfile = self._commit(_edit_defaults(text, changes))
+            return jobfile.defaults
+
+    def upsert(self, table: Mapping[str, Any], *, now: datetime) -> Job:
+        """Create or replace the job whose id is ``table["id"]`` (legacy start, import)."""
+        with self.locked():
+            text, current = self._current()
+            existing = current.find(table["id"])
+            if existing is not None and existing.id == table["id"]:
+                text = _remove_job_table(text, current, existing.id)
+            for other in current.jobs:
+                if other.id != table["id"] and other.name == table.get("name"):
+                    raise DuplicateName(other.name)
+            jobfile = self._commit(_append_text(text, render_table(dict(table))))
+            job = jobfile.find(table["id"])
+            assert job is not None
+            return job
+
+    def add_many(self, tables: list[Mapping[str, Any]], *, replace: bool = True) -> list[Job]:
+        """Add or replace several jobs in one write: all of them or none (``import``)."""
+        with self.locked():
+            text, current = self._current()
+            for table in tables:
+                existing = current.find(table["id"])
+                if existing is not None and existing.id == table["id"]:
+                    if not replace:
+                        continue
+                    text = _remove_job_table(text, current, existing.id)
+                    current = parse_text(text, self.label, self.machine_tz)
+            for table in tables:
+                text = _append_text(text, render_table(dict(table)))
+            jobfile = self._commit(text)
+            return [j for t in tables if (j := jobfile.find(t["id"])) is not None]
+
+    def prune(self, now: datetime, anchors: Mapping[str, datetime] | None = None) -> list[Job]:
+        """Remove finished jobs (their history stays)."""
+        anchors = anchors or {}
+        with self.locked():
+            text, current = self._current()
+            gone = [j for j in current.jobs if timing.is_finished(j, now, anchors.get(j.id))]
+            for job in gone:
+                text = _remove_job_table(text, parse_text(text, self.label, self.machine_tz), job.id)
+            if gone:
+                self._commit(text)
+            return gone
+
+    @staticmethod
+    def _find(current: JobFile, ref: str) -> Job:
+        job = current.find(ref)
+        if job is None:
+            raise JobNotFound(ref)
+        return job
+
+
+def check_future(job: Job, now: datetime) -> None:
+    """What ``add`` and ``edit`` refuse beyond the file's own rules: an end in the past, no fire at all."""
+    if job.end_date is not None:
+        today = timing.today_in(job.timezone, now)
+        if job.end_date < today:
+            raise InvalidValue("end_date", job.end_date.isoformat(), f"is in the past (today is {today.isoformat()} in {job.timezone})")
+        after = now - timedelta(microseconds=1)
+        if timing.next_fire(job, after, anchor=timing.first_fire_on_sight(job, now)) is None:
+            raise InvalidValue(job.kind.value, job.spec, f"never fires from now until end_date {job.end_date.isoformat()}")
+
+
+# --- text surgery ------------------------------------------------------------
+
+
+def _toml_scalar(value: Any) -> str:
+    import tomli_w
+
+    return tomli_w.dumps({"v": value}).split("=", 1)[1].strip()
+
+
+def _toml_inline(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_inline(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        if not value:
+            return "{}"
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_inline(v)}" for k, v in value.items()) + " }"
+    return _toml_scalar(value)
+
+
+def _toml_key(key: str) -> str:
+    return key if re.match(r"^[A-Za-z0-9_-]+$", key) else _toml_scalar(key)
+
+
+def render_table(table: Mapping[str, Any]) -> str:
+    """One ``[[jobs]]`` table as text, keys in SPEC §2's order, short values inline."""
+    keys = [k for k in ADD_ORDER if k in table] + [k for k in table if k not in ADD_ORDER]
+    lines = ["[[jobs]]"]
+    for key in keys:
+        value = table[key]
+        if value is None:
+            continue
+        if isinstance(value, tuple):
+            value = list(value)
+        lines.append(f"{_toml_key(key)} = {_toml_inline(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _append_text(text: str, addition: str) -> str:
+    sep = "" if not text or text.endswith("\n\n") else ("\n" if text.endswith("\n") else "\n\n")
+    return text + sep + addition
+
+
+def _append_with_tomlkit(text: str, table: Mapping[str, Any]) -> str:
+    import tomlkit
+
+    doc = tomlkit.parse(text)
+    jobs = doc.get("jobs")
+    item = tomlkit.table()
+    for key, value in table.items():
+        item[key] = _tomlkit_value(value)
+    if jobs is None:
+        aot = tomlkit.aot()
+        aot.append(item)
+        doc["jobs"] = aot
+    else:
+        jobs.append(item)
+    return tomlkit.dumps(doc)
+
+
+def _tomlkit_value(value: Any) -> Any:
+    import tomlkit
+
+    if isinstance(value, tuple):
+        value = list(value)
+    if isinstance(value, list):
+        arr = tomlkit.array()
+        arr.extend(value)
+        return arr
+    if isinstance(value, Mapping):
+        inline = tomlkit.inline_table()
+        inline.update(value)
+        return inline
+    return value
+
+
+def _job_segments(text: str) -> tuple[list[str], list[tuple[int, int]]]:
+    """The file's lines and, per [[jobs]] header, the span ``[start, end)`` of its table."""
+    lines = text.splitlines(keepends=True)
+    starts = [i for i, line in enumerate(lines) if JOBS_HEADER_RE.match(line)]
+    bare = [line.rstrip("\r\n") for line in lines]
+    return lines, [(s, _segment_end(bare, s)) for s in starts]
+
+
+def _split_tail(lines: list[str], start: int, end: int) -> int:
+    """Where the trailing blank and comment lines of a table begin (they belong to what follows)."""
+    cut = end
+    while cut > start + 1 and (not lines[cut - 1].strip() or lines[cut - 1].lstrip().startswith("#")):
+        cut -= 1
+    return cut
+
+
+def _locate(text: str, current: JobFile, job_id: str) -> tuple[list[str], int, int]:
+    lines, spans = _job_segments(text)
+    index = next(i for i, j in enumerate(current.jobs) if j.id == job_id)
+    if len(spans) != len(current.jobs):
+        raise CrawlschedError("jobs.toml holds jobs in a form this command cannot edit in place (an inline `jobs = [...]` array); write them as [[jobs]] tables")
+    start, end = spans[index]
+    return lines, start, end
+
+
+def _edit_job_table(text: str, current: JobFile, job_id: str, change: Callable[[Any], None]) -> str:
+    """Rewrite one job's table through tomlkit; every other byte of the file stays."""
+    import tomlkit
+
+    lines, start, end = _locate(text, current, job_id)
+    cut = _split_tail(lines, start, end)
+    segment = "".join(lines[start:cut])
+    if not segment.endswith("\n"):
+        segment += "\n"
+    doc = tomlkit.parse(segment)
+    change(doc["jobs"][0])
+    new_segment = tomlkit.dumps(doc)
+    new_text = "".join(lines[:start]) + new_segment + "".join(lines[cut:])
+    _check_others_unchanged(current, new_text, job_id)
+    return new_text
+
+
+def _remove_job_table(text: str, current: JobFile, job_id: str) -> str:
+    lines, start, end = _locate(text, current, job_id)
+    cut = _split_tail(lines, start, end)
+    new_text = "".join(lines[:start]) + "".join(lines[cut:])
+    _check_others_unchanged(current, new_text, job_id, removed=True)
+    return new_text
+
+
+def _check_others_unchanged(current: JobFile, new_text: str, job_id: str, removed: bool = False) -> None:
+    """A guard on the line-based surgery: every other job must parse exactly as before."""
+    data = tomllib.loads(new_text)
+    ids = [t.get("id") for t in data.get("jobs", [])]
+    expected = [j.id for j in current.jobs if not (removed and j.id == job_id)]
+    if ids != expected:
+        raise CrawlschedError("jobs.toml: could not edit the job's table in place without touching others; nothing was changed")
+
+
+def _edit_defaults(text: str, changes: Mapping[str, Any]) -> str:
+    import tomlkit
+
+    bare = text.splitlines()
+    lines = text.splitlines(keepends=True)
+    start = _defaults_line(bare)
+    if start is None:
+        table = tomlkit.table()
+        for key, value in changes.items():
+            if value is not None:
+                table[key] = _tomlkit_value(value)
+        doc = tomlkit.document()
+        doc["defaults"] = table
+        block = tomlkit.dumps(doc)
+        first = next((i for i, line in enumerate(bare) if HEADER_RE.match(line)), len(lines))
+        before = "".join(lines[:first])
+        if before and not before.endswith("\n"):
+            before += "\n"
+        rest = "".join(lines[first:])
+        return before + block + ("\n" + rest if rest else "")
+    end = _segment_end(bare, start)
+    cut = _split_tail(lines, start, end)
+    segment = "".join(lines[start:cut])
+    if not segment.endswith("\n"):
+        segment += "\n"
+    doc = tomlkit.parse(segment)
+    for key, value in changes.items():
+        if value is None:
+            if key in doc["defaults"]:
+                del doc["defaults"][key]
+        else:
+            doc["defaults"][key] = _tomlkit_value(value)
+    return "".join(lines[:start]) + tomlkit.dumps(doc) + "".join(lines[cut:])
+
+
+def resolve_paths(jobs_file: str | None, home: str | None, environ: Mapping[str, str] | None = None) -> tuple[Path, Path]:
+    """SPEC §2: ``--jobs-file``, else ``$CRAWLSCHED_JOBS``, else ``./jobs.toml``; home likewise, else the file's folder."""
+    env = os.environ if environ is None else environ
+    path = Path(jobs_file or env.get("CRAWLSCHED_JOBS") or "jobs.toml").expanduser()
+    path = path if path.is_absolute() else Path.cwd() / path
+    home_path = Path(home or env.get("CRAWLSCHED_HOME") or path.parent).expanduser()
+    home_path = home_path if home_path.is_absolute() else Path.cwd() / home_path
+    return path, home_path
+
+
+def today(job_tz: str, now: datetime) -> date:
+    return timing.today_in(job_tz, now)
