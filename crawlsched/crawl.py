@@ -1,0 +1,669 @@
+"""One attempt at a crawl: fetch URLs or run a command, and say what happened.
+
+This is the only module that talks to crawl targets (SPEC §4). Everything it
+returns is an :class:`Outcome`; it does not raise for anything a target or the
+disk can do to it, so the daemon's retry loop stays a loop over outcomes.
+
+Secrets (SPEC §7): URLs and header values are *templates* (``${VAR}``), expanded
+only right before the request. Every message is built from the template (with a
+userinfo password masked), never from the expanded URL, a header value or the
+text of a ``requests`` exception (those quote the expanded URL); as a last
+guard :func:`_scrub` blanks any expanded value that still slipped in.
+
+``requests`` is imported inside :func:`fetch_urls`: the CLI imports this module
+for :func:`redact_url` and :func:`run_stamp` and should not pay for it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from crawlsched.errors import CrawlschedError
+
+MAX_MESSAGE = 300
+CHUNK = 64 * 1024
+MAX_REDIRECTS = 10
+CONNECT_TIMEOUT = 10.0
+READ_TIMEOUT = 30.0
+VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+STAMP_RE = re.compile(r"^\d{8}T\d{6}Z")
+# Query parameters whose values are masked in messages (substring match, any case).
+SECRET_PARAM_RE = re.compile(r"token|key|secret|pass|pwd|auth|sig|session|credential|code", re.I)
+DISK_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one attempt did. ``message`` is one line of at most 300 characters."""
+
+    ok: bool
+    message: str
+    permanent: bool = False  #: retrying cannot help (4xx, malformed URL, missing ${VAR}, …)
+    interrupted: bool = False  #: stopped by the cancel event (shutdown, job removed)
+    http_status: int | None = None  #: the last HTTP status seen
+    exit_code: int | None = None
+    bytes: int | None = None  #: bytes of the bodies saved by this attempt
+    output: str | None = None  #: the run's body folder, or the command's log
+    retry_after: float | None = None  #: seconds, from a Retry-After header
+
+    def __post_init__(self) -> None:
+        # Enforced here, not at each call site, so no path can put a multi-line
+        # traceback or a megabyte of output into the state database.
+        object.__setattr__(self, "message", _one_line(self.message))
+
+
+class MissingVariable(CrawlschedError, KeyError, ValueError):
+    """A ``${VAR}`` in a URL or header is not set in the environment.
+
+    A KeyError (a lookup that failed) and a ValueError (a bad template) at once,
+    so callers catching either builtin see it.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"environment variable {name} is not set (used as ${{{name}}})")
+
+
+def expand_vars(template: str, env: Mapping[str, str]) -> str:
+    """Replace each ``${VAR}`` with ``env[VAR]``; other ``$`` text is left alone."""
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in env:
+            raise MissingVariable(name)
+        return env[name]
+
+    return VAR_RE.sub(value, template)
+
+
+def redact_url(url: str) -> str:
+    """Mask the userinfo password and secret-looking query values of a URL for display.
+
+    ``https://user:pass@host/x?token=abc&page=2`` → ``https://user:***@host/x?token=***&page=2``.
+    Works on text (no parsing that could fail), so ``${VAR}`` templates pass
+    through unexpanded; a password is masked even when it is a template.
+    """
+    head, sep, rest = url.partition("://")
+    if not sep:
+        head, rest = "", url
+    authority_end = len(rest)
+    for stop in "/?#":
+        pos = rest.find(stop)
+        if pos != -1:
+            authority_end = min(authority_end, pos)
+    authority, tail = rest[:authority_end], rest[authority_end:]
+    userinfo, at, hostport = authority.rpartition("@")
+    if at and ":" in userinfo:
+        userinfo = userinfo.split(":", 1)[0] + ":***"
+    path, hashmark, fragment = tail.partition("#")
+    path, qmark, query = path.partition("?")
+    if qmark:
+        query = "&".join(_redact_param(p) for p in query.split("&"))
+    return f"{head}{sep}{userinfo}{at}{hostport}{path}{qmark}{query}{hashmark}{fragment}"
+
+
+def _redact_param(param: str) -> str:
+    name, eq, value = param.partition("=")
+    if eq and value and SECRET_PARAM_RE.search(name) and not VAR_RE.fullmatch(value):
+        return f"{name}=***"
+    return param
+
+
+def run_stamp(scheduled_for: datetime) -> str:
+    """A run's folder / log name: ``20251108T020500Z`` (UTC, sorts by time, file-safe)."""
+    if scheduled_for.tzinfo is None or scheduled_for.utcoffset() is None:
+        raise ValueError(f"scheduled_for: {scheduled_for.isoformat()} has no time zone (an aware datetime is needed)")
+    return scheduled_for.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+def body_name(index: int, url_template: str) -> str:
+    """The final file name of URL number ``index``: ``00-example.com-news.body``.
+
+    Built from the *template* (never the expanded URL, which may hold a secret)
+    and from host + path only (a query may hold one too). Deterministic, so a
+    retry of the same run finds what an earlier attempt saved.
+    """
+    rest = url_template.partition("://")[2] or url_template
+    rest = re.split(r"[?#]", rest, maxsplit=1)[0]
+    host, _, path = rest.partition("/")
+    host = host.rpartition("@")[2]  # drop user:password@
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{host}/{path}")
+    slug = re.sub(r"[-.]{2,}", "-", slug).strip("-.")[:60].rstrip("-.")
+    return f"{index:02d}-{slug or 'url'}.body"
+
+
+def bodies_complete(urls: Sequence[str], run_dir: Path) -> bool:
+    """True when every URL's final body file is in ``run_dir`` (the rename is the commit point)."""
+    return all((run_dir / body_name(i, url)).is_file() for i, url in enumerate(urls))
+
+
+def prune_runs(job_dir: Path, keep: int) -> int:
+    """Delete all but the newest ``keep`` runs (body folders and ``.log`` files) in ``job_dir``.
+
+    Runs are ordered by name, which is the run stamp. Only entries whose name
+    starts with a run stamp are touched, so nothing else a person put there is
+    lost. A run that has both a folder and a log counts once. Returns the
+    number of entries deleted.
+    """
+    if keep < 0:
+        raise ValueError(f"keep: {keep} must be 0 or more")
+    try:
+        entries = [p for p in job_dir.iterdir() if STAMP_RE.match(p.name)]
+    except FileNotFoundError:
+        return 0
+    runs = sorted({p.name.removesuffix(".log") for p in entries if p.is_dir() or p.name.endswith(".log")})
+    doomed = set(runs[: max(len(runs) - keep, 0)])
+    deleted = 0
+    for entry in entries:
+        if entry.name.removesuffix(".log") not in doomed:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        elif entry.name.endswith(".log"):
+            entry.unlink(missing_ok=True)
+        else:
+            continue
+        deleted += 1
+    return deleted
+
+
+# --- URL jobs -----------------------------------------------------------------
+
+
+class _Fail(Exception):
+    """Ends the fetch of one URL; carries the Outcome fields of the failure."""
+
+    def __init__(self, message: str, *, permanent: bool = False, interrupted: bool = False,
+                 retry_after: float | None = None, stop: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.permanent = permanent
+        self.interrupted = interrupted
+        self.retry_after = retry_after
+        self.stop = stop  #: the other URLs cannot fare better (deadline, disk, cancel)
+
+
+@dataclass
+class _Attempt:
+    """The settings and running totals shared by the URLs of one attempt."""
+
+    session: Any
+    headers: Any  # requests' CaseInsensitiveDict
+    timeout: float
+    deadline: float
+    max_bytes: int
+    verify: bool | str
+    cancel: threading.Event | None
+    status: int | None = None
+    saved: int = 0
+    failures: list[_Fail] = field(default_factory=list)
+
+    def remaining(self, shown: str) -> float:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise _Fail(f"{shown}: timed out after {_secs(self.timeout)}s", stop=True)
+        return left
+
+    def check_cancel(self, shown: str) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise _Fail(f"{shown}: interrupted", interrupted=True, stop=True)
+
+
+def fetch_urls(urls: Sequence[str], run_dir: Path, *, headers: Mapping[str, str] | None = None,
+               timeout: float = 300, max_bytes: int = 100 * 1024 * 1024, verify: bool | str = True,
+               user_agent: str = "crawlsched/0.1.0", env: Mapping[str, str] | None = None,
+               cancel: threading.Event | None = None) -> Outcome:
+    """GET each URL template into ``run_dir``; URLs saved by an earlier attempt are skipped.
+
+    The attempt succeeds when every body is saved. It goes on past a failed
+    URL (so a retry has less to do) unless the failure dooms the rest too:
+    the deadline, a full disk, or the cancel event.
+    """
+    env = os.environ if env is None else env
+    output = str(run_dir)
+    try:
+        targets = [expand_vars(url, env) for url in urls]
+        extra = {name: expand_vars(value, env) for name, value in (headers or {}).items()}
+    except MissingVariable as exc:
+        return Outcome(False, str(exc), permanent=True, output=output)
+    secrets = [*_expanded_values(urls, env), *_expanded_values((headers or {}).values(), env), *extra.values()]
+    if isinstance(verify, str) and not os.path.exists(verify):
+        return Outcome(False, f"verify: CA bundle {verify} does not exist", permanent=True, output=output)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return Outcome(False, _disk_message(exc, f"cannot create {run_dir}"), output=output)
+
+    import requests  # noqa: PLC0415 - only the run path pays for it
+    from requests.structures import CaseInsensitiveDict  # noqa: PLC0415
+
+    sent = CaseInsensitiveDict({"User-Agent": user_agent})
+    sent.update(extra)  # a user's User-Agent wins
+    with requests.Session() as session:  # trust_env stays True: proxies come from the environment
+        att = _Attempt(session, sent, timeout, time.monotonic() + timeout, max_bytes, verify, cancel)
+        skipped = 0
+        for index, (template, url) in enumerate(zip(urls, targets)):
+            final = run_dir / body_name(index, template)
+            if final.is_file():
+                skipped += 1
+                continue
+            shown = redact_url(template)
+            try:
+                _fetch_one(att, url, shown, final)
+            except _Fail as fail:
+                att.failures.append(fail)
+                if fail.stop:
+                    break
+            except Exception as exc:  # noqa: BLE001 - a bug must not kill the daemon; its text may hold secrets
+                att.failures.append(_Fail(f"{shown}: unexpected error ({type(exc).__name__})"))
+    return _url_outcome(att, len(urls), skipped, output, secrets, urls)
+
+
+def _url_outcome(att: _Attempt, total: int, skipped: int, output: str, secrets: list[str],
+                 urls: Sequence[str]) -> Outcome:
+    common = {"http_status": att.status, "bytes": att.saved, "output": output}
+    if att.failures:
+        first = att.failures[0]
+        message = first.message
+        if len(att.failures) > 1:
+            message = f"{len(att.failures)} of {total} URLs failed; first: {message}"
+        waits = [f.retry_after for f in att.failures if f.retry_after is not None]
+        return Outcome(False, _scrub(message, secrets), permanent=any(f.permanent for f in att.failures),
+                       interrupted=any(f.interrupted for f in att.failures),
+                       retry_after=max(waits) if waits else None, **common)
+    if total == 1 and not skipped:
+        message = f"HTTP {att.status}, {att.saved} bytes from {redact_url(urls[0])}"
+    else:
+        message = f"saved {total - skipped} of {total} URLs, {att.saved} bytes"
+        if skipped:
+            message += f" ({skipped} saved by an earlier attempt)"
+    return Outcome(True, _scrub(message, secrets), **common)
+
+
+def _fetch_one(att: _Attempt, url: str, shown: str, final: Path) -> None:
+    """Fetch one expanded ``url`` into ``final``; raises :class:`_Fail` on any failure."""
+    _check_url(url, shown)
+    response = _get_following_redirects(att, url, shown)
+    with response:
+        length = _content_length(response)
+        if length is not None and length > att.max_bytes:
+            raise _Fail(f"{shown}: body larger than max_bytes ({att.max_bytes} bytes): Content-Length is {length}")
+        att.saved += _stream_to_file(att, response, shown, final, length)
+
+
+def _check_url(url: str, shown: str) -> None:
+    from urllib.parse import urlsplit  # noqa: PLC0415
+
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        raise _Fail(f"{shown}: malformed URL", permanent=True) from None
+    if parts.scheme.lower() not in ("http", "https"):
+        raise _Fail(f"{shown}: malformed URL (only http and https are fetched)", permanent=True)
+    if not parts.hostname:
+        raise _Fail(f"{shown}: malformed URL (no host)", permanent=True)
+
+
+def _get_following_redirects(att: _Attempt, url: str, shown: str) -> Any:
+    """GET ``url``, following at most 10 redirects ourselves; returns a streaming 2xx response.
+
+    Redirects are followed here rather than by ``requests`` so that every hop
+    is checked: a ``file:`` or other non-http(s) target is refused (permanent),
+    and credentials are not handed to another host.
+    """
+    from urllib.parse import urljoin, urlsplit  # noqa: PLC0415
+
+    headers = att.headers.copy()
+    for _hop in range(MAX_REDIRECTS + 1):
+        att.check_cancel(shown)
+        response = _request(att, url, headers, shown)
+        att.status = response.status_code
+        target = att.session.get_redirect_target(response)
+        if target is None:
+            if 200 <= response.status_code < 300:
+                return response
+            response.close()
+            raise _status_failure(response, shown)
+        response.close()
+        nxt = urljoin(url, target)
+        scheme = urlsplit(nxt).scheme.lower()
+        if scheme not in ("http", "https"):
+            raise _Fail(f"{shown}: redirect to a {scheme or 'schemeless'} URL refused (only http and https)",
+                        permanent=True)
+        if (urlsplit(nxt).hostname or "") != (urlsplit(url).hostname or ""):
+            # Like curl without --location-trusted: a bearer token is for the host it was written for.
+            for name in ("Authorization", "Cookie"):
+                headers.pop(name, None)
+        url = nxt
+    raise _Fail(f"{shown}: more than {MAX_REDIRECTS} redirects")
+
+
+def _request(att: _Attempt, url: str, headers: Any, shown: str) -> Any:
+    import requests  # noqa: PLC0415
+
+    left = att.remaining(shown)
+    connect, read = min(CONNECT_TIMEOUT, left), min(READ_TIMEOUT, left)
+    try:
+        return att.session.get(url, headers=headers, stream=True, allow_redirects=False,
+                               timeout=(connect, read), verify=att.verify)
+    except requests.exceptions.ConnectTimeout:
+        raise _Fail(f"{shown}: connect timed out after {_secs(connect)}s") from None
+    except requests.exceptions.Timeout:
+        raise _timeout_failure(att, read, shown) from None
+    except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema,
+            requests.exceptions.URLRequired):
+        raise _Fail(f"{shown}: malformed URL", permanent=True) from None
+    except requests.exceptions.InvalidHeader:
+        raise _Fail(f"{shown}: a header value is not allowed (line break or leading space)", permanent=True) from None
+    except requests.exceptions.SSLError as exc:
+        raise _Fail(f"{shown}: TLS error: {_tls_reason(exc)}") from None
+    except requests.exceptions.ProxyError as exc:
+        raise _Fail(f"{shown}: proxy error: {_os_reason(exc)}") from None
+    except requests.exceptions.ConnectionError as exc:
+        raise _Fail(f"{shown}: connection failed: {_os_reason(exc)}") from None
+    except requests.exceptions.RequestException as exc:
+        raise _Fail(f"{shown}: request failed ({type(exc).__name__})") from None
+
+
+def _status_failure(response: Any, shown: str) -> _Fail:
+    code = response.status_code
+    permanent = 400 <= code < 500 and code not in (408, 429)
+    return _Fail(f"HTTP {code} from {shown}", permanent=permanent,
+                 retry_after=parse_retry_after(response.headers.get("Retry-After")))
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After value: delta-seconds or an HTTP-date (RFC 9110 §10.2.3)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    from email.utils import parsedate_to_datetime  # noqa: PLC0415
+
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # RFC 9110 dates are GMT; a naive parse means it said "-0000"
+        when = when.replace(tzinfo=timezone.utc)
+    now = now or datetime.now(timezone.utc)
+    return max(0.0, (when - now).total_seconds())
+
+
+def _content_length(response: Any) -> int | None:
+    try:
+        return int(response.headers["Content-Length"])
+    except (KeyError, ValueError):
+        return None
+
+
+def _stream_to_file(att: _Attempt, response: Any, shown: str, final: Path, length: int | None) -> int:
+    """Stream the body to ``.<final>.part``, fsync, rename; returns its size. No partial file survives."""
+    part = final.with_name(f".{final.name}.part")
+    written = 0
+    try:
+        with open(part, "wb") as out:
+            while True:
+                # Checked per chunk: a server dripping a byte a second never trips the read timeout.
+                att.check_cancel(shown)
+                att.remaining(shown)
+                chunk = _read_chunk(att, response, shown, length)
+                if not chunk:
+                    break
+                written += len(chunk)
+                if written > att.max_bytes:
+                    raise _Fail(f"{shown}: body larger than max_bytes ({att.max_bytes} bytes)")
+                out.write(chunk)
+            received = response.raw.tell()  # bytes on the wire, before any gzip decoding
+            if length is not None and received < length:
+                raise _Fail(f"{shown}: body cut short: got {received} of {length} bytes")
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(part, final)
+        _fsync_dir(final.parent)
+    except OSError as exc:
+        part.unlink(missing_ok=True)
+        disk_full = exc.errno in DISK_FULL
+        raise _Fail(f"{shown}: {_disk_message(exc, f'cannot write {final.name}')}", stop=disk_full) from None
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    return written
+
+
+def _read_chunk(att: _Attempt, response: Any, shown: str, length: int | None) -> bytes:
+    """Up to CHUNK bytes, as soon as *any* arrive (``read1``), so the deadline check runs often."""
+    import requests  # noqa: PLC0415
+    import urllib3  # noqa: PLC0415
+
+    try:
+        return response.raw.read1(CHUNK, decode_content=True)
+    except (urllib3.exceptions.ReadTimeoutError, requests.exceptions.Timeout):
+        raise _timeout_failure(att, READ_TIMEOUT, shown) from None
+    except urllib3.exceptions.DecodeError:
+        raise _Fail(f"{shown}: body could not be decoded (bad Content-Encoding)") from None
+    except (urllib3.exceptions.HTTPError, requests.exceptions.RequestException):
+        received = response.raw.tell()
+        if length is not None and received < length:
+            raise _Fail(f"{shown}: body cut short: got {received} of {length} bytes") from None
+        raise _Fail(f"{shown}: connection broken while reading the body") from None
+
+
+def _timeout_failure(att: _Attempt, read: float, shown: str) -> _Fail:
+    if att.deadline - time.monotonic() <= 0.5:
+        return _Fail(f"{shown}: timed out after {_secs(att.timeout)}s", stop=True)
+    return _Fail(f"{shown}: timed out after {_secs(read)}s without data (read timeout)")
+
+
+def _tls_reason(exc: BaseException) -> str:
+    import ssl  # noqa: PLC0415
+
+    for cause in _chain(exc):
+        if isinstance(cause, ssl.SSLCertVerificationError) and cause.verify_message:
+            return f"certificate verify failed: {cause.verify_message}"
+        if isinstance(cause, ssl.SSLError) and cause.reason:
+            return str(cause.reason)
+    return "handshake failed"
+
+
+def _os_reason(exc: BaseException) -> str:
+    """The innermost OS-level reason ("Connection refused"): it never quotes the URL."""
+    reason = None
+    for cause in _chain(exc):
+        if isinstance(cause, OSError) and cause.strerror:
+            reason = cause.strerror
+    return reason or type(exc).__name__
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """The exception, its causes/contexts and urllib3's ``reason`` attributes, outermost first."""
+    seen: list[BaseException] = []
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        cur = todo.pop(0)
+        if cur is None or any(cur is s for s in seen) or len(seen) > 20:
+            continue
+        seen.append(cur)
+        todo += [getattr(cur, "reason", None) if isinstance(getattr(cur, "reason", None), BaseException) else None,
+                 cur.__cause__, cur.__context__]
+        todo += [a for a in cur.args if isinstance(a, BaseException)]
+    return seen
+
+
+def _disk_message(exc: OSError, what: str) -> str:
+    if exc.errno in DISK_FULL:
+        return f"disk full ({errno.errorcode.get(exc.errno, exc.errno)}): {what}"
+    return f"{what}: {exc.strerror or type(exc).__name__}"
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make the rename itself durable: it is the commit point after a crash."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _expanded_values(templates: Any, env: Mapping[str, str]) -> list[str]:
+    return [env[name] for t in templates for name in VAR_RE.findall(t) if name in env]
+
+
+def _scrub(message: str, secrets: list[str]) -> str:
+    """Last guard: blank any expanded value that reached a message (short ones would blank noise)."""
+    for secret in sorted(set(secrets), key=len, reverse=True):
+        if len(secret) >= 4:
+            message = message.replace(secret, "***")
+    return message
+
+
+# --- command jobs -------------------------------------------------------------
+
+
+def run_command(command: str, log_path: Path, *, env: Mapping[str, str], timeout: float = 300,
+                cancel: threading.Event | None = None, kill_after: float = 5.0) -> Outcome:
+    """Run ``command`` as an argument list (never a shell), output appended to ``log_path``.
+
+    It gets its own session, so its whole process group (grandchildren too)
+    can be stopped on timeout or cancel: SIGTERM, then SIGKILL ``kill_after``
+    seconds later if anything in the group is still alive.
+    """
+    output = str(log_path)
+    try:
+        argv = shlex.split(command)
+    except ValueError as exc:
+        return Outcome(False, f"command does not parse: {exc}", permanent=True, output=output)
+    if not argv:
+        return Outcome(False, "command is empty", permanent=True, output=output)
+    try:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(log_path, "ab")  # noqa: SIM115 - closed below, after the child is gone
+    except OSError as exc:
+        return Outcome(False, _disk_message(exc, f"cannot open log {log_path}"), output=output)
+    with log:
+        start = log.seek(0, os.SEEK_END)
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                    env=dict(env), start_new_session=True, close_fds=True)
+        except FileNotFoundError:
+            return Outcome(False, f"command not found: {argv[0]}", permanent=True, output=output)
+        except PermissionError:
+            return Outcome(False, f"command is not executable: {argv[0]}", permanent=True, output=output)
+        except OSError as exc:
+            return Outcome(False, f"cannot start {argv[0]}: {exc.strerror}", permanent=True, output=output)
+        stopped = _wait(proc, timeout, cancel)
+        if stopped:
+            _stop_group(proc, kill_after)
+            note = "interrupted" if stopped == "cancel" else f"timed out after {_secs(timeout)}s"
+            log.write(f"[crawlsched] {note}; process group stopped\n".encode())
+            return Outcome(False, note, interrupted=stopped == "cancel", exit_code=proc.returncode, output=output)
+    code = proc.returncode
+    message = _last_line(log_path, start) or f"exit code {code}"
+    return Outcome(code == 0, message, exit_code=code, output=output)
+
+
+def _wait(proc: subprocess.Popen[bytes], timeout: float, cancel: threading.Event | None) -> str | None:
+    """Wait for the child; returns "timeout" or "cancel" when it has to be stopped, else None."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return "timeout"
+        try:
+            proc.wait(timeout=min(0.1, left))
+            return None
+        except subprocess.TimeoutExpired:
+            pass
+        if cancel is not None and cancel.is_set():
+            return "cancel"
+
+
+def _stop_group(proc: subprocess.Popen[bytes], kill_after: float) -> None:
+    """SIGTERM the group, give it ``kill_after`` s, then SIGKILL whatever is left."""
+    pgid = proc.pid  # start_new_session: the child leads its own group
+    _killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + kill_after
+    while time.monotonic() < deadline:
+        proc.poll()  # reap the leader, or its zombie keeps the group "alive"
+        if not _group_alive(pgid):
+            break
+        time.sleep(0.05)
+    else:
+        _killpg(pgid, signal.SIGKILL)
+    proc.wait()
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _group_alive(pgid: int) -> bool:
+    """Is any process of the group still running (zombies, which are already dead, do not count)?"""
+    proc_dir = Path("/proc")
+    if not proc_dir.is_dir():  # not Linux: a zombie child of init is reaped soon anyway
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    for entry in proc_dir.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rpartition(")")[2].split()  # after "(comm)", which may hold spaces
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
+            return True
+    return False
+
+
+def _last_line(log_path: Path, start: int) -> str:
+    """The last non-empty line this run wrote to the log (only its last 64 KiB are read)."""
+    try:
+        with open(log_path, "rb") as log:
+            end = log.seek(0, os.SEEK_END)
+            log.seek(max(start, end - CHUNK))
+            tail = log.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    lines = [line.strip() for line in tail.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+# --- small helpers --------------------------------------------------------------
+
+
+def _secs(value: float) -> str:
+    return f"{value:g}"
+
+
+def _one_line(text: str) -> str:
+    """Collapse to one line of at most MAX_MESSAGE characters (control characters removed)."""
+    text = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
