@@ -68,7 +68,8 @@ MIGRATIONS: list[tuple[str, str]] = [
         -- Every id ever seen (ids are never reused) and what the loop needs per job.
         CREATE TABLE jobs_seen (
             job_id TEXT PRIMARY KEY,
-            first_seen REAL NOT NULL,
+            first_seen REAL NOT NULL,         -- by anyone (the CLI's add, or the daemon)
+            daemon_seen REAL,                  -- by the daemon: nothing before it counts as missed
             anchor REAL,                       -- an `every` job's first fire
             last_fire REAL,                    -- newest scheduled time handled (run, skipped or missed)
             last_attempt_id INTEGER            -- newest attempt row, for list and show
@@ -356,12 +357,14 @@ class State:
         """First sight of a job by the daemon; an ``every`` job's anchor is kept once set."""
         with self.write() as c:
             c.execute("INSERT OR IGNORE INTO jobs_seen(job_id, first_seen) VALUES (?, ?)", (job_id, now))
+            c.execute("UPDATE jobs_seen SET daemon_seen = ? WHERE job_id = ? AND daemon_seen IS NULL", (now, job_id))
             if anchor is not None:
                 c.execute("UPDATE jobs_seen SET anchor = ? WHERE job_id = ? AND anchor IS NULL", (anchor, job_id))
 
     def mark_seen_many(self, items: list[tuple[str, float, float | None]]) -> None:
         with self.write() as c:
             c.executemany("INSERT OR IGNORE INTO jobs_seen(job_id, first_seen) VALUES (?, ?)", [(i, n) for i, n, _ in items])
+            c.executemany("UPDATE jobs_seen SET daemon_seen = ? WHERE job_id = ? AND daemon_seen IS NULL", [(n, i) for i, n, _ in items])
             c.executemany(
                 "UPDATE jobs_seen SET anchor = ? WHERE job_id = ? AND anchor IS NULL",
                 [(a, i) for i, _, a in items if a is not None],

@@ -1,0 +1,731 @@
+"""The scheduler loop: wait until the earliest fire or retry is due, fire it into a pool, repeat.
+
+The next fire of every job and every pending retry sit in one heap, so a turn
+of the loop costs nothing that grows with the number of jobs. The loop waits
+on an Event until the earliest entry is due (at most 60 s, so a suspended
+machine or a changed clock is noticed); signals and finished attempts set the
+Event. Crawls run on a bounded pool and report back through a queue; the loop
+never blocks on one.
+
+The periodic duties (polling jobs.toml, the heartbeat, the systemd watchdog,
+run-now requests) run on a ``schedule.Scheduler``. Its next runs are naive
+local times, which would stall after the wall clock goes back, so a jump
+(wall clock against monotonic clock) rebuilds it.
+
+The clock, the monotonic clock and the executor are injected: tests drive
+single turns with a fake clock and an inline executor.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import heapq
+import itertools
+import logging
+import os
+import queue
+import signal
+import socket
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+from crawlsched import __version__, systemd, timing
+from crawlsched.errors import CrawlschedError, JobFileError
+from crawlsched.model import CatchUp, Job, JobFile, RunStatus, ScheduleKind
+from crawlsched.runner import AttemptResult, AttemptRunner, run_dir
+from crawlsched.state import Retry, State
+from crawlsched.store import FileKey, JobStore
+
+FIRE, RETRY = "fire", "retry"
+MAX_WAIT = 60.0  # re-check the wall clock at least this often
+JUMP_TOLERANCE = 2.0  # seconds of disagreement between wall and monotonic clocks that count as a jump
+HEARTBEAT_EVERY = 5  # seconds
+HEARTBEAT_SLACK = 2 * HEARTBEAT_EVERY  # a fire this close before the last heartbeat may not have been handled
+CATCH_UP_WINDOW = 24 * 3600.0
+CATCH_UP_ALL_LIMIT = 100
+STABLE_FOR = 0.5  # a changed job file is applied once it stopped changing for this long
+
+
+class Executor(Protocol):
+    """Runs attempts (SPEC §10: a second implementation could hand them to Celery workers)."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future: ...
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None: ...
+
+
+class InlineExecutor:
+    """Runs each attempt at once in the caller's thread: for tests with a fake clock."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # pragma: no cover - surfaced through the future
+            future.set_exception(exc)
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        pass
+
+
+@dataclass
+class Chain:
+    """One run of a job in progress: its attempts and retries, until it succeeds or gives up."""
+
+    scheduled_for: float
+    trigger: str
+    attempt: int
+    token: int
+    cancel: threading.Event = field(default_factory=threading.Event)
+    future: Future | None = None
+    retry_due: float | None = None
+
+
+class DaemonLockError(CrawlschedError):
+    exit_code = 1
+
+
+class Daemon:
+    """The scheduler of one home folder."""
+
+    def __init__(self, store: JobStore, state: State, home: Path, log: logging.Logger, *,
+                 clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic,
+                 executor: Executor | None = None, grace: float | None = None,
+                 environ: dict[str, str] | None = None, notify: Callable[[str], bool] = systemd.notify) -> None:
+        self.store = store
+        self.state = state
+        self.home = Path(home)
+        self.log = log
+        self.clock = clock
+        self.monotonic = monotonic
+        self.grace = grace
+        self.notify = notify
+        self.pid = os.getpid()
+        self.runner = AttemptRunner(state, home, log, clock=clock, environ=environ)
+        self._executor = executor
+        self._pool_size = 0
+        self.heap: list[tuple[float, int, str, str, int]] = []
+        self.seq = itertools.count()
+        self.jobs: dict[str, Job] = {}
+        self.gen: dict[str, int] = {}
+        self.planned: dict[str, float] = {}  # job id -> scheduled time of its FIRE entry
+        self.anchors: dict[str, float] = {}
+        self.last_fire: dict[str, float] = {}
+        self.chains: dict[str, Chain] = {}
+        self.backlog: dict[str, deque[tuple[float, str]]] = {}
+        self.tokens = itertools.count(1)
+        self.inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self.wake = threading.Event()
+        self.stopping = False
+        self.reload_requested = False
+        self.requests_pending = False
+        self.applied_key: FileKey | None = None
+        self.pending_key: tuple[FileKey | None, float] | None = None
+        self.bad_key: FileKey | None = None
+        self.config_error: str | None = None
+        self.defaults = None
+        self.duties: Any = None
+        self.offset: float | None = None
+        self.started = False
+        self._lock_fd: int | None = None
+        self.fired = 0
+
+    # --- life cycle ----------------------------------------------------------
+
+    def start(self) -> None:
+        """Lock the home, recover what a dead daemon left, load the jobs and plan; then READY."""
+        self.acquire_lock()
+        self.state.open(recover_corrupt=True)
+        jobfile = self.store.load()  # a bad file at start is fatal: JobFileError
+        self.applied_key = self.store.stat_key()
+        now = self.clock()
+        previous = self.state.daemon_started(self.pid, socket.gethostname(), __version__, now)
+        self._apply(jobfile, now, previous=previous)
+        self._setup_duties()
+        self.offset = now - self.monotonic()
+        self.state.daemon_update(ready_at=self.clock(), config_ok=1, config_error=None, **self._next_info())
+        self.started = True
+        self.notify("READY=1")
+        self.notify(f"STATUS={self._status_text()}")
+        self.log.info("crawlsched daemon ready: %d jobs, home %s (pid %d)", len(self.jobs), self.home, self.pid)
+
+    def run(self) -> int:
+        """Start, loop until SIGTERM/SIGINT, shut down gracefully. Returns the exit code."""
+        self.install_signals()
+        self.start()
+        try:
+            while not self.stopping:
+                timeout = self.turn()
+                if not self.stopping:
+                    self.wake.wait(timeout)
+                    self.wake.clear()
+        finally:
+            code = self.shutdown()
+        return code
+
+    def turn(self) -> float:
+        """One turn of the loop: notice jumps, reload, collect results, duties, fire what is due.
+
+        Returns how long to wait before the next turn.
+        """
+        now = self.clock()
+        self._check_jump(now)
+        if self.reload_requested:
+            self.reload_requested = False
+            self.reload(force=True)
+        if self.requests_pending:
+            self.requests_pending = False
+            self.take_requests()
+        self._drain_inbox()
+        if self.duties is not None:
+            self.duties.run_pending()
+        now = self.clock()
+        self.fire_due(now)
+        return self._wait_time(self.clock())
+
+    def _wait_time(self, now: float) -> float:
+        wait = MAX_WAIT
+        self._clean_top()
+        if self.heap:
+            wait = min(wait, self.heap[0][0] - now)
+        if self.duties is not None:
+            idle = self.duties.idle_seconds
+            if idle is not None:
+                wait = min(wait, idle)
+        if not self.inbox.empty():
+            wait = 0
+        return max(0.0, wait)
+
+    def shutdown(self) -> int:
+        """Stop firing; give running attempts the grace period; then record them interrupted."""
+        self.notify("STOPPING=1")
+        running = [c for c in self.chains.values() if c.future is not None and not c.future.done()]
+        grace = self.grace if self.grace is not None else (self.defaults.grace_period if self.defaults else 30.0)
+        if running:
+            self.log.info("stopping: waiting up to %gs for %d running attempt(s)", grace, len(running))
+            deadline = time.monotonic() + grace
+            for chain in running:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    chain.future.result(timeout=remaining)  # type: ignore[union-attr]
+                except Exception:
+                    pass
+            still = [c for c in running if not c.future.done()]  # type: ignore[union-attr]
+            for chain in still:
+                chain.cancel.set()
+            for chain in still:
+                try:
+                    chain.future.result(timeout=15)  # type: ignore[union-attr]
+                except Exception:
+                    pass
+        self._drain_inbox(rearm=False)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        now = self.clock()
+        try:
+            self.state.daemon_update(heartbeat=now, stopped_at=now)
+        except Exception as exc:  # the database may be the reason we stop
+            self.log.error("could not record the stop in the state database: %s", exc)
+        self.release_lock()
+        self.log.info("crawlsched daemon stopped")
+        return 0
+
+    # --- locking and signals -------------------------------------------------
+
+    def acquire_lock(self) -> None:
+        """Only one daemon per home: a second one refuses, naming the pid that holds it."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        path = self.home / ".crawlsched-daemon.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise DaemonLockError(f"another crawlsched daemon (pid {holder}) is running for home {self.home}") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{self.pid}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def install_signals(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGHUP, self._on_hup)
+        signal.signal(signal.SIGUSR1, self._on_usr1)
+
+    def _on_stop(self, signum: int, frame: Any) -> None:
+        self.stopping = True
+        self.wake.set()
+
+    def _on_hup(self, signum: int, frame: Any) -> None:
+        self.reload_requested = True
+        self.wake.set()
+
+    def _on_usr1(self, signum: int, frame: Any) -> None:
+        self.requests_pending = True
+        self.wake.set()
+
+    # --- the pool ------------------------------------------------------------
+
+    @property
+    def executor(self) -> Executor:
+        size = self.defaults.max_concurrent if self.defaults else 8
+        if self._executor is None or (isinstance(self._executor, ThreadPoolExecutor) and size != self._pool_size):
+            old = self._executor
+            self._executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="crawl")
+            self._pool_size = size
+            if old is not None:
+                old.shutdown(wait=False)  # running attempts finish; new ones go to the new pool
+        return self._executor
+
+    # --- configuration -------------------------------------------------------
+
+    def reload(self, force: bool = False) -> bool:
+        """Apply the job file if it changed and is good; keep the last good jobs otherwise."""
+        key = self.store.stat_key()
+        if not force and key == self.applied_key:
+            self.pending_key = None
+            return False
+        if not force:
+            # Wait until the file has stopped changing: an editor's half-written save never wipes jobs.
+            now_m = self.monotonic()
+            if self.pending_key is None or self.pending_key[0] != key:
+                self.pending_key = (key, now_m)
+                return False
+            if now_m - self.pending_key[1] < STABLE_FOR:
+                return False
+        self.pending_key = None
+        if key is not None and key == self.bad_key and not force:
+            return False
+        try:
+            jobfile = self.store.load()
+        except JobFileError as exc:
+            if key != self.bad_key or force:
+                self.log.error("job file not applied, keeping the last good jobs: %s", exc)
+            self.bad_key = key
+            self.config_error = str(exc)
+            self.state.daemon_update(config_ok=0, config_error=str(exc))
+            self.notify(f"STATUS=job file error: {exc}")
+            return False
+        self.bad_key = None
+        self.config_error = None
+        self.applied_key = key
+        self._apply(jobfile, self.clock())
+        self.state.daemon_update(config_ok=1, config_error=None, **self._next_info())
+        self.log.info("job file reloaded: %d jobs", len(self.jobs))
+        self.notify(f"STATUS={self._status_text()}")
+        return True
+
+    def _apply(self, jobfile: JobFile, now: float, previous: dict[str, Any] | None = None) -> None:
+        """Diff the new jobs against the running ones and re-plan only what changed."""
+        first = not self.started
+        self.defaults = jobfile.defaults
+        new = {j.id: j for j in jobfile.jobs}
+        old = self.jobs
+        seen = self.state.seen()
+        for job_id in [i for i in old if i not in new]:
+            self._drop(job_id, "removed from the job file")
+        unseen = []
+        for job in new.values():
+            row = seen.get(job.id)
+            if row is None or row["daemon_seen"] is None:
+                anchor = timing.first_fire_on_sight(job, timing.from_epoch(now)).timestamp() if job.kind is ScheduleKind.EVERY else None
+                unseen.append((job.id, now, anchor))
+                if anchor is not None:
+                    self.anchors[job.id] = row["anchor"] if row is not None and row["anchor"] else anchor
+            else:
+                if row["anchor"] is not None:
+                    self.anchors[job.id] = row["anchor"]
+                elif job.kind is ScheduleKind.EVERY:
+                    anchor = timing.first_fire_on_sight(job, timing.from_epoch(now)).timestamp()
+                    self.anchors[job.id] = anchor
+                    unseen.append((job.id, now, anchor))
+                if row["last_fire"] is not None:
+                    self.last_fire[job.id] = max(self.last_fire.get(job.id, 0.0), row["last_fire"])
+        if unseen:
+            self.state.mark_seen_many(unseen)
+        self.jobs = new
+        if first:
+            self._recover(now)
+        for job in new.values():
+            if job.id in old and old[job.id] == job:
+                continue
+            self.gen[job.id] = self.gen.get(job.id, 0) + 1
+            self.planned.pop(job.id, None)
+            if job.paused:
+                self._drop_retry(job.id, "paused")
+                continue
+            if first and previous is not None:
+                self._catch_up(job, now, previous, seen.get(job.id))
+            self._plan(job, now)
+
+    def _drop(self, job_id: str, why: str) -> None:
+        self.gen[job_id] = self.gen.get(job_id, 0) + 1
+        self.planned.pop(job_id, None)
+        self.anchors.pop(job_id, None)
+        self.backlog.pop(job_id, None)
+        self._drop_retry(job_id, why)
+
+    def _drop_retry(self, job_id: str, why: str) -> None:
+        """No further attempts: a running one finishes and is recorded; a pending retry is cancelled."""
+        chain = self.chains.get(job_id)
+        if chain is None:
+            return
+        if chain.future is None or chain.future.done():
+            del self.chains[job_id]
+            self.state.clear_retry(job_id)
+            self.log.info("job %s %s: its pending retry is cancelled", job_id, why)
+
+    def _plan(self, job: Job, now: float) -> None:
+        """Push the job's next fire after now (and after its last fire: never the same instant twice)."""
+        after = max(now, self.last_fire.get(job.id, 0.0))
+        anchor = self.anchors.get(job.id)
+        if job.kind is ScheduleKind.EVERY and anchor is not None and after == now and anchor >= now:
+            after_dt = timing.from_epoch(anchor) - timing.timedelta(microseconds=1)  # the anchor itself fires
+        else:
+            after_dt = timing.from_epoch(after)
+        fire = timing.next_fire(job, after_dt, timing.from_epoch(anchor))
+        if fire is None:
+            return
+        due = fire.timestamp()
+        self.planned[job.id] = due
+        heapq.heappush(self.heap, (due, next(self.seq), FIRE, job.id, self.gen.get(job.id, 0)))
+
+    # --- recovery and catch-up -----------------------------------------------
+
+    def _recover(self, now: float) -> None:
+        """Account for what a dead daemon left: running rows and pending retries."""
+        from crawlsched.crawl import bodies_complete
+
+        for run in self.state.stale_running(self.pid):
+            job = self.jobs.get(run.job_id)
+            if job is not None and job.urls and bodies_complete(job.urls, run_dir(self.home, job, run.scheduled_for)):
+                # The rename of the last body is the commit point: the attempt did succeed.
+                self.state.finish_attempt(run.id, status=RunStatus.SUCCESS.value, finished_at=now,
+                                          message="completed before the daemon stopped (all bodies in place)",
+                                          output=str(run_dir(self.home, job, run.scheduled_for)))
+                self.log.info("job %s: attempt %d found complete after a restart", run.job_id, run.attempt)
+                continue
+            retry = None
+            if job is not None and not job.paused and run.attempt < job.max_attempts:
+                retry = Retry(job.id, run.scheduled_for, run.attempt + 1, job.max_attempts, now, run.trigger)
+            self.state.finish_attempt(run.id, status=RunStatus.INTERRUPTED.value, finished_at=now,
+                                      message="interrupted: the process running it stopped", retry=retry)
+            self.log.warning("job %s: attempt %d/%d was interrupted by a stop; %s", run.job_id, run.attempt,
+                             run.max_attempts, "the chain continues" if retry else "no attempt left")
+        for retry in self.state.retries():
+            job = self.jobs.get(retry.job_id)
+            if job is None or job.paused:
+                self.state.clear_retry(retry.job_id)
+                continue
+            superseded = timing.next_fire(job, timing.from_epoch(retry.scheduled_for), timing.from_epoch(self.anchors.get(job.id)))
+            if retry.trigger != "manual" and superseded is not None and superseded.timestamp() <= now and superseded.timestamp() <= retry.due_at:
+                self.state.clear_retry(job.id)
+                self.log.warning("job %s: pending retry dropped, the next run is due", job.id)
+                continue
+            chain = Chain(retry.scheduled_for, retry.trigger, retry.next_attempt, next(self.tokens), retry_due=retry.due_at)
+            self.chains[job.id] = chain
+            heapq.heappush(self.heap, (retry.due_at, next(self.seq), RETRY, job.id, chain.token))
+
+    def _catch_up(self, job: Job, now: float, previous: dict[str, Any], seen: Any) -> None:
+        """Fires missed while the daemon was down: recorded as missed; the catch-up policy runs some."""
+        if seen is None or seen["daemon_seen"] is None or job.id in self.chains:
+            return
+        down_since = previous.get("stopped_at") or previous.get("heartbeat") or now
+        lo = max(seen["daemon_seen"], seen["last_fire"] or 0.0, down_since - HEARTBEAT_SLACK)
+        if lo >= now:
+            return
+        anchor = timing.from_epoch(self.anchors.get(job.id))
+        lo_dt, now_dt = timing.from_epoch(lo), timing.from_epoch(now)
+        count = timing.count_fires(job, lo_dt, now_dt, anchor)
+        if count == 0:
+            return
+        first = timing.next_fire(job, lo_dt, anchor)
+        newest = timing.prev_fire(job, now_dt, anchor)
+        assert first is not None and newest is not None
+        runs: list[float] = []
+        if job.catch_up is CatchUp.LATEST and now - newest.timestamp() <= CATCH_UP_WINDOW:
+            runs = [newest.timestamp()]
+        elif job.catch_up is CatchUp.ALL:
+            t: datetime | None = newest
+            while t is not None and len(runs) < min(count, CATCH_UP_ALL_LIMIT):
+                runs.append(t.timestamp())
+                t = timing.prev_fire(job, t - timing.timedelta(microseconds=1), anchor)
+            runs.reverse()
+        missed = count - len(runs)
+        if missed > 0:
+            last_missed = timing.prev_fire(job, timing.from_epoch(runs[0]) - timing.timedelta(microseconds=1), anchor) if runs else newest
+            assert last_missed is not None
+            fmt = lambda d: timing.format_local(d, job.timezone)  # noqa: E731
+            message = (f"missed {missed} fire{'s' if missed != 1 else ''} while the daemon was down"
+                       f" ({fmt(first)} to {fmt(last_missed)}); catch_up = {job.catch_up.value}")
+            self.state.record_not_run(job.id, last_missed.timestamp(), RunStatus.MISSED.value, message, now=now,
+                                      missed_count=missed, first_missed=first.timestamp(), last_missed=last_missed.timestamp())
+            self.log.warning("job %s: %s", job.id, message)
+        self.last_fire[job.id] = newest.timestamp()
+        if runs:
+            self.backlog[job.id] = deque((t, "catch_up") for t in runs)
+            self._next_from_backlog(job.id)
+
+    def _next_from_backlog(self, job_id: str) -> None:
+        backlog = self.backlog.get(job_id)
+        job = self.jobs.get(job_id)
+        if not backlog or job is None or job.paused:
+            self.backlog.pop(job_id, None)
+            return
+        scheduled_for, trigger = backlog.popleft()
+        if not backlog:
+            self.backlog.pop(job_id, None)
+        self.fire(job, scheduled_for, trigger)
+
+    # --- firing --------------------------------------------------------------
+
+    def _clean_top(self) -> None:
+        while self.heap and not self._current(self.heap[0]):
+            heapq.heappop(self.heap)
+
+    def _current(self, entry: tuple[float, int, str, str, int]) -> bool:
+        due, _, kind, job_id, token = entry
+        if kind == FIRE:
+            return self.gen.get(job_id) == token and job_id in self.jobs and self.planned.get(job_id) == due
+        chain = self.chains.get(job_id)
+        return chain is not None and chain.token == token and chain.retry_due == due
+
+    def fire_due(self, now: float) -> int:
+        """Fire every entry due at ``now``. Attempts are submitted first, next fires planned after."""
+        due: list[tuple[float, int, str, str, int]] = []
+        while self.heap and self.heap[0][0] <= now:
+            entry = heapq.heappop(self.heap)
+            if self._current(entry):
+                due.append(entry)
+        replan: list[Job] = []
+        for scheduled, _, kind, job_id, token in due:
+            job = self.jobs.get(job_id)
+            if job is None:
+                continue
+            if kind == RETRY:
+                chain = self.chains[job_id]
+                chain.retry_due = None
+                self._submit(job, chain)
+                continue
+            self.planned.pop(job_id, None)
+            scheduled = self._coalesce(job, scheduled, now)
+            self.last_fire[job_id] = max(self.last_fire.get(job_id, 0.0), scheduled)
+            self.fire(job, scheduled, "schedule")
+            replan.append(job)
+        for job in replan:
+            self._plan(job, now)
+        if due:
+            self.fired += len(due)
+        return len(due)
+
+    def _coalesce(self, job: Job, scheduled: float, now: float) -> float:
+        """Woken late (suspend, clock jump): run the newest due fire once; the older ones are missed."""
+        anchor = timing.from_epoch(self.anchors.get(job.id))
+        newest = timing.prev_fire(job, timing.from_epoch(now), anchor)
+        if newest is None or newest.timestamp() <= scheduled:
+            return scheduled
+        count = timing.count_fires(job, timing.from_epoch(scheduled) - timing.timedelta(microseconds=1),
+                                   newest - timing.timedelta(microseconds=1), anchor)
+        if count > 0:
+            last_missed = timing.prev_fire(job, newest - timing.timedelta(microseconds=1), anchor)
+            fmt = lambda t: timing.format_local(timing.from_epoch(t) if isinstance(t, float) else t, job.timezone)  # noqa: E731
+            message = f"missed {count} fire{'s' if count != 1 else ''} ({fmt(scheduled)} to {fmt(last_missed)}): the daemon woke late"
+            self.state.record_not_run(job.id, last_missed.timestamp() if last_missed else scheduled, RunStatus.MISSED.value,
+                                      message, now=now, missed_count=count, first_missed=scheduled,
+                                      last_missed=last_missed.timestamp() if last_missed else scheduled)
+            self.log.warning("job %s: %s", job.id, message)
+        return newest.timestamp()
+
+    def fire(self, job: Job, scheduled_for: float, trigger: str) -> bool:
+        """Start a run of ``job``, unless one is still going: then the fire is recorded as skipped."""
+        chain = self.chains.get(job.id)
+        if chain is not None:
+            reason = "a retry is pending" if chain.retry_due is not None else "the previous run is still running"
+            self.state.record_not_run(job.id, scheduled_for, RunStatus.SKIPPED.value,
+                                      f"skipped: {reason} (runs of one job never overlap)", now=self.clock())
+            self.log.warning("job %s: fire for %s skipped: %s", job.id,
+                             timing.format_local(timing.from_epoch(scheduled_for), job.timezone), reason)
+            return False
+        chain = Chain(scheduled_for, trigger, 1, next(self.tokens))
+        self.chains[job.id] = chain
+        self._submit(job, chain)
+        return True
+
+    def _submit(self, job: Job, chain: Chain) -> None:
+        chain.future = self.executor.submit(self._work, job, chain, chain.attempt)
+
+    def _work(self, job: Job, chain: Chain, attempt: int) -> AttemptResult | None:
+        """In a pool thread: one attempt, then report back to the loop."""
+        result: AttemptResult | None = None
+        try:
+            other = self.state.running_elsewhere(job.id, self.pid)
+            if other is not None:
+                self.state.record_not_run(job.id, chain.scheduled_for, RunStatus.SKIPPED.value,
+                                          f"skipped: running in another process (pid {other.owner_pid})", now=self.clock())
+                result = AttemptResult(job.id, chain.scheduled_for, attempt, RunStatus.SKIPPED.value, "running elsewhere")
+            else:
+                result = self.runner.attempt(job, chain.scheduled_for, attempt, trigger=chain.trigger, cancel=chain.cancel,
+                                             still_wanted=lambda: self._wanted(job.id, chain), anchor=self.anchors.get(job.id))
+        except Exception:
+            self.log.exception("attempt %d of job %s failed inside crawlsched", attempt, job.id)
+        finally:
+            self.inbox.put((job.id, chain.token, result))
+            self.wake.set()
+        return result
+
+    def _wanted(self, job_id: str, chain: Chain) -> bool:
+        job = self.jobs.get(job_id)
+        return job is not None and not job.paused and self.chains.get(job_id) is chain
+
+    def _drain_inbox(self, rearm: bool = True) -> None:
+        while True:
+            try:
+                job_id, token, result = self.inbox.get_nowait()
+            except queue.Empty:
+                return
+            chain = self.chains.get(job_id)
+            if chain is None or chain.token != token:
+                continue
+            chain.future = None
+            if rearm and result is not None and result.retry_due is not None and self._wanted(job_id, chain):
+                chain.attempt = result.attempt + 1
+                chain.retry_due = result.retry_due
+                heapq.heappush(self.heap, (result.retry_due, next(self.seq), RETRY, job_id, chain.token))
+                continue
+            if not rearm and result is not None and result.retry_due is not None:
+                continue  # saved in the database; re-armed at the next start
+            del self.chains[job_id]
+            if rearm:
+                self._next_from_backlog(job_id)
+
+    # --- run-now ---------------------------------------------------------------
+
+    def take_requests(self) -> None:
+        now = self.clock()
+        for _, job_id, _ in self.state.take_requests(now):
+            job = self.jobs.get(job_id)
+            if job is None:
+                self.log.warning("run-now: no job %s", job_id)
+                continue
+            self.log.info("run-now: firing job %s", job_id)
+            self.fire(job, round(now, 3), "manual")
+
+    def request_wake(self) -> None:
+        """Another thread (the web API) left a request: handle it at once."""
+        self.requests_pending = True
+        self.wake.set()
+
+    def request_reload(self) -> None:
+        self.reload_requested = True
+        self.wake.set()
+
+    # --- clock jumps -------------------------------------------------------------
+
+    def _check_jump(self, now: float) -> None:
+        offset = now - self.monotonic()
+        if self.offset is None:
+            self.offset = offset
+            return
+        delta = offset - self.offset
+        self.offset = offset
+        if abs(delta) < JUMP_TOLERANCE:
+            return
+        self.log.warning("wall clock jumped by %+.0f s; re-planning", delta)
+        if delta < 0:
+            # Back: fixed-time jobs wait for their next fire after the last one (no duplicate);
+            # interval jobs and pending retries keep their real remaining time.
+            for job_id, job in self.jobs.items():
+                if job.kind is ScheduleKind.EVERY and job_id in self.planned and not job.paused:
+                    new_due = max(now, self.planned[job_id] + delta)
+                    self.anchors[job_id] = new_due
+                    self.last_fire[job_id] = min(self.last_fire.get(job_id, 0.0), new_due - 1e-6)
+                    self.state.reset_anchor(job_id, new_due)
+                    self.gen[job_id] = self.gen.get(job_id, 0) + 1
+                    self.planned[job_id] = new_due
+                    heapq.heappush(self.heap, (new_due, next(self.seq), FIRE, job_id, self.gen[job_id]))
+            for job_id, chain in self.chains.items():
+                if chain.retry_due is not None:
+                    chain.retry_due = max(now, chain.retry_due + delta)
+                    heapq.heappush(self.heap, (chain.retry_due, next(self.seq), RETRY, job_id, chain.token))
+        self._setup_duties()
+
+    # --- periodic duties -----------------------------------------------------------
+
+    def _setup_duties(self) -> None:
+        import schedule
+
+        duties = schedule.Scheduler()
+        duties.every(1).seconds.do(self._duty_poll_file)
+        duties.every(HEARTBEAT_EVERY).seconds.do(self._duty_heartbeat)
+        duties.every(2).seconds.do(self._duty_requests)
+        interval = systemd.watchdog_interval()
+        if interval:
+            duties.every(max(1, int(interval))).seconds.do(self._duty_watchdog)
+        self.duties = duties
+
+    def _duty_poll_file(self) -> None:
+        try:
+            self.reload()
+        except Exception:
+            self.log.exception("reloading the job file failed")
+
+    def _duty_heartbeat(self) -> None:
+        try:
+            self.state.daemon_update(heartbeat=self.clock(), pid=self.pid, **self._next_info())
+        except Exception as exc:
+            self.log.error("heartbeat not written: %s", exc)
+
+    def _duty_requests(self) -> None:
+        try:
+            self.take_requests()
+        except Exception as exc:
+            self.log.error("run-now requests not read: %s", exc)
+
+    def _duty_watchdog(self) -> None:
+        self.notify("WATCHDOG=1")
+
+    def _next_info(self) -> dict[str, Any]:
+        self._clean_top()
+        fires = [e for e in self.heap[:1]]
+        if not fires:
+            return {"next_job": None, "next_due": None}
+        return {"next_job": fires[0][3], "next_due": fires[0][0]}
+
+    def _status_text(self) -> str:
+        info = self._next_info()
+        if info["next_job"]:
+            job = self.jobs.get(info["next_job"])
+            when = timing.format_local(timing.from_epoch(info["next_due"]), job.timezone if job else "UTC")
+            return f"{len(self.jobs)} jobs; next: {info['next_job']} at {when}"
+        return f"{len(self.jobs)} jobs; nothing due"
+
+
+def run_daemon(store: JobStore, state: State, home: Path, log: logging.Logger, *, grace: float | None = None,
+               http: str | None = None, token: str | None = None) -> int:
+    """``crawlsched daemon``: run until SIGTERM; returns the exit code."""
+    daemon = Daemon(store, state, home, log, grace=grace)
+    server = None
+    if http:
+        from crawlsched.web import start_server
+
+        server = start_server(daemon, http, token=token)
+    try:
+        return daemon.run()
+    finally:
+        if server is not None:
+            server.close()

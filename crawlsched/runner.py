@@ -1,0 +1,204 @@
+"""One attempt of one job, recorded and logged; and what follows it (a retry, or the end).
+
+Shared by the daemon and ``crawlsched run``: the same rows, the same log
+lines, the same retry rule (SPEC §4). The row is written as ``running`` before
+the crawl starts and closed after it; the due time of the next retry is saved
+in the same transaction that closes the failed attempt, so a process killed at
+any moment leaves enough behind to resume the chain without running an
+attempt twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Callable, Mapping
+
+from crawlsched import __version__, logs, timing
+from crawlsched.model import Job, RunStatus
+from crawlsched.state import Retry, State
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    """What happened, and what comes next: ``retry_due`` (epoch) or the end of the chain."""
+
+    job_id: str
+    scheduled_for: float
+    attempt: int
+    status: str  # a RunStatus value, or "duplicate" when the attempt existed already
+    message: str
+    retry_due: float | None = None
+    final: bool = True
+
+
+def run_dir(home: Path, job: Job, scheduled_for: float) -> Path:
+    from crawlsched.crawl import run_stamp
+
+    return home / "data" / job.id / run_stamp(timing.from_epoch(scheduled_for))
+
+
+def run_log(home: Path, job: Job, scheduled_for: float, attempt: int) -> Path:
+    from crawlsched.crawl import run_stamp
+
+    return home / "logs" / "runs" / job.id / f"{run_stamp(timing.from_epoch(scheduled_for))}-a{attempt}.log"
+
+
+class AttemptRunner:
+    """Runs attempts of jobs and records them in the state database."""
+
+    def __init__(self, state: State, home: Path, log: logging.Logger, *,
+                 clock: Callable[[], float] = time.time, environ: Mapping[str, str] | None = None,
+                 persist_retries: bool = True) -> None:
+        self.state = state
+        self.home = Path(home)
+        self.log = log
+        self.clock = clock
+        self.environ = environ
+        self.persist_retries = persist_retries
+        self.pid = os.getpid()
+
+    def attempt(self, job: Job, scheduled_for: float, attempt: int, *, trigger: str = "schedule",
+                cancel: threading.Event | None = None, still_wanted: Callable[[], bool] = lambda: True,
+                anchor: float | None = None) -> AttemptResult:
+        """Run attempt number ``attempt`` (1-based) of the run scheduled for ``scheduled_for``."""
+        started = self.clock()  # lateness is measured here, before any I/O
+        run_id = self.state.start_attempt(
+            job.id, scheduled_for, attempt, job.max_attempts, trigger=trigger, started_at=started, pid=self.pid
+        )
+        if run_id is None:
+            self.log.warning("attempt %d of job %s for %s exists already; not running it twice",
+                             attempt, job.id, timing.format_local(timing.from_epoch(scheduled_for), job.timezone))
+            return AttemptResult(job.id, scheduled_for, attempt, "duplicate", "attempt exists already")
+        logs.log_started(self.log, job.id, attempt - 1, job.max_retries)
+        outcome = self._execute(job, scheduled_for, attempt, cancel)
+        return self._conclude(job, scheduled_for, attempt, run_id, outcome, trigger, still_wanted, anchor)
+
+    def _execute(self, job: Job, scheduled_for: float, attempt: int, cancel: threading.Event | None):
+        from crawlsched import crawl
+
+        env = dict(os.environ if self.environ is None else self.environ)
+        try:
+            if job.urls:
+                return crawl.fetch_urls(
+                    job.urls, run_dir(self.home, job, scheduled_for), headers=job.headers, timeout=job.timeout,
+                    max_bytes=job.max_bytes, verify=job.verify, user_agent=job.user_agent or f"crawlsched/{__version__}",
+                    env=env, cancel=cancel,
+                )
+            env.update(self._command_env(job, scheduled_for, attempt))
+            return crawl.run_command(job.command or "", run_log(self.home, job, scheduled_for, attempt), env=env,
+                                     timeout=job.timeout, cancel=cancel)
+        except Exception as exc:  # a bug or an unexpected OS error must not lose the attempt
+            self.log.exception("attempt of job %s crashed", job.id)
+            return crawl.Outcome(ok=False, message=f"internal error: {type(exc).__name__}")
+
+    @staticmethod
+    def _command_env(job: Job, scheduled_for: float, attempt: int) -> dict[str, str]:
+        return {
+            "CRAWLSCHED_JOB_ID": job.id,
+            "CRAWLSCHED_ATTEMPT": str(attempt),
+            "CRAWLSCHED_MAX_ATTEMPTS": str(job.max_attempts),
+            "CRAWLSCHED_SCHEDULED_FOR": timing.iso_local(timing.from_epoch(scheduled_for), job.timezone) or "",
+        }
+
+    def _conclude(self, job: Job, scheduled_for: float, attempt: int, run_id: int, outcome, trigger: str,
+                  still_wanted: Callable[[], bool], anchor: float | None = None) -> AttemptResult:
+        now = self.clock()
+        fields = dict(http_status=outcome.http_status, exit_code=outcome.exit_code, bytes=outcome.bytes, output=outcome.output)
+        if outcome.ok:
+            self.state.finish_attempt(run_id, status=RunStatus.SUCCESS.value, finished_at=now, message=outcome.message, **fields)
+            logs.log_success(self.log)
+            self._prune(job)
+            return AttemptResult(job.id, scheduled_for, attempt, RunStatus.SUCCESS.value, outcome.message)
+
+        if outcome.interrupted:
+            # Stopped from outside: a shutdown resumes the chain at start-up with the next
+            # attempt; a removed or paused job ends it here.
+            retry = None
+            if still_wanted() and attempt < job.max_attempts and self.persist_retries:
+                retry = Retry(job.id, scheduled_for, attempt + 1, job.max_attempts, now, trigger)
+            self.state.finish_attempt(run_id, status=RunStatus.INTERRUPTED.value, finished_at=now,
+                                      message=outcome.message or "interrupted", retry=retry, **fields)
+            logs.log_failed(self.log, outcome.message or "interrupted")
+            return AttemptResult(job.id, scheduled_for, attempt, RunStatus.INTERRUPTED.value, outcome.message,
+                                 retry_due=retry.due_at if retry else None, final=retry is None)
+
+        due, reason = self.next_retry(job, scheduled_for, attempt, outcome, now, anchor)
+        if due is not None and not still_wanted():
+            due, reason = None, "job was removed or paused"
+        message = outcome.message if not reason else f"{outcome.message} ({reason})"
+        retry = Retry(job.id, scheduled_for, attempt + 1, job.max_attempts, due, trigger) if due is not None else None
+        self.state.finish_attempt(run_id, status=RunStatus.FAILED.value, finished_at=now, message=message,
+                                  retry=retry if self.persist_retries else None, **fields)
+        logs.log_failed(self.log, outcome.message)
+        if retry is not None:
+            logs.log_retry_scheduled(self.log, attempt, due - now)
+            return AttemptResult(job.id, scheduled_for, attempt, RunStatus.FAILED.value, message, retry_due=due, final=False)
+        if attempt >= job.max_attempts:
+            logs.log_max_retries(self.log, job.id)
+        self.on_failure(job, scheduled_for, attempt, message)
+        return AttemptResult(job.id, scheduled_for, attempt, RunStatus.FAILED.value, message)
+
+    @staticmethod
+    def next_retry(job: Job, scheduled_for: float, attempt: int, outcome, now: float,
+                   anchor: float | None = None) -> tuple[float | None, str | None]:
+        """When the next attempt is due, or None with the reason the chain ends (SPEC §4)."""
+        if attempt >= job.max_attempts:
+            return None, None
+        if outcome.permanent:
+            return None, "permanent failure, not retried"
+        wait = job.retry_wait(attempt)
+        if outcome.retry_after is not None:
+            # The server asked for a longer pause: honour it, up to the cap.
+            wait = max(wait, outcome.retry_after)
+            if job.retry_max_delay is not None:
+                wait = min(wait, job.retry_max_delay)
+        due = now + wait
+        regular = timing.next_fire(job, timing.from_epoch(max(now, scheduled_for)), timing.from_epoch(anchor))
+        if regular is not None and due >= regular.timestamp():
+            return None, "next run is due"
+        return due, None
+
+    def on_failure(self, job: Job, scheduled_for: float, attempt: int, message: str) -> None:
+        """Run the job's ``on_failure`` command once after the final failed attempt (no shell)."""
+        if not job.on_failure:
+            return
+        from crawlsched.crawl import run_command
+
+        env = dict(os.environ if self.environ is None else self.environ)
+        env.update(self._command_env(job, scheduled_for, attempt))
+        env["CRAWLSCHED_MESSAGE"] = message
+        path = run_log(self.home, job, scheduled_for, attempt).with_name(
+            run_log(self.home, job, scheduled_for, attempt).stem + "-on_failure.log")
+        result = run_command(job.on_failure, path, env=env, timeout=60)
+        if not result.ok:
+            self.log.warning("on_failure command of job %s failed: %s", job.id, result.message)
+
+    def _prune(self, job: Job) -> None:
+        from crawlsched.crawl import prune_runs
+
+        try:
+            if job.urls:
+                prune_runs(self.home / "data" / job.id, job.keep_runs)
+            else:
+                prune_runs(self.home / "logs" / "runs" / job.id, job.keep_runs)
+        except OSError as exc:
+            self.log.warning("could not prune old runs of job %s: %s", job.id, exc)
+
+
+def split_command(command: str) -> list[str]:
+    return shlex.split(command)
+
+
+def now_utc() -> datetime:
+    return datetime.now(timing.UTC)
+
+
+__all__ = ["AttemptResult", "AttemptRunner", "run_dir", "run_log", "subprocess"]
