@@ -98,7 +98,8 @@ class Daemon:
     def __init__(self, store: JobStore, state: State, home: Path, log: logging.Logger, *,
                  clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic,
                  executor: Executor | None = None, grace: float | None = None,
-                 environ: dict[str, str] | None = None, notify: Callable[[str], bool] = systemd.notify) -> None:
+                 environ: dict[str, str] | None = None, notify: Callable[[str], bool] = systemd.notify,
+                 duties: bool = True) -> None:
         self.store = store
         self.state = state
         self.home = Path(home)
@@ -132,6 +133,7 @@ class Daemon:
         self.config_error: str | None = None
         self.defaults = None
         self.duties: Any = None
+        self.use_duties = duties
         self.offset: float | None = None
         self.started = False
         self._lock_fd: int | None = None
@@ -667,6 +669,8 @@ class Daemon:
     # --- periodic duties -----------------------------------------------------------
 
     def _setup_duties(self) -> None:
+        if not self.use_duties:
+            return
         import schedule
 
         duties = schedule.Scheduler()
