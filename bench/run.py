@@ -1,0 +1,511 @@
+#!/usr/bin/env python3
+"""crawlsched benchmark against its peers, on the same run, same jobs, same machine.
+
+    .venv/bin/python bench/run.py [--quick] [--runs N] [--jobs N] [--idle-seconds S]
+                                  [--only NAMES] [--markdown]
+
+NAMES (comma-separated): crawlsched, apscheduler, schedule-tick, schedule-idle, floor,
+peers (= the four non-crawlsched ones), cli, http, all.
+Default: all (full) / crawlsched,peers,cli (--quick).
+
+Run with the project venv's python: crawlsched's daemon and CLI are started with it.
+The peers (APScheduler 3.11, schedule 1.2) run in bench/.venv-peers, created here if missing.
+Measurements run one at a time; see bench/README.md for what each figure means.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+import crawlsched_bench as cb  # noqa: E402
+from common import (Watcher, lateness_summary, machine_info, measure_idle, next_minute,  # noqa: E402
+                    next_second, sleep_until, stop_process)
+
+PEERS_VENV = BENCH / ".venv-peers"
+PEERS_PY = PEERS_VENV / "bin" / "python"
+PEER_REQS = ["apscheduler==3.11.*", "schedule==1.2.*"]
+RESULTS = BENCH / "results"
+
+TARGETS = ["crawlsched", "apscheduler", "schedule-tick", "schedule-idle", "floor"]
+PEERS = ["apscheduler", "schedule-tick", "schedule-idle", "floor"]
+REAL_PEERS = ["apscheduler", "schedule-tick", "schedule-idle"]  # "best peer" is one of these
+LABELS = {"crawlsched": "crawlsched", "apscheduler": "APScheduler", "schedule-tick": "schedule tick",
+          "schedule-idle": "schedule idle", "floor": "floor"}
+ALL_NAMES = TARGETS + ["cli", "http"]
+
+FIGURES = [  # (label, key in a run's result, shown for the floor)
+    ("lateness p50 (ms)", "p50_ms", True),
+    ("lateness p99 (ms)", "p99_ms", True),
+    ("lateness max (ms)", "max_ms", True),
+    ("idle CPU (% of a core)", "idle_cpu_pct", False),
+    ("RSS (MiB)", "rss_mib", False),
+    ("start to ready (s)", "ready_s", False),
+]
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- peers venv
+
+def ensure_peers_venv() -> dict:
+    check = "import importlib.metadata as m; print(m.version('APScheduler'), m.version('schedule'))"
+    ok = False
+    if PEERS_PY.exists():
+        r = subprocess.run([str(PEERS_PY), "-c", check], capture_output=True, text=True)
+        if r.returncode == 0:
+            aps, sch = r.stdout.split()
+            ok = aps.startswith("3.11.") and sch.startswith("1.2.")
+    if not ok:
+        log(f"creating {PEERS_VENV.relative_to(BENCH.parent)} and installing {' '.join(PEER_REQS)}")
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(PEERS_VENV)], check=True)
+        subprocess.run([str(PEERS_PY), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                        *PEER_REQS], check=True)
+        r = subprocess.run([str(PEERS_PY), "-c", check], capture_output=True, text=True, check=True)
+        aps, sch = r.stdout.split()
+    return {"APScheduler": aps, "schedule": sch}
+
+
+# --------------------------------------------------------------------------- one peer run
+
+def run_peer(peer: str, at: int, cfg, workdir: Path) -> dict:
+    out = workdir / f"{peer}-{at}.json"
+    argv = [str(PEERS_PY), str(BENCH / "peers.py"), "--peer", peer, "--jobs", str(cfg.jobs),
+            "--burst", str(cfg.burst), "--at", str(at), "--out", str(out),
+            "--idle-seconds", str(cfg.idle_seconds), "--floor-mode", cfg.floor_mode]
+    env = dict(os.environ, TZ="UTC", PYTHONDONTWRITEBYTECODE="1")
+    env.pop("PYTHONPATH", None)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    watcher = Watcher(proc, workdir / f"{peer}-{at}.log", "READY")
+    res: dict = {"target": peer, "jobs": cfg.jobs, "burst": cfg.burst, "at": at}
+    try:
+        while not watcher.found.wait(0.1):
+            if proc.poll() is not None:
+                raise RuntimeError(f"{peer} exited ({proc.returncode}) before READY:\n"
+                                   + watcher.tail_text())
+            if time.perf_counter() - t0 > 180:
+                raise RuntimeError(f"{peer}: no READY within 180 s")
+        res["ready_s"] = watcher.found_at - t0
+        res["ready_left_s"] = at - time.time()
+        res.update(measure_idle(proc.pid, cfg.settle, cfg.idle_seconds, must_end_by=at - 1.0))
+        proc.wait(timeout=max(5.0, at + 45 - time.time()))
+        if proc.returncode != 0:
+            raise RuntimeError(f"{peer} exited {proc.returncode}:\n" + watcher.tail_text())
+        data = json.loads(out.read_text())
+    finally:
+        if proc.poll() is None:
+            stop_process(proc)
+        watcher.close()
+    res.update({k: data[k] for k in ("lateness_ms", "missing", "unexpected", "early", "setup_s",
+                                     "versions", "floor_mode")})
+    res.update(lateness_summary(data["lateness_ms"]))
+    if data["missing"] or data["unexpected"] or data["early"]:
+        res["warning"] = (f"missing {data['missing']}, unexpected {data['unexpected']}, "
+                          f"early {data['early']}")
+    return res
+
+
+# --------------------------------------------------------------------------- task planning
+
+@dataclass
+class Task:
+    name: str
+    kind: str  # "minute": needs a whole-minute instant; "second": whole second; "plain": no instant
+    run: Callable  # (at) -> dict for timed kinds, () -> dict for plain
+    lead: Callable[[], float] = lambda: 0.0  # s needed between start and the instant
+    est: Callable[[], float] = lambda: 5.0  # s the whole task takes (for gap filling)
+    group: str = ""
+    meta: dict = field(default_factory=dict)
+
+
+class Runner:
+    def __init__(self, cfg, workdir: Path) -> None:
+        self.cfg = cfg
+        self.workdir = workdir
+        # start-to-ready estimates (s), refined from observations
+        n = cfg.jobs / 10000
+        self.startup = {"crawlsched": 4 + 8 * n, "apscheduler": 0.6 + 1.5 * n, "schedule-tick": 0.5 + 0.5 * n,
+                        "schedule-idle": 0.5 + 0.5 * n, "floor": 0.5}
+        self.seen: dict[str, list[float]] = {}
+        self.results: dict[str, list[dict]] = {}
+        self.errors: list[str] = []
+
+    def observe_ready(self, target: str, ready_s: float | None) -> None:
+        if ready_s is None:
+            return
+        self.seen.setdefault(target, []).append(ready_s)
+        self.startup[target] = max(self.seen[target]) * 1.3 + 0.5
+
+    def lead(self, target: str, idle: bool = True) -> float:
+        base = self.startup[target] + 1.0
+        return base + (self.cfg.settle + self.cfg.idle_seconds + 1.0 if idle else 1.0)
+
+    def execute(self, task: Task, at: int | None) -> None:
+        when = f" (instant {time.strftime('%H:%M:%S', time.gmtime(at))}Z)" if at else ""
+        log(f"{task.name}{when}")
+        t0 = time.perf_counter()
+        try:
+            res = task.run(at) if at is not None else task.run()
+            res["ok"] = True
+        except Exception as e:  # keep going; report at the end
+            res = {"ok": False, "error": f"{type(e).__name__}: {e}",
+                   "traceback": traceback.format_exc()}
+            self.errors.append(f"{task.name}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            log(f"  FAILED: {res['error']}")
+        res["task_s"] = time.perf_counter() - t0
+        res.update(task.meta)
+        target = task.group
+        self.results.setdefault(target, []).append(res)
+        if res.get("ok"):
+            self.observe_ready(target if target in self.startup else "crawlsched", res.get("ready_s"))
+            brief = []
+            for k, fmtk in (("p50_ms", "p50 {:.2f} ms"), ("p99_ms", "p99 {:.2f} ms"),
+                            ("idle_cpu_pct", "idle {:.4f} %"), ("last_arrival_ms", "last arrival {:.0f} ms"),
+                            ("median_ms", "median {:.0f} ms")):
+                if res.get(k) is not None:
+                    brief.append(fmtk.format(res[k]))
+            if res.get("rss_kb"):
+                brief.append(f"RSS {res['rss_kb'] / 1024:.1f} MiB")
+            if res.get("warning"):
+                brief.append("WARNING " + res["warning"])
+            log("  " + ", ".join(brief) + f" [{res['task_s']:.1f} s]")
+
+    def plan_and_run(self, timed: list[Task], fillers: list[Task]) -> None:
+        """Minute tasks in order; the waits before their instants are filled with other tasks."""
+        fillers = list(fillers)
+        for task in timed:
+            while True:
+                lead = task.lead()
+                at = next_minute(time.time() + lead)
+                while fillers and time.time() + fillers[0].est() + 1.0 < at - lead:
+                    self._run_filler(fillers.pop(0))
+                if time.time() + lead <= at:
+                    break
+            sleep_until(at - lead)
+            self.execute(task, at)
+        for f in fillers:
+            self._run_filler(f)
+
+    def _run_filler(self, task: Task) -> None:
+        if task.kind == "second":
+            self.execute(task, next_second(time.time() + task.lead()))
+        else:
+            self.execute(task, None)
+
+
+# --------------------------------------------------------------------------- reporting
+
+def fmt(v: float | None) -> str:
+    if v is None:
+        return "—"
+    a = abs(v)
+    if a >= 100:
+        return f"{v:.0f}"
+    if a >= 10:
+        return f"{v:.1f}"
+    if a >= 1:
+        return f"{v:.2f}"
+    if a >= 0.01:
+        return f"{v:.3f}"
+    return f"{v:.2g}"
+
+
+def agg(values: list[float]) -> dict | None:
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def cell(a: dict | None) -> str:
+    if a is None:
+        return "—"
+    if a["n"] == 1:
+        return fmt(a["median"])
+    return f"{fmt(a['median'])} ({fmt(a['min'])}–{fmt(a['max'])})"
+
+
+def summarize(results: dict[str, list[dict]]) -> dict:
+    summary: dict = {}
+    for target in TARGETS:
+        runs = [r for r in results.get(target, []) if r.get("ok")]
+        for r in runs:
+            r["rss_mib"] = r["rss_kb"] / 1024 if r.get("rss_kb") else None
+        summary[target] = {key: agg([r.get(key) for r in runs]) for _, key, _ in FIGURES}
+        summary[target]["runs_ok"] = len(runs)
+        summary[target]["runs_failed"] = len(results.get(target, [])) - len(runs)
+    for _, key, _ in FIGURES:
+        best = None
+        for p in REAL_PEERS:
+            a = summary[p].get(key)
+            if a and (best is None or a["median"] < best[1]):
+                best = (p, a["median"])
+        cs = summary["crawlsched"].get(key)
+        summary.setdefault("ratio", {})[key] = (
+            {"best_peer": best[0], "ratio": cs["median"] / best[1] if best[1] else None}
+            if best and cs else None)
+    cli = {}
+    for r in results.get("cli", []):
+        cli[r["name"]] = r
+    summary["cli"] = cli
+    http = [r for r in results.get("http", []) if r.get("ok")]
+    summary["http"] = {
+        "last_arrival_ms": agg([r.get("last_arrival_ms") for r in http]),
+        "p50_arrival_ms": agg([r.get("p50_arrival_ms") for r in http]),
+        "requests_loop_ms": agg([r.get("requests_loop_ms") for r in http]),
+        "runs_ok": len(http), "runs_failed": len(results.get("http", [])) - len(http),
+    }
+    return summary
+
+
+def tables(summary: dict, cfg) -> list[tuple[str, list[str], list[list[str]]]]:
+    out = []
+    cols = ["figure"] + [LABELS[t] for t in TARGETS] + ["crawlsched / best peer"]
+    rows = []
+    for label, key, floor_too in FIGURES:
+        if all(summary[t].get(key) is None for t in TARGETS):
+            continue
+        row = [label]
+        for t in TARGETS:
+            row.append(cell(summary[t].get(key)) if (t != "floor" or floor_too) else "—")
+        r = summary["ratio"].get(key)
+        if r and r["ratio"] is not None:
+            row.append(f"{r['ratio']:.2f}× ({LABELS[r['best_peer']]})")
+        elif r:
+            row.append(f"n/a ({LABELS[r['best_peer']]}: 0)")
+        else:
+            row.append("—")
+        rows.append(row)
+    runs = ", ".join(f"{LABELS[t]} {summary[t]['runs_ok']}" + (f"+{summary[t]['runs_failed']} failed"
+                                                                   if summary[t]["runs_failed"] else "")
+                     for t in TARGETS if summary[t]["runs_ok"] or summary[t]["runs_failed"])
+    if rows:
+        out.append((f"{cfg.jobs:,} jobs, {cfg.burst} due in the same second; idle window "
+                    f"{cfg.idle_seconds:g} s; median (min–max) over runs [{runs}]", cols, rows))
+    if summary["cli"]:
+        floor = summary["cli"].get("python -c 'import typer, rich' (floor)")
+        rows = []
+        for name, r in summary["cli"].items():
+            if not r.get("ok"):
+                rows.append([name, "error: " + r["error"].splitlines()[0][:60], "—", "—"])
+                continue
+            a = {"median": r["median_ms"], "min": r["min_ms"], "max": r["max_ms"], "n": len(r["ms"])}
+            vs = (f"{r['median_ms'] / floor['median_ms']:.2f}×" if floor and floor.get("ok") else "—")
+            rows.append([name, cell(a), vs, r.get("check") or ""])
+        out.append((f"CLI, warm, {cfg.cli_reps} runs each: ms, median (min–max)",
+                    ["command", "ms", "vs import floor", "check"], rows))
+    h = summary["http"]
+    if h["runs_ok"] or h["runs_failed"]:
+        rows = [[f"last of {cfg.burst} requests arrives after the instant (ms)", cell(h["last_arrival_ms"])],
+                [f"median arrival after the instant (ms)", cell(h["p50_arrival_ms"])],
+                [f"{cfg.burst} bare requests.get in a loop, one process (ms)", cell(h["requests_loop_ms"])]]
+        out.append((f"HTTP: {cfg.burst} url jobs due at the same minute, local server"
+                    + (f" ({h['runs_failed']} runs failed)" if h["runs_failed"] else ""),
+                    ["figure", "value"], rows))
+    return out
+
+
+def print_tables(tbls, markdown: bool) -> None:
+    if not markdown:
+        try:
+            from rich.console import Console
+            from rich.table import Table
+        except ImportError:
+            markdown = True
+    if markdown:
+        for title, cols, rows in tbls:
+            print(f"\n**{title}**\n")
+            print("| " + " | ".join(cols) + " |")
+            print("|" + "|".join(["---"] * len(cols)) + "|")
+            for r in rows:
+                print("| " + " | ".join(r) + " |")
+        return
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=170)
+    for title, cols, rows in tbls:
+        t = Table(title=title, title_justify="left")
+        for i, c in enumerate(cols):
+            t.add_column(c, justify="left" if i == 0 else "right")
+        for r in rows:
+            t.add_row(*r)
+        console.print(t)
+
+
+# --------------------------------------------------------------------------- main
+
+def parse_only(s: str | None, quick: bool) -> list[str]:
+    if not s:
+        s = "crawlsched,peers,cli" if quick else "all"
+    names: list[str] = []
+    for part in s.split(","):
+        part = part.strip()
+        expanded = {"all": ALL_NAMES, "peers": PEERS}.get(part, [part])
+        for n in expanded:
+            if n not in ALL_NAMES:
+                raise SystemExit(f"--only: unknown name {n!r} (known: {', '.join(ALL_NAMES + ['peers', 'all'])})")
+            if n not in names:
+                names.append(n)
+    return names
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run for CI: --jobs 1000 --idle-seconds 3 --runs 1 --cli-reps 3, "
+                        "peers at whole seconds, only crawlsched,peers,cli (~1 min)")
+    p.add_argument("--runs", type=int)
+    p.add_argument("--jobs", type=int)
+    p.add_argument("--burst", type=int, default=200)
+    p.add_argument("--idle-seconds", type=float)
+    p.add_argument("--settle", type=float, default=2.0, help="s after ready before the idle window")
+    p.add_argument("--only", help="comma-separated: " + ", ".join(ALL_NAMES + ["peers", "all"]))
+    p.add_argument("--peer-instant", choices=("minute", "second"),
+                   help="burst instant of the peers: a whole minute like crawlsched's (default) or "
+                        "any whole second (default with --quick; lets peers fill the waits)")
+    p.add_argument("--floor-mode", choices=("inline", "threads"), default="inline")
+    p.add_argument("--cli-reps", type=int)
+    p.add_argument("--add-args", help="arguments of the timed `crawlsched add` (shell syntax), default: "
+                                      + shlex.join(cb.CLI_ADD_ARGS))
+    p.add_argument("--markdown", action="store_true", help="print the tables as markdown")
+    p.add_argument("--keep", action="store_true", help="keep the work dir (job files, logs) even on success")
+    cfg = p.parse_args(argv)
+    q = cfg.quick
+    cfg.runs = cfg.runs or (1 if q else 3)
+    cfg.jobs = cfg.jobs or (1000 if q else 10000)
+    cfg.idle_seconds = cfg.idle_seconds if cfg.idle_seconds is not None else (3.0 if q else 60.0)
+    cfg.peer_instant = cfg.peer_instant or ("second" if q else "minute")
+    cfg.cli_reps = cfg.cli_reps or (3 if q else 10)
+    add_args = shlex.split(cfg.add_args) if cfg.add_args else None
+    names = parse_only(cfg.only, q)
+    if cfg.burst > cfg.jobs:
+        p.error("--burst must not exceed --jobs")
+
+    started = time.time()
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(started))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    workdir = RESULTS / f"work-{stamp}"
+    workdir.mkdir()
+
+    machine = machine_info()
+    header = (f"machine: {machine['cpu_model']}, {machine['cores']} cores"
+              f"{'' if machine.get('affinity') in (None, machine['cores']) else ' (' + str(machine['affinity']) + ' usable)'}"
+              f", {machine['ram_gib']} GiB RAM, Python {machine['python']}, kernel {machine['kernel']}")
+    print(header, flush=True)
+    print(f"config: jobs {cfg.jobs:,}, burst {cfg.burst}, idle {cfg.idle_seconds:g} s, runs {cfg.runs}, "
+          f"peers' instant: whole {cfg.peer_instant}, floor {cfg.floor_mode}, only {','.join(names)}",
+          flush=True)
+
+    versions = {}
+    if any(n in PEERS for n in names):
+        versions = ensure_peers_venv()
+        print(f"peers: APScheduler {versions['APScheduler']}, schedule {versions['schedule']} "
+              f"({PEERS_VENV.relative_to(BENCH.parent)})", flush=True)
+
+    runner = Runner(cfg, workdir)
+    if "crawlsched" in names or "http" in names:
+        # fail fast instead of waiting for a minute boundary to find out the daemon can't start
+        pre = workdir / "preflight"
+        pre.mkdir()
+        r = subprocess.run([sys.executable, "-m", "crawlsched", "daemon", "--help"],
+                           env=cb.crawlsched_env(pre, pre / "jobs.toml"), cwd=pre, capture_output=True,
+                           text=True, stdin=subprocess.DEVNULL, timeout=60)
+        if r.returncode != 0:
+            err = (f"`python -m crawlsched daemon --help` exited {r.returncode}: "
+                   + (r.stderr.strip().splitlines() or ["?"])[-1])
+            log(f"preflight FAILED, skipping crawlsched and http: {err}")
+            for g in ("crawlsched", "http"):
+                if g in names:
+                    runner.results[g] = [{"ok": False, "error": err}]
+                    runner.errors.append(f"{g}: {err}")
+            names = [n for n in names if n not in ("crawlsched", "http")]
+    timed: list[Task] = []
+    fillers: list[Task] = []
+    for i in range(cfg.runs):
+        for t in TARGETS:
+            if t not in names:
+                continue
+            if t == "crawlsched":
+                tmp = workdir / f"crawlsched-{i + 1}"
+                timed.append(Task(
+                    f"crawlsched run {i + 1}/{cfg.runs}", "minute",
+                    lambda at, tmp=tmp: cb.measure_crawlsched(cfg.jobs, cfg.burst, at, cfg.idle_seconds, tmp,
+                                                              settle=cfg.settle),
+                    lead=lambda: runner.lead("crawlsched"), group="crawlsched", meta={"run": i + 1}))
+            else:
+                task = Task(f"{LABELS[t]} run {i + 1}/{cfg.runs}", cfg.peer_instant,
+                            lambda at, t=t: run_peer(t, at, cfg, workdir),
+                            lead=lambda t=t: runner.lead(t),
+                            est=lambda t=t: runner.lead(t) + 4.0, group=t, meta={"run": i + 1})
+                (timed if cfg.peer_instant == "minute" else fillers).append(task)
+    if "http" in names:
+        for i in range(cfg.runs):
+            tmp = workdir / f"http-{i + 1}"
+            timed.append(Task(f"HTTP run {i + 1}/{cfg.runs}", "minute",
+                              lambda at, tmp=tmp: cb.measure_http(cfg.burst, at, tmp),
+                              lead=lambda: runner.lead("crawlsched", idle=False), group="http",
+                              meta={"run": i + 1}))
+    if "cli" in names:
+        for name, est, thunk in cb.cli_tasks(workdir / "cli", cfg.cli_reps, add_args):
+            def run(thunk=thunk, name=name):
+                r = thunk()
+                r["name"] = name
+                return r
+            fillers.append(Task(f"CLI: {name}", "plain", run, est=lambda est=est: est, group="cli",
+                                meta={"name": name}))
+
+    runner.plan_and_run(timed, fillers)
+
+    summary = summarize(runner.results)
+    tbls = tables(summary, cfg)
+    print()
+    if tbls:
+        print_tables(tbls, cfg.markdown)
+    else:
+        print("no results")
+    if runner.errors:
+        print("\nfailed:", file=sys.stderr)
+        for e in runner.errors:
+            print("  " + e, file=sys.stderr)
+    warnings = [f"{LABELS.get(g, g)} run {r.get('run')}: {r['warning']}"
+                for g, rs in runner.results.items() for r in rs if r.get("warning")]
+    warnings += [f"{LABELS.get(g, g)} run {r.get('run')}: idle window shortened to {r['idle_window_s']:.1f} s"
+                 for g, rs in runner.results.items() for r in rs if r.get("idle_shortened")]
+    for w in warnings:
+        print("warning: " + w, file=sys.stderr)
+
+    out = {
+        "started": started, "finished": time.time(), "machine": machine,
+        "config": {k: v for k, v in vars(cfg).items()}, "only": names, "peer_versions": versions,
+        "crawlsched_cli": cb.crawlsched_cli(), "summary": summary, "runs": runner.results,
+        "errors": runner.errors, "warnings": warnings,
+    }
+    path = RESULTS / f"{stamp}.json"
+    path.write_text(json.dumps(out, indent=1, default=str))
+    print(f"\nresults: {path.relative_to(BENCH.parent)} ({time.time() - started:.0f} s)", file=sys.stderr)
+    if runner.errors or cfg.keep:
+        print(f"work dir kept: {workdir.relative_to(BENCH.parent)}", file=sys.stderr)
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 1 if runner.errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
