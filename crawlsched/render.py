@@ -1,0 +1,336 @@
+"""Jobs and runs as JSON dicts (scripts, the web API) and rich tables (people). Prints nothing.
+
+One serializer: ``job_dict`` and ``run_dict`` give the shapes of SPEC §5, and
+the tables are built from those dicts, so what a person sees and what a script
+reads cannot drift apart. Secrets never get here in the clear: passwords in
+URLs are masked, header values are left out, ``${VAR}`` templates are shown as
+written (they are only expanded at run time).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
+
+from crawlsched import timing
+from crawlsched.model import Defaults, Job, JobStatus, ScheduleKind, _redacted
+from crawlsched.state import JobState, Run
+
+if TYPE_CHECKING:  # rich is imported only by the functions that build tables
+    from rich.table import Table
+
+_TINY = timedelta(microseconds=1)
+ATTEMPT_OUTCOMES = ("success", "failed", "interrupted")  # what success_rate counts
+
+STATUS_STYLE = {
+    "active": "blue",
+    "success": "green",
+    "failed": "red",
+    "retrying": "yellow",
+    "running": "cyan",
+    "paused": "dim",
+    "finished": "dim",
+    "interrupted": "red",
+    "skipped": "dim",
+    "missed": "magenta",
+}
+
+
+# --- derived facts -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobView:
+    """What the history and the clock say of one job right now."""
+
+    status: JobStatus
+    next_run: datetime | None
+    last_attempt: Run | None
+
+
+def anchor_of(job: Job, state: JobState | None, now: datetime) -> datetime | None:
+    """An ``every`` job's anchor: the stored one, else where the daemon would put it on sight."""
+    if job.kind is not ScheduleKind.EVERY:
+        return None
+    if state is not None and state.anchor is not None:
+        return timing.from_epoch(state.anchor)
+    return timing.first_fire_on_sight(job, now)
+
+
+def view(job: Job, state: JobState | None, now: datetime) -> JobView:
+    """Next run and status (SPEC §5: the first that applies wins)."""
+    anchor = anchor_of(job, state, now)
+    seen = state is not None and state.anchor is not None
+    # A job the daemon has not seen yet fires as soon as it is seen: show it
+    # due now, not one interval later (next_fire is strictly after its input).
+    after = now if seen or job.kind is not ScheduleKind.EVERY else now - _TINY
+    next_run = timing.next_fire(job, after, anchor)
+    last = state.last_attempt if state is not None else None
+    if job.paused:
+        status = JobStatus.PAUSED
+    elif job.end_date is not None and next_run is None:
+        status = JobStatus.FINISHED
+    elif state is not None and state.running:
+        status = JobStatus.RUNNING
+    elif state is not None and state.retry is not None:
+        status = JobStatus.RETRYING
+    elif last is not None and last.status == "success":
+        status = JobStatus.SUCCESS
+    elif last is not None:
+        # failed, interrupted, or "running" with its process gone: none of them succeeded.
+        status = JobStatus.FAILED
+    else:
+        status = JobStatus.ACTIVE
+    return JobView(status, next_run, last)
+
+
+def success_rate(runs: Iterable[Run]) -> float | None:
+    """Successful attempts over finished attempts; skipped and missed fires (attempt 0) do not count."""
+    outcomes = [r.status for r in runs if r.attempt > 0 and r.status in ATTEMPT_OUTCOMES]
+    if not outcomes:
+        return None
+    return outcomes.count("success") / len(outcomes)
+
+
+# --- JSON ----------------------------------------------------------------------------
+
+
+def mask_url(url: str) -> str:
+    """``https://user:secret@host`` → ``https://user:***@host``."""
+    return _redacted(url)
+
+
+def _num(value: float | int | None) -> float | int | None:
+    """300.0 → 300: whole seconds read as the seed wrote them."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _times(name: str, instant: datetime | None, tz: str) -> dict[str, str | None]:
+    return {name: timing.format_local(instant, tz), name + "_iso": timing.iso_local(instant, tz)}
+
+
+def _created(job: Job) -> dict[str, str | None]:
+    created = job.created_at
+    if created is None:
+        return {"created_at": None, "created_at_iso": None}
+    if created.tzinfo is None:  # a hand-written local date-time: shown as written
+        return {"created_at": created.strftime("%Y-%m-%d %H:%M:%S"), "created_at_iso": created.isoformat(timespec="seconds")}
+    return _times("created_at", created, job.timezone)
+
+
+def job_dict(job: Job, state: JobState | None, now: datetime) -> dict[str, Any]:
+    """A job as the CLI's ``--json`` and the web API show it (SPEC §5)."""
+    v = view(job, state, now)
+    last = v.last_attempt
+    out: dict[str, Any] = {
+        "id": job.id,
+        "name": job.name,
+        "schedule": job.schedule_text,
+        "kind": job.kind.value,
+        "start_date": job.start_date.isoformat() if job.start_date else None,
+        "end_date": job.end_date.isoformat() if job.end_date else None,
+        "timezone": job.timezone,
+        **_times("next_run", v.next_run, job.timezone),
+        **_times("last_run", timing.from_epoch(last.started_at) if last else None, job.timezone),
+        "status": v.status.value,
+        "max_retries": job.max_retries,
+        "retry_delay": _num(job.retry_delay),
+        "retry_backoff": _num(job.retry_backoff),
+        "retry_max_delay": _num(job.retry_max_delay),
+        "last_message": last.message if last else None,
+        "paused": job.paused,
+        "url": [mask_url(u) for u in job.urls],
+        "command": job.command,
+        "timeout": _num(job.timeout),
+        "catch_up": job.catch_up.value,
+        **_created(job),
+        "headers": sorted(job.headers),  # names only: values are often secrets
+        "on_failure": job.on_failure,
+        "max_bytes": job.max_bytes,
+        "verify": job.verify,
+        "user_agent": job.user_agent,
+        "keep_runs": job.keep_runs,
+    }
+    return out
+
+
+def run_dict(run: Run, job: Job | None = None) -> dict[str, Any]:
+    """One history row; times in the job's zone when the job is known, else UTC."""
+    tz = job.timezone if job is not None else "UTC"
+    out: dict[str, Any] = {
+        "id": run.id,
+        "job_id": run.job_id,
+        **_times("scheduled_for", timing.from_epoch(run.scheduled_for), tz),
+        "attempt": run.attempt,
+        "max_attempts": run.max_attempts,
+        **_times("started_at", timing.from_epoch(run.started_at), tz),
+        **_times("finished_at", timing.from_epoch(run.finished_at), tz),
+        "status": run.status,
+        "message": run.message,
+        "trigger": run.trigger,
+        "http_status": run.http_status,
+        "exit_code": run.exit_code,
+        "bytes": run.bytes,
+        "output": run.output,
+    }
+    if run.missed_count is not None:
+        out["missed_count"] = run.missed_count
+        out.update(_times("first_missed", timing.from_epoch(run.first_missed), tz))
+        out.update(_times("last_missed", timing.from_epoch(run.last_missed), tz))
+    return out
+
+
+def defaults_dict(defaults: Defaults) -> dict[str, Any]:
+    """``[defaults]`` as ``retry-config`` shows it (header values and URL passwords hidden)."""
+    return {
+        "max_retries": defaults.max_retries,
+        "retry_delay": _num(defaults.retry_delay),
+        "retry_backoff": _num(defaults.retry_backoff),
+        "retry_max_delay": _num(defaults.retry_max_delay),
+        "timezone": defaults.timezone,
+        "max_concurrent": defaults.max_concurrent,
+        "catch_up": defaults.catch_up.value,
+        "timeout": _num(defaults.timeout),
+        "url": [mask_url(u) for u in defaults.url],
+        "command": defaults.command,
+        "headers": sorted(defaults.headers),
+    }
+
+
+# --- tables for people ---------------------------------------------------------------
+
+
+def _box(plain: bool) -> Any:
+    from rich import box
+
+    return None if plain else box.SIMPLE_HEAD
+
+
+def _styled(status: str, plain: bool) -> Any:
+    from rich.text import Text
+
+    return Text(status) if plain else Text(status, style=STATUS_STYLE.get(status, ""))
+
+
+def _short(text: str | None, width: int = 48) -> str:
+    if not text:
+        return ""
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def period(job: Mapping[str, Any]) -> str:
+    """``2025-11-08 → 2025-12-31``, or ``… → no end``."""
+    return f"{job['start_date'] or '…'} → {job['end_date'] or 'no end'}"
+
+
+def retries(job: Mapping[str, Any]) -> str:
+    """``3 × 300s`` (with the backoff when there is one)."""
+    text = f"{job['max_retries']} × {job['retry_delay']}s"
+    if job["retry_backoff"] not in (1, None):
+        text += f" ×{job['retry_backoff']}"
+    return text
+
+
+def jobs_table(jobs: list[Mapping[str, Any]], *, plain: bool = False) -> Table:
+    """The seed's job card as columns, one row per job dict."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(box=_box(plain), show_edge=not plain, pad_edge=not plain)
+    for header in ("name", "status", "schedule", "period", "next run", "last run", "retries", "last message"):
+        table.add_column(header, no_wrap=header not in ("name", "last message"))
+    for job in jobs:
+        name = Text(job["name"])
+        if job["id"] != job["name"]:
+            name.append(f" ({job['id']})", style="" if plain else "dim")
+        table.add_row(
+            name,
+            _styled(job["status"], plain),
+            job["schedule"],
+            period(job),
+            job["next_run"] or "-",
+            job["last_run"] or "-",
+            retries(job),
+            _short(job["last_message"]),
+        )
+    if not jobs:
+        table.caption = "no jobs yet: add one with `crawlsched add NAME --at HH:MM --url URL`"
+    return table
+
+
+def runs_table(runs: list[Mapping[str, Any]], *, plain: bool = False, show_job: bool = True) -> Table:
+    """History rows, newest first."""
+    from rich.table import Table
+
+    table = Table(box=_box(plain), show_edge=not plain, pad_edge=not plain)
+    columns = (["job"] if show_job else []) + ["scheduled for", "attempt", "started", "finished", "status", "message"]
+    for header in columns:
+        table.add_column(header, no_wrap=header != "message")
+    for run in runs:
+        attempt = f"{run['attempt']}/{run['max_attempts']}" if run["attempt"] else "-"
+        row = [run["job_id"]] if show_job else []
+        row += [
+            run["scheduled_for"] or "-",
+            attempt,
+            run["started_at"] or "-",
+            run["finished_at"] or "-",
+            _styled(run["status"], plain),
+            _short(run["message"], 60),
+        ]
+        table.add_row(*row)
+    return table
+
+
+def job_details(job: Mapping[str, Any], *, plain: bool = False) -> Table:
+    """``show``: one job's fields as a two-column grid."""
+    from rich.table import Table
+
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="" if plain else "bold")
+    grid.add_column()
+    rows: list[tuple[str, Any]] = [
+        ("name", job["name"]),
+        ("id", job["id"]),
+        ("status", _styled(job["status"], plain)),
+        ("schedule", f"{job['schedule']} ({job['timezone']})"),
+        ("period", period(job)),
+        ("next run", job["next_run"] or "-"),
+        ("last run", job["last_run"] or "-"),
+        ("last message", job["last_message"] or "-"),
+        ("retries", retries(job) + (f", at most {job['retry_max_delay']}s apart" if job["retry_max_delay"] else "")),
+        ("timeout", f"{job['timeout']}s"),
+        ("catch up", job["catch_up"]),
+    ]
+    if job["url"]:
+        rows.append(("url", "\n".join(job["url"])))
+    if job["command"]:
+        rows.append(("command", job["command"]))
+    if job["headers"]:
+        rows.append(("headers", ", ".join(job["headers"]) + " (values hidden)"))
+    if job["verify"] is not True:
+        rows.append(("verify", str(job["verify"]).lower()))
+    if job["on_failure"]:
+        rows.append(("on failure", job["on_failure"]))
+    rows.append(("created", job["created_at"] or "-"))
+    for key, value in rows:
+        grid.add_row(key, value)
+    return grid
+
+
+def status_lines(status: Mapping[str, Any]) -> list[str]:
+    """``status`` for people: a few plain lines."""
+    if status["running"]:
+        lines = [f"daemon: running (pid {status['pid']}, since {status['started_at']}, heartbeat {status['heartbeat']})"]
+    else:
+        lines = ["daemon: not running"]
+    if status["next_job"]:
+        lines.append(f"next: {status['next_job']} at {status['next_run']}")
+    else:
+        lines.append("next: nothing scheduled")
+    lines.append("config: ok" if status["config_ok"] else f"config: ERROR {status['config_error']}")
+    lines.append(f"jobs file: {status['jobs_file']}")
+    return lines

@@ -1,0 +1,70 @@
+"""Fixtures shared by the test modules: a private home, and the CLI run in-process."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+
+@dataclass
+class Home:
+    """A temporary crawlsched home: ``jobs.toml`` and ``crawlsched.db`` live in ``path``."""
+
+    path: Path
+
+    @property
+    def jobs_file(self) -> Path:
+        return self.path / "jobs.toml"
+
+    @property
+    def db(self) -> Path:
+        return self.path / "crawlsched.db"
+
+
+@pytest.fixture
+def tmp_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Home:
+    """A fresh home folder; CRAWLSCHED_JOBS / CRAWLSCHED_HOME point at it and TZ is UTC."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("CRAWLSCHED_JOBS", str(home / "jobs.toml"))
+    monkeypatch.setenv("CRAWLSCHED_HOME", str(home))
+    monkeypatch.setenv("TZ", "UTC")  # the "machine's zone" jobs get when they name none
+    monkeypatch.delenv("CRAWLSCHED_DEBUG", raising=False)
+    monkeypatch.chdir(home)
+    return Home(home)
+
+
+@dataclass
+class Result:
+    """What one CLI invocation did."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+@pytest.fixture
+def cli(tmp_home: Home) -> Callable[..., Result]:
+    """Run ``crawlsched ARGS…`` in-process with typer's CliRunner: ``cli("list", "--json")``."""
+    from typer.testing import CliRunner
+
+    from crawlsched.cli import app
+
+    runner = CliRunner()
+
+    def invoke(*args: object, input: str | None = None) -> Result:
+        result = runner.invoke(app, [str(a) for a in args], input=input, catch_exceptions=False)
+        return Result(result.exit_code, result.stdout, result.stderr)
+
+    return invoke
