@@ -1,0 +1,174 @@
+"""Every refusal: the exit code, a one-line message naming the field and the value, and nothing changed.
+
+SPEC §5: bad input never changes anything; the job file stays byte for byte
+the same (or still absent), and no state database appears either.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+import pytest
+
+URL = "https://example.com/news"
+TODAY = date.today()
+START = TODAY + timedelta(days=5)
+END = TODAY + timedelta(days=35)
+PAST = TODAY - timedelta(days=60)
+
+ONE_JOB = """\
+# jobs written by hand
+[[jobs]]
+id = "taken"
+name = "Taken"
+at = "09:00"
+url = ["https://example.com/"]
+timezone = "UTC"
+"""
+
+SYNTAX_ERROR = """\
+[[jobs]]
+id = "a"
+name = "A"
+at = "09:00"
+timezone = UTC
+url = ["https://example.com/"]
+"""  # line 5: a bare word is not a TOML value
+
+BAD_VALUE = """\
+# retries by hand
+[[jobs]]
+id = "a"
+name = "A"
+at = "09:00"
+max_retries = -2
+url = ["https://example.com/"]
+"""  # line 6
+
+DUPLICATE_ID = """\
+[[jobs]]
+id = "a"
+name = "A"
+at = "09:00"
+url = ["https://example.com/"]
+
+[[jobs]]
+id = "a"
+name = "Another A"
+at = "10:00"
+url = ["https://example.com/"]
+"""  # the second table starts at line 7
+
+TWO_JOBS = ONE_JOB + """
+[[jobs]]
+id = "other"
+name = "Other"
+every = "1h"
+url = ["https://example.com/"]
+"""
+
+FILES = {"none": None, "one job": ONE_JOB, "two jobs": TWO_JOBS, "syntax error": SYNTAX_ERROR, "bad value": BAD_VALUE, "duplicate id": DUPLICATE_ID}
+
+
+@dataclass
+class Case:
+    id: str
+    args: list[object]
+    expect: list[str]  # substrings of the one-line message: the field and the value
+    code: int = 2
+    file: str = "none"
+    absent: list[str] = field(default_factory=list)  # must not appear (secrets)
+
+
+def add(*args: object) -> list[object]:
+    return ["add", "New Job", *args]
+
+
+CASES = [
+    Case("two-schedule-kinds", add("--at", "09:05", "--cron", "0 1 * * *", "--url", URL), ["schedule", "--at", "--cron"]),
+    Case("at-and-hour", add("--at", "09:05", "--hour", "9", "--url", URL), ["schedule", "--at", "--hour"]),
+    Case("every-and-cron", add("--every", "5m", "--cron", "0 1 * * *", "--url", URL), ["schedule", "--cron", "--every"]),
+    Case("no-schedule", add("--url", URL), ["schedule", "missing", "--at"]),
+    Case("url-and-command", add("--at", "09:05", "--url", URL, "--command", "scrapy crawl x"), ["command", "scrapy crawl x", "--url"]),
+    Case("no-crawl-and-no-defaults-crawl", add("--at", "09:05"), ["url", "command", "[defaults]"]),
+    Case("ftp-url", add("--at", "09:05", "--url", "ftp://example.com/f"), ["url", '"ftp://example.com/f"', "http"]),
+    Case("javascript-url", add("--at", "09:05", "--url", "javascript:alert(1)"), ["url", '"javascript:alert(1)"']),
+    Case("url-without-host", add("--at", "09:05", "--url", "http://"), ["url", '"http://"']),
+    Case("url-password-is-masked", add("--at", "09:05", "--url", "ftp://bob:hunter2@example.com/"),
+         ["url", "bob:***@example.com"], absent=["hunter2"]),  # fmt: skip
+    Case("unknown-time-zone", add("--at", "09:05", "--url", URL, "--tz", "Mars/Olympus"), ["timezone", '"Mars/Olympus"']),
+    Case("negative-retries", add("--at", "09:05", "--url", URL, "--max-retries", "-1"), ["max_retries", "-1", "at least 0"]),
+    Case("negative-delay", add("--at", "09:05", "--url", URL, "--retry-delay", "-5"), ["retry_delay", "-5", "at least 0"]),
+    Case("interval-under-1s", add("--every", "0s", "--url", URL), ["every", '"0s"', "1s"]),
+    Case("interval-not-a-duration", add("--every", "soon", "--url", URL), ["every", '"soon"']),
+    Case("at-25:00", add("--at", "25:00", "--url", URL), ["at", '"25:00"', "HH:MM"]),
+    Case("at-9:60", add("--at", "9:60", "--url", URL), ["at", '"9:60"']),
+    Case("at-nine", add("--at", "nine", "--url", URL), ["at", '"nine"']),
+    Case("hour-24", add("--hour", "24", "--url", URL), ["hour", "24", "at most 23"]),
+    Case("minute-60", add("--hour", "9", "--minute", "60", "--url", URL), ["minute", "60", "at most 59"]),
+    Case("minute-without-hour", add("--minute", "5", "--url", URL), ["minute", "5", "--hour"]),
+    Case("start-after-end", add("--at", "09:05", "--url", URL, "--start", END, "--end", START),
+         ["end_date", f'"{START}"', str(END)]),  # fmt: skip
+    Case("end-date-in-the-past", add("--at", "09:05", "--url", URL, "--start", PAST, "--end", PAST + timedelta(days=3)),
+         ["end_date", f'"{PAST + timedelta(days=3)}"', "in the past"]),  # fmt: skip
+    Case("cron-that-never-fires", add("--cron", "0 0 31 2 *", "--url", URL), ["cron", '"0 0 31 2 *"']),
+    Case("cron-with-6-fields", add("--cron", "0 0 * * * *", "--url", URL), ["cron", '"0 0 * * * *"', "five-field"]),
+    Case("bad-start-date", add("--at", "09:05", "--url", URL, "--start", "2026-13-01"), ["start_date", '"2026-13-01"', "YYYY-MM-DD"]),
+    Case("bad-end-date", add("--at", "09:05", "--url", URL, "--end", "tomorrow"), ["end_date", '"tomorrow"']),
+    Case("bad-catch-up", add("--at", "09:05", "--url", URL, "--catch-up", "sometimes"), ["catch_up", '"sometimes"', "latest"]),
+    Case("header-without-colon-hides-its-text", add("--at", "09:05", "--url", URL, "--header", "Bearer-abc123"),
+         ["header", "Name: value"], absent=["abc123"]),  # fmt: skip
+    Case("duplicate-name", ["add", "Taken", "--at", "10:00", "--url", URL], ["name", '"Taken"', "unique"], file="one job"),
+    Case("edit-bad-value", ["edit", "taken", "--at", "25:00"], ["at", '"25:00"'], file="one job"),
+    Case("edit-negative-retries", ["edit", "taken", "--max-retries", "-3"], ["max_retries", "-3"], file="one job"),
+    Case("edit-end-and-no-end", ["edit", "taken", "--end", END, "--no-end"], ["end_date", str(END), "--no-end"], file="one job"),
+    Case("edit-rename-to-a-taken-name", ["edit", "other", "--name", "Taken"], ["name", '"Taken"', "unique"], file="two jobs"),
+    Case("retry-config-negative-retries", ["retry-config", "--max-retries", "-1"], ["max_retries", "-1"], file="one job"),
+    Case("retry-config-negative-delay", ["retry-config", "--retry-delay", "-10"], ["retry_delay", "-10"], file="one job"),
+    Case("edit-unknown-job", ["edit", "nope", "--at", "10:00"], ['"nope"'], code=1, file="one job"),
+    Case("rm-unknown-job", ["rm", "nope", "--yes"], ['"nope"'], code=1, file="one job"),
+    Case("pause-unknown-job", ["pause", "nope"], ['"nope"'], code=1, file="one job"),
+    Case("rm-without-yes-when-not-a-tty", ["rm", "taken"], ["--yes", '"taken"', "not a terminal"], file="one job"),
+]
+
+# A broken job file: every command that reads it says where, and writes nothing.
+for name, content_key, expect in [
+    ("syntax-error", "syntax error", ["jobs.toml:5:", "not valid TOML"]),
+    ("bad-value", "bad value", ["jobs.toml:6:", "max_retries", "-2"]),
+    ("duplicate-id", "duplicate id", ["jobs.toml:7:", "id", '"a"', "line 1"]),
+]:
+    for command in (["list"], ["add", "X", "--at", "09:00", "--url", URL], ["validate"]):
+        CASES.append(Case(f"broken-file-{name}-{command[0]}", command, expect, file=content_key))
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_refused(cli, tmp_home, case: Case, as_json: bool):
+    content = FILES[case.file]
+    if content is not None:
+        tmp_home.jobs_file.write_text(content)
+    before = tmp_home.jobs_file.read_bytes() if content is not None else None
+    result = cli(*case.args, *(["--json"] if as_json else []))
+
+    assert result.exit_code == case.code, result.output
+    assert "Traceback" not in result.output
+    if as_json:
+        data = result.json()
+        assert data["success"] is False
+        message = data["error"]
+    else:
+        assert result.stdout == ""
+        assert result.stderr.startswith("crawlsched: error: ")
+        assert result.stderr.count("\n") == 1, "one line"
+        message = result.stderr
+    for text in case.expect:
+        assert text in message
+    for text in case.absent:
+        assert text not in result.output
+
+    if before is None:
+        assert not tmp_home.jobs_file.exists()
+    else:
+        assert tmp_home.jobs_file.read_bytes() == before
+    assert not tmp_home.db.exists(), "refused input leaves no state database behind"
