@@ -861,10 +861,11 @@ def run_now(job: Annotated[str, typer.Argument(metavar="JOB", help="Job id or ex
       crawlsched run-now daily-morning-crawl
     """
     found = _find(_load(), job)
-    _daemon_or_fail()
+    daemon = _daemon_or_fail()
     state = env().state()
     assert state is not None
     request = state.request_run(found.id, time.time())
+    _poke(int(daemon["pid"]))
     deadline = time.monotonic() + HANDOVER_WAIT
     taken = state.request_taken(request)
     while not taken and time.monotonic() < deadline:
@@ -880,11 +881,194 @@ def run_now(job: Annotated[str, typer.Argument(metavar="JOB", help="Job id or ex
         _say(message)
 
 
-# --- commands the lead adds: run, daemon, demo, import ------------------------------------
+# --- the daemon, `run`, `demo` and `import` ---------------------------------------------------
 #
-# They go here, each with `@command("name")` so that errors and --json behave
-# like the rest. Keep heavy imports (requests, crawlsched.daemon, crawlsched.crawl,
-# flask) inside the command functions: `crawlsched --help` and `list` must not pay for them.
+# Heavy imports (requests, crawlsched.daemon, crawlsched.crawl, flask) stay inside
+# these functions: `crawlsched --help` and `list` must not pay for them.
+
+
+def _poke(pid: int) -> None:
+    """Wake the daemon for a run-now request at once (it also polls every 2 s)."""
+    import signal
+
+    try:
+        os.kill(pid, signal.SIGUSR1)
+    except OSError:
+        pass
+
+
+@command("run")
+def run(
+    job: Annotated[str, typer.Argument(metavar="JOB", help="Job id or exact name.", show_default=False)],
+    as_json: JsonOpt = False,
+) -> None:
+    """Run a job now in this process, with its retries, and show progress.
+
+    The same attempts, history rows and log lines as the daemon's. Exit 0 when
+    the run succeeds, 1 when it fails (or the job is running elsewhere).
+    Ctrl-C during a retry wait ends the run.
+
+    Example:
+
+    \b
+      crawlsched run daily-morning-crawl
+    """
+    import threading
+
+    from crawlsched.logs import setup_logging
+    from crawlsched.runner import run_foreground
+
+    found = _find(_load(), job)
+    state = env().state(create=True)
+    assert state is not None
+    log = setup_logging(env().home)
+    console = None if as_json else _console()
+    stop = threading.Event()
+
+    def progress(line: str) -> None:
+        if console is not None:
+            console.print(f"[bold]{found.id}[/]: {line}")
+
+    def wait(seconds: float) -> bool:
+        try:
+            if console is not None and console.is_terminal:
+                with console.status(f"waiting {seconds:.0f} s for the next attempt (Ctrl-C ends the run)"):
+                    return stop.wait(seconds)
+            return stop.wait(seconds)
+        except KeyboardInterrupt:
+            return True
+
+    result = run_foreground(found, state, env().home, log, progress=progress, wait=wait)
+    ok = result.status == "success"
+    if as_json:
+        from crawlsched import render
+
+        runs = [render.run_dict(r, found) for r in state.runs(found.id, limit=found.max_attempts)]
+        _emit({"success": ok, "job_id": found.id, "status": result.status, "message": result.message, "runs": runs})
+    if not ok:
+        raise typer.Exit(1)
+
+
+@command("daemon")
+def daemon(
+    http: Annotated[Optional[str], typer.Option("--http", metavar="HOST:PORT", help="Also serve the web page and JSON API, e.g. 127.0.0.1:5000.")] = None,
+    token_file: Annotated[Optional[Path], typer.Option("--token-file", metavar="PATH", help="File holding the API token [default: $CRAWLSCHED_TOKEN]. Required to bind a non-loopback address.")] = None,
+    grace: Annotated[Optional[float], typer.Option("--grace", metavar="SECONDS", min=0, help="On SIGTERM, how long running attempts may finish [default: [defaults] grace_period, else 30].")] = None,
+) -> None:
+    """Run the scheduler in the foreground until SIGTERM or Ctrl-C.
+
+    Fires every job on time, runs the crawls with their retries, records every
+    attempt, and picks up changes of the job file within 2 s (SIGHUP: at once).
+    Under systemd (NOTIFY_SOCKET set) it reports READY, STATUS, WATCHDOG and
+    STOPPING; see contrib/crawlsched.service.
+
+    Example:
+
+    \b
+      crawlsched daemon --http 127.0.0.1:5000
+    """
+    from crawlsched.daemon import run_daemon
+    from crawlsched.logs import setup_logging
+    from crawlsched.state import State
+
+    token = None
+    if token_file is not None:
+        try:
+            token = token_file.read_text().strip()
+        except OSError as exc:
+            raise Refused(f"--token-file: cannot read {str(token_file)!r} ({exc.strerror})") from None
+        if not token:
+            raise Refused(f"--token-file: {str(token_file)!r} is empty")
+    elif os.environ.get("CRAWLSCHED_TOKEN"):
+        token = os.environ["CRAWLSCHED_TOKEN"].strip()
+    home = env().home
+    log = setup_logging(home)
+    store = env().store()
+    store.cache_dir = home
+    code = run_daemon(store, State(env().db_path), home, log, grace=grace, http=http, token=token)
+    raise typer.Exit(code)
+
+
+@command("demo")
+def demo(
+    seconds: Annotated[float, typer.Option("--seconds", min=5, help="How long the daemon runs.")] = 30,
+    folder: Annotated[Optional[Path], typer.Option("--dir", metavar="PATH", help="Where to put the demo [default: a new temporary folder].")] = None,
+) -> None:
+    """A first run with nothing to set up: three jobs, a local target, the real daemon, a live table.
+
+    Starts a small crawl target on 127.0.0.1, writes a job file in a temporary
+    folder (a healthy job, a flaky one that succeeds on its third attempt, one
+    that always fails), runs the daemon for about 30 s while showing the table,
+    and leaves the folder for you to look at.
+
+    Example:
+
+    \b
+      crawlsched demo
+    """
+    from rich.live import Live
+
+    from crawlsched import render
+    from crawlsched.demo import run_demo
+    from crawlsched.timing import machine_timezone
+
+    console = _console()
+    plain = not console.is_terminal
+
+    def table(jobs_file: Path, home: Path) -> Any:
+        global _env
+        _env = Env(jobs_file, home)
+        try:
+            t = render.jobs_table(_job_dicts(_load(), _now()), plain=plain)
+        finally:
+            env().close()
+        t.title = f"crawlsched demo · {datetime.now().strftime('%H:%M:%S')}"
+        return t
+
+    if console.is_terminal:
+        with Live(console=console, auto_refresh=False) as live:
+            path = run_demo(seconds, lambda j, h: live.update(table(j, h), refresh=True), folder=folder, tz=machine_timezone())
+    else:
+        last: list[Any] = []
+        path = run_demo(seconds, lambda j, h: last.append((j, h)), folder=folder, tz=machine_timezone())
+        if last:
+            console.print(table(*last[-1]))
+    jobs_file = path / "jobs.toml"
+    console.print(f"\nThe demo is in {path}. Look around:")
+    console.print(f"  crawlsched -f {jobs_file} history")
+    console.print(f"  crawlsched -f {jobs_file} show flaky")
+    console.print(f"  cat {path}/logs/crawler_*.log")
+    console.print(f"  crawlsched -f {jobs_file} daemon      # run it again")
+
+
+@command("import")
+def import_(
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="The seed's scheduler_jobs.json.", show_default=False)],
+    url: Annotated[Optional[List[str]], typer.Option("--url", metavar="URL", help="The URL each imported job crawls (else [defaults] url/command).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Move the seed's scheduler_jobs.json into the job file, keeping ids.
+
+    Keeps ids, names, dates, hour and minute, retry settings and the paused
+    state. Refuses the whole file if any record is invalid; safe to run twice.
+
+    Example:
+
+    \b
+      crawlsched import scheduler_jobs.json --url https://example.com/news
+    """
+    from crawlsched.importer import import_seed
+
+    state = env().state(create=True)
+    store = env().store()
+    jobs = import_seed(file, store, state, _now(), default_url=url or None)
+    message = f"imported {len(jobs)} job{'s' if len(jobs) != 1 else ''} from {file}"
+    if as_json:
+        _emit({"success": True, "message": message, "job_ids": [j.id for j in jobs]})
+    else:
+        _say(message)
+        for j in jobs:
+            _say(f"  {j.id}  {j.name}")
 
 
 def main() -> None:

@@ -202,3 +202,36 @@ def now_utc() -> datetime:
 
 
 __all__ = ["AttemptResult", "AttemptRunner", "run_dir", "run_log", "subprocess"]
+
+
+def run_foreground(job: Job, state: State, home: Path, log: logging.Logger, *,
+                   progress: Callable[[str], None] = lambda _line: None,
+                   wait: Callable[[float], bool] | None = None,
+                   clock: Callable[[], float] = time.time) -> AttemptResult:
+    """``crawlsched run``: the whole chain in this process, the daemon's rules and records.
+
+    Retries are not saved for the daemon to resume (trigger ``run``): if this
+    process is stopped, the chain ends here. ``wait(seconds)`` returns True
+    when the wait was cut short (Ctrl-C), which ends the chain.
+    """
+    from crawlsched.errors import JobBusy
+
+    other = state.running_elsewhere(job.id, os.getpid())
+    if other is not None:
+        raise JobBusy(f"job {job.id} is running in another process (pid {other.owner_pid}); not starting it twice")
+    runner = AttemptRunner(state, home, log, clock=clock, persist_retries=False)
+    stop = threading.Event()
+    sleeper = wait or (lambda seconds: stop.wait(seconds))
+    scheduled_for = round(clock(), 3)
+    attempt = 1
+    while True:
+        progress(f"attempt {attempt}/{job.max_attempts} running")
+        result = runner.attempt(job, scheduled_for, attempt, trigger="run")
+        progress(f"attempt {attempt}/{job.max_attempts}: {result.status}: {result.message}")
+        if result.retry_due is None:
+            return result
+        delay = max(0.0, result.retry_due - clock())
+        progress(f"retry {attempt} in {delay:.0f} seconds")
+        if sleeper(delay):
+            return result
+        attempt += 1

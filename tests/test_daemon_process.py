@@ -1,0 +1,267 @@
+"""The real daemon as a subprocess, a real HTTP target on 127.0.0.1, real signals, a real SQLite file.
+
+Waits are real but short: `every` intervals of a second or two and retry delays of a second.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from daemon_helpers import DaemonProcess, Target, cli, runs, wait_for, write_jobs
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def target():
+    t = Target()
+    yield t
+    t.close()
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path
+
+
+def test_interval_job_fires_repeatedly(home, target):
+    write_jobs(home, f'[[jobs]]\nid = "tick"\nname = "tick"\nevery = "1s"\nurl = "{target.url("/ok")}"\n')
+    d = DaemonProcess(home).start()
+    try:
+        wait_for(lambda: len([r for r in runs(home) if r["status"] == "success"]) >= 3, 15, "three successes")
+    finally:
+        assert d.stop() == 0
+    got = runs(home)
+    assert all(r["status"] in ("success", "skipped") for r in got)
+    bodies = list((home / "data" / "tick").iterdir())
+    assert bodies, "bodies are saved under data/<job-id>/<run stamp>/"
+
+
+def test_flaky_target_succeeds_on_attempt_3_with_the_seed_log_lines(home, target):
+    write_jobs(home, f'[[jobs]]\nid = "flaky"\nname = "flaky"\nevery = "1h"\nurl = "{target.url("/flaky/a")}"\n'
+                     "max_retries = 3\nretry_delay = 1\n")
+    d = DaemonProcess(home).start()
+    try:
+        wait_for(lambda: any(r["status"] == "success" for r in runs(home)), 20, "the third attempt")
+    finally:
+        assert d.stop() == 0
+    assert [(r["attempt"], r["status"]) for r in runs(home)] == [(1, "failed"), (2, "failed"), (3, "success")]
+    log = next((home / "logs").glob("crawler_*.log")).read_text()
+    for line in [
+        " - INFO - 🤖 AUTO CRAWL STARTED",
+        " - INFO - Job ID: flaky",
+        "🔄 AUTO CRAWL FAILED: HTTP 503",
+        " - INFO - 🔄 Scheduling retry 1 in 1 seconds...",
+        " - INFO - 🔄 Retry attempt: 1/3",
+        " - INFO - 🔄 Scheduling retry 2 in 1 seconds...",
+        " - INFO - 🔄 Retry attempt: 2/3",
+        " - INFO - ✅ AUTO CRAWL SUCCESS",
+    ]:
+        assert line in log, line
+
+
+def test_always_failing_job_reaches_max_retries(home, target):
+    write_jobs(home, f'[[jobs]]\nid = "bad"\nname = "bad"\nevery = "1h"\nurl = "{target.url("/fail")}"\n'
+                     "max_retries = 1\nretry_delay = 1\n")
+    d = DaemonProcess(home).start()
+    try:
+        wait_for(lambda: "Max retries reached" in d.output(), 15, "max retries")
+    finally:
+        d.stop()
+    assert [(r["attempt"], r["status"]) for r in runs(home)] == [(1, "failed"), (2, "failed")]
+    assert "❌ Max retries reached for job bad" in d.output()
+
+
+def test_job_added_while_running_fires_within_seconds(home, target):
+    write_jobs(home, "")
+    d = DaemonProcess(home).start()
+    try:
+        added = time.time()
+        cli(home, "add", "Late comer", "--every", "1h", "--url", target.url("/ok"), check=True)
+        row = wait_for(lambda: runs(home, "job_id = 'late-comer'"), 10, "the new job's first attempt")
+        pickup = row[0]["started_at"] - added
+        assert pickup < 5, f"picked up after {pickup:.2f}s"
+    finally:
+        d.stop()
+
+
+def test_sigkill_during_retry_wait_then_restart_finishes_the_chain(home, target):
+    write_jobs(home, f'[[jobs]]\nid = "flaky"\nname = "flaky"\nevery = "1h"\nurl = "{target.url("/flaky/k")}"\n'
+                     "max_retries = 3\nretry_delay = 3\n")
+    d = DaemonProcess(home).start()
+    wait_for(lambda: [r for r in runs(home) if r["status"] == "failed"], 10, "first failure")
+    d.kill()  # during the 3 s retry wait
+    assert [(r["attempt"], r["status"]) for r in runs(home)] == [(1, "failed")]
+    d2 = DaemonProcess(home).start()
+    try:
+        wait_for(lambda: any(r["status"] == "success" for r in runs(home)), 20, "chain to finish")
+    finally:
+        d2.stop()
+    got = [(r["attempt"], r["status"]) for r in runs(home) if r["attempt"] > 0]
+    assert got == [(1, "failed"), (2, "failed"), (3, "success")]
+
+
+def test_sigterm_during_a_crawl_leaves_no_run_running(home):
+    write_jobs(home, '[[jobs]]\nid = "long"\nname = "long"\nevery = "1h"\ncommand = "sleep 30"\nmax_retries = 2\n')
+    d = DaemonProcess(home, "--grace", "1").start()
+    wait_for(lambda: runs(home), 10, "the attempt to start")
+    assert d.stop() == 0
+    got = runs(home)
+    assert [r["status"] for r in got] == ["interrupted"]
+    # The chain resumes at the next start with the next attempt number.
+    state_retries = __import__("sqlite3").connect(home / "crawlsched.db").execute("SELECT next_attempt FROM retries").fetchall()
+    assert state_retries == [(2,)]
+
+
+def test_overlapping_fires_are_skipped(home):
+    write_jobs(home, '[[jobs]]\nid = "slow"\nname = "slow"\nevery = "1s"\ncommand = "sleep 2.5"\n')
+    d = DaemonProcess(home).start()
+    try:
+        wait_for(lambda: [r for r in runs(home) if r["status"] == "skipped"], 10, "a skipped fire")
+    finally:
+        d.stop()
+    skipped = [r for r in runs(home) if r["status"] == "skipped"]
+    assert skipped[0]["attempt"] == 0 and "still running" in skipped[0]["message"]
+
+
+def test_corrupted_job_file_keeps_old_jobs_and_fixed_file_is_picked_up(home, target):
+    write_jobs(home, f'[[jobs]]\nid = "tick"\nname = "tick"\nevery = "1s"\nurl = "{target.url("/ok")}"\n')
+    d = DaemonProcess(home).start()
+    try:
+        wait_for(lambda: runs(home), 10, "first run")
+        (home / "jobs.toml").write_text("[[jobs]]\nid = 'tick'\nname = 'tick'\nevery = \n")
+        status = wait_for(lambda: (r := cli(home, "status", "--json")) and json.loads(r.stdout)["config_ok"] is False and r, 10, "config error")
+        body = json.loads(status.stdout)
+        assert status.returncode == 0 and "jobs.toml:4" in body["config_error"]
+        n = len(runs(home))
+        wait_for(lambda: len(runs(home)) >= n + 2, 10, "old job keeps firing")
+        write_jobs(home, f'[[jobs]]\nid = "tock"\nname = "tock"\nevery = "1s"\nurl = "{target.url("/ok")}"\n')
+        wait_for(lambda: runs(home, "job_id = 'tock'"), 10, "the fixed file's job")
+        assert json.loads(cli(home, "status", "--json").stdout)["config_ok"] is True
+    finally:
+        d.stop()
+
+
+def test_run_now_starts_within_a_second(home, target):
+    write_jobs(home, f'[[jobs]]\nid = "manual"\nname = "manual"\ncron = "0 0 1 1 *"\nurl = "{target.url("/ok")}"\n')
+    d = DaemonProcess(home).start()
+    try:
+        asked = time.time()
+        result = cli(home, "run-now", "manual")
+        assert result.returncode == 0, result.stderr
+        row = wait_for(lambda: runs(home, "job_id = 'manual'"), 10, "the manual run")
+        assert row[0]["trigger"] == "manual"
+        assert row[0]["started_at"] - asked < 3
+    finally:
+        d.stop()
+
+
+def test_run_now_without_daemon_exits_3(home):
+    write_jobs(home, '[[jobs]]\nid = "manual"\nname = "manual"\ncron = "0 0 1 1 *"\ncommand = "true"\n')
+    assert cli(home, "run-now", "manual").returncode == 3
+
+
+def test_catch_up_after_downtime_runs_the_latest_once(home, target):
+    write_jobs(home, f'[[jobs]]\nid = "tick"\nname = "tick"\nevery = "1s"\nurl = "{target.url("/ok")}"\n')
+    d = DaemonProcess(home).start()
+    wait_for(lambda: runs(home), 10, "first run")
+    d.stop()
+    before = len(runs(home))
+    time.sleep(4)
+    d2 = DaemonProcess(home).start()
+    try:
+        wait_for(lambda: [r for r in runs(home) if r["trigger"] == "catch_up"], 10, "the catch-up run")
+    finally:
+        d2.stop()
+    after = runs(home)[before:]
+    missed = [r for r in after if r["status"] == "missed"]
+    assert len([r for r in after if r["trigger"] == "catch_up"]) == 1
+    assert len(missed) == 1 and missed[0]["missed_count"] >= 2
+
+
+def test_second_daemon_refuses_naming_the_pid(home):
+    write_jobs(home, "")
+    d = DaemonProcess(home).start()
+    try:
+        second = DaemonProcess(home).start(wait_ready=False)
+        code = second.proc.wait(timeout=20)
+        second.stderr.close()
+        assert code != 0
+        assert f"pid {d.proc.pid}" in second.output()
+    finally:
+        d.stop()
+
+
+def test_bad_job_file_at_start_exits_non_zero_naming_the_line(home):
+    (home / "jobs.toml").write_text('[[jobs]]\nid = "x"\nname = "x"\nat = "25:00"\ncommand = "true"\n')
+    d = DaemonProcess(home).start(wait_ready=False)
+    code = d.proc.wait(timeout=20)
+    d.stderr.close()
+    assert code == 2
+    assert "jobs.toml:4" in d.output() and "25:00" in d.output()
+
+
+def test_status_up_and_down(home):
+    write_jobs(home, "")
+    assert cli(home, "status").returncode == 3
+    d = DaemonProcess(home).start()
+    try:
+        result = cli(home, "status", "--json")
+        body = json.loads(result.stdout)
+        assert result.returncode == 0 and body["running"] is True and body["pid"] == d.proc.pid
+    finally:
+        d.stop()
+    result = cli(home, "status", "--json")
+    assert result.returncode == 3 and json.loads(result.stdout)["running"] is False
+
+
+def test_stop_command_stops_the_daemon(home):
+    write_jobs(home, "")
+    d = DaemonProcess(home).start()
+    result = cli(home, "stop")
+    assert result.returncode == 0, result.stderr
+    assert d.proc.wait(timeout=30) == 0
+
+
+def test_sighup_reloads_at_once(home, target):
+    write_jobs(home, "")
+    d = DaemonProcess(home).start()
+    try:
+        write_jobs(home, f'[[jobs]]\nid = "hup"\nname = "hup"\nevery = "1h"\nurl = "{target.url("/ok")}"\n')
+        d.signal(signal.SIGHUP)
+        wait_for(lambda: runs(home, "job_id = 'hup'"), 10, "reload by SIGHUP")
+    finally:
+        d.stop()
+
+
+def test_run_command_runs_the_chain_in_the_foreground(home, target):
+    write_jobs(home, f'[[jobs]]\nid = "flaky"\nname = "flaky"\nevery = "1h"\nurl = "{target.url("/flaky/run")}"\n'
+                     "max_retries = 3\nretry_delay = 1\n")
+    result = cli(home, "run", "flaky")
+    assert result.returncode == 0, result.stderr
+    assert [(r["attempt"], r["status"], r["trigger"]) for r in runs(home)] == [
+        (1, "failed", "run"), (2, "failed", "run"), (3, "success", "run")]
+    assert "✅ AUTO CRAWL SUCCESS" in result.stderr
+
+
+def test_run_command_exits_1_when_the_chain_fails(home, target):
+    write_jobs(home, f'[[jobs]]\nid = "bad"\nname = "bad"\nevery = "1h"\nurl = "{target.url("/fail")}"\nmax_retries = 0\n')
+    result = cli(home, "run", "bad")
+    assert result.returncode == 1
+    assert "❌ Max retries reached for job bad" in result.stderr
+
+
+def test_command_job_gets_its_environment(home):
+    write_jobs(home, '[[jobs]]\nid = "env"\nname = "env"\nevery = "1h"\n'
+                     'command = "sh -c \'echo $CRAWLSCHED_JOB_ID $CRAWLSCHED_ATTEMPT $CRAWLSCHED_SCHEDULED_FOR\'"\n')
+    result = cli(home, "run", "env")
+    assert result.returncode == 0, result.stderr
+    row = runs(home)[0]
+    assert row["message"].startswith("env 1 ")
+    assert os.path.exists(row["output"])
