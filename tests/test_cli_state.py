@@ -1,0 +1,293 @@
+"""The read side: list/show/history/status over a state database written through ``State``'s own methods."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from datetime import date, datetime, timedelta, timezone
+
+import pytest
+
+from crawlsched.state import Retry, State
+
+UTC = timezone.utc
+URL = "https://example.com/news"
+# 2026-12-01 02:05 UTC is 09:05 in Asia/Jakarta (UTC+7, no daylight saving).
+T0 = datetime(2026, 12, 1, 2, 5, tzinfo=UTC).timestamp()
+PAST = date.today() - timedelta(days=30)
+
+
+@pytest.fixture
+def state(tmp_home):
+    st = State(tmp_home.db).open()
+    yield st
+    st.close()
+
+
+def add(cli, name, *extra):
+    result = cli("add", name, "--at", "09:05", "--url", URL, "--tz", "Asia/Jakarta", *extra)
+    assert result.exit_code == 0, result.output
+    return result.stdout.strip()
+
+
+def attempt(st, job_id, status, *, n=1, of=4, at=T0, pid=None, message=None, retry=None, finish=True, **extra):
+    run_id = st.start_attempt(job_id, at, n, of, trigger="schedule", started_at=at + n, pid=pid or os.getpid())
+    if finish:
+        st.finish_attempt(run_id, status=status, finished_at=at + n + 2, message=message or status, retry=retry, **extra)
+    return run_id
+
+
+def listed(cli):
+    return {j["id"]: j for j in cli("list", "--json").json()["jobs"]}
+
+
+@pytest.fixture
+def fake_daemon(state):
+    """A live process standing in for the daemon (it ignores run-now's SIGUSR1 wake-up), registered as up."""
+    code = "import signal, time; signal.signal(signal.SIGUSR1, signal.SIG_IGN); print(1, flush=True); time.sleep(120)"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    proc.stdout.readline()  # its handler is in place
+    state.daemon_started(proc.pid, "here", "0.1.0", time.time())
+    yield proc
+    proc.kill()
+    proc.wait()
+    proc.stdout.close()
+
+
+def dead_pid():
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+# --- status derivation -----------------------------------------------------------------------
+
+
+def test_job_status_is_derived_from_the_history(cli, tmp_home, state):
+    ids = {name: add(cli, name) for name in ("ok", "bad", "again", "busy", "cut", "stale", "held", "fresh", "only-missed")}
+    attempt(state, ids["ok"], "failed")
+    attempt(state, ids["ok"], "success", n=2, message="saved 1 file")
+    attempt(state, ids["bad"], "failed", message="HTTP 503")
+    attempt(state, ids["again"], "failed", retry=Retry(ids["again"], T0, 2, 4, T0 + 300, "schedule"))
+    attempt(state, ids["busy"], "running", finish=False)  # our own pid: alive
+    attempt(state, ids["cut"], "interrupted", message="daemon stopped")
+    attempt(state, ids["stale"], "running", finish=False, pid=dead_pid())
+    attempt(state, ids["held"], "success")
+    cli("pause", ids["held"])
+    state.record_not_run(ids["only-missed"], T0, "missed", "missed 3 fires", now=T0 + 10, missed_count=3, first_missed=T0 - 172800, last_missed=T0)
+
+    jobs = listed(cli)
+    assert {k: jobs[v]["status"] for k, v in ids.items()} == {
+        "ok": "success",
+        "bad": "failed",
+        "again": "retrying",
+        "busy": "running",
+        "cut": "failed",  # an interrupted attempt with no retry left counts as failed
+        "stale": "failed",  # "running" but its process is gone
+        "held": "paused",
+        "fresh": "active",
+        "only-missed": "active",  # skipped and missed fires are not attempts
+    }
+    ok = jobs[ids["ok"]]
+    assert ok["last_run"] == "2026-12-01 09:05:02"  # the newest attempt's start, in the job's zone
+    assert ok["last_run_iso"] == "2026-12-01T09:05:02+07:00"
+    assert ok["last_message"] == "saved 1 file"
+    assert jobs[ids["bad"]]["last_message"] == "HTTP 503"
+    assert jobs[ids["only-missed"]]["last_run"] is None
+
+
+def test_finished_job_status_and_no_next_run(cli, tmp_home, state):
+    with tmp_home.jobs_file.open("a") as fh:
+        fh.write(f'[[jobs]]\nid = "over"\nname = "Over"\nat = "09:05"\nstart_date = {PAST}\n'
+                 f'end_date = {PAST + timedelta(days=3)}\nurl = ["{URL}"]\ntimezone = "UTC"\n')  # fmt: skip
+    attempt(state, "over", "success")
+    job = listed(cli)["over"]
+    assert job["status"] == "finished" and job["next_run"] is None and job["next_run_iso"] is None
+    assert job["last_run"] is not None
+
+
+def test_list_table_shows_status_and_last_message(cli, state):
+    job_id = add(cli, "Shown")
+    attempt(state, job_id, "failed", message="HTTP 503 Service Unavailable")
+    out = cli("list").stdout
+    assert "failed" in out and "HTTP 503 Service Unavailable" in out and "2026-12-01 09:05:01" in out
+
+
+# --- history and show -------------------------------------------------------------------------
+
+
+def test_history_newest_first_with_success_rate_over_attempts(cli, state):
+    job_id = add(cli, "Rated")
+    attempt(state, job_id, "failed", n=1)
+    attempt(state, job_id, "success", n=2)
+    attempt(state, job_id, "success", at=T0 + 86400)
+    attempt(state, job_id, "interrupted", at=T0 + 2 * 86400)
+    state.record_not_run(job_id, T0 + 3 * 86400, "skipped", "still running", now=T0 + 3 * 86400)
+    state.record_not_run(job_id, T0 + 5 * 86400, "missed", "missed 2 fires", now=T0 + 5 * 86400,
+                         missed_count=2, first_missed=T0 + 4 * 86400, last_missed=T0 + 5 * 86400)  # fmt: skip
+    result = cli("history", job_id, "--json")
+    assert result.exit_code == 0
+    data = result.json()
+    assert set(data) == {"success", "runs", "success_rate"}
+    assert [r["status"] for r in data["runs"]] == ["missed", "skipped", "interrupted", "success", "success", "failed"]
+    assert data["success_rate"] == pytest.approx(2 / 4)  # skipped and missed do not count
+    assert [r["attempt"] for r in data["runs"]][:2] == [0, 0]
+
+    missed = data["runs"][0]
+    assert missed["missed_count"] == 2
+    assert missed["first_missed"] == "2026-12-05 09:05:00" and missed["last_missed"] == "2026-12-06 09:05:00"
+    assert "missed_count" not in data["runs"][2]
+
+    limited = cli("history", job_id, "--limit", 3, "--json").json()
+    assert len(limited["runs"]) == 3
+    assert limited["success_rate"] == 0.0  # only the interrupted attempt is listed
+
+    text = cli("history", job_id).stdout
+    assert "success rate: 50% (2 of 4 attempts)" in text
+
+
+def test_run_object_field_by_field(cli, state):
+    job_id = add(cli, "Fields")
+    attempt(state, job_id, "success", http_status=200, bytes=1234, output="data/fields/x/news.html", message="saved")
+    [run] = cli("show", job_id, "--json").json()["runs"]
+    assert isinstance(run["id"], int)
+    assert run["job_id"] == job_id
+    assert run["scheduled_for"] == "2026-12-01 09:05:00" and run["scheduled_for_iso"] == "2026-12-01T09:05:00+07:00"
+    assert (run["attempt"], run["max_attempts"]) == (1, 4)
+    assert run["started_at"] == "2026-12-01 09:05:01" and run["started_at_iso"] == "2026-12-01T09:05:01+07:00"
+    assert run["finished_at"] == "2026-12-01 09:05:03" and run["finished_at_iso"] == "2026-12-01T09:05:03+07:00"
+    assert run["status"] == "success" and run["message"] == "saved" and run["trigger"] == "schedule"
+    assert (run["http_status"], run["exit_code"], run["bytes"], run["output"]) == (200, None, 1234, "data/fields/x/news.html")
+
+
+def test_show_lists_recent_attempts(cli, state):
+    job_id = add(cli, "Shown")
+    for day in range(12):
+        attempt(state, job_id, "success", at=T0 + day * 86400)
+    data = cli("show", job_id, "--json").json()
+    assert len(data["runs"]) == 10 and data["job"]["status"] == "success"
+    assert len(cli("show", job_id, "--limit", 3, "--json").json()["runs"]) == 3
+    text = cli("show", job_id).stdout
+    assert "1/4" in text and "success" in text
+
+
+def test_history_of_all_jobs_and_of_a_removed_job(cli, state):
+    a, b = add(cli, "A"), add(cli, "B")
+    attempt(state, a, "success")
+    attempt(state, b, "failed")
+    assert {r["job_id"] for r in cli("history", "--json").json()["runs"]} == {a, b}
+    assert cli("rm", b, "--yes").exit_code == 0
+    gone = cli("history", b, "--json")
+    assert gone.exit_code == 0
+    [run] = gone.json()["runs"]
+    assert run["started_at_iso"].endswith("+00:00")  # the job is gone, so UTC
+    assert cli("history", "never-was").exit_code == 1
+
+
+def test_history_without_a_database_is_empty_and_creates_none(cli, tmp_home):
+    add(cli, "Lonely")
+    tmp_home.db.unlink()
+    for suffix in ("-wal", "-shm"):
+        (tmp_home.path / f"crawlsched.db{suffix}").unlink(missing_ok=True)
+    assert cli("history", "--json").json() == {"success": True, "runs": [], "success_rate": None}
+    assert cli("list", "--json").json()["jobs"][0]["status"] == "active"
+    assert not tmp_home.db.exists()
+
+
+# --- status, stop, run-now --------------------------------------------------------------------
+
+
+def test_status_without_a_daemon_is_exit_3(cli, tmp_home):
+    add(cli, "Next")
+    result = cli("status", "--json")
+    assert result.exit_code == 3
+    data = result.json()
+    assert data["running"] is False and data["pid"] is None
+    assert data["config_ok"] is True and data["config_error"] is None
+    assert data["next_job"] == "next" and data["next_run"].endswith("09:05:00")
+    for key in ("started_at", "heartbeat", "next_run_iso"):
+        assert key in data
+    assert "not running" in cli("status").stdout
+
+
+def test_status_reports_a_broken_file_when_the_daemon_is_down(cli, tmp_home):
+    tmp_home.jobs_file.write_text('[[jobs]]\nid = "x"\nat = "25:00"\nurl = "https://e.com/"\n')
+    result = cli("status", "--json")
+    assert result.exit_code == 3
+    assert result.json()["config_ok"] is False
+    assert result.json()["config_error"].startswith("jobs.toml:3:")
+
+
+def test_status_with_a_live_daemon_is_exit_0(cli, state, fake_daemon):
+    add(cli, "Next")
+    state.daemon_update(config_ok=1, config_error=None, next_job="next", next_due=T0)
+    result = cli("status", "--json")
+    assert result.exit_code == 0, result.output
+    data = result.json()
+    assert data["running"] is True and data["pid"] == fake_daemon.pid and data["config_ok"] is True
+    assert data["next_job"] == "next" and data["next_run"] == "2026-12-01 09:05:00"
+    assert data["started_at"] is not None and data["heartbeat"] is not None
+    assert f"pid {fake_daemon.pid}" in cli("status").stdout
+
+
+def test_status_with_a_stale_heartbeat_is_down(cli, state, fake_daemon):
+    state.daemon_update(heartbeat=time.time() - 200)
+    assert cli("status", "--json").json()["running"] is False
+    assert cli("status").exit_code == 3
+
+
+def test_stop_without_a_daemon_is_exit_3(cli):
+    result = cli("stop")
+    assert result.exit_code == 3 and "not running" in result.stderr
+
+
+def test_stop_sends_sigterm_and_waits(cli, fake_daemon):
+    result = cli("stop", "--json")
+    assert result.exit_code == 0, result.output
+    assert result.json()["pid"] == fake_daemon.pid
+    assert fake_daemon.wait(timeout=5) == -15
+
+
+def test_run_now_without_a_daemon_is_exit_3(cli):
+    add(cli, "Now")
+    result = cli("run-now", "now", "--json")
+    assert result.exit_code == 3 and result.json()["success"] is False
+
+
+def test_run_now_hands_the_request_to_the_daemon(cli, tmp_home, fake_daemon):
+    job_id = add(cli, "Now")
+    taken: list[tuple[int, str, float]] = []
+
+    def daemon_side() -> None:
+        other = State(tmp_home.db).open()
+        deadline = time.monotonic() + 5
+        while not taken and time.monotonic() < deadline:
+            taken.extend(other.take_requests(time.time()))
+            time.sleep(0.02)
+        other.close()
+
+    thread = threading.Thread(target=daemon_side)
+    thread.start()
+    result = cli("run-now", "Now", "--json")
+    thread.join()
+    assert result.exit_code == 0, result.output
+    assert result.json()["taken"] is True and result.json()["job_id"] == job_id
+    assert [t[1] for t in taken] == [job_id]
+
+
+def test_run_now_not_taken_in_time_stays_queued(cli, state, fake_daemon, monkeypatch):
+    monkeypatch.setattr("crawlsched.cli.HANDOVER_WAIT", 0.2)
+    add(cli, "Now")
+    result = cli("run-now", "now", "--json")
+    assert result.exit_code == 0
+    assert result.json()["taken"] is False
+    assert state.take_requests(time.time())[0][1] == "now"
+
+
+def test_status_up_with_this_process_as_the_daemon(cli, state):
+    state.daemon_started(os.getpid(), "here", "0.1.0", time.time())
+    result = cli("status", "--json")
+    assert result.exit_code == 0 and result.json()["running"] is True and result.json()["pid"] == os.getpid()
