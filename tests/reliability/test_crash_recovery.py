@@ -1,0 +1,185 @@
+"""Scenario 1: the daemon SIGKILLed at each point of an attempt's life; after a restart every
+attempt is accounted for once, the counter continues, no body is half-written, nothing runs twice.
+
+Anchors: Airflow's zombie-task handling (a task whose heartbeat stopped is failed and retried,
+never silently re-run twice); systemd's ``Persistent=true`` (a timer that elapsed while the
+machine was down runs once at the next start).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from crawlsched.crawl import body_name, run_stamp
+from crawlsched.daemon import Daemon, InlineExecutor
+from crawlsched.state import State
+from crawlsched.store import JobStore
+from daemon_helpers import DaemonProcess, runs, wait_for, write_jobs
+from rel_helpers import quiet_logger
+from test_daemon_loop import FakeClock, rows, run_until
+
+UTC = timezone.utc
+DEAD_PID = 2**22 + 4242  # above Linux's pid_max: never alive
+
+
+class Killed(BaseException):
+    """What SIGKILL does to the loop: it stops, right here, with nothing cleaned up."""
+
+
+class DyingExecutor(InlineExecutor):
+    """Runs attempts inline until ``die_on`` submissions; that one kills the 'process' before the row is written."""
+
+    def __init__(self, die_on: int = 1) -> None:
+        self.count = 0
+        self.die_on = die_on
+
+    def submit(self, fn, /, *args, **kwargs):
+        self.count += 1
+        if self.count == self.die_on:
+            raise Killed()
+        return super().submit(fn, *args, **kwargs)
+
+
+class QueueingExecutor(InlineExecutor):
+    """A pool whose workers are all busy: submissions wait in its queue, never start."""
+
+    def __init__(self) -> None:
+        self.queued = []
+
+    def submit(self, fn, /, *args, **kwargs):
+        from concurrent.futures import Future
+
+        self.queued.append((fn, args, kwargs))
+        return Future()
+
+
+def _daemon(home: Path, clock: FakeClock, executor) -> Daemon:
+    store = JobStore(home / "jobs.toml", cache_dir=home)
+    return Daemon(store, State(home / "crawlsched.db"), home, quiet_logger(), clock=clock.time,
+                  monotonic=clock.monotonic, executor=executor, notify=lambda _m: False, duties=False)
+
+
+def _die(d: Daemon) -> None:
+    """What the kernel does at SIGKILL: file descriptors (the home lock, SQLite) are closed."""
+    d.release_lock()
+    d.state.close()
+
+
+def test_killed_before_the_attempt_row_is_written_runs_the_fire_once_after_restart(home, target):
+    write_jobs(home, f'[[jobs]]\nid = "a"\nname = "a"\nat = "09:05"\nurl = "{target.url("/ok")}"\nstart_date = 2025-01-01\n')
+    clock = FakeClock(datetime(2025, 11, 8, 9, 0, tzinfo=UTC))
+    d1 = _daemon(home, clock, DyingExecutor(die_on=1))
+    d1.start()
+    with pytest.raises(Killed):
+        run_until(d1, clock, datetime(2025, 11, 8, 9, 5, 30, tzinfo=UTC))
+    _die(d1)
+    assert rows(home) == [] and target.hits["/ok"] == 0  # died at the fire instant: nothing written
+    clock.advance(60)
+    d2 = _daemon(home, clock, InlineExecutor())
+    d2.start()
+    run_until(d2, clock, datetime(2025, 11, 8, 9, 10, tzinfo=UTC))
+    got = [(r[0], r[1], r[2], r[3], r[4]) for r in rows(home)]
+    fire = datetime(2025, 11, 8, 9, 5, tzinfo=UTC).timestamp()
+    assert got == [("a", fire, 1, "success", "catch_up")]
+    assert target.hits["/ok"] == 1
+
+
+@pytest.mark.xfail(strict=True, reason="daemon.py: a fire queued in a busy pool is lost after a kill once a later "
+                   "heartbeat passed it by more than HEARTBEAT_SLACK (catch-up starts at heartbeat - 10 s)")
+def test_killed_while_a_fire_waits_in_a_full_pool_the_fire_is_not_lost(home, target):
+    write_jobs(home, f'[[jobs]]\nid = "a"\nname = "a"\nat = "09:05"\nurl = "{target.url("/ok")}"\nstart_date = 2025-01-01\n')
+    clock = FakeClock(datetime(2025, 11, 8, 9, 0, tzinfo=UTC))
+    d1 = _daemon(home, clock, QueueingExecutor())
+    d1.start()
+    run_until(d1, clock, datetime(2025, 11, 8, 9, 5, 1, tzinfo=UTC))
+    assert d1.chains["a"].future is not None  # fired into the pool, waiting for a worker
+    for _ in range(12):  # a minute of heartbeats while every worker is busy elsewhere
+        clock.advance(5)
+        d1._duty_heartbeat()
+    _die(d1)
+    clock.advance(60)
+    d2 = _daemon(home, clock, InlineExecutor())
+    d2.start()
+    run_until(d2, clock, datetime(2025, 11, 8, 9, 10, tzinfo=UTC))
+    fire = datetime(2025, 11, 8, 9, 5, tzinfo=UTC).timestamp()
+    # Accounted for: run once by catch-up, or at least recorded as missed.
+    assert [r for r in rows(home) if r[1] == fire or (r[3] == "missed")], rows(home)
+
+
+def _no_part_files(home: Path) -> list[Path]:
+    return [p for p in (home / "data").rglob("*") if p.name.endswith(".part")] if (home / "data").exists() else []
+
+
+@pytest.mark.slow
+def test_killed_during_an_attempt_resumes_with_the_next_attempt_and_a_whole_body(home, target):
+    # The first request sends half of a 200,000-byte body and hangs: the kill comes mid-stream.
+    write_jobs(home, f'[[jobs]]\nid = "h"\nname = "h"\nevery = "1h"\nurl = "{target.url("/hang-then-ok/k")}"\n'
+                     "max_retries = 2\nretry_delay = 1\ntimeout = 120\n")
+    d1 = DaemonProcess(home).start()
+    wait_for(lambda: _no_part_files(home), 15, "the body to be half-written")
+    d1.kill()
+    assert [(r["attempt"], r["status"]) for r in runs(home)] == [(1, "running")]
+    d2 = DaemonProcess(home).start()
+    try:
+        wait_for(lambda: any(r["status"] == "success" for r in runs(home)), 20, "the next attempt")
+    finally:
+        assert d2.stop() == 0
+    assert [(r["attempt"], r["status"]) for r in runs(home)] == [(1, "interrupted"), (2, "success")]
+    assert target.hits["/hang-then-ok/k"] == 2  # one request per attempt: nothing ran twice
+    bodies = [p for p in (home / "data" / "h").rglob("*") if p.is_file()]
+    assert [p.stat().st_size for p in bodies] == [200000]  # the only file is the whole body
+    assert _no_part_files(home) == []
+
+
+@pytest.mark.slow
+def test_killed_after_the_body_was_saved_but_before_the_result_records_success(home, target):
+    # State left by a daemon killed between the body's rename (the commit point) and finish_attempt.
+    url = target.url("/ok")
+    write_jobs(home, f'[[jobs]]\nid = "s"\nname = "s"\ncron = "0 0 1 1 *"\nurl = "{url}"\nmax_retries = 2\n')
+    sched = datetime(datetime.now(UTC).year, 1, 1, tzinfo=UTC)  # its next fire is still ahead
+    state = State(home / "crawlsched.db").open()
+    state.mark_seen("s", sched.timestamp() - 60)
+    state.start_attempt("s", sched.timestamp(), 1, 3, trigger="schedule", started_at=sched.timestamp(), pid=DEAD_PID)
+    state.close()
+    run_dir = home / "data" / "s" / run_stamp(sched)
+    run_dir.mkdir(parents=True)
+    (run_dir / body_name(0, url)).write_text("the whole body\n")
+    d = DaemonProcess(home).start()
+    try:
+        got = wait_for(lambda: [r for r in runs(home) if r["status"] != "running"], 10, "recovery")
+    finally:
+        assert d.stop() == 0
+    assert [(r["attempt"], r["status"]) for r in runs(home) if r["attempt"] > 0] == [(1, "success")]
+    assert "bodies in place" in got[0]["message"]
+    assert target.hits["/ok"] == 0  # not fetched again
+    con = sqlite3.connect(home / "crawlsched.db")
+    assert con.execute("SELECT count(*) FROM retries").fetchone()[0] == 0
+
+
+@pytest.mark.slow
+def test_killed_after_a_partial_multi_url_attempt_fetches_only_the_missing_url(home, target):
+    # Two URLs; only the first body made it before the kill: the attempt is interrupted, the retry fetches the second.
+    urls = [target.url("/ok"), target.url("/slow/0")]
+    write_jobs(home, f'[[jobs]]\nid = "m"\nname = "m"\ncron = "0 0 1 1 *"\nurl = {urls!r}\nmax_retries = 2\n'.replace("'", '"'))
+    sched = datetime(datetime.now(UTC).year, 1, 1, tzinfo=UTC)  # its next fire is still ahead
+    state = State(home / "crawlsched.db").open()
+    state.mark_seen("m", sched.timestamp() - 60)
+    state.start_attempt("m", sched.timestamp(), 1, 3, trigger="schedule", started_at=sched.timestamp(), pid=DEAD_PID)
+    state.close()
+    run_dir = home / "data" / "m" / run_stamp(sched)
+    run_dir.mkdir(parents=True)
+    (run_dir / body_name(0, urls[0])).write_text("first\n")
+    (run_dir / f".{body_name(1, urls[1])}.part").write_text("half of the seco")
+    d = DaemonProcess(home).start()
+    try:
+        wait_for(lambda: any(r["status"] == "success" for r in runs(home)), 10, "the resumed chain")
+    finally:
+        assert d.stop() == 0
+    assert [(r["attempt"], r["status"]) for r in runs(home) if r["attempt"] > 0] == [(1, "interrupted"), (2, "success")]
+    assert target.hits == {"/slow/0": 1}
+    assert (run_dir / body_name(1, urls[1])).read_text() == "slow ok\n"
+    assert _no_part_files(home) == []
