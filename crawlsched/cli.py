@@ -133,8 +133,9 @@ def _console() -> Console:
     from rich.console import Console
 
     console = Console(highlight=False)
-    if not console.is_terminal and "COLUMNS" not in os.environ:
-        console = Console(highlight=False, width=200)  # a pipe has no width; don't fold rows at 80
+    if not console.is_terminal:
+        # A pipe has no width: don't squeeze rows into $COLUMNS or 80, a script reads whole lines.
+        console = Console(highlight=False, width=max(200, console.width))
     return console
 
 

@@ -242,7 +242,7 @@ def jobs_table(jobs: list[Mapping[str, Any]], *, plain: bool = False) -> Table:
 
     table = Table(box=_box(plain), show_edge=not plain, pad_edge=not plain)
     for header in ("name", "status", "schedule", "period", "next run", "last run", "retries", "last message"):
-        table.add_column(header, no_wrap=header not in ("name", "last message"))
+        table.add_column(header, no_wrap=header not in ("name", "last message"), min_width=12 if header == "name" else None)
     for job in jobs:
         name = Text(job["name"])
         if job["id"] != job["name"]:
