@@ -732,10 +732,13 @@ def _fmt(value: float) -> str:
 
 def metrics_text(daemon: Daemon, now: datetime) -> str:
     """Prometheus text format: a few aggregate queries, no per-run work."""
-    jobfile = daemon.store.load()
-    states = daemon.state.job_states([j.id for j in jobfile.jobs])
+    try:
+        jobs = list(daemon.store.load().jobs)
+    except CrawlschedError:
+        jobs = list(daemon.jobs.values())  # a broken file: the daemon still runs the last good jobs
+    states = daemon.state.job_states([j.id for j in jobs])
     by_status = {s.value: 0 for s in JobStatus}
-    for job in jobfile.jobs:
+    for job in jobs:
         by_status[render.view(job, states.get(job.id), now).status.value] += 1
     outcomes = daemon.state.read(
         "SELECT status, attempt > 0 AS attempt, count(*) AS n FROM runs"
@@ -744,7 +747,7 @@ def metrics_text(daemon: Daemon, now: datetime) -> str:
     late = daemon.state.read(
         f"SELECT {columns}, count(*), coalesce(sum(l), 0) FROM (SELECT max(started_at - scheduled_for, 0) AS l"
         " FROM runs WHERE attempt = 1 AND trigger = 'schedule' AND started_at IS NOT NULL)")[0]
-    ids = {j.id for j in jobfile.jobs}
+    ids = {j.id for j in jobs}
     last_ok = [r for r in daemon.state.read(
         "SELECT job_id, max(finished_at) AS t FROM runs WHERE status = 'success' GROUP BY job_id") if r["job_id"] in ids]
 

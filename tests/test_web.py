@@ -1,0 +1,765 @@
+"""The web API and page (SPEC §8) through Flask's test client, over a real Daemon.
+
+The daemon is started (lock, state, jobs) but its loop is not run: tests drive
+``daemon.turn()`` with a fake clock and an inline executor, so a run-now or a
+fire happens exactly when the test says.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import logging
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from flask.testing import FlaskClient
+
+from crawlsched.daemon import Daemon, InlineExecutor
+from crawlsched.state import State
+from crawlsched.store import JobStore
+from crawlsched.web import MAX_BODY, WebConfigError, create_app, start_server
+
+UTC = timezone.utc
+START = datetime(2025, 11, 8, 8, 0, tzinfo=UTC)  # a Saturday, 08:00 UTC
+BASE = "http://127.0.0.1:5000"
+SEED_BODY = {
+    "name": "Crawl Pagi Hari",
+    "start_date": "2025-11-08",
+    "end_date": "2025-12-31",
+    "hour": 9,
+    "minute": 5,
+    "max_retries": 3,
+    "retry_delay": 300,
+}
+SECURITY = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+
+
+class Clock:
+    def __init__(self, start: datetime) -> None:
+        self.wall = start.timestamp()
+        self.mono = 1000.0
+
+    def time(self) -> float:
+        return self.wall
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def advance(self, seconds: float) -> None:
+        self.wall += seconds
+        self.mono += seconds
+
+
+class Client(FlaskClient):
+    """Requests go to http://127.0.0.1:5000 (the Host the app was bound to) unless told otherwise."""
+
+    def open(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("base_url", BASE)
+        return super().open(*args, **kwargs)
+
+
+class Env:
+    def __init__(self, home: Path, token: str | None = None) -> None:
+        self.home = home
+        self.jobs_file = home / "jobs.toml"
+        self.clock = Clock(START)
+        self.daemon = Daemon(JobStore(self.jobs_file, cache_dir=home), State(home / "crawlsched.db"), home,
+                             logging.getLogger("crawlsched.test"), clock=self.clock.time, monotonic=self.clock.monotonic,
+                             executor=InlineExecutor(), notify=lambda _m: False, duties=False)
+        self.app = create_app(self.daemon, token, "127.0.0.1", 5000)
+        self.app.config["CRAWLSCHED_HANDOVER_WAIT"] = 0
+        self.app.test_client_class = Client
+        self.client = self.app.test_client()
+
+    def start(self) -> Env:
+        self.daemon.start()
+        return self
+
+    def turn(self) -> None:
+        self.daemon.turn()
+        self.daemon._drain_inbox()
+
+    def add(self, **body: Any) -> dict[str, Any]:
+        response = self.client.post("/api/scheduler/job/add", json=body)
+        assert response.status_code == 200, response.get_json()
+        return response.get_json()
+
+    def file_bytes(self) -> bytes:
+        return self.jobs_file.read_bytes() if self.jobs_file.exists() else b""
+
+
+def write_jobs(home: Path, text: str) -> None:
+    (home / "jobs.toml").write_text(text)
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
+    monkeypatch.setenv("TZ", "UTC")
+    monkeypatch.delenv("CRAWLSCHED_TOKEN", raising=False)
+    write_jobs(tmp_path, '# my jobs\n[defaults]\ntimezone = "UTC"\n')
+    e = Env(tmp_path).start()
+    yield e
+    e.daemon.shutdown()
+
+
+@pytest.fixture
+def target() -> Iterator[str]:
+    """A local crawl target: GET /ok answers 200, anything else 404."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"hello" if self.path == "/ok" else b"no"
+            self.send_response(200 if self.path == "/ok" else 404)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+# --- the seed's endpoints -------------------------------------------------------------------
+
+
+def test_add_with_the_seeds_body_answers_the_seeds_message(env):
+    response = env.client.post("/api/scheduler/job/add", json={**SEED_BODY, "url": "https://example.com/news"})
+    assert response.status_code == 200
+    assert response.get_json() == {
+        "success": True,
+        "message": "✅ Job 'Crawl Pagi Hari' berhasil ditambahkan",
+        "job_id": "crawl-pagi-hari",
+    }
+
+
+def test_jobs_lists_the_seeds_card_fields(env):
+    env.add(**SEED_BODY, url="https://example.com/news")
+    data = env.client.get("/api/scheduler/jobs").get_json()
+    assert data["success"] is True
+    [job] = data["jobs"]
+    assert {k: job[k] for k in ("id", "name", "schedule", "start_date", "end_date", "next_run", "last_run", "status",
+                                "max_retries", "retry_delay", "last_message", "timezone")} == {
+        "id": "crawl-pagi-hari", "name": "Crawl Pagi Hari", "schedule": "09:05", "start_date": "2025-11-08",
+        "end_date": "2025-12-31", "next_run": "2025-11-08 09:05:00", "last_run": None, "status": "active",
+        "max_retries": 3, "retry_delay": 300, "last_message": None, "timezone": "UTC",
+    }  # fmt: skip
+
+
+def test_add_writes_the_same_table_as_the_cli(env):
+    env.add(**SEED_BODY, url="https://example.com/news")
+    text = env.jobs_file.read_text()
+    assert text.startswith('# my jobs\n[defaults]\ntimezone = "UTC"\n')
+    assert ('[[jobs]]\nid = "crawl-pagi-hari"\nname = "Crawl Pagi Hari"\nat = "09:05"\nstart_date = 2025-11-08\n'
+            'end_date = 2025-12-31\nurl = ["https://example.com/news"]\nmax_retries = 3\nretry_delay = 300\n'
+            'timezone = "UTC"\ncreated_at = 2025-11-08 08:00:00+00:00\n') in text
+
+
+def test_hour_alone_means_minute_zero_and_start_defaults_to_today(env):
+    env.add(name="Pagi", hour=7, url="https://example.com/")
+    job = env.client.get("/api/scheduler/job/pagi").get_json()["job"]
+    assert job["schedule"] == "07:00"
+    assert job["start_date"] == "2025-11-08"
+
+
+@pytest.mark.parametrize(
+    ("extra", "schedule"),
+    [
+        ({"at": "9:05"}, "09:05"),
+        ({"cron": "0 10 * * 1"}, "0 10 * * 1"),
+        ({"every": "15m"}, "every 15m"),
+        ({"every": 90}, "every 90s"),
+    ],
+    ids=["at", "cron", "every", "every-seconds"],
+)
+def test_add_takes_at_cron_and_every(env, extra, schedule):
+    env.add(name="J", url=["https://example.com/a", "https://example.com/b"], timezone="Asia/Jakarta", **extra)
+    job = env.client.get("/api/scheduler/job/j").get_json()["job"]
+    assert job["schedule"] == schedule
+    assert job["timezone"] == "Asia/Jakarta"
+    assert job["url"] == ["https://example.com/a", "https://example.com/b"]
+
+
+def test_seed_body_without_url_uses_the_defaults_crawl(env):
+    write_jobs(env.home, '[defaults]\ntimezone = "UTC"\nurl = "https://example.com/all"\n')
+    env.add(**SEED_BODY)
+    job = env.client.get("/api/scheduler/job/crawl-pagi-hari").get_json()["job"]
+    assert job["url"] == ["https://example.com/all"]
+    assert "url" not in env.jobs_file.read_text().split("[[jobs]]")[1]
+
+
+def test_seed_body_without_url_and_no_default_is_refused_naming_url(env):
+    before = env.file_bytes()
+    response = env.client.post("/api/scheduler/job/add", json=SEED_BODY)
+    assert response.status_code == 422
+    assert response.get_json()["success"] is False
+    assert response.get_json()["error"].startswith("url:")
+    assert env.file_bytes() == before
+
+
+def test_get_job_returns_job_and_runs(env):
+    env.add(**SEED_BODY, url="https://example.com/news")
+    data = env.client.get("/api/scheduler/job/crawl-pagi-hari").get_json()
+    assert data["success"] is True
+    assert data["job"]["id"] == "crawl-pagi-hari"
+    assert data["runs"] == []
+
+
+def test_job_is_found_by_exact_name_too(env):
+    env.add(name="Crawl Pagi Hari", hour=9, url="https://example.com/")
+    assert env.client.get("/api/scheduler/job/Crawl Pagi Hari").get_json()["job"]["id"] == "crawl-pagi-hari"
+
+
+def test_delete_removes_the_job_and_keeps_the_id_reserved(env):
+    env.add(**SEED_BODY, url="https://example.com/news")
+    response = env.client.delete("/api/scheduler/job/crawl-pagi-hari")
+    assert response.status_code == 200
+    assert response.get_json() == {"success": True, "message": "🗑️ Job 'Crawl Pagi Hari' deleted", "removed": ["crawl-pagi-hari"]}
+    assert env.client.get("/api/scheduler/jobs").get_json()["jobs"] == []
+    again = env.add(**SEED_BODY, url="https://example.com/news")
+    assert again["job_id"] == "crawl-pagi-hari-2"  # ids are never reused
+
+
+def test_pause_and_resume(env):
+    env.add(**SEED_BODY, url="https://example.com/news")
+    paused = env.client.post("/api/scheduler/job/crawl-pagi-hari/pause")
+    assert paused.status_code == 200
+    assert paused.get_json()["job"]["status"] == "paused"
+    assert "paused = true" in env.jobs_file.read_text()
+    resumed = env.client.post("/api/scheduler/job/crawl-pagi-hari/resume", json={})
+    assert resumed.get_json()["job"]["status"] == "active"
+    assert "paused" not in env.jobs_file.read_text()
+
+
+def test_retry_config_sets_the_defaults(env):
+    response = env.client.post("/api/scheduler/retry-config", json={"max_retries": 5, "retry_delay": 600})
+    assert response.status_code == 200
+    data = response.get_json()
+    assert data["success"] is True and data["message"]
+    assert data["defaults"]["max_retries"] == 5 and data["defaults"]["retry_delay"] == 600
+    assert "max_retries = 5\nretry_delay = 600" in env.jobs_file.read_text()
+    assert env.client.get("/api/scheduler/retry-config").get_json()["defaults"]["max_retries"] == 5
+
+
+def test_add_is_known_to_the_daemon_at_once_and_run_now_runs_it(env, target):
+    env.add(name="Now", hour=23, url=f"{target}/ok")
+    response = env.client.post("/api/scheduler/run-now", json={"job_id": "now"})
+    assert response.status_code == 200
+    assert response.get_json()["job_id"] == "now"
+    env.turn()  # one turn: reload (asked by add), then the request (asked by run-now)
+    runs = env.client.get("/api/scheduler/job/now").get_json()["runs"]
+    assert [(r["attempt"], r["status"], r["trigger"]) for r in runs] == [(1, "success", "manual")]
+    job = env.client.get("/api/scheduler/job/now").get_json()["job"]
+    assert job["status"] == "success" and job["last_run"] == "2025-11-08 08:00:00"
+
+
+def test_run_now_without_job_id_runs_the_job_default(env):
+    assert env.client.post("/api/scheduler/run-now").status_code == 404
+    env.client.post("/api/scheduler/start", json={"mode": "daily", "hour": 9, "url": "http://127.0.0.1:9/"})
+    response = env.client.post("/api/scheduler/run-now")
+    assert response.status_code == 200
+    assert response.get_json()["job_id"] == "default"
+
+
+def test_run_now_of_an_unknown_job_is_404(env):
+    response = env.client.post("/api/scheduler/run-now", json={"job_id": "nope"})
+    assert response.status_code == 404
+    assert response.get_json() == {"success": False, "error": 'no job with id or name "nope"'}
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "value"),
+    [
+        ({"mode": "daily", "hour": 9, "minute": 5}, "at", "09:05"),
+        ({"mode": "daily", "hour": 9}, "at", "09:00"),
+        ({"mode": "hourly", "minute": 15}, "cron", "15 * * * *"),
+        ({"mode": "interval", "seconds": 3600}, "every", "3600s"),
+        ({"mode": "custom", "cron": "0 10 * * 1"}, "cron", "0 10 * * 1"),
+    ],
+    ids=["daily", "daily-hour-only", "hourly", "interval", "custom"],
+)
+def test_legacy_start_mode_creates_the_job_default(env, body, field, value):
+    write_jobs(env.home, '[defaults]\ntimezone = "UTC"\nurl = "https://example.com/"\n')
+    response = env.client.post("/api/scheduler/start", json=body)
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["job_id"] == "default"
+    assert f'{field} = "{value}"' in env.jobs_file.read_text()
+
+
+def test_legacy_start_twice_replaces_the_job_default(env):
+    write_jobs(env.home, '[defaults]\ntimezone = "UTC"\nurl = "https://example.com/"\n')
+    env.client.post("/api/scheduler/start", json={"mode": "daily", "hour": 9})
+    env.client.post("/api/scheduler/start", json={"mode": "custom", "cron": "0 10 * * 1"})
+    jobs = env.client.get("/api/scheduler/jobs").get_json()["jobs"]
+    assert [(j["id"], j["schedule"]) for j in jobs] == [("default", "0 10 * * 1")]
+
+
+def test_legacy_stop_pauses_every_job_and_start_resumes_them(env):
+    env.add(name="A", hour=9, url="https://example.com/")
+    env.add(name="B", hour=10, url="https://example.com/")
+    stop = env.client.post("/api/scheduler/stop")  # no body, no Content-Type: as `curl -X POST` sends
+    assert stop.status_code == 200 and stop.get_json()["paused"] == 2
+    assert {j["status"] for j in env.client.get("/api/scheduler/jobs").get_json()["jobs"]} == {"paused"}
+    start = env.client.post("/api/scheduler/start")
+    assert start.status_code == 200 and start.get_json()["resumed"] == 2
+    assert {j["status"] for j in env.client.get("/api/scheduler/jobs").get_json()["jobs"]} == {"active"}
+
+
+def test_status_has_the_shape_of_status_json(env):
+    env.add(name="A", hour=9, url="https://example.com/")
+    env.turn()
+    data = env.client.get("/api/scheduler/status").get_json()
+    assert data["success"] is True and data["running"] is True
+    assert isinstance(data["pid"], int)
+    assert data["config_ok"] is True and data["config_error"] is None
+    assert data["job_count"] == 1
+    assert data["next_job"] == "a" and data["next_run"] == "2025-11-08 09:00:00"
+
+
+def test_status_reports_a_broken_job_file(env):
+    env.jobs_file.write_text("[[jobs]\n")
+    env.daemon.reload(force=True)
+    data = env.client.get("/api/scheduler/status").get_json()
+    assert data["config_ok"] is False
+    assert data["config_error"].startswith("jobs.toml:1:")
+
+
+# --- errors --------------------------------------------------------------------------------
+
+
+BAD_ADDS = [
+    ({**SEED_BODY, "url": "https://x/", "hour": 24}, 422, "hour:"),
+    ({**SEED_BODY, "url": "https://x/", "minute": 60}, 422, "minute:"),
+    ({**SEED_BODY, "url": "https://x/", "hour": "nine"}, 422, "hour:"),
+    ({**SEED_BODY, "url": "ftp://x/"}, 422, "url:"),
+    ({**SEED_BODY, "url": "https://x/", "end_date": "2025-01-01"}, 422, "end_date:"),
+    ({**SEED_BODY, "url": "https://x/", "start_date": "tomorrow"}, 422, "start_date:"),
+    ({**SEED_BODY, "url": "https://x/", "max_retries": -1}, 422, "max_retries:"),
+    ({**SEED_BODY, "url": "https://x/", "retry_delay": "soon"}, 422, "retry_delay:"),
+    ({**SEED_BODY, "url": "https://x/", "timezone": "Mars/Base"}, 422, "timezone:"),
+    ({**SEED_BODY, "url": "https://x/", "cron": "0 0 31 2 *"}, 422, "schedule:"),
+    ({"name": "c", "cron": "0 0 31 2 *", "url": "https://x/"}, 422, "cron:"),
+    ({"name": "c", "minute": 5, "url": "https://x/"}, 422, "minute:"),
+    ({"name": "", "hour": 5, "url": "https://x/"}, 422, "name:"),
+    ({"hour": 5, "url": "https://x/"}, 422, "name:"),
+    ({**SEED_BODY, "url": "https://x/", "colour": "red"}, 422, "colour:"),
+    ({**SEED_BODY, "url": "https://x/", "end_date": "2025-11-01", "start_date": "2025-11-20"}, 422, "end_date:"),
+]
+
+
+@pytest.mark.parametrize(("body", "status", "prefix"), BAD_ADDS, ids=[b[2].rstrip(":") + f"-{i}" for i, b in enumerate(BAD_ADDS)])
+def test_bad_add_is_refused_naming_the_field_and_changes_nothing(env, body, status, prefix):
+    env.add(name="Existing", hour=1, url="https://example.com/")
+    before = env.file_bytes()
+    response = env.client.post("/api/scheduler/job/add", json=body)
+    assert response.status_code == status
+    data = response.get_json()
+    assert data["success"] is False and data["error"].startswith(prefix), data
+    assert env.file_bytes() == before
+
+
+def test_duplicate_name_is_409(env):
+    env.add(**SEED_BODY, url="https://example.com/")
+    before = env.file_bytes()
+    response = env.client.post("/api/scheduler/job/add", json={**SEED_BODY, "url": "https://example.com/"})
+    assert response.status_code == 409
+    assert response.get_json() == {"success": False, "error": 'name: "Crawl Pagi Hari" is taken by another job; names are unique'}
+    assert env.file_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [("{", "not valid JSON"), ("[1, 2]", "must be a JSON object"), ('"x"', "must be a JSON object"),
+     ('{"name": NaN}', "not valid JSON"), ("\xff", "not valid JSON")],
+    ids=["truncated", "array", "string", "nan", "not-utf8"],
+)
+def test_malformed_json_is_400(env, data, message):
+    before = env.file_bytes()
+    raw = data.encode("latin-1")
+    response = env.client.post("/api/scheduler/job/add", data=raw, content_type="application/json")
+    assert response.status_code == 400
+    assert message in response.get_json()["error"]
+    assert env.file_bytes() == before
+
+
+def test_body_over_64_kib_is_413(env):
+    before = env.file_bytes()
+    body = json.dumps({**SEED_BODY, "url": "https://example.com/", "name": "x" * (MAX_BODY + 10)})
+    response = env.client.post("/api/scheduler/job/add", data=body, content_type="application/json")
+    assert response.status_code == 413
+    assert response.get_json()["success"] is False
+    assert env.file_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"],
+)
+def test_post_body_that_is_not_json_is_415(env, content_type):
+    before = env.file_bytes()
+    body = json.dumps({**SEED_BODY, "url": "https://example.com/"})
+    response = env.client.post("/api/scheduler/job/add", data=body, content_type=content_type)
+    assert response.status_code == 415
+    assert response.get_json()["success"] is False
+    assert env.file_bytes() == before
+
+
+def test_post_body_without_content_type_is_415(env):
+    env.add(name="A", hour=9, url="https://example.com/")
+    before = env.file_bytes()
+    response = env.client.post("/api/scheduler/stop", data=b'{"x": 1}', headers={"Content-Type": ""})
+    # werkzeug's test client always sends a type with a body; an empty one is no type at all
+    assert response.status_code == 415
+    assert env.file_bytes() == before
+
+
+def test_a_form_post_with_no_body_is_still_415(env):
+    """A cross-site form always sends a type: even an empty one is refused."""
+    env.add(name="A", hour=9, url="https://example.com/")
+    before = env.file_bytes()
+    response = env.client.post("/api/scheduler/stop", content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 415
+    assert env.file_bytes() == before
+
+
+def test_delete_needs_no_content_type(env):
+    env.add(name="A", hour=9, url="https://example.com/")
+    assert env.client.delete("/api/scheduler/job/a", data=b"whatever", content_type="text/plain").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/api/scheduler/job/nope"), ("DELETE", "/api/scheduler/job/nope"),
+     ("POST", "/api/scheduler/job/nope/pause"), ("POST", "/api/scheduler/job/nope/resume")],
+)
+def test_unknown_job_is_404(env, method, path):
+    response = env.client.open(path, method=method)
+    assert response.status_code == 404
+    assert response.get_json() == {"success": False, "error": 'no job with id or name "nope"'}
+
+
+def test_unknown_route_is_a_json_404(env):
+    response = env.client.get("/api/nothing")
+    assert response.status_code == 404
+    assert response.get_json()["success"] is False
+
+
+@pytest.mark.parametrize(
+    ("body", "prefix"),
+    [({"max_retries": -1}, "max_retries:"), ({"retry_delay": "x"}, "retry_delay:"),
+     ({"retry_backoff": 0.5}, "defaults.retry_backoff:"), ({"colour": 1}, "colour:")],
+)
+def test_bad_retry_config_is_422_and_changes_nothing(env, body, prefix):
+    before = env.file_bytes()
+    response = env.client.post("/api/scheduler/retry-config", json=body)
+    assert response.status_code == 422
+    assert response.get_json()["error"].startswith(prefix)
+    assert env.file_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("body", "prefix"),
+    [({"mode": "weekly"}, "mode:"), ({"mode": "daily"}, "hour:"), ({"mode": "interval", "seconds": 0}, "seconds:"),
+     ({"mode": "custom", "cron": "61 * * * *"}, "cron:"), ({"hour": 9}, "hour:")],
+)
+def test_bad_legacy_start_is_422_and_changes_nothing(env, body, prefix):
+    write_jobs(env.home, '[defaults]\ntimezone = "UTC"\nurl = "https://example.com/"\n\n[[jobs]]\nid = "a"\nat = "09:00"\npaused = true\n')
+    before = env.file_bytes()
+    response = env.client.post("/api/scheduler/start", json=body)
+    assert response.status_code == 422
+    assert response.get_json()["error"].startswith(prefix)
+    assert env.file_bytes() == before
+
+
+def test_internal_error_is_500_without_a_traceback(env, monkeypatch):
+    def boom() -> None:
+        raise RuntimeError("private detail /etc/secret")
+
+    monkeypatch.setattr(env.daemon.store, "load", boom)
+    response = env.client.get("/api/scheduler/jobs")
+    assert response.status_code == 500
+    text = response.get_data(as_text=True)
+    assert response.get_json()["success"] is False
+    assert "Traceback" not in text and "private detail" not in text
+
+
+# --- commands and secrets -------------------------------------------------------------------
+
+
+def test_command_is_refused_unless_the_job_file_allows_it(env):
+    before = env.file_bytes()
+    response = env.client.post("/api/scheduler/job/add", json={"name": "C", "hour": 9, "command": "rm -rf /"})
+    assert response.status_code == 403
+    assert "allow_http_commands" in response.get_json()["error"]
+    assert env.file_bytes() == before
+    on_failure = env.client.post("/api/scheduler/job/add", json={"name": "C", "hour": 9, "url": "https://x/", "on_failure": "true"})
+    assert on_failure.status_code == 403
+
+
+def test_command_is_accepted_when_allow_http_commands_is_true(env):
+    write_jobs(env.home, '[defaults]\ntimezone = "UTC"\nallow_http_commands = true\n')
+    env.add(name="C", hour=9, command="echo hi")
+    assert env.client.get("/api/scheduler/job/c").get_json()["job"]["command"] == "echo hi"
+
+
+def test_secrets_never_appear_in_any_response(env, monkeypatch):
+    monkeypatch.setenv("NEWS_TOKEN", "s3cr3t-token-value")
+    env.add(name="Secret", hour=9, url="https://user:hunter2@example.com/news",
+            headers={"Authorization": "Bearer ${NEWS_TOKEN}", "X-Key": "plain-secret-value"})
+    env.turn()
+    bodies = [env.client.open(path, method=method).get_data(as_text=True) for method, path in [
+        ("GET", "/api/scheduler/jobs"), ("GET", "/api/scheduler/job/secret"), ("GET", "/api/scheduler/status"),
+        ("GET", "/metrics"), ("GET", "/api/scheduler/retry-config"), ("POST", "/api/scheduler/job/secret/pause"),
+        ("POST", "/api/scheduler/start"),
+    ]]  # fmt: skip
+    bad = env.client.post("/api/scheduler/job/add", json={"name": "Bad", "hour": 9, "url": "https://user:hunter2@example.com/a b"})
+    assert bad.status_code == 422
+    bodies.append(bad.get_data(as_text=True))
+    dup = env.client.post("/api/scheduler/job/add", json={"name": "Secret", "hour": 9, "url": "https://user:hunter2@example.com/"})
+    bodies.append(dup.get_data(as_text=True))
+    for body in bodies:
+        for secret in ("hunter2", "s3cr3t", "NEWS_TOKEN", "plain-secret-value"):
+            assert secret not in body
+    assert "https://user:***@example.com/news" in bodies[0]
+
+
+# --- the request guard ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:5000", "localhost:5000", "127.0.0.2:5000", "[::1]:5000", "LOCALHOST:5000"])
+def test_loopback_host_headers_are_served(env, host):
+    assert env.client.get("/api/scheduler/jobs", headers={"Host": host}).status_code == 200
+
+
+@pytest.mark.parametrize("host", ["evil.example:5000", "evil.example", "127.0.0.1:5001", "127.0.0.1", "10.0.0.1:5000", "", "[::1"])
+def test_other_host_headers_are_refused_without_a_token(env, host):
+    before = env.file_bytes()
+    for method, path in [("GET", "/api/scheduler/jobs"), ("POST", "/api/scheduler/stop"), ("GET", "/scheduler")]:
+        response = env.client.open(path, method=method, headers={"Host": host})
+        assert response.status_code == 403, (method, path)
+        assert response.get_json()["success"] is False
+    assert env.file_bytes() == before
+
+
+@pytest.fixture
+def token_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
+    monkeypatch.setenv("TZ", "UTC")
+    write_jobs(tmp_path, '[defaults]\ntimezone = "UTC"\n')
+    e = Env(tmp_path, token="s3cret-token").start()
+    yield e
+    e.daemon.shutdown()
+
+
+@pytest.mark.parametrize("path", ["/api/scheduler/jobs", "/api/scheduler/status", "/metrics", "/api/openapi.json", "/api/nothing"])
+def test_with_a_token_every_api_route_needs_it(token_env, path):
+    client = token_env.client
+    for auth in (None, "Bearer wrong", "Basic s3cret-token", "Bearer", "s3cret-token"):
+        headers = {"Authorization": auth} if auth else {}
+        response = client.get(path, headers=headers)
+        assert response.status_code == 401, auth
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+        assert response.get_json()["success"] is False
+    assert client.get(path, headers={"Authorization": "Bearer s3cret-token"}).status_code in (200, 404)
+
+
+def test_with_a_token_writes_need_it_and_change_nothing_without(token_env):
+    before = token_env.file_bytes()
+    response = token_env.client.post("/api/scheduler/job/add", json={**SEED_BODY, "url": "https://x/"})
+    assert response.status_code == 401
+    assert token_env.file_bytes() == before
+    ok = token_env.client.post("/api/scheduler/job/add", json={**SEED_BODY, "url": "https://x/"},
+                               headers={"Authorization": "Bearer s3cret-token"})
+    assert ok.status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/scheduler", "/static/scheduler.js", "/static/scheduler.css"])
+def test_with_a_token_the_page_and_healthz_load_without_it(token_env, path):
+    assert token_env.client.get(path).status_code == 200
+
+
+def test_with_a_token_any_host_is_served(token_env):
+    response = token_env.client.get("/api/scheduler/jobs", headers={"Host": "scheduler.internal:5000", "Authorization": "Bearer s3cret-token"})
+    assert response.status_code == 200
+
+
+def test_start_server_refuses_a_non_loopback_address_without_a_token(env, monkeypatch):
+    monkeypatch.delenv("CRAWLSCHED_TOKEN", raising=False)
+    with pytest.raises(WebConfigError) as info:
+        start_server(env.daemon, "0.0.0.0:0")
+    assert info.value.exit_code == 2
+    assert "token" in str(info.value) and "0.0.0.0:0" in str(info.value)
+
+
+@pytest.mark.parametrize("bind", ["127.0.0.1", "127.0.0.1:99999", "nonsense", ":5000", ""])
+def test_start_server_refuses_a_malformed_address(env, bind):
+    with pytest.raises(WebConfigError) as info:
+        start_server(env.daemon, bind)
+    assert info.value.exit_code == 2
+
+
+def test_start_server_serves_a_non_loopback_address_with_a_token(env):
+    import requests
+
+    server = start_server(env.daemon, "0.0.0.0:0", token="t0ken-value")
+    try:
+        assert server.port > 0
+        base = f"http://127.0.0.1:{server.port}"
+        assert requests.get(f"{base}/api/scheduler/jobs", timeout=5).status_code == 401
+        ok = requests.get(f"{base}/api/scheduler/jobs", headers={"Authorization": "Bearer t0ken-value"}, timeout=5)
+        assert ok.status_code == 200 and ok.json()["success"] is True
+        assert requests.get(f"{base}/healthz", timeout=5).json() == {"ok": True}
+    finally:
+        server.close()
+
+
+def test_start_server_on_loopback_uses_the_token_from_the_environment(env, monkeypatch):
+    import requests
+
+    monkeypatch.setenv("CRAWLSCHED_TOKEN", "from-env-token")
+    server = start_server(env.daemon, "127.0.0.1:0")
+    try:
+        base = f"http://127.0.0.1:{server.port}"
+        assert requests.get(f"{base}/api/scheduler/status", timeout=5).status_code == 401
+        ok = requests.get(f"{base}/api/scheduler/status", headers={"Authorization": "Bearer from-env-token"}, timeout=5)
+        assert ok.status_code == 200
+    finally:
+        server.close()
+
+
+# --- headers -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/scheduler"), ("GET", "/static/scheduler.js"), ("GET", "/static/scheduler.css"), ("GET", "/api/scheduler/jobs"),
+     ("GET", "/api/scheduler/job/nope"), ("POST", "/api/scheduler/job/add"), ("GET", "/healthz"), ("GET", "/metrics"), ("GET", "/")],
+)
+def test_every_response_has_the_security_headers_and_no_cors(env, method, path):
+    response = env.client.open(path, method=method, headers={"Origin": "https://evil.example"})
+    for name, value in SECURITY.items():
+        assert response.headers.get(name) == value, name
+    assert not [h for h in response.headers.keys() if h.lower().startswith("access-control-")]
+
+
+def test_a_preflight_gets_no_cors_headers(env):
+    response = env.client.options("/api/scheduler/job/add", headers={
+        "Origin": "https://evil.example", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type"})
+    assert not [h for h in response.headers.keys() if h.lower().startswith("access-control-")]
+
+
+# --- the page ------------------------------------------------------------------------------
+
+
+def test_root_redirects_to_the_page(env):
+    response = env.client.get("/")
+    assert response.status_code == 302
+    assert response.headers["Location"].endswith("/scheduler")
+
+
+def test_the_page_and_its_assets_are_served(env):
+    page = env.client.get("/scheduler")
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    assert b'<script src="/static/scheduler.js"' in page.data
+    assert env.client.get("/static/scheduler.js").mimetype in ("text/javascript", "application/javascript")
+    assert env.client.get("/static/scheduler.css").mimetype == "text/css"
+
+
+@pytest.mark.parametrize("path", ["/static/openapi.json", "/static/../web.py", "/static/%2e%2e/web.py", "/static/nope.css"])
+def test_only_the_page_assets_are_served(env, path):
+    assert env.client.get(path).status_code == 404
+
+
+# --- operations ----------------------------------------------------------------------------
+
+
+def test_healthz_is_ok_while_the_loop_is_alive(env):
+    response = env.client.get("/healthz")
+    assert response.status_code == 200
+    assert response.get_json() == {"ok": True}
+
+
+def test_healthz_is_503_when_the_heartbeat_is_stale(env):
+    env.clock.advance(120)
+    response = env.client.get("/healthz")
+    assert response.status_code == 503
+    assert response.get_json()["ok"] is False
+    assert "heartbeat" in response.get_json()["error"]
+
+
+def test_healthz_is_503_when_the_job_file_is_broken(env):
+    env.jobs_file.write_text("[[jobs]\n")
+    env.daemon.reload(force=True)
+    response = env.client.get("/healthz")
+    assert response.status_code == 503
+    assert "jobs.toml:1:" in response.get_json()["error"]
+
+
+def test_healthz_is_503_before_the_loop_starts(tmp_path, monkeypatch):
+    monkeypatch.setenv("TZ", "UTC")
+    e = Env(tmp_path)
+    response = e.client.get("/healthz")
+    assert response.status_code == 503
+    assert "not started" in response.get_json()["error"]
+
+
+def test_metrics_in_prometheus_text_format(env):
+    write_jobs(env.home, '[defaults]\ntimezone = "UTC"\n\n[[jobs]]\nid = "ok"\nat = "08:01"\ncommand = "true"\n'
+                         'start_date = 2025-01-01\n\n[[jobs]]\nid = "bad"\nat = "08:01"\ncommand = "false"\n'
+                         'max_retries = 0\nstart_date = 2025-01-01\n\n[[jobs]]\nid = "off"\nat = "08:01"\ncommand = "true"\n'
+                         "paused = true\n")
+    env.daemon.reload(force=True)
+    env.clock.advance(61.5)
+    env.turn()
+    response = env.client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    lines = response.get_data(as_text=True).splitlines()
+    for line in [
+        "crawlsched_up 1",
+        'crawlsched_jobs{status="success"} 1',
+        'crawlsched_jobs{status="failed"} 1',
+        'crawlsched_jobs{status="paused"} 1',
+        'crawlsched_attempts_total{outcome="success"} 1',
+        'crawlsched_attempts_total{outcome="failed"} 1',
+        'crawlsched_fire_lateness_seconds_bucket{le="1.0"} 0',  # both fired 1.5 s late (the turn came then)
+        'crawlsched_fire_lateness_seconds_bucket{le="2.0"} 2',
+        'crawlsched_fire_lateness_seconds_bucket{le="+Inf"} 2',
+        "crawlsched_fire_lateness_seconds_sum 3",
+        "crawlsched_fire_lateness_seconds_count 2",
+        "crawlsched_config_reload_success 1",
+        "# TYPE crawlsched_fire_lateness_seconds histogram",
+        "# TYPE crawlsched_attempts_total counter",
+    ]:
+        assert line in lines, line
+    assert any(line.startswith('crawlsched_last_success_timestamp_seconds{job="ok"} ') for line in lines)
+    env.jobs_file.write_text("[[jobs]\n")
+    env.daemon.reload(force=True)
+    assert "crawlsched_config_reload_success 0" in env.client.get("/metrics").get_data(as_text=True)
+
+
+def test_openapi_describes_every_route(env):
+    doc = env.client.get("/api/openapi.json").get_json()
+    assert doc["openapi"].startswith("3.")
+    documented = {(path, method.upper()) for path, ops in doc["paths"].items() for method in ops}
+    served = set()
+    for rule in env.app.url_map.iter_rules():
+        path = rule.rule.replace("<path:", "{").replace("<", "{").replace(">", "}")
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            served.add((path, method))
+    assert served == documented
