@@ -365,6 +365,9 @@ class JobStore:
                             del table[key]
                     else:
                         table[key] = _tomlkit_value(value)
+                # The file was valid before, so a problem now is the edit's: report it
+                # as the bad value it is (field, value), not as `jobs.toml:LINE`.
+                build_job(table.unwrap(), current.defaults, self.machine_tz)
 
             new_text = _edit_job_table(text, current, job.id, change)
             jobfile = parse_text(new_text, self.label, self.machine_tz)
