@@ -392,8 +392,6 @@ def edit(
     \b
       crawlsched edit daily-morning-crawl --at 07:30 --max-retries 5
     """
-    from crawlsched.model import Defaults, build_job
-
     now = _now()
     changes: dict[str, Any] = _schedule(at, hour, minute, cron, every, required=False)
     changes.update(_options(
@@ -409,14 +407,6 @@ def edit(
         changes["verify"] = False if insecure else None  # None: back to the default (verify)
     if not changes and not no_end:
         raise Refused("edit: nothing to change; give at least one option (see crawlsched edit --help)")
-    # Check each new value on its own first, so a bad one is reported as such,
-    # not as an error in the file: a stand-in job with these values must build.
-    probe: dict[str, Any] = {"id": "probe", "name": "probe", "at": "00:00", "url": ["https://example.invalid/"]}
-    if {"at", "cron", "every"} & set(changes):
-        del probe["at"]
-    if {"url", "command"} & set(changes):
-        del probe["url"]
-    build_job({**probe, **{k: v for k, v in changes.items() if v is not None}}, Defaults(), "UTC")
     edited = env().store().edit(job, changes, now=now, remove=("end_date",) if no_end else ())
     message = f"✅ Job '{edited.name}' updated"
     if as_json:
@@ -540,7 +530,7 @@ def rm(
     removed = env().store().remove(found.id)
     message = f"🗑️ Job '{removed.name}' deleted"
     if as_json:
-        _emit({"success": True, "message": message, "removed": [removed.id]})
+        _emit({"success": True, "message": message, "removed": [removed.id], "job": _job_dict(removed, _now())})
     else:
         _say(message)
 

@@ -242,6 +242,7 @@ def test_rm_with_yes(cli, tmp_home):
     assert result.exit_code == 0
     data = result.json()
     assert data["success"] is True and data["removed"] == ["daily-morning-crawl"] and data["message"]
+    assert data["job"]["id"] == "daily-morning-crawl"
     assert [t["id"] for t in jobs_of(tmp_home)] == ["other"]
 
 

@@ -17,12 +17,13 @@ START = TODAY + timedelta(days=5)
 END = TODAY + timedelta(days=35)
 PAST = TODAY - timedelta(days=60)
 
-ONE_JOB = """\
+ONE_JOB = f"""\
 # jobs written by hand
 [[jobs]]
 id = "taken"
 name = "Taken"
 at = "09:00"
+end_date = {END}
 url = ["https://example.com/"]
 timezone = "UTC"
 """
@@ -122,6 +123,8 @@ CASES = [
     Case("duplicate-name", ["add", "Taken", "--at", "10:00", "--url", URL], ["name", '"Taken"', "unique"], file="one job"),
     Case("edit-bad-value", ["edit", "taken", "--at", "25:00"], ["at", '"25:00"'], file="one job"),
     Case("edit-negative-retries", ["edit", "taken", "--max-retries", "-3"], ["max_retries", "-3"], file="one job"),
+    Case("edit-start-after-the-existing-end", ["edit", "taken", "--start", END + timedelta(days=1)],
+         ["end_date", f'"{END}"', str(END + timedelta(days=1))], file="one job", absent=["jobs.toml"]),  # fmt: skip
     Case("edit-end-and-no-end", ["edit", "taken", "--end", END, "--no-end"], ["end_date", str(END), "--no-end"], file="one job"),
     Case("edit-rename-to-a-taken-name", ["edit", "other", "--name", "Taken"], ["name", '"Taken"', "unique"], file="two jobs"),
     Case("retry-config-negative-retries", ["retry-config", "--max-retries", "-1"], ["max_retries", "-1"], file="one job"),
