@@ -21,6 +21,7 @@ jobs are simply finished.
 from __future__ import annotations
 
 import json
+import tomllib
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Mapping
@@ -96,11 +97,27 @@ def import_seed(path: Path, store: JobStore, state: State | None, now: datetime,
         tables.append(table)
     if not tables:
         return []
-    jobs = store.add_many(tables, replace=True)
+    # A record whose table is already in the file as it would be written is left
+    # alone: importing the same file again does not touch the job file at all.
+    present = _tables_by_id(store)
+    changed = [t for t in tables if present.get(t["id"]) != t]
+    if changed:
+        store.add_many(changed, replace=True)
+    final = store.load()
+    jobs = [j for t in tables if (j := final.find(t["id"])) is not None]
     if state is not None:
         for job in jobs:
             state.remember_id(job.id, now.timestamp())
     return jobs
+
+
+def _tables_by_id(store: JobStore) -> dict[str, dict[str, Any]]:
+    try:
+        data = tomllib.loads(store.path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    tables = data.get("jobs", [])
+    return {t["id"]: t for t in tables if isinstance(t, dict) and isinstance(t.get("id"), str)} if isinstance(tables, list) else {}
 
 
 def read_records(path: Path) -> list[Any]:
