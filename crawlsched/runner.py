@@ -67,9 +67,13 @@ class AttemptRunner:
 
     def attempt(self, job: Job, scheduled_for: float, attempt: int, *, trigger: str = "schedule",
                 cancel: threading.Event | None = None, still_wanted: Callable[[], bool] = lambda: True,
-                anchor: float | None = None) -> AttemptResult:
-        """Run attempt number ``attempt`` (1-based) of the run scheduled for ``scheduled_for``."""
-        started = self.clock()  # lateness is measured here, before any I/O
+                anchor: float | None = None, started_at: float | None = None) -> AttemptResult:
+        """Run attempt number ``attempt`` (1-based) of the run scheduled for ``scheduled_for``.
+
+        ``started_at`` is when the attempt began in its worker, taken before any
+        I/O (lateness is measured from it); now, when not given.
+        """
+        started = started_at if started_at is not None else self.clock()
         run_id = self.state.start_attempt(
             job.id, scheduled_for, attempt, job.max_attempts, trigger=trigger, started_at=started, pid=self.pid
         )
