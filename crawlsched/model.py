@@ -264,8 +264,11 @@ def normalize_every(value: Any) -> str:
 def check_url(value: Any, field_name: str = "url") -> str:
     """An http(s) URL; ``${VAR}`` parts are allowed and expanded only at run time."""
     if not isinstance(value, str) or not value or any(c.isspace() or not c.isprintable() for c in value):
-        raise InvalidValue(field_name, value, "is not an http(s) URL")
-    parts = urlsplit(value)
+        raise InvalidValue(field_name, _redacted(value) if isinstance(value, str) else value, "is not an http(s) URL")
+    try:
+        parts = urlsplit(value)
+    except ValueError as exc:  # e.g. "http://[bad": a refused value, not a crash
+        raise InvalidValue(field_name, _redacted(value), f"is not an http(s) URL ({exc})") from None
     if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
         raise InvalidValue(field_name, _redacted(value), "is not an http(s) URL (http://… or https://…)")
     return value
@@ -273,7 +276,10 @@ def check_url(value: Any, field_name: str = "url") -> str:
 
 def _redacted(url: str) -> str:
     """Hide a password in a URL's userinfo: it must never reach a message."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # unparsable: mask whatever sits between "user:" and "@"
+        return re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", url)
     if parts.password:
         host = parts.netloc.rsplit("@", 1)[1]
         return parts._replace(netloc=f"{parts.username}:***@{host}").geturl()

@@ -98,6 +98,10 @@ CASES = [
     Case("url-without-host", add("--at", "09:05", "--url", "http://"), ["url", '"http://"']),
     Case("url-password-is-masked", add("--at", "09:05", "--url", "ftp://bob:hunter2@example.com/"),
          ["url", "bob:***@example.com"], absent=["hunter2"]),  # fmt: skip
+    Case("url-with-a-space-is-masked", add("--at", "09:05", "--url", "https://bob:hunter2@example.com/a b"),
+         ["url", "bob:***@example.com"], absent=["hunter2"]),  # fmt: skip
+    Case("url-that-does-not-parse", add("--at", "09:05", "--url", "http://bob:hunter2@[bad"),
+         ["url", "bob:***@[bad", "not an http(s) URL"], absent=["hunter2"]),  # fmt: skip
     Case("unknown-time-zone", add("--at", "09:05", "--url", URL, "--tz", "Mars/Olympus"), ["timezone", '"Mars/Olympus"']),
     Case("negative-retries", add("--at", "09:05", "--url", URL, "--max-retries", "-1"), ["max_retries", "-1", "at least 0"]),
     Case("negative-delay", add("--at", "09:05", "--url", URL, "--retry-delay", "-5"), ["retry_delay", "-5", "at least 0"]),
