@@ -801,7 +801,7 @@ def load_token(token_file: str | Path | None, environ: Mapping[str, str] | None 
             raise WebConfigError(f"--token-file: cannot read {token_file} ({exc})") from None
         lines = text.strip().splitlines()
         return check_token(lines[0].strip() if lines else "", f"--token-file {token_file}")
-    if env.get("CRAWLSCHED_TOKEN") is not None:
+    if env.get("CRAWLSCHED_TOKEN", "").strip():  # set but empty counts as not set, as in the CLI
         return check_token(env["CRAWLSCHED_TOKEN"].strip(), "CRAWLSCHED_TOKEN")
     return None
 
