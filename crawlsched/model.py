@@ -22,6 +22,7 @@ MIB = 1024 * 1024
 ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 AT_RE = re.compile(r"^(\d{1,2}):(\d{2})$")
 EVERY_RE = re.compile(r"(\d+)\s*([smhd])")
+RANGE_STEP_RE = re.compile(r"(\d+)-(\d+)/\d+")
 HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 MAX_NAME = 200
 
@@ -144,7 +145,7 @@ class Job:
             hour, minute = self.spec.split(":")
             return f"{int(minute)} {int(hour)} * * *"
         if self.kind is ScheduleKind.CRON:
-            return self.spec
+            return vixie_cron(self.spec)
         return None
 
     @property
@@ -229,10 +230,27 @@ def parse_cron(value: Any, field_name: str = "cron") -> str:
         raise InvalidValue(field_name, value, "is not a five-field cron expression (minute hour day month weekday)")
     expr = " ".join(value.split())
     try:
-        CronSim(expr, datetime(2000, 1, 1, tzinfo=zone("UTC")))
+        CronSim(vixie_cron(expr), datetime(2000, 1, 1, tzinfo=zone("UTC")))
     except CronSimError as exc:
         raise InvalidValue(field_name, value, f"is not a valid cron expression ({exc})") from None
     return expr
+
+
+def vixie_cron(expr: str) -> str:
+    """``expr`` with each one-value range that has a step (``3-3/2``) written as that value (``3``).
+
+    Vixie cron reads ``3-3/2`` as just 3; cronsim reads a range of one value
+    with a step as ``3/2`` (3 to the end of the field, every second one), so a
+    month field ``3-3/2`` would fire in May too. The file keeps the text as written.
+    """
+    fields = []
+    for part in expr.split():
+        terms = []
+        for term in part.split(","):
+            match = RANGE_STEP_RE.fullmatch(term)
+            terms.append(match[1] if match and int(match[1]) == int(match[2]) else term)
+        fields.append(",".join(terms))
+    return " ".join(fields)
 
 
 def parse_every(value: Any, field_name: str = "every") -> float:

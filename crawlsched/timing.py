@@ -141,10 +141,19 @@ def _every_after(base: datetime, seconds: float, after: datetime) -> datetime:
 def _cron_after(job: Job, after: datetime) -> datetime | None:
     from cronsim import CronSim
 
+    # For a fixed-time job cronsim walks naive wall times and answers with the
+    # first pass (fold=0) of a repeated hour. Asked from inside the second pass
+    # it would answer with a first-pass instant, which lies *before* ``after``:
+    # such answers were already due, so walk on to the first one after it.
+    fires = CronSim(job.cron or "", after.astimezone(job.tz))
     try:
-        return next(CronSim(job.cron or "", after.astimezone(job.tz))).astimezone(UTC)
+        for _ in range(24 * 60 + 1):
+            fire = next(fires).astimezone(UTC)
+            if fire > after:
+                return fire
     except StopIteration:
-        return None
+        pass
+    return None
 
 
 def today_in(job_tz: str, now: datetime) -> date:
