@@ -164,6 +164,7 @@ ADD_KEYS = ("name", *SCHEDULE_KEYS, *CONVERT)
 RETRY_KEYS = ("max_retries", "retry_delay", "retry_backoff", "retry_max_delay")
 START_KEYS = ("mode", "hour", "minute", "seconds", "cron", "url", "timezone")
 COMMAND_KEYS = ("command", "on_failure")
+MODE_FIELDS = {"daily": ("hour", "minute"), "hourly": ("minute",), "interval": ("seconds",), "custom": ("cron",)}
 
 
 def json_body() -> dict[str, Any]:
@@ -273,6 +274,10 @@ def retry_changes(body: Mapping[str, Any]) -> dict[str, Any]:
 def legacy_schedule(given: Mapping[str, Any]) -> dict[str, Any]:
     """The seed's ``start`` modes → the schedule of the job ``default``."""
     mode = given.get("mode")
+    if mode in MODE_FIELDS:
+        for key, value in given.items():
+            if key not in MODE_FIELDS[mode] + ("mode", "url", "timezone"):
+                raise InvalidValue(key, value, f"is not used by mode {mode} (it takes {', '.join(MODE_FIELDS[mode])})")
     if mode == "daily":
         if "hour" not in given:
             raise InvalidValue("hour", None, "is missing: mode daily needs hour (and minute)")
@@ -540,7 +545,7 @@ class Api:
         return ok(message=f"🗑️ Job '{removed.name}' deleted", removed=[removed.id])
 
     def _set_paused(self, ref: str, paused: bool) -> Response:
-        json_body()  # a body, if any, must be JSON
+        _given(json_body(), (), "this request (it takes no fields)")
         job = self.store.set_paused(self.find(self.load(), ref).id, paused)
         self.changed()
         message = f"⏸️ Job '{job.name}' paused" if paused else f"▶️ Job '{job.name}' resumed"
@@ -605,7 +610,7 @@ class Api:
         return job
 
     def stop(self) -> Response:
-        json_body()
+        _given(json_body(), (), "the stop request (it takes no fields)")
         paused = self.store.set_paused_all(True)
         self.changed()
         return ok(message=f"⏹️ Scheduler stopped: {paused} job{'s' if paused != 1 else ''} paused", paused=paused)
