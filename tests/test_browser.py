@@ -1,0 +1,194 @@
+"""The web page in real headless Chromium (Playwright) against the real daemon with ``--http``.
+
+Needs the ``playwright`` package and /usr/bin/chromium (no ``playwright install``:
+the system browser is used); skipped cleanly when either is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+sync_api = pytest.importorskip("playwright.sync_api")
+requests = pytest.importorskip("requests")
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = os.environ.get("CRAWLSCHED_CHROMIUM", "/usr/bin/chromium")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]  # fmt: skip
+XSS_NAME = '<img src=x onerror="window.__xss = 1">'
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
+        pytest.skip(f"no Chromium at {CHROMIUM}")
+    with sync_api.sync_playwright() as p:
+        try:
+            b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        except Exception as exc:  # a browser that does not start is an environment problem, not a failure
+            pytest.skip(f"Chromium does not start: {exc}")
+        yield b
+        b.close()
+
+
+class Server:
+    """The real daemon in a subprocess, serving the page on a free loopback port."""
+
+    def __init__(self, home: Path) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "CRAWLSCHED_JOBS": str(home / "jobs.toml"), "CRAWLSCHED_HOME": str(home), "TZ": "UTC"}
+        env.pop("CRAWLSCHED_TOKEN", None)
+        self.proc = subprocess.Popen([sys.executable, "-m", "crawlsched", "daemon", "--http", f"127.0.0.1:{self.port}"],
+                                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited: {self.proc.stderr.read()}")
+            try:
+                if requests.get(f"{self.base}/healthz", timeout=1).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        raise AssertionError("daemon did not start")
+
+    def add(self, **body: Any) -> str:
+        response = requests.post(f"{self.base}/api/scheduler/job/add", json=body, timeout=5)
+        assert response.status_code == 200, response.text
+        return response.json()["job_id"]
+
+    def jobs(self) -> list[dict[str, Any]]:
+        return requests.get(f"{self.base}/api/scheduler/jobs", timeout=5).json()["jobs"]
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    (tmp_path / "jobs.toml").write_text('[defaults]\ntimezone = "UTC"\nurl = "http://127.0.0.1:9/"\n')
+    s = Server(tmp_path)
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def page(browser: Any, server: Server) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    pg = context.new_page()
+    pg.messages = []  # type: ignore[attr-defined]
+    pg.on("console", lambda m: pg.messages.append(f"{m.type}: {m.text}"))
+    pg.on("pageerror", lambda e: pg.messages.append(f"pageerror: {e}"))
+    yield pg
+    context.close()
+
+
+def card(page: Any, name: str) -> Any:
+    return page.locator('[data-testid="job-card"]').filter(has=page.locator("h3", has_text=name))
+
+
+def test_cards_show_the_seeds_fields(page, server):
+    start, end = date.today() + timedelta(days=1), date.today() + timedelta(days=40)
+    server.add(name="Crawl Pagi Hari", start_date=start.isoformat(), end_date=end.isoformat(), hour=9, minute=5,
+               max_retries=3, retry_delay=300)
+    page.goto(f"{server.base}/scheduler")
+    c = card(page, "Crawl Pagi Hari")
+    c.wait_for()
+    assert c.locator('[data-testid="job-status"]').inner_text().lower() == "active"
+    assert "09:05" in c.locator('[data-field="schedule"]').inner_text()
+    assert c.locator('[data-field="period"]').inner_text() == f"{start} s/d {end}"
+    assert c.locator('[data-field="next_run"]').inner_text() == f"{start} 09:05:00"
+    assert c.locator('[data-field="last_run"]').inner_text() == "never"
+    assert c.locator('[data-field="retry"]').inner_text() == "Max 3x, Delay 300s"
+    assert not [m for m in page.messages if "Content Security Policy" in m or m.startswith(("error", "pageerror"))]
+
+
+def test_the_form_adds_a_job(page, server):
+    page.goto(f"{server.base}/scheduler")
+    page.fill("#f-name", "Sore Hari")
+    page.fill("#f-hour", "17")
+    page.fill("#f-minute", "30")
+    page.fill("#f-url", "https://example.com/sore")
+    page.click('[data-testid="add-button"]')
+    card(page, "Sore Hari").wait_for()
+    assert "berhasil ditambahkan" in page.locator('[data-testid="notice"]').inner_text()
+    [job] = server.jobs()
+    assert (job["name"], job["schedule"], job["url"]) == ("Sore Hari", "17:30", ["https://example.com/sore"])
+
+
+def test_the_form_shows_the_apis_error(page, server):
+    server.add(name="Taken", hour=1)
+    page.goto(f"{server.base}/scheduler")
+    page.fill("#f-name", "Taken")
+    page.fill("#f-hour", "5")
+    page.click('[data-testid="add-button"]')
+    error = page.locator('[data-testid="form-error"]')
+    error.wait_for()
+    assert "is taken by another job" in error.inner_text()
+
+
+def test_the_trash_icon_deletes_after_confirming(page, server):
+    server.add(name="Keep", hour=1)
+    server.add(name="Remove Me", hour=2)
+    page.goto(f"{server.base}/scheduler")
+    dialogs: list[str] = []
+
+    def accept(dialog: Any) -> None:
+        dialogs.append(dialog.message)
+        dialog.accept()
+
+    page.on("dialog", accept)
+    card(page, "Remove Me").locator('[data-testid="delete-button"]').click()
+    card(page, "Remove Me").wait_for(state="detached")
+    assert dialogs and "Remove Me" in dialogs[0]
+    assert [j["name"] for j in server.jobs()] == ["Keep"]
+
+
+def test_dismissing_the_confirmation_keeps_the_job(page, server):
+    server.add(name="Stay", hour=1)
+    page.goto(f"{server.base}/scheduler")
+    page.on("dialog", lambda d: d.dismiss())
+    card(page, "Stay").locator('[data-testid="delete-button"]').click()
+    page.wait_for_timeout(500)
+    assert [j["name"] for j in server.jobs()] == ["Stay"]
+
+
+def test_pause_button_pauses_the_job(page, server):
+    server.add(name="Pausable", hour=1)
+    page.goto(f"{server.base}/scheduler")
+    card(page, "Pausable").locator('[data-testid="pause-button"]').click()
+    page.wait_for_function("() => document.querySelector('[data-testid=job-card]').dataset.status === 'paused'")
+    assert server.jobs()[0]["status"] == "paused"
+
+
+def test_a_job_named_like_html_shows_as_text_and_runs_nothing(page, server):
+    server.add(name=XSS_NAME, hour=1)
+    page.goto(f"{server.base}/scheduler")
+    page.locator('[data-testid="job-card"]').first.wait_for()
+    page.wait_for_timeout(300)
+    assert page.locator('[data-testid="job-card"] h3').inner_text() == XSS_NAME
+    assert page.locator('[data-testid="job-list"] img').count() == 0
+    assert page.evaluate("() => typeof window.__xss") == "undefined"
