@@ -224,16 +224,25 @@ def at_from_hour_minute(hour: Any, minute: Any) -> str:
 
 def parse_cron(value: Any, field_name: str = "cron") -> str:
     """A five-field cron expression that can fire at least once."""
-    from cronsim import CronSim, CronSimError
-
     if not isinstance(value, str) or len(value.split()) != 5:
         raise InvalidValue(field_name, value, "is not a five-field cron expression (minute hour day month weekday)")
     expr = " ".join(value.split())
+    problem = _cron_problem(expr)
+    if problem is not None:
+        raise InvalidValue(field_name, value, f"is not a valid cron expression ({problem})")
+    return expr
+
+
+@lru_cache(maxsize=4096)
+def _cron_problem(expr: str) -> str | None:
+    """Why cronsim refuses ``expr``, or None. Cached: a big job file repeats its schedules."""
+    from cronsim import CronSim, CronSimError
+
     try:
         CronSim(vixie_cron(expr), datetime(2000, 1, 1, tzinfo=zone("UTC")))
     except CronSimError as exc:
-        raise InvalidValue(field_name, value, f"is not a valid cron expression ({exc})") from None
-    return expr
+        return str(exc)
+    return None
 
 
 def vixie_cron(expr: str) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from datetime import date, datetime, time, timedelta, timezone
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
 
@@ -79,14 +80,29 @@ def prev_fire(job: Job, at_or_before: datetime, anchor: datetime | None = None) 
         from cronsim import CronSim
 
         # cronsim's reverse walk yields times strictly before its start; nudge by
-        # one second so a fire exactly at ``until`` is found.
-        local = (until + timedelta(seconds=1)).astimezone(job.tz)
+        # one second so a fire exactly at ``until`` is found. Fires are whole
+        # seconds, so drop ``until``'s fraction first: cronsim drops it too, and
+        # 23:59:59.999999 + 1 s would otherwise start the walk at 00:00:00.
+        local = (until.replace(microsecond=0) + timedelta(seconds=1)).astimezone(job.tz)
+        walk = CronSim(job.cron or "", local, reverse=True)
         try:
-            fire = next(CronSim(job.cron or "", local, reverse=True)).astimezone(UTC)
+            fire = next(walk).astimezone(UTC)
+            for _ in range(24 * 60):
+                if fire <= until:
+                    break
+                fire = next(walk).astimezone(UTC)
         except StopIteration:
             return None
         if fire > until:
             return None
+        # From inside a fall-back's second pass the naive reverse walk of a fixed-time
+        # job steps over today's first-pass fire (its wall time is later than ours):
+        # walk forward to the newest fire that is not after ``until``.
+        for _ in range(24 * 60):
+            following = _cron_after(job, fire)
+            if following is None or following > until:
+                break
+            fire = following
     if start and fire < start:
         return None
     return fire
@@ -139,13 +155,31 @@ def _every_after(base: datetime, seconds: float, after: datetime) -> datetime:
 
 
 def _cron_after(job: Job, after: datetime) -> datetime | None:
+    # Cron fires fall on whole UTC minutes (every zone's offset is whole minutes),
+    # so the first fire after any instant of one minute is the same: cache on that.
+    minute = int(after.timestamp() // 60)
+    fire = _cron_after_minute(job.cron or "", job.timezone, minute)
+    if fire is not None and fire <= after:  # pragma: no cover - guarded by the reasoning above
+        return _cron_walk(job.cron or "", job.timezone, after)
+    return fire
+
+
+@lru_cache(maxsize=16384)
+def _cron_after_minute(expr: str, tz_name: str, minute: int) -> datetime | None:
+    after = datetime.fromtimestamp(minute * 60, UTC) + timedelta(seconds=59, microseconds=999999)
+    return _cron_walk(expr, tz_name, after)
+
+
+def _cron_walk(expr: str, tz_name: str, after: datetime) -> datetime | None:
     from cronsim import CronSim
 
+    job_tz = zone(tz_name)
+    after = after.astimezone(UTC)
     # For a fixed-time job cronsim walks naive wall times and answers with the
     # first pass (fold=0) of a repeated hour. Asked from inside the second pass
     # it would answer with a first-pass instant, which lies *before* ``after``:
     # such answers were already due, so walk on to the first one after it.
-    fires = CronSim(job.cron or "", after.astimezone(job.tz))
+    fires = CronSim(expr, after.astimezone(job_tz))
     try:
         for _ in range(24 * 60 + 1):
             fire = next(fires).astimezone(UTC)
