@@ -38,6 +38,7 @@ from crawlsched.model import (
 
 HEADER_RE = re.compile(r"^\s*\[")
 JOBS_HEADER_RE = re.compile(r"^\s*\[\[\s*jobs\s*\]\]\s*(#.*)?$")
+JOBS_HEADER_SEARCH = re.compile(r"^[ \t]*\[\[[ \t]*jobs[ \t]*\]\][ \t\r]*(#[^\n]*)?$", re.M)
 DEFAULTS_HEADER_RE = re.compile(r"^\s*\[\s*defaults\s*\]\s*(#.*)?$")
 SUBTABLE_RE = re.compile(r"^\s*\[\s*jobs\s*\.")
 TOML_LINE_RE = re.compile(r"\(at line (\d+), column \d+\)")
@@ -75,27 +76,65 @@ def parse_text(text: str, label: str = "jobs.toml", machine_tz: str = "UTC") -> 
         match = TOML_LINE_RE.search(msg)
         line = int(match[1]) if match else 1
         raise JobFileError(label, line, "not valid TOML: " + TOML_LINE_RE.sub("", msg).strip()) from None
-    return build_file(data, text, label, machine_tz)
+    try:
+        return build_file(data, text, label, machine_tz)
+    except JobFileError as exc:
+        # A quoted TOML key may hold a line break or a NUL; the error is one line
+        # wherever it goes (stderr, the log, `status --json`).
+        detail = _escape_controls(exc.detail)
+        if detail == exc.detail:
+            raise
+        raise JobFileError(exc.path, exc.line, detail) from None
+
+
+def _escape_controls(text: str) -> str:
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+class _Lines:
+    """The file's lines, split only when an error needs a line number (10,000 jobs are 60,000 lines)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._lines: list[str] | None = None
+
+    def get(self) -> list[str]:
+        if self._lines is None:
+            self._lines = self.text.splitlines()
+        return self._lines
+
+
+def _jobs_header_lines(text: str) -> list[int]:
+    """0-based line numbers of the ``[[jobs]]`` headers, without splitting the text."""
+    out, line, pos = [], 0, 0
+    for match in JOBS_HEADER_SEARCH.finditer(text):
+        line += text.count("\n", pos, match.start())
+        pos = match.start()
+        out.append(line)
+    return out
 
 
 def build_file(data: Mapping[str, Any], text: str, label: str, machine_tz: str) -> JobFile:
-    lines = text.splitlines()
+    lazy = _Lines(text)
     for key in data:
         if key not in ("defaults", "jobs"):
+            lines = lazy.get()
             line = _key_line(lines, 0, len(lines), key) or 1
             raise JobFileError(label, line, f"{key}: unknown top-level key (allowed: [defaults] and [[jobs]])")
     raw_defaults = data.get("defaults", {})
     try:
         defaults = build_defaults(raw_defaults)
     except InvalidValue as exc:
+        lines = lazy.get()
         start = _defaults_line(lines)
         key = exc.field.split(".")[1] if exc.field.startswith("defaults.") else None
         line = _key_line(lines, start or 0, _segment_end(lines, start or 0), key) if key else None
         raise JobFileError(label, line or start or 1, str(exc)) from None
     raw_jobs = data.get("jobs", [])
     if not isinstance(raw_jobs, list):
+        lines = lazy.get()
         raise JobFileError(label, _key_line(lines, 0, len(lines), "jobs") or 1, "jobs: must be an array of tables ([[jobs]])")
-    headers = [i for i, line in enumerate(lines) if JOBS_HEADER_RE.match(line)]
+    headers = _jobs_header_lines(text)
     jobs: list[Job] = []
     seen_ids: dict[str, int] = {}
     seen_names: dict[str, int] = {}
@@ -107,6 +146,7 @@ def build_file(data: Mapping[str, Any], text: str, label: str, machine_tz: str) 
             key = exc.field.split(".")[0]
             line = None
             if start is not None:
+                lines = lazy.get()
                 line = _key_line(lines, start, _segment_end(lines, start), key) or start + 1
             raise JobFileError(label, line or 1, f"job {index + 1}: {exc}") from None
         line_no = start + 1 if start is not None else None
@@ -328,7 +368,7 @@ class JobStore:
         """Plain appending works unless the file holds jobs as an inline array."""
         if not current.jobs:
             return "jobs" not in text or not re.search(r"^\s*jobs\s*=", text, re.M)
-        return any(JOBS_HEADER_RE.match(line) for line in text.splitlines())
+        return JOBS_HEADER_SEARCH.search(text) is not None
 
     @staticmethod
     def _new_id(base: str, current: JobFile, id_taken: Callable[[str], bool]) -> str:
