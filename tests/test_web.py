@@ -419,11 +419,11 @@ def test_post_body_that_is_not_json_is_415(env, content_type):
     assert env.file_bytes() == before
 
 
-def test_post_body_without_content_type_is_415(env):
+def test_post_body_with_an_empty_content_type_is_415(env):
     env.add(name="A", hour=9, url="https://example.com/")
     before = env.file_bytes()
     response = env.client.post("/api/scheduler/stop", data=b'{"x": 1}', headers={"Content-Type": ""})
-    # werkzeug's test client always sends a type with a body; an empty one is no type at all
+    # an empty Content-Type is no type at all (a real client without one: tests/test_web_e2e.py)
     assert response.status_code == 415
     assert env.file_bytes() == before
 

@@ -17,7 +17,6 @@ import pytest
 
 requests = pytest.importorskip("requests")
 
-pytestmark = pytest.mark.slow
 
 
 def free_port() -> int:
