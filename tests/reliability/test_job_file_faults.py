@@ -1,0 +1,195 @@
+"""Scenarios 6-8: concurrent writers of jobs.toml, a writer killed mid-write, a job file broken while
+the daemon runs, a job deleted or paused during its run.
+
+Anchors: ``crontab -e`` (edits a temp copy and installs it whole; a crashed editor leaves the old
+crontab); Kubernetes CronJob (deleting a CronJob stops new Jobs; a running Job is not restarted);
+systemd ``daemon-reload`` (a unit file with errors is reported and the last good one keeps running).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import tomllib
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from crawlsched.store import JobStore
+from daemon_helpers import CRAWLSCHED, DaemonProcess, cli, runs, wait_for, write_jobs
+
+UTC = timezone.utc
+
+
+def _env(home: Path) -> dict[str, str]:
+    return {**os.environ, "CRAWLSCHED_JOBS": str(home / "jobs.toml"), "CRAWLSCHED_HOME": str(home), "TZ": "UTC"}
+
+
+@pytest.mark.slow
+def test_24_cli_adds_and_8_library_adds_at_once_all_survive(home):
+    (home / "jobs.toml").write_text("# hand-written header, kept\n[defaults]\ntimezone = \"UTC\"\n")
+    procs = [subprocess.Popen(CRAWLSCHED + ["add", f"cli job {i}", "--every", "1h", "--command", "true"],
+                              env=_env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(24)]
+    errors: list[BaseException] = []
+
+    def api_add(i: int) -> None:  # what the web API does: JobStore.add under the same lock
+        try:
+            JobStore(home / "jobs.toml", machine_tz="UTC").add(
+                {"name": f"api job {i}", "every": "1h", "command": "true"}, now=datetime.now(UTC))
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=api_add, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    codes = [p.wait(60) for p in procs]
+    assert codes == [0] * 24, [p.stderr.read() for p in procs]
+    assert errors == []
+    text = (home / "jobs.toml").read_text()
+    names = {j["name"] for j in tomllib.loads(text)["jobs"]}
+    assert names == {f"cli job {i}" for i in range(24)} | {f"api job {i}" for i in range(8)}
+    assert text.startswith("# hand-written header, kept\n")
+    assert not [p for p in home.iterdir() if p.name.endswith(".tmp")]
+
+
+_EDIT_LOOP = r"""
+import sys
+from datetime import datetime, timezone
+from crawlsched.store import JobStore
+store = JobStore(sys.argv[1], machine_tz="UTC")
+n = 0
+while True:
+    n += 1
+    store.edit("a", {"retry_delay": n}, now=datetime.now(timezone.utc))
+    store.set_paused("b", n % 2 == 0)
+"""
+
+_KILL_AT_RENAME = r"""
+import os, signal, sys
+from datetime import datetime, timezone
+from crawlsched.store import JobStore
+real = os.replace
+def die(src, dst):  # the temp file is written and fsynced; the rename never happens
+    if str(dst).endswith("jobs.toml"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(src, dst)
+os.replace = die
+JobStore(sys.argv[1], machine_tz="UTC").edit("a", {"retry_delay": 99}, now=datetime.now(timezone.utc))
+"""
+
+
+def _two_jobs(home: Path) -> None:
+    write_jobs(home, '# keep me\n[[jobs]]\nid = "a"\nname = "a"\nevery = "1h"\ncommand = "true"\n\n'
+                     '[[jobs]]\nid = "b"\nname = "b"\nevery = "1h"\ncommand = "true"\n')
+
+
+@pytest.mark.slow
+def test_a_writer_killed_at_random_moments_never_leaves_a_torn_file(home):
+    _two_jobs(home)
+    for round_ in range(12):
+        proc = subprocess.Popen([sys.executable, "-c", _EDIT_LOOP, str(home / "jobs.toml")], env=_env(home))
+        time.sleep(0.4 + 0.037 * round_)  # different phases of the write
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        text = (home / "jobs.toml").read_text()
+        data = tomllib.loads(text)  # whole: the old file or the new one
+        assert [j["id"] for j in data["jobs"]] == ["a", "b"] and "# keep me" in text
+    # Stray temp files of killed writers break nothing: every command still works, the daemon ignores them.
+    assert cli(home, "add", "after the kills", "--every", "1h", "--command", "true").returncode == 0
+    listed = json.loads(cli(home, "list", "--json", check=True).stdout)["jobs"]
+    assert [j["id"] for j in listed] == ["a", "b", "after-the-kills"]
+
+
+def test_a_writer_killed_between_temp_write_and_rename_leaves_the_old_file(home):
+    _two_jobs(home)
+    before = (home / "jobs.toml").read_bytes()
+    proc = subprocess.run([sys.executable, "-c", _KILL_AT_RENAME, str(home / "jobs.toml")], env=_env(home))
+    assert proc.returncode == -signal.SIGKILL
+    assert (home / "jobs.toml").read_bytes() == before
+    strays = [p for p in home.iterdir() if p.name.startswith(".jobs.toml.") and p.name.endswith(".tmp")]
+    assert strays, "the killed writer's temp file is there (it is what this test is about)"
+    assert cli(home, "edit", "a", "--retry-delay", "7").returncode == 0
+    assert cli(home, "validate").returncode == 0
+    assert tomllib.loads((home / "jobs.toml").read_text())["jobs"][0]["retry_delay"] == 7
+
+
+# --- a job file broken while the daemon runs ----------------------------------------------
+
+BROKEN = {
+    "bad-value": ('[[jobs]]\nid = "tick"\nname = "tick"\nevery = "1s"\ncommand = "true"\n\n'
+                  '[[jobs]]\nid = "late"\nname = "late"\nat = "25:00"\ncommand = "true"\n', 13),  # the `at` line
+    "duplicate-id": ('[[jobs]]\nid = "tick"\nname = "tick"\nevery = "1s"\ncommand = "true"\n\n'
+                     '[[jobs]]\nid = "tick"\nname = "tock"\nevery = "1s"\ncommand = "true"\n', 10),  # the second table
+    "syntax": ('[[jobs]]\nid = "tick"\nname = "tick"\nevery = "1s"\ncommand = "true"\n[[jobs]\n', 9),  # the bad header
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(BROKEN), ids=list(BROKEN))
+def test_a_file_broken_while_running_keeps_the_last_good_jobs_and_says_where(home, case):
+    write_jobs(home, '[[jobs]]\nid = "tick"\nname = "tick"\nevery = "1s"\ncommand = "true"\n')
+    d = DaemonProcess(home).start()
+    try:
+        wait_for(lambda: runs(home), 10, "first run")
+        body, line = BROKEN[case]
+        write_jobs(home, body)  # write_jobs puts three lines of [defaults] first
+        status = wait_for(lambda: (s := json.loads(cli(home, "status", "--json").stdout))["config_ok"] is False and s,
+                          10, "the daemon to report the error")
+        assert f"jobs.toml:{line}:" in status["config_error"], status["config_error"]
+        n = len(runs(home, "job_id = 'tick'"))
+        wait_for(lambda: len(runs(home, "job_id = 'tick'")) >= n + 2, 10, "the last good job to keep firing")
+        write_jobs(home, '[[jobs]]\nid = "tock"\nname = "tock"\nevery = "1s"\ncommand = "true"\n')
+        wait_for(lambda: runs(home, "job_id = 'tock'"), 10, "the next good edit")
+        assert json.loads(cli(home, "status", "--json").stdout)["config_ok"] is True
+        assert d.proc.poll() is None
+    finally:
+        assert d.stop() == 0
+
+
+# --- a job deleted or paused during its run -------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", [("rm", "--yes"), ("pause",)], ids=["deleted", "paused"])
+def test_a_job_removed_or_paused_during_its_run_is_recorded_and_not_retried(home, how):
+    write_jobs(home, '[[jobs]]\nid = "j"\nname = "j"\nevery = "1h"\ncommand = "sh -c \'sleep 2; exit 1\'"\n'
+                     "max_retries = 3\nretry_delay = 1\n")
+    d = DaemonProcess(home).start()
+    try:
+        wait_for(lambda: runs(home), 10, "the attempt to start")
+        assert cli(home, how[0], "j", *how[1:]).returncode == 0
+        wait_for(lambda: runs(home)[0]["status"] != "running", 10, "the attempt to end")
+        time.sleep(2.5)  # longer than retry_delay: a retry would have started
+    finally:
+        assert d.stop() == 0
+    got = runs(home)
+    assert [(r["attempt"], r["status"]) for r in got] == [(1, "failed")]
+    assert "removed or paused" in got[0]["message"]
+    history = json.loads(cli(home, "history", "j", "--json").stdout)
+    assert [r["attempt"] for r in history["runs"]] == [1]  # the history is kept
+
+
+def test_a_job_paused_during_its_retry_wait_gets_no_further_retries(home):
+    from test_daemon_loop import FakeClock, make_daemon, rows, run_until
+
+    (home / "jobs.toml").write_text('[[jobs]]\nid = "f"\nname = "f"\nat = "09:05"\ncommand = "false"\n'
+                                    'start_date = 2025-01-01\nmax_retries = 2\nretry_delay = 60\n')
+    clock = FakeClock(datetime(2025, 11, 8, 9, 0, tzinfo=UTC))
+    d = make_daemon(home, clock)
+    d.start()
+    run_until(d, clock, datetime(2025, 11, 8, 9, 5, 30, tzinfo=UTC))
+    assert d.chains["f"].retry_due is not None
+    JobStore(home / "jobs.toml", machine_tz="UTC").set_paused("f", True)
+    d.reload(force=True)
+    run_until(d, clock, datetime(2025, 11, 8, 9, 30, tzinfo=UTC))
+    assert [(r[2], r[3]) for r in rows(home)] == [(1, "failed")]
+    from crawlsched.state import State
+
+    assert State(home / "crawlsched.db").retries() == []
