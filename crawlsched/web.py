@@ -168,9 +168,9 @@ MODE_FIELDS = {"daily": ("hour", "minute"), "hourly": ("minute",), "interval": (
 
 
 def json_body() -> dict[str, Any]:
-    """The request's JSON object; an empty body is ``{}``."""
+    """The request's JSON object; no body at all is ``{}`` (a blank one is malformed JSON)."""
     raw = request.get_data(cache=True)  # raises 413 over MAX_CONTENT_LENGTH
-    if not raw.strip():
+    if not raw:
         return {}
     try:
         data = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)

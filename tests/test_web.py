@@ -385,8 +385,8 @@ def test_duplicate_name_is_409(env):
 @pytest.mark.parametrize(
     ("data", "message"),
     [("{", "not valid JSON"), ("[1, 2]", "must be a JSON object"), ('"x"', "must be a JSON object"),
-     ('{"name": NaN}', "not valid JSON"), ("\xff", "not valid JSON")],
-    ids=["truncated", "array", "string", "nan", "not-utf8"],
+     ('{"name": NaN}', "not valid JSON"), ("\xff", "not valid JSON"), ("\n", "not valid JSON")],
+    ids=["truncated", "array", "string", "nan", "not-utf8", "blank"],
 )
 def test_malformed_json_is_400(env, data, message):
     before = env.file_bytes()
