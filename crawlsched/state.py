@@ -182,6 +182,7 @@ class State:
         self.write_deadline = write_deadline
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
+        self._recover_corrupt = False
 
     # --- connections ---------------------------------------------------------
 
@@ -208,11 +209,16 @@ class State:
                 conn = self._open()
                 self._setup(conn)
             self._conn = conn
+            self._recover_corrupt = recover_corrupt
             return self
 
     def move_aside(self) -> Path:
         stamp = time.strftime("%Y%m%dT%H%M%S")
         aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        n = 1
+        while aside.exists():  # a second corruption within the same second keeps the first copy
+            n += 1
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
         for suffix in ("", "-wal", "-shm"):
             src = Path(str(self.path) + suffix)
             if src.exists():
@@ -255,32 +261,71 @@ class State:
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
-        """One immediate transaction; retried while another process holds the lock."""
+        """One immediate transaction; retried while another process holds the lock.
+
+        In the daemon (``recover_corrupt``) a file found corrupt here is moved
+        aside and replaced by a fresh one, as at start-up: a disk that scribbled
+        over the database must not stop every later attempt from being recorded.
+        """
         deadline = time.monotonic() + self.write_deadline
         with self._lock:
-            conn = self.conn
-            while True:
+            for tries_left in (1, 0):
+                conn = self.conn
                 try:
-                    conn.execute("BEGIN IMMEDIATE")
+                    self._begin(conn, deadline)
+                    conn.execute("SELECT 1 FROM daemon LIMIT 1")  # a corrupt file fails here, before any change
                     break
-                except sqlite3.OperationalError as exc:
-                    if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
+                except sqlite3.DatabaseError as exc:
+                    _rollback(conn)
+                    if not tries_left or not self._replace_if_corrupt(exc):
                         raise
-                    log.warning("state database busy (%s); waiting", exc)
-                    time.sleep(0.1)
             try:
                 yield conn
                 conn.execute("COMMIT")
-            except BaseException:
-                try:
-                    conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
+            except BaseException as exc:
+                _rollback(conn)
+                if isinstance(exc, sqlite3.DatabaseError):
+                    self._replace_if_corrupt(exc)
                 raise
+
+    @staticmethod
+    def _begin(conn: sqlite3.Connection, deadline: float) -> None:
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                log.warning("state database busy (%s); waiting", exc)
+                time.sleep(0.1)
 
     def read(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:
         with self._lock:
+            try:
+                return self.conn.execute(sql, params).fetchall()
+            except sqlite3.DatabaseError as exc:
+                if not self._replace_if_corrupt(exc):
+                    raise
             return self.conn.execute(sql, params).fetchall()
+
+    def _replace_if_corrupt(self, exc: sqlite3.DatabaseError) -> bool:
+        """Move a database that went corrupt under us aside and start a fresh one (daemon only)."""
+        code = getattr(exc, "sqlite_errorcode", None)
+        if not self._recover_corrupt or code not in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+            return False
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except sqlite3.Error:
+                pass
+            self._conn = None
+        aside = self.move_aside()
+        log.error("state database %s became corrupt (%s); moved aside to %s, starting a fresh one", self.path, exc, aside)
+        conn = self._open()
+        self._setup(conn)
+        self._conn = conn
+        return True
 
     # --- read side -----------------------------------------------------------
 
@@ -474,6 +519,13 @@ class State:
     def request_taken(self, request_id: int) -> bool:
         rows = self.read("SELECT taken_at FROM requests WHERE id = ?", (request_id,))
         return bool(rows and rows[0]["taken_at"] is not None)
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    try:
+        conn.execute("ROLLBACK")
+    except sqlite3.Error:
+        pass
 
 
 def _save_retry(c: sqlite3.Connection, retry: Retry) -> None:
