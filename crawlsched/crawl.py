@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from crawlsched.errors import CrawlschedError
+from crawlsched.model import SECRET_PARAM_RE, redact_url  # noqa: F401 - redact_url is part of this module's API
 
 MAX_MESSAGE = 300
 CHUNK = 64 * 1024
@@ -39,8 +40,6 @@ CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 30.0
 VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 STAMP_RE = re.compile(r"^\d{8}T\d{6}Z")
-# Query parameters whose values are masked in messages (substring match, any case).
-SECRET_PARAM_RE = re.compile(r"token|key|secret|pass|pwd|auth|sig|session|credential|code", re.I)
 DISK_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 
 
@@ -86,39 +85,6 @@ def expand_vars(template: str, env: Mapping[str, str]) -> str:
         return env[name]
 
     return VAR_RE.sub(value, template)
-
-
-def redact_url(url: str) -> str:
-    """Mask the userinfo password and secret-looking query values of a URL for display.
-
-    ``https://user:pass@host/x?token=abc&page=2`` → ``https://user:***@host/x?token=***&page=2``.
-    Works on text (no parsing that could fail), so ``${VAR}`` templates pass
-    through unexpanded; a password is masked even when it is a template.
-    """
-    head, sep, rest = url.partition("://")
-    if not sep:
-        head, rest = "", url
-    authority_end = len(rest)
-    for stop in "/?#":
-        pos = rest.find(stop)
-        if pos != -1:
-            authority_end = min(authority_end, pos)
-    authority, tail = rest[:authority_end], rest[authority_end:]
-    userinfo, at, hostport = authority.rpartition("@")
-    if at and ":" in userinfo:
-        userinfo = userinfo.split(":", 1)[0] + ":***"
-    path, hashmark, fragment = tail.partition("#")
-    path, qmark, query = path.partition("?")
-    if qmark:
-        query = "&".join(_redact_param(p) for p in query.split("&"))
-    return f"{head}{sep}{userinfo}{at}{hostport}{path}{qmark}{query}{hashmark}{fragment}"
-
-
-def _redact_param(param: str) -> str:
-    name, eq, value = param.partition("=")
-    if eq and value and SECRET_PARAM_RE.search(name) and not VAR_RE.fullmatch(value):
-        return f"{name}=***"
-    return param
 
 
 def run_stamp(scheduled_for: datetime) -> str:

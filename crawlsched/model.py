@@ -298,19 +298,56 @@ def check_url(value: Any, field_name: str = "url") -> str:
         raise InvalidValue(field_name, _redacted(value), f"is not an http(s) URL ({exc})") from None
     if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
         raise InvalidValue(field_name, _redacted(value), "is not an http(s) URL (http://… or https://…)")
+    try:
+        port_ok = "${" in parts.netloc or parts.port is None or parts.port > 0
+    except ValueError:
+        port_ok = False
+    if not parts.hostname or not port_ok:
+        raise InvalidValue(field_name, _redacted(value), "is not an http(s) URL (it needs a host, and a port is a number 1-65535)")
     return value
 
 
-def _redacted(url: str) -> str:
-    """Hide a password in a URL's userinfo: it must never reach a message."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:  # unparsable: mask whatever sits between "user:" and "@"
-        return re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", url)
-    if parts.password:
-        host = parts.netloc.rsplit("@", 1)[1]
-        return parts._replace(netloc=f"{parts.username}:***@{host}").geturl()
-    return url
+# Query parameters whose values are masked for display (substring match, any case).
+SECRET_PARAM_RE = re.compile(r"token|key|secret|pass|pwd|auth|sig|session|credential|code", re.I)
+_VAR_RE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}")
+
+
+def redact_url(url: str) -> str:
+    """Mask the userinfo password and secret-looking query values of a URL for display.
+
+    ``https://user:pass@host/x?token=abc&page=2`` → ``https://user:***@host/x?token=***&page=2``.
+    Works on text (no parsing that could fail), so ``${VAR}`` templates pass
+    through unexpanded; a password is masked even when it is a template. The
+    one redaction for every place a URL is shown: ``list``, ``show``, the API,
+    messages and logs.
+    """
+    head, sep, rest = url.partition("://")
+    if not sep:
+        head, rest = "", url
+    authority_end = len(rest)
+    for stop in "/?#":
+        pos = rest.find(stop)
+        if pos != -1:
+            authority_end = min(authority_end, pos)
+    authority, tail = rest[:authority_end], rest[authority_end:]
+    userinfo, at, hostport = authority.rpartition("@")
+    if at and ":" in userinfo:
+        userinfo = userinfo.split(":", 1)[0] + ":***"
+    path, hashmark, fragment = tail.partition("#")
+    path, qmark, query = path.partition("?")
+    if qmark:
+        query = "&".join(_redact_param(p) for p in query.split("&"))
+    return f"{head}{sep}{userinfo}{at}{hostport}{path}{qmark}{query}{hashmark}{fragment}"
+
+
+def _redact_param(param: str) -> str:
+    name, eq, value = param.partition("=")
+    if eq and value and SECRET_PARAM_RE.search(name) and not _VAR_RE.fullmatch(value):
+        return f"{name}=***"
+    return param
+
+
+_redacted = redact_url  # the name render.py imports
 
 
 def check_urls(value: Any, field_name: str = "url") -> tuple[str, ...]:

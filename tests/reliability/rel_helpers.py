@@ -41,7 +41,7 @@ class HostileTarget:
                     outer.hits[self.path] += 1
                     n = outer.hits[self.path]
                     outer.headers_seen.append(dict(self.headers))
-                parts = self.path.strip("/").split("/")
+                parts = self.path.split("?", 1)[0].strip("/").split("/")
                 if parts[0] == "slow":
                     time.sleep(float(parts[1]))
                     return self._send(200, b"slow ok\n")
