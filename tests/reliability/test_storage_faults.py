@@ -151,13 +151,17 @@ def test_a_full_disk_under_the_database_keeps_the_daemon_up(small_tmpfs, target)
         finally:
             os.close(fd)
         time.sleep(4)
-        assert d.proc.poll() is None, d.output()
+        assert d.proc.poll() is None, d.output()[-3000:]
         filler.unlink()  # space again: the daemon records runs again
         n = len(runs(home))
         wait_for(lambda: len(runs(home)) >= n + 2, 15, "runs after space came back")
+        time.sleep(1)
+        # An attempt whose end could not be written while the disk was full is not left "running".
+        stuck = [r for r in runs(home) if r["status"] == "running" and time.time() - r["started_at"] > 2]
+        assert stuck == [], d.output()[-3000:]
     finally:
         code = d.stop()
         shutil.rmtree(home / "data", ignore_errors=True)
-    assert code == 0
+    assert code == 0, d.output()[-3000:]
     assert not [r for r in runs(home) if r["status"] == "running"]
     assert _part_files(home) == []
