@@ -46,11 +46,14 @@ from crawlsched.store import FileKey, JobStore
 FIRE, RETRY = "fire", "retry"
 MAX_WAIT = 60.0  # re-check the wall clock at least this often
 JUMP_TOLERANCE = 2.0  # seconds of disagreement between wall and monotonic clocks that count as a jump
-HEARTBEAT_EVERY = 5  # seconds
+HEARTBEAT_EVERY = 30  # seconds: a cold SQLite write costs ~0.3 ms, so not more often (idle CPU)
 HEARTBEAT_SLACK = 2 * HEARTBEAT_EVERY  # a fire this close before the last heartbeat may not have been handled
 CATCH_UP_WINDOW = 24 * 3600.0
 CATCH_UP_ALL_LIMIT = 100
 STABLE_FOR = 0.5  # a changed job file is applied once it stopped changing for this long
+POLL_EVERY = 1  # seconds between checks of the job file when inotify is not available
+FALLBACK_EVERY = 10  # seconds between checks of the file (with inotify) and of run-now requests (with SIGUSR1)
+WAKE_SLACK = 0.002  # wake a little after a duty is due, never just before it (that costs a second wake)
 
 
 class Executor(Protocol):
@@ -139,6 +142,9 @@ class Daemon:
         self.started = False
         self._lock_fd: int | None = None
         self.fired = 0
+        self.watch: Any = None
+        self.file_changed = False
+        self.recheck_at: float | None = None
 
     # --- life cycle ----------------------------------------------------------
 
@@ -151,7 +157,13 @@ class Daemon:
         now = self.clock()
         previous = self.state.daemon_started(self.pid, socket.gethostname(), __version__, now)
         self._apply(jobfile, now, previous=previous)
+        del jobfile
+        trim_memory()
         self.executor  # noqa: B018 - build and warm the pool (max_concurrent) before the first fire
+        if self.use_duties:
+            from crawlsched import watch
+
+            self.watch = watch.start(self.store.path, self._on_file_event)
         self._setup_duties()
         self.offset = now - self.monotonic()
         self.state.daemon_update(ready_at=self.clock(), config_ok=1, config_error=None, **self._next_info())
@@ -190,11 +202,14 @@ class Daemon:
         if self.requests_pending:
             self.requests_pending = False
             self.take_requests()
+        if self.file_changed or (self.recheck_at is not None and self.monotonic() >= self.recheck_at):
+            self.file_changed = False
+            self.recheck_at = None
+            self._duty_poll_file()
         self._drain_inbox()
+        self.fire_due(self.clock())  # jobs first: a duty due at the same moment can wait
         if self.duties is not None:
             self.duties.run_pending()
-        now = self.clock()
-        self.fire_due(now)
         return self._wait_time(self.clock())
 
     def _wait_time(self, now: float) -> float:
@@ -205,7 +220,9 @@ class Daemon:
         if self.duties is not None:
             idle = self.duties.idle_seconds
             if idle is not None:
-                wait = min(wait, idle)
+                wait = min(wait, max(0.0, idle) + WAKE_SLACK)
+        if self.recheck_at is not None:
+            wait = min(wait, max(0.0, self.recheck_at - self.monotonic()))
         if not self.inbox.empty():
             wait = 0
         return max(0.0, wait)
@@ -242,6 +259,8 @@ class Daemon:
             self.state.daemon_update(heartbeat=now, stopped_at=now)
         except Exception as exc:  # the database may be the reason we stop
             self.log.error("could not record the stop in the state database: %s", exc)
+        if self.watch is not None:
+            self.watch.close()
         self.release_lock()
         self.log.info("crawlsched daemon stopped")
         return 0
@@ -276,6 +295,11 @@ class Daemon:
 
     def _on_stop(self, signum: int, frame: Any) -> None:
         self.stopping = True
+        self.wake.set()
+
+    def _on_file_event(self) -> None:
+        """From the watch thread: the job file may have changed."""
+        self.file_changed = True
         self.wake.set()
 
     def _on_hup(self, signum: int, frame: Any) -> None:
@@ -322,8 +346,10 @@ class Daemon:
             now_m = self.monotonic()
             if self.pending_key is None or self.pending_key[0] != key:
                 self.pending_key = (key, now_m)
+                self.recheck_at = now_m + STABLE_FOR
                 return False
             if now_m - self.pending_key[1] < STABLE_FOR:
+                self.recheck_at = self.pending_key[1] + STABLE_FOR
                 return False
         self.pending_key = None
         if key is not None and key == self.bad_key and not force:
@@ -342,6 +368,8 @@ class Daemon:
         self.config_error = None
         self.applied_key = key
         self._apply(jobfile, self.clock())
+        del jobfile
+        trim_memory()
         self.state.daemon_update(config_ok=1, config_error=None, **self._next_info())
         self.log.info("job file reloaded: %d jobs", len(self.jobs))
         self.notify(f"STATUS={self._status_text()}")
@@ -699,9 +727,11 @@ class Daemon:
         import schedule
 
         duties = schedule.Scheduler()
-        duties.every(1).seconds.do(self._duty_poll_file)
+        # With inotify the file is seen at once and polled only as a fallback; run-now
+        # requests wake the loop (SIGUSR1, or the web API in-process), polled likewise.
+        duties.every(FALLBACK_EVERY if self.watch is not None else POLL_EVERY).seconds.do(self._duty_poll_file)
         duties.every(HEARTBEAT_EVERY).seconds.do(self._duty_heartbeat)
-        duties.every(2).seconds.do(self._duty_requests)
+        duties.every(FALLBACK_EVERY).seconds.do(self._duty_requests)
         interval = systemd.watchdog_interval()
         if interval:
             duties.every(max(1, int(interval))).seconds.do(self._duty_watchdog)
@@ -774,6 +804,16 @@ class Burst:
     def release(self, timeout: float = 0.05) -> None:
         self.all_in.wait(timeout)
         self.go.set()
+
+
+def trim_memory() -> None:
+    """Give the memory a big parse freed back to the system (glibc keeps it otherwise)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _wait_at(barrier: threading.Barrier) -> None:

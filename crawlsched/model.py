@@ -80,7 +80,7 @@ DEFAULT_KEYS = (
 )  # fmt: skip
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Defaults:
     """The ``[defaults]`` table: values every job inherits unless it sets its own."""
 
@@ -104,7 +104,7 @@ class Defaults:
     grace_period: float = 30
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Job:
     """One job with its defaults already applied. ``explicit`` names the keys its table sets."""
 
@@ -614,6 +614,12 @@ def build_job(raw: Mapping[str, Any], defaults: Defaults, machine_tz: str = "UTC
         command=command,
         paused=check_bool("paused", raw["paused"]) if "paused" in raw else False,
         created_at=created,
-        explicit=frozenset(raw),
+        explicit=_key_set(tuple(raw)),
         **kw,
     )
+
+
+@lru_cache(maxsize=256)
+def _key_set(keys: tuple[str, ...]) -> frozenset[str]:
+    """One shared set per combination of keys: 10,000 jobs written alike hold one set, not 10,000."""
+    return frozenset(keys)

@@ -20,7 +20,7 @@ import re
 import tempfile
 import tomllib
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
@@ -49,7 +49,12 @@ ADD_ORDER = (
     "catch_up", "on_failure", "max_bytes", "verify", "user_agent", "keep_runs", "headers",
     "paused", "created_at",
 )  # fmt: skip
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
+
+
+# A cached JobFile is only good for the class layout that pickled it: a changed
+# dataclass (fields added, slots) must not be filled from an old pickle.
+_LAYOUT = tuple(tuple(f.name for f in fields(cls)) for cls in (Job, Defaults, JobFile))
 
 
 @dataclass(frozen=True)
@@ -252,7 +257,7 @@ class JobStore:
                 stamp, jobfile = pickle.load(fh)
         except Exception:
             return None
-        if stamp != (CACHE_FORMAT, __version__, self.machine_tz, key):
+        if stamp != (CACHE_FORMAT, __version__, _LAYOUT, self.machine_tz, key) or not isinstance(jobfile, JobFile):
             return None
         return jobfile
 
@@ -264,7 +269,7 @@ class JobStore:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
             with os.fdopen(fd, "wb") as fh:
-                pickle.dump(((CACHE_FORMAT, __version__, self.machine_tz, key), jobfile), fh, protocol=pickle.HIGHEST_PROTOCOL)
+                pickle.dump(((CACHE_FORMAT, __version__, _LAYOUT, self.machine_tz, key), jobfile), fh, protocol=pickle.HIGHEST_PROTOCOL)
             os.replace(tmp, path)
         except OSError:
             pass  # the cache is only a speed-up

@@ -64,7 +64,7 @@ if TYPE_CHECKING:
 UTC = timezone.utc
 MAX_BODY = 64 * 1024  # bytes of a request body (413 above)
 SERVER_MAX_BODY = 1024 * 1024  # waitress cuts anything larger before Flask sees it
-HEALTH_STALE = 30.0  # seconds without a heartbeat after which /healthz says the loop is stuck
+HEALTH_STALE = 90.0  # three daemon heartbeats (every 30 s); seconds without a heartbeat after which /healthz says the loop is stuck
 HANDOVER_WAIT = 1.0  # seconds run-now waits for the daemon to take the request
 STATIC_DIR = Path(__file__).with_name("static")
 STATIC_SUFFIXES = {".html", ".css", ".js", ".svg", ".png", ".ico"}
