@@ -90,6 +90,7 @@ class Chain:
     cancel: threading.Event = field(default_factory=threading.Event)
     future: Future | None = None
     retry_due: float | None = None
+    begun: bool = False  # its worker has started (the attempt row follows at once)
 
 
 class DaemonLockError(CrawlschedError):
@@ -256,7 +257,7 @@ class Daemon:
             self._executor.shutdown(wait=False, cancel_futures=True)
         now = self.clock()
         try:
-            self.state.daemon_update(heartbeat=now, stopped_at=now)
+            self.state.daemon_update(heartbeat=now, stopped_at=now, handled_until=self._handled_until(now))
         except Exception as exc:  # the database may be the reason we stop
             self.log.error("could not record the stop in the state database: %s", exc)
         if self.watch is not None:
@@ -490,8 +491,11 @@ class Daemon:
         """Fires missed while the daemon was down: recorded as missed; the catch-up policy runs some."""
         if seen is None or seen["daemon_seen"] is None or job.id in self.chains:
             return
-        down_since = previous.get("stopped_at") or previous.get("heartbeat") or now
-        lo = max(seen["daemon_seen"], seen["last_fire"] or 0.0, down_since - HEARTBEAT_SLACK)
+        handled = previous.get("handled_until")
+        if handled is None:  # a daemon of an older version: assume the last stretch before its heartbeat
+            handled = (previous.get("stopped_at") or previous.get("heartbeat") or now) - HEARTBEAT_SLACK
+        # Fires at or before `handled` have rows; the job's last_fire covers those since.
+        lo = max(seen["daemon_seen"], seen["last_fire"] or 0.0, handled - 1e-6)
         if lo >= now:
             return
         anchor = timing.from_epoch(self.anchors.get(job.id))
@@ -623,6 +627,7 @@ class Daemon:
     def _work(self, job: Job, chain: Chain, attempt: int, gate: Burst | None = None) -> AttemptResult | None:
         """In a pool thread: one attempt, then report back to the loop."""
         started = self.clock()  # before any I/O: this is the moment lateness is measured at
+        chain.begun = True
         if gate is not None:
             gate.arrive_and_wait()
         result: AttemptResult | None = None
@@ -745,9 +750,16 @@ class Daemon:
 
     def _duty_heartbeat(self) -> None:
         try:
-            self.state.daemon_update(heartbeat=self.clock(), pid=self.pid, **self._next_info())
+            now = self.clock()
+            self.state.daemon_update(heartbeat=now, pid=self.pid, handled_until=self._handled_until(now), **self._next_info())
         except Exception as exc:
             self.log.error("heartbeat not written: %s", exc)
+
+    def _handled_until(self, now: float) -> float:
+        """Every fire due before this has a row or a saved retry; a fire still queued for a
+        worker has neither, so a daemon killed now must catch it up at the next start."""
+        waiting = [c.scheduled_for for c in self.chains.values() if not c.begun and c.attempt == 1 and c.retry_due is None]
+        return min([now, *waiting])
 
     def _duty_requests(self) -> None:
         try:

@@ -100,6 +100,13 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        "002_handled_until",
+        """
+        -- Every fire due before this instant has a row (or a saved retry): catch-up starts here.
+        ALTER TABLE daemon ADD COLUMN handled_until REAL;
+        """,
+    ),
 ]
 
 RUN_COLUMNS = (

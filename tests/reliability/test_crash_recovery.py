@@ -88,8 +88,6 @@ def test_killed_before_the_attempt_row_is_written_runs_the_fire_once_after_resta
     assert target.hits["/ok"] == 1
 
 
-@pytest.mark.xfail(strict=True, reason="daemon.py: a fire queued in a busy pool is lost after a kill once a later "
-                   "heartbeat passed it by more than HEARTBEAT_SLACK (catch-up starts at heartbeat - 10 s)")
 def test_killed_while_a_fire_waits_in_a_full_pool_the_fire_is_not_lost(home, target):
     write_jobs(home, f'[[jobs]]\nid = "a"\nname = "a"\nat = "09:05"\nurl = "{target.url("/ok")}"\nstart_date = 2025-01-01\n')
     clock = FakeClock(datetime(2025, 11, 8, 9, 0, tzinfo=UTC))
