@@ -75,9 +75,11 @@ class Env:
     def store(self) -> JobStore:
         from crawlsched.store import JobStore
 
-        # The parse cache lives in an established home only: a read must not
-        # create folders where the user merely ran `crawlsched list`.
-        return JobStore(self.jobs_file, cache_dir=self.home if self.db_path.exists() else None)
+        from crawlsched.store import user_cache_dir
+
+        # The parse cache lives in the user's cache folder, not in the home: a read
+        # must not create folders where the user merely ran `crawlsched list`.
+        return JobStore(self.jobs_file, cache_dir=user_cache_dir())
 
     def state(self, *, create: bool = False) -> State | None:
         """The state database; None when it does not exist and ``create`` is false (no history yet)."""
@@ -975,7 +977,7 @@ def daemon(
     home = env().home
     log = setup_logging(home)
     store = env().store()
-    store.cache_dir = home
+    store.cache_dir = home / ".cache"  # the daemon owns its home
     code = run_daemon(store, State(env().db_path), home, log, grace=grace, http=http, token=token)
     raise typer.Exit(code)
 

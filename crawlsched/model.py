@@ -80,7 +80,7 @@ DEFAULT_KEYS = (
 )  # fmt: skip
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Defaults:
     """The ``[defaults]`` table: values every job inherits unless it sets its own."""
 
@@ -104,7 +104,7 @@ class Defaults:
     grace_period: float = 30
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Job:
     """One job with its defaults already applied. ``explicit`` names the keys its table sets."""
 
@@ -245,6 +245,7 @@ def _cron_problem(expr: str) -> str | None:
     return None
 
 
+@lru_cache(maxsize=4096)
 def vixie_cron(expr: str) -> str:
     """``expr`` with each one-value range that has a step (``3-3/2``) written as that value (``3``).
 

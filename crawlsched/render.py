@@ -10,6 +10,7 @@ written (they are only expanded at run time).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
@@ -96,6 +97,7 @@ def success_rate(runs: Iterable[Run]) -> float | None:
 # --- JSON ----------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=4096)
 def mask_url(url: str) -> str:
     """``https://user:secret@host`` → ``https://user:***@host``."""
     return _redacted(url)
@@ -109,7 +111,8 @@ def _num(value: float | int | None) -> float | int | None:
 
 
 def _times(name: str, instant: datetime | None, tz: str) -> dict[str, str | None]:
-    return {name: timing.format_local(instant, tz), name + "_iso": timing.iso_local(instant, tz)}
+    plain, iso = timing.local_pair(instant, tz)
+    return {name: plain, name + "_iso": iso}
 
 
 def _created(job: Job) -> dict[str, str | None]:

@@ -13,12 +13,12 @@ byte for byte.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import os
 import pickle
 import re
 import tempfile
 import tomllib
+import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import date, datetime, timedelta
@@ -245,8 +245,11 @@ class JobStore:
     def _cache_file(self) -> Path | None:
         if self.cache_dir is None:
             return None
-        digest = hashlib.sha1(str(self.path.resolve()).encode()).hexdigest()[:16]
-        return self.cache_dir / ".cache" / f"jobs-{digest}.pickle"
+        # One cache file per job file path. crc32, not hashlib: hashlib loads OpenSSL
+        # (+3.7 MB in the daemon). A collision only costs a miss: the stamp holds the inode.
+        resolved = str(self.path.resolve())
+        tag = re.sub(r"[^A-Za-z0-9_.-]", "_", self.path.name)[:40]
+        return self.cache_dir / f"jobs-{tag}-{zlib.crc32(resolved.encode()):08x}.pickle"
 
     def _cache_get(self, key: FileKey) -> JobFile | None:
         path = self._cache_file()
@@ -266,7 +269,7 @@ class JobStore:
         if path is None:
             return
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # it holds the job file's contents
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
             with os.fdopen(fd, "wb") as fh:
                 pickle.dump(((CACHE_FORMAT, __version__, _LAYOUT, self.machine_tz, key), jobfile), fh, protocol=pickle.HIGHEST_PROTOCOL)
@@ -704,6 +707,13 @@ def _edit_defaults(text: str, changes: Mapping[str, Any]) -> str:
         else:
             doc["defaults"][key] = _tomlkit_value(value)
     return "".join(lines[:start]) + tomlkit.dumps(doc) + "".join(lines[cut:])
+
+
+def user_cache_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """Where the CLI keeps its parse cache: ``$XDG_CACHE_HOME/crawlsched``, else ``~/.cache/crawlsched``."""
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "crawlsched"
 
 
 def resolve_paths(jobs_file: str | None, home: str | None, environ: Mapping[str, str] | None = None) -> tuple[Path, Path]:

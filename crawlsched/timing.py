@@ -32,8 +32,14 @@ def local_midnight(day: date, job: Job) -> datetime:
 
 def window(job: Job) -> tuple[datetime | None, datetime | None]:
     """The half-open span ``[start, end)`` in which the job may fire; ``end_date`` is inclusive."""
-    start = local_midnight(job.start_date, job) if job.start_date else None
-    end = local_midnight(job.end_date + timedelta(days=1), job) if job.end_date else None
+    return _window(job.start_date, job.end_date, job.timezone)
+
+
+@lru_cache(maxsize=4096)
+def _window(start_date: date | None, end_date: date | None, tz_name: str) -> tuple[datetime | None, datetime | None]:
+    tz = zone(tz_name)
+    start = datetime.combine(start_date, time(0, 0), tzinfo=tz).astimezone(UTC) if start_date else None
+    end = datetime.combine(end_date + timedelta(days=1), time(0, 0), tzinfo=tz).astimezone(UTC) if end_date else None
     return start, end
 
 
@@ -226,6 +232,14 @@ def format_local(instant: datetime | None, job_tz: str) -> str | None:
     if instant is None:
         return None
     return instant.astimezone(zone(job_tz)).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def local_pair(instant: datetime | None, job_tz: str) -> tuple[str | None, str | None]:
+    """``format_local`` and ``iso_local`` from one conversion (``list`` does this 10,000 times)."""
+    if instant is None:
+        return None, None
+    iso = instant.astimezone(zone(job_tz)).isoformat(timespec="seconds")
+    return iso[:10] + " " + iso[11:19], iso
 
 
 def iso_local(instant: datetime | None, job_tz: str) -> str | None:

@@ -49,7 +49,7 @@ def write_jobs(home: Path, body: str) -> None:
 
 def make_daemon(home: Path, clock: FakeClock) -> Daemon:
     log = logging.getLogger("crawlsched.test")
-    store = JobStore(home / "jobs.toml", cache_dir=home)
+    store = JobStore(home / "jobs.toml", cache_dir=home / ".cache")
     state = State(home / "crawlsched.db")
     return Daemon(store, state, home, log, clock=clock.time, monotonic=clock.monotonic,
                   executor=InlineExecutor(), notify=lambda _msg: False, duties=False)

@@ -49,7 +49,7 @@ def home(tmp_path: Path) -> Path:
 
 
 def store(home: Path) -> JobStore:
-    return JobStore(home / "jobs.toml", cache_dir=home, machine_tz="UTC")
+    return JobStore(home / "jobs.toml", cache_dir=home / ".cache", machine_tz="UTC")
 
 
 def state(home: Path) -> State:

@@ -73,7 +73,7 @@ class Env:
         self.home = home
         self.jobs_file = home / "jobs.toml"
         self.clock = Clock(START)
-        self.daemon = Daemon(JobStore(self.jobs_file, cache_dir=home), State(home / "crawlsched.db"), home,
+        self.daemon = Daemon(JobStore(self.jobs_file, cache_dir=home / ".cache"), State(home / "crawlsched.db"), home,
                              logging.getLogger("crawlsched.test"), clock=self.clock.time, monotonic=self.clock.monotonic,
                              executor=InlineExecutor(), notify=lambda _m: False, duties=False)
         self.app = create_app(self.daemon, token, "127.0.0.1", 5000)

@@ -26,7 +26,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     home: Path = tmp_path_factory.mktemp("schema-home")
     (home / "jobs.toml").write_text('[defaults]\ntimezone = "UTC"\nurl = "http://127.0.0.1:9/"\n\n'
                                     '[[jobs]]\nid = "default"\nname = "default"\nat = "09:00"\n')
-    d = Daemon(JobStore(home / "jobs.toml", cache_dir=home), State(home / "crawlsched.db"), home,
+    d = Daemon(JobStore(home / "jobs.toml", cache_dir=home / ".cache"), State(home / "crawlsched.db"), home,
                logging.getLogger("crawlsched.test"), executor=InlineExecutor(), notify=lambda _m: False, duties=False)
     d.start()
     yield d

@@ -83,7 +83,7 @@ def test_daemon_started_in_the_second_pass_does_not_refire_the_first_pass(home):
 # --- the schedule-library duties after a real wall-clock jump (time-machine moves time.time) ---
 
 def _real_clock_daemon(home: Path) -> Daemon:
-    store = JobStore(home / "jobs.toml", cache_dir=home)
+    store = JobStore(home / "jobs.toml", cache_dir=home / ".cache")
     return Daemon(store, State(home / "crawlsched.db"), home, quiet_logger(), executor=InlineExecutor(),
                   notify=lambda _m: False, duties=True)
 

@@ -58,7 +58,7 @@ class QueueingExecutor(InlineExecutor):
 
 
 def _daemon(home: Path, clock: FakeClock, executor) -> Daemon:
-    store = JobStore(home / "jobs.toml", cache_dir=home)
+    store = JobStore(home / "jobs.toml", cache_dir=home / ".cache")
     return Daemon(store, State(home / "crawlsched.db"), home, quiet_logger(), clock=clock.time,
                   monotonic=clock.monotonic, executor=executor, notify=lambda _m: False, duties=False)
 
