@@ -73,9 +73,7 @@ class Env:
         return self.home / "crawlsched.db"
 
     def store(self) -> JobStore:
-        from crawlsched.store import JobStore
-
-        from crawlsched.store import user_cache_dir
+        from crawlsched.store import JobStore, user_cache_dir
 
         # The parse cache lives in the user's cache folder, not in the home: a read
         # must not create folders where the user merely ran `crawlsched list`.
@@ -213,7 +211,11 @@ def _job_dicts(jobfile: JobFile, now: datetime) -> list[dict[str, Any]]:
 
     state = env().state()
     states = state.job_states([j.id for j in jobfile.jobs]) if state is not None else {}
-    return [render.job_dict(j, states.get(j.id), now) for j in jobfile.jobs]
+    store = env().store()
+    store.load_fire_memo()  # next fires an earlier `list` computed: exact, and 10,000 jobs need them
+    jobs = [render.job_dict(j, states.get(j.id), now) for j in jobfile.jobs]
+    store.save_fire_memo(now.timestamp())
+    return jobs
 
 
 def _num(value: float | None) -> float | int | None:

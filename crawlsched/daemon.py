@@ -144,6 +144,7 @@ class Daemon:
         self._lock_fd: int | None = None
         self.fired = 0
         self.watch: Any = None
+        self.http_url: str | None = None  # set by run_daemon when the web API is served
         self.file_changed = False
         self.recheck_at: float | None = None
 
@@ -167,7 +168,7 @@ class Daemon:
             self.watch = watch.start(self.store.path, self._on_file_event)
         self._setup_duties()
         self.offset = now - self.monotonic()
-        self.state.daemon_update(ready_at=self.clock(), config_ok=1, config_error=None, **self._next_info())
+        self.state.daemon_update(ready_at=self.clock(), config_ok=1, config_error=None, http=self.http_url, **self._next_info())
         self.started = True
         self.notify("READY=1")
         self.notify(f"STATUS={self._status_text()}")
@@ -844,6 +845,7 @@ def run_daemon(store: JobStore, state: State, home: Path, log: logging.Logger, *
         from crawlsched.web import start_server
 
         server = start_server(daemon, http, token=token)
+        daemon.http_url = server.url
     try:
         return daemon.run()
     finally:

@@ -148,6 +148,7 @@ class AttemptRunner:
         if attempt >= job.max_attempts:
             logs.log_max_retries(self.log, job.id)
         self.on_failure(job, scheduled_for, attempt, message)
+        self._prune(job)
         return AttemptResult(job.id, scheduled_for, attempt, RunStatus.FAILED.value, message)
 
     @staticmethod

@@ -50,6 +50,7 @@ ADD_ORDER = (
     "paused", "created_at",
 )  # fmt: skip
 CACHE_FORMAT = 2
+CACHE_MIN_BYTES = 64 * 1024  # smaller files parse in milliseconds: no cache file for them
 
 
 # A cached JobFile is only good for the class layout that pickled it: a changed
@@ -253,7 +254,7 @@ class JobStore:
 
     def _cache_get(self, key: FileKey) -> JobFile | None:
         path = self._cache_file()
-        if path is None:
+        if path is None or key.size < CACHE_MIN_BYTES:
             return None
         try:
             with open(path, "rb") as fh:
@@ -266,7 +267,7 @@ class JobStore:
 
     def _cache_put(self, key: FileKey, jobfile: JobFile) -> None:
         path = self._cache_file()
-        if path is None:
+        if path is None or key.size < CACHE_MIN_BYTES:
             return
         try:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # it holds the job file's contents
@@ -276,6 +277,38 @@ class JobStore:
             os.replace(tmp, path)
         except OSError:
             pass  # the cache is only a speed-up
+
+    def load_fire_memo(self) -> None:
+        """Give ``timing`` the next-fire answers an earlier process saved (a speed-up only)."""
+        path = self._memo_file()
+        if path is None:
+            return
+        try:
+            with open(path, "rb") as fh:
+                stamp, known = pickle.load(fh)
+        except Exception:
+            return
+        if stamp == (CACHE_FORMAT, __version__) and isinstance(known, dict):
+            timing.learn_fires(known)
+
+    def save_fire_memo(self, now: float) -> None:
+        """Save the answers ``timing`` learned, when there are enough new ones to matter."""
+        path = self._memo_file()
+        learned, known = timing.known_fires()
+        if path is None or learned < 16:
+            return
+        fresh = {k: v for k, v in known.items() if v[1] > now}
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+            with os.fdopen(fd, "wb") as fh:
+                pickle.dump(((CACHE_FORMAT, __version__), fresh), fh, protocol=pickle.HIGHEST_PROTOCOL)
+            os.replace(tmp, path)
+        except OSError:
+            pass
+
+    def _memo_file(self) -> Path | None:
+        return None if self.cache_dir is None else self.cache_dir / "next-fires.pickle"
 
     # --- writing -------------------------------------------------------------
 

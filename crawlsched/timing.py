@@ -160,14 +160,47 @@ def _every_after(base: datetime, seconds: float, after: datetime) -> datetime:
     return base + step * ((after - base) // step + 1)
 
 
+# Known answers: for (expression, zone), the first fire after any instant in
+# [since, fire) is ``fire`` (nothing fires in between). Pure data; a caller may
+# save it and load it again (``known_fires`` / ``learn_fires``) so that a
+# process started later does not walk cronsim for every schedule again.
+_known: dict[tuple[str, str], tuple[float, float]] = {}
+_learned = 0
+
+
 def _cron_after(job: Job, after: datetime) -> datetime | None:
+    global _learned
+    expr, tz_name = job.cron or "", job.timezone
+    ts = after.timestamp()
+    known = _known.get((expr, tz_name))
+    if known is not None and known[0] <= ts < known[1]:
+        return datetime.fromtimestamp(known[1], UTC)
     # Cron fires fall on whole UTC minutes (every zone's offset is whole minutes),
     # so the first fire after any instant of one minute is the same: cache on that.
-    minute = int(after.timestamp() // 60)
-    fire = _cron_after_minute(job.cron or "", job.timezone, minute)
+    minute = int(ts // 60)
+    fire = _cron_after_minute(expr, tz_name, minute)
     if fire is not None and fire <= after:  # pragma: no cover - guarded by the reasoning above
-        return _cron_walk(job.cron or "", job.timezone, after)
+        return _cron_walk(expr, tz_name, after)
+    if fire is not None:
+        since = float(minute * 60)
+        if known is None or known[1] != fire.timestamp() or known[0] > since:
+            _known[(expr, tz_name)] = (since, fire.timestamp())
+            _learned += 1
     return fire
+
+
+def known_fires() -> tuple[int, dict[tuple[str, str], tuple[float, float]]]:
+    """How many answers were learned since the last ``learn_fires``, and all of them."""
+    return _learned, dict(_known)
+
+
+def learn_fires(known: dict[tuple[str, str], tuple[float, float]]) -> None:
+    """Load answers saved by ``known_fires`` (from another process); they are exact forever."""
+    global _learned
+    for key, (since, fire) in known.items():
+        if isinstance(key, tuple) and isinstance(since, float) and isinstance(fire, float) and since < fire:
+            _known.setdefault(key, (since, fire))
+    _learned = 0
 
 
 @lru_cache(maxsize=16384)

@@ -10,6 +10,14 @@ from typing import Any, Callable
 import pytest
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The CLI's parse cache goes to $XDG_CACHE_HOME: keep the tests' out of the user's."""
+    import os
+
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+
+
 @dataclass
 class Home:
     """A temporary crawlsched home: ``jobs.toml`` and ``crawlsched.db`` live in ``path``."""

@@ -181,3 +181,25 @@ def test_first_fire_on_sight_rounds_up_to_whole_seconds():
 def test_machine_timezone_reads_tz():
     assert timing.machine_timezone({"TZ": "Asia/Jakarta"}) in ("Asia/Jakarta",)
     assert timing.machine_timezone({"TZ": "Not/AZone"}) != "Not/AZone"
+
+
+def test_known_fires_saved_by_one_process_give_the_same_answers_in_another():
+    j = job(cron="7 3 * * *", timezone="Europe/Berlin")
+    after = datetime(2025, 3, 29, 12, 0, 30, tzinfo=UTC)
+    first = timing.next_fire(j, after)
+    _, known = timing.known_fires()
+    assert known[(j.cron, "Europe/Berlin")] == (datetime(2025, 3, 29, 12, 0, tzinfo=UTC).timestamp(), first.timestamp())
+    timing._known.clear()
+    timing._cron_after_minute.cache_clear()
+    timing.learn_fires(known)
+    # Inside the known interval the saved answer is used; it is the exact answer.
+    later = datetime(2025, 3, 30, 0, 59, tzinfo=UTC)
+    assert timing.next_fire(j, later) == first
+    assert timing._cron_after_minute.cache_info().currsize == 0
+    # At the fire itself the interval ends: the next one is computed, not taken from the memo.
+    assert timing.next_fire(j, first).isoformat() == "2025-03-31T01:07:00+00:00"
+
+
+def test_learn_fires_ignores_malformed_entries():
+    timing.learn_fires({("x", "UTC"): (5.0, 1.0), "bad": (1.0, 2.0)})  # type: ignore[dict-item]
+    assert ("x", "UTC") not in timing._known and "bad" not in timing._known
