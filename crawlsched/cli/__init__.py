@@ -1,0 +1,254 @@
+"""The command line: parse → call the library → render. No logic of its own.
+
+Every command's docstring is its ``--help`` and carries an example. Errors are
+one line on stderr (``crawlsched: error: …``), or ``{"success": false, "error":
+…}`` on stdout with ``--json``, and the exit code of SPEC §5 — never a
+traceback (``CRAWLSCHED_DEBUG=1`` shows one for an unexpected failure).
+
+Start-up time matters (``crawlsched --help`` should stay under 100 ms), so
+only ``typer`` and the errors module are imported here; the store, the state
+database and rich are imported by the commands that use them, and
+``requests``, the daemon and the crawler are never imported on this path.
+
+This package holds the app, the environment of one invocation, the output
+helpers and the ``command`` decorator; the commands live by topic in
+``edit`` (the job file; its shared options in ``options``), ``show`` (jobs,
+runs, status) and ``daemon`` (the daemon and running jobs), imported at the
+end of this module so that they register.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Optional
+
+import typer
+
+from crawlsched.errors import CrawlschedError, JobNotFound
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from crawlsched.model import Job, JobFile
+    from crawlsched.state import State
+    from crawlsched.store import JobStore
+
+UTC = timezone.utc
+HANDOVER_WAIT = 5.0  # seconds `run-now` waits for the daemon to take the request
+
+app = typer.Typer(
+    name="crawlsched",
+    help="Schedule recurring crawl jobs: a readable jobs.toml, a daemon that fires on time and retries, and the history of every attempt.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+class Refused(CrawlschedError):
+    """A command that will not go ahead as asked (bad combination of options): exit 2."""
+
+    exit_code = 2
+
+
+# --- the environment of one invocation -------------------------------------------------
+
+
+@dataclass
+class Env:
+    """Where the job file and the home are, and the state database once opened."""
+
+    jobs_file: Path
+    home: Path
+    _state: Any = field(default=None, repr=False)
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / "crawlsched.db"
+
+    def store(self) -> JobStore:
+        from crawlsched.store import JobStore, user_cache_dir
+
+        # The parse cache lives in the user's cache folder, not in the home: a read
+        # must not create folders where the user merely ran `crawlsched list`.
+        return JobStore(self.jobs_file, cache_dir=user_cache_dir())
+
+    def state(self, *, create: bool = False) -> State | None:
+        """The state database; None when it does not exist and ``create`` is false (no history yet)."""
+        if self._state is None:
+            if not create and not self.db_path.exists():
+                return None
+            from crawlsched.state import State
+
+            self._state = State(self.db_path).open()
+        return self._state
+
+    def close(self) -> None:
+        if self._state is not None:
+            self._state.close()
+            self._state = None
+
+
+_env: Env | None = None
+
+
+def env() -> Env:
+    global _env
+    if _env is None:  # a command called without the app's callback (tests calling functions)
+        from crawlsched.store import resolve_paths
+
+        _env = Env(*resolve_paths(None, None))
+    return _env
+
+
+def _use_env(new: Env) -> None:
+    """Make ``new`` the environment that ``env()`` returns (the root callback, the demo's table)."""
+    global _env
+    _env = new
+
+
+@app.callback()
+def _root(
+    jobs_file: Annotated[Optional[str], typer.Option("--jobs-file", "-f", metavar="PATH", help="The job file [default: $CRAWLSCHED_JOBS, else ./jobs.toml].", show_default=False)] = None,
+    home: Annotated[Optional[str], typer.Option("--home", metavar="PATH", help="Folder for the state database, logs and data [default: $CRAWLSCHED_HOME, else the job file's folder].", show_default=False)] = None,
+) -> None:
+    """Schedule recurring crawl jobs: a readable jobs.toml, a daemon that fires on time and retries, and the history of every attempt.
+
+    Start with `crawlsched add "News" --at 09:05 --url https://example.com/news`, then `crawlsched list`.
+    """
+    from crawlsched.store import resolve_paths
+
+    _use_env(Env(*resolve_paths(jobs_file, home)))
+
+
+# --- output ------------------------------------------------------------------------------
+
+
+def _emit(obj: dict[str, Any]) -> None:
+    typer.echo(json.dumps(obj, ensure_ascii=False, default=str))
+
+
+def _console() -> Console:
+    from rich.console import Console
+
+    console = Console(highlight=False)
+    if not console.is_terminal:
+        # A pipe has no width: don't squeeze rows into $COLUMNS or 80, a script reads whole lines.
+        console = Console(highlight=False, width=max(200, console.width))
+    return console
+
+
+def _say(message: str) -> None:
+    typer.echo(message)
+
+
+def _fail(message: str, code: int, as_json: bool) -> None:
+    message = " ".join(message.split()) or "unknown error"  # one line, always
+    if as_json:
+        _emit({"success": False, "error": message})
+    else:
+        typer.echo(f"crawlsched: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def command(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register a command whose errors become one line and an exit code (or JSON with ``--json``)."""
+
+    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            as_json = bool(kwargs.get("as_json"))
+            try:
+                return fn(*args, **kwargs)
+            except typer.Exit:
+                raise
+            except CrawlschedError as exc:
+                _fail(str(exc), exc.exit_code, as_json)
+            except OSError as exc:
+                where = f"{exc.filename}: " if exc.filename else ""
+                _fail(f"{where}{exc.strerror or exc}", 1, as_json)
+            except Exception as exc:
+                if os.environ.get("CRAWLSCHED_DEBUG"):
+                    raise
+                _fail(f"unexpected {type(exc).__name__}: {exc} (CRAWLSCHED_DEBUG=1 shows the traceback)", 1, as_json)
+            finally:
+                env().close()
+
+        return app.command(name)(run)
+
+    return register
+
+
+# --- shared pieces -------------------------------------------------------------------------
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _load() -> JobFile:
+    return env().store().load()
+
+
+def _find(jobfile: JobFile, ref: str) -> Job:
+    job = jobfile.find(ref)
+    if job is None:
+        raise JobNotFound(ref)
+    return job
+
+
+def _job_dict(job: Job, now: datetime) -> dict[str, Any]:
+    from crawlsched import render
+
+    state = env().state()
+    js = state.job_states([job.id]).get(job.id) if state is not None else None
+    return render.job_dict(job, js, now)
+
+
+def _job_dicts(jobfile: JobFile, now: datetime) -> list[dict[str, Any]]:
+    from crawlsched import render
+
+    state = env().state()
+    states = state.job_states([j.id for j in jobfile.jobs]) if state is not None else {}
+    store = env().store()
+    store.load_fire_memo()  # next fires an earlier `list` computed: exact, and 10,000 jobs need them
+    jobs = [render.job_dict(j, states.get(j.id), now) for j in jobfile.jobs]
+    store.save_fire_memo(now.timestamp())
+    return jobs
+
+
+def _num(value: float | None) -> float | int | None:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _stdin_is_tty() -> bool:
+    return sys.stdin.isatty()
+
+
+# Every command's --json (the options `add` and `edit` share are in `options`).
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
+
+
+# --- the commands, by topic -----------------------------------------------------------------
+
+from crawlsched.cli import daemon, edit, show  # noqa: E402  (they register with `app`)
+
+# `crawlsched --help` lists the commands in this order, whatever the modules' order.
+COMMAND_ORDER = (
+    "add", "edit", "list", "show", "rm", "pause", "resume", "retry-config", "validate", "prune",
+    "history", "status", "stop", "run-now", "run", "daemon", "demo", "import",
+)
+app.registered_commands.sort(key=lambda info: COMMAND_ORDER.index(info.name))
+
+
+def main() -> None:
+    """The console script ``crawlsched``."""
+    app(prog_name="crawlsched")

@@ -1,0 +1,260 @@
+"""Commands of the daemon and of running jobs: daemon, stop, run-now, run, demo.
+
+Heavy imports (requests, crawlsched.daemon, crawlsched.crawl, flask) stay inside
+these functions: `crawlsched --help` and `list` must not pay for them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Optional
+
+import typer
+
+from crawlsched import cli  # the package: read at call time what tests replace there
+from crawlsched.cli import Env, JsonOpt, Refused, _console, _emit, _find, _job_dicts, _load, _now, _say, _use_env, command, env
+from crawlsched.errors import CrawlschedError, DaemonNotRunning
+
+if TYPE_CHECKING:
+    from crawlsched.state import State
+
+DAEMON_FRESH = 90.0  # seconds: a daemon whose heartbeat is older is not up
+STOP_WAIT = 60.0  # seconds `stop` waits for the daemon to exit
+
+
+def live_daemon(state: State | None, now: float) -> dict[str, Any] | None:
+    """The daemon's row when one is up: its pid is alive and its heartbeat is fresh (< 90 s)."""
+    from crawlsched.state import pid_alive
+
+    row = state.daemon() if state is not None else None
+    if not row or row.get("stopped_at") is not None or not pid_alive(row.get("pid")):
+        return None
+    if row.get("heartbeat") is None or now - row["heartbeat"] > DAEMON_FRESH:
+        return None
+    return row
+
+
+
+def _daemon_or_fail() -> dict[str, Any]:
+    row = live_daemon(env().state(), time.time())
+    if row is None:
+        raise DaemonNotRunning(f"the daemon is not running (home {env().home}); start it with `crawlsched daemon`")
+    return row
+
+
+@command("stop")
+def stop(as_json: JsonOpt = False) -> None:
+    """Stop the running daemon gracefully.
+
+    Sends SIGTERM and waits up to 60 s for it to exit. Exit 3 when none is running.
+
+    Example:
+
+    \b
+      crawlsched stop
+    """
+    import signal
+
+    from crawlsched.state import pid_alive
+
+    pid = int(_daemon_or_fail()["pid"])
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_WAIT
+    while pid_alive(pid):
+        if time.monotonic() > deadline:
+            raise CrawlschedError(f"the daemon (pid {pid}) got SIGTERM but has not exited after {STOP_WAIT:g} s")
+        time.sleep(0.1)
+    message = f"daemon (pid {pid}) stopped"
+    if as_json:
+        _emit({"success": True, "message": message, "pid": pid})
+    else:
+        _say(message)
+
+
+@command("run-now")
+def run_now(job: Annotated[str, typer.Argument(metavar="JOB", help="Job id or exact name.", show_default=False)], as_json: JsonOpt = False) -> None:
+    """Ask the running daemon to fire a job now.
+
+    Exit 3 when no daemon is up (`crawlsched run JOB` runs it in this process instead).
+
+    Example:
+
+    \b
+      crawlsched run-now daily-morning-crawl
+    """
+    found = _find(_load(), job)
+    daemon = _daemon_or_fail()
+    state = env().state()
+    assert state is not None
+    request = state.request_run(found.id, time.time())
+    _poke(int(daemon["pid"]))
+    deadline = time.monotonic() + cli.HANDOVER_WAIT
+    taken = state.request_taken(request)
+    while not taken and time.monotonic() < deadline:
+        time.sleep(0.05)
+        taken = state.request_taken(request)
+    if taken:
+        message = f"▶️ Job '{found.name}' handed over to the daemon"
+    else:
+        message = f"Job '{found.name}' queued; the daemon has not taken it within {cli.HANDOVER_WAIT:g} s and will when it can"
+    if as_json:
+        _emit({"success": True, "message": message, "job_id": found.id, "taken": taken})
+    else:
+        _say(message)
+
+
+
+def _poke(pid: int) -> None:
+    """Wake the daemon for a run-now request at once (it also polls every 2 s)."""
+    import signal
+
+    try:
+        os.kill(pid, signal.SIGUSR1)
+    except OSError:
+        pass
+
+
+@command("run")
+def run(
+    job: Annotated[str, typer.Argument(metavar="JOB", help="Job id or exact name.", show_default=False)],
+    as_json: JsonOpt = False,
+) -> None:
+    """Run a job now in this process, with its retries, and show progress.
+
+    The same attempts, history rows and log lines as the daemon's. Exit 0 when
+    the run succeeds, 1 when it fails (or the job is running elsewhere).
+    Ctrl-C during a retry wait ends the run.
+
+    Example:
+
+    \b
+      crawlsched run daily-morning-crawl
+    """
+    import threading
+
+    from crawlsched.logs import setup_logging
+    from crawlsched.runner import run_foreground
+
+    found = _find(_load(), job)
+    state = env().state(create=True)
+    assert state is not None
+    log = setup_logging(env().home)
+    console = None if as_json else _console()
+    stop = threading.Event()
+
+    def progress(line: str) -> None:
+        if console is not None:
+            console.print(f"[bold]{found.id}[/]: {line}")
+
+    def wait(seconds: float) -> bool:
+        try:
+            if console is not None and console.is_terminal:
+                with console.status(f"waiting {seconds:.0f} s for the next attempt (Ctrl-C ends the run)"):
+                    return stop.wait(seconds)
+            return stop.wait(seconds)
+        except KeyboardInterrupt:
+            return True
+
+    result = run_foreground(found, state, env().home, log, progress=progress, wait=wait)
+    ok = result.status == "success"
+    if as_json:
+        from crawlsched import render
+
+        runs = [render.run_dict(r, found) for r in state.runs(found.id, limit=found.max_attempts)]
+        _emit({"success": ok, "job_id": found.id, "status": result.status, "message": result.message, "runs": runs})
+    if not ok:
+        raise typer.Exit(1)
+
+
+@command("daemon")
+def daemon(
+    http: Annotated[Optional[str], typer.Option("--http", metavar="HOST:PORT", help="Also serve the web page and JSON API, e.g. 127.0.0.1:5000.")] = None,
+    token_file: Annotated[Optional[Path], typer.Option("--token-file", metavar="PATH", help="File holding the API token [default: $CRAWLSCHED_TOKEN]. Required to bind a non-loopback address.")] = None,
+    grace: Annotated[Optional[float], typer.Option("--grace", metavar="SECONDS", min=0, help="On SIGTERM, how long running attempts may finish [default: [defaults] grace_period, else 30].")] = None,
+) -> None:
+    """Run the scheduler in the foreground until SIGTERM or Ctrl-C.
+
+    Fires every job on time, runs the crawls with their retries, records every
+    attempt, and picks up changes of the job file within 2 s (SIGHUP: at once).
+    Under systemd (NOTIFY_SOCKET set) it reports READY, STATUS, WATCHDOG and
+    STOPPING; see contrib/crawlsched.service.
+
+    Example:
+
+    \b
+      crawlsched daemon --http 127.0.0.1:5000
+    """
+    from crawlsched.daemon import run_daemon
+    from crawlsched.logs import setup_logging
+    from crawlsched.state import State
+
+    token = None
+    if token_file is not None:
+        try:
+            token = token_file.read_text().strip()
+        except OSError as exc:
+            raise Refused(f"--token-file: cannot read {str(token_file)!r} ({exc.strerror})") from None
+        if not token:
+            raise Refused(f"--token-file: {str(token_file)!r} is empty")
+    elif os.environ.get("CRAWLSCHED_TOKEN"):
+        token = os.environ["CRAWLSCHED_TOKEN"].strip()
+    home = env().home
+    log = setup_logging(home)
+    store = env().store()
+    store.cache_dir = home / ".cache"  # the daemon owns its home
+    code = run_daemon(store, State(env().db_path), home, log, grace=grace, http=http, token=token)
+    raise typer.Exit(code)
+
+
+@command("demo")
+def demo(
+    seconds: Annotated[float, typer.Option("--seconds", min=5, help="How long the daemon runs.")] = 30,
+    folder: Annotated[Optional[Path], typer.Option("--dir", metavar="PATH", help="Where to put the demo [default: a new temporary folder].")] = None,
+) -> None:
+    """A first run with nothing to set up: three jobs, a local target, the real daemon, a live table.
+
+    Starts a small crawl target on 127.0.0.1, writes a job file in a temporary
+    folder (a healthy job, a flaky one that succeeds on its third attempt, one
+    that always fails), runs the daemon for about 30 s while showing the table,
+    and leaves the folder for you to look at.
+
+    Example:
+
+    \b
+      crawlsched demo
+    """
+    from rich.live import Live
+
+    from crawlsched import render
+    from crawlsched.demo import run_demo
+    from crawlsched.timing import machine_timezone
+
+    console = _console()
+    plain = not console.is_terminal
+
+    def table(jobs_file: Path, home: Path) -> Any:
+        _use_env(Env(jobs_file, home))
+        try:
+            t = render.jobs_table(_job_dicts(_load(), _now()), plain=plain)
+        finally:
+            env().close()
+        t.title = f"crawlsched demo · {datetime.now().strftime('%H:%M:%S')}"
+        return t
+
+    if console.is_terminal:
+        with Live(console=console, auto_refresh=False) as live:
+            path = run_demo(seconds, lambda j, h: live.update(table(j, h), refresh=True), folder=folder, tz=machine_timezone())
+    else:
+        last: list[Any] = []
+        path = run_demo(seconds, lambda j, h: last.append((j, h)), folder=folder, tz=machine_timezone())
+        if last:
+            console.print(table(*last[-1]))
+    jobs_file = path / "jobs.toml"
+    console.print(f"\nThe demo is in {path}. Look around:")
+    console.print(f"  crawlsched -f {jobs_file} history")
+    console.print(f"  crawlsched -f {jobs_file} show flaky")
+    console.print(f"  cat {path}/logs/crawler_*.log")
+    console.print(f"  crawlsched -f {jobs_file} daemon      # run it again")

@@ -1,0 +1,225 @@
+"""Commands that show jobs, runs and the daemon: list (--watch), show, history, status."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Annotated, Any, Optional
+
+import typer
+
+from crawlsched.cli import JsonOpt, Refused, _console, _emit, _find, _job_dict, _job_dicts, _load, _now, _say, command, env
+from crawlsched.cli.daemon import live_daemon
+from crawlsched.errors import CrawlschedError, DaemonNotRunning, JobNotFound
+
+
+@command("list")
+def list_(
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="Keep the table live, refreshed every second, until Ctrl-C.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show every job as a table (or JSON).
+
+    Columns: name, status, schedule, period, next run, last run, retries, last message.
+
+    Example:
+
+    \b
+      crawlsched list --watch
+    """
+    if watch and as_json:
+        raise Refused("list: --watch shows a live table and cannot be combined with --json")
+    if watch:
+        _watch()
+        return
+    now = _now()
+    jobs = _job_dicts(_load(), now)
+    if as_json:
+        _emit({"success": True, "jobs": jobs})
+        return
+    from crawlsched import render
+
+    console = _console()
+    console.print(render.jobs_table(jobs, plain=not console.is_terminal))
+
+
+def _watch() -> None:
+    from rich.live import Live
+    from rich.text import Text
+
+    from crawlsched import render
+
+    console = _console()
+    plain = not console.is_terminal
+
+    def frame() -> Any:
+        try:
+            table = render.jobs_table(_job_dicts(_load(), _now()), plain=plain)
+        except CrawlschedError as exc:  # e.g. the file is half-edited: say so and keep watching
+            return Text(f"crawlsched: error: {exc}", style="red")
+        table.title = f"crawlsched · {env().jobs_file} · {datetime.now().strftime('%H:%M:%S')} · Ctrl-C to stop"
+        return table
+
+    try:
+        with Live(frame(), console=console, auto_refresh=False) as live:
+            while True:
+                time.sleep(1)
+                live.update(frame(), refresh=True)
+    except KeyboardInterrupt:
+        pass
+
+
+@command("show")
+def show(
+    job: Annotated[str, typer.Argument(metavar="JOB", help="Job id or exact name.", show_default=False)],
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="How many recent runs to show.")] = 10,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show one job's settings and its recent runs.
+
+    Example:
+
+    \b
+      crawlsched show daily-morning-crawl --limit 20
+    """
+    from crawlsched import render
+
+    now = _now()
+    found = _find(_load(), job)
+    state = env().state()
+    runs = [render.run_dict(r, found) for r in state.runs(found.id, limit)] if state is not None else []
+    data = _job_dict(found, now)
+    if as_json:
+        _emit({"success": True, "job": data, "runs": runs})
+        return
+    console = _console()
+    plain = not console.is_terminal
+    console.print(render.job_details(data, plain=plain))
+    console.print()
+    if runs:
+        console.print(render.runs_table(runs, plain=plain, show_job=False))
+    else:
+        console.print("no runs yet")
+
+
+
+@command("history")
+def history(
+    job: Annotated[Optional[str], typer.Argument(metavar="[JOB]", help="Job id or exact name [default: all jobs].", show_default=False)] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="How many runs to list.")] = 20,
+    as_json: JsonOpt = False,
+) -> None:
+    """List runs, newest first, with the success rate.
+
+    The rate is over the attempts listed.
+    Skipped and missed fires are listed too but do not count in the rate.
+    A deleted job's history can still be read by its id.
+
+    Example:
+
+    \b
+      crawlsched history daily-morning-crawl --limit 50
+    """
+    from crawlsched import render
+
+    jobfile = _load()
+    state = env().state()
+    job_id = None
+    if job is not None:
+        found = jobfile.find(job)
+        if found is not None:
+            job_id = found.id
+        elif state is not None and state.known_id(job):
+            job_id = job  # removed from the file; its history stays
+        else:
+            raise JobNotFound(job)
+    runs = state.runs(job_id, limit) if state is not None else []
+    by_id = {j.id: j for j in jobfile.jobs}
+    rows = [render.run_dict(r, by_id.get(r.job_id)) for r in runs]
+    rate = render.success_rate(runs)
+    if as_json:
+        _emit({"success": True, "runs": rows, "success_rate": rate})
+        return
+    console = _console()
+    if not rows:
+        console.print("no runs yet")
+        return
+    console.print(render.runs_table(rows, plain=not console.is_terminal, show_job=job_id is None))
+    attempts = [r for r in runs if r.attempt > 0 and r.status in render.ATTEMPT_OUTCOMES]
+    if rate is None:
+        console.print("success rate: - (no finished attempts listed)")
+    else:
+        ok = sum(1 for r in attempts if r.status == "success")
+        console.print(f"success rate: {rate:.0%} ({ok} of {len(attempts)} attempts)")
+
+
+
+def _status(now: datetime) -> dict[str, Any]:
+    from crawlsched import timing
+    from crawlsched.errors import JobFileError
+
+    row = live_daemon(env().state(), now.timestamp())
+    local = timing.machine_timezone()
+    config_ok, config_error, jobfile = True, None, None
+    try:
+        jobfile = _load()
+    except JobFileError as exc:
+        config_ok, config_error = False, str(exc)
+    if row is not None and row.get("config_ok") is not None:
+        # The daemon's own view wins: it may still run the last good file.
+        config_ok, config_error = bool(row["config_ok"]), row.get("config_error")
+    next_job, next_at, next_tz = None, None, local
+    if row is not None and row.get("next_job"):
+        next_job, next_at = row["next_job"], timing.from_epoch(row.get("next_due"))
+    elif jobfile is not None:
+        upcoming = [(d["next_run_iso"], d["id"]) for d in _job_dicts(jobfile, now) if d["next_run_iso"] and not d["paused"]]
+        if upcoming:
+            iso, next_job = min(upcoming, key=lambda item: datetime.fromisoformat(item[0]))
+            next_at = datetime.fromisoformat(iso)
+    if jobfile is not None and next_job is not None:
+        known = jobfile.find(next_job)
+        next_tz = known.timezone if known is not None else local
+    started = timing.from_epoch(row.get("started_at")) if row else None
+    beat = timing.from_epoch(row.get("heartbeat")) if row else None
+    return {
+        "success": True,
+        "running": row is not None,
+        "pid": row.get("pid") if row else None,
+        "host": row.get("host") if row else None,
+        "version": row.get("version") if row else None,
+        "started_at": timing.format_local(started, local),
+        "started_at_iso": timing.iso_local(started, local),
+        "heartbeat": timing.format_local(beat, local),
+        "heartbeat_iso": timing.iso_local(beat, local),
+        "http": row.get("http") if row else None,
+        "config_ok": config_ok,
+        "config_error": config_error,
+        "next_job": next_job,
+        "next_run": timing.format_local(next_at, next_tz),
+        "next_run_iso": timing.iso_local(next_at, next_tz),
+        "jobs_file": str(env().jobs_file),
+        "home": str(env().home),
+    }
+
+
+@command("status")
+def status(as_json: JsonOpt = False) -> None:
+    """Is the daemon up? Since when, what is next, config ok?
+
+    Exit 0 when the daemon is up, 3 when not (with --json too).
+
+    Example:
+
+    \b
+      crawlsched status --json
+    """
+    from crawlsched import render
+
+    data = _status(_now())
+    if as_json:
+        _emit(data)
+    else:
+        for line in render.status_lines(data):
+            _say(line)
+    if not data["running"]:
+        raise typer.Exit(DaemonNotRunning.exit_code)
