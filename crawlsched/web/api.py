@@ -1,0 +1,193 @@
+"""The endpoint handlers: each reads or writes through the daemon's store and state."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Mapping
+
+from flask import Flask, Response, request
+
+from crawlsched import render, timing
+from crawlsched.errors import InvalidValue, JobNotFound
+from crawlsched.model import Job, JobFile, build_job, check_int, check_timezone, check_urls
+from crawlsched.web.ops import health_problem, metrics_text, status_dict
+from crawlsched.web.payload import START_KEYS, _given, add_fields, json_body, legacy_schedule, retry_changes
+from crawlsched.web.responses import _static_json, ok, reply
+
+if TYPE_CHECKING:
+    from crawlsched.daemon import Daemon
+
+UTC = timezone.utc
+ADDED = "✅ Job '{name}' berhasil ditambahkan"  # the seed's message, word for word (as the CLI's)
+
+
+class Api:
+    """The routes: each reads or writes through the daemon's store and state."""
+
+    def __init__(self, daemon: Daemon, app: Flask) -> None:
+        self.daemon = daemon
+        self.store = daemon.store
+        self.state = daemon.state
+        self.app = app
+
+    # --- shared -------------------------------------------------------------------
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.daemon.clock(), UTC)
+
+    def load(self) -> JobFile:
+        return self.store.load()
+
+    def find(self, jobfile: JobFile, ref: str) -> Job:
+        job = jobfile.find(ref)
+        if job is None:
+            raise JobNotFound(ref)
+        return job
+
+    def job_dict(self, job: Job, now: datetime) -> dict[str, Any]:
+        states = self.state.job_states([job.id])
+        return render.job_dict(job, states.get(job.id), now)
+
+    def changed(self) -> None:
+        """Tell the daemon the job file changed: it reloads at once, not at its next poll."""
+        self.daemon.request_reload()
+
+    # --- jobs ---------------------------------------------------------------------
+
+    def jobs(self) -> Response:
+        now = self.now()
+        jobfile = self.load()
+        states = self.state.job_states([j.id for j in jobfile.jobs])
+        return ok(jobs=[render.job_dict(j, states.get(j.id), now) for j in jobfile.jobs])
+
+    def add(self) -> Response:
+        body = json_body()
+        now = self.now()
+        fields = add_fields(body, self.load().defaults)
+        job = self.store.add(fields, now=now, id_taken=self.state.known_id)
+        self.state.remember_id(job.id, now.timestamp())
+        self.changed()
+        return ok(message=ADDED.format(name=job.name), job_id=job.id)
+
+    def show(self, ref: str) -> Response:
+        limit = check_int("limit", request.args.get("limit", "50"), 1, 1000)
+        now = self.now()
+        job = self.find(self.load(), ref)
+        runs = self.state.runs(job.id, limit)
+        return ok(job=self.job_dict(job, now), runs=[render.run_dict(r, job) for r in runs])
+
+    def delete(self, ref: str) -> Response:
+        removed = self.store.remove(self.find(self.load(), ref).id)
+        self.changed()
+        return ok(message=f"🗑️ Job '{removed.name}' deleted", removed=[removed.id])
+
+    def _set_paused(self, ref: str, paused: bool) -> Response:
+        _given(json_body(), (), "this request (it takes no fields)")
+        job = self.store.set_paused(self.find(self.load(), ref).id, paused)
+        self.changed()
+        message = f"⏸️ Job '{job.name}' paused" if paused else f"▶️ Job '{job.name}' resumed"
+        return ok(message=message, job=self.job_dict(job, self.now()))
+
+    def pause(self, ref: str) -> Response:
+        return self._set_paused(ref, True)
+
+    def resume(self, ref: str) -> Response:
+        return self._set_paused(ref, False)
+
+    def retry_config_get(self) -> Response:
+        return ok(message="Retry config", defaults=render.defaults_dict(self.load().defaults))
+
+    def retry_config(self) -> Response:
+        changes = retry_changes(json_body())
+        if not changes:
+            return self.retry_config_get()
+        defaults = self.store.set_defaults(changes)
+        self.changed()
+        return ok(message="✅ Retry config updated", defaults=render.defaults_dict(defaults))
+
+    # --- the seed's legacy endpoints ------------------------------------------------
+
+    def start(self) -> Response:
+        """Resume every job; with a ``mode``, first create or replace the job ``default``."""
+        given = _given(json_body(), START_KEYS, "the start request")
+        job_id = None
+        if given:
+            if "mode" not in given:
+                key = next(iter(given))
+                raise InvalidValue(key, given[key], "needs mode (daily, hourly, interval or custom)")
+            job_id = self._upsert_default(given).id
+        resumed = self.store.set_paused_all(False)
+        self.changed()
+        message = f"▶️ Scheduler started: {resumed} job{'s' if resumed != 1 else ''} resumed"
+        if job_id:
+            message += f"; job '{job_id}' scheduled"
+        return ok(message=message, resumed=resumed, job_id=job_id)
+
+    def _upsert_default(self, given: Mapping[str, Any]) -> Job:
+        now = self.now()
+        jobfile = self.load()
+        existing = jobfile.find("default")
+        existing = existing if existing is not None and existing.id == "default" else None
+        tz = check_timezone(given["timezone"]) if "timezone" in given else (
+            existing.timezone if existing else jobfile.defaults.timezone or self.store.machine_tz)
+        table: dict[str, Any] = {"id": "default", "name": existing.name if existing else "default",
+                                 **legacy_schedule(given), "timezone": tz}
+        if "url" in given:
+            table["url"] = list(check_urls(given["url"]))
+        elif existing is not None and "url" in existing.explicit:
+            table["url"] = list(existing.urls)
+        elif existing is not None and "command" in existing.explicit:
+            table["command"] = existing.command
+        table["start_date"] = timing.today_in(tz, now)
+        created = existing.created_at if existing and existing.created_at else now.astimezone(timing.zone(tz))
+        table["created_at"] = created.replace(microsecond=0)
+        build_job(table, jobfile.defaults, self.store.machine_tz)  # refused as a value (422), not as a broken file
+        job = self.store.upsert(table, now=now)
+        self.state.remember_id(job.id, now.timestamp())
+        return job
+
+    def stop(self) -> Response:
+        _given(json_body(), (), "the stop request (it takes no fields)")
+        paused = self.store.set_paused_all(True)
+        self.changed()
+        return ok(message=f"⏹️ Scheduler stopped: {paused} job{'s' if paused != 1 else ''} paused", paused=paused)
+
+    def run_now(self) -> Response:
+        given = _given(json_body(), ("job_id",), "the run-now request")
+        ref = given.get("job_id", "default")
+        if not isinstance(ref, str):
+            raise InvalidValue("job_id", ref, "must be a job id or name")
+        job = self.find(self.load(), ref)
+        request_id = self.state.request_run(job.id, time.time(), source="api")
+        self.daemon.request_wake()
+        wait = self.app.config["CRAWLSCHED_HANDOVER_WAIT"]
+        deadline = time.monotonic() + wait
+        taken = self.state.request_taken(request_id)
+        while not taken and time.monotonic() < deadline:
+            time.sleep(0.02)
+            taken = self.state.request_taken(request_id)
+        if taken:
+            message = f"▶️ Job '{job.name}' handed over to the daemon"
+        else:
+            message = f"Job '{job.name}' queued; the daemon runs it as soon as it can"
+        return ok(message=message, job_id=job.id, taken=taken)
+
+    def status(self) -> Response:
+        return reply(status_dict(self.daemon, self.now(), self.app.config["CRAWLSCHED_BIND"]))
+
+    # --- operations -------------------------------------------------------------------
+
+    def healthz(self) -> Response:
+        reason = health_problem(self.daemon, self.daemon.clock())
+        if reason:
+            return reply({"ok": False, "error": reason}, 503)
+        return reply({"ok": True})
+
+    def metrics(self) -> Response:
+        text = metrics_text(self.daemon, self.now())
+        return Response(text, mimetype="text/plain", content_type="text/plain; version=0.0.4; charset=utf-8")
+
+    def openapi(self) -> Response:
+        return _static_json("openapi.json")
+

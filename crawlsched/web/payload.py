@@ -1,0 +1,200 @@
+"""Request bodies: the JSON object of a request → the keys of a ``[[jobs]]`` table, each value checked and typed."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Mapping
+
+from flask import request
+
+from crawlsched.errors import InvalidValue
+from crawlsched.model import (
+    Defaults,
+    at_from_hour_minute,
+    build_defaults,
+    check_catch_up,
+    check_command,
+    check_date,
+    check_headers,
+    check_int,
+    check_name,
+    check_seconds,
+    check_timezone,
+    check_urls,
+    normalize_every,
+    parse_at,
+    parse_cron,
+)
+from crawlsched.web.responses import BadRequest, Forbidden
+
+
+def _num(value: float | None) -> float | int | None:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _seconds(name: str) -> Callable[[Any], Any]:
+    return lambda v: _num(check_seconds(name, v))
+
+
+def _user_agent(value: Any) -> str:
+    if not isinstance(value, str) or not value or any(not c.isprintable() for c in value):
+        raise InvalidValue("user_agent", value, "must be one line of text")
+    return value
+
+
+# Keys of the add body besides name and the schedule, each with what turns a JSON
+# value into the value written to jobs.toml (TOML dates, whole numbers as ints).
+CONVERT: dict[str, Callable[[Any], Any]] = {
+    "start_date": lambda v: check_date("start_date", v),
+    "end_date": lambda v: check_date("end_date", v),
+    "url": lambda v: list(check_urls(v)),
+    "command": check_command,
+    "on_failure": lambda v: check_command(v, "on_failure"),
+    "max_retries": lambda v: check_int("max_retries", v, 0, 1000),
+    "retry_delay": _seconds("retry_delay"),
+    "retry_backoff": _seconds("retry_backoff"),
+    "retry_max_delay": _seconds("retry_max_delay"),
+    "timeout": _seconds("timeout"),
+    "timezone": check_timezone,
+    "catch_up": lambda v: check_catch_up(v).value,
+    "headers": check_headers,
+    "max_bytes": lambda v: check_int("max_bytes", v, 1),
+    "keep_runs": lambda v: check_int("keep_runs", v, 1),
+    "user_agent": _user_agent,
+}
+SCHEDULE_KEYS = ("hour", "minute", "at", "cron", "every")
+ADD_KEYS = ("name", *SCHEDULE_KEYS, *CONVERT)
+RETRY_KEYS = ("max_retries", "retry_delay", "retry_backoff", "retry_max_delay")
+START_KEYS = ("mode", "hour", "minute", "seconds", "cron", "url", "timezone")
+COMMAND_KEYS = ("command", "on_failure")
+MODE_FIELDS = {"daily": ("hour", "minute"), "hourly": ("minute",), "interval": ("seconds",), "custom": ("cron",)}
+
+
+def json_body() -> dict[str, Any]:
+    """The request's JSON object; no body at all is ``{}`` (a blank one is malformed JSON)."""
+    raw = request.get_data(cache=True)  # raises 413 over MAX_CONTENT_LENGTH
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise BadRequest(f"the body is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise BadRequest(f"the body must be a JSON object, not {type(data).__name__}")
+    return data
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_urls(v: Any) -> bool:
+    return isinstance(v, str) or (isinstance(v, list) and all(isinstance(u, str) for u in v))
+
+
+# The JSON type of each field (the OpenAPI document says the same): a JSON API takes
+# numbers as numbers, where the CLI's parser would also take "9".
+JSON_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    **{k: (_is_int, "must be a whole number") for k in ("hour", "minute", "max_retries", "max_bytes", "keep_runs", "seconds")},
+    **{k: (_is_number, "must be a number of seconds") for k in ("retry_delay", "retry_backoff", "retry_max_delay", "timeout")},
+    **{k: (lambda v: isinstance(v, str), "must be a text") for k in (
+        "name", "start_date", "end_date", "at", "cron", "command", "on_failure", "timezone", "catch_up",
+        "user_agent", "mode", "job_id")},
+    "every": (lambda v: isinstance(v, str) or _is_number(v), "must be an interval (e.g. 15m) or a number of seconds"),
+    "url": (_is_urls, "must be a URL or a list of URLs"),
+    "headers": (lambda v: isinstance(v, dict), "must be an object of header names to texts"),
+}
+
+
+def _given(body: Mapping[str, Any], allowed: tuple[str, ...], what: str) -> dict[str, Any]:
+    """The keys that are set (``null`` = not given), each of its JSON type; an unknown key is refused by name."""
+    for key, value in body.items():
+        shown = value if isinstance(value, (str, int, float, bool)) or value is None else "{…}"
+        if key not in allowed:
+            raise InvalidValue(key, shown, f"is not a field of {what} (allowed: {', '.join(allowed)})")
+        test, allowed_text = JSON_TYPES.get(key, (lambda v: True, ""))
+        if value is not None and not test(value):
+            raise InvalidValue(key, shown, allowed_text)
+    return {k: v for k, v in body.items() if v is not None}
+
+
+def refuse_commands(given: Mapping[str, Any], defaults: Defaults) -> None:
+    """A command runs on this machine: through HTTP only when the job file says so."""
+    for key in COMMAND_KEYS:
+        if key in given and not defaults.allow_http_commands:
+            raise Forbidden(f"{key}: commands cannot be set through the HTTP API; a person who can edit "
+                            "the job file may allow it with `allow_http_commands = true` in [defaults]")
+
+
+def schedule_fields(given: Mapping[str, Any]) -> dict[str, Any]:
+    """The seed's ``hour``/``minute`` (minute 0 when left out), or ``at``, ``cron``, ``every``."""
+    if "minute" in given and "hour" not in given:
+        raise InvalidValue("minute", given["minute"], "needs hour (hour H, minute M)")
+    kinds = [k for k in ("hour", "at", "cron", "every") if k in given]
+    allowed = "give exactly one of hour (with minute), at, cron, every"
+    if len(kinds) > 1:
+        raise InvalidValue("schedule", " and ".join(kinds), f"are two schedules; {allowed}")
+    if not kinds:
+        raise InvalidValue("hour", None, f"is missing: {allowed}")
+    kind = kinds[0]
+    if kind == "hour":
+        return {"at": at_from_hour_minute(given["hour"], given.get("minute"))}
+    if kind == "at":
+        return {"at": parse_at(given["at"])}
+    if kind == "cron":
+        return {"cron": parse_cron(given["cron"])}
+    return {"every": normalize_every(given["every"])}
+
+
+def add_fields(body: Mapping[str, Any], defaults: Defaults) -> dict[str, Any]:
+    """The add body → the keys of a ``[[jobs]]`` table, each value checked and typed."""
+    given = _given(body, ADD_KEYS, "a job")
+    refuse_commands(given, defaults)
+    fields: dict[str, Any] = {"name": check_name(given.get("name")), **schedule_fields(given)}
+    for key, convert in CONVERT.items():
+        if key in given:
+            fields[key] = convert(given[key])
+    if "url" in fields and "command" in fields:
+        raise InvalidValue("command", fields["command"], "cannot be set together with url (choose one crawl)")
+    return fields
+
+
+def retry_changes(body: Mapping[str, Any]) -> dict[str, Any]:
+    given = _given(body, RETRY_KEYS, "the retry config")
+    changes = {k: CONVERT[k](v) for k, v in given.items()}
+    build_defaults(changes)  # the rules between values (backoff range) with [defaults]' field names
+    return changes
+
+
+def legacy_schedule(given: Mapping[str, Any]) -> dict[str, Any]:
+    """The seed's ``start`` modes → the schedule of the job ``default``."""
+    mode = given.get("mode")
+    if mode in MODE_FIELDS:
+        for key, value in given.items():
+            if key not in MODE_FIELDS[mode] + ("mode", "url", "timezone"):
+                raise InvalidValue(key, value, f"is not used by mode {mode} (it takes {', '.join(MODE_FIELDS[mode])})")
+    if mode == "daily":
+        if "hour" not in given:
+            raise InvalidValue("hour", None, "is missing: mode daily needs hour (and minute)")
+        return {"at": at_from_hour_minute(given["hour"], given.get("minute"))}
+    if mode == "hourly":
+        minute = check_int("minute", given.get("minute", 0), 0, 59)
+        return {"cron": f"{minute} * * * *"}
+    if mode == "interval":
+        if "seconds" not in given:
+            raise InvalidValue("seconds", None, "is missing: mode interval needs seconds")
+        return {"every": f"{check_int('seconds', given['seconds'], 1, 10 * 365 * 86400)}s"}
+    if mode == "custom":
+        if "cron" not in given:
+            raise InvalidValue("cron", None, "is missing: mode custom needs cron")
+        return {"cron": parse_cron(given["cron"])}
+    raise InvalidValue("mode", mode, "must be one of daily, hourly, interval, custom")
+
