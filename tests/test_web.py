@@ -680,7 +680,7 @@ def test_the_page_and_its_assets_are_served(env):
     assert env.client.get("/static/scheduler.css").mimetype == "text/css"
 
 
-@pytest.mark.parametrize("path", ["/static/openapi.json", "/static/../web.py", "/static/%2e%2e/web.py", "/static/nope.css"])
+@pytest.mark.parametrize("path", ["/static/openapi.json", "/static/../daemon.py", "/static/%2e%2e/daemon.py", "/static/../__init__.py", "/static/nope.css"])
 def test_only_the_page_assets_are_served(env, path):
     assert env.client.get(path).status_code == 404
 
