@@ -13,7 +13,9 @@ local times, which would stall after the wall clock goes back, so a jump
 (wall clock against monotonic clock) rebuilds it.
 
 The clock, the monotonic clock and the executor are injected: tests drive
-single turns with a fake clock and an inline executor.
+single turns with a fake clock and an inline executor. Where attempts run is
+``crawlsched.executor``; what a start or a late wake owes (interrupted
+attempts, retries, missed fires) is worked out in ``crawlsched.recovery``.
 """
 
 from __future__ import annotations
@@ -32,51 +34,28 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
-from crawlsched import __version__, systemd, timing
+from crawlsched import __version__, recovery, systemd, timing
 from crawlsched.errors import CrawlschedError, JobFileError
-from crawlsched.model import CatchUp, Job, JobFile, RunStatus, ScheduleKind
-from crawlsched.runner import AttemptResult, AttemptRunner, run_dir
-from crawlsched.state import Retry, State
+from crawlsched.executor import Burst, Executor, InlineExecutor, WarmPool
+from crawlsched.model import Job, JobFile, RunStatus, ScheduleKind
+from crawlsched.runner import AttemptResult, AttemptRunner
+from crawlsched.state import State
 from crawlsched.store import FileKey, JobStore
+
+__all__ = ["Burst", "Chain", "Daemon", "DaemonLockError", "Executor", "InlineExecutor", "WarmPool", "run_daemon", "trim_memory"]
 
 FIRE, RETRY = "fire", "retry"
 MAX_WAIT = 60.0  # re-check the wall clock at least this often
 JUMP_TOLERANCE = 2.0  # seconds of disagreement between wall and monotonic clocks that count as a jump
 HEARTBEAT_EVERY = 30  # seconds: a cold SQLite write costs ~0.3 ms, so not more often (idle CPU)
 HEARTBEAT_SLACK = 2 * HEARTBEAT_EVERY  # a fire this close before the last heartbeat may not have been handled
-CATCH_UP_WINDOW = 24 * 3600.0
-CATCH_UP_ALL_LIMIT = 100
 STABLE_FOR = 0.5  # a changed job file is applied once it stopped changing for this long
 POLL_EVERY = 1  # seconds between checks of the job file when inotify is not available
 FALLBACK_EVERY = 10  # seconds between checks of the file (with inotify) and of run-now requests (with SIGUSR1)
 WAKE_SLACK = 0.002  # wake a little after a duty is due, never just before it (that costs a second wake)
-
-
-class Executor(Protocol):
-    """Runs attempts (SPEC §10: a second implementation could hand them to Celery workers)."""
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future: ...
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None: ...
-
-
-class InlineExecutor:
-    """Runs each attempt at once in the caller's thread: for tests with a fake clock."""
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
-        future: Future = Future()
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except BaseException as exc:  # pragma: no cover - surfaced through the future
-            future.set_exception(exc)
-        return future
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        pass
 
 
 @dataclass
@@ -316,20 +295,11 @@ class Daemon:
 
     @property
     def executor(self) -> Executor:
+        """The injected executor, or a warm pool of max_concurrent threads (a new one when that changes)."""
         size = self.defaults.max_concurrent if self.defaults else 8
         if self._executor is None or (isinstance(self._executor, ThreadPoolExecutor) and size != self._pool_size):
             old = self._executor
-            pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="crawl")
-            # Start every worker now: a thread created during a burst waits for the GIL
-            # behind busy workers before it runs, which shows as lateness.
-            barrier = threading.Barrier(size + 1)
-            for _ in range(size):
-                pool.submit(_wait_at, barrier)
-            try:
-                barrier.wait(timeout=10)
-            except threading.BrokenBarrierError:
-                pass
-            self._executor = pool
+            self._executor = WarmPool(size)
             self._pool_size = size
             if old is not None:
                 old.shutdown(wait=False)  # running attempts finish; new ones go to the new pool
@@ -456,79 +426,24 @@ class Daemon:
 
     def _recover(self, now: float) -> None:
         """Account for what a dead daemon left: running rows and pending retries."""
-        from crawlsched.crawl import bodies_complete
-
-        for run in self.state.stale_running(self.pid):
-            job = self.jobs.get(run.job_id)
-            if job is not None and job.urls and bodies_complete(job.urls, run_dir(self.home, job, run.scheduled_for)):
-                # The rename of the last body is the commit point: the attempt did succeed.
-                self.state.finish_attempt(run.id, status=RunStatus.SUCCESS.value, finished_at=now,
-                                          message="completed before the daemon stopped (all bodies in place)",
-                                          output=str(run_dir(self.home, job, run.scheduled_for)))
-                self.log.info("job %s: attempt %d found complete after a restart", run.job_id, run.attempt)
-                continue
-            retry = None
-            if job is not None and not job.paused and run.attempt < job.max_attempts:
-                retry = Retry(job.id, run.scheduled_for, run.attempt + 1, job.max_attempts, now, run.trigger)
-            self.state.finish_attempt(run.id, status=RunStatus.INTERRUPTED.value, finished_at=now,
-                                      message="interrupted: the process running it stopped", retry=retry)
-            self.log.warning("job %s: attempt %d/%d was interrupted by a stop; %s", run.job_id, run.attempt,
-                             run.max_attempts, "the chain continues" if retry else "no attempt left")
-        for retry in self.state.retries():
-            job = self.jobs.get(retry.job_id)
-            if job is None or job.paused:
-                self.state.clear_retry(retry.job_id)
-                continue
-            superseded = timing.next_fire(job, timing.from_epoch(retry.scheduled_for), timing.from_epoch(self.anchors.get(job.id)))
-            if retry.trigger != "manual" and superseded is not None and superseded.timestamp() <= now and superseded.timestamp() <= retry.due_at:
-                self.state.clear_retry(job.id)
-                self.log.warning("job %s: pending retry dropped, the next run is due", job.id)
-                continue
+        recovery.settle_stale_runs(self.state, self.jobs, self.home, self.pid, now, self.log)
+        for retry in recovery.retries_to_resume(self.state, self.jobs, self.anchors, now, self.log):
             chain = Chain(retry.scheduled_for, retry.trigger, retry.next_attempt, next(self.tokens), retry_due=retry.due_at)
-            self.chains[job.id] = chain
-            heapq.heappush(self.heap, (retry.due_at, next(self.seq), RETRY, job.id, chain.token))
+            self.chains[retry.job_id] = chain
+            heapq.heappush(self.heap, (retry.due_at, next(self.seq), RETRY, retry.job_id, chain.token))
 
     def _catch_up(self, job: Job, now: float, previous: dict[str, Any], seen: Any) -> None:
         """Fires missed while the daemon was down: recorded as missed; the catch-up policy runs some."""
-        if seen is None or seen["daemon_seen"] is None or job.id in self.chains:
+        if job.id in self.chains:
             return
-        handled = previous.get("handled_until")
-        if handled is None:  # a daemon of an older version: assume the last stretch before its heartbeat
-            handled = (previous.get("stopped_at") or previous.get("heartbeat") or now) - HEARTBEAT_SLACK
-        # Fires at or before `handled` have rows; the job's last_fire covers those since.
-        lo = max(seen["daemon_seen"], seen["last_fire"] or 0.0, handled - 1e-6)
-        if lo >= now:
+        plan = recovery.catch_up(job, now, previous, seen, self.anchors.get(job.id), heartbeat_slack=HEARTBEAT_SLACK)
+        if plan is None:
             return
-        anchor = timing.from_epoch(self.anchors.get(job.id))
-        lo_dt, now_dt = timing.from_epoch(lo), timing.from_epoch(now)
-        count = timing.count_fires(job, lo_dt, now_dt, anchor)
-        if count == 0:
-            return
-        first = timing.next_fire(job, lo_dt, anchor)
-        newest = timing.prev_fire(job, now_dt, anchor)
-        assert first is not None and newest is not None
-        runs: list[float] = []
-        if job.catch_up is CatchUp.LATEST and now - newest.timestamp() <= CATCH_UP_WINDOW:
-            runs = [newest.timestamp()]
-        elif job.catch_up is CatchUp.ALL:
-            t: datetime | None = newest
-            while t is not None and len(runs) < min(count, CATCH_UP_ALL_LIMIT):
-                runs.append(t.timestamp())
-                t = timing.prev_fire(job, t - timing.timedelta(microseconds=1), anchor)
-            runs.reverse()
-        missed = count - len(runs)
-        if missed > 0:
-            last_missed = timing.prev_fire(job, timing.from_epoch(runs[0]) - timing.timedelta(microseconds=1), anchor) if runs else newest
-            assert last_missed is not None
-            fmt = lambda d: timing.format_local(d, job.timezone)  # noqa: E731
-            message = (f"missed {missed} fire{'s' if missed != 1 else ''} while the daemon was down"
-                       f" ({fmt(first)} to {fmt(last_missed)}); catch_up = {job.catch_up.value}")
-            self.state.record_not_run(job.id, last_missed.timestamp(), RunStatus.MISSED.value, message, now=now,
-                                      missed_count=missed, first_missed=first.timestamp(), last_missed=last_missed.timestamp())
-            self.log.warning("job %s: %s", job.id, message)
-        self.last_fire[job.id] = newest.timestamp()
-        if runs:
-            self.backlog[job.id] = deque((t, "catch_up") for t in runs)
+        if plan.missed is not None:
+            recovery.record_missed(self.state, self.log, plan.missed, now)
+        self.last_fire[job.id] = plan.newest
+        if plan.runs:
+            self.backlog[job.id] = deque((t, "catch_up") for t in plan.runs)
             self._next_from_backlog(job.id)
 
     def _next_from_backlog(self, job_id: str) -> None:
@@ -591,21 +506,10 @@ class Daemon:
         """Woken late (suspend, clock jump): run the newest due fire once; the older ones are missed."""
         if now - scheduled < 1.0:
             return scheduled  # fires are at least 1 s apart: nothing else can be due yet
-        anchor = timing.from_epoch(self.anchors.get(job.id))
-        newest = timing.prev_fire(job, timing.from_epoch(now), anchor)
-        if newest is None or newest.timestamp() <= scheduled:
-            return scheduled
-        count = timing.count_fires(job, timing.from_epoch(scheduled) - timing.timedelta(microseconds=1),
-                                   newest - timing.timedelta(microseconds=1), anchor)
-        if count > 0:
-            last_missed = timing.prev_fire(job, newest - timing.timedelta(microseconds=1), anchor)
-            fmt = lambda t: timing.format_local(timing.from_epoch(t) if isinstance(t, float) else t, job.timezone)  # noqa: E731
-            message = f"missed {count} fire{'s' if count != 1 else ''} ({fmt(scheduled)} to {fmt(last_missed)}): the daemon woke late"
-            self.state.record_not_run(job.id, last_missed.timestamp() if last_missed else scheduled, RunStatus.MISSED.value,
-                                      message, now=now, missed_count=count, first_missed=scheduled,
-                                      last_missed=last_missed.timestamp() if last_missed else scheduled)
-            self.log.warning("job %s: %s", job.id, message)
-        return newest.timestamp()
+        newest, missed = recovery.coalesce(job, scheduled, now, self.anchors.get(job.id))
+        if missed is not None:
+            recovery.record_missed(self.state, self.log, missed, now)
+        return newest
 
     def fire(self, job: Job, scheduled_for: float, trigger: str, gate: Burst | None = None) -> bool:
         """Start a run of ``job``, unless one is still going: then the fire is recorded as skipped."""
@@ -757,10 +661,7 @@ class Daemon:
             self.log.error("heartbeat not written: %s", exc)
 
     def _handled_until(self, now: float) -> float:
-        """Every fire due before this has a row or a saved retry; a fire still queued for a
-        worker has neither, so a daemon killed now must catch it up at the next start."""
-        waiting = [c.scheduled_for for c in self.chains.values() if not c.begun and c.attempt == 1 and c.retry_due is None]
-        return min([now, *waiting])
+        return recovery.handled_until(self.chains.values(), now)
 
     def _duty_requests(self) -> None:
         try:
@@ -787,38 +688,6 @@ class Daemon:
         return f"{len(self.jobs)} jobs; nothing due"
 
 
-class Burst:
-    """Attempts fired in the same turn start together.
-
-    Each worker takes its start time, then waits here until the loop has
-    handed out the whole burst (or 50 ms passed). Without it, the first
-    workers' I/O (SQLite, process spawns) holds the GIL while the loop is
-    still dispatching, and the last attempts of a burst of 200 start a
-    hundred milliseconds late.
-    """
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.count = 0
-        self.lock = threading.Lock()
-        self.all_in = threading.Event()
-        self.go = threading.Event()
-
-    def arrive(self) -> None:
-        with self.lock:
-            self.count += 1
-            if self.count >= self.size:
-                self.all_in.set()
-
-    def arrive_and_wait(self) -> None:
-        self.arrive()
-        self.go.wait(0.2)
-
-    def release(self, timeout: float = 0.05) -> None:
-        self.all_in.wait(timeout)
-        self.go.set()
-
-
 def trim_memory() -> None:
     """Give the memory a big parse freed back to the system (glibc keeps it otherwise)."""
     try:
@@ -826,13 +695,6 @@ def trim_memory() -> None:
 
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
-        pass
-
-
-def _wait_at(barrier: threading.Barrier) -> None:
-    try:
-        barrier.wait(timeout=10)
-    except threading.BrokenBarrierError:
         pass
 
 
