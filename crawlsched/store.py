@@ -7,7 +7,8 @@ rename), re-read, change, validate the whole new text, write a temp file,
 fsync, rename, fsync the folder. ``add`` appends its table as text; other
 edits rewrite only the one table they touch, through ``tomlkit``, so what a
 person wrote elsewhere in the file (comments, blank lines, order) is kept
-byte for byte.
+byte for byte. The text → ``JobFile`` parse lives in ``crawlsched.jobfile``,
+the table surgery in ``crawlsched.tomledit``; this module holds the file.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import os
 import pickle
 import re
 import tempfile
-import tomllib
 import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
@@ -26,29 +26,27 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 from crawlsched import __version__, timing
-from crawlsched.errors import CrawlschedError, DuplicateName, InvalidValue, JobFileError, JobNotFound
+from crawlsched.errors import DuplicateName, InvalidValue, JobFileError, JobNotFound
+from crawlsched.jobfile import JOBS_HEADER_SEARCH, build_file, parse_text, with_line
 from crawlsched.model import (
     Defaults,
     Job,
     JobFile,
-    build_defaults,
     build_job,
     slug_id,
 )
+from crawlsched.tomledit import (
+    append_text,
+    append_with_tomlkit,
+    edit_defaults,
+    edit_job_table,
+    remove_job_table,
+    render_table,
+    tomlkit_value,
+)
 
-HEADER_RE = re.compile(r"^\s*\[")
-JOBS_HEADER_RE = re.compile(r"^\s*\[\[\s*jobs\s*\]\]\s*(#.*)?$")
-JOBS_HEADER_SEARCH = re.compile(r"^[ \t]*\[\[[ \t]*jobs[ \t]*\]\][ \t\r]*(#[^\n]*)?$", re.M)
-DEFAULTS_HEADER_RE = re.compile(r"^\s*\[\s*defaults\s*\]\s*(#.*)?$")
-SUBTABLE_RE = re.compile(r"^\s*\[\s*jobs\s*\.")
-TOML_LINE_RE = re.compile(r"\(at line (\d+), column \d+\)")
-# Key order of a table that `add` writes: the order of SPEC §2's example.
-ADD_ORDER = (
-    "id", "name", "at", "cron", "every", "start_date", "end_date", "url", "command",
-    "max_retries", "retry_delay", "retry_backoff", "retry_max_delay", "timeout", "timezone",
-    "catch_up", "on_failure", "max_bytes", "verify", "user_agent", "keep_runs", "headers",
-    "paused", "created_at",
-)  # fmt: skip
+__all__ = ["FileKey", "JobStore", "build_file", "check_future", "parse_text", "render_table", "resolve_paths", "user_cache_dir"]
+
 CACHE_FORMAT = 2
 CACHE_MIN_BYTES = 64 * 1024  # smaller files parse in milliseconds: no cache file for them
 
@@ -71,129 +69,6 @@ class FileKey:
     @classmethod
     def of(cls, st: os.stat_result) -> FileKey:
         return cls(st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-
-def parse_text(text: str, label: str = "jobs.toml", machine_tz: str = "UTC") -> JobFile:
-    """Parse and validate a whole job file; errors are ``JobFileError`` with ``label:LINE``."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        msg = str(exc)
-        match = TOML_LINE_RE.search(msg)
-        line = int(match[1]) if match else 1
-        raise JobFileError(label, line, "not valid TOML: " + TOML_LINE_RE.sub("", msg).strip()) from None
-    try:
-        return build_file(data, text, label, machine_tz)
-    except JobFileError as exc:
-        # A quoted TOML key may hold a line break or a NUL; the error is one line
-        # wherever it goes (stderr, the log, `status --json`).
-        detail = _escape_controls(exc.detail)
-        if detail == exc.detail:
-            raise
-        raise JobFileError(exc.path, exc.line, detail) from None
-
-
-def _escape_controls(text: str) -> str:
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-
-class _Lines:
-    """The file's lines, split only when an error needs a line number (10,000 jobs are 60,000 lines)."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self._lines: list[str] | None = None
-
-    def get(self) -> list[str]:
-        if self._lines is None:
-            self._lines = self.text.splitlines()
-        return self._lines
-
-
-def _jobs_header_lines(text: str) -> list[int]:
-    """0-based line numbers of the ``[[jobs]]`` headers, without splitting the text."""
-    out, line, pos = [], 0, 0
-    for match in JOBS_HEADER_SEARCH.finditer(text):
-        line += text.count("\n", pos, match.start())
-        pos = match.start()
-        out.append(line)
-    return out
-
-
-def build_file(data: Mapping[str, Any], text: str, label: str, machine_tz: str) -> JobFile:
-    lazy = _Lines(text)
-    for key in data:
-        if key not in ("defaults", "jobs"):
-            lines = lazy.get()
-            line = _key_line(lines, 0, len(lines), key) or 1
-            raise JobFileError(label, line, f"{key}: unknown top-level key (allowed: [defaults] and [[jobs]])")
-    raw_defaults = data.get("defaults", {})
-    try:
-        defaults = build_defaults(raw_defaults)
-    except InvalidValue as exc:
-        lines = lazy.get()
-        start = _defaults_line(lines)
-        key = exc.field.split(".")[1] if exc.field.startswith("defaults.") else None
-        line = _key_line(lines, start or 0, _segment_end(lines, start or 0), key) if key else None
-        raise JobFileError(label, line or start or 1, str(exc)) from None
-    raw_jobs = data.get("jobs", [])
-    if not isinstance(raw_jobs, list):
-        lines = lazy.get()
-        raise JobFileError(label, _key_line(lines, 0, len(lines), "jobs") or 1, "jobs: must be an array of tables ([[jobs]])")
-    headers = _jobs_header_lines(text)
-    jobs: list[Job] = []
-    seen_ids: dict[str, int] = {}
-    seen_names: dict[str, int] = {}
-    for index, raw in enumerate(raw_jobs):
-        start = headers[index] if index < len(headers) and len(headers) == len(raw_jobs) else None
-        try:
-            job = build_job(raw, defaults, machine_tz)
-        except InvalidValue as exc:
-            key = exc.field.split(".")[0]
-            line = None
-            if start is not None:
-                lines = lazy.get()
-                line = _key_line(lines, start, _segment_end(lines, start), key) or start + 1
-            raise JobFileError(label, line or 1, f"job {index + 1}: {exc}") from None
-        line_no = start + 1 if start is not None else None
-        if job.id in seen_ids:
-            raise JobFileError(label, line_no or 1, f"id: \"{job.id}\" is used by two jobs (the other at line {seen_ids[job.id]}); ids are unique")
-        if job.name in seen_names:
-            raise JobFileError(label, line_no or 1, f"name: \"{job.name}\" is used by two jobs (the other at line {seen_names[job.name]}); names are unique")
-        seen_ids[job.id] = line_no or 0
-        seen_names[job.name] = line_no or 0
-        jobs.append(_with_line(job, line_no))
-    return JobFile(defaults=defaults, jobs=tuple(jobs), raw_defaults=dict(raw_defaults))
-
-
-def _with_line(job: Job, line: int | None) -> Job:
-    object.__setattr__(job, "line", line)
-    return job
-
-
-def _segment_end(lines: list[str], start: int) -> int:
-    """The line after a table that starts at ``start``: the next header that is not its own sub-table."""
-    for i in range(start + 1, len(lines)):
-        if HEADER_RE.match(lines[i]) and not SUBTABLE_RE.match(lines[i]):
-            return i
-    return len(lines)
-
-
-def _key_line(lines: list[str], start: int, end: int, key: str | None) -> int | None:
-    if not key:
-        return None
-    pattern = re.compile(r"^\s*" + re.escape(key) + r"\s*[=.]")
-    for i in range(start, end):
-        if pattern.match(lines[i]):
-            return i + 1
-    return None
-
-
-def _defaults_line(lines: list[str]) -> int | None:
-    for i, line in enumerate(lines):
-        if DEFAULTS_HEADER_RE.match(line):
-            return i
-    return None
 
 
 class JobStore:
@@ -400,9 +275,9 @@ class JobStore:
                 self._write_text(new_text)
                 key = self.stat_key()
                 if key is not None:
-                    self._cache_put(key, JobFile(current.defaults, current.jobs + (_with_line(job, None),), current.raw_defaults))
+                    self._cache_put(key, JobFile(current.defaults, current.jobs + (with_line(job, None),), current.raw_defaults))
                 return job
-            jobfile = self._commit(_append_with_tomlkit(text, table))
+            jobfile = self._commit(append_with_tomlkit(text, table))
             return jobfile.find(job.id) or job
 
     def _can_append(self, text: str, current: JobFile) -> bool:
@@ -445,12 +320,12 @@ class JobStore:
                         if key in table:
                             del table[key]
                     else:
-                        table[key] = _tomlkit_value(value)
+                        table[key] = tomlkit_value(value)
                 # The file was valid before, so a problem now is the edit's: report it
                 # as the bad value it is (field, value), not as `jobs.toml:LINE`.
                 build_job(table.unwrap(), current.defaults, self.machine_tz)
 
-            new_text = _edit_job_table(text, current, job.id, change)
+            new_text = edit_job_table(text, current, job.id, change)
             jobfile = parse_text(new_text, self.label, self.machine_tz)
             edited = jobfile.find(job.id)
             assert edited is not None
@@ -466,7 +341,7 @@ class JobStore:
         with self.locked():
             text, current = self._current()
             job = self._find(current, ref)
-            self._commit(_remove_job_table(text, current, job.id))
+            self._commit(remove_job_table(text, current, job.id))
             return job
 
     def set_paused(self, ref: str, paused: bool) -> Job:
@@ -482,7 +357,7 @@ class JobStore:
                 elif "paused" in table:
                     del table["paused"]
 
-            jobfile = self._commit(_edit_job_table(text, current, job.id, change))
+            jobfile = self._commit(edit_job_table(text, current, job.id, change))
             return jobfile.find(job.id) or job
 
     def set_paused_all(self, paused: bool) -> int:
@@ -499,7 +374,7 @@ class JobStore:
                     elif "paused" in table:
                         del table["paused"]
 
-                text = _edit_job_table(text, current, job.id, change)
+                text = edit_job_table(text, current, job.id, change)
             if changed:
                 self._commit(text)
             return len(changed)
@@ -508,7 +383,7 @@ class JobStore:
         """Set keys of ``[defaults]`` (``retry-config``); creates the table at the top when missing."""
         with self.locked():
             text, _ = self._current()
-            jobfile = self._commit(_edit_defaults(text, changes))
+            jobfile = self._commit(edit_defaults(text, changes))
             return jobfile.defaults
 
     def upsert(self, table: Mapping[str, Any], *, now: datetime) -> Job:
@@ -517,11 +392,11 @@ class JobStore:
             text, current = self._current()
             existing = current.find(table["id"])
             if existing is not None and existing.id == table["id"]:
-                text = _remove_job_table(text, current, existing.id)
+                text = remove_job_table(text, current, existing.id)
             for other in current.jobs:
                 if other.id != table["id"] and other.name == table.get("name"):
                     raise DuplicateName(other.name)
-            jobfile = self._commit(_append_text(text, render_table(dict(table))))
+            jobfile = self._commit(append_text(text, render_table(dict(table))))
             job = jobfile.find(table["id"])
             assert job is not None
             return job
@@ -535,10 +410,10 @@ class JobStore:
                 if existing is not None and existing.id == table["id"]:
                     if not replace:
                         continue
-                    text = _remove_job_table(text, current, existing.id)
+                    text = remove_job_table(text, current, existing.id)
                     current = parse_text(text, self.label, self.machine_tz)
             for table in tables:
-                text = _append_text(text, render_table(dict(table)))
+                text = append_text(text, render_table(dict(table)))
             jobfile = self._commit(text)
             return [j for t in tables if (j := jobfile.find(t["id"])) is not None]
 
@@ -549,7 +424,7 @@ class JobStore:
             text, current = self._current()
             gone = [j for j in current.jobs if timing.is_finished(j, now, anchors.get(j.id))]
             for job in gone:
-                text = _remove_job_table(text, parse_text(text, self.label, self.machine_tz), job.id)
+                text = remove_job_table(text, parse_text(text, self.label, self.machine_tz), job.id)
             if gone:
                 self._commit(text)
             return gone
@@ -571,175 +446,6 @@ def check_future(job: Job, now: datetime) -> None:
         after = now - timedelta(microseconds=1)
         if timing.next_fire(job, after, anchor=timing.first_fire_on_sight(job, now)) is None:
             raise InvalidValue(job.kind.value, job.spec, f"never fires from now until end_date {job.end_date.isoformat()}")
-
-
-# --- text surgery ------------------------------------------------------------
-
-
-def _toml_scalar(value: Any) -> str:
-    import tomli_w
-
-    return tomli_w.dumps({"v": value}).split("=", 1)[1].strip()
-
-
-def _toml_inline(value: Any) -> str:
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_inline(v) for v in value) + "]"
-    if isinstance(value, Mapping):
-        if not value:
-            return "{}"
-        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_inline(v)}" for k, v in value.items()) + " }"
-    return _toml_scalar(value)
-
-
-def _toml_key(key: str) -> str:
-    return key if re.match(r"^[A-Za-z0-9_-]+$", key) else _toml_scalar(key)
-
-
-def render_table(table: Mapping[str, Any]) -> str:
-    """One ``[[jobs]]`` table as text, keys in SPEC §2's order, short values inline."""
-    keys = [k for k in ADD_ORDER if k in table] + [k for k in table if k not in ADD_ORDER]
-    lines = ["[[jobs]]"]
-    for key in keys:
-        value = table[key]
-        if value is None:
-            continue
-        if isinstance(value, tuple):
-            value = list(value)
-        lines.append(f"{_toml_key(key)} = {_toml_inline(value)}")
-    return "\n".join(lines) + "\n"
-
-
-def _append_text(text: str, addition: str) -> str:
-    sep = "" if not text or text.endswith("\n\n") else ("\n" if text.endswith("\n") else "\n\n")
-    return text + sep + addition
-
-
-def _append_with_tomlkit(text: str, table: Mapping[str, Any]) -> str:
-    import tomlkit
-
-    doc = tomlkit.parse(text)
-    jobs = doc.get("jobs")
-    item = tomlkit.table()
-    for key, value in table.items():
-        item[key] = _tomlkit_value(value)
-    if jobs is None:
-        aot = tomlkit.aot()
-        aot.append(item)
-        doc["jobs"] = aot
-    else:
-        jobs.append(item)
-    return tomlkit.dumps(doc)
-
-
-def _tomlkit_value(value: Any) -> Any:
-    import tomlkit
-
-    if isinstance(value, tuple):
-        value = list(value)
-    if isinstance(value, list):
-        arr = tomlkit.array()
-        arr.extend(value)
-        return arr
-    if isinstance(value, Mapping):
-        inline = tomlkit.inline_table()
-        inline.update(value)
-        return inline
-    return value
-
-
-def _job_segments(text: str) -> tuple[list[str], list[tuple[int, int]]]:
-    """The file's lines and, per [[jobs]] header, the span ``[start, end)`` of its table."""
-    lines = text.splitlines(keepends=True)
-    starts = [i for i, line in enumerate(lines) if JOBS_HEADER_RE.match(line)]
-    bare = [line.rstrip("\r\n") for line in lines]
-    return lines, [(s, _segment_end(bare, s)) for s in starts]
-
-
-def _split_tail(lines: list[str], start: int, end: int) -> int:
-    """Where the trailing blank and comment lines of a table begin (they belong to what follows)."""
-    cut = end
-    while cut > start + 1 and (not lines[cut - 1].strip() or lines[cut - 1].lstrip().startswith("#")):
-        cut -= 1
-    return cut
-
-
-def _locate(text: str, current: JobFile, job_id: str) -> tuple[list[str], int, int]:
-    lines, spans = _job_segments(text)
-    index = next(i for i, j in enumerate(current.jobs) if j.id == job_id)
-    if len(spans) != len(current.jobs):
-        raise CrawlschedError("jobs.toml holds jobs in a form this command cannot edit in place (an inline `jobs = [...]` array); write them as [[jobs]] tables")
-    start, end = spans[index]
-    return lines, start, end
-
-
-def _edit_job_table(text: str, current: JobFile, job_id: str, change: Callable[[Any], None]) -> str:
-    """Rewrite one job's table through tomlkit; every other byte of the file stays."""
-    import tomlkit
-
-    lines, start, end = _locate(text, current, job_id)
-    cut = _split_tail(lines, start, end)
-    segment = "".join(lines[start:cut])
-    if not segment.endswith("\n"):
-        segment += "\n"
-    doc = tomlkit.parse(segment)
-    change(doc["jobs"][0])
-    new_segment = tomlkit.dumps(doc)
-    new_text = "".join(lines[:start]) + new_segment + "".join(lines[cut:])
-    _check_others_unchanged(current, new_text, job_id)
-    return new_text
-
-
-def _remove_job_table(text: str, current: JobFile, job_id: str) -> str:
-    lines, start, end = _locate(text, current, job_id)
-    cut = _split_tail(lines, start, end)
-    new_text = "".join(lines[:start]) + "".join(lines[cut:])
-    _check_others_unchanged(current, new_text, job_id, removed=True)
-    return new_text
-
-
-def _check_others_unchanged(current: JobFile, new_text: str, job_id: str, removed: bool = False) -> None:
-    """A guard on the line-based surgery: every other job must parse exactly as before."""
-    data = tomllib.loads(new_text)
-    ids = [t.get("id") for t in data.get("jobs", [])]
-    expected = [j.id for j in current.jobs if not (removed and j.id == job_id)]
-    if ids != expected:
-        raise CrawlschedError("jobs.toml: could not edit the job's table in place without touching others; nothing was changed")
-
-
-def _edit_defaults(text: str, changes: Mapping[str, Any]) -> str:
-    import tomlkit
-
-    bare = text.splitlines()
-    lines = text.splitlines(keepends=True)
-    start = _defaults_line(bare)
-    if start is None:
-        table = tomlkit.table()
-        for key, value in changes.items():
-            if value is not None:
-                table[key] = _tomlkit_value(value)
-        doc = tomlkit.document()
-        doc["defaults"] = table
-        block = tomlkit.dumps(doc)
-        first = next((i for i, line in enumerate(bare) if HEADER_RE.match(line)), len(lines))
-        before = "".join(lines[:first])
-        if before and not before.endswith("\n"):
-            before += "\n"
-        rest = "".join(lines[first:])
-        return before + block + ("\n" + rest if rest else "")
-    end = _segment_end(bare, start)
-    cut = _split_tail(lines, start, end)
-    segment = "".join(lines[start:cut])
-    if not segment.endswith("\n"):
-        segment += "\n"
-    doc = tomlkit.parse(segment)
-    for key, value in changes.items():
-        if value is None:
-            if key in doc["defaults"]:
-                del doc["defaults"][key]
-        else:
-            doc["defaults"][key] = _tomlkit_value(value)
-    return "".join(lines[:start]) + tomlkit.dumps(doc) + "".join(lines[cut:])
 
 
 def user_cache_dir(environ: Mapping[str, str] | None = None) -> Path:
