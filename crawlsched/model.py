@@ -19,11 +19,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from crawlsched.errors import InvalidValue
 
 MIB = 1024 * 1024
-ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-AT_RE = re.compile(r"^(\d{1,2}):(\d{2})$")
+ID_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")  # always .fullmatch: "$" would accept a final "\n"
+AT_RE = re.compile(r"(\d{1,2}):(\d{2})")
 EVERY_RE = re.compile(r"(\d+)\s*([smhd])")
 RANGE_STEP_RE = re.compile(r"(\d+)-(\d+)/\d+")
-HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+HEADER_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 MAX_NAME = 200
 
 
@@ -209,7 +209,7 @@ def check_timezone(value: Any, field_name: str = "timezone") -> str:
 
 def parse_at(value: Any, field_name: str = "at") -> str:
     """``"9:05"`` → ``"09:05"``."""
-    match = AT_RE.match(value) if isinstance(value, str) else None
+    match = AT_RE.fullmatch(value) if isinstance(value, str) else None
     if not match or int(match[1]) > 23 or int(match[2]) > 59:
         raise InvalidValue(field_name, value, "is not a time of day (HH:MM, 00:00-23:59)")
     return f"{int(match[1]):02d}:{int(match[2]):02d}"
@@ -432,7 +432,7 @@ def check_name(value: Any) -> str:
 
 
 def check_id(value: Any) -> str:
-    if not isinstance(value, str) or not ID_RE.match(value):
+    if not isinstance(value, str) or not ID_RE.fullmatch(value):
         raise InvalidValue("id", value, "must match [a-z0-9][a-z0-9_-]* (at most 64 characters)")
     return value
 
@@ -442,7 +442,7 @@ def check_headers(value: Any, field_name: str = "headers") -> dict[str, str]:
         raise InvalidValue(field_name, value, 'must be a table of header names to texts, e.g. { Authorization = "Bearer ${TOKEN}" }')
     out: dict[str, str] = {}
     for key, val in value.items():
-        if not isinstance(key, str) or not HEADER_NAME_RE.match(key):
+        if not isinstance(key, str) or not HEADER_NAME_RE.fullmatch(key):
             raise InvalidValue(f"{field_name}.{key}", key, "is not a valid HTTP header name")
         if not isinstance(val, str) or any(c in val for c in "\r\n\x00"):
             # The value itself may be a secret: never echo it.

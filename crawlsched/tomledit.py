@@ -44,7 +44,7 @@ def _toml_inline(value: Any) -> str:
 
 
 def _toml_key(key: str) -> str:
-    return key if re.match(r"^[A-Za-z0-9_-]+$", key) else _toml_scalar(key)
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _toml_scalar(key)
 
 
 def render_table(table: Mapping[str, Any]) -> str:

@@ -6,7 +6,7 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, MutableMapping
 
 from crawlsched.errors import CrawlschedError
 from crawlsched.web.app import create_app
@@ -32,18 +32,39 @@ def parse_bind(text: str) -> tuple[str, int]:
     return parsed[0], parsed[1]
 
 
-def load_token(token_file: str | Path | None, environ: Mapping[str, str] | None = None) -> str | None:
-    """The API token: ``--token-file PATH`` (first line), else ``$CRAWLSCHED_TOKEN``, else None."""
+def read_token_file(token_file: str | Path, error: type[CrawlschedError] | None = None) -> str:
+    """The token in ``token_file``: the file's whole content, stripped; an empty file is refused.
+
+    The one reading of ``--token-file`` (the ``daemon`` command and the web server share it).
+    Raises ``error`` (default ``WebConfigError``, exit 2) if unreadable, empty or not one word.
+    """
+    err = error or WebConfigError
+    try:
+        text = Path(token_file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        raise err(f"--token-file: cannot read {str(token_file)!r} ({reason})") from None
+    token = text.strip()
+    if not token:
+        raise err(f"--token-file: {str(token_file)!r} is empty")
+    try:
+        return check_token(token, f"--token-file {token_file}")
+    except WebConfigError as exc:
+        raise err(str(exc)) from None
+
+
+def load_token(token_file: str | Path | None, environ: MutableMapping[str, str] | None = None) -> str | None:
+    """The API token: ``--token-file PATH`` (see ``read_token_file``), else ``$CRAWLSCHED_TOKEN``, else None.
+
+    ``CRAWLSCHED_TOKEN`` is removed from ``environ`` (default ``os.environ``) once read, whichever
+    source wins, so crawl commands started later never inherit the API token.
+    """
     env = os.environ if environ is None else environ
+    from_env = env.pop("CRAWLSCHED_TOKEN", None)
     if token_file:
-        try:
-            text = Path(token_file).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise WebConfigError(f"--token-file: cannot read {token_file} ({exc})") from None
-        lines = text.strip().splitlines()
-        return check_token(lines[0].strip() if lines else "", f"--token-file {token_file}")
-    if env.get("CRAWLSCHED_TOKEN", "").strip():  # set but empty counts as not set, as in the CLI
-        return check_token(env["CRAWLSCHED_TOKEN"].strip(), "CRAWLSCHED_TOKEN")
+        return read_token_file(token_file)
+    if from_env is not None and from_env.strip():  # set but empty counts as not set, as in the CLI
+        return check_token(from_env.strip(), "CRAWLSCHED_TOKEN")
     return None
 
 
@@ -63,6 +84,7 @@ class WebServer:
         self.host = host
         self.port = port
         self._closing = False
+        self._timeout = 5.0
         self.thread = threading.Thread(target=self.run, name="crawlsched-web", daemon=True)
 
     @property
@@ -70,24 +92,49 @@ class WebServer:
         return f"http://{_url_host(self.host)}:{self.port}"
 
     def run(self) -> None:
+        """waitress's loop, one pass at a time so ``close()`` can make it return; then shut down here.
+
+        The shutdown runs in this thread (the loop's own), after the loop has returned, through
+        waitress's public ``close()``: no channel is closed under a running ``select``.
+        """
+        from waitress import wasyncore
+
+        server = self.server
         try:
-            self.server.run()
+            while not self._closing:
+                wasyncore.loop(timeout=server.adj.asyncore_loop_timeout, map=self._socket_map,
+                               use_poll=server.adj.asyncore_use_poll, count=1)
         except Exception:
             if not self._closing:
                 logging.getLogger("crawlsched").exception("web server stopped")
+        finally:
+            self._shutdown()
+
+    @property
+    def _socket_map(self) -> dict:
+        return getattr(self.server, "map", None) or self.server._map  # MultiSocketServer / TcpWSGIServer
+
+    def _shutdown(self) -> None:
+        from waitress import wasyncore
+
+        socket_map = self._socket_map
+        try:
+            self.server.close()  # the listening socket(s) and the trigger
+            wasyncore.close_all(socket_map, ignore_all=True)  # the open connections
+        finally:
+            self.server.task_dispatcher.shutdown(timeout=self._timeout)
 
     def close(self, timeout: float = 5.0) -> None:
+        self._timeout = timeout
         self._closing = True
-        server = self.server
-        # Close the listening socket and every connection; the loop ends when its map is empty.
-        while server._map:
-            for channel in list(server._map.values()):
-                try:
-                    channel.handle_close()
-                except Exception:
-                    server._map.pop(getattr(channel, "_fileno", None), None)
-        server.task_dispatcher.shutdown(timeout=timeout)
-        self.thread.join(timeout)
+        if self.thread.is_alive():
+            try:
+                self.server.pull_trigger()  # wake the loop's select so it sees _closing
+            except OSError:
+                pass
+            self.thread.join(timeout)
+        else:
+            self._shutdown()
 
 
 def start_server(daemon: Daemon, bind: str, token: str | None = None) -> WebServer:
