@@ -24,7 +24,7 @@ import json
 import tomllib
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from crawlsched import timing
 from crawlsched.errors import CrawlschedError, InvalidValue
@@ -56,8 +56,13 @@ class SeedFileError(CrawlschedError):
     http_status = 422
 
 
-def import_seed(path: Path, store: JobStore, state: State | None, now: datetime, default_url: str | None = None) -> list[Job]:
+def import_seed(path: Path, store: JobStore, state: State | Callable[[], State | None] | None, now: datetime,
+                default_url: str | None = None) -> list[Job]:
     """Read the seed's ``scheduler_jobs.json`` into ``store``; returns the imported jobs.
+
+    ``state`` may be a callable that opens (or creates) the state database: it is
+    called only once every record has been validated, so a refused file leaves
+    no database (nor job file) behind.
 
     ``default_url`` (``import --url URL``) is the crawl of every record, for a
     job file whose ``[defaults]`` names none.
@@ -101,6 +106,8 @@ def import_seed(path: Path, store: JobStore, state: State | None, now: datetime,
     # alone: importing the same file again does not touch the job file at all.
     present = _tables_by_id(store)
     changed = [t for t in tables if present.get(t["id"]) != t]
+    if callable(state):
+        state = state()  # validated: now the database may be created (before the jobs are written)
     if changed:
         store.add_many(changed, replace=True)
     final = store.load()

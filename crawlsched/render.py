@@ -19,6 +19,7 @@ from crawlsched.model import Defaults, Job, JobStatus, ScheduleKind, _redacted
 from crawlsched.state import JobState, Run
 
 if TYPE_CHECKING:  # rich is imported only by the functions that build tables
+    from crawlsched.jobfile import JobFile
     from rich.table import Table
 
 _TINY = timedelta(microseconds=1)
@@ -84,6 +85,57 @@ def view(job: Job, state: JobState | None, now: datetime) -> JobView:
     else:
         status = JobStatus.ACTIVE
     return JobView(status, next_run, last)
+
+
+def status_dict(row: Mapping[str, Any] | None, jobfile: JobFile | None, now: datetime, *,
+                states: Mapping[str, JobState], running: bool, pid: int | None, http: str | None,
+                config_ok: bool, config_error: str | None, jobs_file: str, home: str,
+                job_count: int | None = None, state_error: str | None = None) -> dict[str, Any]:
+    """``crawlsched status --json`` and ``GET /api/scheduler/status``: one shape, built here for both.
+
+    ``row`` is the daemon's row (None when it is not known to be up); its next job wins, else
+    the earliest next run among the unpaused jobs of ``jobfile`` (ties: the first in the file).
+    ``job_count`` (the API's) and ``state_error`` (the database could not be read) appear only when given.
+    """
+    local = timing.machine_timezone()
+    next_job, next_at = None, None
+    if row is not None and row.get("next_job"):
+        next_job, next_at = row["next_job"], timing.from_epoch(row.get("next_due"))
+    elif jobfile is not None:
+        upcoming = [(v.next_run, j.id) for j in jobfile.jobs if not j.paused
+                    and (v := view(j, states.get(j.id), now)).next_run is not None]  # fmt: skip
+        if upcoming:
+            next_at, next_job = min(upcoming, key=lambda item: item[0])
+    known = jobfile.find(next_job) if jobfile is not None and next_job is not None else None
+    next_tz = known.timezone if known is not None else local
+    started = timing.from_epoch(row.get("started_at")) if row else None
+    beat = timing.from_epoch(row.get("heartbeat")) if row else None
+    out: dict[str, Any] = {
+        "success": True,
+        "running": running,
+        "pid": pid,
+        "host": row.get("host") if row else None,
+        "version": row.get("version") if row else None,
+        "started_at": timing.format_local(started, local),
+        "started_at_iso": timing.iso_local(started, local),
+        "heartbeat": timing.format_local(beat, local),
+        "heartbeat_iso": timing.iso_local(beat, local),
+        "http": http,
+        "config_ok": config_ok,
+        "config_error": config_error,
+    }
+    if job_count is not None:
+        out["job_count"] = job_count
+    out.update({
+        "next_job": next_job,
+        "next_run": timing.format_local(next_at, next_tz),
+        "next_run_iso": timing.iso_local(next_at, next_tz),
+        "jobs_file": jobs_file,
+        "home": home,
+    })
+    if state_error is not None:
+        out["state_error"] = state_error
+    return out
 
 
 def success_rate(runs: Iterable[Run]) -> float | None:

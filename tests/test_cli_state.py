@@ -291,3 +291,61 @@ def test_status_up_with_this_process_as_the_daemon(cli, state):
     state.daemon_started(os.getpid(), "here", "0.1.0", time.time())
     result = cli("status", "--json")
     assert result.exit_code == 0 and result.json()["running"] is True and result.json()["pid"] == os.getpid()
+
+
+# --- status --json: the exact shape (built once in render.status_dict, shared with the web API) ----
+
+
+FIXED_NOW = datetime(2026, 11, 30, 1, 0, tzinfo=UTC)
+
+
+def _status_json(cli, monkeypatch):
+    monkeypatch.setattr("crawlsched.cli.show._now", lambda: FIXED_NOW)
+    return cli("status", "--json")
+
+
+def test_status_json_is_exactly_as_before_without_a_daemon(cli, tmp_home, monkeypatch):
+    add(cli, "Later", "--tz", "UTC")  # 09:05 UTC
+    add(cli, "Sooner")  # 09:05 Asia/Jakarta = 02:05 UTC
+    cli("pause", "sooner")
+    add(cli, "Soonest", "--start", "2026-11-30")
+    result = _status_json(cli, monkeypatch)
+    assert result.exit_code == 3
+    assert result.json() == {
+        "success": True, "running": False, "pid": None, "host": None, "version": None,
+        "started_at": None, "started_at_iso": None, "heartbeat": None, "heartbeat_iso": None, "http": None,
+        "config_ok": True, "config_error": None, "next_job": "soonest",
+        "next_run": "2026-11-30 09:05:00", "next_run_iso": "2026-11-30T09:05:00+07:00",
+        "jobs_file": str(tmp_home.jobs_file), "home": str(tmp_home.path),
+    }
+    assert list(result.json()) == ["success", "running", "pid", "host", "version", "started_at", "started_at_iso",
+                                   "heartbeat", "heartbeat_iso", "http", "config_ok", "config_error", "next_job",
+                                   "next_run", "next_run_iso", "jobs_file", "home"]
+
+
+def test_status_json_is_exactly_as_before_with_a_daemon(cli, tmp_home, state, fake_daemon, monkeypatch):
+    add(cli, "Next")
+    state.daemon_update(config_ok=0, config_error="jobs.toml:1: broken", next_job="next", next_due=T0,
+                        http="http://127.0.0.1:5000")
+    monkeypatch.setattr("crawlsched.cli.show.live_daemon", lambda st, now, home=None: st.daemon())  # up, whatever the lock
+    result = cli("status", "--json")
+    assert result.exit_code == 0, result.output
+    data = result.json()
+    assert {k: data[k] for k in ("running", "pid", "host", "version", "http", "config_ok", "config_error",
+                                 "next_job", "next_run", "next_run_iso")} == {
+        "running": True, "pid": fake_daemon.pid, "host": data["host"], "version": "0.1.0",
+        "http": "http://127.0.0.1:5000", "config_ok": False, "config_error": "jobs.toml:1: broken",
+        "next_job": "next", "next_run": "2026-12-01 09:05:00", "next_run_iso": "2026-12-01T09:05:00+07:00"}
+    assert "state_error" not in data and "job_count" not in data
+
+
+def test_status_with_a_corrupt_database_is_down_with_the_error(cli, tmp_home):
+    add(cli, "Next")
+    tmp_home.db.write_bytes(b"this is not a sqlite database" * 100)
+    result = cli("status", "--json")
+    assert result.exit_code == 3, result.output
+    data = result.json()
+    assert data["running"] is False and data["pid"] is None and data["success"] is True
+    assert str(tmp_home.db) in data["state_error"]
+    assert data["config_ok"] is True and data["next_job"] == "next"
+    assert cli("status").exit_code == 3

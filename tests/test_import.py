@@ -196,3 +196,20 @@ def test_an_empty_array_imports_nothing(home):
     before = (home / "jobs.toml").read_bytes()
     assert import_seed(seed_file(home, "[]"), store(home), state(home), NOW) == []
     assert (home / "jobs.toml").read_bytes() == before
+
+
+@pytest.mark.parametrize("text", ["not json", json.dumps([{"id": "x", "name": "n"}]), json.dumps([record(hour=25)])])
+def test_the_cli_import_of_a_refused_file_leaves_no_database_nor_job_file(cli, tmp_home, tmp_path, text):
+    seed = tmp_path / "scheduler_jobs.json"
+    seed.write_text(text)
+    result = cli("import", seed, "--url", "https://example.com/news")
+    assert result.exit_code == 2, result.output
+    assert sorted(p.name for p in tmp_home.path.iterdir()) == []
+
+
+def test_the_cli_import_creates_the_database_once_the_file_is_valid(cli, tmp_home, tmp_path):
+    seed = tmp_path / "scheduler_jobs.json"
+    seed.write_text(SEED_EXAMPLE)
+    result = cli("import", seed, "--url", "https://example.com/news")
+    assert result.exit_code == 0, result.output
+    assert tmp_home.db.exists() and tmp_home.jobs_file.exists()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import logging
 import threading
 from datetime import datetime, timezone
@@ -763,3 +764,27 @@ def test_openapi_describes_every_route(env):
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             served.add((path, method))
     assert served == documented
+
+
+def test_status_json_is_exactly_as_before(env):
+    env.add(name="B", hour=10, url="https://example.com/")
+    env.add(name="A", hour=9, url="https://example.com/")
+    env.turn()
+    data = env.client.get("/api/scheduler/status").get_json()
+    row = env.daemon.state.daemon()
+    assert list(data) == ["success", "running", "pid", "host", "version", "started_at", "started_at_iso",
+                          "heartbeat", "heartbeat_iso", "http", "config_ok", "config_error", "job_count",
+                          "next_job", "next_run", "next_run_iso", "jobs_file", "home"]
+    assert data == {
+        "success": True, "running": True, "pid": os.getpid(), "host": row["host"], "version": row["version"],
+        "started_at": "2025-11-08 08:00:00", "started_at_iso": "2025-11-08T08:00:00+00:00",
+        "heartbeat": data["heartbeat"], "heartbeat_iso": data["heartbeat_iso"],
+        "http": "http://127.0.0.1:5000", "config_ok": True, "config_error": None, "job_count": 2,
+        "next_job": "a", "next_run": "2025-11-08 09:00:00", "next_run_iso": "2025-11-08T09:00:00+00:00",
+        "jobs_file": str(env.jobs_file), "home": str(env.home),
+    }
+    env.jobs_file.write_text("[[jobs]\n")
+    env.daemon.reload(force=True)
+    data = env.client.get("/api/scheduler/status").get_json()
+    assert (data["config_ok"], data["job_count"], data["next_job"]) == (False, 2, "a")
+    assert data["config_error"].startswith("jobs.toml:1:")

@@ -318,9 +318,9 @@ def import_(
     """
     from crawlsched.importer import import_seed
 
-    state = env().state(create=True)
     store = env().store()
-    jobs = import_seed(file, store, state, _now(), default_url=url or None)
+    # The database is created only once the whole seed file has been validated (refused input leaves nothing).
+    jobs = import_seed(file, store, lambda: env().state(create=True), _now(), default_url=url or None)
     message = f"imported {len(jobs)} job{'s' if len(jobs) != 1 else ''} from {file}"
     if as_json:
         _emit({"success": True, "message": message, "job_ids": [j.id for j in jobs]})

@@ -155,11 +155,22 @@ def history(
 
 
 def _status(now: datetime) -> dict[str, Any]:
-    from crawlsched import timing
+    """The status (``render.status_dict``); a database that cannot be read is reported as
+    ``state_error`` and the daemon counts as down unless its lock shows it up."""
+    from crawlsched import render
+    from crawlsched.cli import daemon as cli_daemon
     from crawlsched.errors import JobFileError
 
-    row = live_daemon(env().state(), now.timestamp())
-    local = timing.machine_timezone()
+    row, state, state_error, pid = None, None, None, None
+    try:
+        state = env().state()
+        row = live_daemon(state, now.timestamp())
+        pid = row.get("pid") if row else None
+    except Exception as exc:  # sqlite3.DatabaseError, OSError, a refused schema: status must still answer
+        state, state_error = None, f"{env().db_path}: {exc}"
+        # A daemon holding the home's lock is up even if we cannot read its row.
+        holder = getattr(cli_daemon, "lock_holder", None)
+        pid = holder(env().home) if holder is not None else None
     config_ok, config_error, jobfile = True, None, None
     try:
         jobfile = _load()
@@ -168,38 +179,23 @@ def _status(now: datetime) -> dict[str, Any]:
     if row is not None and row.get("config_ok") is not None:
         # The daemon's own view wins: it may still run the last good file.
         config_ok, config_error = bool(row["config_ok"]), row.get("config_error")
-    next_job, next_at, next_tz = None, None, local
-    if row is not None and row.get("next_job"):
-        next_job, next_at = row["next_job"], timing.from_epoch(row.get("next_due"))
-    elif jobfile is not None:
-        upcoming = [(d["next_run_iso"], d["id"]) for d in _job_dicts(jobfile, now) if d["next_run_iso"] and not d["paused"]]
-        if upcoming:
-            iso, next_job = min(upcoming, key=lambda item: datetime.fromisoformat(item[0]))
-            next_at = datetime.fromisoformat(iso)
-    if jobfile is not None and next_job is not None:
-        known = jobfile.find(next_job)
-        next_tz = known.timezone if known is not None else local
-    started = timing.from_epoch(row.get("started_at")) if row else None
-    beat = timing.from_epoch(row.get("heartbeat")) if row else None
-    return {
-        "success": True,
-        "running": row is not None,
-        "pid": row.get("pid") if row else None,
-        "host": row.get("host") if row else None,
-        "version": row.get("version") if row else None,
-        "started_at": timing.format_local(started, local),
-        "started_at_iso": timing.iso_local(started, local),
-        "heartbeat": timing.format_local(beat, local),
-        "heartbeat_iso": timing.iso_local(beat, local),
-        "http": row.get("http") if row else None,
-        "config_ok": config_ok,
-        "config_error": config_error,
-        "next_job": next_job,
-        "next_run": timing.format_local(next_at, next_tz),
-        "next_run_iso": timing.iso_local(next_at, next_tz),
-        "jobs_file": str(env().jobs_file),
-        "home": str(env().home),
-    }
+    states: dict[str, Any] = {}
+    store = None
+    if jobfile is not None and not (row and row.get("next_job")):
+        if state is not None:
+            try:
+                states = state.job_states([j.id for j in jobfile.jobs])
+            except Exception as exc:
+                state_error = state_error or f"{env().db_path}: {exc}"
+        store = env().store()
+        store.load_fire_memo()  # next fires an earlier `list` computed: exact, and 10,000 jobs need them
+    data = render.status_dict(
+        row, jobfile, now, states=states, running=row is not None or pid is not None, pid=pid,
+        http=row.get("http") if row else None, config_ok=config_ok, config_error=config_error,
+        jobs_file=str(env().jobs_file), home=str(env().home), state_error=state_error)
+    if store is not None:
+        store.save_fire_memo(now.timestamp())
+    return data
 
 
 @command("status")

@@ -19,8 +19,7 @@ LATENESS_BUCKETS = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
 def status_dict(daemon: Daemon, now: datetime, bind: tuple[str, int]) -> dict[str, Any]:
-    """``crawlsched status --json``'s shape, seen from inside the daemon."""
-    local = timing.machine_timezone()
+    """``crawlsched status --json``'s shape (``render.status_dict``), seen from inside the daemon."""
     running = bool(daemon.started and not daemon.stopping)
     row = daemon.state.daemon() if running else None
     config_error, jobfile = daemon.config_error, None
@@ -28,40 +27,13 @@ def status_dict(daemon: Daemon, now: datetime, bind: tuple[str, int]) -> dict[st
         jobfile = daemon.store.load()
     except CrawlschedError as exc:
         config_error = config_error or str(exc)
-    next_job, next_at = None, None
-    if row is not None and row.get("next_job"):
-        next_job, next_at = row["next_job"], timing.from_epoch(row.get("next_due"))
-    elif jobfile is not None:
-        states = daemon.state.job_states([j.id for j in jobfile.jobs])
-        upcoming = [(v.next_run, j.id) for j in jobfile.jobs if not j.paused
-                    and (v := render.view(j, states.get(j.id), now)).next_run is not None]  # fmt: skip
-        if upcoming:
-            next_at, next_job = min(upcoming)
-    known = jobfile.find(next_job) if jobfile is not None and next_job else None
-    next_tz = known.timezone if known is not None else local
-    started = timing.from_epoch(row.get("started_at")) if row else None
-    beat = timing.from_epoch(row.get("heartbeat")) if row else None
+    states = daemon.state.job_states([j.id for j in jobfile.jobs]) if jobfile is not None and not (row and row.get("next_job")) else {}
     host, port = bind
-    return {
-        "success": True,
-        "running": running,
-        "pid": os.getpid() if running else None,
-        "host": row.get("host") if row else None,
-        "version": row.get("version") if row else None,
-        "started_at": timing.format_local(started, local),
-        "started_at_iso": timing.iso_local(started, local),
-        "heartbeat": timing.format_local(beat, local),
-        "heartbeat_iso": timing.iso_local(beat, local),
-        "http": f"http://{_url_host(host)}:{port}",
-        "config_ok": config_error is None,
-        "config_error": config_error,
-        "job_count": len(jobfile.jobs) if jobfile is not None else len(daemon.jobs),
-        "next_job": next_job,
-        "next_run": timing.format_local(next_at, next_tz),
-        "next_run_iso": timing.iso_local(next_at, next_tz),
-        "jobs_file": str(daemon.store.path),
-        "home": str(daemon.home),
-    }
+    return render.status_dict(
+        row, jobfile, now, states=states, running=running, pid=os.getpid() if running else None,
+        http=f"http://{_url_host(host)}:{port}", config_ok=config_error is None, config_error=config_error,
+        job_count=len(jobfile.jobs) if jobfile is not None else len(daemon.jobs),
+        jobs_file=str(daemon.store.path), home=str(daemon.home))
 
 
 def health_problem(daemon: Daemon, now: float) -> str | None:
