@@ -39,7 +39,11 @@ MAX_REDIRECTS = 10
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 30.0
 VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-STAMP_RE = re.compile(r"^\d{8}T\d{6}Z")
+STAMP_RE = re.compile(r"^\d{8}T\d{6}(?:_\d{3})?Z")
+#: What follows a run's key in a run-log name: ``-a2.log``, ``-a3-on_failure.log``.
+ATTEMPT_SUFFIX_RE = re.compile(r"-a\d+(?:-on_failure)?$")
+#: Spawn errors that a retry cannot fix; anything else (EAGAIN, ENOMEM, EMFILE, …) is retried.
+PERMANENT_SPAWN_ERRORS = {errno.ENOENT, errno.EACCES, errno.ENOEXEC, errno.ENOTDIR}
 DISK_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 
 
@@ -88,10 +92,24 @@ def expand_vars(template: str, env: Mapping[str, str]) -> str:
 
 
 def run_stamp(scheduled_for: datetime) -> str:
-    """A run's folder / log name: ``20251108T020500Z`` (UTC, sorts by time, file-safe)."""
+    """A run's folder / log name: ``20251108T020500Z`` (UTC, sorts by time, file-safe).
+
+    A time with a fractional second (a manual fire, ``crawlsched run``) gets its
+    milliseconds: ``20251108T020500_123Z``. The separator is ``_`` rather than
+    ``.`` so that names still sort by time: ``_`` sorts after ``Z``, so the
+    whole second ``…020500Z`` comes before ``…020500_123Z``.
+    """
     if scheduled_for.tzinfo is None or scheduled_for.utcoffset() is None:
         raise ValueError(f"scheduled_for: {scheduled_for.isoformat()} has no time zone (an aware datetime is needed)")
-    return scheduled_for.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    utc = scheduled_for.astimezone(timezone.utc)
+    if utc.microsecond:
+        return utc.strftime("%Y%m%dT%H%M%S") + f"_{utc.microsecond // 1000:03d}Z"
+    return utc.strftime("%Y%m%dT%H%M%SZ")
+
+
+def run_key(name: str) -> str:
+    """The run an entry of a data or run-log folder belongs to: its name without ``-aN[-on_failure].log``."""
+    return ATTEMPT_SUFFIX_RE.sub("", name.removesuffix(".log"))
 
 
 def body_name(index: int, url_template: str) -> str:
@@ -118,10 +136,12 @@ def bodies_complete(urls: Sequence[str], run_dir: Path) -> bool:
 def prune_runs(job_dir: Path, keep: int) -> int:
     """Delete all but the newest ``keep`` runs (body folders and ``.log`` files) in ``job_dir``.
 
-    Runs are ordered by name, which is the run stamp. Only entries whose name
-    starts with a run stamp are touched, so nothing else a person put there is
-    lost. A run that has both a folder and a log counts once. Returns the
-    number of entries deleted.
+    Runs are ordered by name, which starts with the run stamp. Only entries
+    whose name starts with a run stamp are touched, so nothing else a person
+    put there is lost. Every file of one run counts once: a folder, and the
+    logs of each attempt and of ``on_failure`` (``<stamp>-a1.log``,
+    ``<stamp>-a2.log``, ``<stamp>-a2-on_failure.log``). Returns the number of
+    entries deleted.
     """
     if keep < 0:
         raise ValueError(f"keep: {keep} must be 0 or more")
@@ -129,11 +149,11 @@ def prune_runs(job_dir: Path, keep: int) -> int:
         entries = [p for p in job_dir.iterdir() if STAMP_RE.match(p.name)]
     except FileNotFoundError:
         return 0
-    runs = sorted({p.name.removesuffix(".log") for p in entries if p.is_dir() or p.name.endswith(".log")})
+    runs = sorted({run_key(p.name) for p in entries if p.is_dir() or p.name.endswith(".log")})
     doomed = set(runs[: max(len(runs) - keep, 0)])
     deleted = 0
     for entry in entries:
-        if entry.name.removesuffix(".log") not in doomed:
+        if run_key(entry.name) not in doomed:
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
@@ -309,12 +329,31 @@ def _get_following_redirects(att: _Attempt, url: str, shown: str) -> Any:
         if scheme not in ("http", "https"):
             raise _Fail(f"{shown}: redirect to a {scheme or 'schemeless'} URL refused (only http and https)",
                         permanent=True)
-        if (urlsplit(nxt).hostname or "") != (urlsplit(url).hostname or ""):
-            # Like curl without --location-trusted: a bearer token is for the host it was written for.
-            for name in ("Authorization", "Cookie"):
-                headers.pop(name, None)
+        if _leaves_origin(url, nxt):
+            # Like curl without --location-trusted, but stricter: every header the user
+            # configured (Authorization, X-Api-Key: ${KEY}, Cookie, …) is for the origin it was
+            # written for. Another host or port, or https → http (clear text), gets none of them.
+            headers = type(headers)({"User-Agent": att.headers.get("User-Agent", "")})
         url = nxt
     raise _Fail(f"{shown}: more than {MAX_REDIRECTS} redirects")
+
+
+def _leaves_origin(url: str, nxt: str) -> bool:
+    """A redirect from ``url`` to ``nxt`` changes host or port, or downgrades https to http."""
+    from urllib.parse import urlsplit  # noqa: PLC0415
+
+    old, new = urlsplit(url), urlsplit(nxt)
+    defaults = {"http": 80, "https": 443}
+
+    def port(parts: Any) -> int | None:
+        try:
+            return parts.port or defaults.get(parts.scheme.lower())
+        except ValueError:
+            return None
+
+    if (old.hostname or "").lower() != (new.hostname or "").lower() or port(old) != port(new):
+        return True
+    return old.scheme.lower() == "https" and new.scheme.lower() != "https"
 
 
 def _request(att: _Attempt, url: str, headers: Any, shown: str) -> Any:
@@ -535,8 +574,20 @@ def run_command(command: str, log_path: Path, *, env: Mapping[str, str], timeout
         except PermissionError:
             return Outcome(False, f"command is not executable: {argv[0]}", permanent=True, output=output)
         except OSError as exc:
-            return Outcome(False, f"cannot start {argv[0]}: {exc.strerror}", permanent=True, output=output)
-        stopped = _wait(proc, timeout, cancel)
+            # Only what a retry cannot fix is permanent; EAGAIN, ENOMEM, EMFILE … pass.
+            return Outcome(False, f"cannot start {argv[0]}: {exc.strerror or type(exc).__name__}",
+                           permanent=exc.errno in PERMANENT_SPAWN_ERRORS, output=output)
+        try:
+            stopped = _wait(proc, timeout, cancel)
+        except BaseException:
+            # Ctrl-C, SIGTERM turned into an exception, a bug: the child runs in its own
+            # session, so nobody else would stop it. Stop its group, note it, re-raise.
+            _stop_group(proc, kill_after)
+            try:
+                log.write(b"[crawlsched] interrupted; process group stopped\n")
+            except OSError:
+                pass
+            raise
         if stopped:
             _stop_group(proc, kill_after)
             note = "interrupted" if stopped == "cancel" else f"timed out after {_secs(timeout)}s"

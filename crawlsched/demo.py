@@ -129,7 +129,3 @@ def run_demo(seconds: float, show: Callable[[Path, Path], None], *, folder: Path
         err.close()
         target.shutdown()
     return folder
-
-
-def now_utc() -> datetime:
-    return datetime.now(timezone.utc)

@@ -13,9 +13,12 @@ Levels (the seed only ever shows INFO, so this is our choice):
 * INFO    — started, ``Job ID``, ``Retry attempt``, success, scheduling a retry;
 * WARNING — ``AUTO CRAWL FAILED``: one attempt failed, which is routine while
   retries are left;
-* ERROR   — ``Max retries reached``: the chain is over and the run failed.
-  Every failed chain ends with this line (also with ``max_retries = 0``), so
-  alerting on ERROR catches each failed run exactly once.
+* ERROR   — the chain is over and the run failed, exactly one line per failed
+  run: ``❌ Max retries reached for job <id>`` when every attempt was used
+  (also with ``max_retries = 0``), else ``❌ Job <id> failed: <reason> (not
+  retried)`` when the chain ended early (a permanent 4xx, the next run is due,
+  the job was paused or removed, the last attempt was interrupted). Alerting
+  on ERROR catches each failed run exactly once.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ __all__ = [
     "MSG_FAILED",
     "MSG_RETRY_SCHEDULED",
     "MSG_MAX_RETRIES",
+    "MSG_FINAL_FAILURE",
     "DailyFileHandler",
     "log_file",
     "setup_logging",
@@ -45,6 +49,7 @@ __all__ = [
     "log_failed",
     "log_retry_scheduled",
     "log_max_retries",
+    "log_final_failure",
 ]
 
 LOGGER_NAME = "crawlsched"
@@ -59,6 +64,7 @@ MSG_SUCCESS = "✅ AUTO CRAWL SUCCESS"
 MSG_FAILED = "🔄 AUTO CRAWL FAILED: {reason}"
 MSG_RETRY_SCHEDULED = "🔄 Scheduling retry {retry_number} in {seconds} seconds..."
 MSG_MAX_RETRIES = "❌ Max retries reached for job {job_id}"
+MSG_FINAL_FAILURE = "❌ Job {job_id} failed: {reason} (not retried)"
 
 # Marks the handlers setup_logging() installed, so a second call replaces them
 # instead of adding a second copy (and leaves handlers others added alone).
@@ -227,3 +233,8 @@ def log_retry_scheduled(log: logging.Logger, retry_number: int, seconds: float) 
 def log_max_retries(log: logging.Logger, job_id: str) -> None:
     """``❌ Max retries reached for job <id>`` (ERROR: the run has failed)."""
     log.error(MSG_MAX_RETRIES.format(job_id=job_id))
+
+
+def log_final_failure(log: logging.Logger, job_id: str, reason: str) -> None:
+    """``❌ Job <id> failed: <reason> (not retried)`` (ERROR: a chain that ended before its last attempt)."""
+    log.error(MSG_FINAL_FAILURE.format(job_id=job_id, reason=reason))

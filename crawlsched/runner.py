@@ -12,18 +12,31 @@ from __future__ import annotations
 
 import logging
 import os
-import shlex
-import subprocess
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Callable, Mapping
 
 from crawlsched import __version__, logs, timing
 from crawlsched.model import Job, RunStatus
 from crawlsched.state import Retry, State
+
+
+#: Environment variables never passed to a crawl command or an ``on_failure`` command.
+#: ``CRAWLSCHED_TOKEN`` is the web API's bearer token: a crawl script (often someone
+#: else's code) has no business holding it. URL jobs still read ``${VAR}`` from the
+#: full environment. Extend this tuple for any other secret of crawlsched's own.
+CHILD_ENV_DENYLIST = ("CRAWLSCHED_TOKEN",)
+
+#: Triggers whose time is not a schedule's: their run folder / log name carries the
+#: trigger (``20251108T020500_123Z-manual``), so they never share one with a scheduled fire.
+UNSCHEDULED_TRIGGERS = ("manual", "run")
+
+
+def child_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """A copy of ``environ`` for a child process, without :data:`CHILD_ENV_DENYLIST`."""
+    return {k: v for k, v in environ.items() if k not in CHILD_ENV_DENYLIST}
 
 
 @dataclass(frozen=True)
@@ -39,16 +52,21 @@ class AttemptResult:
     final: bool = True
 
 
-def run_dir(home: Path, job: Job, scheduled_for: float) -> Path:
+def run_name(scheduled_for: float, trigger: str = "schedule") -> str:
+    """The one place a run's name is built: its stamp, plus the trigger when it is not a schedule's."""
     from crawlsched.crawl import run_stamp
 
-    return home / "data" / job.id / run_stamp(timing.from_epoch(scheduled_for))
+    stamp = run_stamp(timing.from_epoch(scheduled_for))
+    return f"{stamp}-{trigger}" if trigger in UNSCHEDULED_TRIGGERS else stamp
 
 
-def run_log(home: Path, job: Job, scheduled_for: float, attempt: int) -> Path:
-    from crawlsched.crawl import run_stamp
+def run_dir(home: Path, job: Job, scheduled_for: float, trigger: str = "schedule") -> Path:
+    """``data/<job>/<run name>``; pass the run's trigger (recovery: ``run.trigger``) to find a manual run's."""
+    return home / "data" / job.id / run_name(scheduled_for, trigger)
 
-    return home / "logs" / "runs" / job.id / f"{run_stamp(timing.from_epoch(scheduled_for))}-a{attempt}.log"
+
+def run_log(home: Path, job: Job, scheduled_for: float, attempt: int, trigger: str = "schedule") -> Path:
+    return home / "logs" / "runs" / job.id / f"{run_name(scheduled_for, trigger)}-a{attempt}.log"
 
 
 class AttemptRunner:
@@ -82,23 +100,40 @@ class AttemptRunner:
                              attempt, job.id, timing.format_local(timing.from_epoch(scheduled_for), job.timezone))
             return AttemptResult(job.id, scheduled_for, attempt, "duplicate", "attempt exists already")
         logs.log_started(self.log, job.id, attempt - 1, job.max_retries)
-        outcome = self._execute(job, scheduled_for, attempt, cancel)
+        try:
+            outcome = self._execute(job, scheduled_for, attempt, cancel, trigger)
+        except BaseException:
+            # Ctrl-C / SystemExit while the crawl ran (run_command has stopped its group):
+            # close the row, so it does not stay `running` forever, then let it propagate.
+            self._close_interrupted(job, run_id)
+            raise
         return self._conclude(job, scheduled_for, attempt, run_id, outcome, trigger, still_wanted, anchor)
 
-    def _execute(self, job: Job, scheduled_for: float, attempt: int, cancel: threading.Event | None):
+    def _close_interrupted(self, job: Job, run_id: int) -> None:
+        try:
+            self.state.finish_attempt(run_id, status=RunStatus.INTERRUPTED.value, finished_at=self.clock(),
+                                      message="interrupted")
+            logs.log_failed(self.log, "interrupted")
+            logs.log_final_failure(self.log, job.id, "interrupted")
+        except Exception:  # noqa: BLE001 - the interruption is what must propagate
+            self.log.exception("could not record the interrupted attempt of job %s", job.id)
+
+    def _execute(self, job: Job, scheduled_for: float, attempt: int, cancel: threading.Event | None,
+                 trigger: str = "schedule"):
         from crawlsched import crawl
 
-        env = dict(os.environ if self.environ is None else self.environ)
+        environ = os.environ if self.environ is None else self.environ
         try:
             if job.urls:
                 return crawl.fetch_urls(
-                    job.urls, run_dir(self.home, job, scheduled_for), headers=job.headers, timeout=job.timeout,
-                    max_bytes=job.max_bytes, verify=job.verify, user_agent=job.user_agent or f"crawlsched/{__version__}",
-                    env=env, cancel=cancel,
+                    job.urls, run_dir(self.home, job, scheduled_for, trigger), headers=job.headers,
+                    timeout=job.timeout, max_bytes=job.max_bytes, verify=job.verify,
+                    user_agent=job.user_agent or f"crawlsched/{__version__}", env=dict(environ), cancel=cancel,
                 )
+            env = child_env(environ)
             env.update(self._command_env(job, scheduled_for, attempt))
-            return crawl.run_command(job.command or "", run_log(self.home, job, scheduled_for, attempt), env=env,
-                                     timeout=job.timeout, cancel=cancel)
+            return crawl.run_command(job.command or "", run_log(self.home, job, scheduled_for, attempt, trigger),
+                                     env=env, timeout=job.timeout, cancel=cancel)
         except Exception as exc:  # a bug or an unexpected OS error must not lose the attempt
             self.log.exception("attempt of job %s crashed", job.id)
             return crawl.Outcome(ok=False, message=f"internal error: {type(exc).__name__}")
@@ -131,6 +166,8 @@ class AttemptRunner:
             self.state.finish_attempt(run_id, status=RunStatus.INTERRUPTED.value, finished_at=now,
                                       message=outcome.message or "interrupted", retry=retry, **fields)
             logs.log_failed(self.log, outcome.message or "interrupted")
+            if retry is None:
+                logs.log_final_failure(self.log, job.id, outcome.message or "interrupted")
             return AttemptResult(job.id, scheduled_for, attempt, RunStatus.INTERRUPTED.value, outcome.message,
                                  retry_due=retry.due_at if retry else None, final=retry is None)
 
@@ -147,7 +184,10 @@ class AttemptRunner:
             return AttemptResult(job.id, scheduled_for, attempt, RunStatus.FAILED.value, message, retry_due=due, final=False)
         if attempt >= job.max_attempts:
             logs.log_max_retries(self.log, job.id)
-        self.on_failure(job, scheduled_for, attempt, message)
+        else:  # the chain ended early: still exactly one ERROR line per failed run
+            early = outcome.message if reason in (None, "permanent failure, not retried") else f"{outcome.message}; {reason}"
+            logs.log_final_failure(self.log, job.id, early)
+        self.on_failure(job, scheduled_for, attempt, message, trigger)
         self._prune(job)
         return AttemptResult(job.id, scheduled_for, attempt, RunStatus.FAILED.value, message)
 
@@ -171,17 +211,17 @@ class AttemptRunner:
             return None, "next run is due"
         return due, None
 
-    def on_failure(self, job: Job, scheduled_for: float, attempt: int, message: str) -> None:
+    def on_failure(self, job: Job, scheduled_for: float, attempt: int, message: str, trigger: str = "schedule") -> None:
         """Run the job's ``on_failure`` command once after the final failed attempt (no shell)."""
         if not job.on_failure:
             return
         from crawlsched.crawl import run_command
 
-        env = dict(os.environ if self.environ is None else self.environ)
+        env = child_env(os.environ if self.environ is None else self.environ)
         env.update(self._command_env(job, scheduled_for, attempt))
         env["CRAWLSCHED_MESSAGE"] = message
-        path = run_log(self.home, job, scheduled_for, attempt).with_name(
-            run_log(self.home, job, scheduled_for, attempt).stem + "-on_failure.log")
+        log_path = run_log(self.home, job, scheduled_for, attempt, trigger)
+        path = log_path.with_name(log_path.stem + "-on_failure.log")
         result = run_command(job.on_failure, path, env=env, timeout=60)
         if not result.ok:
             self.log.warning("on_failure command of job %s failed: %s", job.id, result.message)
@@ -198,26 +238,22 @@ class AttemptRunner:
             self.log.warning("could not prune old runs of job %s: %s", job.id, exc)
 
 
-def split_command(command: str) -> list[str]:
-    return shlex.split(command)
-
-
-def now_utc() -> datetime:
-    return datetime.now(timing.UTC)
-
-
-__all__ = ["AttemptResult", "AttemptRunner", "run_dir", "run_log", "subprocess"]
+__all__ = ["CHILD_ENV_DENYLIST", "AttemptResult", "AttemptRunner", "child_env", "run_dir", "run_foreground",
+           "run_log", "run_name"]
 
 
 def run_foreground(job: Job, state: State, home: Path, log: logging.Logger, *,
                    progress: Callable[[str], None] = lambda _line: None,
                    wait: Callable[[float], bool] | None = None,
-                   clock: Callable[[], float] = time.time) -> AttemptResult:
+                   clock: Callable[[], float] = time.time,
+                   cancel: threading.Event | None = None) -> AttemptResult:
     """``crawlsched run``: the whole chain in this process, the daemon's rules and records.
 
     Retries are not saved for the daemon to resume (trigger ``run``): if this
     process is stopped, the chain ends here. ``wait(seconds)`` returns True
-    when the wait was cut short (Ctrl-C), which ends the chain.
+    when the wait was cut short (Ctrl-C), which ends the chain. Setting
+    ``cancel`` (the CLI's SIGTERM handler) stops a running attempt: its
+    process group is stopped and the row closed as ``interrupted``.
     """
     from crawlsched.errors import JobBusy
 
@@ -225,18 +261,20 @@ def run_foreground(job: Job, state: State, home: Path, log: logging.Logger, *,
     if other is not None:
         raise JobBusy(f"job {job.id} is running in another process (pid {other.owner_pid}); not starting it twice")
     runner = AttemptRunner(state, home, log, clock=clock, persist_retries=False)
-    stop = threading.Event()
+    stop = cancel if cancel is not None else threading.Event()
     sleeper = wait or (lambda seconds: stop.wait(seconds))
     scheduled_for = round(clock(), 3)
     attempt = 1
     while True:
         progress(f"attempt {attempt}/{job.max_attempts} running")
-        result = runner.attempt(job, scheduled_for, attempt, trigger="run")
+        result = runner.attempt(job, scheduled_for, attempt, trigger="run", cancel=cancel,
+                                still_wanted=lambda: cancel is None or not cancel.is_set())
         progress(f"attempt {attempt}/{job.max_attempts}: {result.status}: {result.message}")
         if result.retry_due is None:
             return result
         delay = max(0.0, result.retry_due - clock())
         progress(f"retry {attempt} in {delay:.0f} seconds")
-        if sleeper(delay):
+        if sleeper(delay) or (cancel is not None and cancel.is_set()):
+            logs.log_final_failure(log, job.id, "interrupted")
             return result
         attempt += 1

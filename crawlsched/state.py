@@ -461,10 +461,6 @@ class State:
             if retry is not None:
                 _save_retry(c, retry)
 
-    def save_retry(self, retry: Retry) -> None:
-        with self.write() as c:
-            _save_retry(c, retry)
-
     def clear_retry(self, job_id: str) -> None:
         with self.write() as c:
             c.execute("DELETE FROM retries WHERE job_id = ?", (job_id,))
@@ -480,10 +476,6 @@ class State:
                 (job_id, scheduled_for, status, now, message, missed_count, first_missed, last_missed),
             )
             c.execute("INSERT OR IGNORE INTO jobs_seen(job_id, first_seen) VALUES (?, ?)", (job_id, now))
-            c.execute("UPDATE jobs_seen SET last_fire = max(coalesce(last_fire, 0), ?) WHERE job_id = ?", (scheduled_for, job_id))
-
-    def set_last_fire(self, job_id: str, scheduled_for: float) -> None:
-        with self.write() as c:
             c.execute("UPDATE jobs_seen SET last_fire = max(coalesce(last_fire, 0), ?) WHERE job_id = ?", (scheduled_for, job_id))
 
     # daemon bookkeeping

@@ -25,8 +25,18 @@ DAEMON_FRESH = 90.0  # seconds: a daemon whose heartbeat is older is not up
 STOP_WAIT = 60.0  # seconds `stop` waits for the daemon to exit
 
 
-def live_daemon(state: State | None, now: float) -> dict[str, Any] | None:
-    """The daemon's row when one is up: its pid is alive and its heartbeat is fresh (< 90 s)."""
+def live_daemon(state: State | None, now: float, home: Path | None = None) -> dict[str, Any] | None:
+    """The daemon's row when one is up, else None. The one check behind status, stop and run-now.
+
+    Up means all of: the row says it runs on this machine (``host`` is
+    ``socket.gethostname()``), its pid is alive, its heartbeat is fresh
+    (< 90 s), and the home's lock file ``.crawlsched-daemon.lock`` is held
+    (a shared non-blocking flock fails) by that same pid (the daemon writes
+    its pid there). A recycled pid, a row from another host sharing the home,
+    or a daemon killed with SIGKILL is never signalled.
+    """
+    import socket
+
     from crawlsched.state import pid_alive
 
     row = state.daemon() if state is not None else None
@@ -34,7 +44,31 @@ def live_daemon(state: State | None, now: float) -> dict[str, Any] | None:
         return None
     if row.get("heartbeat") is None or now - row["heartbeat"] > DAEMON_FRESH:
         return None
+    if row.get("host") != socket.gethostname():
+        return None
+    if lock_holder(env().home if home is None else home) != int(row["pid"]):
+        return None
     return row
+
+
+def lock_holder(home: Path) -> int | None:
+    """The pid in ``<home>/.crawlsched-daemon.lock`` while a daemon holds that lock, else None."""
+    import fcntl
+
+    try:
+        fd = os.open(Path(home) / ".crawlsched-daemon.lock", os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            return int(text) if text.isdigit() else None
+        fcntl.flock(fd, fcntl.LOCK_UN)  # we got it: nobody holds it, no daemon
+        return None
+    finally:
+        os.close(fd)
 
 
 
@@ -133,6 +167,8 @@ def run(
     \b
       crawlsched run daily-morning-crawl
     """
+    import signal
+    import sys
     import threading
 
     from crawlsched.logs import setup_logging
@@ -158,13 +194,36 @@ def run(
         except KeyboardInterrupt:
             return True
 
-    result = run_foreground(found, state, env().home, log, progress=progress, wait=wait)
+    # SIGTERM (kill, systemd, a CI timeout) stops the running attempt through the cancel
+    # event: the command's process group is stopped and the row closed as interrupted.
+    # Ctrl-C arrives as KeyboardInterrupt: run_command stops the group, the runner closes
+    # the row, and it ends here with exit 130 and one line, no traceback.
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_term(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        result = run_foreground(found, state, env().home, log, progress=progress, wait=wait, cancel=stop)
+    except KeyboardInterrupt:
+        message = f"job {found.id}: interrupted (Ctrl-C); the attempt was stopped and recorded as interrupted"
+        if as_json:
+            _emit({"success": False, "job_id": found.id, "status": "interrupted", "message": message, "error": message})
+        else:
+            print(f"crawlsched: {message}", file=sys.stderr)
+        raise typer.Exit(130) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     ok = result.status == "success"
     if as_json:
         from crawlsched import render
 
         runs = [render.run_dict(r, found) for r in state.runs(found.id, limit=found.max_attempts)]
-        _emit({"success": ok, "job_id": found.id, "status": result.status, "message": result.message, "runs": runs})
+        payload = {"success": ok, "job_id": found.id, "status": result.status, "message": result.message, "runs": runs}
+        if not ok:
+            payload["error"] = result.message
+        _emit(payload)
     if not ok:
         raise typer.Exit(1)
 

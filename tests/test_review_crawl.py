@@ -1,0 +1,418 @@
+"""Fixes from the crawl/runner review: real `crawlsched run` processes, real local servers.
+
+Linux-only where process groups are checked (/proc).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from crawlsched import crawl
+from crawlsched.crawl import fetch_urls, prune_runs, run_command, run_stamp
+from crawlsched.state import State
+
+TOKEN = "tok-SECRET-9f8e7d6c5b4a"
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def no_proxy(monkeypatch):
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "*")
+
+
+def write_jobs(home: Path, body: str) -> Path:
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / "jobs.toml"
+    path.write_text(body)
+    return path
+
+
+def cli_env(home: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRAWLSCHED_")}
+    env.update(CRAWLSCHED_HOME=str(home), CRAWLSCHED_JOBS=str(home / "jobs.toml"), TZ="UTC", NO_PROXY="*")
+    env.update(extra)
+    return env
+
+
+def crawlsched(home: Path, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "crawlsched", *args], env=cli_env(home, **extra),
+                          capture_output=True, text=True, timeout=60)
+
+
+def rows(home: Path, job_id: str) -> list:
+    st = State(home / "crawlsched.db").open()
+    try:
+        return st.runs(job_id)
+    finally:
+        st.close()
+
+
+def group_alive(pgid: int) -> bool:
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
+            return True
+    return False
+
+
+def error_lines(home: Path) -> list[str]:
+    return [line for f in (home / "logs").glob("crawler_*.log") for line in f.read_text().splitlines()
+            if " - ERROR - " in line]
+
+
+class Handler(BaseHTTPRequestHandler):
+    def log_message(self, *args):  # quiet
+        pass
+
+    def do_GET(self):  # noqa: N802
+        self.server.seen.append((self.path, dict(self.headers.items())))
+        if self.path.startswith("/redirect"):
+            self.send_response(302)
+            self.send_header("Location", self.server.location)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        code = 404 if self.path.startswith("/missing") else 500 if self.path.startswith("/broken") else 200
+        body = b"body\n"
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def start_server() -> ThreadingHTTPServer:
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    srv.daemon_threads = True
+    srv.seen, srv.location = [], ""
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    srv.url = f"http://127.0.0.1:{srv.server_port}"
+    return srv
+
+
+@pytest.fixture
+def servers():
+    made = [start_server(), start_server()]
+    yield made
+    for srv in made:
+        srv.shutdown()
+        srv.server_close()
+
+
+# --- 1. Ctrl-C / SIGTERM during `crawlsched run` ----------------------------------------------
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_during_run_stops_the_group_and_closes_the_row(tmp_path, sig):
+    home = tmp_path / "home"
+    pidfile = tmp_path / "child.pid"
+    write_jobs(home, f'''[[jobs]]
+id = "sleeper"
+name = "sleeper"
+every = "1d"
+timezone = "UTC"
+max_retries = 2
+retry_delay = 1
+command = "sh -c 'echo $$ > {pidfile}; exec sleep 60'"
+''')
+    proc = subprocess.Popen([sys.executable, "-m", "crawlsched", "run", "sleeper"], env=cli_env(home),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while not (pidfile.exists() and pidfile.read_text().strip()):
+            assert time.monotonic() < deadline, "the command never started"
+            time.sleep(0.05)
+        pgid = int(pidfile.read_text())
+        assert group_alive(pgid)
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode in (1, 130), (proc.returncode, err)
+    assert "Traceback" not in err, err
+    if sig == signal.SIGINT:
+        assert "interrupted" in err
+    assert not group_alive(pgid), "the command's process group outlived `crawlsched run`"
+    attempts = rows(home, "sleeper")
+    assert [r.status for r in attempts] == ["interrupted"], [(r.status, r.message) for r in attempts]
+    assert attempts[0].message == "interrupted" and attempts[0].finished_at is not None
+    assert len(error_lines(home)) == 1
+
+
+def test_base_exception_in_wait_stops_the_group(tmp_path, monkeypatch):
+    pidfile = tmp_path / "pid"
+
+    def boom(proc, timeout, cancel):
+        while not pidfile.exists() or not pidfile.read_text().strip():
+            time.sleep(0.02)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(crawl, "_wait", boom)
+    with pytest.raises(KeyboardInterrupt):
+        run_command(f"sh -c 'echo $$ > {pidfile}; exec sleep 60'", tmp_path / "log", env=dict(os.environ),
+                    timeout=60, kill_after=2)
+    assert not group_alive(int(pidfile.read_text()))
+
+
+# --- 2. the API token never reaches a crawl command ---------------------------------------------
+
+
+def test_token_is_not_in_a_command_jobs_environment(tmp_path):
+    home = tmp_path / "home"
+    write_jobs(home, '''[[jobs]]
+id = "envy"
+name = "envy"
+every = "1d"
+timezone = "UTC"
+max_retries = 0
+command = "sh -c 'env; echo MARKER_PRESENT=$MARKER; exit 1'"
+on_failure = "env"
+''')
+    result = crawlsched(home, "run", "envy", CRAWLSCHED_TOKEN=TOKEN, MARKER="yes")
+    assert result.returncode == 1, result.stderr
+    logs = list((home / "logs" / "runs" / "envy").glob("*.log"))
+    assert len(logs) == 2, logs  # the attempt's log and on_failure's
+    for log in logs:
+        text = log.read_text()
+        assert "CRAWLSCHED_JOB_ID=envy" in text  # the log really holds the environment
+        assert TOKEN not in text and "CRAWLSCHED_TOKEN" not in text, log
+    assert any("MARKER_PRESENT=yes" in log.read_text() for log in logs)  # other variables still pass
+
+
+# --- 3. configured headers never leave their origin ---------------------------------------------
+
+
+def test_redirect_to_another_port_drops_every_configured_header(servers, tmp_path, monkeypatch):
+    a, b = servers
+    a.location = f"{b.url}/ok"
+    monkeypatch.setenv("TOK", TOKEN)
+    monkeypatch.setenv("KEY", "key-SECRET-1234")
+    out = fetch_urls([f"{a.url}/redirect"], tmp_path / "run",
+                     headers={"Authorization": "Bearer ${TOK}", "X-Api-Key": "${KEY}", "Cookie": "s=1"},
+                     user_agent="crawlsched/test")
+    assert out.ok, out.message
+    (_, first), = a.seen
+    assert first["Authorization"] == f"Bearer {TOKEN}" and first["X-Api-Key"] == "key-SECRET-1234"
+    (_, second), = b.seen
+    assert "Authorization" not in second and "X-Api-Key" not in second and "Cookie" not in second, second
+    assert second["User-Agent"] == "crawlsched/test"
+
+
+def test_redirect_within_the_origin_keeps_the_headers(servers, tmp_path, monkeypatch):
+    a, _ = servers
+    a.location = f"{a.url}/ok"
+    monkeypatch.setenv("KEY", "key-SECRET-1234")
+    out = fetch_urls([f"{a.url}/redirect"], tmp_path / "run", headers={"X-Api-Key": "${KEY}"})
+    assert out.ok, out.message
+    assert [h.get("X-Api-Key") for _, h in a.seen] == ["key-SECRET-1234"] * 2
+
+
+@pytest.mark.parametrize(("old", "new", "leaves"), [
+    ("https://h.example/a", "http://h.example/b", True),  # downgrade: clear text
+    ("https://h.example/a", "https://h.example:8443/b", True),
+    ("https://h.example/a", "https://other.example/b", True),
+    ("https://h.example/a", "https://H.EXAMPLE:443/b", False),
+    ("http://h.example/a", "http://h.example:80/b", False),
+])
+def test_leaving_the_origin(old, new, leaves):
+    assert crawl._leaves_origin(old, new) is leaves
+
+
+# --- 4. exactly one ERROR line per failed run ---------------------------------------------------
+
+
+def test_permanent_404_logs_exactly_one_error_and_run_json_has_error(servers, tmp_path):
+    home = tmp_path / "home"
+    write_jobs(home, f'''[[jobs]]
+id = "gone"
+name = "gone"
+every = "1d"
+timezone = "UTC"
+max_retries = 3
+retry_delay = 1
+url = "{servers[0].url}/missing"
+''')
+    result = crawlsched(home, "run", "gone", "--json")
+    assert result.returncode == 1, result.stderr
+    data = json.loads(result.stdout)
+    assert data["success"] is False and "HTTP 404" in data["error"]
+    errors = error_lines(home)
+    assert len(errors) == 1, errors
+    assert "❌ Job gone failed: HTTP 404" in errors[0] and "(not retried)" in errors[0]
+
+
+def test_exhausted_retries_keep_the_seed_line(servers, tmp_path):
+    home = tmp_path / "home"
+    write_jobs(home, f'''[[jobs]]
+id = "flaky"
+name = "flaky"
+every = "1d"
+timezone = "UTC"
+max_retries = 1
+retry_delay = 0
+url = "{servers[0].url}/broken"
+''')
+    assert crawlsched(home, "run", "flaky").returncode == 1
+    errors = error_lines(home)
+    assert len(errors) == 1 and errors[0].endswith("❌ Max retries reached for job flaky"), errors
+
+
+# --- 5. keep_runs counts runs ------------------------------------------------------------------
+
+
+def test_prune_groups_attempt_logs_by_run(tmp_path):
+    stamps = ["20251101T010000Z", "20251102T010000Z", "20251103T010000_250Z-manual"]
+    for stamp in stamps:
+        for n in (1, 2, 3):
+            (tmp_path / f"{stamp}-a{n}.log").write_text("x")
+        (tmp_path / f"{stamp}-a3-on_failure.log").write_text("x")
+    (tmp_path / "notes.txt").write_text("mine")
+    assert prune_runs(tmp_path, 2) == 4
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert not [n for n in left if n.startswith(stamps[0])]
+    assert len([n for n in left if n.startswith((stamps[1], stamps[2]))]) == 8
+    assert "notes.txt" in left
+
+
+# --- 6. no two runs share a folder ---------------------------------------------------------------
+
+
+def test_run_stamp_has_milliseconds_and_sorts():
+    whole = datetime(2025, 11, 8, 2, 5, tzinfo=timezone.utc)
+    frac = datetime(2025, 11, 8, 2, 5, 0, 123456, tzinfo=timezone.utc)
+    later = datetime(2025, 11, 8, 2, 5, 1, tzinfo=timezone.utc)
+    assert run_stamp(whole) == "20251108T020500Z"
+    assert run_stamp(frac) == "20251108T020500_123Z"
+    names = [run_stamp(whole), run_stamp(frac), run_stamp(later)]
+    assert sorted(names) == names
+
+
+def test_manual_run_never_shares_a_scheduled_runs_folder(tmp_path):
+    from crawlsched.model import Job
+    from crawlsched.runner import run_dir, run_log
+
+    job = Job.__new__(Job)
+    object.__setattr__(job, "id", "j")
+    t = 1762567500.0  # a whole second, as a scheduled fire
+    scheduled, manual = run_dir(tmp_path, job, t), run_dir(tmp_path, job, t, "manual")
+    assert scheduled != manual and manual.name == f"{scheduled.name}-manual"
+    assert run_dir(tmp_path, job, t, "catch_up") == scheduled
+    assert run_log(tmp_path, job, t, 2, "run").name == f"{scheduled.name}-run-a2.log"
+    assert sorted([manual.name, scheduled.name]) == [scheduled.name, manual.name]
+
+
+# --- 7. spawn errors ----------------------------------------------------------------------------
+
+
+def test_enoexec_at_spawn_is_permanent(tmp_path):
+    script = tmp_path / "garbage"
+    script.write_bytes(b"\x7fELF not really\n")
+    script.chmod(0o755)
+    out = run_command(str(script), tmp_path / "log", env=dict(os.environ))
+    assert not out.ok and out.permanent, out
+
+
+@pytest.mark.parametrize("code", [errno.EAGAIN, errno.ENOMEM])
+def test_resource_errors_at_spawn_are_retryable(tmp_path, monkeypatch, code):
+    def refuse(*args, **kwargs):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+    out = run_command("true", tmp_path / "log", env=dict(os.environ))
+    assert not out.ok and not out.permanent and os.strerror(code) in out.message
+
+
+# --- 8. stop / run-now signal only our daemon ---------------------------------------------------
+
+HOLDER = """
+import fcntl, os, signal, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)
+if sys.argv[2] == "lock":
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{sys.argv[3] if len(sys.argv) > 3 else os.getpid()}\\n".encode(), 0)
+signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+print("ready", flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.fixture
+def holder(tmp_home):
+    made = []
+
+    def start(mode: str, *extra: str) -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_home.path / ".crawlsched-daemon.lock"), mode,
+                                 *extra], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "ready"
+        made.append(proc)
+        return proc
+
+    yield start
+    for proc in made:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+
+
+def register(tmp_home, pid: int, host: str | None = None) -> None:
+    st = State(tmp_home.db).open()
+    st.daemon_started(pid, host or socket.gethostname(), "0.1.0", time.time())
+    st.close()
+
+
+def test_stop_signals_the_daemon_that_holds_the_lock(cli, tmp_home, holder):
+    proc = holder("lock")
+    register(tmp_home, proc.pid)
+    result = cli("stop", "--json")
+    assert result.exit_code == 0, result.output
+    assert proc.wait(timeout=5) == -signal.SIGTERM
+
+
+@pytest.mark.parametrize("case", ["no lock held", "lock held by another pid", "other host"])
+def test_stop_and_run_now_leave_an_unrelated_process_alone(cli, tmp_home, holder, case):
+    if case == "no lock held":
+        proc = holder("nolock")
+        register(tmp_home, proc.pid)
+    elif case == "lock held by another pid":
+        proc = holder("nolock")
+        holder("lock", "1")  # a daemon whose lock names another pid
+        register(tmp_home, proc.pid)
+    else:
+        proc = holder("lock")
+        register(tmp_home, proc.pid, host="some-other-machine")
+    cli("add", "Now", "--every", "1h", "--command", "true")
+    assert cli("stop").exit_code == 3
+    assert cli("run-now", "now").exit_code == 3
+    time.sleep(0.2)
+    assert proc.poll() is None, "an unrelated process was signalled"
+    from crawlsched.cli.daemon import live_daemon
+
+    st = State(tmp_home.db).open()
+    try:
+        assert live_daemon(st, time.time(), tmp_home.path) is None
+    finally:
+        st.close()
