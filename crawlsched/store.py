@@ -40,7 +40,9 @@ from crawlsched.tomledit import (
     append_with_tomlkit,
     edit_defaults,
     edit_job_table,
+    edit_job_tables,
     remove_job_table,
+    remove_job_tables,
     render_table,
     tomlkit_value,
 )
@@ -361,22 +363,23 @@ class JobStore:
             return jobfile.find(job.id) or job
 
     def set_paused_all(self, paused: bool) -> int:
-        """Pause or resume every job (the seed's legacy start/stop); returns how many changed."""
+        """Pause or resume every job (the seed's legacy start/stop); returns how many changed.
+
+        One pass over the file (spans found once, edited bottom up, checked once): 10,000 jobs
+        are not parsed 10,000 times under the lock.
+        """
         with self.locked():
             text, current = self._current()
             changed = [j for j in current.jobs if j.paused != paused]
-            for job in changed:
-                current = parse_text(text, self.label, self.machine_tz)
 
-                def change(table: Any) -> None:
-                    if paused:
-                        table["paused"] = True
-                    elif "paused" in table:
-                        del table["paused"]
+            def change(table: Any) -> None:
+                if paused:
+                    table["paused"] = True
+                elif "paused" in table:
+                    del table["paused"]
 
-                text = edit_job_table(text, current, job.id, change)
             if changed:
-                self._commit(text)
+                self._commit(edit_job_tables(text, current, [j.id for j in changed], change))
             return len(changed)
 
     def set_defaults(self, changes: Mapping[str, Any]) -> Defaults:
@@ -405,13 +408,10 @@ class JobStore:
         """Add or replace several jobs in one write: all of them or none (``import``)."""
         with self.locked():
             text, current = self._current()
-            for table in tables:
-                existing = current.find(table["id"])
-                if existing is not None and existing.id == table["id"]:
-                    if not replace:
-                        continue
-                    text = remove_job_table(text, current, existing.id)
-                    current = parse_text(text, self.label, self.machine_tz)
+            present = {j.id for j in current.jobs}
+            replaced = [t["id"] for t in tables if t["id"] in present]
+            if replaced and replace:
+                text = remove_job_tables(text, current, replaced)
             for table in tables:
                 text = append_text(text, render_table(dict(table)))
             jobfile = self._commit(text)
@@ -423,10 +423,8 @@ class JobStore:
         with self.locked():
             text, current = self._current()
             gone = [j for j in current.jobs if timing.is_finished(j, now, anchors.get(j.id))]
-            for job in gone:
-                text = remove_job_table(text, parse_text(text, self.label, self.machine_tz), job.id)
             if gone:
-                self._commit(text)
+                self._commit(remove_job_tables(text, current, [j.id for j in gone]))
             return gone
 
     @staticmethod

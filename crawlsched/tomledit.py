@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from crawlsched.errors import CrawlschedError
 from crawlsched.jobfile import HEADER_RE, defaults_line, segment_end
@@ -115,45 +115,64 @@ def _split_tail(lines: list[str], start: int, end: int) -> int:
     return cut
 
 
-def _locate(text: str, current: JobFile, job_id: str) -> tuple[list[str], int, int]:
+def _spans_of(text: str, current: JobFile, job_ids: Iterable[str]) -> tuple[list[str], list[tuple[int, int]]]:
+    """The file's lines and the spans of the tables of ``job_ids``, bottom first (found in one pass)."""
     lines, spans = _job_segments(text)
-    index = next(i for i, j in enumerate(current.jobs) if j.id == job_id)
     if len(spans) != len(current.jobs):
         raise CrawlschedError("jobs.toml holds jobs in a form this command cannot edit in place (an inline `jobs = [...]` array); write them as [[jobs]] tables")
-    start, end = spans[index]
-    return lines, start, end
+    wanted = set(job_ids)
+    chosen = [span for job, span in zip(current.jobs, spans) if job.id in wanted]
+    return lines, sorted(chosen, reverse=True)
 
 
 def edit_job_table(text: str, current: JobFile, job_id: str, change: Callable[[Any], None]) -> str:
     """Rewrite one job's table through tomlkit; every other byte of the file stays."""
+    return edit_job_tables(text, current, [job_id], change)
+
+
+def edit_job_tables(text: str, current: JobFile, job_ids: Iterable[str], change: Callable[[Any], None]) -> str:
+    """Rewrite the tables of ``job_ids`` through tomlkit (``change`` on each), in one pass.
+
+    The spans are found once and edited from the bottom up, so an edit never moves
+    a span still to do; the result is checked once. Every other byte stays.
+    """
     import tomlkit
 
-    lines, start, end = _locate(text, current, job_id)
-    cut = _split_tail(lines, start, end)
-    segment = "".join(lines[start:cut])
-    if not segment.endswith("\n"):
-        segment += "\n"
-    doc = tomlkit.parse(segment)
-    change(doc["jobs"][0])
-    new_segment = tomlkit.dumps(doc)
-    new_text = "".join(lines[:start]) + new_segment + "".join(lines[cut:])
-    _check_others_unchanged(current, new_text, job_id)
+    lines, spans = _spans_of(text, current, job_ids)
+    for start, end in spans:
+        cut = _split_tail(lines, start, end)
+        segment = "".join(lines[start:cut])
+        if not segment.endswith("\n"):
+            segment += "\n"
+        doc = tomlkit.parse(segment)
+        change(doc["jobs"][0])
+        lines[start:cut] = [tomlkit.dumps(doc)]
+    new_text = "".join(lines)
+    _check_others_unchanged(current, new_text)
     return new_text
 
 
 def remove_job_table(text: str, current: JobFile, job_id: str) -> str:
-    lines, start, end = _locate(text, current, job_id)
-    cut = _split_tail(lines, start, end)
-    new_text = "".join(lines[:start]) + "".join(lines[cut:])
-    _check_others_unchanged(current, new_text, job_id, removed=True)
+    return remove_job_tables(text, current, [job_id])
+
+
+def remove_job_tables(text: str, current: JobFile, job_ids: Iterable[str]) -> str:
+    """Remove the tables of ``job_ids`` (their trailing comments stay with what follows), in one pass."""
+    removed = set(job_ids)
+    lines, spans = _spans_of(text, current, removed)
+    for start, end in spans:
+        del lines[start:_split_tail(lines, start, end)]
+    new_text = "".join(lines)
+    _check_others_unchanged(current, new_text, removed)
     return new_text
 
 
-def _check_others_unchanged(current: JobFile, new_text: str, job_id: str, removed: bool = False) -> None:
-    """A guard on the line-based surgery: every other job must parse exactly as before."""
+def _check_others_unchanged(current: JobFile, new_text: str, removed: Iterable[str] = ()) -> None:
+    """A guard on the line-based surgery (one parse): every other job must still be there, in order."""
+    gone = set(removed)
     data = tomllib.loads(new_text)
     ids = [t.get("id") for t in data.get("jobs", [])]
-    expected = [j.id for j in current.jobs if not (removed and j.id == job_id)]
+    expected = [j.id for j in current.jobs if j.id not in gone]
     if ids != expected:
         raise CrawlschedError("jobs.toml: could not edit the job's table in place without touching others; nothing was changed")
 

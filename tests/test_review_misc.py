@@ -129,3 +129,66 @@ def test_web_server_start_and_close_prints_nothing(capfd, caplog):
     assert "unhandled" not in out + err and "Traceback" not in out + err, out + err
     assert not [r for r in caplog.records if "unhandled" in r.getMessage() or r.levelno >= logging.WARNING]
     assert not [t for t in threading.enumerate() if t.name == "crawlsched-web"]
+
+
+# --- bulk store edits: one pass over the file ------------------------------------------------
+
+
+def _many_jobs(n: int) -> str:
+    parts = ["# my jobs: keep this\n[defaults]\ntimezone = \"UTC\"\nurl = \"https://example.com/\"\n"]
+    for i in range(n):
+        parts.append(f"\n# job {i}\n[[jobs]]\nid = \"j{i}\"  # id comment {i}\nat = \"09:{i % 60:02d}\"\n")
+    return "".join(parts)
+
+
+def _count_parses(monkeypatch):
+    import crawlsched.tomledit as tomledit
+
+    calls = {"n": 0}
+    real = tomledit.tomllib.loads
+
+    class Counting:
+        @staticmethod
+        def loads(text, **kw):
+            calls["n"] += 1
+            return real(text, **kw)
+
+    monkeypatch.setattr(tomledit, "tomllib", Counting)
+    return calls
+
+
+def test_pause_all_on_2000_jobs_is_one_pass_and_keeps_comments(tmp_path, monkeypatch):
+    import tomllib
+
+    from crawlsched.store import JobStore
+
+    path = tmp_path / "jobs.toml"
+    path.write_text(_many_jobs(2000))
+    store = JobStore(path, cache_dir=tmp_path / ".cache")
+    calls = _count_parses(monkeypatch)
+    assert store.set_paused_all(True) == 2000
+    assert calls["n"] <= 2  # the whole-file check runs once, not once per job
+    text = path.read_text()
+    assert text.startswith("# my jobs: keep this\n") and "# job 1999\n" in text and 'id = "j7"  # id comment 7' in text
+    assert all(t["paused"] is True for t in tomllib.loads(text)["jobs"])
+    assert store.set_paused_all(False) == 2000
+    assert path.read_text() == _many_jobs(2000)
+
+
+def test_prune_and_add_many_are_one_pass(tmp_path, monkeypatch):
+    from datetime import datetime, timezone
+
+    from crawlsched.store import JobStore
+
+    path = tmp_path / "jobs.toml"
+    text = _many_jobs(300).replace('at = "09:00"\n', 'at = "09:00"\nend_date = 2020-01-02\n')
+    path.write_text(text)
+    store = JobStore(path, cache_dir=tmp_path / ".cache")
+    calls = _count_parses(monkeypatch)
+    gone = store.prune(datetime(2026, 1, 1, tzinfo=timezone.utc))
+    assert [j.id for j in gone] == [f"j{i}" for i in range(0, 300, 60)] and calls["n"] <= 2
+    calls["n"] = 0
+    store.add_many([{"id": f"j{i}", "name": f"J{i}", "at": "10:00"} for i in range(1, 200)], replace=True)
+    assert calls["n"] <= 2
+    jobs = store.load().jobs
+    assert len(jobs) == 298 and store.load().find("j1").name == "J1" and "# job 250\n" in path.read_text()
