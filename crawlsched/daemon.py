@@ -2,10 +2,12 @@
 
 The next fire of every job and every pending retry sit in one heap, so a turn
 of the loop costs nothing that grows with the number of jobs. The loop waits
-on an Event until the earliest entry is due (at most 60 s, so a suspended
-machine or a changed clock is noticed); signals and finished attempts set the
-Event. Crawls run on a bounded pool and report back through a queue; the loop
-never blocks on one.
+on a self-pipe (``Waker``) until the earliest entry is due (at most 60 s, so a
+suspended machine or a changed clock is noticed); signals and finished
+attempts write a byte to it. A signal handler takes no lock: one landing while
+the main thread holds a ``threading.Event``'s lock would deadlock the loop.
+Crawls run on a bounded pool and report back through a queue; the loop never
+blocks on one. An exception in one step of a turn is logged and the loop goes on.
 
 The periodic duties (polling jobs.toml, the heartbeat, the systemd watchdog,
 run-now requests) run on a ``schedule.Scheduler``. Its next runs are naive
@@ -26,13 +28,14 @@ import itertools
 import logging
 import os
 import queue
+import select
 import signal
 import socket
 import sys
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait as wait_futures
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -45,7 +48,7 @@ from crawlsched.runner import AttemptResult, AttemptRunner
 from crawlsched.state import State
 from crawlsched.store import FileKey, JobStore
 
-__all__ = ["Burst", "Chain", "Daemon", "DaemonLockError", "Executor", "InlineExecutor", "WarmPool", "run_daemon", "trim_memory"]
+__all__ = ["Burst", "Chain", "Daemon", "DaemonLockError", "Executor", "InlineExecutor", "Waker", "WarmPool", "trim_memory"]
 
 FIRE, RETRY = "fire", "retry"
 MAX_WAIT = 60.0  # re-check the wall clock at least this often
@@ -56,6 +59,49 @@ STABLE_FOR = 0.5  # a changed job file is applied once it stopped changing for t
 POLL_EVERY = 1  # seconds between checks of the job file when inotify is not available
 FALLBACK_EVERY = 10  # seconds between checks of the file (with inotify) and of run-now requests (with SIGUSR1)
 WAKE_SLACK = 0.002  # wake a little after a duty is due, never just before it (that costs a second wake)
+STEP_BACKOFF = 1.0  # seconds before the next turn after a step of the loop failed
+CANCEL_WAIT = 10.0  # seconds, in all, for cancelled attempts to end after the grace period
+
+
+class Waker:
+    """What the loop waits on: a non-blocking self-pipe, safe to set from a signal handler.
+
+    ``set`` is one ``write`` of a byte and takes no lock (a ``threading.Event``
+    does, and a signal handler that runs while the main thread holds it inside
+    ``wait`` or ``clear`` would deadlock). ``wait`` is a ``select`` on the read
+    end: no polling.
+    """
+
+    def __init__(self) -> None:
+        self._r, self._w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def set(self) -> None:
+        try:
+            os.write(self._w, b"\0")
+        except (BlockingIOError, OSError):
+            pass  # the pipe is full (a wake is pending anyway) or closed
+
+    def wait(self, timeout: float | None = None) -> bool:
+        ready, _, _ = select.select([self._r], [], [], timeout)
+        return bool(ready)
+
+    def is_set(self) -> bool:
+        return self.wait(0)
+
+    def clear(self) -> None:
+        try:
+            while os.read(self._r, 4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def __del__(self) -> None:  # the last reference: no thread can write any more
+        for fd in (getattr(self, "_r", None), getattr(self, "_w", None)):
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
 
 
 @dataclass
@@ -107,7 +153,7 @@ class Daemon:
         self.backlog: dict[str, deque[tuple[float, str]]] = {}
         self.tokens = itertools.count(1)
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
-        self.wake = threading.Event()
+        self.wake = Waker()
         self.stopping = False
         self.reload_requested = False
         self.requests_pending = False
@@ -126,6 +172,8 @@ class Daemon:
         self.http_url: str | None = None  # set by run_daemon when the web API is served
         self.file_changed = False
         self.recheck_at: float | None = None
+        self.failed_step = False
+        self.saved_retry: set[str] = set()  # jobs whose retry row may still be in the database
 
     # --- life cycle ----------------------------------------------------------
 
@@ -175,23 +223,37 @@ class Daemon:
 
         Returns how long to wait before the next turn.
         """
-        now = self.clock()
-        self._check_jump(now)
+        self.failed_step = False
+        self._step("noticing a clock jump", lambda: self._check_jump(self.clock()))
         if self.reload_requested:
             self.reload_requested = False
-            self.reload(force=True)
+            self._step("reloading the job file", lambda: self.reload(force=True))
         if self.requests_pending:
             self.requests_pending = False
-            self.take_requests()
+            self._step("reading run-now requests", self.take_requests)
         if self.file_changed or (self.recheck_at is not None and self.monotonic() >= self.recheck_at):
             self.file_changed = False
             self.recheck_at = None
             self._duty_poll_file()
-        self._drain_inbox()
-        self.fire_due(self.clock())  # jobs first: a duty due at the same moment can wait
+        self._step("collecting finished attempts", self._drain_inbox)
+        self._step("firing due jobs", lambda: self.fire_due(self.clock()))  # jobs first: a duty due at the same moment can wait
         if self.duties is not None:
-            self.duties.run_pending()
-        return self._wait_time(self.clock())
+            self._step("periodic duties", self.duties.run_pending)
+        wait = self._step("planning the next wake", lambda: self._wait_time(self.clock()))
+        if wait is None:
+            return STEP_BACKOFF
+        if self.failed_step:  # try again soon, but never in a tight loop
+            return max(min(wait, STEP_BACKOFF), STEP_BACKOFF / 10)
+        return wait
+
+    def _step(self, what: str, fn: Callable[[], Any]) -> Any:
+        """Run one step of a turn; an exception (a database error, a bug) is logged and the loop goes on."""
+        try:
+            return fn()
+        except Exception:
+            self.failed_step = True
+            self.log.exception("daemon loop: %s failed; going on", what)
+            return None
 
     def _wait_time(self, now: float) -> float:
         wait = MAX_WAIT
@@ -209,32 +271,28 @@ class Daemon:
         return max(0.0, wait)
 
     def shutdown(self) -> int:
-        """Stop firing; give running attempts the grace period; then record them interrupted."""
+        """Stop firing; give running attempts the grace period; then record them interrupted.
+
+        Queued attempts that have not begun are cancelled first, so none starts during
+        the grace period (``handled_until`` makes the next start catch them up). The
+        running ones share one deadline; those still running then are cancelled and
+        get at most ``CANCEL_WAIT`` seconds in all (systemd's TimeoutStopSec is 45 s).
+        """
         self.notify("STOPPING=1")
-        running = [c for c in self.chains.values() if c.future is not None and not c.future.done()]
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        running = [c.future for c in self.chains.values() if c.future is not None and not c.future.done()]
         grace = self.grace if self.grace is not None else (self.defaults.grace_period if self.defaults else 30.0)
         if running:
             self.log.info("stopping: waiting up to %gs for %d running attempt(s)", grace, len(running))
-            deadline = time.monotonic() + grace
-            for chain in running:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                try:
-                    chain.future.result(timeout=remaining)  # type: ignore[union-attr]
-                except Exception:
-                    pass
-            still = [c for c in running if not c.future.done()]  # type: ignore[union-attr]
-            for chain in still:
-                chain.cancel.set()
-            for chain in still:
-                try:
-                    chain.future.result(timeout=15)  # type: ignore[union-attr]
-                except Exception:
-                    pass
+            _, still = wait_futures(running, timeout=grace)
+            if still:
+                self.log.warning("stopping: cancelling %d attempt(s) still running after %gs", len(still), grace)
+                for chain in self.chains.values():
+                    if chain.future in still:
+                        chain.cancel.set()
+                wait_futures(still, timeout=CANCEL_WAIT)
         self._drain_inbox(rearm=False)
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
         now = self.clock()
         try:
             self.state.daemon_update(heartbeat=now, stopped_at=now, handled_until=self._handled_until(now))
@@ -324,6 +382,9 @@ class Daemon:
                 self.recheck_at = self.pending_key[1] + STABLE_FOR
                 return False
         self.pending_key = None
+        if key is None and self.started:
+            self._file_missing()
+            return False
         if key is not None and key == self.bad_key and not force:
             return False
         try:
@@ -346,6 +407,18 @@ class Daemon:
         self.log.info("job file reloaded: %d jobs", len(self.jobs))
         self.notify(f"STATUS={self._status_text()}")
         return True
+
+    def _file_missing(self) -> None:
+        """While running, a missing job file (an editor's delete and re-create, a ``mv``) is not
+        an empty job list: the last good jobs and their retries stay until it is back."""
+        message = f"{self.store.path.name}: the file is missing"
+        if self.config_error != message:
+            self.log.error("job file not applied, keeping the last good jobs: %s", message)
+            self.state.daemon_update(config_ok=0, config_error=message)
+            self.notify(f"STATUS=job file error: {message}")
+        self.config_error = message
+        self.applied_key = None  # any file that appears is read again
+        self.bad_key = None
 
     def _apply(self, jobfile: JobFile, now: float, previous: dict[str, Any] | None = None) -> None:
         """Diff the new jobs against the running ones and re-plan only what changed."""
@@ -381,6 +454,9 @@ class Daemon:
         for job in new.values():
             if job.id in old and old[job.id] == job:
                 continue
+            chain = self.chains.get(job.id)
+            if chain is not None and chain.retry_due is not None and chain.attempt > job.max_attempts:
+                self._drop_retry(job.id, f"now has at most {job.max_attempts} attempt(s)")
             self.gen[job.id] = self.gen.get(job.id, 0) + 1
             self.planned.pop(job.id, None)
             if job.paused:
@@ -404,14 +480,19 @@ class Daemon:
             return
         if chain.future is None or chain.future.done():
             del self.chains[job_id]
-            self.state.clear_retry(job_id)
+            self._clear_retry(job_id)
             self.log.info("job %s %s: its pending retry is cancelled", job_id, why)
+
+    def _clear_retry(self, job_id: str) -> None:
+        self.saved_retry.discard(job_id)
+        self.state.clear_retry(job_id)
 
     def _plan(self, job: Job, now: float) -> None:
         """Push the job's next fire after now (and after its last fire: never the same instant twice)."""
         after = max(now, self.last_fire.get(job.id, 0.0))
         anchor = self.anchors.get(job.id)
-        if job.kind is ScheduleKind.EVERY and anchor is not None and after == now and anchor >= now:
+        if (job.kind is ScheduleKind.EVERY and anchor is not None and after == now and anchor >= now
+                and self.last_fire.get(job.id, 0.0) < anchor):
             after_dt = timing.from_epoch(anchor) - timing.timedelta(microseconds=1)  # the anchor itself fires
         else:
             after_dt = timing.from_epoch(after)
@@ -430,6 +511,7 @@ class Daemon:
         for retry in recovery.retries_to_resume(self.state, self.jobs, self.anchors, now, self.log):
             chain = Chain(retry.scheduled_for, retry.trigger, retry.next_attempt, next(self.tokens), retry_due=retry.due_at)
             self.chains[retry.job_id] = chain
+            self.saved_retry.add(retry.job_id)
             heapq.heappush(self.heap, (retry.due_at, next(self.seq), RETRY, retry.job_id, chain.token))
 
     def _catch_up(self, job: Job, now: float, previous: dict[str, Any], seen: Any) -> None:
@@ -479,25 +561,40 @@ class Daemon:
                 due.append(entry)
         replan: list[Job] = []
         gate = Burst(len(due)) if len(due) > 1 else None
-        for scheduled, _, kind, job_id, token in due:
+        # The entries are off the heap: one that fails is logged and the others still fire
+        # and get their next fire planned (a failing entry is not retried in a tight loop).
+        for scheduled, _, kind, job_id, _token in due:
             job = self.jobs.get(job_id)
-            if job is None:
-                continue
-            if kind == RETRY:
-                chain = self.chains[job_id]
-                chain.retry_due = None
-                self._submit(job, chain, gate)
-                continue
-            self.planned.pop(job_id, None)
-            scheduled = self._coalesce(job, scheduled, now)
-            self.last_fire[job_id] = max(self.last_fire.get(job_id, 0.0), scheduled)
-            if not self.fire(job, scheduled, "schedule", gate) and gate is not None:
-                gate.arrive()  # skipped: nothing will arrive for it
-            replan.append(job)
+            submitted = False
+            try:
+                if job is None:
+                    continue
+                if kind == RETRY:
+                    chain = self.chains[job_id]
+                    chain.retry_due = None
+                    self._submit(job, chain, gate)
+                    submitted = True
+                    continue
+                self.planned.pop(job_id, None)
+                replan.append(job)
+                scheduled = self._coalesce(job, scheduled, now)
+                self.last_fire[job_id] = max(self.last_fire.get(job_id, 0.0), scheduled)
+                submitted = self.fire(job, scheduled, "schedule", gate)
+            except Exception:
+                self.log.exception("job %s: its %s failed inside crawlsched", job_id, "retry" if kind == RETRY else "fire")
+                chain = self.chains.get(job_id)
+                if chain is not None and chain.future is None and chain.retry_due is None:
+                    del self.chains[job_id]  # never submitted: a later fire starts a new chain
+            finally:
+                if gate is not None and not submitted:
+                    gate.arrive()  # nothing will arrive for it
         if gate is not None:
             gate.release()
         for job in replan:
-            self._plan(job, now)
+            try:
+                self._plan(job, now)
+            except Exception:
+                self.log.exception("job %s: planning its next fire failed", job.id)
         if due:
             self.fired += len(due)
         return len(due)
@@ -521,6 +618,8 @@ class Daemon:
             self.log.warning("job %s: fire for %s skipped: %s", job.id,
                              timing.format_local(timing.from_epoch(scheduled_for), job.timezone), reason)
             return False
+        if job.id in self.saved_retry:
+            self._clear_retry(job.id)  # a leftover of an earlier chain must not show as `retrying`
         chain = Chain(scheduled_for, trigger, 1, next(self.tokens))
         self.chains[job.id] = chain
         self._submit(job, chain, gate)
@@ -542,6 +641,8 @@ class Daemon:
                 self.state.record_not_run(job.id, chain.scheduled_for, RunStatus.SKIPPED.value,
                                           f"skipped: running in another process (pid {other.owner_pid})", now=self.clock())
                 result = AttemptResult(job.id, chain.scheduled_for, attempt, RunStatus.SKIPPED.value, "running elsewhere")
+                if attempt > 1:
+                    self.state.clear_retry(job.id)  # the chain ends here: its saved retry goes too
             else:
                 result = self.runner.attempt(job, chain.scheduled_for, attempt, trigger=chain.trigger, cancel=chain.cancel,
                                              still_wanted=lambda: self._wanted(job.id, chain), anchor=self.anchors.get(job.id),
@@ -567,13 +668,23 @@ class Daemon:
             if chain is None or chain.token != token:
                 continue
             chain.future = None
-            if rearm and result is not None and result.retry_due is not None and self._wanted(job_id, chain):
-                chain.attempt = result.attempt + 1
-                chain.retry_due = result.retry_due
-                heapq.heappush(self.heap, (result.retry_due, next(self.seq), RETRY, job_id, chain.token))
+            if result is None:
+                self.saved_retry.add(job_id)  # failed inside crawlsched: it may have saved a retry
+            elif result.retry_due is not None:
+                self.saved_retry.add(job_id)
+                if not rearm:
+                    continue  # saved in the database; re-armed at the next start
+                if self._wanted(job_id, chain):
+                    chain.attempt = result.attempt + 1
+                    chain.retry_due = result.retry_due
+                    heapq.heappush(self.heap, (result.retry_due, next(self.seq), RETRY, job_id, chain.token))
+                    continue
+                # Paused or removed while the attempt ran: the retry it saved is void.
+                del self.chains[job_id]
+                self._clear_retry(job_id)
+                self.log.info("job %s: its pending retry is cancelled (paused or removed while it ran)", job_id)
+                self._next_from_backlog(job_id)
                 continue
-            if not rearm and result is not None and result.retry_due is not None:
-                continue  # saved in the database; re-armed at the next start
             del self.chains[job_id]
             if rearm:
                 self._next_from_backlog(job_id)
@@ -697,19 +808,3 @@ def trim_memory() -> None:
     except (OSError, AttributeError):
         pass
 
-
-def run_daemon(store: JobStore, state: State, home: Path, log: logging.Logger, *, grace: float | None = None,
-               http: str | None = None, token: str | None = None) -> int:
-    """``crawlsched daemon``: run until SIGTERM; returns the exit code."""
-    daemon = Daemon(store, state, home, log, grace=grace)
-    server = None
-    if http:
-        from crawlsched.web import start_server
-
-        server = start_server(daemon, http, token=token)
-        daemon.http_url = server.url
-    try:
-        return daemon.run()
-    finally:
-        if server is not None:
-            server.close()

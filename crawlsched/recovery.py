@@ -76,7 +76,12 @@ def settle_stale_runs(state: State, jobs: Mapping[str, Job], home: Path, pid: in
 
 def retries_to_resume(state: State, jobs: Mapping[str, Job], anchors: Mapping[str, float], now: float,
                       log: logging.Logger) -> list[Retry]:
-    """The saved retries that still stand; the others (job gone, paused, overtaken by its next run) are cleared."""
+    """The saved retries that still stand; the others (job gone, paused, overtaken by its next run) are cleared.
+
+    A retry never runs after the job's next regular fire (SPEC §4): when that fire is
+    already due at the start, the chain ends as it is ("next run is due") and the
+    catch-up accounts for the newer fires like for any other job.
+    """
     keep = []
     for retry in state.retries():
         job = jobs.get(retry.job_id)
@@ -84,12 +89,23 @@ def retries_to_resume(state: State, jobs: Mapping[str, Job], anchors: Mapping[st
             state.clear_retry(retry.job_id)
             continue
         superseded = timing.next_fire(job, timing.from_epoch(retry.scheduled_for), timing.from_epoch(anchors.get(job.id)))
-        if retry.trigger != "manual" and superseded is not None and superseded.timestamp() <= now and superseded.timestamp() <= retry.due_at:
+        if retry.trigger != "manual" and superseded is not None and superseded.timestamp() <= now:
             state.clear_retry(job.id)
-            log.warning("job %s: pending retry dropped, the next run is due", job.id)
+            _note_next_run_due(state, retry)
+            log.warning("job %s: pending retry (attempt %d/%d) dropped, the next run is due; the chain ends",
+                        job.id, retry.next_attempt, retry.max_attempts)
             continue
         keep.append(retry)
     return keep
+
+
+def _note_next_run_due(state: State, retry: Retry) -> None:
+    """Say on the chain's last attempt row why no further attempt follows."""
+    note = " (next run is due)"
+    with state.write() as c:
+        c.execute("UPDATE runs SET message = coalesce(message, '') || ? WHERE job_id = ? AND scheduled_for = ? AND attempt = ?"
+                  " AND status != 'running' AND instr(coalesce(message, ''), 'next run is due') = 0",
+                  (note, retry.job_id, retry.scheduled_for, retry.next_attempt - 1))
 
 
 def catch_up(job: Job, now: float, previous: Mapping[str, Any], seen: Any, anchor: float | None, *,

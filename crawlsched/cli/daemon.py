@@ -19,7 +19,10 @@ from crawlsched.cli import Env, JsonOpt, Refused, _console, _emit, _find, _job_d
 from crawlsched.errors import CrawlschedError, DaemonNotRunning
 
 if TYPE_CHECKING:
+    import logging
+
     from crawlsched.state import State
+    from crawlsched.store import JobStore
 
 DAEMON_FRESH = 90.0  # seconds: a daemon whose heartbeat is older is not up
 STOP_WAIT = 60.0  # seconds `stop` waits for the daemon to exit
@@ -142,7 +145,7 @@ def run_now(job: Annotated[str, typer.Argument(metavar="JOB", help="Job id or ex
 
 
 def _poke(pid: int) -> None:
-    """Wake the daemon for a run-now request at once (it also polls every 2 s)."""
+    """Wake the daemon for a run-now request at once (it also looks for requests every 10 s)."""
     import signal
 
     try:
@@ -237,7 +240,8 @@ def daemon(
     """Run the scheduler in the foreground until SIGTERM or Ctrl-C.
 
     Fires every job on time, runs the crawls with their retries, records every
-    attempt, and picks up changes of the job file within 2 s (SIGHUP: at once).
+    attempt, and picks up changes of the job file at once (inotify; on a network
+    file system or without inotify it checks the file every second; SIGHUP: at once).
     Under systemd (NOTIFY_SOCKET set) it reports READY, STATUS, WATCHDOG and
     STOPPING; see contrib/crawlsched.service.
 
@@ -246,7 +250,6 @@ def daemon(
     \b
       crawlsched daemon --http 127.0.0.1:5000
     """
-    from crawlsched.daemon import run_daemon
     from crawlsched.logs import setup_logging
     from crawlsched.state import State
 
@@ -266,6 +269,29 @@ def daemon(
     store.cache_dir = home / ".cache"  # the daemon owns its home
     code = run_daemon(store, State(env().db_path), home, log, grace=grace, http=http, token=token)
     raise typer.Exit(code)
+
+
+def run_daemon(store: JobStore, state: State, home: Path, log: logging.Logger, *, grace: float | None = None,
+               http: str | None = None, token: str | None = None) -> int:
+    """``crawlsched daemon``: the scheduler, and the web API when asked; runs until SIGTERM.
+
+    The CLI wires the two together: ``crawlsched.daemon`` knows nothing of the web
+    (model ← … ← daemon ← cli, web).
+    """
+    from crawlsched.daemon import Daemon
+
+    daemon = Daemon(store, state, home, log, grace=grace)
+    server = None
+    if http:
+        from crawlsched.web import start_server
+
+        server = start_server(daemon, http, token=token)
+        daemon.http_url = server.url
+    try:
+        return daemon.run()
+    finally:
+        if server is not None:
+            server.close()
 
 
 @command("demo")
