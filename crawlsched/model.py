@@ -292,19 +292,19 @@ def normalize_every(value: Any) -> str:
 def check_url(value: Any, field_name: str = "url") -> str:
     """An http(s) URL; ``${VAR}`` parts are allowed and expanded only at run time."""
     if not isinstance(value, str) or not value or any(c.isspace() or not c.isprintable() for c in value):
-        raise InvalidValue(field_name, _redacted(value) if isinstance(value, str) else value, "is not an http(s) URL")
+        raise InvalidValue(field_name, redact_url(value) if isinstance(value, str) else value, "is not an http(s) URL")
     try:
         parts = urlsplit(value)
     except ValueError as exc:  # e.g. "http://[bad": a refused value, not a crash
-        raise InvalidValue(field_name, _redacted(value), f"is not an http(s) URL ({exc})") from None
+        raise InvalidValue(field_name, redact_url(value), f"is not an http(s) URL ({exc})") from None
     if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
-        raise InvalidValue(field_name, _redacted(value), "is not an http(s) URL (http://… or https://…)")
+        raise InvalidValue(field_name, redact_url(value), "is not an http(s) URL (http://… or https://…)")
     try:
         port_ok = "${" in parts.netloc or parts.port is None or parts.port > 0
     except ValueError:
         port_ok = False
     if not parts.hostname or not port_ok:
-        raise InvalidValue(field_name, _redacted(value), "is not an http(s) URL (it needs a host, and a port is a number 1-65535)")
+        raise InvalidValue(field_name, redact_url(value), "is not an http(s) URL (it needs a host, and a port is a number 1-65535)")
     return value
 
 
@@ -347,8 +347,6 @@ def _redact_param(param: str) -> str:
         return f"{name}=***"
     return param
 
-
-_redacted = redact_url  # the name render.py imports
 
 
 def check_urls(value: Any, field_name: str = "url") -> tuple[str, ...]:

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from crawlsched import timing
-from crawlsched.model import Defaults, Job, JobStatus, ScheduleKind, _redacted
+from crawlsched.model import Defaults, Job, JobStatus, ScheduleKind, redact_url
 from crawlsched.state import JobState, Run
 
 if TYPE_CHECKING:  # rich is imported only by the functions that build tables
@@ -152,7 +152,10 @@ def success_rate(runs: Iterable[Run]) -> float | None:
 @lru_cache(maxsize=4096)
 def mask_url(url: str) -> str:
     """``https://user:secret@host`` → ``https://user:***@host``."""
-    return _redacted(url)
+    return redact_url(url)
+
+
+ADDED = "✅ Job '{name}' berhasil ditambahkan"  # the seed's message, word for word (CLI `add --json` and the API)
 
 
 def _num(value: float | int | None) -> float | int | None:

@@ -21,7 +21,7 @@ import tempfile
 import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
@@ -104,10 +104,6 @@ class JobStore:
         if self.stat_key() == key:
             self._cache_put(key, jobfile)
         return jobfile
-
-    def load_with_key(self) -> tuple[JobFile, FileKey | None]:
-        key = self.stat_key()
-        return self.load(), key
 
     def _read_text(self) -> str:
         try:
@@ -461,7 +457,3 @@ def resolve_paths(jobs_file: str | None, home: str | None, environ: Mapping[str,
     home_path = Path(home or env.get("CRAWLSCHED_HOME") or path.parent).expanduser()
     home_path = home_path if home_path.is_absolute() else Path.cwd() / home_path
     return path, home_path
-
-
-def today(job_tz: str, now: datetime) -> date:
-    return timing.today_in(job_tz, now)

@@ -192,3 +192,22 @@ def test_prune_and_add_many_are_one_pass(tmp_path, monkeypatch):
     assert calls["n"] <= 2
     jobs = store.load().jobs
     assert len(jobs) == 298 and store.load().find("j1").name == "J1" and "# job 250\n" in path.read_text()
+
+
+# --- one definition each -------------------------------------------------------------------
+
+
+def test_shared_helpers_have_one_definition():
+    import crawlsched.cli as cli
+    import crawlsched.model as model
+    import crawlsched.store as store
+    import crawlsched.web.api as api
+    import crawlsched.web.payload as payload
+    import crawlsched.web.responses as responses
+    from crawlsched import render
+
+    assert payload._num is render._num and not hasattr(cli, "_num")
+    assert not hasattr(api, "ADDED") and render.ADDED == "✅ Job '{name}' berhasil ditambahkan"
+    assert not hasattr(model, "_redacted") and render.mask_url("https://u:p@h/") == "https://u:***@h/"
+    assert not hasattr(store.JobStore, "load_with_key") and not hasattr(store, "today")
+    assert not hasattr(responses, "Unauthorized") and not hasattr(responses, "UnsupportedMediaType")

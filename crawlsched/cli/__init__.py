@@ -225,10 +225,6 @@ def _job_dicts(jobfile: JobFile, now: datetime) -> list[dict[str, Any]]:
     return jobs
 
 
-def _num(value: float | None) -> float | int | None:
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
-
 def _stdin_is_tty() -> bool:
     return sys.stdin.isatty()
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any, List, Optional
 import typer
 
 from crawlsched import cli  # the package: read at call time what tests replace there
-from crawlsched.cli import JsonOpt, Refused, _emit, _find, _job_dict, _load, _now, _num, _say, command, env
+from crawlsched.cli import JsonOpt, Refused, _emit, _find, _job_dict, _load, _now, _say, command, env
 from crawlsched.cli.options import (
     AtOpt,
     BackoffOpt,
@@ -36,7 +36,6 @@ from crawlsched.cli.options import (
 )
 from crawlsched.errors import InvalidValue
 
-ADDED = "✅ Job '{name}' berhasil ditambahkan"  # the seed's message, word for word
 
 
 @command("add")
@@ -81,6 +80,8 @@ def add(
     assert state is not None
     state.remember_id(job.id, now.timestamp())
     if as_json:
+        from crawlsched.render import ADDED
+
         _emit({"success": True, "message": ADDED.format(name=job.name), "job_id": job.id})
     else:
         _say(job.id)
@@ -223,6 +224,7 @@ def retry_config(
     """
     from crawlsched import render
     from crawlsched.model import build_defaults
+    from crawlsched.render import _num
 
     changes = {k: v for k, v in {
         "max_retries": max_retries,

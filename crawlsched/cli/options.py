@@ -10,7 +10,6 @@ from typing import Annotated, Any, List, Optional
 
 import typer
 
-from crawlsched.cli import _num
 from crawlsched.errors import InvalidValue
 
 AtOpt = Annotated[Optional[str], typer.Option("--at", metavar="HH:MM", help="Every day at this time, in the job's zone.", rich_help_panel="Schedule (exactly one)")]
@@ -81,6 +80,7 @@ def _options(
 ) -> dict[str, Any]:
     """The job-table keys of the options that were given (None = not given)."""
     from crawlsched.model import check_date
+    from crawlsched.render import _num
 
     if urls and command is not None:
         raise InvalidValue("command", command, "cannot be given together with --url (choose one crawl: --url or --command)")

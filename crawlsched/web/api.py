@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from crawlsched.daemon import Daemon
 
 UTC = timezone.utc
-ADDED = "✅ Job '{name}' berhasil ditambahkan"  # the seed's message, word for word (as the CLI's)
 
 
 class Api:
@@ -68,7 +67,7 @@ class Api:
         job = self.store.add(fields, now=now, id_taken=self.state.known_id)
         self.state.remember_id(job.id, now.timestamp())
         self.changed()
-        return ok(message=ADDED.format(name=job.name), job_id=job.id)
+        return ok(message=render.ADDED.format(name=job.name), job_id=job.id)
 
     def show(self, ref: str) -> Response:
         limit = check_int("limit", request.args.get("limit", "50"), 1, 1000)

@@ -8,6 +8,7 @@ from typing import Any, Callable, Mapping
 from flask import request
 
 from crawlsched.errors import InvalidValue
+from crawlsched.render import _num
 from crawlsched.model import (
     Defaults,
     at_from_hour_minute,
@@ -26,10 +27,6 @@ from crawlsched.model import (
     parse_cron,
 )
 from crawlsched.web.responses import BadRequest, Forbidden
-
-
-def _num(value: float | None) -> float | int | None:
-    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def _seconds(name: str) -> Callable[[Any], Any]:

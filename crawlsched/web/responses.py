@@ -29,20 +29,6 @@ class Forbidden(CrawlschedError):
     http_status = 403
 
 
-class Unauthorized(CrawlschedError):
-    """No token, or the wrong one (401)."""
-
-    exit_code = 2
-    http_status = 401
-
-
-class UnsupportedMediaType(CrawlschedError):
-    """A POST body that is not ``application/json`` (415)."""
-
-    exit_code = 2
-    http_status = 415
-
-
 
 def scrub(message: str) -> str:
     """One line, and no password of a URL's userinfo: errors may quote a value the user sent."""
