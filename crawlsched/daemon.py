@@ -85,9 +85,6 @@ class Waker:
         ready, _, _ = select.select([self._r], [], [], timeout)
         return bool(ready)
 
-    def is_set(self) -> bool:
-        return self.wait(0)
-
     def clear(self) -> None:
         try:
             while os.read(self._r, 4096):
