@@ -211,3 +211,30 @@ def test_shared_helpers_have_one_definition():
     assert not hasattr(model, "_redacted") and render.mask_url("https://u:p@h/") == "https://u:***@h/"
     assert not hasattr(store.JobStore, "load_with_key") and not hasattr(store, "today")
     assert not hasattr(responses, "Unauthorized") and not hasattr(responses, "UnsupportedMediaType")
+
+
+# --- the benchmark keeps its CLI cache in its work folder and reports cold and warm --------------
+
+
+def test_bench_cli_uses_the_work_folders_cache_and_reports_cold(tmp_path, monkeypatch):
+    import sys
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "bench"))
+    import crawlsched_bench
+
+    monkeypatch.setenv("XDG_CACHE_HOME", "/nonexistent/user-cache")
+    env = crawlsched_bench.crawlsched_env(tmp_path, tmp_path / "jobs.toml")
+    assert env["XDG_CACHE_HOME"] == str(tmp_path / "xdg-cache")
+    r = crawlsched_bench._time_cmd([sys.executable, "-c", "pass"], env, 2)
+    assert r["cold_ms"] > 0 and len(r["ms"]) == 2 and r["median_ms"] > 0
+
+
+def test_the_units_cli_hint_names_the_home_the_daemon_uses():
+    from pathlib import Path
+
+    unit = (Path(__file__).resolve().parent.parent / "contrib" / "crawlsched.service").read_text()
+    hints = [line for line in unit.splitlines() if line.startswith("#") and "sudo -u crawlsched" in line]
+    assert hints and all("CRAWLSCHED_HOME=/var/lib/crawlsched" in h and "CRAWLSCHED_JOBS=/etc/crawlsched/jobs.toml" in h
+                         for h in hints)
+    assert "Environment=CRAWLSCHED_JOBS=/etc/crawlsched/jobs.toml CRAWLSCHED_HOME=/var/lib/crawlsched" in unit
