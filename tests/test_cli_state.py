@@ -44,13 +44,24 @@ def listed(cli):
     return {j["id"]: j for j in cli("list", "--json").json()["jobs"]}
 
 
+# A stand-in daemon does what the real one does to be seen as up: holds the home's
+# lock with its pid in it, and registers with this machine's host name.
+_HOLD_LOCK = (
+    "import fcntl, os, signal, sys, time; signal.signal(signal.SIGUSR1, signal.SIG_IGN); "
+    "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644); fcntl.flock(fd, fcntl.LOCK_EX); "
+    "os.ftruncate(fd, 0); os.pwrite(fd, f'{os.getpid()}\\n'.encode(), 0); print(1, flush=True); time.sleep(120)"
+)
+
+
 @pytest.fixture
-def fake_daemon(state):
+def fake_daemon(state, tmp_home):
     """A live process standing in for the daemon (it ignores run-now's SIGUSR1 wake-up), registered as up."""
-    code = "import signal, time; signal.signal(signal.SIGUSR1, signal.SIG_IGN); print(1, flush=True); time.sleep(120)"
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
-    proc.stdout.readline()  # its handler is in place
-    state.daemon_started(proc.pid, "here", "0.1.0", time.time())
+    import socket
+
+    lock = tmp_home.path / ".crawlsched-daemon.lock"
+    proc = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(lock)], stdout=subprocess.PIPE)
+    proc.stdout.readline()  # its handler and the lock are in place
+    state.daemon_started(proc.pid, socket.gethostname(), "0.1.0", time.time())
     yield proc
     proc.kill()
     proc.wait()
@@ -287,10 +298,19 @@ def test_run_now_not_taken_in_time_stays_queued(cli, state, fake_daemon, monkeyp
     assert state.take_requests(time.time())[0][1] == "now"
 
 
-def test_status_up_with_this_process_as_the_daemon(cli, state):
-    state.daemon_started(os.getpid(), "here", "0.1.0", time.time())
-    result = cli("status", "--json")
-    assert result.exit_code == 0 and result.json()["running"] is True and result.json()["pid"] == os.getpid()
+def test_status_up_with_this_process_as_the_daemon(cli, state, tmp_home):
+    import fcntl
+    import socket
+
+    fd = os.open(tmp_home.path / ".crawlsched-daemon.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        state.daemon_started(os.getpid(), socket.gethostname(), "0.1.0", time.time())
+        result = cli("status", "--json")
+        assert result.exit_code == 0 and result.json()["running"] is True and result.json()["pid"] == os.getpid()
+    finally:
+        os.close(fd)
 
 
 # --- status --json: the exact shape (built once in render.status_dict, shared with the web API) ----
@@ -349,3 +369,19 @@ def test_status_with_a_corrupt_database_is_down_with_the_error(cli, tmp_home):
     assert str(tmp_home.db) in data["state_error"]
     assert data["config_ok"] is True and data["next_job"] == "next"
     assert cli("status").exit_code == 3
+
+
+def test_status_with_a_corrupt_database_but_a_held_daemon_lock_is_up(cli, tmp_home):
+    tmp_home.db.write_bytes(b"this is not a sqlite database" * 100)
+    lock = tmp_home.path / ".crawlsched-daemon.lock"
+    proc = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(lock)], stdout=subprocess.PIPE)
+    try:
+        proc.stdout.readline()
+        result = cli("status", "--json")
+        assert result.exit_code == 0, result.output
+        data = result.json()
+        assert data["running"] is True and data["pid"] == proc.pid and str(tmp_home.db) in data["state_error"]
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
