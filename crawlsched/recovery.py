@@ -58,11 +58,11 @@ def settle_stale_runs(state: State, jobs: Mapping[str, Job], home: Path, pid: in
 
     for run in state.stale_running(pid):
         job = jobs.get(run.job_id)
-        if job is not None and job.urls and bodies_complete(job.urls, run_dir(home, job, run.scheduled_for)):
+        if job is not None and job.urls and bodies_complete(job.urls, run_dir(home, job, run.scheduled_for, run.trigger)):
             # The rename of the last body is the commit point: the attempt did succeed.
             state.finish_attempt(run.id, status=RunStatus.SUCCESS.value, finished_at=now,
                                  message="completed before the daemon stopped (all bodies in place)",
-                                 output=str(run_dir(home, job, run.scheduled_for)))
+                                 output=str(run_dir(home, job, run.scheduled_for, run.trigger)))
             log.info("job %s: attempt %d found complete after a restart", run.job_id, run.attempt)
             continue
         retry = None

@@ -254,15 +254,14 @@ def daemon(
     from crawlsched.state import State
 
     token = None
-    if token_file is not None:
-        try:
-            token = token_file.read_text().strip()
-        except OSError as exc:
-            raise Refused(f"--token-file: cannot read {str(token_file)!r} ({exc.strerror})") from None
-        if not token:
-            raise Refused(f"--token-file: {str(token_file)!r} is empty")
-    elif os.environ.get("CRAWLSCHED_TOKEN"):
-        token = os.environ["CRAWLSCHED_TOKEN"].strip()
+    if http:
+        from crawlsched.web.server import load_token
+
+        token = load_token(token_file)  # also takes CRAWLSCHED_TOKEN out of the environment
+    else:
+        if token_file is not None:
+            raise Refused("--token-file: only with --http (the token guards the web API)")
+        os.environ.pop("CRAWLSCHED_TOKEN", None)  # crawl commands never inherit it
     home = env().home
     log = setup_logging(home)
     store = env().store()
