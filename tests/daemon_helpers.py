@@ -10,13 +10,53 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
 CRAWLSCHED = [sys.executable, "-m", "crawlsched"]
 
 
-class Target:
+class LocalServer:
+    """A real HTTP server on 127.0.0.1 (a free port) in a thread; subclasses give the handler."""
+
+    def _serve(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class FakeClock:
+    """Wall and monotonic clocks that move only when told; ``jump`` moves the wall clock alone."""
+
+    def __init__(self, start: datetime) -> None:
+        self.wall = start.timestamp()
+        self.mono = 1000.0
+
+    def time(self) -> float:
+        return self.wall
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def advance(self, seconds: float) -> None:
+        self.wall += seconds
+        self.mono += seconds
+
+    def jump(self, seconds: float) -> None:
+        self.wall += seconds
+
+
+class Target(LocalServer):
     """A real HTTP server: /ok answers 200; /flaky/<key> fails twice per key, then answers; /fail always 500;
     /slow/<s> waits s seconds before answering."""
 
@@ -50,18 +90,7 @@ class Target:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._serve(Handler)
 
 
 class DaemonProcess:

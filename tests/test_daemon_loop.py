@@ -18,29 +18,9 @@ import pytest
 from crawlsched.daemon import Daemon, InlineExecutor
 from crawlsched.state import State
 from crawlsched.store import JobStore
+from daemon_helpers import FakeClock
 
 UTC = timezone.utc
-
-
-class FakeClock:
-    """Wall and monotonic clocks that move only when told; ``jump`` moves the wall clock alone."""
-
-    def __init__(self, start: datetime) -> None:
-        self.wall = start.timestamp()
-        self.mono = 1000.0
-
-    def time(self) -> float:
-        return self.wall
-
-    def monotonic(self) -> float:
-        return self.mono
-
-    def advance(self, seconds: float) -> None:
-        self.wall += seconds
-        self.mono += seconds
-
-    def jump(self, seconds: float) -> None:
-        self.wall += seconds
 
 
 def write_jobs(home: Path, body: str) -> None:

@@ -22,6 +22,7 @@ from flask.testing import FlaskClient
 from crawlsched.daemon import Daemon, InlineExecutor
 from crawlsched.state import State
 from crawlsched.store import JobStore
+from daemon_helpers import FakeClock
 from crawlsched.web import MAX_BODY, WebConfigError, create_app, start_server
 
 UTC = timezone.utc
@@ -45,22 +46,6 @@ SECURITY = {
 }
 
 
-class Clock:
-    def __init__(self, start: datetime) -> None:
-        self.wall = start.timestamp()
-        self.mono = 1000.0
-
-    def time(self) -> float:
-        return self.wall
-
-    def monotonic(self) -> float:
-        return self.mono
-
-    def advance(self, seconds: float) -> None:
-        self.wall += seconds
-        self.mono += seconds
-
-
 class Client(FlaskClient):
     """Requests go to http://127.0.0.1:5000 (the Host the app was bound to) unless told otherwise."""
 
@@ -73,7 +58,7 @@ class Env:
     def __init__(self, home: Path, token: str | None = None) -> None:
         self.home = home
         self.jobs_file = home / "jobs.toml"
-        self.clock = Clock(START)
+        self.clock = FakeClock(START)
         self.daemon = Daemon(JobStore(self.jobs_file, cache_dir=home / ".cache"), State(home / "crawlsched.db"), home,
                              logging.getLogger("crawlsched.test"), clock=self.clock.time, monotonic=self.clock.monotonic,
                              executor=InlineExecutor(), notify=lambda _m: False, duties=False)

@@ -13,10 +13,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable
 
-from daemon_helpers import CRAWLSCHED, DaemonProcess, wait_for
+from daemon_helpers import CRAWLSCHED, DaemonProcess, LocalServer, wait_for
 
 
-class HostileTarget:
+class HostileTarget(LocalServer):
     """A real HTTP server on 127.0.0.1 with well-behaved and hostile routes; ``hits`` counts each path.
 
     /ok                     200, a short body
@@ -91,18 +91,7 @@ class HostileTarget:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._serve(Handler)
 
 
 def snapshot(root: Path, exclude: Path | None = None) -> set[str]:
