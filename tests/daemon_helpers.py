@@ -156,7 +156,7 @@ def runs(home: Path, where: str = "1=1", params: tuple = ()) -> list[dict[str, A
     con.row_factory = sqlite3.Row
     try:
         return [dict(r) for r in con.execute(f"SELECT * FROM runs WHERE {where} ORDER BY id", params)]
-    except sqlite3.OperationalError:
+    except sqlite3.DatabaseError:  # locked, or a corrupt file the daemon has not moved aside yet
         return []
     finally:
         con.close()

@@ -66,7 +66,7 @@ def test_a_corrupted_database_is_moved_aside_and_the_daemon_starts_fresh(home, t
     (home / "crawlsched.db").write_bytes(b"SQLite format 3\x00" + os.urandom(8192))
     d = DaemonProcess(home).start()
     try:
-        wait_for(lambda: len(runs(home)) >= 2, 10, "runs in the fresh database")
+        wait_for(lambda: len(runs(home)) >= 2, 20, "runs in the fresh database")
     finally:
         assert d.stop() == 0
     aside = list(home.glob("crawlsched.db.corrupt-*"))
@@ -87,7 +87,7 @@ def test_a_database_corrupted_while_running_is_replaced_and_firing_goes_on(home,
         time.sleep(3)
         assert d.proc.poll() is None, d.output()
         wait_for(lambda: list(home.glob("crawlsched.db.corrupt-*")), 10, "the corrupt file moved aside")
-        wait_for(lambda: len(runs(home)) >= 2, 10, "runs in the fresh database")
+        wait_for(lambda: len(runs(home)) >= 2, 20, "runs in the fresh database")
     finally:
         d.stop()
 
