@@ -119,10 +119,13 @@ class WebServer:
 
         socket_map = self._socket_map
         try:
+            # The loop has returned, so nothing new is accepted. Let requests being serviced
+            # finish first: a finishing task pulls the server's trigger, and a trigger closed
+            # under it logs "Exception when servicing … Bad file descriptor". Bounded by the timeout.
+            self.server.task_dispatcher.shutdown(timeout=self._timeout)
+        finally:
             self.server.close()  # the listening socket(s) and the trigger
             wasyncore.close_all(socket_map, ignore_all=True)  # the open connections
-        finally:
-            self.server.task_dispatcher.shutdown(timeout=self._timeout)
 
     def close(self, timeout: float = 5.0) -> None:
         self._timeout = timeout
