@@ -376,3 +376,35 @@ def test_the_daemon_module_does_not_depend_on_the_web():
     assert "crawlsched.web" not in inspect.getsource(daemon_mod)
     assert not hasattr(daemon_mod, "run_daemon")
     assert callable(cli_daemon.run_daemon)
+
+
+# --- the loop's wait: precise to the timer slack, not to select's 0.1 % -------------------------
+
+@pytest.mark.parametrize("timeout", [0.001, 0.03, 0.05, 0.051, 0.3, 1.7, 10.0, 29.99, 60.0])
+@pytest.mark.parametrize("late_fraction", [0.001, 0.005])  # Linux select: 0.1 % late, 0.5 % when niced
+def test_a_long_wait_ends_with_a_short_select(timeout, late_fraction):
+    """Model select as waking late by its worst case; the wait must end in a few selects, the
+    last one short enough for the 50 µs slack, and no select may run past the deadline."""
+    remaining, steps = timeout, []
+    while remaining > 0:
+        step = daemon_mod.wait_step(remaining)
+        steps.append(step)
+        assert 0 < step <= remaining
+        late = max(step * late_fraction, 50e-6)
+        if step < remaining:  # a cut step must not overshoot, even at its latest wake
+            assert step + late < remaining
+        remaining -= step + late
+    assert steps[-1] <= daemon_mod.PRECISE_WAIT
+    assert len(steps) <= 4
+
+
+def test_the_waker_wakes_at_once_when_set_and_never_before_its_timeout():
+    waker = daemon_mod.Waker()
+    threading.Timer(0.05, waker.set).start()
+    t = time.monotonic()
+    assert waker.wait(30)  # set by the timer thread: far before the 30 s
+    assert time.monotonic() - t < 25
+    waker.clear()
+    t = time.monotonic()
+    assert not waker.wait(0.12)  # cut into several selects, still not a moment early
+    assert time.monotonic() - t >= 0.12
