@@ -190,6 +190,59 @@ def measure_crawlsched(jobs: int, burst: int, at: int, idle_seconds: float, tmpd
     return res
 
 
+# --------------------------------------------------------------------------- one job
+
+SINGLE_ID = "single"
+
+
+def write_single_toml(path: Path) -> None:
+    """One job, due every second (``every = "1s"``), running ``true``."""
+    path.write_text("\n".join([
+        "[defaults]", 'timezone = "UTC"', 'command = "true"', "max_retries = 0", "",
+        "[[jobs]]", f'id = "{SINGLE_ID}"', f'name = "{SINGLE_ID}"', 'every = "1s"', "",
+    ]))
+
+
+def measure_single(fires: int, tmpdir, *, settle: float = 2.0, ready_timeout: float = 60.0) -> dict:
+    """One job due every second: the lateness of `fires` fires after the daemon settled.
+
+    The interval's anchor is the moment the daemon first saw the job, so the instants are
+    not whole seconds; each attempt's lateness is ``started_at - scheduled_for`` as in the
+    burst. Fires during start-up and the `settle` seconds after it are left out.
+    """
+    tmpdir = Path(tmpdir)
+    tmpdir.mkdir(parents=True, exist_ok=True)
+    jobs_file = tmpdir / "jobs.toml"
+    write_single_toml(jobs_file)
+    proc, watcher, t0 = _start_daemon(tmpdir, jobs_file, "daemon.log")
+    res: dict = {"target": "crawlsched", "fires": fires, "tmpdir": str(tmpdir)}
+    try:
+        res["ready_s"] = _wait_ready(proc, watcher, t0, ready_timeout)
+        time.sleep(settle)
+        since = time.time()
+        time.sleep(fires + 1.5)  # the last of them has started (and finished: `true` takes ms)
+        db = tmpdir / "crawlsched.db"
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5.0)
+        try:
+            rows = con.execute(
+                "SELECT scheduled_for, started_at FROM runs WHERE job_id = ? AND attempt = 1 "
+                "AND scheduled_for >= ? AND started_at IS NOT NULL ORDER BY scheduled_for LIMIT ?",
+                (SINGLE_ID, since, fires)).fetchall()
+        finally:
+            con.close()
+    finally:
+        res["stop"] = stop_process(proc)
+        watcher.close()
+    lateness = sorted((started - scheduled) * 1000.0 for scheduled, started in rows)
+    res["lateness_ms"] = lateness
+    res["missing"] = fires - len(lateness)
+    res["early"] = sum(1 for x in lateness if x < 0)
+    res.update(lateness_summary(lateness))
+    if res["missing"] or res["early"]:
+        res["warning"] = f"missing {res['missing']} of {fires} fires, early {res['early']}"
+    return res
+
+
 # --------------------------------------------------------------------------- CLI timings
 
 def _time_cmd(argv: list[str], env: dict, reps: int, prepare=None, check=None) -> dict:

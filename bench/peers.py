@@ -3,6 +3,7 @@
 
     python bench/peers.py --peer {apscheduler,schedule-tick,schedule-idle,floor} \
         --jobs 10000 --burst 200 --at <epoch, whole second> --out result.json [--idle-seconds 60]
+    python bench/peers.py --peer ... --single 60 --at <epoch, whole second> --out result.json
 
 Creates `jobs` jobs: `burst` of them due at `--at`, the rest at daily instants 1 h to 23 h away.
 Each job function records time.time_ns() on entry (then appends under a lock).
@@ -10,6 +11,10 @@ When set up and started it prints one line `READY` on stdout; the orchestrator (
 then measures idle CPU (/proc/<pid>/task/*/schedstat) and VmRSS from the outside, before the
 burst.  After the burst (all `burst` entries recorded, or --at + --timeout) it writes the JSON
 result and exits.
+
+With `--single N` there is one job instead, due every second from `--at` on; the
+lateness of each of its first N fires is recorded (for `schedule`, whose `every(1).seconds`
+plans each run one second after the previous one ended, against the job's own `next_run`).
 
 The process runs with TZ=UTC (the orchestrator sets it); times for `schedule` are local time.
 """
@@ -158,6 +163,87 @@ def setup_floor(args, rec: Recorder):
     return loop, lambda: None
 
 
+# --------------------------------------------------------------------------- one job
+
+class SingleRecorder:
+    """One job's fires: lateness (ms) of each against its instant; done after `fires` of them."""
+
+    def __init__(self, fires: int) -> None:
+        self.fires = fires
+        self.lateness_ms: list[float] = []
+        self.done = threading.Event()
+
+    def record(self, instant: float, t_ns: int) -> None:
+        if len(self.lateness_ms) < self.fires:
+            self.lateness_ms.append((t_ns - instant * 1e9) / 1e6)
+        if len(self.lateness_ms) >= self.fires:
+            self.done.set()
+
+
+def single_apscheduler(args, rec: SingleRecorder):
+    from datetime import datetime, timezone
+
+    from apscheduler.executors.pool import ThreadPoolExecutor
+    from apscheduler.schedulers.background import BackgroundScheduler
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    def job() -> None:
+        t = time.time_ns()
+        rec.record(args.at + round(t / 1e9 - args.at), t)  # instants are whole seconds from --at
+
+    sched = BackgroundScheduler(executors={"default": ThreadPoolExecutor(max_workers=10)},
+                                job_defaults={"coalesce": False, "max_instances": 1, "misfire_grace_time": None},
+                                timezone=timezone.utc)
+    sched.add_job(job, IntervalTrigger(seconds=1, start_date=datetime.fromtimestamp(args.at, timezone.utc)))
+    sched.start()
+    return (lambda: rec.done.wait(args.single + args.timeout)), (lambda: sched.shutdown(wait=False))
+
+
+def _single_schedule(args, rec: SingleRecorder, tick: bool):
+    import schedule
+
+    def job() -> None:
+        t = time.time_ns()
+        rec.record(the_job.next_run.timestamp(), t)  # next_run is still this run's instant
+
+    the_job = schedule.every(1).seconds.do(job)
+    deadline = time.time() + args.single + args.timeout
+
+    def loop() -> None:
+        while not rec.done.is_set() and time.time() < deadline:
+            if tick:
+                schedule.run_pending()
+                time.sleep(1)
+                continue
+            idle = schedule.idle_seconds()
+            if idle is not None and idle > 0:
+                time.sleep(idle)
+            schedule.run_pending()
+
+    return loop, lambda: None
+
+
+def single_floor(args, rec: SingleRecorder):
+    def sleeper() -> None:
+        for k in range(args.single):
+            instant = args.at + k
+            delay = instant - time.time()
+            if delay > 0:
+                time.sleep(delay)
+            rec.record(instant, time.time_ns())
+
+    threading.Thread(target=sleeper, daemon=True).start()
+    return (lambda: rec.done.wait(args.single + args.timeout)), (lambda: None)
+
+
+SINGLE_SETUPS = {
+    "apscheduler": single_apscheduler,
+    "schedule-tick": lambda args, rec: _single_schedule(args, rec, tick=True),
+    "schedule-idle": lambda args, rec: _single_schedule(args, rec, tick=False),
+    "floor": single_floor,
+}
+
+
 SETUPS = {
     "apscheduler": setup_apscheduler,
     "schedule-tick": setup_schedule_tick,
@@ -203,9 +289,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="only checked: warns on stderr if the burst is too close for an idle window this long")
     p.add_argument("--timeout", type=float, default=30.0, help="give up this many seconds after --at")
     p.add_argument("--floor-mode", choices=("inline", "threads"), default="inline")
+    p.add_argument("--single", type=int, default=0, metavar="N",
+                   help="one job due every second from --at: record its first N fires")
     args = p.parse_args(argv)
     if args.at != int(args.at):
         p.error("--at must be a whole second")
+    if args.single:
+        return main_single(args)
     if not 0 < args.burst <= args.jobs and args.peer != "floor":
         p.error("need 0 < burst <= jobs")
 
@@ -248,6 +338,24 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)  # don't wait for pool threads
+
+
+def main_single(args) -> int:
+    rec = SingleRecorder(args.single)
+    loop, stop = SINGLE_SETUPS[args.peer](args, rec)
+    print("READY", flush=True)
+    loop()
+    stop()
+    lateness = sorted(rec.lateness_ms[:args.single])
+    result = {"peer": args.peer, "fires": args.single, "at": args.at, "lateness_ms": lateness,
+              "missing": args.single - len(lateness), "early": sum(1 for x in lateness if x < 0),
+              "versions": versions()}
+    tmp = args.out + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(result, f)
+    os.replace(tmp, args.out)
+    sys.stdout.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

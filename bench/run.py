@@ -5,7 +5,8 @@
                                   [--only NAMES] [--markdown]
 
 NAMES (comma-separated): crawlsched, apscheduler, schedule-tick, schedule-idle, floor,
-peers (= the four non-crawlsched ones), cli, http, all.
+peers (= the four non-crawlsched ones), single (one job due every second, every target),
+cli, http, all.
 Default: all (full) / crawlsched,peers,cli (--quick).
 
 Run with the project venv's python: crawlsched's daemon and CLI are started with it.
@@ -45,7 +46,8 @@ PEERS = ["apscheduler", "schedule-tick", "schedule-idle", "floor"]
 REAL_PEERS = ["apscheduler", "schedule-tick", "schedule-idle"]  # "best peer" is one of these
 LABELS = {"crawlsched": "crawlsched", "apscheduler": "APScheduler", "schedule-tick": "schedule tick",
           "schedule-idle": "schedule idle", "floor": "floor"}
-ALL_NAMES = TARGETS + ["cli", "http"]
+ALL_NAMES = TARGETS + ["single", "cli", "http"]
+SINGLE = "single:"  # result group prefix of the one-job measurements
 
 FIGURES = [  # (label, key in a run's result, shown for the floor)
     ("lateness p50 (ms)", "p50_ms", True),
@@ -122,6 +124,34 @@ def run_peer(peer: str, at: int, cfg, workdir: Path) -> dict:
     return res
 
 
+def run_peer_single(peer: str, cfg, workdir: Path) -> dict:
+    """One job due every second in a peer process: the lateness of its first fires."""
+    at = next_second(time.time() + 1.5 + cfg.settle)  # the process starts in well under 1.5 s
+    out = workdir / f"single-{peer}-{at}.json"
+    argv = [str(PEERS_PY), str(BENCH / "peers.py"), "--peer", peer, "--single", str(cfg.single_fires),
+            "--at", str(at), "--out", str(out)]
+    env = dict(os.environ, TZ="UTC", PYTHONDONTWRITEBYTECODE="1")
+    env.pop("PYTHONPATH", None)
+    proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    watcher = Watcher(proc, workdir / f"single-{peer}-{at}.log", "READY")
+    try:
+        proc.wait(timeout=cfg.single_fires + 60)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{peer} --single exited {proc.returncode}:\n" + watcher.tail_text())
+        data = json.loads(out.read_text())
+    finally:
+        if proc.poll() is None:
+            stop_process(proc)
+        watcher.close()
+    res = {"target": peer, "fires": cfg.single_fires, "at": at, "lateness_ms": data["lateness_ms"],
+           "missing": data["missing"], "early": data["early"]}
+    res.update(lateness_summary(data["lateness_ms"]))
+    if data["missing"] or data["early"]:
+        res["warning"] = f"missing {data['missing']} of {cfg.single_fires} fires, early {data['early']}"
+    return res
+
+
 # --------------------------------------------------------------------------- task planning
 
 @dataclass
@@ -174,7 +204,8 @@ class Runner:
         target = task.group
         self.results.setdefault(target, []).append(res)
         if res.get("ok"):
-            self.observe_ready(target if target in self.startup else "crawlsched", res.get("ready_s"))
+            if not target.startswith(SINGLE):  # a one-job daemon starts faster than the N-job one
+                self.observe_ready(target if target in self.startup else "crawlsched", res.get("ready_s"))
             brief = []
             for k, fmtk in (("p50_ms", "p50 {:.2f} ms"), ("p99_ms", "p99 {:.2f} ms"),
                             ("idle_cpu_pct", "idle {:.4f} %"), ("last_arrival_ms", "last arrival {:.0f} ms"),
@@ -261,6 +292,13 @@ def summarize(results: dict[str, list[dict]]) -> dict:
         summary.setdefault("ratio", {})[key] = (
             {"best_peer": best[0], "ratio": cs["median"] / best[1] if best[1] else None}
             if best and cs else None)
+    single: dict = {}
+    for target in TARGETS:
+        runs = [r for r in results.get(SINGLE + target, []) if r.get("ok")]
+        single[target] = {key: agg([r.get(key) for r in runs]) for key in ("p50_ms", "p99_ms", "max_ms")}
+        single[target]["runs_ok"] = len(runs)
+        single[target]["runs_failed"] = len(results.get(SINGLE + target, [])) - len(runs)
+    summary["single"] = single
     cli = {}
     for r in results.get("cli", []):
         cli[r["name"]] = r
@@ -299,6 +337,25 @@ def tables(summary: dict, cfg) -> list[tuple[str, list[str], list[list[str]]]]:
     if rows:
         out.append((f"{cfg.jobs:,} jobs, {cfg.burst} due in the same second; idle window "
                     f"{cfg.idle_seconds:g} s; median (min–max) over runs [{runs}]", cols, rows))
+    single = summary["single"]
+    if any(single[t]["runs_ok"] for t in TARGETS):
+        rows = []
+        for label, key in (("lateness p50 (ms)", "p50_ms"), ("lateness p99 (ms)", "p99_ms"),
+                           ("lateness max (ms)", "max_ms")):
+            row = [label] + [cell(single[t].get(key)) for t in TARGETS]
+            peers = [(single[p][key]["median"], p) for p in REAL_PEERS if single[p].get(key)]
+            cs = single["crawlsched"].get(key)
+            if peers and cs and min(peers)[0]:
+                row.append(f"{cs['median'] / min(peers)[0]:.2f}× ({LABELS[min(peers)[1]]})")
+            else:
+                row.append("—")
+            rows.append(row)
+        runs = ", ".join(f"{LABELS[t]} {single[t]['runs_ok']}" + (f"+{single[t]['runs_failed']} failed"
+                                                                     if single[t]["runs_failed"] else "")
+                         for t in TARGETS if single[t]["runs_ok"] or single[t]["runs_failed"])
+        out.append((f"One job, due every second: lateness of {cfg.single_fires} fires per run; "
+                    f"median (min–max) over runs [{runs}]",
+                    ["figure"] + [LABELS[t] for t in TARGETS] + ["crawlsched / best peer"], rows))
     if summary["cli"]:
         floor = summary["cli"].get("python -c 'import typer, rich' (floor)")
         rows = []
@@ -383,6 +440,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="burst instant of the peers: a whole minute like crawlsched's (default) or "
                         "any whole second (default with --quick; lets peers fill the waits)")
     p.add_argument("--floor-mode", choices=("inline", "threads"), default="inline")
+    p.add_argument("--single-fires", type=int,
+                   help="fires of the one-job measurement (`single`) per run (default 60, 10 with --quick)")
     p.add_argument("--cli-reps", type=int)
     p.add_argument("--add-args", help="arguments of the timed `crawlsched add` (shell syntax), default: "
                                       + shlex.join(cb.CLI_ADD_ARGS))
@@ -395,6 +454,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg.idle_seconds = cfg.idle_seconds if cfg.idle_seconds is not None else (3.0 if q else 60.0)
     cfg.peer_instant = cfg.peer_instant or ("second" if q else "minute")
     cfg.cli_reps = cfg.cli_reps or (3 if q else 10)
+    cfg.single_fires = cfg.single_fires or (10 if q else 60)
     add_args = shlex.split(cfg.add_args) if cfg.add_args else None
     names = parse_only(cfg.only, q)
     if cfg.burst > cfg.jobs:
@@ -416,13 +476,13 @@ def main(argv: list[str] | None = None) -> int:
           flush=True)
 
     versions = {}
-    if any(n in PEERS for n in names):
+    if any(n in PEERS or n == "single" for n in names):
         versions = ensure_peers_venv()
         print(f"peers: APScheduler {versions['APScheduler']}, schedule {versions['schedule']} "
               f"({PEERS_VENV.relative_to(BENCH.parent)})", flush=True)
 
     runner = Runner(cfg, workdir)
-    if "crawlsched" in names or "http" in names:
+    if "crawlsched" in names or "http" in names or "single" in names:
         # fail fast instead of waiting for a minute boundary to find out the daemon can't start
         pre = workdir / "preflight"
         pre.mkdir()
@@ -433,11 +493,11 @@ def main(argv: list[str] | None = None) -> int:
             err = (f"`python -m crawlsched daemon --help` exited {r.returncode}: "
                    + (r.stderr.strip().splitlines() or ["?"])[-1])
             log(f"preflight FAILED, skipping crawlsched and http: {err}")
-            for g in ("crawlsched", "http"):
+            for g in ("crawlsched", "http", "single"):
                 if g in names:
-                    runner.results[g] = [{"ok": False, "error": err}]
+                    runner.results[g if g != "single" else SINGLE + "crawlsched"] = [{"ok": False, "error": err}]
                     runner.errors.append(f"{g}: {err}")
-            names = [n for n in names if n not in ("crawlsched", "http")]
+            names = [n for n in names if n not in ("crawlsched", "http", "single")]
     timed: list[Task] = []
     fillers: list[Task] = []
     for i in range(cfg.runs):
@@ -464,6 +524,18 @@ def main(argv: list[str] | None = None) -> int:
                               lambda at, tmp=tmp: cb.measure_http(cfg.burst, at, tmp),
                               lead=lambda: runner.lead("crawlsched", idle=False), group="http",
                               meta={"run": i + 1}))
+    if "single" in names:  # no instant to wait for: they fill the waits before the timed ones
+        for i in range(cfg.runs):
+            for t in TARGETS:
+                if t == "crawlsched":
+                    tmp = workdir / f"single-crawlsched-{i + 1}"
+                    run = (lambda tmp=tmp: cb.measure_single(cfg.single_fires, tmp, settle=cfg.settle))
+                    est = cfg.single_fires + cfg.settle + 6.0
+                else:
+                    run = (lambda t=t: run_peer_single(t, cfg, workdir))
+                    est = cfg.single_fires + cfg.settle + 4.0
+                fillers.append(Task(f"one job, {LABELS[t]}, run {i + 1}/{cfg.runs}", "plain", run,
+                                    est=lambda est=est: est, group=SINGLE + t, meta={"run": i + 1}))
     if "cli" in names:
         for name, est, thunk in cb.cli_tasks(workdir / "cli", cfg.cli_reps, add_args):
             def run(thunk=thunk, name=name):
