@@ -82,17 +82,19 @@ class Waker:
         except (BlockingIOError, OSError):
             pass  # the pipe is full (a wake is pending anyway) or closed
 
-    def wait(self, timeout: float | None = None) -> bool:
-        """Until set (True) or ``timeout`` seconds passed (False), to the tenth of a millisecond.
+    def wait(self, timeout: float | None = None, precise: bool = False) -> bool:
+        """Until set (True) or ``timeout`` seconds passed (False).
 
         Linux lets ``select`` wake up to 0.1 % of its timeout late (0.5 % when
         niced): 2 ms on a 2 s wait, which is fire lateness. A futex wait (what
-        ``threading.Event`` uses) has only the 50 µs timer slack. So a long wait
-        is cut: a select that ends safely short of the deadline, then short
-        ones (see ``wait_step``) whose slack is the 50 µs floor.
+        ``threading.Event`` uses) has only the 50 µs timer slack. So a
+        ``precise`` wait (for a fire) is cut: a select that ends safely short
+        of the deadline, then short ones (see ``wait_step``) whose slack is the
+        50 µs floor. Other waits (duties, the 60 s re-check) are one select:
+        an idle daemon wakes no more often than it must.
         """
-        if timeout is None:
-            ready, _, _ = select.select([self._r], [], [], None)
+        if timeout is None or not precise:
+            ready, _, _ = select.select([self._r], [], [], timeout)
             return bool(ready)
         deadline = time.monotonic() + timeout
         remaining = max(0.0, timeout)
@@ -201,6 +203,7 @@ class Daemon:
         self.file_changed = False
         self.recheck_at: float | None = None
         self.failed_step = False
+        self.wake_for_fire = False  # the next wake is for a fire or retry: wait precisely (Waker.wait)
         self.saved_retry: set[str] = set()  # jobs whose retry row may still be in the database
 
     # --- life cycle ----------------------------------------------------------
@@ -240,7 +243,7 @@ class Daemon:
             while not self.stopping:
                 timeout = self.turn()
                 if not self.stopping:
-                    self.wake.wait(timeout)
+                    self.wake.wait(timeout, precise=self.wake_for_fire)
                     self.wake.clear()
         finally:
             code = self.shutdown()
@@ -286,8 +289,9 @@ class Daemon:
     def _wait_time(self, now: float) -> float:
         wait = MAX_WAIT
         self._clean_top()
-        if self.heap:
-            wait = min(wait, self.heap[0][0] - now)
+        fire_wait = self.heap[0][0] - now if self.heap else None
+        if fire_wait is not None:
+            wait = min(wait, fire_wait)
         if self.duties is not None:
             idle = self.duties.idle_seconds
             if idle is not None:
@@ -296,6 +300,7 @@ class Daemon:
             wait = min(wait, max(0.0, self.recheck_at - self.monotonic()))
         if not self.inbox.empty():
             wait = 0
+        self.wake_for_fire = fire_wait is not None and fire_wait <= wait  # what wakes the loop is a fire
         return max(0.0, wait)
 
     def shutdown(self) -> int:

@@ -408,3 +408,19 @@ def test_the_waker_wakes_at_once_when_set_and_never_before_its_timeout():
     t = time.monotonic()
     assert not waker.wait(0.12)  # cut into several selects, still not a moment early
     assert time.monotonic() - t >= 0.12
+
+
+def test_only_a_wait_for_a_fire_is_cut_into_precise_selects(home):
+    write_jobs(home, '[[jobs]]\nid = "soon"\nname = "soon"\nat = "09:05"\ncommand = "true"\n')
+    clock = FakeClock(datetime(2025, 11, 8, 9, 4, 50, tzinfo=UTC))
+    d = make_daemon(home, clock)
+    d.start()
+    assert d.turn() == pytest.approx(10.0)
+    assert d.wake_for_fire, "the next wake is the 09:05 fire"
+    d.recheck_at = clock.monotonic() + 3  # a duty (the job file's re-check) comes first
+    assert d.turn() == pytest.approx(3.0)
+    assert not d.wake_for_fire
+    d.recheck_at = None
+    clock.advance(10)
+    d.turn()  # fires 09:05; the next fire is tomorrow
+    assert not d.wake_for_fire, "a 60 s re-check of the clock needs no precision"
