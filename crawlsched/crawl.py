@@ -28,8 +28,9 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
+from crawlsched import procs
 from crawlsched.errors import CrawlschedError
 from crawlsched.model import SECRET_PARAM_RE, redact_url  # noqa: F401 - redact_url is part of this module's API
 
@@ -545,12 +546,15 @@ def _scrub(message: str, secrets: list[str]) -> str:
 
 
 def run_command(command: str, log_path: Path, *, env: Mapping[str, str], timeout: float = 300,
-                cancel: threading.Event | None = None, kill_after: float = 5.0) -> Outcome:
+                cancel: threading.Event | None = None, kill_after: float = 5.0,
+                on_spawn: Callable[[int], None] | None = None) -> Outcome:
     """Run ``command`` as an argument list (never a shell), output appended to ``log_path``.
 
     It gets its own session, so its whole process group (grandchildren too)
     can be stopped on timeout or cancel: SIGTERM, then SIGKILL ``kill_after``
-    seconds later if anything in the group is still alive.
+    seconds later if anything in the group is still alive. ``on_spawn(pgid)``
+    is told the group as soon as the child exists (the runner records it, so
+    the next daemon can stop the group if this process is killed outright).
     """
     output = str(log_path)
     try:
@@ -578,6 +582,11 @@ def run_command(command: str, log_path: Path, *, env: Mapping[str, str], timeout
             return Outcome(False, f"cannot start {argv[0]}: {exc.strerror or type(exc).__name__}",
                            permanent=exc.errno in PERMANENT_SPAWN_ERRORS, output=output)
         try:
+            if on_spawn is not None:
+                try:
+                    on_spawn(proc.pid)
+                except Exception:  # noqa: BLE001 - a failed note must not fail the command
+                    pass
             stopped = _wait(proc, timeout, cancel)
         except BaseException:
             # Ctrl-C, SIGTERM turned into an exception, a bug: the child runs in its own
@@ -617,47 +626,16 @@ def _wait(proc: subprocess.Popen[bytes], timeout: float, cancel: threading.Event
 def _stop_group(proc: subprocess.Popen[bytes], kill_after: float) -> None:
     """SIGTERM the group, give it ``kill_after`` s, then SIGKILL whatever is left."""
     pgid = proc.pid  # start_new_session: the child leads its own group
-    _killpg(pgid, signal.SIGTERM)
+    procs.killpg(pgid, signal.SIGTERM)
     deadline = time.monotonic() + kill_after
     while time.monotonic() < deadline:
         proc.poll()  # reap the leader, or its zombie keeps the group "alive"
-        if not _group_alive(pgid):
+        if not procs.group_alive(pgid):
             break
         time.sleep(0.05)
     else:
-        _killpg(pgid, signal.SIGKILL)
+        procs.killpg(pgid, signal.SIGKILL)
     proc.wait()
-
-
-def _killpg(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _group_alive(pgid: int) -> bool:
-    """Is any process of the group still running (zombies, which are already dead, do not count)?"""
-    proc_dir = Path("/proc")
-    if not proc_dir.is_dir():  # not Linux: a zombie child of init is reaped soon anyway
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    for entry in proc_dir.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rpartition(")")[2].split()  # after "(comm)", which may hold spaces
-        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
-            return True
-    return False
 
 
 def _last_line(log_path: Path, start: int) -> str:

@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-from crawlsched import timing
+from crawlsched import procs, timing
 from crawlsched.model import CatchUp, Job, RunStatus
 from crawlsched.runner import run_dir
 from crawlsched.state import Retry, State
@@ -57,6 +57,11 @@ def settle_stale_runs(state: State, jobs: Mapping[str, Job], home: Path, pid: in
     from crawlsched.crawl import bodies_complete
 
     for run in state.stale_running(pid):
+        if procs.stop_orphan_group(run.child_pgid, run.child_ident):
+            # Killed outright (SIGKILL, OOM) outside systemd, the old daemon left its command
+            # running; stop it before the chain's next attempt could run beside it.
+            log.warning("job %s: attempt %d left its command running (process group %d); stopped it",
+                        run.job_id, run.attempt, run.child_pgid)
         job = jobs.get(run.job_id)
         if job is not None and job.urls and bodies_complete(job.urls, run_dir(home, job, run.scheduled_for, run.trigger)):
             # The rename of the last body is the commit point: the attempt did succeed.

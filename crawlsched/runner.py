@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
-from crawlsched import __version__, logs, timing
+from crawlsched import __version__, logs, procs, timing
 from crawlsched.model import Job, RunStatus
 from crawlsched.state import Retry, State
 
@@ -82,6 +82,7 @@ class AttemptRunner:
         self.environ = environ
         self.persist_retries = persist_retries
         self.pid = os.getpid()
+        self.ident = procs.identity(self.pid)
 
     def attempt(self, job: Job, scheduled_for: float, attempt: int, *, trigger: str = "schedule",
                 cancel: threading.Event | None = None, still_wanted: Callable[[], bool] = lambda: True,
@@ -93,7 +94,8 @@ class AttemptRunner:
         """
         started = started_at if started_at is not None else self.clock()
         run_id = self.state.start_attempt(
-            job.id, scheduled_for, attempt, job.max_attempts, trigger=trigger, started_at=started, pid=self.pid
+            job.id, scheduled_for, attempt, job.max_attempts, trigger=trigger, started_at=started, pid=self.pid,
+            ident=self.ident,
         )
         if run_id is None:
             self.log.warning("attempt %d of job %s for %s exists already; not running it twice",
@@ -101,13 +103,19 @@ class AttemptRunner:
             return AttemptResult(job.id, scheduled_for, attempt, "duplicate", "attempt exists already")
         logs.log_started(self.log, job.id, attempt - 1, job.max_retries)
         try:
-            outcome = self._execute(job, scheduled_for, attempt, cancel, trigger)
+            outcome = self._execute(job, scheduled_for, attempt, cancel, trigger, run_id)
         except BaseException:
             # Ctrl-C / SystemExit while the crawl ran (run_command has stopped its group):
             # close the row, so it does not stay `running` forever, then let it propagate.
             self._close_interrupted(job, run_id)
             raise
         return self._conclude(job, scheduled_for, attempt, run_id, outcome, trigger, still_wanted, anchor)
+
+    def _child_recorder(self, run_id: int) -> Callable[[int], None]:
+        def record(pgid: int) -> None:
+            self.state.set_child(run_id, pgid, procs.identity(pgid))
+
+        return record
 
     def _close_interrupted(self, job: Job, run_id: int) -> None:
         try:
@@ -119,7 +127,7 @@ class AttemptRunner:
             self.log.exception("could not record the interrupted attempt of job %s", job.id)
 
     def _execute(self, job: Job, scheduled_for: float, attempt: int, cancel: threading.Event | None,
-                 trigger: str = "schedule"):
+                 trigger: str = "schedule", run_id: int | None = None):
         from crawlsched import crawl
 
         environ = os.environ if self.environ is None else self.environ
@@ -133,7 +141,8 @@ class AttemptRunner:
             env = child_env(environ)
             env.update(self._command_env(job, scheduled_for, attempt))
             return crawl.run_command(job.command or "", run_log(self.home, job, scheduled_for, attempt, trigger),
-                                     env=env, timeout=job.timeout, cancel=cancel)
+                                     env=env, timeout=job.timeout, cancel=cancel,
+                                     on_spawn=None if run_id is None else self._child_recorder(run_id))
         except Exception as exc:  # a bug or an unexpected OS error must not lose the attempt
             self.log.exception("attempt of job %s crashed", job.id)
             return crawl.Outcome(ok=False, message=f"internal error: {type(exc).__name__}")

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from crawlsched.errors import StateError
+from crawlsched.procs import pid_alive
 
 log = logging.getLogger("crawlsched")
 
@@ -107,12 +108,23 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE daemon ADD COLUMN handled_until REAL;
         """,
     ),
+    (
+        "003_process_identity",
+        """
+        -- A pid is reused (after a reboot, on a busy machine): who owns a running row, and
+        -- which process group its command runs in, are known by '<boot id>/<start ticks>'.
+        ALTER TABLE runs ADD COLUMN owner_ident TEXT;
+        ALTER TABLE runs ADD COLUMN child_pgid INTEGER;
+        ALTER TABLE runs ADD COLUMN child_ident TEXT;
+        """,
+    ),
 ]
 
 RUN_COLUMNS = (
     "id", "job_id", "scheduled_for", "attempt", "max_attempts", "trigger", "status",
     "started_at", "finished_at", "message", "http_status", "exit_code", "bytes",
     "output", "owner_pid", "missed_count", "first_missed", "last_missed",
+    "owner_ident", "child_pgid", "child_ident",
 )  # fmt: skip
 
 
@@ -138,6 +150,9 @@ class Run:
     missed_count: int | None = None
     first_missed: float | None = None
     last_missed: float | None = None
+    owner_ident: str | None = None  #: the owner process's identity (crawlsched.procs)
+    child_pgid: int | None = None  #: a command's process group, while it may run
+    child_ident: str | None = None  #: that group leader's identity
 
 
 @dataclass(frozen=True)
@@ -161,23 +176,6 @@ class JobState:
     last_attempt: Run | None = None
     retry: Retry | None = None
     running: bool = False
-
-
-def pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (a dead child not yet reaped) is not alive for our purposes.
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().split(b") ", 1)[1][:1] != b"Z"
-    except (OSError, IndexError):
-        return True
 
 
 class State:
@@ -352,8 +350,8 @@ class State:
                 last[row["id"]] = _run(row)
         retries = {r["job_id"]: _retry(r) for r in self.read("SELECT * FROM retries")}
         running: set[str] = set()
-        for row in self.read("SELECT job_id, owner_pid FROM runs WHERE status = 'running'"):
-            if pid_alive(row["owner_pid"]):
+        for row in self.read("SELECT job_id, owner_pid, owner_ident FROM runs WHERE status = 'running'"):
+            if pid_alive(row["owner_pid"], row["owner_ident"]):
                 running.add(row["job_id"])
         out: dict[str, JobState] = {}
         ids = job_ids if job_ids is not None else list(seen)
@@ -380,7 +378,7 @@ class State:
 
     def running_elsewhere(self, job_id: str, my_pid: int) -> Run | None:
         for row in self.read("SELECT * FROM runs WHERE job_id = ? AND status = 'running'", (job_id,)):
-            if row["owner_pid"] != my_pid and pid_alive(row["owner_pid"]):
+            if row["owner_pid"] != my_pid and pid_alive(row["owner_pid"], row["owner_ident"]):
                 return _run(row)
         return None
 
@@ -397,7 +395,7 @@ class State:
     def stale_running(self, my_pid: int) -> list[Run]:
         """Attempts left ``running`` by a process that is gone."""
         rows = self.read("SELECT * FROM runs WHERE status = 'running'")
-        return [_run(r) for r in rows if r["owner_pid"] == my_pid or not pid_alive(r["owner_pid"])]
+        return [_run(r) for r in rows if r["owner_pid"] == my_pid or not pid_alive(r["owner_pid"], r["owner_ident"])]
 
     # --- write side ----------------------------------------------------------
 
@@ -427,14 +425,18 @@ class State:
             c.execute("UPDATE jobs_seen SET anchor = ? WHERE job_id = ?", (anchor, job_id))
 
     def start_attempt(self, job_id: str, scheduled_for: float, attempt: int, max_attempts: int, *,
-                      trigger: str, started_at: float, pid: int) -> int | None:
-        """Write the attempt as ``running`` before it starts; None if this attempt exists already."""
+                      trigger: str, started_at: float, pid: int, ident: str | None = None) -> int | None:
+        """Write the attempt as ``running`` before it starts; None if this attempt exists already.
+
+        ``ident`` is the owner's identity (``crawlsched.procs.identity``): with it, a later
+        process with the same pid does not make the row look alive.
+        """
         with self.write() as c:
             try:
                 cur = c.execute(
-                    "INSERT INTO runs(job_id, scheduled_for, attempt, max_attempts, trigger, status, started_at, owner_pid)"
-                    " VALUES (?, ?, ?, ?, ?, 'running', ?, ?)",
-                    (job_id, scheduled_for, attempt, max_attempts, trigger, started_at, pid),
+                    "INSERT INTO runs(job_id, scheduled_for, attempt, max_attempts, trigger, status, started_at,"
+                    " owner_pid, owner_ident) VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?)",
+                    (job_id, scheduled_for, attempt, max_attempts, trigger, started_at, pid, ident),
                 )
             except sqlite3.IntegrityError:
                 return None
@@ -460,6 +462,11 @@ class State:
             )
             if retry is not None:
                 _save_retry(c, retry)
+
+    def set_child(self, run_id: int, pgid: int, ident: str | None) -> None:
+        """The attempt's command runs in process group ``pgid``: a successor stops it if we die."""
+        with self.write() as c:
+            c.execute("UPDATE runs SET child_pgid = ?, child_ident = ? WHERE id = ?", (pgid, ident, run_id))
 
     def clear_retry(self, job_id: str) -> None:
         with self.write() as c:
