@@ -179,3 +179,38 @@ def test_refused(cli, tmp_home, case: Case, as_json: bool):
     else:
         assert tmp_home.jobs_file.read_bytes() == before
     assert not tmp_home.db.exists(), "refused input leaves no state database behind"
+
+
+# --- usage errors Click finds before a command runs: JSON too, with --json ----------------------
+
+USAGE_ERRORS = [
+    (["history", "--limit", "abc"], ["--limit", "abc"]),
+    (["add", "--at", "09:05", "--url", URL], ["NAME"]),
+    (["list", "--colour"], ["--colour"]),
+    (["show"], ["JOB"]),
+]
+
+
+@pytest.mark.parametrize(("args", "expect"), USAGE_ERRORS, ids=[a[0] + "-" + e[0] for a, e in USAGE_ERRORS])
+def test_a_usage_error_with_json_is_a_json_error_and_changes_nothing(tmp_path, args, expect):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    jobs = tmp_path / "jobs.toml"
+    jobs.write_text(ONE_JOB)
+    env = {**os.environ, "CRAWLSCHED_JOBS": str(jobs), "CRAWLSCHED_HOME": str(tmp_path / "home"),
+           "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    run = [sys.executable, "-m", "crawlsched", *args]
+    as_json = subprocess.run(run + ["--json"], env=env, capture_output=True, text=True, timeout=60)
+    assert as_json.returncode == 2, as_json.stderr
+    data = json.loads(as_json.stdout)
+    assert data["success"] is False and data["error"].startswith("crawlsched ")
+    for text in expect:
+        assert text in data["error"]
+    assert "\n" not in data["error"]
+    text = subprocess.run(run, env=env, capture_output=True, text=True, timeout=60)
+    assert text.returncode == 2 and text.stdout == "" and "Usage:" in text.stderr, "without --json: Click's usage text"
+    assert jobs.read_text() == ONE_JOB
+    assert not (tmp_path / "home" / "crawlsched.db").exists()

@@ -246,5 +246,28 @@ app.registered_commands.sort(key=lambda info: COMMAND_ORDER.index(info.name))
 
 
 def main() -> None:
-    """The console script ``crawlsched``."""
-    app(prog_name="crawlsched")
+    """The console script ``crawlsched``.
+
+    With ``--json``, a usage error Click finds before a command runs (a missing
+    argument, an option that is no integer, an unknown option) is the same
+    ``{"success": false, "error": …}`` object, exit 2, as every other error.
+    """
+    argv = sys.argv[1:]
+    if "--json" not in argv[: argv.index("--") if "--" in argv else None]:
+        app(prog_name="crawlsched")
+        return
+    try:
+        code = app(prog_name="crawlsched", standalone_mode=False)
+    except Exception as exc:
+        # Click's classes (Typer 0.28 vendors its own copy): UsageError, BadParameter,
+        # NoSuchOption … derive from ClickException; Abort is Ctrl-C at a prompt.
+        kinds = {cls.__name__ for cls in type(exc).__mro__}
+        if "Abort" in kinds:
+            sys.exit(1)
+        if "ClickException" not in kinds:
+            raise
+        ctx = getattr(exc, "ctx", None)
+        where = f"{ctx.command_path}: " if ctx is not None else ""
+        _emit({"success": False, "error": " ".join(f"{where}{exc.format_message()}".split())})  # type: ignore[attr-defined]
+        sys.exit(getattr(exc, "exit_code", 2))
+    sys.exit(code if isinstance(code, int) else 0)
