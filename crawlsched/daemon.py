@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import fcntl
 import heapq
+import gc
 import itertools
 import logging
 import os
@@ -204,6 +205,7 @@ class Daemon:
         self.recheck_at: float | None = None
         self.failed_step = False
         self.wake_for_fire = False  # the next wake is for a fire or retry: wait precisely (Waker.wait)
+        self.owns_process = False  # run() was called: the process is the daemon's (its GC, its signals)
         self.saved_retry: set[str] = set()  # jobs whose retry row may still be in the database
 
     # --- life cycle ----------------------------------------------------------
@@ -218,7 +220,7 @@ class Daemon:
         previous = self.state.daemon_started(self.pid, socket.gethostname(), __version__, now)
         self._apply(jobfile, now, previous=previous)
         del jobfile
-        trim_memory()
+        self._settle_memory()
         self.executor  # noqa: B018 - build and warm the pool (max_concurrent) before the first fire
         if self.use_duties:
             from crawlsched import watch
@@ -234,6 +236,7 @@ class Daemon:
 
     def run(self) -> int:
         """Start, loop until SIGTERM/SIGINT, shut down gracefully. Returns the exit code."""
+        self.owns_process = True
         self.install_signals()
         # Hand the GIL over more often than every 5 ms: the loop thread must get it
         # back quickly to dispatch a burst while workers run Python code.
@@ -435,7 +438,7 @@ class Daemon:
         self.applied_key = key
         self._apply(jobfile, self.clock())
         del jobfile
-        trim_memory()
+        self._settle_memory()
         self.state.daemon_update(config_ok=1, config_error=None, **self._next_info())
         self.log.info("job file reloaded: %d jobs", len(self.jobs))
         self.notify(f"STATUS={self._status_text()}")
@@ -574,6 +577,12 @@ class Daemon:
 
     # --- firing --------------------------------------------------------------
 
+    def _settle_memory(self) -> None:
+        if self.owns_process:
+            settle_memory()  # a whole-process act: not for a daemon embedded in tests
+        else:
+            trim_memory()
+
     def _clean_top(self) -> None:
         while self.heap and not self._current(self.heap[0]):
             heapq.heappop(self.heap)
@@ -594,35 +603,42 @@ class Daemon:
                 due.append(entry)
         replan: list[Job] = []
         gate = Burst(len(due)) if len(due) > 1 else None
-        # The entries are off the heap: one that fails is logged and the others still fire
-        # and get their next fire planned (a failing entry is not retried in a tight loop).
-        for scheduled, _, kind, job_id, _token in due:
-            job = self.jobs.get(job_id)
-            submitted = False
-            try:
-                if job is None:
-                    continue
-                if kind == RETRY:
-                    chain = self.chains[job_id]
-                    chain.retry_due = None
-                    self._submit(job, chain, gate)
-                    submitted = True
-                    continue
-                self.planned.pop(job_id, None)
-                replan.append(job)
-                scheduled = self._coalesce(job, scheduled, now)
-                self.last_fire[job_id] = max(self.last_fire.get(job_id, 0.0), scheduled)
-                submitted = self.fire(job, scheduled, "schedule", gate)
-            except Exception:
-                self.log.exception("job %s: its %s failed inside crawlsched", job_id, "retry" if kind == RETRY else "fire")
-                chain = self.chains.get(job_id)
-                if chain is not None and chain.future is None and chain.retry_due is None:
-                    del self.chains[job_id]  # never submitted: a later fire starts a new chain
-            finally:
-                if gate is not None and not submitted:
-                    gate.arrive()  # nothing will arrive for it
-        if gate is not None:
-            gate.release()
+        collecting = gate is not None and gc.isenabled()
+        if collecting:
+            gc.disable()  # no collection while a burst is handed out (the allocations would trigger some)
+        try:
+            # The entries are off the heap: one that fails is logged and the others still fire
+            # and get their next fire planned (a failing entry is not retried in a tight loop).
+            for scheduled, _, kind, job_id, _token in due:
+                job = self.jobs.get(job_id)
+                submitted = False
+                try:
+                    if job is None:
+                        continue
+                    if kind == RETRY:
+                        chain = self.chains[job_id]
+                        chain.retry_due = None
+                        self._submit(job, chain, gate)
+                        submitted = True
+                        continue
+                    self.planned.pop(job_id, None)
+                    replan.append(job)
+                    scheduled = self._coalesce(job, scheduled, now)
+                    self.last_fire[job_id] = max(self.last_fire.get(job_id, 0.0), scheduled)
+                    submitted = self.fire(job, scheduled, "schedule", gate)
+                except Exception:
+                    self.log.exception("job %s: its %s failed inside crawlsched", job_id, "retry" if kind == RETRY else "fire")
+                    chain = self.chains.get(job_id)
+                    if chain is not None and chain.future is None and chain.retry_due is None:
+                        del self.chains[job_id]  # never submitted: a later fire starts a new chain
+                finally:
+                    if gate is not None and not submitted:
+                        gate.arrive()  # nothing will arrive for it
+            if gate is not None:
+                gate.release()
+        finally:
+            if collecting:
+                gc.enable()
         for job in replan:
             try:
                 self._plan(job, now)
@@ -830,6 +846,21 @@ class Daemon:
             when = timing.format_local(timing.from_epoch(info["next_due"]), job.timezone if job else "UTC")
             return f"{len(self.jobs)} jobs; next: {info['next_job']} at {when}"
         return f"{len(self.jobs)} jobs; nothing due"
+
+
+def settle_memory() -> None:
+    """After (re)loading the jobs: collect, freeze what is left, give freed memory back.
+
+    The jobs and the plan live as long as the daemon; frozen, the garbage
+    collector never walks them again. Without it, a full collection (130 ms
+    with 100,000 jobs, 13 ms with 10,000) lands at a moment the allocations of
+    a burst happen to trigger, and whatever is due then waits for it. A reload
+    unfreezes first, so the jobs it replaced can be collected.
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+    trim_memory()
 
 
 def trim_memory() -> None:

@@ -424,3 +424,40 @@ def test_only_a_wait_for_a_fire_is_cut_into_precise_selects(home):
     clock.advance(10)
     d.turn()  # fires 09:05; the next fire is tomorrow
     assert not d.wake_for_fire, "a 60 s re-check of the clock needs no precision"
+
+
+# --- garbage collection: never in the middle of a burst, never over the long-lived jobs --------------
+
+def test_a_burst_is_handed_out_with_the_collector_paused_and_it_is_back_after(home, monkeypatch):
+    import gc
+
+    write_jobs(home, "".join(f'[[jobs]]\nid = "j{i}"\nname = "j{i}"\nat = "09:05"\ncommand = "true"\n' for i in range(3)))
+    clock = FakeClock(datetime(2025, 11, 8, 9, 4, 59, tzinfo=UTC))
+    executor = HandExecutor()
+    d = hand_daemon(home, clock, executor)
+    d.start()
+    seen: list[bool] = []
+    real_submit = executor.submit
+
+    def submit(fn, /, *args, **kwargs):
+        seen.append(gc.isenabled())
+        if len(seen) == 2:
+            raise RuntimeError("a fire failing inside crawlsched")
+        return real_submit(fn, *args, **kwargs)
+
+    monkeypatch.setattr(executor, "submit", submit)
+    clock.advance(1)
+    assert gc.isenabled()
+    assert d.fire_due(clock.time()) == 3
+    assert seen == [False, False, False], "no collection while the burst is handed out"
+    assert gc.isenabled(), "and the collector is back after it, a failing fire included"
+
+
+def test_settling_memory_freezes_what_the_daemon_keeps(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import gc; from crawlsched.daemon import settle_memory; settle_memory(); "
+            "n = gc.get_freeze_count(); settle_memory(); print(n > 1000, gc.get_freeze_count() > 1000)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.split() == ["True", "True"]
