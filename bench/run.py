@@ -85,17 +85,22 @@ def ensure_peers_venv() -> dict:
 
 # --------------------------------------------------------------------------- one peer run
 
+def spawn_peer(argv: list[str], log_path: Path) -> tuple[subprocess.Popen, Watcher]:
+    """bench/peers.py in the peers' venv (UTC, nothing of the project's PYTHONPATH), output logged."""
+    env = dict(os.environ, TZ="UTC", PYTHONDONTWRITEBYTECODE="1")
+    env.pop("PYTHONPATH", None)
+    proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return proc, Watcher(proc, log_path, "READY")
+
+
 def run_peer(peer: str, at: int, cfg, workdir: Path) -> dict:
     out = workdir / f"{peer}-{at}.json"
     argv = [str(PEERS_PY), str(BENCH / "peers.py"), "--peer", peer, "--jobs", str(cfg.jobs),
             "--burst", str(cfg.burst), "--at", str(at), "--out", str(out),
             "--idle-seconds", str(cfg.idle_seconds), "--floor-mode", cfg.floor_mode]
-    env = dict(os.environ, TZ="UTC", PYTHONDONTWRITEBYTECODE="1")
-    env.pop("PYTHONPATH", None)
     t0 = time.perf_counter()
-    proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    watcher = Watcher(proc, workdir / f"{peer}-{at}.log", "READY")
+    proc, watcher = spawn_peer(argv, workdir / f"{peer}-{at}.log")
     res: dict = {"target": peer, "jobs": cfg.jobs, "burst": cfg.burst, "at": at}
     try:
         while not watcher.found.wait(0.1):
@@ -130,11 +135,7 @@ def run_peer_single(peer: str, cfg, workdir: Path) -> dict:
     out = workdir / f"single-{peer}-{at}.json"
     argv = [str(PEERS_PY), str(BENCH / "peers.py"), "--peer", peer, "--single", str(cfg.single_fires),
             "--at", str(at), "--out", str(out)]
-    env = dict(os.environ, TZ="UTC", PYTHONDONTWRITEBYTECODE="1")
-    env.pop("PYTHONPATH", None)
-    proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    watcher = Watcher(proc, workdir / f"single-{peer}-{at}.log", "READY")
+    proc, watcher = spawn_peer(argv, workdir / f"single-{peer}-{at}.log")
     try:
         proc.wait(timeout=cfg.single_fires + 60)
         if proc.returncode != 0:
