@@ -94,6 +94,23 @@ def spawn_peer(argv: list[str], log_path: Path) -> tuple[subprocess.Popen, Watch
     return proc, Watcher(proc, log_path, "READY")
 
 
+def finish_peer(what: str, proc: subprocess.Popen, watcher: Watcher, out: Path, timeout: float) -> dict:
+    """Wait for a peer run to end and read its result; it is stopped if it has not ended."""
+    try:
+        proc.wait(timeout=timeout)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{what} exited {proc.returncode}:\n" + watcher.tail_text())
+        return json.loads(out.read_text())
+    finally:
+        stop_peer(proc, watcher)
+
+
+def stop_peer(proc: subprocess.Popen, watcher: Watcher) -> None:
+    if proc.poll() is None:
+        stop_process(proc)
+    watcher.close()
+
+
 def run_peer(peer: str, at: int, cfg, workdir: Path) -> dict:
     out = workdir / f"{peer}-{at}.json"
     argv = [str(PEERS_PY), str(BENCH / "peers.py"), "--peer", peer, "--jobs", str(cfg.jobs),
@@ -112,14 +129,10 @@ def run_peer(peer: str, at: int, cfg, workdir: Path) -> dict:
         res["ready_s"] = watcher.found_at - t0
         res["ready_left_s"] = at - time.time()
         res.update(measure_idle(proc.pid, cfg.settle, cfg.idle_seconds, must_end_by=at - 1.0))
-        proc.wait(timeout=max(5.0, at + 45 - time.time()))
-        if proc.returncode != 0:
-            raise RuntimeError(f"{peer} exited {proc.returncode}:\n" + watcher.tail_text())
-        data = json.loads(out.read_text())
-    finally:
-        if proc.poll() is None:
-            stop_process(proc)
-        watcher.close()
+    except BaseException:
+        stop_peer(proc, watcher)
+        raise
+    data = finish_peer(peer, proc, watcher, out, timeout=max(5.0, at + 45 - time.time()))
     res.update({k: data[k] for k in ("lateness_ms", "missing", "unexpected", "early", "setup_s",
                                      "versions", "floor_mode")})
     res.update(lateness_summary(data["lateness_ms"]))
@@ -136,15 +149,7 @@ def run_peer_single(peer: str, cfg, workdir: Path) -> dict:
     argv = [str(PEERS_PY), str(BENCH / "peers.py"), "--peer", peer, "--single", str(cfg.single_fires),
             "--at", str(at), "--out", str(out)]
     proc, watcher = spawn_peer(argv, workdir / f"single-{peer}-{at}.log")
-    try:
-        proc.wait(timeout=cfg.single_fires + 60)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{peer} --single exited {proc.returncode}:\n" + watcher.tail_text())
-        data = json.loads(out.read_text())
-    finally:
-        if proc.poll() is None:
-            stop_process(proc)
-        watcher.close()
+    data = finish_peer(f"{peer} --single", proc, watcher, out, timeout=cfg.single_fires + 60)
     res = {"target": peer, "fires": cfg.single_fires, "at": at, "lateness_ms": data["lateness_ms"],
            "missing": data["missing"], "early": data["early"]}
     res.update(lateness_summary(data["lateness_ms"]))

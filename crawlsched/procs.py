@@ -44,9 +44,13 @@ def identity(pid: int | None) -> str | None:
     """``<boot id>/<start ticks>`` of a live process; None when /proc cannot tell."""
     if not pid:
         return None
-    boot = _boot_id()
     fields = _stat_fields(pid)
-    if boot is None or fields is None or len(fields) < 20:
+    return None if fields is None else _identity_of(fields)
+
+
+def _identity_of(fields: list[str]) -> str | None:
+    boot = _boot_id()
+    if boot is None or len(fields) < 20:
         return None
     return f"{boot}/{fields[19]}"
 
@@ -66,10 +70,9 @@ def pid_alive(pid: int | None, ident: str | None = None) -> bool:
         return True  # no /proc: the pid is all we have
     if fields[:1] == ["Z"]:
         return False
-    if ident:
-        now = identity(pid)
-        if now is not None and now != ident:
-            return False  # the number was reused, by another boot or a later process
+    now = _identity_of(fields)
+    if ident and now is not None and now != ident:
+        return False  # the number was reused, by another boot or a later process
     return True
 
 

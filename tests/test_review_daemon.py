@@ -210,6 +210,18 @@ def test_shutdown_waits_one_shared_deadline_and_a_bounded_cancel_wait(home, monk
 
 FAILING = ('[[jobs]]\nid = "f"\nname = "f"\nat = "09:05"\ncommand = "false"\nstart_date = 2025-01-01\n'
            'max_retries = 2\nretry_delay = 60\n')
+
+
+def failing_job_waiting_for_its_retry(home) -> tuple[Daemon, FakeClock]:
+    """Job ``f`` failed its 09:05 attempt 1 and waits for attempt 2 (09:06); the clock is at 09:05:30."""
+    write_jobs(home, FAILING)
+    clock = FakeClock(datetime(2025, 11, 8, 9, 0, tzinfo=UTC))
+    d = make_daemon(home, clock)
+    d.start()
+    run_until(d, clock, datetime(2025, 11, 8, 9, 5, 30, tzinfo=UTC))
+    return d, clock
+
+
 KEEP = '[[jobs]]\nid = "k"\nname = "k"\nat = "10:00"\ncommand = "true"\nstart_date = 2025-01-01\n'
 
 
@@ -232,11 +244,7 @@ def test_a_job_removed_while_its_attempt_runs_leaves_no_retry_row(home):
 
 
 def test_a_retry_skipped_because_the_job_runs_elsewhere_clears_its_row(home, monkeypatch):
-    write_jobs(home, FAILING)
-    clock = FakeClock(datetime(2025, 11, 8, 9, 0, tzinfo=UTC))
-    d = make_daemon(home, clock)
-    d.start()
-    run_until(d, clock, datetime(2025, 11, 8, 9, 5, 30, tzinfo=UTC))
+    d, clock = failing_job_waiting_for_its_retry(home)
     assert len(State(home / "crawlsched.db").retries()) == 1
     monkeypatch.setattr(d.state, "running_elsewhere", lambda job_id, pid: SimpleNamespace(owner_pid=4242))
     run_until(d, clock, datetime(2025, 11, 8, 9, 7, tzinfo=UTC))
@@ -271,11 +279,7 @@ def test_a_new_chain_clears_a_leftover_retry_row_of_its_job(home, monkeypatch):
 # --- F: a missing job file keeps the last good jobs ---------------------------------------------
 
 def test_a_missing_job_file_keeps_the_jobs_and_their_retries_until_it_is_back(home):
-    write_jobs(home, FAILING)
-    clock = FakeClock(datetime(2025, 11, 8, 9, 0, tzinfo=UTC))
-    d = make_daemon(home, clock)
-    d.start()
-    run_until(d, clock, datetime(2025, 11, 8, 9, 5, 30, tzinfo=UTC))
+    d, clock = failing_job_waiting_for_its_retry(home)
     assert d.chains["f"].retry_due is not None
     text = (home / "jobs.toml").read_text()
     (home / "jobs.toml").unlink()
@@ -324,11 +328,7 @@ def test_an_interval_job_started_exactly_on_its_anchor_fires_once_there(home):
 # --- H: lowering max_retries cancels retries beyond it ------------------------------------------
 
 def test_lowering_max_retries_cancels_a_queued_retry_beyond_it(home):
-    write_jobs(home, FAILING)
-    clock = FakeClock(datetime(2025, 11, 8, 9, 0, tzinfo=UTC))
-    d = make_daemon(home, clock)
-    d.start()
-    run_until(d, clock, datetime(2025, 11, 8, 9, 5, 30, tzinfo=UTC))
+    d, clock = failing_job_waiting_for_its_retry(home)
     assert d.chains["f"].attempt == 2
     write_jobs(home, FAILING.replace("max_retries = 2", "max_retries = 0"))
     d.reload(force=True)
@@ -339,11 +339,7 @@ def test_lowering_max_retries_cancels_a_queued_retry_beyond_it(home):
 
 
 def test_lowering_max_retries_keeps_a_retry_still_within_it(home):
-    write_jobs(home, FAILING)
-    clock = FakeClock(datetime(2025, 11, 8, 9, 0, tzinfo=UTC))
-    d = make_daemon(home, clock)
-    d.start()
-    run_until(d, clock, datetime(2025, 11, 8, 9, 5, 30, tzinfo=UTC))
+    d, clock = failing_job_waiting_for_its_retry(home)
     write_jobs(home, FAILING.replace("max_retries = 2", "max_retries = 1"))
     d.reload(force=True)
     run_until(d, clock, datetime(2025, 11, 8, 9, 30, tzinfo=UTC))
