@@ -207,6 +207,10 @@ class Daemon:
         self.wake_for_fire = False  # the next wake is for a fire or retry: wait precisely (Waker.wait)
         self.owns_process = False  # run() was called: the process is the daemon's (its GC, its signals)
         self.saved_retry: set[str] = set()  # jobs whose retry row may still be in the database
+        # Every fire due at or before this instant was handed out (or accounted for at start):
+        # the ``now`` of the last ``fire_due``. A stop records it as ``handled_until``, so the
+        # fires that come due while running attempts get their grace period count as downtime.
+        self.fired_until: float | None = None
 
     # --- life cycle ----------------------------------------------------------
 
@@ -219,6 +223,7 @@ class Daemon:
         now = self.clock()
         previous = self.state.daemon_started(self.pid, socket.gethostname(), __version__, now)
         self._apply(jobfile, now, previous=previous)
+        self.fired_until = now  # the catch-up accounted for everything due until now
         del jobfile
         self._settle_memory()
         self.executor  # noqa: B018 - build and warm the pool (max_concurrent) before the first fire
@@ -597,6 +602,7 @@ class Daemon:
     def fire_due(self, now: float) -> int:
         """Fire every entry due at ``now``. Attempts are submitted first, next fires planned after."""
         due: list[tuple[float, int, str, str, int]] = []
+        self.fired_until = now if self.fired_until is None else max(self.fired_until, now)
         while self.heap and self.heap[0][0] <= now:
             entry = heapq.heappop(self.heap)
             if self._current(entry):
@@ -821,7 +827,10 @@ class Daemon:
             self.log.error("heartbeat not written: %s", exc)
 
     def _handled_until(self, now: float) -> float:
-        return recovery.handled_until(self.chains.values(), now)
+        """Fires due after the last ``fire_due`` were not handed out (a stop's grace period, a
+        turn still to come): the next start must treat them as downtime."""
+        until = now if self.fired_until is None else min(now, self.fired_until)
+        return recovery.handled_until(self.chains.values(), until)
 
     def _duty_requests(self) -> None:
         try:

@@ -96,3 +96,35 @@ def test_the_log_file_renamed_away_gets_a_new_file_for_new_lines(home, target):
         assert rotated.stat().st_size == size  # nothing more went into the renamed file
     finally:
         d.stop()
+
+
+def _accounted(rows: list[dict]) -> tuple[int, int]:
+    """(fires accounted for: run, skipped or counted missed; fires due from the first to the last)."""
+    fires = sorted({r["scheduled_for"] for r in rows if r["status"] != "missed"}
+                   | {r["last_missed"] for r in rows if r["status"] == "missed"})
+    missed = sum((r["missed_count"] or 0) - 1 for r in rows if r["status"] == "missed")
+    return len(fires) + missed, round(fires[-1] - fires[0]) + 1
+
+
+def test_fires_due_during_the_sigterm_grace_period_are_recorded_after_restart(home, target):
+    # A command that outlasts the grace period keeps the daemon in its stop for 3 s; the
+    # 1 s job comes due three times meanwhile. They never ran: the next start must account
+    # for them as downtime (catch_up = "none": one missed row counting them).
+    write_jobs(home, f'[[jobs]]\nid = "tick"\nname = "tick"\nevery = "1s"\nurl = "{target.url("/ok")}"\n'
+                     'catch_up = "none"\n\n'
+                     '[[jobs]]\nid = "slow"\nname = "slow"\nevery = "1h"\ncommand = "sleep 300"\nmax_retries = 0\n')
+    d = DaemonProcess(home, "--grace", "3").start()
+    wait_for(lambda: runs(home, "job_id = 'slow' AND status = 'running'"), 10, "the slow command running")
+    wait_for(lambda: len(runs(home, "job_id = 'tick'")) >= 2, 10, "ticks")
+    t0 = time.monotonic()
+    assert d.stop() == 0
+    assert time.monotonic() - t0 >= 3  # it did wait out the grace period
+    d2 = DaemonProcess(home).start()
+    try:
+        time.sleep(1.5)
+    finally:
+        assert d2.stop() == 0
+    ticks = runs(home, "job_id = 'tick'")
+    accounted, due = _accounted(ticks)
+    assert accounted == due, [(r["scheduled_for"], r["status"], r["missed_count"]) for r in ticks]
+    assert any(r["status"] == "missed" for r in ticks)
