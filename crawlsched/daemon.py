@@ -46,7 +46,7 @@ from crawlsched.errors import CrawlschedError, JobFileError
 from crawlsched.executor import Burst, Executor, InlineExecutor, WarmPool
 from crawlsched.model import Job, JobFile, RunStatus, ScheduleKind
 from crawlsched.runner import AttemptResult, AttemptRunner
-from crawlsched.state import State
+from crawlsched.state import State, StorageUnavailable
 from crawlsched.store import FileKey, JobStore
 
 __all__ = ["Burst", "Chain", "Daemon", "DaemonLockError", "Executor", "InlineExecutor", "Waker", "WarmPool", "trim_memory"]
@@ -61,6 +61,7 @@ POLL_EVERY = 1  # seconds between checks of the job file when inotify is not ava
 FALLBACK_EVERY = 10  # seconds between checks of the file (with inotify) and of run-now requests (with SIGUSR1)
 WAKE_SLACK = 0.002  # wake a little after a duty is due, never just before it (that costs a second wake)
 STEP_BACKOFF = 1.0  # seconds before the next turn after a step of the loop failed
+FLUSH_EVERY = 1.0  # seconds between tries to save held writes while the storage is in trouble
 CANCEL_WAIT = 10.0  # seconds, in all, for cancelled attempts to end after the grace period
 PRECISE_WAIT = 0.05  # seconds: a select this short wakes within the 50 µs timer slack (Waker.wait)
 
@@ -211,6 +212,7 @@ class Daemon:
         # the ``now`` of the last ``fire_due``. A stop records it as ``handled_until``, so the
         # fires that come due while running attempts get their grace period count as downtime.
         self.fired_until: float | None = None
+        self.flush_at = 0.0  # monotonic: the next try to save what the state database holds back
 
     # --- life cycle ----------------------------------------------------------
 
@@ -274,6 +276,9 @@ class Daemon:
             self.file_changed = False
             self.recheck_at = None
             self._duty_poll_file()
+        if self.state.held and self.monotonic() >= self.flush_at:
+            self.flush_at = self.monotonic() + FLUSH_EVERY
+            self._step("saving held writes", self.state.flush_held)
         self._step("collecting finished attempts", self._drain_inbox)
         self._step("firing due jobs", lambda: self.fire_due(self.clock()))  # jobs first: a duty due at the same moment can wait
         if self.duties is not None:
@@ -289,6 +294,9 @@ class Daemon:
         """Run one step of a turn; an exception (a database error, a bug) is logged and the loop goes on."""
         try:
             return fn()
+        except StorageUnavailable:
+            self.failed_step = True  # the state database's episode is logged once, by the state
+            return None
         except Exception:
             self.failed_step = True
             self.log.exception("daemon loop: %s failed; going on", what)
@@ -306,6 +314,8 @@ class Daemon:
                 wait = min(wait, max(0.0, idle) + WAKE_SLACK)
         if self.recheck_at is not None:
             wait = min(wait, max(0.0, self.recheck_at - self.monotonic()))
+        if self.state.held:
+            wait = min(wait, max(0.0, self.flush_at - self.monotonic()))
         if not self.inbox.empty():
             wait = 0
         self.wake_for_fire = fire_wait is not None and fire_wait <= wait  # what wakes the loop is a fire
@@ -339,6 +349,9 @@ class Daemon:
             self.state.daemon_update(heartbeat=now, stopped_at=now, handled_until=self._handled_until(now))
         except Exception as exc:  # the database may be the reason we stop
             self.log.error("could not record the stop in the state database: %s", exc)
+        if self.state.held and not self.state.flush_held():
+            self.log.error("stopping with %d write(s) the state database did not take; the next start records"
+                           " their attempts as interrupted", self.state.held)
         if self.watch is not None:
             self.watch.close()
         self.release_lock()
@@ -691,7 +704,10 @@ class Daemon:
             gate.arrive_and_wait()
         result: AttemptResult | None = None
         try:
-            other = self.state.running_elsewhere(job.id, self.pid)
+            try:
+                other = self.state.running_elsewhere(job.id, self.pid)
+            except StorageUnavailable:
+                other = None  # the attempt cannot start without its row: the runner holds the fire as missed
             if other is not None:
                 self.state.record_not_run(job.id, chain.scheduled_for, RunStatus.SKIPPED.value,
                                           f"skipped: running in another process (pid {other.owner_pid})", now=self.clock())
@@ -702,6 +718,8 @@ class Daemon:
                 result = self.runner.attempt(job, chain.scheduled_for, attempt, trigger=chain.trigger, cancel=chain.cancel,
                                              still_wanted=lambda: self._wanted(job.id, chain), anchor=self.anchors.get(job.id),
                                              started_at=started)
+        except StorageUnavailable:
+            pass  # not run and not recorded: the episode is logged once, by the state
         except Exception:
             self.log.exception("attempt %d of job %s failed inside crawlsched", attempt, job.id)
         finally:
@@ -823,6 +841,8 @@ class Daemon:
         try:
             now = self.clock()
             self.state.daemon_update(heartbeat=now, pid=self.pid, handled_until=self._handled_until(now), **self._next_info())
+        except StorageUnavailable:
+            pass  # logged once for the episode, by the state
         except Exception as exc:
             self.log.error("heartbeat not written: %s", exc)
 
@@ -835,6 +855,8 @@ class Daemon:
     def _duty_requests(self) -> None:
         try:
             self.take_requests()
+        except StorageUnavailable:
+            pass
         except Exception as exc:
             self.log.error("run-now requests not read: %s", exc)
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 from crawlsched import procs, timing
 from crawlsched.model import CatchUp, Job, RunStatus
 from crawlsched.runner import run_dir
-from crawlsched.state import Retry, State
+from crawlsched.state import AttemptKey, Retry, State
 
 if TYPE_CHECKING:
     from crawlsched.daemon import Chain
@@ -65,7 +65,7 @@ def settle_stale_runs(state: State, jobs: Mapping[str, Job], home: Path, pid: in
         job = jobs.get(run.job_id)
         if job is not None and job.urls and bodies_complete(job.urls, run_dir(home, job, run.scheduled_for, run.trigger)):
             # The rename of the last body is the commit point: the attempt did succeed.
-            state.finish_attempt(run.id, status=RunStatus.SUCCESS.value, finished_at=now,
+            state.finish_attempt(AttemptKey.of(run), status=RunStatus.SUCCESS.value, finished_at=now,
                                  message="completed before the daemon stopped (all bodies in place)",
                                  output=str(run_dir(home, job, run.scheduled_for, run.trigger)))
             log.info("job %s: attempt %d found complete after a restart", run.job_id, run.attempt)
@@ -73,7 +73,7 @@ def settle_stale_runs(state: State, jobs: Mapping[str, Job], home: Path, pid: in
         retry = None
         if job is not None and not job.paused and run.attempt < job.max_attempts:
             retry = Retry(job.id, run.scheduled_for, run.attempt + 1, job.max_attempts, now, run.trigger)
-        state.finish_attempt(run.id, status=RunStatus.INTERRUPTED.value, finished_at=now,
+        state.finish_attempt(AttemptKey.of(run), status=RunStatus.INTERRUPTED.value, finished_at=now,
                              message="interrupted: the process running it stopped", retry=retry)
         log.warning("job %s: attempt %d/%d was interrupted by a stop; %s", run.job_id, run.attempt,
                     run.max_attempts, "the chain continues" if retry else "no attempt left")

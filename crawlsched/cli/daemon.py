@@ -264,9 +264,23 @@ def daemon(
         os.environ.pop("CRAWLSCHED_TOKEN", None)  # crawl commands never inherit it
     home = env().home
     log = setup_logging(home)
+    # A fatal signal (SIGBUS from a mapped file that turned immutable under SQLite, SIGSEGV)
+    # still leaves a line and the stack on stderr (the journal): never a silent death.
+    import faulthandler
+
+    faulthandler.enable()
     store = env().store()
     store.cache_dir = home / ".cache"  # the daemon owns its home
     code = run_daemon(store, State(env().db_path), home, log, grace=grace, http=http, token=token)
+    if State.unsafe_to_close():
+        # Connections were set aside on database files that are still read-only: closing
+        # them at exit writes to their -shm map, which is SIGBUS. Exit without closing.
+        import logging
+        import sys
+
+        logging.shutdown()
+        sys.stderr.flush()
+        os._exit(code)
     raise typer.Exit(code)
 
 
