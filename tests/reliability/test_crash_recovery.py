@@ -8,7 +8,10 @@ machine was down runs once at the next start).
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -19,7 +22,7 @@ from crawlsched.daemon import Daemon, InlineExecutor
 from crawlsched.state import State
 from crawlsched.store import JobStore
 from daemon_helpers import DaemonProcess, runs, wait_for, write_jobs
-from rel_helpers import quiet_logger
+from rel_helpers import pid_gone, quiet_logger
 from test_daemon_loop import FakeClock, rows, run_until
 
 UTC = timezone.utc
@@ -181,3 +184,35 @@ def test_killed_after_a_partial_multi_url_attempt_fetches_only_the_missing_url(h
     assert target.hits == {"/slow/0": 1}
     assert (run_dir / body_name(1, urls[1])).read_text() == "slow ok\n"
     assert _no_part_files(home) == []
+
+
+@pytest.mark.slow
+def test_killed_between_spawning_a_command_and_saving_its_group_the_command_never_runs_beside_its_retry(home, tmp_path):
+    # The test hook widens the window between the spawn and the row that names the group
+    # to 3 s; SIGKILL lands inside it. The next daemon cannot stop a group it was never told.
+    marker = tmp_path / "pids"
+    write_jobs(home, '[[jobs]]\nid = "c"\nname = "c"\nevery = "1h"\nretry_delay = 1\n'
+                     f'command = "sh -c \'echo $$ >> {marker}; exec sleep 30\'"\n')
+    d1 = DaemonProcess(home, env={"CRAWLSCHED_FAULT_SPAWN_PAUSE": "3"}).start()
+    wait_for(lambda: runs(home, "job_id = 'c' AND status = 'running'"), 10, "the attempt row")
+    time.sleep(0.5)  # spawned, its group not saved yet
+    d1.proc.kill()  # the daemon alone, as the OOM killer would
+    d1.proc.wait(10)
+    d1.stderr.close()
+    d2 = DaemonProcess(home).start()
+    try:
+        wait_for(lambda: runs(home, "job_id = 'c' AND attempt = 2 AND status = 'running'"), 15, "the retry running")
+        wait_for(lambda: marker.exists() and marker.read_text().strip(), 5, "the retry's command")
+        time.sleep(0.5)
+        pids = [int(x) for x in marker.read_text().split()]
+        try:
+            alive = [p for p in pids if not pid_gone(p)]
+            assert len(alive) == 1, f"commands of one job running side by side: {pids}, alive {alive}"
+        finally:
+            for p in pids:
+                try:
+                    os.kill(p, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+    finally:
+        d2.stop()
