@@ -134,6 +134,27 @@ def bodies_complete(urls: Sequence[str], run_dir: Path) -> bool:
     return all((run_dir / body_name(i, url)).is_file() for i, url in enumerate(urls))
 
 
+def remove_partial_bodies(run_dir: Path) -> int:
+    """Delete the ``.<body>.part`` files of a run whose chain ended: no attempt will finish them.
+
+    An attempt removes its own part file on any error; only a process killed mid-body leaves
+    one, and the next attempt of the same run overwrites it. Returns how many were removed.
+    """
+    removed = 0
+    try:
+        entries = list(run_dir.iterdir())
+    except OSError:
+        return 0
+    for entry in entries:
+        if entry.name.startswith(".") and entry.name.endswith(".body.part"):
+            try:
+                entry.unlink()
+                removed += 1
+            except OSError:
+                pass
+    return removed
+
+
 def prune_runs(job_dir: Path, keep: int) -> int:
     """Delete all but the newest ``keep`` runs (body folders and ``.log`` files) in ``job_dir``.
 

@@ -45,7 +45,7 @@ from crawlsched import __version__, recovery, systemd, timing
 from crawlsched.errors import CrawlschedError, JobFileError
 from crawlsched.executor import Burst, Executor, InlineExecutor, WarmPool
 from crawlsched.model import Job, JobFile, RunStatus, ScheduleKind
-from crawlsched.runner import AttemptResult, AttemptRunner
+from crawlsched.runner import AttemptResult, AttemptRunner, end_run
 from crawlsched.state import State, StorageUnavailable
 from crawlsched.store import FileKey, JobStore
 
@@ -535,6 +535,7 @@ class Daemon:
         if chain.future is None or chain.future.done():
             del self.chains[job_id]
             self._clear_retry(job_id)
+            end_run(self.home, job_id, chain.scheduled_for, chain.trigger)
             self.log.info("job %s %s: its pending retry is cancelled", job_id, why)
 
     def _clear_retry(self, job_id: str) -> None:
@@ -562,7 +563,7 @@ class Daemon:
     def _recover(self, now: float) -> None:
         """Account for what a dead daemon left: running rows and pending retries."""
         recovery.settle_stale_runs(self.state, self.jobs, self.home, self.pid, now, self.log)
-        for retry in recovery.retries_to_resume(self.state, self.jobs, self.anchors, now, self.log):
+        for retry in recovery.retries_to_resume(self.state, self.jobs, self.anchors, now, self.log, self.home):
             chain = Chain(retry.scheduled_for, retry.trigger, retry.next_attempt, next(self.tokens), retry_due=retry.due_at)
             self.chains[retry.job_id] = chain
             self.saved_retry.add(retry.job_id)
@@ -755,6 +756,7 @@ class Daemon:
                 # Paused or removed while the attempt ran: the retry it saved is void.
                 del self.chains[job_id]
                 self._clear_retry(job_id)
+                end_run(self.home, job_id, chain.scheduled_for, chain.trigger)
                 self.log.info("job %s: its pending retry is cancelled (paused or removed while it ran)", job_id)
                 self._next_from_backlog(job_id)
                 continue

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from crawlsched import procs, timing
 from crawlsched.model import CatchUp, Job, RunStatus
-from crawlsched.runner import run_dir
+from crawlsched.runner import end_run, run_dir
 from crawlsched.state import AttemptKey, Retry, State
 
 if TYPE_CHECKING:
@@ -75,12 +75,14 @@ def settle_stale_runs(state: State, jobs: Mapping[str, Job], home: Path, pid: in
             retry = Retry(job.id, run.scheduled_for, run.attempt + 1, job.max_attempts, now, run.trigger)
         state.finish_attempt(AttemptKey.of(run), status=RunStatus.INTERRUPTED.value, finished_at=now,
                              message="interrupted: the process running it stopped", retry=retry)
+        if retry is None:
+            end_run(home, run.job_id, run.scheduled_for, run.trigger)  # a body it was writing: nobody finishes it
         log.warning("job %s: attempt %d/%d was interrupted by a stop; %s", run.job_id, run.attempt,
                     run.max_attempts, "the chain continues" if retry else "no attempt left")
 
 
 def retries_to_resume(state: State, jobs: Mapping[str, Job], anchors: Mapping[str, float], now: float,
-                      log: logging.Logger) -> list[Retry]:
+                      log: logging.Logger, home: Path | None = None) -> list[Retry]:
     """The saved retries that still stand; the others (job gone, paused, overtaken by its next run) are cleared.
 
     A retry never runs after the job's next regular fire (SPEC §4): when that fire is
@@ -92,11 +94,15 @@ def retries_to_resume(state: State, jobs: Mapping[str, Job], anchors: Mapping[st
         job = jobs.get(retry.job_id)
         if job is None or job.paused:
             state.clear_retry(retry.job_id)
+            if home is not None:
+                end_run(home, retry.job_id, retry.scheduled_for, retry.trigger)
             continue
         superseded = timing.next_fire(job, timing.from_epoch(retry.scheduled_for), timing.from_epoch(anchors.get(job.id)))
         if retry.trigger != "manual" and superseded is not None and superseded.timestamp() <= now:
             state.clear_retry(job.id)
             _note_next_run_due(state, retry)
+            if home is not None:
+                end_run(home, job.id, retry.scheduled_for, retry.trigger)
             log.warning("job %s: pending retry (attempt %d/%d) dropped, the next run is due; the chain ends",
                         job.id, retry.next_attempt, retry.max_attempts)
             continue

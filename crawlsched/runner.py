@@ -65,6 +65,13 @@ def run_dir(home: Path, job: Job, scheduled_for: float, trigger: str = "schedule
     return home / "data" / job.id / run_name(scheduled_for, trigger)
 
 
+def end_run(home: Path, job_id: str, scheduled_for: float, trigger: str = "schedule") -> None:
+    """A run's chain ended (whatever ended it): its half-written bodies go (crawl.remove_partial_bodies)."""
+    from crawlsched.crawl import remove_partial_bodies
+
+    remove_partial_bodies(home / "data" / job_id / run_name(scheduled_for, trigger))
+
+
 def run_log(home: Path, job: Job, scheduled_for: float, attempt: int, trigger: str = "schedule") -> Path:
     return home / "logs" / "runs" / job.id / f"{run_name(scheduled_for, trigger)}-a{attempt}.log"
 
@@ -174,6 +181,7 @@ class AttemptRunner:
         if outcome.ok:
             self.state.finish_attempt(key, status=RunStatus.SUCCESS.value, finished_at=now, message=outcome.message, **fields)
             logs.log_success(self.log)
+            end_run(self.home, job.id, scheduled_for, trigger)
             self._prune(job)
             return AttemptResult(job.id, scheduled_for, attempt, RunStatus.SUCCESS.value, outcome.message)
 
@@ -188,6 +196,7 @@ class AttemptRunner:
             logs.log_failed(self.log, outcome.message or "interrupted")
             if retry is None:
                 logs.log_final_failure(self.log, job.id, outcome.message or "interrupted")
+                end_run(self.home, job.id, scheduled_for, trigger)
             return AttemptResult(job.id, scheduled_for, attempt, RunStatus.INTERRUPTED.value, outcome.message,
                                  retry_due=retry.due_at if retry else None, final=retry is None)
 
@@ -208,6 +217,7 @@ class AttemptRunner:
             early = outcome.message if reason in (None, "permanent failure, not retried") else f"{outcome.message}; {reason}"
             logs.log_final_failure(self.log, job.id, early)
         self.on_failure(job, scheduled_for, attempt, message, trigger)
+        end_run(self.home, job.id, scheduled_for, trigger)
         self._prune(job)
         return AttemptResult(job.id, scheduled_for, attempt, RunStatus.FAILED.value, message)
 
@@ -258,7 +268,7 @@ class AttemptRunner:
             self.log.warning("could not prune old runs of job %s: %s", job.id, exc)
 
 
-__all__ = ["CHILD_ENV_DENYLIST", "AttemptResult", "AttemptRunner", "child_env", "run_dir", "run_foreground",
+__all__ = ["CHILD_ENV_DENYLIST", "AttemptResult", "AttemptRunner", "child_env", "end_run", "run_dir", "run_foreground",
            "run_log", "run_name"]
 
 

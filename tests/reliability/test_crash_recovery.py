@@ -216,3 +216,19 @@ def test_killed_between_spawning_a_command_and_saving_its_group_the_command_neve
                     pass
     finally:
         d2.stop()
+
+
+@pytest.mark.slow
+def test_killed_mid_body_with_no_attempt_left_leaves_no_part_file_after_restart(home, target):
+    write_jobs(home, f'[[jobs]]\nid = "h"\nname = "h"\nevery = "1h"\nurl = "{target.url("/hang-then-ok/p1")}"\n'
+                     'max_retries = 0\n')
+    d1 = DaemonProcess(home).start()
+    wait_for(lambda: list(home.rglob("*.part")), 10, "half a body on disk")
+    d1.kill()
+    d2 = DaemonProcess(home).start()
+    try:
+        row = wait_for(lambda: runs(home, "job_id = 'h' AND status != 'running'"), 10, "the attempt settled")
+    finally:
+        assert d2.stop() == 0
+    assert [(r["attempt"], r["status"]) for r in row] == [(1, "interrupted")]
+    assert list(home.rglob("*.part")) == []  # the chain ended: nothing will finish that body

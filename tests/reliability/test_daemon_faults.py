@@ -128,3 +128,39 @@ def test_fires_due_during_the_sigterm_grace_period_are_recorded_after_restart(ho
     accounted, due = _accounted(ticks)
     assert accounted == due, [(r["scheduled_for"], r["status"], r["missed_count"]) for r in ticks]
     assert any(r["status"] == "missed" for r in ticks)
+
+
+def _environ_of(pid: int) -> bytes:
+    with open(f"/proc/{pid}/environ", "rb") as fh:
+        return fh.read()
+
+
+def test_a_command_job_cannot_read_the_api_token_from_the_daemon(home, tmp_path):
+    import secrets
+    import socket
+    import urllib.error
+    import urllib.request
+
+    token = "tok-" + secrets.token_hex(24)
+    seen = tmp_path / "parent-environ"
+    write_jobs(home, '[[jobs]]\nid = "peek"\nname = "peek"\nevery = "1h"\n'
+                     f'command = "sh -c \'cat /proc/$PPID/environ > {seen}\'"\n')
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    d = DaemonProcess(home, "--http", f"127.0.0.1:{port}", env={"CRAWLSCHED_TOKEN": token}).start()
+    try:
+        wait_for(lambda: runs(home, "job_id = 'peek' AND status = 'success'"), 10, "the command job")
+        assert seen.read_bytes(), "the command did not read its parent's environment"
+        assert token.encode() not in seen.read_bytes()
+        assert token.encode() not in _environ_of(d.proc.pid)
+        assert b"CRAWLSCHED_TOKEN=" not in _environ_of(d.proc.pid)
+        url = f"http://127.0.0.1:{port}/api/scheduler/jobs"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url, timeout=5)
+        assert refused.value.code == 401
+        asked = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(asked, timeout=5) as answer:  # the daemon still has the token
+            assert answer.status == 200
+    finally:
+        assert d.stop() == 0
