@@ -46,7 +46,7 @@ from crawlsched.errors import CrawlschedError, JobFileError
 from crawlsched.executor import Burst, Executor, InlineExecutor, WarmPool
 from crawlsched.model import Job, JobFile, RunStatus, ScheduleKind
 from crawlsched.runner import AttemptResult, AttemptRunner, end_run
-from crawlsched.state import State, StorageUnavailable
+from crawlsched.state import Retry, State, StorageUnavailable
 from crawlsched.store import FileKey, JobStore
 
 __all__ = ["Burst", "Chain", "Daemon", "DaemonLockError", "Executor", "InlineExecutor", "Waker", "WarmPool", "trim_memory"]
@@ -213,6 +213,7 @@ class Daemon:
         # fires that come due while running attempts get their grace period count as downtime.
         self.fired_until: float | None = None
         self.flush_at = 0.0  # monotonic: the next try to save what the state database holds back
+        self.replacements = 0  # corrupt state files replaced under us, as far as the loop has caught up
 
     # --- life cycle ----------------------------------------------------------
 
@@ -276,6 +277,9 @@ class Daemon:
             self.file_changed = False
             self.recheck_at = None
             self._duty_poll_file()
+        if self.state.replaced != self.replacements:
+            self.replacements = self.state.replaced
+            self._step("restoring a replaced state database", self._restore_after_replace)
         if self.state.held and self.monotonic() >= self.flush_at:
             self.flush_at = self.monotonic() + FLUSH_EVERY
             self._step("saving held writes", self.state.flush_held)
@@ -763,6 +767,19 @@ class Daemon:
             del self.chains[job_id]
             if rearm:
                 self._next_from_backlog(job_id)
+
+    def _restore_after_replace(self) -> None:
+        """A corrupt file was replaced by a fresh one: write back what the loop knows, so a
+        restart still catches up this daemon's jobs and resumes its pending retries."""
+        now = self.clock()
+        self.state.restore_seen([(j, now, self.anchors.get(j), self.last_fire.get(j)) for j in self.jobs])
+        for job_id, chain in self.chains.items():
+            job = self.jobs.get(job_id)
+            if job is not None and chain.retry_due is not None:
+                self.state.save_retry(Retry(job_id, chain.scheduled_for, chain.attempt, job.max_attempts,
+                                            chain.retry_due, chain.trigger))
+        self.log.info("state database replaced: %d jobs and %d pending retries written to the fresh one", len(self.jobs),
+                      sum(1 for c in self.chains.values() if c.retry_due is not None))
 
     # --- run-now ---------------------------------------------------------------
 

@@ -351,11 +351,23 @@ class State:
                 conn.execute("COMMIT")
             except BaseException as exc:
                 _rollback(conn)
-                if isinstance(exc, sqlite3.DatabaseError):
-                    self._replace_if_corrupt(exc)
+                if isinstance(exc, sqlite3.DatabaseError) and not self._replace_if_corrupt(exc):
                     self._check_trouble(exc)
                 raise
             self._trouble_ended()
+
+    def _write_with(self, fn: Any) -> Any:
+        """``fn(conn)`` in one write transaction; once more if the file was found corrupt and
+        replaced meanwhile (the fresh file takes it)."""
+        before = self.replaced
+        try:
+            with self.write() as c:
+                return fn(c)
+        except sqlite3.DatabaseError:
+            if self.replaced == before:
+                raise
+        with self.write() as c:
+            return fn(c)
 
     def _begin_checked(self, deadline: float) -> sqlite3.Connection:
         for tries_left in (1, 0):
@@ -402,8 +414,7 @@ class State:
         """Run ``fn(conn)`` in one write transaction; in the daemon, hold it when the storage is in
         trouble (written first once it takes writes again). True when it landed now."""
         try:
-            with self.write() as c:
-                fn(c)
+            self._write_with(fn)
             return True
         except StorageUnavailable:
             with self._lock:
@@ -438,8 +449,7 @@ class State:
                 conn.execute("COMMIT")
             except BaseException as exc:
                 _rollback(conn)
-                if isinstance(exc, sqlite3.DatabaseError):
-                    self._replace_if_corrupt(exc)
+                if isinstance(exc, sqlite3.DatabaseError) and not self._replace_if_corrupt(exc):
                     self._check_trouble(exc)
                 raise
             self._held.pop(0)
@@ -517,10 +527,14 @@ class State:
             except sqlite3.Error:
                 pass
             self._conn = None
-        aside = self.move_aside()
-        log.error("state database %s became corrupt (%s); moved aside to %s, starting a fresh one", self.path, exc, aside)
-        conn = self._open()
-        self._setup(conn)
+        try:
+            aside = self.move_aside()
+            log.error("state database %s became corrupt (%s); moved aside to %s, starting a fresh one", self.path, exc, aside)
+            conn = self._open()
+            self._setup(conn)
+        except (OSError, sqlite3.Error) as failed:  # a full disk, say: no fresh file either
+            self._trouble_began(f"corrupt, and no fresh file could be made: {failed}")
+            raise StorageUnavailable(f"{self.path}: {failed}") from failed
         self._conn = conn
         self.replaced += 1
         if self._daemon_row is not None:
@@ -612,7 +626,7 @@ class State:
                 c.execute("UPDATE jobs_seen SET anchor = ? WHERE job_id = ? AND anchor IS NULL", (anchor, job_id))
 
     def mark_seen_many(self, items: list[tuple[str, float, float | None]]) -> None:
-        with self.write() as c:
+        def mark(c: sqlite3.Connection) -> None:
             c.executemany("INSERT OR IGNORE INTO jobs_seen(job_id, first_seen) VALUES (?, ?)", [(i, n) for i, n, _ in items])
             c.executemany("UPDATE jobs_seen SET daemon_seen = ? WHERE job_id = ? AND daemon_seen IS NULL", [(n, i) for i, n, _ in items])
             c.executemany(
@@ -620,9 +634,28 @@ class State:
                 [(a, i) for i, _, a in items if a is not None],
             )
 
+        self.write_or_hold(mark)
+
+    def restore_seen(self, items: list[tuple[str, float, float | None, float | None]]) -> None:
+        """After a replaced file: the daemon's jobs as seen, with their anchors and last fires
+        ``(job_id, now, anchor, last_fire)``, so the next start's catch-up still knows them."""
+
+        def restore(c: sqlite3.Connection) -> None:
+            c.executemany(
+                "INSERT INTO jobs_seen(job_id, first_seen, daemon_seen, anchor, last_fire) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT(job_id) DO UPDATE SET daemon_seen = coalesce(daemon_seen, excluded.daemon_seen),"
+                " anchor = coalesce(anchor, excluded.anchor),"
+                " last_fire = max(coalesce(last_fire, 0), coalesce(excluded.last_fire, 0))",
+                [(i, n, n, a, f) for i, n, a, f in items],
+            )
+
+        self.write_or_hold(restore)
+
+    def save_retry(self, retry: Retry) -> None:
+        self.write_or_hold(lambda c: _save_retry(c, retry))
+
     def reset_anchor(self, job_id: str, anchor: float | None) -> None:
-        with self.write() as c:
-            c.execute("UPDATE jobs_seen SET anchor = ? WHERE job_id = ?", (anchor, job_id))
+        self.write_or_hold(lambda c: c.execute("UPDATE jobs_seen SET anchor = ? WHERE job_id = ?", (anchor, job_id)))
 
     def start_attempt(self, job_id: str, scheduled_for: float, attempt: int, max_attempts: int, *,
                       trigger: str, started_at: float, pid: int, ident: str | None = None) -> int | None:
@@ -631,7 +664,7 @@ class State:
         ``ident`` is the owner's identity (``crawlsched.procs.identity``): with it, a later
         process with the same pid does not make the row look alive.
         """
-        with self.write() as c:
+        def insert(c: sqlite3.Connection) -> int | None:
             try:
                 cur = c.execute(
                     "INSERT INTO runs(job_id, scheduled_for, attempt, max_attempts, trigger, status, started_at,"
@@ -648,6 +681,8 @@ class State:
             )
             c.execute("DELETE FROM retries WHERE job_id = ? AND scheduled_for = ? AND next_attempt <= ?", (job_id, scheduled_for, attempt))
             return run_id
+
+        return self._write_with(insert)
 
     def finish_attempt(self, run: int | AttemptKey, *, status: str, finished_at: float, message: str | None,
                        http_status: int | None = None, exit_code: int | None = None,
@@ -696,8 +731,7 @@ class State:
         return self.write_or_hold(note)
 
     def clear_retry(self, job_id: str) -> None:
-        with self.write() as c:
-            c.execute("DELETE FROM retries WHERE job_id = ?", (job_id,))
+        self.write_or_hold(lambda c: c.execute("DELETE FROM retries WHERE job_id = ?", (job_id,)))
 
     def record_not_run(self, job_id: str, scheduled_for: float, status: str, message: str, *, now: float,
                        missed_count: int | None = None, first_missed: float | None = None,
@@ -721,7 +755,12 @@ class State:
     # daemon bookkeeping
 
     def daemon_started(self, pid: int, host: str, version: str, now: float) -> dict[str, Any] | None:
-        """Record this daemon; returns the previous row (its heartbeat tells how long we were down)."""
+        """Record this daemon; returns the previous row (its heartbeat tells how long we were down).
+
+        From here on this State keeps the row's every field: each later update writes it
+        whole, so a row lost with a replaced file, or an update the storage refused, is
+        made good by the next write that lands.
+        """
         with self.write() as c:
             rows = c.execute("SELECT * FROM daemon WHERE id = 1").fetchall()
             previous = dict(rows[0]) if rows else None
@@ -731,20 +770,29 @@ class State:
                 " started_at = excluded.started_at, heartbeat = excluded.heartbeat, stopped_at = NULL, ready_at = NULL",
                 (pid, host, version, now, now),
             )
-            self._daemon_row = {"pid": pid, "host": host, "version": version, "started_at": now, "heartbeat": now}
+            self._daemon_row = dict(c.execute("SELECT * FROM daemon WHERE id = 1").fetchone())
             return previous
 
     def daemon_update(self, **fields: Any) -> None:
-        """Update this daemon's row; a row that is missing (a replaced file) is written again whole."""
+        """Update this daemon's row (written whole, see ``daemon_started``).
+
+        In the daemon, storage trouble is not raised: the next update that lands carries
+        these fields too (the episode is logged once).
+        """
         if not fields:
             return
-        if self._daemon_row is not None:
-            self._daemon_row.update(fields)
-        cols = ", ".join(f"{k} = ?" for k in fields)
-        with self.write() as c:
-            cur = c.execute(f"UPDATE daemon SET {cols} WHERE id = 1", tuple(fields.values()))
-            if cur.rowcount == 0 and self._daemon_row is not None:
-                _insert_daemon_row(c, self._daemon_row)
+        if self._daemon_row is None:
+            cols = ", ".join(f"{k} = ?" for k in fields)
+            with self.write() as c:
+                c.execute(f"UPDATE daemon SET {cols} WHERE id = 1", tuple(fields.values()))
+            return
+        self._daemon_row.update(fields)
+        row = dict(self._daemon_row)
+        try:
+            with self.write() as c:
+                _insert_daemon_row(c, row)
+        except StorageUnavailable:
+            pass
 
     def request_run(self, job_id: str, now: float, source: str = "cli") -> int:
         with self.write() as c:
