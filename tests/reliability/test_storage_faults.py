@@ -242,6 +242,7 @@ def test_an_attempt_that_ends_while_the_disk_is_full_is_recorded_when_space_is_b
     out = d.output()
     trouble = [line for line in out.splitlines() if "state database" in line and "ERROR" in line]
     assert len(trouble) == 1, trouble  # once for the episode, not once per attempt
+    assert len([line for line in out.splitlines() if "takes writes again" in line]) == 1  # and once when it ends
     assert "inside crawlsched" not in out, out[-3000:]
 
 
