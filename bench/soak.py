@@ -445,7 +445,8 @@ TABLE = [
     ("requests_outside_attempts", "requests outside any attempt"), ("commands_without_row", "commands without a row"),
     ("off_schedule_rows", "rows off the schedule"), ("fires_recorded_twice", "fires recorded twice"),
     ("missed_count_mismatch", "missed rows with a wrong count"), ("daemon_bad_exits", "SIGTERM exits not 0"),
-    ("cli_errors", "CLI edits that failed"),
+    ("cli_errors", "CLI edits that failed"), ("stale_part_files", ".part files left"),
+    ("daemon_internal_errors", "internal errors in the daemon's output"),
 ]
 
 

@@ -25,6 +25,8 @@ database and the daemon's log):
   interrupted last attempt with attempts left has a saved retry or a message
   that says why the chain ends (permanent failure, next run due, paused/removed).
 - requests: every request the target saw falls inside an attempt of that job.
+- leftovers: no ``.part`` file under ``data/`` after the final stop, no
+  traceback or internal error in the daemon's output (``daemon-*.out``).
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ UTC = timezone.utc
 KEY_DIGITS = 3  # scheduled times are compared rounded to the millisecond
 SLACK = 0.25  # seconds: a request logged by the target vs the attempt row's start/end (same clock)
 CHAIN_END_REASONS = ("permanent failure", "next run is due", "removed or paused", "paused or removed")
+#: Lines of the daemon's output that say crawlsched itself went wrong (not a crawl failing).
+INTERNAL_ERROR_MARKS = ("Traceback (most recent call last)", "failed inside crawlsched", "daemon loop:",
+                        "--- Logging error ---", "unexpected", "internal error")
 MAX_LISTED = 200  # violations listed per kind (the counts are always complete)
 
 
@@ -117,6 +122,27 @@ class Checker:
                 return f"while down after a {s['kind'].upper()} (exit {_iso(s['exited'])}, ready {_iso(nxt)})"
         return "while the daemon ran"
 
+    def neighbours(self, job_id: str, t: float) -> dict[str, Any]:
+        """The job's rows just before and just after ``t``: what the daemon did around a lost fire."""
+        if not hasattr(self, "_by_job"):
+            self._by_job: dict[str, list[dict[str, Any]]] = defaultdict(list)
+            for r in self.runs:
+                self._by_job[r["job_id"]].append(r)
+            for rows in self._by_job.values():
+                rows.sort(key=lambda r: (r["scheduled_for"], r["attempt"]))
+
+        def brief(r: dict[str, Any] | None) -> dict[str, Any] | None:
+            if r is None:
+                return None
+            return {"run_id": r["id"], "scheduled_for": _iso(r["scheduled_for"]), "attempt": r["attempt"],
+                    "trigger": r["trigger"], "status": r["status"], "started": _iso(r["started_at"]),
+                    "finished": _iso(r["finished_at"]), "message": (r["message"] or "")[:120]}
+
+        rows = self._by_job.get(job_id, [])
+        before = [r for r in rows if r["scheduled_for"] < t]
+        after = [r for r in rows if r["scheduled_for"] > t]
+        return {"row_before": brief(before[-1] if before else None), "row_after": brief(after[0] if after else None)}
+
     # --- invariants ----------------------------------------------------------
 
     def check(self) -> dict[str, Any]:
@@ -127,6 +153,7 @@ class Checker:
         self.check_chains()
         self.check_requests()
         self.check_commands()
+        self.check_leftovers()
         return self.report()
 
     def check_exits(self) -> None:
@@ -218,7 +245,7 @@ class Checker:
                 n = n_points + in_ranges
                 if n == 0:
                     self.violation("lost_fires", job=job_id, kind=job.kind.value, schedule=job.spec, fire=_iso(t),
-                                   when=self.where(t), catch_up=job.catch_up.value)
+                                   when=self.where(t), catch_up=job.catch_up.value, **self.neighbours(job_id, t))
                     if "SIGTERM grace" in self.where(t):
                         self.counts["lost_fires_in_grace"] += 1
                 elif n > 1:
@@ -343,6 +370,17 @@ class Checker:
                                    second={"scheduled_for": _iso(bsf), "attempt": bat, "pid": bpid, "start": _iso(b0), "end": _iso(b1)},
                                    when=self.where(b0))
 
+    def check_leftovers(self) -> None:
+        """No ``.part`` file under data/ after the final stop; no internal error in the daemon's output."""
+        data = self.home / "data"
+        if data.exists():
+            for part in sorted(data.rglob("*.part")):
+                self.violation("stale_part_files", path=str(part.relative_to(self.home)), size=part.stat().st_size)
+        for out in sorted(self.folder.glob("daemon-*.out")):
+            for n, line in enumerate(out.read_text(errors="replace").splitlines(), 1):
+                if any(m in line for m in INTERNAL_ERROR_MARKS):
+                    self.violation("daemon_internal_errors", file=out.name, line=n, text=line[:300])
+
     # --- the figures -----------------------------------------------------------
 
     def report(self) -> dict[str, Any]:
@@ -382,6 +420,8 @@ class Checker:
             "fires_recorded_twice": self.counts["fires_recorded_twice"],
             "missed_count_mismatch": self.counts["missed_count_mismatch"],
             "daemon_bad_exits": self.counts["daemon_bad_exits"],
+            "stale_part_files": self.counts["stale_part_files"],
+            "daemon_internal_errors": self.counts["daemon_internal_errors"],
             "lost_fire_check_ends": _iso(self.lost_end),
         }
         kinds = sorted(self.counts)
