@@ -224,7 +224,6 @@ class Soak:
                                        "cli_ops": [], "churned_jobs": [], "added_jobs": []}
         self.stop_edits = threading.Event()
         self.edit_thread: threading.Thread | None = None
-        self.edit_lock = threading.Lock()
         self.cli_procs: set[subprocess.Popen] = set()
         self.target: FlakyTarget | None = None
 
@@ -314,9 +313,8 @@ class Soak:
         while not self.stop_edits.wait(rng.uniform(4, 16)):
             roll = rng.random()
             job = rng.choice(churn)
-            with self.edit_lock:
-                if job not in self.events["churned_jobs"]:
-                    self.events["churned_jobs"].append(job)
+            if roll < 0.85 and job not in self.events["churned_jobs"]:
+                self.events["churned_jobs"].append(job)  # before the edit: its schedule may change from now on
             if roll < 0.3:
                 self.cli("pause", job)
             elif roll < 0.6:
@@ -330,7 +328,7 @@ class Soak:
                               f"http://127.0.0.1:{port}/job/{name}/0", "--max-retries", "1", "--retry-delay", "1",
                               "--timeout", "10", "--tz", "UTC")
                 if op["rc"] == 0:
-                    self.events["added_jobs"].append(name)
+                    self.events["added_jobs"].append({"id": name, "t": op["t"]})
 
     # leftovers
 
