@@ -489,7 +489,12 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"soak: {args.minutes:g} min, seed {args.seed}, {args.jobs} jobs, folder {args.out}", flush=True)
     soak = Soak(args)
-    previous = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    # Ctrl-C and SIGTERM both end the run through the cleanup below (SIGINT too when the
+    # harness was started in the background, where a shell leaves SIGINT ignored).
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         result = soak.run()
     except KeyboardInterrupt:
@@ -500,7 +505,8 @@ def main(argv: list[str] | None = None) -> int:
         raise
     finally:
         soak.cleanup()
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     (args.out / "soak-result.json").write_text(json.dumps(result, indent=1))
     print_table(result)
     print(f"figures and violations: {args.out / 'soak-result.json'}")
