@@ -236,7 +236,8 @@ class Daemon:
             self.watch = watch.start(self.store.path, self._on_file_event)
         self._setup_duties()
         self.offset = now - self.monotonic()
-        self.state.daemon_update(ready_at=self.clock(), config_ok=1, config_error=None, http=self.http_url, **self._next_info())
+        self.state.daemon_update(ready_at=self.clock(), config_ok=1, config_error=None, http=self.http_url,
+                                 handled_until=self._handled_until(now), **self._next_info())
         self.started = True
         self.notify("READY=1")
         self.notify(f"STATUS={self._status_text()}")
@@ -507,6 +508,7 @@ class Daemon:
         if unseen:
             self.state.mark_seen_many(unseen)
         self.jobs = new
+        rowed = recovery.rows_after(self.state, previous) if first else {}
         if first:
             self._recover(now)
         for job in new.values():
@@ -521,7 +523,7 @@ class Daemon:
                 self._drop_retry(job.id, "paused")
                 continue
             if first and previous is not None:
-                self._catch_up(job, now, previous, seen.get(job.id))
+                self._catch_up(job, now, previous, seen.get(job.id), rowed.get(job.id))
             self._plan(job, now)
 
     def _drop(self, job_id: str, why: str) -> None:
@@ -573,13 +575,17 @@ class Daemon:
             self.saved_retry.add(retry.job_id)
             heapq.heappush(self.heap, (retry.due_at, next(self.seq), RETRY, retry.job_id, chain.token))
 
-    def _catch_up(self, job: Job, now: float, previous: dict[str, Any], seen: Any) -> None:
+    def _catch_up(self, job: Job, now: float, previous: dict[str, Any], seen: Any,
+                  rowed: recovery.Rowed | None = None) -> None:
         """Fires missed while the daemon was down: recorded as missed; the catch-up policy runs some."""
         if job.id in self.chains:
             return
-        plan = recovery.catch_up(job, now, previous, seen, self.anchors.get(job.id), heartbeat_slack=HEARTBEAT_SLACK)
+        plan = recovery.catch_up(job, now, previous, seen, self.anchors.get(job.id), heartbeat_slack=HEARTBEAT_SLACK,
+                                 rowed=rowed)
         if plan is None:
             return
+        for missed in plan.extra_missed:
+            recovery.record_missed(self.state, self.log, missed, now)
         if plan.missed is not None:
             recovery.record_missed(self.state, self.log, plan.missed, now)
         self.last_fire[job.id] = plan.newest

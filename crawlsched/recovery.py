@@ -39,11 +39,15 @@ class Missed:
 
 @dataclass(frozen=True)
 class CatchUpPlan:
-    """After a downtime: the job's last fire is now ``newest``; ``runs`` are fired now, oldest first."""
+    """After a downtime: the job's last fire is now ``newest``; ``runs`` are fired now, oldest first.
+
+    ``extra_missed``: fires that waited for a worker when the daemon died (see ``catch_up``).
+    """
 
     newest: float
     runs: list[float]
     missed: Missed | None
+    extra_missed: tuple[Missed, ...] = ()
 
 
 def record_missed(state: State, log: logging.Logger, missed: Missed, now: float) -> None:
@@ -119,19 +123,78 @@ def _note_next_run_due(state: State, retry: Retry) -> None:
                   (note, retry.job_id, retry.scheduled_for, retry.next_attempt - 1))
 
 
+@dataclass(frozen=True)
+class Rowed:
+    """The fires of one job after ``handled_until`` that have a row: instants (run, skipped)
+    and ranges (missed). Between ``handled_until`` and the stop, a fire may have a row or not:
+    one that waited for a worker has none, though later fires of its job were recorded."""
+
+    instants: frozenset[float] = frozenset()
+    ranges: tuple[tuple[float, float], ...] = ()
+
+    def holds(self, t: float) -> bool:
+        return t in self.instants or any(a <= t <= b for a, b in self.ranges)
+
+    def newest(self) -> float | None:
+        ends = [*self.instants, *(b for _, b in self.ranges)]
+        return max(ends) if ends else None
+
+
+def rows_after(state: State, previous: Mapping[str, Any] | None) -> dict[str, Rowed]:
+    """Per job, the rows of fires scheduled after the previous daemon's ``handled_until``."""
+    handled = previous.get("handled_until") if previous else None
+    if handled is None:
+        return {}
+    instants: dict[str, set[float]] = {}
+    ranges: dict[str, list[tuple[float, float]]] = {}
+    for row in state.read("SELECT job_id, scheduled_for, status, first_missed, last_missed FROM runs"
+                          " WHERE (scheduled_for >= ? OR last_missed >= ?) AND trigger NOT IN ('manual', 'run')",
+                          (handled - 1e-6, handled - 1e-6)):
+        if row["status"] == RunStatus.MISSED.value and row["first_missed"] is not None:
+            ranges.setdefault(row["job_id"], []).append((row["first_missed"], row["last_missed"]))
+        else:
+            instants.setdefault(row["job_id"], set()).add(row["scheduled_for"])
+    return {j: Rowed(frozenset(instants.get(j, ())), tuple(ranges.get(j, ()))) for j in {*instants, *ranges}}
+
+
 def catch_up(job: Job, now: float, previous: Mapping[str, Any], seen: Any, anchor: float | None, *,
-             heartbeat_slack: float) -> CatchUpPlan | None:
-    """Fires missed while the daemon was down: some are run (the catch-up policy), the rest recorded missed."""
+             heartbeat_slack: float, rowed: Rowed | None = None) -> CatchUpPlan | None:
+    """Fires missed while the daemon was down: some are run (the catch-up policy), the rest recorded missed.
+
+    From ``handled_until`` on, a fire is owed when it has no row (``rowed``): fires that
+    waited for a worker when the daemon died (``holes``, before the newest fire with a
+    row) are recorded missed, or run with ``catch_up = "all"``; after that newest fire,
+    the downtime is handled as always.
+    """
     if seen is None or seen["daemon_seen"] is None:
         return None
     handled = previous.get("handled_until")
     if handled is None:  # a daemon of an older version: assume the last stretch before its heartbeat
         handled = (previous.get("stopped_at") or previous.get("heartbeat") or now) - heartbeat_slack
-    # Fires at or before `handled` have rows; the job's last_fire covers those since.
-    lo = max(seen["daemon_seen"], seen["last_fire"] or 0.0, handled - 1e-6)
+        # Fires at or before `handled` have rows; the job's last_fire covers those since.
+        lo = max(seen["daemon_seen"], seen["last_fire"] or 0.0, handled - 1e-6)
+        rowed = None
+    else:
+        lo = max(seen["daemon_seen"], handled - 1e-6)
     if lo >= now:
         return None
     anchor_dt = timing.from_epoch(anchor)
+    holes: list[float] = []
+    newest_rowed = rowed.newest() if rowed is not None else None
+    if newest_rowed is not None and newest_rowed > lo:
+        t = timing.next_fire(job, timing.from_epoch(lo), anchor_dt)
+        while t is not None and t.timestamp() < newest_rowed and t.timestamp() <= now:
+            if not rowed.holds(t.timestamp()):
+                holes.append(t.timestamp())
+            t = timing.next_fire(job, t, anchor_dt)
+        lo = max(lo, newest_rowed)
+    plan = _downtime(job, now, lo, anchor_dt) if lo < now else None
+    if not holes:
+        return plan
+    return _with_holes(job, holes, rowed, plan, anchor_dt)
+
+
+def _downtime(job: Job, now: float, lo: float, anchor_dt: datetime | None) -> CatchUpPlan | None:
     lo_dt, now_dt = timing.from_epoch(lo), timing.from_epoch(now)
     count = timing.count_fires(job, lo_dt, now_dt, anchor_dt)
     if count == 0:
@@ -158,6 +221,30 @@ def catch_up(job: Job, now: float, previous: Mapping[str, Any], seen: Any, ancho
                    f" ({fmt(first)} to {fmt(last_missed)}); catch_up = {job.catch_up.value}")
         missed = Missed(job.id, count_missed, first.timestamp(), last_missed.timestamp(), message)
     return CatchUpPlan(newest.timestamp(), runs, missed)
+
+
+def _with_holes(job: Job, holes: list[float], rowed: Rowed, plan: CatchUpPlan | None,
+                anchor_dt: datetime | None) -> CatchUpPlan:
+    """Fires that never got a row though later ones did: run them (``all``) or record them missed,
+    one row per stretch of consecutive fires, so no missed range holds an instant with a row."""
+    newest = max(holes[-1], plan.newest if plan else holes[-1])
+    if job.catch_up is CatchUp.ALL:
+        runs = (holes + (plan.runs if plan else []))[-CATCH_UP_ALL_LIMIT:]
+        return CatchUpPlan(newest, runs, plan.missed if plan else None, extra_missed=())
+    fmt = lambda t: timing.format_local(timing.from_epoch(t), job.timezone)  # noqa: E731
+    groups: list[list[float]] = []
+    for t in holes:
+        prev = timing.prev_fire(job, timing.from_epoch(t) - timing.timedelta(microseconds=1), anchor_dt)
+        if groups and prev is not None and prev.timestamp() == groups[-1][-1]:
+            groups[-1].append(t)
+        else:
+            groups.append([t])
+    extra = tuple(
+        Missed(job.id, len(g), g[0], g[-1],
+               f"missed {len(g)} fire{'s' if len(g) != 1 else ''} ({fmt(g[0])} to {fmt(g[-1])}): it waited for a"
+               " worker when the daemon stopped")
+        for g in groups)
+    return CatchUpPlan(newest, plan.runs if plan else [], plan.missed if plan else None, extra_missed=extra)
 
 
 def coalesce(job: Job, scheduled: float, now: float, anchor: float | None) -> tuple[float, Missed | None]:

@@ -232,3 +232,31 @@ def test_killed_mid_body_with_no_attempt_left_leaves_no_part_file_after_restart(
         assert d2.stop() == 0
     assert [(r["attempt"], r["status"]) for r in row] == [(1, "interrupted")]
     assert list(home.rglob("*.part")) == []  # the chain ended: nothing will finish that body
+
+
+@pytest.mark.slow
+def test_killed_while_a_fire_waits_for_a_worker_and_later_fires_are_skipped_the_fire_is_not_lost(home):
+    # One worker, held by `slow`: quick's first fire waits in the pool; its next fires are
+    # recorded skipped. After SIGKILL, the waiting fire must still get a row (it never ran).
+    write_jobs(home, '[[jobs]]\nid = "slow"\nname = "slow"\nevery = "30s"\ncommand = "sleep 8"\n\n'
+                     '[[jobs]]\nid = "quick"\nname = "quick"\nevery = "2s"\ncommand = "true"\ncatch_up = "none"\n',
+               defaults='timezone = "UTC"\nmax_concurrent = 1\n')
+    d1 = DaemonProcess(home).start()
+    wait_for(lambda: len(runs(home, "job_id = 'quick' AND status = 'skipped'")) >= 2, 10, "quick's fires skipped")
+    d1.kill()
+    d2 = DaemonProcess(home).start()
+    try:
+        time.sleep(1)
+    finally:
+        assert d2.stop() == 0
+    quick = runs(home, "job_id = 'quick'")
+    skipped = [r["scheduled_for"] for r in quick if r["status"] == "skipped"]
+    first = min(skipped) - 2
+    covered = [r for r in quick if r["scheduled_for"] == first
+               or (r["status"] == "missed" and r["first_missed"] <= first <= r["last_missed"])]
+    assert covered, [(r["scheduled_for"], r["status"], r["first_missed"]) for r in quick]
+    # and no instant is counted twice: a missed range holds no instant that has a row
+    rowed = {r["scheduled_for"] for r in quick if r["status"] != "missed"}
+    for r in quick:
+        if r["status"] == "missed":
+            assert not [t for t in rowed if r["first_missed"] <= t <= r["last_missed"]], quick
