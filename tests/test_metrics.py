@@ -223,3 +223,13 @@ def test_migration_fills_the_counters_from_the_history_there_is(tmp_path):
     hist = state.metric_histograms()
     assert sum(n for _, n, _ in hist["attempt_duration"]) == 3
     assert [(le, n) for le, n, _ in hist["fire_lateness"]] == [(0.005, 2), (0.5, 1)]  # on time twice, 0.5 s late once
+
+
+def test_readme_alert_rules_use_only_names_the_endpoint_serves(env):
+    import re
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    rules = readme.split("groups:\n  - name: crawlsched", 1)[1].split("```", 1)[0]
+    used = set(re.findall(r"\bcrawlsched_[a-z_]+", rules))
+    assert {"crawlsched_up", "crawlsched_job_last_failure_timestamp_seconds", "crawlsched_job_interval_seconds"} <= used
+    assert used <= set(env.scrape())
