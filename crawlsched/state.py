@@ -34,6 +34,7 @@ DURATION_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600
 LATENESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 HISTOGRAMS = {"attempt_duration": DURATION_BUCKETS, "fire_lateness": LATENESS_BUCKETS}
 COUNTED_OUTCOMES = ("success", "failed", "interrupted")  # the attempt outcomes job_counters has a column for
+METRIC_COUNTER_COLUMNS = (*COUNTED_OUTCOMES, "skipped", "missed", "last_success", "last_failure")
 
 
 def _bucket_case(value: str, bounds: tuple[float, ...]) -> str:
@@ -60,8 +61,10 @@ _MIGRATION_COUNTERS = f"""
             skipped INTEGER NOT NULL DEFAULT 0,        -- fires not run: overlap
             missed INTEGER NOT NULL DEFAULT 0,         -- fires not run: daemon down (fires, not rows)
             last_success REAL,                         -- end of the newest successful attempt
-            last_failure REAL                          -- end of the newest failed or interrupted one
+            last_failure REAL,                         -- end of the newest failed or interrupted one
+            seq INTEGER NOT NULL DEFAULT 0             -- bumped by every change: a scrape reads only what changed
         );
+        CREATE INDEX job_counters_seq ON job_counters(seq);
         CREATE TABLE histograms (
             name TEXT NOT NULL,                        -- attempt_duration, fire_lateness
             le REAL NOT NULL,                          -- the bucket's upper bound (9e999: +Inf)
@@ -76,6 +79,7 @@ _MIGRATION_COUNTERS = f"""
                    max(CASE WHEN attempt > 0 AND status = 'success' THEN finished_at END),
                    max(CASE WHEN attempt > 0 AND status IN ('failed', 'interrupted') THEN finished_at END)
             FROM runs GROUP BY job_id;
+        UPDATE job_counters SET seq = rowid;
         INSERT INTO histograms(name, le, n, total)
             SELECT 'attempt_duration', {_bucket_case("d", DURATION_BUCKETS)} AS b, count(*), sum(d)
             FROM (SELECT max(finished_at - started_at, 0) AS d FROM runs
@@ -592,13 +596,25 @@ class State:
 
     # --- metrics and retention ---------------------------------------------------
 
-    def metric_counters(self) -> list[sqlite3.Row]:
-        """Per job ever seen: first sight and the /metrics counters (one row each: O(jobs))."""
-        return self.read(
-            "SELECT s.job_id, s.first_seen, coalesce(c.success, 0) AS success, coalesce(c.failed, 0) AS failed,"
-            " coalesce(c.interrupted, 0) AS interrupted, coalesce(c.skipped, 0) AS skipped,"
-            " coalesce(c.missed, 0) AS missed, c.last_success, c.last_failure"
-            " FROM jobs_seen s LEFT JOIN job_counters c ON c.job_id = s.job_id")
+    def metric_counters(self, after_seq: int = 0) -> tuple[dict[str, tuple], int]:
+        """The /metrics counters of the jobs changed since ``after_seq`` (0: all), as plain tuples
+        (``METRIC_COUNTER_COLUMNS``), and the newest change's number, to pass next time."""
+        with self._lock:
+            cursor = self.conn.cursor()
+            cursor.row_factory = None  # tuples: a fraction of the cost of sqlite3.Row
+            rows = cursor.execute(
+                "SELECT job_id, success, failed, interrupted, skipped, missed, coalesce(last_success, 0),"
+                " coalesce(last_failure, 0), seq FROM job_counters WHERE seq > ? ORDER BY seq", (after_seq,)).fetchall()
+        return {r[0]: r[1:-1] for r in rows}, (rows[-1][-1] if rows else after_seq)
+
+    def metric_first_seen(self, after_rowid: int = 0) -> tuple[dict[str, float], int]:
+        """When each job was first seen, for the rows added since ``after_rowid`` (rows are never deleted)."""
+        with self._lock:
+            cursor = self.conn.cursor()
+            cursor.row_factory = None
+            rows = cursor.execute("SELECT rowid, job_id, first_seen FROM jobs_seen WHERE rowid > ? ORDER BY rowid",
+                                  (after_rowid,)).fetchall()
+        return {r[1]: r[2] for r in rows}, (rows[-1][0] if rows else after_rowid)
 
     def metric_histograms(self) -> dict[str, list[tuple[float, int, float]]]:
         """Per histogram: (upper bound, count in that bucket alone, sum), lowest bound first."""
@@ -646,6 +662,9 @@ class State:
             return len(doomed), None if done else last
 
 
+_NEXT_SEQ = "(SELECT coalesce(max(seq), 0) + 1 FROM job_counters)"  # the index makes it one lookup
+
+
 def _count_finished(c: sqlite3.Connection, run_id: int, status: str, finished_at: float) -> None:
     """An attempt closes: its outcome, duration and (first scheduled attempt) lateness go into the totals."""
     row = c.execute("SELECT job_id, attempt, trigger, status, started_at, scheduled_for FROM runs WHERE id = ?",
@@ -654,8 +673,9 @@ def _count_finished(c: sqlite3.Connection, run_id: int, status: str, finished_at
         return  # counted once, when the running row closes
     last = "last_success" if status == "success" else "last_failure"
     c.execute(
-        f"INSERT INTO job_counters(job_id, {status}, {last}) VALUES (?, 1, ?) ON CONFLICT(job_id) DO UPDATE SET"
-        f" {status} = {status} + 1, {last} = max(coalesce({last}, 0), excluded.{last})", (row["job_id"], finished_at))
+        f"INSERT INTO job_counters(job_id, {status}, {last}, seq) VALUES (?, 1, ?, {_NEXT_SEQ}) ON CONFLICT(job_id) DO UPDATE SET"
+        f" {status} = {status} + 1, {last} = max(coalesce({last}, 0), excluded.{last}), seq = excluded.seq",
+        (row["job_id"], finished_at))
     if row["started_at"] is None:
         return
     _observe(c, "attempt_duration", max(finished_at - row["started_at"], 0.0))
@@ -667,8 +687,8 @@ def _count_not_run(c: sqlite3.Connection, job_id: str, status: str, missed_count
     if status not in ("skipped", "missed"):
         return
     n = (missed_count or 1) if status == "missed" else 1
-    c.execute(f"INSERT INTO job_counters(job_id, {status}) VALUES (?, ?) ON CONFLICT(job_id) DO UPDATE SET"
-              f" {status} = {status} + excluded.{status}", (job_id, n))
+    c.execute(f"INSERT INTO job_counters(job_id, {status}, seq) VALUES (?, ?, {_NEXT_SEQ}) ON CONFLICT(job_id) DO UPDATE SET"
+              f" {status} = {status} + excluded.{status}, seq = excluded.seq", (job_id, n))
 
 
 def _observe(c: sqlite3.Connection, name: str, value: float) -> None:

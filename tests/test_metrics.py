@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from crawlsched import __version__
 from crawlsched.daemon import Daemon, InlineExecutor
-from crawlsched.state import MIGRATIONS, State, _statements
+from crawlsched.state import METRIC_COUNTER_COLUMNS, MIGRATIONS, State, _statements
 from crawlsched.store import JobStore
 from crawlsched.web import create_app
 from daemon_helpers import FakeClock
@@ -138,7 +138,7 @@ def test_scrape_reads_no_history_table_scan(env):
     env.clock.advance(61.5)
     env.turn()
     env.scrape()  # opens the collector's own connection
-    collector = next(iter(env.app.view_functions["metrics"].__self__.exporter.registry._collector_to_names))
+    collector = env.app.view_functions["metrics"].__self__.exporter.collector
     statements: list[str] = []
     collector._reader.conn.set_trace_callback(statements.append)
     env.scrape()
@@ -182,11 +182,11 @@ def test_counters_survive_a_restart_and_the_pruning_of_history(tmp_path):
         state.finish_attempt(run_id, status="success" if n else "failed", finished_at=101.0 + n, message=None)
     state.close()
     state = State(tmp_path / "crawlsched.db").open()
-    before = [dict(r) for r in state.metric_counters()]
-    assert before == [{"job_id": "news", "first_seen": 100.5, "success": 2, "failed": 1, "interrupted": 0, "skipped": 0,
-                       "missed": 0, "last_success": 103.0, "last_failure": 101.0}]
+    before, _ = state.metric_counters()
+    assert {k: dict(zip(METRIC_COUNTER_COLUMNS, v)) for k, v in before.items()} == {"news": {
+        "success": 2, "failed": 1, "interrupted": 0, "skipped": 0, "missed": 0, "last_success": 103.0, "last_failure": 101.0}}
     assert state.prune_history(0, older_than=1e12)[0] == 2  # the newest attempt stays (list and show read it)
-    assert [dict(r) for r in state.metric_counters()] == before
+    assert state.metric_counters()[0] == before
     durations = state.metric_histograms()["attempt_duration"]
     assert [(le, n) for le, n, _ in durations] == [(0.5, 3)]
 
@@ -196,7 +196,19 @@ def test_an_attempt_closed_twice_is_counted_once(tmp_path):
     run_id = state.start_attempt("news", 100.0, 1, 1, trigger="schedule", started_at=100.5, pid=1)
     state.finish_attempt(run_id, status="success", finished_at=101.0, message=None)
     state.finish_attempt(run_id, status="success", finished_at=102.0, message=None)
-    assert state.metric_counters()[0]["success"] == 1
+    assert dict(zip(METRIC_COUNTER_COLUMNS, state.metric_counters()[0]["news"]))["success"] == 1
+
+
+def test_counters_changed_since_a_scrape_are_read_alone(tmp_path):
+    state = State(tmp_path / "crawlsched.db").open()
+    for job_id in ("a", "b", "c"):
+        state.record_not_run(job_id, 1.0, "skipped", "overlap", now=2.0)
+    everything, seq = state.metric_counters()
+    assert set(everything) == {"a", "b", "c"}
+    state.record_not_run("b", 3.0, "skipped", "overlap", now=4.0)
+    changed, newer = state.metric_counters(seq)
+    assert set(changed) == {"b"} and changed["b"][3] == 2 and newer > seq
+    assert state.metric_counters(newer) == ({}, newer)
 
 
 def test_migration_fills_the_counters_from_the_history_there_is(tmp_path):
@@ -216,7 +228,7 @@ def test_migration_fills_the_counters_from_the_history_there_is(tmp_path):
     old.commit()
     old.close()
     state = State(path).open()
-    counters = {r["job_id"]: dict(r) for r in state.read("SELECT * FROM job_counters")}
+    counters = {r["job_id"]: {k: r[k] for k in r.keys() if k != "seq"} for r in state.read("SELECT * FROM job_counters")}
     assert counters["news"] == {"job_id": "news", "success": 1, "failed": 1, "interrupted": 0, "skipped": 1, "missed": 4,
                                 "last_success": 3.5, "last_failure": 2.2}
     assert counters["other"]["interrupted"] == 1 and counters["other"]["last_failure"] == 5.0
