@@ -10,7 +10,10 @@ per-job counters the state database keeps beside them). The daemon runs with ``-
 1. ``--seconds`` with no scrape: the fast jobs' lateness (``started_at - scheduled_for`` of each
    first attempt, read from the database afterwards) is the baseline;
 2. ``--seconds`` of back-to-back scrapes from this process (one keep-alive connection, the next
-   request as soon as the answer is in): each scrape's time, and the same lateness.
+   request as soon as the answer is in): each scrape's time, and the same lateness (a scrape
+   within a second of the last full one gets its body again, so this is one full render a second
+   plus cheap repeats);
+3. ``--seconds`` of scrapes 1.1 s apart, each a full render: its time, and the same lateness.
 
 It prints both and the machine; it needs nothing but the project venv.
 """
@@ -104,16 +107,19 @@ def lateness(db: Path, fast: list[str], start: float, end: float) -> list[float]
     return [r[0] * 1000 for r in rows]
 
 
-def scrape_loop(port: int, until: float, times: list[float], sizes: list[int]) -> None:
+def scrape_loop(port: int, until: float, times: list[float], sizes: list[int], gzip: bool, pause: float = 0.0) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    headers = {"Accept-Encoding": "gzip"} if gzip else {}  # Prometheus sends it
     while time.time() < until:
         t0 = time.perf_counter()
-        conn.request("GET", "/metrics")
+        conn.request("GET", "/metrics", headers=headers)
         response = conn.getresponse()
         body = response.read()
         times.append((time.perf_counter() - t0) * 1000)
         sizes.append(len(body))
         assert response.status == 200, body[:200]
+        if pause:
+            time.sleep(pause)
     conn.close()
 
 
@@ -124,6 +130,7 @@ def main() -> int:
     parser.add_argument("--fast", type=int, default=4, help="jobs due every second, whose lateness is measured")
     parser.add_argument("--seconds", type=float, default=30.0, help="length of each phase")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--plain", action="store_true", help="scrape without Accept-Encoding: gzip (Prometheus sends it)")
     args = parser.parse_args()
 
     tree = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip()
@@ -153,10 +160,17 @@ def main() -> int:
             quiet_end = time.time()
             times: list[float] = []
             sizes: list[int] = []
-            scraper = threading.Thread(target=scrape_loop, args=(port, quiet_end + args.seconds, times, sizes))
+            cpu0 = _cpu_seconds(proc.pid)
+            scraper = threading.Thread(target=scrape_loop, args=(port, quiet_end + args.seconds, times, sizes, not args.plain))
             scraper.start()
             scraper.join()
             busy_end = time.time()
+            cpu_busy = _cpu_seconds(proc.pid) - cpu0
+            spaced: list[float] = []
+            cpu0 = _cpu_seconds(proc.pid)
+            scrape_loop(port, busy_end + args.seconds, spaced, [], not args.plain, 1.1)
+            spaced_end = time.time()
+            cpu_spaced = _cpu_seconds(proc.pid) - cpu0
             time.sleep(2)  # the last attempts are written
         finally:
             proc.terminate()
@@ -165,16 +179,30 @@ def main() -> int:
         fast = ids[: args.fast]
         quiet = lateness(home / "crawlsched.db", fast, quiet_start, quiet_end)
         busy = lateness(home / "crawlsched.db", fast, quiet_end, busy_end)
+        apart = lateness(home / "crawlsched.db", fast, busy_end, spaced_end)
         result = {"tree": tree, "rows": args.rows, "jobs": args.jobs, "scrapes": len(times),
                   "scrape_ms": {"p50": percentile(times, 50), "p99": percentile(times, 99), "max": max(times)},
-                  "body_bytes": sizes[-1] if sizes else 0,
+                  "body_bytes": sizes[-1] if sizes else 0, "gzip": not args.plain,
+                  "daemon_cpu_ms_per_scrape": cpu_busy * 1000 / max(1, len(times)),
                   "lateness_ms_no_scrapes": {"p50": percentile(quiet, 50), "p99": percentile(quiet, 99), "max": max(quiet)},
-                  "lateness_ms_scraping": {"p50": percentile(busy, 50), "p99": percentile(busy, 99), "max": max(busy)}}
-        print(f"scrapes, back to back: {summary(times)}; {result['body_bytes']:,} bytes each")
+                  "lateness_ms_scraping": {"p50": percentile(busy, 50), "p99": percentile(busy, 99), "max": max(busy)},
+                  "spaced_scrape_ms": {"p50": percentile(spaced, 50), "p99": percentile(spaced, 99), "max": max(spaced)},
+                  "daemon_cpu_ms_per_spaced_scrape": cpu_spaced * 1000 / max(1, len(spaced)),
+                  "lateness_ms_spaced": {"p50": percentile(apart, 50), "p99": percentile(apart, 99), "max": max(apart)}}
+        print(f"scrapes, back to back: {summary(times)}; {result['body_bytes']:,} bytes each"
+              f" ({'gzip' if not args.plain else 'plain'}); daemon CPU {result['daemon_cpu_ms_per_scrape']:.1f} ms a scrape")
         print(f"fire lateness, no scrapes:   {summary(quiet)}")
         print(f"fire lateness, while scraped: {summary(busy)}")
+        print(f"scrapes 1.1 s apart (each a full render): {summary(spaced)};"
+              f" daemon CPU {result['daemon_cpu_ms_per_spaced_scrape']:.1f} ms a 1.1 s period (fast jobs included)")
+        print(f"fire lateness, scraped every 1.1 s: {summary(apart)}")
         print(json.dumps(result))
     return 0
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _free_port() -> int:

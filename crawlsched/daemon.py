@@ -10,7 +10,8 @@ Crawls run on a bounded pool and report back through a queue; the loop never
 blocks on one. An exception in one step of a turn is logged and the loop goes on.
 
 The periodic duties (polling jobs.toml, the heartbeat, the systemd watchdog,
-run-now requests) run on a ``schedule.Scheduler``. Its next runs are naive
+run-now requests, retention: ``crawlsched.retention``) run on a
+``schedule.Scheduler``. Its next runs are naive
 local times, which would stall after the wall clock goes back, so a jump
 (wall clock against monotonic clock) rebuilds it.
 

@@ -40,6 +40,8 @@ class Env:
                              logging.getLogger("crawlsched.test"), clock=self.clock.time, monotonic=self.clock.monotonic,
                              executor=InlineExecutor(), notify=lambda _m: False, duties=False)
         self.app = create_app(self.daemon, None, "127.0.0.1", 5000)
+        self.exporter = self.app.view_functions["metrics"].__self__.exporter
+        self.exporter.REUSE_FOR = 0  # every scrape renders afresh (the reuse has a test of its own)
         self.client = self.app.test_client()
 
     def turn(self) -> None:
@@ -138,7 +140,7 @@ def test_scrape_reads_no_history_table_scan(env):
     env.clock.advance(61.5)
     env.turn()
     env.scrape()  # opens the collector's own connection
-    collector = env.app.view_functions["metrics"].__self__.exporter.collector
+    collector = env.exporter.collector
     statements: list[str] = []
     collector._reader.conn.set_trace_callback(statements.append)
     env.scrape()
@@ -235,6 +237,35 @@ def test_migration_fills_the_counters_from_the_history_there_is(tmp_path):
     hist = state.metric_histograms()
     assert sum(n for _, n, _ in hist["attempt_duration"]) == 3
     assert [(le, n) for le, n, _ in hist["fire_lateness"]] == [(0.005, 2), (0.5, 1)]  # on time twice, 0.5 s late once
+
+
+def test_a_scraper_that_accepts_gzip_gets_the_same_exposition_compressed(env):
+    import gzip
+
+    plain = env.client.get("/metrics", base_url="http://127.0.0.1:5000")
+    packed = env.client.get("/metrics", base_url="http://127.0.0.1:5000", headers={"Accept-Encoding": "gzip"})
+    assert packed.headers["Content-Encoding"] == "gzip" and "Accept-Encoding" in packed.headers["Vary"]
+    assert "Content-Encoding" not in plain.headers
+    unpacked = gzip.decompress(packed.get_data()).decode()
+    strip = lambda text: [line for line in text.splitlines() if not line.startswith("process_")]  # noqa: E731
+    assert strip(unpacked) == strip(plain.get_data(as_text=True))
+
+
+def test_a_scrape_within_a_second_of_the_last_reuses_its_body(env):
+    env.exporter.REUSE_FOR = 1.0
+    before = env.scrape()["crawlsched_fires_skipped_total"][job("ok")]
+    env.daemon.state.record_not_run("ok", 1.0, "skipped", "skipped: overlap", now=2.0)
+    assert env.scrape()["crawlsched_fires_skipped_total"][job("ok")] == before
+    env.clock.advance(1.0)
+    assert env.scrape()["crawlsched_fires_skipped_total"][job("ok")] == before + 1
+
+
+def test_a_job_whose_next_fire_moves_gets_its_new_time_at_the_next_scrape(env):
+    first = env.scrape()["crawlsched_job_next_fire_timestamp_seconds"][job("ok")]
+    env.clock.advance(61.5)
+    env.turn()
+    second = env.scrape()["crawlsched_job_next_fire_timestamp_seconds"][job("ok")]
+    assert second == first + 86400
 
 
 def test_readme_alert_rules_use_only_names_the_endpoint_serves(env):

@@ -185,7 +185,12 @@ class Api:
         return reply({"ok": True})
 
     def metrics(self) -> Response:
-        return Response(self.exporter.render(), content_type=self.exporter.content_type)
+        gzip = bool(request.accept_encodings["gzip"])  # Prometheus asks for it
+        response = Response(self.exporter.render("gzip" if gzip else None), content_type=self.exporter.content_type)
+        response.vary.add("Accept-Encoding")
+        if gzip:
+            response.headers["Content-Encoding"] = "gzip"
+        return response
 
     def openapi(self) -> Response:
         return _static_json("openapi.json")
