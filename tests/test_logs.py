@@ -267,3 +267,20 @@ def test_daily_files_older_than_keep_logs_are_removed(tmp_path):
     assert [p.name for p in removed] == ["crawler_20251001.log", "crawler_20251005.log.2.gz", "crawler_20251006.log"]
     assert sorted(p.name for p in folder.iterdir()) == [
         "crawler_20251007.log", "crawler_20251007.log.1", "crawler_20251105.log", "notes.txt"]
+
+
+@pytest.mark.slow
+def test_daemon_with_a_directory_where_its_log_file_should_be_says_so_once(tmp_path):
+    """The issue's case: `mkdir` where the file was printed 24 logging-error tracebacks in 6 s."""
+    from daemon_helpers import DaemonProcess, wait_for, write_jobs
+
+    write_jobs(tmp_path, '[[jobs]]\nid = "tick"\nevery = "1s"\ncommand = "true"\n')
+    logs.log_file(tmp_path).mkdir(parents=True)
+    daemon = DaemonProcess(tmp_path).start()
+    try:
+        wait_for(lambda: daemon.output().count("AUTO CRAWL SUCCESS") >= 3, 20, "three attempts")
+    finally:
+        assert daemon.stop() == 0
+    out = daemon.output()
+    assert "Logging error" not in out and "Traceback" not in out
+    assert out.count("cannot be written") == 1, out

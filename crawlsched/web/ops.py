@@ -87,7 +87,8 @@ class DaemonCollector:
     that the state database keeps in the same transaction as each history row
     (migration 006), and a scrape reads only the counters changed since the
     last one (their ``seq``); the jobs and their next fires are the loop's own
-    dicts, copied whole (one C-level copy each, under the GIL). It reads
+    dicts (the jobs dict is replaced, never changed, on a reload; the next
+    fires are copied whole, one C-level copy under the GIL). It reads
     through a connection of its own, so it never waits for (nor holds) the
     lock the loop and the attempts write through; SQLite's WAL lets it read
     while they write.
