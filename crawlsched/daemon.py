@@ -880,7 +880,9 @@ class Daemon:
         """Fires due after the last ``fire_due`` were not handed out (a stop's grace period, a
         turn still to come): the next start must treat them as downtime."""
         until = now if self.fired_until is None else min(now, self.fired_until)
-        return recovery.handled_until(self.chains.values(), until)
+        # A catch-up backlog's fires (``catch_up = "all"``) have no row until their turn comes.
+        waiting = [t for backlog in self.backlog.values() for t, _ in backlog]
+        return recovery.handled_until(self.chains.values(), min([until, *waiting]))
 
     def _duty_requests(self) -> None:
         try:

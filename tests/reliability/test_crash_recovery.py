@@ -260,3 +260,41 @@ def test_killed_while_a_fire_waits_for_a_worker_and_later_fires_are_skipped_the_
     for r in quick:
         if r["status"] == "missed":
             assert not [t for t in rowed if r["first_missed"] <= t <= r["last_missed"]], quick
+
+
+class BeginningExecutor(InlineExecutor):
+    """Workers that begin each attempt (its row is written, as by a process now dead) and never end it."""
+
+    def submit(self, fn, job, chain, attempt, gate=None):
+        from concurrent.futures import Future
+
+        chain.begun = True
+        fn.__self__.state.start_attempt(job.id, chain.scheduled_for, attempt, job.max_attempts, trigger=chain.trigger,
+                                        started_at=chain.scheduled_for, pid=DEAD_PID)
+        return Future()
+
+
+def test_killed_while_catch_up_fires_wait_in_the_backlog_they_are_not_lost(home, target):
+    # catch_up = "all": the first owed fire runs (here: waits for a worker), the others wait in
+    # the backlog with no row. A heartbeat then a SIGKILL: the next start must still owe them.
+    write_jobs(home, f'[[jobs]]\nid = "a"\nname = "a"\nevery = "10s"\nurl = "{target.url("/ok")}"\ncatch_up = "all"\n')
+    clock = FakeClock(datetime(2025, 11, 8, 9, 0, tzinfo=UTC))
+    d1 = _daemon(home, clock, InlineExecutor())
+    d1.start()
+    run_until(d1, clock, datetime(2025, 11, 8, 9, 0, 30, tzinfo=UTC))
+    d1.shutdown()
+    clock.advance(45)  # down: the fires at 09:00:40, :50, 09:01:00, :10 are owed
+    d2 = _daemon(home, clock, BeginningExecutor())
+    d2.start()
+    assert d2.backlog.get("a")  # the later owed fires wait behind the first, which runs
+    clock.advance(5)
+    d2._duty_heartbeat()
+    _die(d2)
+    clock.advance(5)
+    d3 = _daemon(home, clock, InlineExecutor())
+    d3.start()
+    run_until(d3, clock, datetime(2025, 11, 8, 9, 1, 40, tzinfo=UTC))
+    fires = {r[1] for r in rows(home) if r[3] != "missed"}
+    start = datetime(2025, 11, 8, 9, 0, tzinfo=UTC).timestamp()
+    owed = {start + 10 * k for k in range(4, 8)}  # 09:00:40 .. 09:01:10
+    assert owed <= fires, sorted(t - start for t in fires)
