@@ -120,7 +120,7 @@ def import_seed(path: Path, store: JobStore, state: State | Callable[[], State |
 
 def _tables_by_id(store: JobStore) -> dict[str, dict[str, Any]]:
     try:
-        data = tomllib.loads(store.path.read_text(encoding="utf-8"))
+        data = tomllib.loads(store.path.read_text(encoding="utf-8-sig"))  # a byte-order mark is no TOML
     except FileNotFoundError:
         return {}
     tables = data.get("jobs", [])

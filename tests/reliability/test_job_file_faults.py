@@ -294,7 +294,7 @@ def test_the_daemon_notices_edits_of_a_symlinked_job_file_at_once(home):
 @pytest.mark.slow
 def test_a_job_file_emptied_while_running_keeps_the_last_good_jobs_and_their_retries(home):
     write_jobs(home, '[[jobs]]\nid = "tick"\nname = "tick"\nevery = "1s"\ncommand = "true"\n\n'
-                     '[[jobs]]\nid = "flaky"\nname = "flaky"\nevery = "1h"\ncommand = "false"\n'
+                     '[[jobs]]\nid = "flaky"\nname = "flaky"\nevery = "1d"\ncommand = "false"\n'
                      "max_retries = 3\nretry_delay = 3600\n")
     d = DaemonProcess(home).start()
     try:
@@ -309,7 +309,7 @@ def test_a_job_file_emptied_while_running_keeps_the_last_good_jobs_and_their_ret
         time.sleep(1.5)  # well past the 0.5 s the daemon waits for a file to settle
         n = len(runs(home, "job_id = 'tick'"))
         wait_for(lambda: len(runs(home, "job_id = 'tick'")) >= n + 2, 10, "the last good job to keep firing")
-        assert [r["job_id"] for r in State(home / "crawlsched.db").retries()] == ["flaky"]
+        assert [r.job_id for r in State(home / "crawlsched.db").retries()] == ["flaky"]
         assert "job file not applied" in d.output() and "empty" in d.output()
         write_jobs(home, '[[jobs]]\nid = "tock"\nname = "tock"\nevery = "1s"\ncommand = "true"\n')
         wait_for(lambda: runs(home, "job_id = 'tock'"), 10, "the next good file")
