@@ -142,18 +142,6 @@ def test_a_date_out_of_bounds_is_refused(field, value):
     assert message.startswith(f"{field}: ") and "9999-12-30" in message
 
 
-def test_the_last_allowed_date_works_everywhere_a_date_is_used():
-    from crawlsched import timing
-
-    for tz in ("Pacific/Kiritimati", "Etc/GMT+12", "UTC"):
-        j = job(cron="0 0 1 1 *", start_date=date(9999, 12, 30), end_date=date(9999, 12, 30), timezone=tz)
-        assert timing.next_fire(j, datetime(2025, 1, 1, tzinfo=UTC)) is None
-        assert timing.window(j)[1] is not None
-        e = job(every="3650d", start_date=date(9999, 12, 30), timezone=tz)
-        first = timing.next_fire(e, datetime(2025, 1, 1, tzinfo=UTC))
-        assert first is not None and timing.next_fire(e, first) is None  # the next would be in year 10009
-
-
 def test_a_created_at_out_of_bounds_is_refused():
     with pytest.raises(InvalidValue, match="^created_at: "):
         job(at="09:05", created_at=datetime(9999, 12, 31, 23, 59, tzinfo=UTC))
