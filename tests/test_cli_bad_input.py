@@ -245,3 +245,13 @@ def test_a_usage_error_with_json_is_a_json_error_and_changes_nothing(tmp_path, a
     assert text.returncode == 2 and text.stdout == "" and "Usage:" in text.stderr, "without --json: Click's usage text"
     assert jobs.read_text() == ONE_JOB
     assert not (tmp_path / "home" / "crawlsched.db").exists()
+
+
+def test_import_of_a_seed_file_with_a_number_of_5000_digits_is_refused_naming_the_field(cli, tmp_home):
+    seed = tmp_home.path / "scheduler_jobs.json"
+    seed.write_text('[{"id": "a", "name": "A", "hour": 9, "minute": 5, "max_retries": ' + "9" * 5000 + "}]")
+    result = cli("import", seed, "--url", URL, "--json")
+    assert result.exit_code == 2, result.output
+    error = result.json()["error"]
+    assert "max_retries" in error and "5000-digit number" in error and len(error) < 300
+    assert not tmp_home.jobs_file.exists()
