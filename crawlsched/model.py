@@ -440,7 +440,7 @@ class HugeNumber(int):
         return number
 
     def __repr__(self) -> str:
-        return f"a {self.digits}-digit number"
+        return f"a {self.digits}-digit {'negative ' if self < 0 else ''}number"
 
     __str__ = __repr__
 
