@@ -16,7 +16,7 @@ AtOpt = Annotated[Optional[str], typer.Option("--at", metavar="HH:MM", help="Eve
 HourOpt = Annotated[Optional[int], typer.Option("--hour", metavar="H", help="Every day at this hour (with --minute; H alone is H:00).", rich_help_panel="Schedule (exactly one)")]
 MinuteOpt = Annotated[Optional[int], typer.Option("--minute", metavar="M", help="The minute for --hour.", rich_help_panel="Schedule (exactly one)")]
 CronOpt = Annotated[Optional[str], typer.Option("--cron", metavar="EXPR", help='A five-field cron expression, e.g. "0 10 * * 1", or @hourly, @daily, @weekly, @monthly, @yearly.', rich_help_panel="Schedule (exactly one)")]
-EveryOpt = Annotated[Optional[str], typer.Option("--every", metavar="DUR", help="A fixed interval: 30s, 15m, 1h30m, 2d.", rich_help_panel="Schedule (exactly one)")]
+EveryOpt = Annotated[Optional[str], typer.Option("--every", metavar="DUR", help="A fixed interval: seconds, or 30s, 15m, 1h30m, 2d.", rich_help_panel="Schedule (exactly one)")]
 UrlOpt = Annotated[Optional[List[str]], typer.Option("--url", metavar="URL", help="An http(s) URL to fetch (repeatable).", rich_help_panel="Crawl (one of)")]
 CommandOpt = Annotated[Optional[str], typer.Option("--command", metavar="CMD", help="A command to run instead (no shell).", rich_help_panel="Crawl (one of)")]
 StartOpt = Annotated[Optional[str], typer.Option("--start", metavar="YYYY-MM-DD", help="First day [default: today in the job's zone].", show_default=False)]
