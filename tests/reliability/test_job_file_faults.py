@@ -229,6 +229,7 @@ def test_edits_of_a_symlinked_job_file_go_to_its_target_and_keep_the_link(home, 
     assert not [p for p in target.parent.iterdir() if p.name.endswith(".tmp")]
 
 
+@pytest.mark.slow
 def test_writers_through_the_link_and_through_the_target_share_one_lock(home):
     target = _linked(home)
     env_link = _env(home)
@@ -396,3 +397,17 @@ def test_a_value_out_of_bounds_added_while_running_is_a_config_error_not_a_crash
         assert validate.returncode == 2 and key in validate.stderr
     finally:
         assert d.stop() == 0
+
+
+def test_the_longest_interval_allowed_fires_and_then_lists_shows_and_plans_its_next_fire(home):
+    write_jobs(home, '[[jobs]]\nid = "decade"\nname = "decade"\nevery = "3650d"\ncommand = "true"\n')
+    d = DaemonProcess(home).start()
+    try:
+        wait_for(lambda: [r for r in runs(home, "job_id = 'decade'") if r["status"] == "success"], 10, "the first fire")
+        listed = json.loads(cli(home, "list", "--json", check=True).stdout)["jobs"][0]
+        assert listed["status"] == "success" and listed["next_run"][:4] == str(datetime.now(UTC).year + 10)
+        assert cli(home, "show", "decade").returncode == 0
+        assert json.loads(cli(home, "status", "--json").stdout)["config_ok"] is True
+    finally:
+        assert d.stop() == 0
+    assert "Traceback" not in d.output()
