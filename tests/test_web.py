@@ -542,6 +542,67 @@ def test_other_host_headers_are_refused_without_a_token(env, host):
     assert env.file_bytes() == before
 
 
+CROSS_SITE = [
+    {"Origin": "http://127.0.0.1:8001"},  # another port of the same host: same-site, another origin
+    {"Origin": "https://evil.example"},
+    {"Origin": "null"},  # a sandboxed frame or a file: page
+    {"Origin": "http://127.0.0.1"},  # port 80, not 5000
+    {"Origin": "http://127.0.0.1:5000/path"},  # not an origin at all
+    {"Sec-Fetch-Site": "cross-site"},
+    {"Sec-Fetch-Site": "same-site"},
+]
+WRITES = [("POST", "/api/scheduler/stop"), ("POST", "/api/scheduler/run-now"), ("POST", "/api/scheduler/start"),
+          ("DELETE", "/api/scheduler/job/a"), ("POST", "/api/scheduler/job/a/pause"), ("PUT", "/api/scheduler/job/a"),
+          ("PATCH", "/api/scheduler/job/a")]
+
+
+@pytest.mark.parametrize("headers", CROSS_SITE, ids=lambda h: "-".join(f"{k}={v}" for k, v in h.items()))
+def test_a_write_from_another_site_is_refused_with_or_without_a_body(env, headers):
+    env.add(name="A", hour=9, url="https://example.com/")
+    before = env.file_bytes()
+    for method, path in WRITES:
+        for kwargs in ({}, {"json": {}}, {"data": b"", "content_type": "text/plain"}):
+            response = env.client.open(path, method=method, headers=headers, **kwargs)
+            assert response.status_code == 403, (method, path, kwargs, response.get_json())
+            body = response.get_json()
+            assert body["success"] is False and "another site" in body["error"], body
+    assert env.file_bytes() == before
+    assert env.daemon.state.runs("a", 10) == []
+
+
+def test_a_write_from_another_site_is_refused_with_a_token_too(token_env):
+    before = token_env.file_bytes()
+    response = token_env.client.post("/api/scheduler/stop", headers={
+        "Origin": "http://attacker.example", "Authorization": "Bearer s3cret-token"})
+    assert response.status_code == 403 and response.get_json()["success"] is False
+    assert token_env.file_bytes() == before
+
+
+@pytest.mark.parametrize("headers", [
+    {"Origin": "http://127.0.0.1:5000"},  # the page's own fetch
+    {"Origin": "HTTP://127.0.0.1:5000"},
+    {"Sec-Fetch-Site": "same-origin"},
+    {"Sec-Fetch-Site": "none"},  # typed by the user
+    {"Origin": "http://127.0.0.1:5000", "Sec-Fetch-Site": "same-origin"},
+    {},  # curl: neither header
+], ids=lambda h: "-".join(f"{k}={v}" for k, v in h.items()) or "none")
+def test_writes_from_the_page_itself_and_from_curl_are_served(env, headers):
+    env.add(name="A", hour=9, url="https://example.com/")
+    assert env.client.post("/api/scheduler/stop", headers=headers).status_code == 200
+    assert env.client.post("/api/scheduler/start", headers=headers, json={}).status_code == 200
+
+
+def test_a_write_from_the_origin_of_a_proxy_in_front_is_served(token_env):
+    """Behind a TLS proxy the Origin is https://name (port 443) and the Host header is name, port left out."""
+    response = token_env.client.post("/api/scheduler/stop", headers={
+        "Host": "sched.example.com", "Origin": "https://sched.example.com", "Authorization": "Bearer s3cret-token"})
+    assert response.status_code == 200, response.get_json()
+
+
+def test_reads_from_another_site_are_not_refused_by_the_origin_check(env):
+    assert env.client.get("/api/scheduler/jobs", headers={"Origin": "https://evil.example"}).status_code == 200
+
+
 @pytest.fixture
 def token_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     monkeypatch.setenv("TZ", "UTC")

@@ -1,4 +1,4 @@
-"""The request guard: token, Host (DNS rebinding), body size, content type, and the security headers."""
+"""The request guard: token, Host (DNS rebinding), cross-site writes, body size, content type, and the security headers."""
 
 from __future__ import annotations
 
@@ -71,6 +71,47 @@ def host_allowed(header: str | None, bind_host: str, bind_port: int) -> bool:
     return host == bind_host.strip("[]").lower() or is_loopback(host)
 
 
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def same_origin(origin: str, host_header: str | None) -> bool:
+    """``Origin`` names the server the request was sent to (its ``Host``): scheme-default port if Host has none."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(origin.strip())
+        origin_port = parts.port
+    except ValueError:
+        return False
+    scheme = parts.scheme.lower()
+    if scheme not in DEFAULT_PORTS or not parts.hostname or parts.path or parts.query or parts.username:
+        return False
+    parsed = split_host(host_header) if host_header else None
+    if parsed is None:
+        return False
+    host, port = parsed
+    origin_port = origin_port if origin_port is not None else DEFAULT_PORTS[scheme]
+    return parts.hostname.rstrip(".") == host and (port is None or port == origin_port) and (
+        port is not None or origin_port == DEFAULT_PORTS[scheme])
+
+
+def cross_site(origin: str | None, fetch_site: str | None, host_header: str | None) -> str | None:
+    """Why a write came from another site (for the 403), or None.
+
+    ``Origin`` decides when a browser sent it (Chromium and Firefox send it with every POST, PUT,
+    PATCH and DELETE, ``no-cors`` included); without it, ``Sec-Fetch-Site``: ``same-site`` is
+    another origin too (another port of 127.0.0.1 is the same site). A client that sends neither
+    (curl, scripts) is not a browser page and is served.
+    """
+    if origin is not None:
+        return None if same_origin(origin, host_header) else f"Origin {origin.strip()!r}"
+    site = (fetch_site or "").strip().lower()
+    if site in ("cross-site", "same-site"):
+        return f"Sec-Fetch-Site: {site}"
+    return None
+
+
 def token_ok(header: str | None, token: str) -> bool:
     scheme, _, given = (header or "").strip().partition(" ")
     if scheme.lower() != "bearer" or not given.strip():
@@ -96,6 +137,12 @@ def install(app: Flask, token: str | None) -> None:
         if token is None and not host_allowed(request.headers.get("Host"), host, port):
             return error(403, f"Host {request.headers.get('Host')!r} is not this server's; "
                               f"use http://{_url_host(host)}:{port}/ (requests for other names are refused)")
+        if request.method in WRITE_METHODS:
+            why = cross_site(request.headers.get("Origin"), request.headers.get("Sec-Fetch-Site"), request.headers.get("Host"))
+            if why is not None:
+                return error(403, f"a write sent by another site is refused ({why} is not "
+                                  f"http://{request.headers.get('Host')}); use this server's own page or a client "
+                                  "that sends no Origin")
         if token is not None and needs_token(request.path) and not token_ok(request.headers.get("Authorization"), token):
             return error(401, "this scheduler needs its access token: Authorization: Bearer <token>")
         if (request.content_length or 0) > MAX_BODY:

@@ -11,7 +11,11 @@ import json
 import os
 import socket
 import sqlite3
+import threading
+import time
+import urllib.error
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -201,3 +205,83 @@ def test_secrets_never_appear_in_the_web_api(home, target):
     finally:
         d.stop()
     assert not [s for s in SECRETS for b in bodies if s in b]
+
+
+# --- the web API under attack -------------------------------------------------------------------
+
+
+def _web_daemon(home: Path, target, *args: str, env: dict[str, str] | None = None) -> tuple[DaemonProcess, str]:
+    port = _free_port()
+    d = DaemonProcess(home, "--http", f"127.0.0.1:{port}", *args, env={"TZ": "UTC", **(env or {})}).start()
+    base = f"http://127.0.0.1:{port}"
+    wait_for(lambda: _get(f"{base}/healthz") == 200, 15, "the web API")
+    return d, base
+
+
+def _get(url: str, headers: dict[str, str] | None = None, timeout: float = 5) -> int:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0
+
+
+ATTACKER_PAGE = """<!doctype html><title>cat pictures</title><script>
+const api = "%(api)s";
+window.sent = Promise.all([
+  fetch(api + "/api/scheduler/stop", {method: "POST", mode: "no-cors"}),
+  fetch(api + "/api/scheduler/run-now", {method: "POST", mode: "no-cors"}),
+  fetch(api + "/api/scheduler/run-now", {method: "POST", mode: "no-cors", body: '{"job_id": "default"}',
+                                         headers: {"Content-Type": "text/plain"}}),
+  fetch(api + "/api/scheduler/job/default/pause", {method: "POST", mode: "no-cors"}),
+]).then(rs => rs.map(r => r.type).join(","), e => "error: " + e);
+</script>"""
+
+
+def test_a_page_on_another_origin_can_neither_pause_nor_run_jobs(home, target):
+    """Real Chromium on a second origin (another port of 127.0.0.1, so the same site) against the real daemon."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    chromium = os.environ.get("CRAWLSCHED_CHROMIUM", "/usr/bin/chromium")
+    if not Path(chromium).exists():
+        pytest.skip(f"no Chromium at {chromium}")
+    write_jobs(home, f'[[jobs]]\nid = "default"\nname = "default"\nat = "03:00"\nurl = "{target.url("/ok")}"\n')
+    d, base = _web_daemon(home, target)
+    attacker = ThreadingHTTPServer(("127.0.0.1", 0), _page_handler(ATTACKER_PAGE % {"api": base}))
+    threading.Thread(target=attacker.serve_forever, daemon=True).start()
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+            try:
+                page = browser.new_page()
+                page.goto(f"http://127.0.0.1:{attacker.server_address[1]}/")
+                assert page.evaluate("window.sent") == "opaque,opaque,opaque,opaque"  # all four were sent
+            finally:
+                browser.close()
+        time.sleep(1.5)  # a run-now that got through would have fired by now
+        with urllib.request.urlopen(f"{base}/api/scheduler/jobs", timeout=5) as response:
+            jobs = json.loads(response.read())["jobs"]
+        assert [(j["id"], j["status"]) for j in jobs] == [("default", "active")]
+        assert runs(home) == [] and target.hits["/ok"] == 0
+    finally:
+        attacker.shutdown()
+        attacker.server_close()
+        assert d.stop() == 0
+
+
+def _page_handler(html: str) -> type[BaseHTTPRequestHandler]:
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            body = html.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    return Page
