@@ -634,6 +634,43 @@ def test_with_a_token_writes_need_it_and_change_nothing_without(token_env):
     assert ok.status_code == 200
 
 
+def test_wrong_tokens_are_answered_429_at_once_after_ten_a_minute_from_one_address(token_env, caplog):
+    client, throttle = token_env.client, token_env.app.extensions["crawlsched.token_failures"]
+    now = [1000.0]
+    throttle.clock = lambda: now[0]
+    caplog.set_level(logging.INFO)
+    codes = [client.get("/api/scheduler/jobs", headers={"Authorization": f"Bearer guess-{i}"}).status_code
+             for i in range(30)]
+    assert codes == [401] * 10 + [429] * 20
+    # Locked out, even with the right token: a lock that the right guess opened would leak it.
+    locked = client.get("/api/scheduler/jobs", headers={"Authorization": "Bearer s3cret-token"})
+    assert locked.status_code == 429 and locked.get_json()["success"] is False
+    assert 1 <= int(locked.headers["Retry-After"]) <= 60
+    other = client.get("/api/scheduler/jobs", headers={"Authorization": "Bearer s3cret-token"},
+                       environ_base={"REMOTE_ADDR": "127.0.0.9"})
+    assert other.status_code == 200  # another address is not held up
+    assert client.get("/healthz").status_code == 200
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2, warnings  # the first failure and the lock-out, not one line per guess
+    assert all("127.0.0.1" in w for w in warnings)
+    assert not [w for w in warnings if "guess-" in w or "s3cret-token" in w]
+    now[0] += 61
+    assert client.get("/api/scheduler/jobs", headers={"Authorization": "Bearer s3cret-token"}).status_code == 200
+
+
+def test_a_request_without_a_token_is_not_counted_as_a_guess(token_env):
+    for _ in range(20):
+        assert token_env.client.get("/api/scheduler/jobs").status_code == 401  # the page before it asks
+    assert token_env.client.get("/api/scheduler/jobs", headers={"Authorization": "Bearer s3cret-token"}).status_code == 200
+
+
+def test_failed_token_addresses_are_bounded_in_memory(token_env):
+    throttle = token_env.app.extensions["crawlsched.token_failures"]
+    for i in range(throttle.max_clients + 500):
+        throttle.failed(f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", "GET", "/api/scheduler/jobs")
+    assert len(throttle.clients) <= throttle.max_clients
+
+
 @pytest.mark.parametrize("path", ["/healthz", "/scheduler", "/static/scheduler.js", "/static/scheduler.css"])
 def test_with_a_token_the_page_and_healthz_load_without_it(token_env, path):
     assert token_env.client.get(path).status_code == 200
@@ -659,15 +696,34 @@ def test_start_server_refuses_a_malformed_address(env, bind):
     assert info.value.exit_code == 2
 
 
+@pytest.mark.parametrize("token", ["a", "t0ken-value", "0123456789abcdef0123456789abcde",  # 31 hex
+                                   "Zm9vYmFyYmF6cXV4cXV1eA"[:21]])
+def test_start_server_refuses_a_short_token_on_a_non_loopback_address(env, token):
+    with pytest.raises(WebConfigError) as info:
+        start_server(env.daemon, "0.0.0.0:0", token=token)
+    message = str(info.value)
+    assert info.value.exit_code == 2 and "128 bits" in message and "32 hex" in message and "22" in message
+    assert len(token) < 5 or token not in message
+
+
+@pytest.mark.parametrize("token", ["a", "short"])
+def test_a_short_token_is_fine_on_loopback(env, token):
+    server = start_server(env.daemon, "127.0.0.1:0", token=token)
+    server.close()
+
+
+STRONG_TOKEN = "Zm9vYmFyYmF6cXV4cXV1eA"  # 22 base64 characters: 132 bits
+
+
 def test_start_server_serves_a_non_loopback_address_with_a_token(env):
     import requests
 
-    server = start_server(env.daemon, "0.0.0.0:0", token="t0ken-value")
+    server = start_server(env.daemon, "0.0.0.0:0", token=STRONG_TOKEN)
     try:
         assert server.port > 0
         base = f"http://127.0.0.1:{server.port}"
         assert requests.get(f"{base}/api/scheduler/jobs", timeout=5).status_code == 401
-        ok = requests.get(f"{base}/api/scheduler/jobs", headers={"Authorization": "Bearer t0ken-value"}, timeout=5)
+        ok = requests.get(f"{base}/api/scheduler/jobs", headers={"Authorization": f"Bearer {STRONG_TOKEN}"}, timeout=5)
         assert ok.status_code == 200 and ok.json()["success"] is True
         assert requests.get(f"{base}/healthz", timeout=5).json() == {"ok": True}
     finally:

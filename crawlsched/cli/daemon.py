@@ -255,9 +255,11 @@ def daemon(
 
     token = None
     if http:
-        from crawlsched.web.server import load_token
+        from crawlsched.web.server import check_bind, load_token
 
         token = load_token(token_file)  # also takes CRAWLSCHED_TOKEN out of the environment
+        # Refused before anything starts (exit 2): no token, or a weak one, on a non-loopback address.
+        check_bind(http, token, f"--token-file {token_file}" if token_file else "CRAWLSCHED_TOKEN")
     else:
         if token_file is not None:
             raise Refused("--token-file: only with --http (the token guards the web API)")

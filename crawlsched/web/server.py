@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, MutableMapping
@@ -16,6 +17,14 @@ if TYPE_CHECKING:
     from crawlsched.daemon import Daemon
 
 SERVER_MAX_BODY = 1024 * 1024  # waitress cuts anything larger before Flask sees it
+# A token on a non-loopback address has at least 128 bits (SPEC §7), judged by length and
+# characters: hex digits only carry 4 bits each (32 needed), anything else at least 6, as
+# base64 does (22 needed). `openssl rand -hex 16` and `secrets.token_urlsafe(16)` both pass.
+HEX_TOKEN_RE = re.compile(r"[0-9A-Fa-f]+")
+MIN_HEX_TOKEN = 32
+MIN_TOKEN = 22
+TOKEN_RULE = (f"at least 128 bits: {MIN_HEX_TOKEN} hex characters, or {MIN_TOKEN} characters when it uses "
+              "other letters, digits or symbols (base64); make one with `openssl rand -hex 16`")
 
 
 class WebConfigError(CrawlschedError):
@@ -74,6 +83,28 @@ def check_token(token: str, where: str = "token") -> str:
     if any(c.isspace() or not c.isprintable() for c in token):
         raise WebConfigError(f"{where}: the token must be one word of printable characters")
     return token
+
+
+def check_token_strength(token: str, bind: str, where: str = "the token") -> None:
+    """Refuse (``WebConfigError``, exit 2) a token under 128 bits; never shows the token."""
+    need = MIN_HEX_TOKEN if HEX_TOKEN_RE.fullmatch(token) else MIN_TOKEN
+    if len(token) < need:
+        raise WebConfigError(f"--http {bind}: {where} is too weak for a non-loopback address "
+                             f"({len(token)} characters); it needs {TOKEN_RULE}")
+
+
+def check_bind(bind: str, token: str | None, where: str = "the token") -> tuple[str, int]:
+    """``--http`` with its token: a non-loopback address needs one of at least 128 bits (exit 2)."""
+    host, port = parse_bind(bind)
+    if is_loopback(host):
+        return host, port
+    if token is None:
+        raise WebConfigError(
+            f"--http {bind}: refusing to serve the API on a non-loopback address without a token "
+            "(anyone who reaches it could add and run jobs); give --token-file PATH or set "
+            "CRAWLSCHED_TOKEN, or bind 127.0.0.1")
+    check_token_strength(token, bind, where)
+    return host, port
 
 
 class WebServer:
@@ -143,18 +174,15 @@ class WebServer:
 def start_server(daemon: Daemon, bind: str, token: str | None = None) -> WebServer:
     """Serve the page and API on ``HOST:PORT`` (waitress, 4 threads) in a background thread.
 
-    Refuses (``WebConfigError``, exit 2) a non-loopback address without a token.
+    Refuses (``WebConfigError``, exit 2) a non-loopback address without a token, or with one
+    under 128 bits (``check_bind``).
     ``token`` None falls back to ``$CRAWLSCHED_TOKEN``.
     """
     import waitress
 
-    host, port = parse_bind(bind)
+    parse_bind(bind)
     token = check_token(token) if token is not None else load_token(None)
-    if token is None and not is_loopback(host):
-        raise WebConfigError(
-            f"--http {bind}: refusing to serve the API on a non-loopback address without a token "
-            "(anyone who reaches it could add and run jobs); give --token-file PATH or set "
-            "CRAWLSCHED_TOKEN, or bind 127.0.0.1")
+    host, port = check_bind(bind, token)
     listen_host = "127.0.0.1" if host == "localhost" else host  # one socket, one port
     app = create_app(daemon, token, host, port)
     try:

@@ -285,3 +285,41 @@ def _page_handler(html: str) -> type[BaseHTTPRequestHandler]:
             pass
 
     return Page
+
+
+@pytest.mark.parametrize("token", ["a", "0123456789abcdef0123456789abcde", "only-twenty-one-chars"])
+def test_a_weak_token_on_a_non_loopback_address_is_refused_at_start(home, token):
+    write_jobs(home, "")
+    result = cli(home, "daemon", "--http", f"0.0.0.0:{_free_port()}", env={"CRAWLSCHED_TOKEN": token})
+    assert result.returncode == 2, result.stderr
+    assert "128 bits" in result.stderr and "32 hex characters" in result.stderr and "Traceback" not in result.stderr
+    assert len(token) < 5 or token not in result.stderr
+    token_file = home / "token"
+    token_file.write_text(token + "\n")
+    result = cli(home, "daemon", "--http", f"0.0.0.0:{_free_port()}", "--token-file", str(token_file))
+    assert result.returncode == 2 and "--token-file" in result.stderr and "128 bits" in result.stderr
+
+
+def test_a_token_guesser_gets_429_fast_is_logged_once_and_blocks_nobody_else(home, target):
+    import requests
+
+    token = "f3a9c1d2e4b5a6978877665544332211"  # 32 hex characters: 128 bits
+    write_jobs(home, "")
+    d, base = _web_daemon(home, target, env={"CRAWLSCHED_TOKEN": token})
+    try:
+        started = time.monotonic()
+        with requests.Session() as s:
+            codes = [s.get(f"{base}/api/scheduler/jobs", headers={"Authorization": f"Bearer guess{i:04d}"},
+                           timeout=5).status_code for i in range(300)]
+        took = time.monotonic() - started
+        assert codes[:10] == [401] * 10 and set(codes[10:]) == {429}
+        assert took < 15, f"300 guesses took {took:.1f} s: the refusals must be fast"
+        # The guesser holds no thread: healthz and the other routes still answer at once.
+        assert _get(f"{base}/healthz", timeout=2) == 200
+        assert _get(f"{base}/scheduler", timeout=2) == 200
+    finally:
+        assert d.stop() == 0
+    log = d.output()
+    warnings = [line for line in log.splitlines() if "wrong token" in line]
+    assert len(warnings) == 2 and all("127.0.0.1" in w for w in warnings), warnings
+    assert "guess0" not in log and token not in log
