@@ -23,6 +23,17 @@ SERVER_MAX_BODY = 1024 * 1024  # waitress cuts anything larger before Flask sees
 HEX_TOKEN_RE = re.compile(r"[0-9A-Fa-f]+")
 MIN_HEX_TOKEN = 32
 MIN_TOKEN = 22
+# Idle and half-open connections (slowloris) must not stop a normal request (SPEC §7: 500 of
+# them). waitress stops accepting at ``connection_limit`` (default 100) until its cleanup closes
+# channels idle for ``channel_timeout`` (default 120 s); a half-open request holds no thread
+# (waitress buffers it), only a file descriptor. So: poll() instead of select() (select cannot
+# watch descriptors above 1024), the soft descriptor limit raised to the hard one, a connection
+# limit of what the descriptors allow after a reserve for the daemon's own files, crawls and
+# commands, and idle channels closed after 30 s, looked for every 5 s.
+MAX_CONNECTIONS = 4096
+FD_RESERVE = 256
+CHANNEL_TIMEOUT = 30
+CLEANUP_INTERVAL = 5
 TOKEN_RULE = (f"at least 128 bits: {MIN_HEX_TOKEN} hex characters, or {MIN_TOKEN} characters when it uses "
               "other letters, digits or symbols (base64); make one with `openssl rand -hex 16`")
 
@@ -171,6 +182,53 @@ class WebServer:
             self._shutdown()
 
 
+def connection_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard one (at most 65536); the connections it leaves room for."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return 1000
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = min(hard if hard != resource.RLIM_INFINITY else 65536, 65536)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (OSError, ValueError):
+            pass
+    if soft == resource.RLIM_INFINITY:
+        soft = 65536
+    return max(100, min(MAX_CONNECTIONS, soft - FD_RESERVE))
+
+
+ACCEPT_BATCH = 64
+
+
+def _accept_in_batches(server: Any) -> None:
+    """Accept up to ``ACCEPT_BATCH`` waiting connections per pass of the loop, not one.
+
+    waitress accepts one connection each time the listening socket is readable, and each pass
+    of its loop visits every open channel: with n connections queued that is n passes of O(n)
+    each, and a normal request queued behind 2,000 half-open ones waited over 10 s. Each accept
+    still goes through waitress's own ``handle_accept`` (its options, errors and channel).
+    """
+    from waitress.server import BaseWSGIServer
+
+    listeners = [server] if isinstance(server, BaseWSGIServer) else [
+        s for s in server.map.values() if isinstance(s, BaseWSGIServer)]  # MultiSocketServer
+    for listener in listeners:
+        one = listener.handle_accept
+
+        def handle_accept(one: Any = one, listener: Any = listener) -> None:
+            for _ in range(ACCEPT_BATCH):
+                before = len(listener._map)
+                one()
+                if len(listener._map) == before or len(listener._map) >= listener.adj.connection_limit:
+                    return
+
+        listener.handle_accept = handle_accept
+
+
 def start_server(daemon: Daemon, bind: str, token: str | None = None) -> WebServer:
     """Serve the page and API on ``HOST:PORT`` (waitress, 4 threads) in a background thread.
 
@@ -187,9 +245,12 @@ def start_server(daemon: Daemon, bind: str, token: str | None = None) -> WebServ
     app = create_app(daemon, token, host, port)
     try:
         server = waitress.create_server(app, host=listen_host, port=port, threads=4, ident="crawlsched",
-                                        max_request_body_size=SERVER_MAX_BODY)
+                                        max_request_body_size=SERVER_MAX_BODY, asyncore_use_poll=True,
+                                        connection_limit=connection_limit(), channel_timeout=CHANNEL_TIMEOUT,
+                                        cleanup_interval=CLEANUP_INTERVAL)
     except OSError as exc:
         raise CrawlschedError(f"--http {bind}: cannot listen there ({exc.strerror or exc})") from None
+    _accept_in_batches(server)
     real_port = int(server.effective_port)
     app.config["CRAWLSCHED_BIND"] = (host, real_port)
     handle = WebServer(server, host, real_port)

@@ -323,3 +323,32 @@ def test_a_token_guesser_gets_429_fast_is_logged_once_and_blocks_nobody_else(hom
     warnings = [line for line in log.splitlines() if "wrong token" in line]
     assert len(warnings) == 2 and all("127.0.0.1" in w for w in warnings), warnings
     assert "guess0" not in log and token not in log
+
+
+@pytest.mark.parametrize("count", [500, 2000])
+def test_half_open_connections_do_not_stop_a_normal_request(home, target, count):
+    """Slowloris: connections that send half a request and then nothing (SPEC: 500; 2,000 as a margin)."""
+    import resource
+
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < count + 200:
+        pytest.skip(f"ulimit -n is {soft}: this test opens {count} sockets")
+    write_jobs(home, "")
+    d, base = _web_daemon(home, target)
+    port = int(base.rsplit(":", 1)[1])
+    sockets = []
+    try:
+        for i in range(count):
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            s.sendall(f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-Slow-{i}: ".encode())
+            sockets.append(s)
+        started = time.monotonic()
+        assert _get(f"{base}/healthz", timeout=5) == 200
+        assert _get(f"{base}/api/scheduler/jobs", timeout=5) == 200
+        took = time.monotonic() - started
+        assert took < 5, f"a normal request took {took:.1f} s beside {count} half-open connections"
+    finally:
+        for s in sockets:
+            s.close()
+        assert d.stop() == 0
+    assert "Traceback" not in d.output()
