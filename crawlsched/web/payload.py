@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from flask import request
 
+from crawlsched.crawl import VAR_RE
 from crawlsched.errors import InvalidValue
 from crawlsched.render import _num
 from crawlsched.model import (
@@ -131,6 +132,28 @@ def refuse_commands(given: Mapping[str, Any], defaults: Defaults) -> None:
                             "the job file may allow it with `allow_http_commands = true` in [defaults]")
 
 
+def refuse_environment(field: str, texts: Iterable[str], defaults: Defaults) -> None:
+    """Only the job file may use the daemon's environment (SPEC §7), or names it lists.
+
+    A ``${NAME}`` in a URL or header is expanded from the daemon's environment when the job
+    runs: through the API, anyone who can reach it could send ``${HOME}`` or a secret to a
+    server of their own. A person who can edit the job file lists the names it may use.
+    """
+    for text in texts:
+        for name in VAR_RE.findall(text):
+            if name not in defaults.allow_http_env:
+                raise InvalidValue(field, f"${{{name}}}", "is an environment variable, which a URL or header sent "
+                                   "through the HTTP API may not use unless the job file allows it with "
+                                   f'`allow_http_env = ["{name}"]` in [defaults]')
+
+
+def api_urls(value: Any, defaults: Defaults) -> list[str]:
+    """A URL or list of URLs from a request body: valid, and using only allowed ``${NAME}``s."""
+    urls = list(check_urls(value))
+    refuse_environment("url", urls, defaults)
+    return urls
+
+
 def schedule_fields(given: Mapping[str, Any]) -> dict[str, Any]:
     """The seed's ``hour``/``minute`` (minute 0 when left out), or ``at``, ``cron``, ``every``."""
     if "minute" in given and "hour" not in given:
@@ -161,6 +184,8 @@ def add_fields(body: Mapping[str, Any], defaults: Defaults) -> dict[str, Any]:
             fields[key] = convert(given[key])
     if "url" in fields and "command" in fields:
         raise InvalidValue("command", fields["command"], "cannot be set together with url (choose one crawl)")
+    refuse_environment("url", fields.get("url", ()), defaults)
+    refuse_environment("headers", fields.get("headers", {}).values(), defaults)
     return fields
 
 

@@ -352,3 +352,30 @@ def test_half_open_connections_do_not_stop_a_normal_request(home, target, count)
             s.close()
         assert d.stop() == 0
     assert "Traceback" not in d.output()
+
+
+def test_the_api_cannot_make_the_daemon_send_its_environment(home, target):
+    import requests
+
+    write_jobs(home, "", defaults='timezone = "UTC"\nallow_http_env = ["PUBLIC_REGION"]\n')
+    d, base = _web_daemon(home, target, env={"PUBLIC_REGION": "eu", "SECRET_KEY": "k3y-in-the-env"})
+    try:
+        before = (home / "jobs.toml").read_bytes()
+        leak = requests.post(f"{base}/api/scheduler/job/add", timeout=5, json={
+            "name": "leak", "every": "1h", "url": target.url("/ok?home=${HOME}&key=${SECRET_KEY}")})
+        assert leak.status_code == 422 and leak.json()["error"].startswith("url: \"${HOME}\" is an environment variable"), leak.text
+        header = requests.post(f"{base}/api/scheduler/job/add", timeout=5, json={
+            "name": "leak", "every": "1h", "url": target.url("/ok"), "headers": {"X-K": "${SECRET_KEY}"}})
+        assert header.status_code == 422 and header.json()["error"].startswith("headers: \"${SECRET_KEY}\"")
+        start = requests.post(f"{base}/api/scheduler/start", timeout=5, json={
+            "mode": "interval", "seconds": 1, "url": target.url("/ok?p=${PATH}")})
+        assert start.status_code == 422 and start.json()["error"].startswith("url: \"${PATH}\"")
+        assert (home / "jobs.toml").read_bytes() == before
+        allowed = requests.post(f"{base}/api/scheduler/job/add", timeout=5, json={
+            "name": "region", "every": "1h", "url": target.url("/ok?region=${PUBLIC_REGION}")})
+        assert allowed.status_code == 200, allowed.text
+        assert requests.post(f"{base}/api/scheduler/run-now", json={"job_id": "region"}, timeout=5).status_code == 200
+        wait_for(lambda: target.hits["/ok?region=eu"], 10, "the allowed job's request")
+    finally:
+        assert d.stop() == 0
+    assert [p for p in target.hits if "k3y" in p or "home=" in p] == []
