@@ -76,7 +76,7 @@ DEFAULT_KEYS = (
     "max_retries", "retry_delay", "retry_backoff", "retry_max_delay", "timezone",
     "max_concurrent", "catch_up", "url", "command", "timeout", "headers",
     "on_failure", "max_bytes", "verify", "user_agent", "keep_runs",
-    "allow_http_commands", "grace_period", "allow_http_env",
+    "allow_http_commands", "grace_period", "allow_http_env", "http_targets",
 )  # fmt: skip
 
 
@@ -103,6 +103,7 @@ class Defaults:
     allow_http_commands: bool = False
     grace_period: float = 30
     allow_http_env: tuple[str, ...] = ()  # ${NAME}s a URL or header sent through the HTTP API may use
+    http_targets: str = "any"  # "public": no crawl reaches a private, loopback or link-local address
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,7 @@ class Job:
     keep_runs: int = 30
     paused: bool = False
     created_at: datetime | None = None
+    http_targets: str = "any"  # from [defaults]: "public" = only public addresses are fetched
     explicit: frozenset[str] = field(default=frozenset(), compare=False)
     line: int | None = field(default=None, compare=False)  # its [[jobs]] header in the file
 
@@ -503,6 +505,10 @@ def build_defaults(raw: Mapping[str, Any]) -> Defaults:
         kw["grace_period"] = check_seconds("defaults.grace_period", raw["grace_period"])
     if "allow_http_env" in raw:
         kw["allow_http_env"] = check_env_names("defaults.allow_http_env", raw["allow_http_env"])
+    if "http_targets" in raw:
+        if raw["http_targets"] not in ("any", "public"):
+            raise InvalidValue("defaults.http_targets", raw["http_targets"], 'must be "any" or "public"')
+        kw["http_targets"] = raw["http_targets"]
     return Defaults(**kw)
 
 
@@ -584,6 +590,7 @@ def build_job(raw: Mapping[str, Any], defaults: Defaults, machine_tz: str = "UTC
         "user_agent": defaults.user_agent,
         "keep_runs": defaults.keep_runs,
         "timezone": defaults.timezone or machine_tz,
+        "http_targets": defaults.http_targets,
     }
     _common(raw, kw)
     if "headers" in raw and defaults.headers:

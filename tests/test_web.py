@@ -551,6 +551,40 @@ def test_a_bad_allow_http_env_names_the_key(env, value):
     assert "defaults.allow_http_env:" in message and "variable names" in message, message
 
 
+PRIVATE_TARGETS = [
+    ("http://127.0.0.1:9/", "loopback"), ("http://localhost/x", "loopback"), ("http://[::1]:80/", "loopback"),
+    ("http://169.254.169.254/latest/meta-data/", "link-local"), ("http://10.1.2.3/", "private"),
+    ("http://192.168.0.1/admin", "private"), ("http://[fd00::1]/", "private"), ("http://0.0.0.0:5000/", "public"),
+    ("http://100.64.0.1/", "public"),
+]
+
+
+@pytest.mark.parametrize(("url", "kind"), PRIVATE_TARGETS, ids=[u for u, _k in PRIVATE_TARGETS])
+def test_with_http_targets_public_the_api_refuses_a_private_target(env, url, kind):
+    write_jobs(env.home, '[defaults]\ntimezone = "UTC"\nhttp_targets = "public"\n')
+    before = env.file_bytes()
+    for path, body in (("/api/scheduler/job/add", {"name": "ssrf", "hour": 9, "url": ["https://example.com/", url]}),
+                       ("/api/scheduler/start", {"mode": "daily", "hour": 9, "url": url})):
+        response = env.client.post(path, json=body)
+        assert response.status_code == 422, response.get_json()
+        error = response.get_json()["error"]
+        assert error.startswith("url:") and kind in error and 'http_targets = "public"' in error, error
+    assert env.file_bytes() == before
+
+
+def test_by_default_the_api_may_add_a_loopback_target(env):
+    env.add(name="Local", hour=9, url="http://127.0.0.1:9/")
+
+
+def test_a_bad_http_targets_names_the_key(env):
+    from crawlsched.errors import JobFileError
+
+    write_jobs(env.home, '[defaults]\ntimezone = "UTC"\nhttp_targets = "private"\n')
+    with pytest.raises(JobFileError) as info:
+        JobStore(env.jobs_file).load()
+    assert "defaults.http_targets:" in str(info.value) and '"any" or "public"' in str(info.value)
+
+
 def test_secrets_never_appear_in_any_response(env, monkeypatch):
     monkeypatch.setenv("NEWS_TOKEN", "s3cr3t-token-value")
     write_jobs(env.home, '[defaults]\ntimezone = "UTC"\nallow_http_env = ["NEWS_TOKEN"]\n')

@@ -379,3 +379,89 @@ def test_the_api_cannot_make_the_daemon_send_its_environment(home, target):
     finally:
         assert d.stop() == 0
     assert [p for p in target.hits if "k3y" in p or "home=" in p] == []
+
+
+# --- SSRF: http_targets = "public" ------------------------------------------------------------
+
+
+def test_with_http_targets_public_no_crawl_reaches_a_loopback_address(home, target):
+    """Even a job written into the file (the API refuses it at once): every connection is checked."""
+    write_jobs(home, f'[[jobs]]\nid = "local"\nname = "local"\nevery = "1h"\nurl = "{target.url("/ok")}"\n'
+                     'max_retries = 3\n\n'
+                     f'[[jobs]]\nid = "byname"\nname = "byname"\nevery = "1h"\nurl = "http://localhost:{target.port}/ok"\n',
+               defaults='timezone = "UTC"\nhttp_targets = "public"\n')
+    for job in ("local", "byname"):
+        result = cli(home, "run", job)
+        assert result.returncode == 1
+    rows = runs(home)
+    assert [r["job_id"] for r in rows].count("local") == 1  # refused is permanent: no retry
+    assert all(r["status"] == "failed" and "refused" in r["message"] and "loopback address" in r["message"]
+               and 'http_targets = "public"' in r["message"] for r in rows), rows
+    assert target.hits == {}
+    write_jobs(home, f'[[jobs]]\nid = "local"\nname = "local"\nevery = "1h"\nurl = "{target.url("/ok")}"\n')
+    assert cli(home, "run", "local").returncode == 0  # the default ("any") fetches it, as before
+
+
+def test_a_dns_answer_that_changes_to_loopback_after_the_add_is_refused_at_connect(tmp_path, target, monkeypatch):
+    """DNS rebinding: public when the API checks, 127.0.0.1 when the crawl connects (DNS is the one fake)."""
+    from crawlsched import crawl
+    from crawlsched.model import Defaults
+    from crawlsched.web.payload import refuse_private_targets
+
+    real = socket.getaddrinfo
+    answers = iter(["93.184.216.34", "127.0.0.1"])
+
+    def rebinding(host, port, *args, **kwargs):
+        if host == "rebind.example":
+            address = next(answers, "127.0.0.1")
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    url = f"http://rebind.example:{target.port}/ok"
+    refuse_private_targets([url], Defaults(http_targets="public"))  # accepted: it answered a public address
+    outcome = crawl.fetch_urls([url], tmp_path / "run", public_only=True, timeout=10)
+    assert not outcome.ok and outcome.permanent
+    assert "rebind.example is 127.0.0.1, a loopback address" in outcome.message
+    assert target.hits == {}
+
+
+def test_a_redirect_to_a_non_public_address_is_refused_before_it_is_requested(tmp_path, monkeypatch):
+    """127.0.0.1 plays the public server here, 127.0.0.2 the private one it redirects to."""
+    from crawlsched import crawl, targets
+
+    hits: list[str] = []
+
+    def serve(address: str, location: str | None) -> ThreadingHTTPServer:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                hits.append(f"{address}{self.path}")
+                self.send_response(302 if location else 200)
+                if location:
+                    self.send_header("Location", location)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        server = ThreadingHTTPServer((address, 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return server
+
+    try:
+        private = serve("127.0.0.2", None)
+    except OSError:
+        pytest.skip("127.0.0.2 cannot be bound here")
+    public = serve("127.0.0.1", f"http://127.0.0.2:{private.server_address[1]}/latest/meta-data/")
+    monkeypatch.setattr(targets, "is_public", lambda address: address == "127.0.0.1")
+    try:
+        outcome = crawl.fetch_urls([f"http://127.0.0.1:{public.server_address[1]}/go"], tmp_path / "run",
+                                   public_only=True, timeout=10)
+    finally:
+        for server in (public, private):
+            server.shutdown()
+            server.server_close()
+    assert not outcome.ok and outcome.permanent and "127.0.0.2" in outcome.message
+    assert hits == ["127.0.0.1/go"]  # the private server was never sent a request
