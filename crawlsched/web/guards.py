@@ -165,8 +165,9 @@ class FailedTokens:
             entry[1] += 1
             count = entry[1]
         if count == 1:
+            shown = " ".join(path[:200].split())  # the path is the client's: one line in the log
             self.log.warning("web API: wrong token from %s (%s %s); after %d in %ds it gets 429",
-                             address, method, path, self.limit, int(self.window))
+                             address, method, shown, self.limit, int(self.window))
         elif count == self.limit:
             self.log.warning("web API: %d wrong tokens from %s within %ds: answering it 429 until then",
                              count, address, int(self.window))
