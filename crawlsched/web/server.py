@@ -6,6 +6,7 @@ import logging
 import os
 import re
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, MutableMapping
 
@@ -227,6 +228,36 @@ def _accept_in_batches(server: Any) -> None:
                     return
 
         listener.handle_accept = handle_accept
+        listener.readable = _shedding_readable(listener, listener.readable)
+
+
+def _shedding_readable(listener: Any, readable: Any) -> Any:
+    """Near the connection limit, close the longest-idle connections first, so a new one is accepted.
+
+    Without this, past ``connection_limit`` (e.g. 5,000 half-open connections) waitress stops
+    accepting until its cleanup closes channels idle for ``channel_timeout``: 30 s without an
+    answer. A connection with a request being served, or output to send, is never chosen.
+    """
+    import heapq
+
+    last_warning = [0.0]
+
+    def shedding() -> bool:
+        if listener.accepting and len(listener._map) + ACCEPT_BATCH >= listener.adj.connection_limit:
+            channels = list(listener.active_channels.values())
+            if sum(1 for c in channels if c.will_close) < ACCEPT_BATCH:
+                idle = [c for c in channels if not (c.requests or c.will_close or c.total_outbufs_len)]
+                for channel in heapq.nsmallest(ACCEPT_BATCH, idle, key=lambda c: c.last_activity):
+                    channel.will_close = True
+                now = time.monotonic()
+                if now - last_warning[0] >= 60:
+                    last_warning[0] = now
+                    logging.getLogger("crawlsched").warning(
+                        "web API: %d connections open (limit %d); closing the longest idle ones",
+                        len(channels), listener.adj.connection_limit)
+        return readable()
+
+    return shedding
 
 
 def start_server(daemon: Daemon, bind: str, token: str | None = None) -> WebServer:
