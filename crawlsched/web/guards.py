@@ -97,8 +97,7 @@ def same_origin(origin: str, host_header: str | None) -> bool:
         return False
     host, port = parsed
     origin_port = origin_port if origin_port is not None else DEFAULT_PORTS[scheme]
-    return parts.hostname.rstrip(".") == host and (port is None or port == origin_port) and (
-        port is not None or origin_port == DEFAULT_PORTS[scheme])
+    return parts.hostname.rstrip(".") == host and origin_port == (port if port is not None else DEFAULT_PORTS[scheme])
 
 
 def cross_site(origin: str | None, fetch_site: str | None, host_header: str | None) -> str | None:

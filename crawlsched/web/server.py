@@ -35,6 +35,7 @@ MAX_CONNECTIONS = 4096
 FD_RESERVE = 256
 CHANNEL_TIMEOUT = 30
 CLEANUP_INTERVAL = 5
+ACCEPT_BATCH = 64  # connections accepted, and near the limit idle ones closed, per pass of the loop
 TOKEN_RULE = (f"at least 128 bits: {MIN_HEX_TOKEN} hex characters, or {MIN_TOKEN} characters when it uses "
               "other letters, digits or symbols (base64); make one with `openssl rand -hex 16`")
 
@@ -202,16 +203,14 @@ def connection_limit() -> int:
     return max(100, min(MAX_CONNECTIONS, soft - FD_RESERVE))
 
 
-ACCEPT_BATCH = 64
-
-
-def _accept_in_batches(server: Any) -> None:
-    """Accept up to ``ACCEPT_BATCH`` waiting connections per pass of the loop, not one.
+def _accept_under_load(server: Any) -> None:
+    """Accept up to ``ACCEPT_BATCH`` waiting connections per pass of the loop, and make room near the limit.
 
     waitress accepts one connection each time the listening socket is readable, and each pass
     of its loop visits every open channel: with n connections queued that is n passes of O(n)
     each, and a normal request queued behind 2,000 half-open ones waited over 10 s. Each accept
     still goes through waitress's own ``handle_accept`` (its options, errors and channel).
+    Near the limit, ``_shedding_readable`` closes the longest-idle connections.
     """
     from waitress.server import BaseWSGIServer
 
@@ -281,7 +280,7 @@ def start_server(daemon: Daemon, bind: str, token: str | None = None) -> WebServ
                                         cleanup_interval=CLEANUP_INTERVAL)
     except OSError as exc:
         raise CrawlschedError(f"--http {bind}: cannot listen there ({exc.strerror or exc})") from None
-    _accept_in_batches(server)
+    _accept_under_load(server)
     real_port = int(server.effective_port)
     app.config["CRAWLSCHED_BIND"] = (host, real_port)
     handle = WebServer(server, host, real_port)
