@@ -94,7 +94,7 @@ DEFAULT_KEYS = (
     "max_retries", "retry_delay", "retry_backoff", "retry_max_delay", "timezone",
     "max_concurrent", "catch_up", "url", "command", "timeout", "headers",
     "on_failure", "max_bytes", "verify", "user_agent", "keep_runs",
-    "allow_http_commands", "grace_period", "keep_history", "keep_logs",
+    "allow_http_commands", "grace_period", "allow_http_env", "http_targets", "keep_history", "keep_logs",
 )  # fmt: skip
 
 
@@ -120,6 +120,8 @@ class Defaults:
     keep_runs: int = 30
     allow_http_commands: bool = False
     grace_period: float = 30
+    allow_http_env: tuple[str, ...] = ()  # ${NAME}s a URL or header sent through the HTTP API may use
+    http_targets: str = "any"  # "public": no crawl reaches a private, loopback or link-local address
     keep_history: KeepHistory = field(default_factory=lambda: KeepHistory(days=365))
     keep_logs: int = 30  # days of daily log files
 
@@ -197,6 +199,7 @@ class Job:
     keep_runs: int = 30
     paused: bool = False
     created_at: datetime | None = None
+    http_targets: str = "any"  # from [defaults]: "public" = only public addresses are fetched
     explicit: frozenset[str] = field(default=frozenset(), compare=False)
     line: int | None = field(default=None, compare=False)  # its [[jobs]] header in the file
 
@@ -414,6 +417,7 @@ def check_url(value: Any, field_name: str = "url") -> str:
 # Query parameters whose values are masked for display (substring match, any case).
 SECRET_PARAM_RE = re.compile(r"token|key|secret|pass|pwd|auth|sig|session|credential|code", re.I)
 _VAR_RE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}")
+ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def redact_url(url: str) -> str:
@@ -569,6 +573,15 @@ def check_date(field_name: str, value: Any) -> date | None:
     return day
 
 
+def check_env_names(field_name: str, value: Any) -> tuple[str, ...]:
+    """A list of environment variable names, as ``${NAME}`` uses them."""
+    if not isinstance(value, list) or not all(isinstance(v, str) and ENV_NAME_RE.fullmatch(v) for v in value):
+        shown = value if not isinstance(value, list) else next(
+            (v for v in value if not (isinstance(v, str) and ENV_NAME_RE.fullmatch(v))), value)
+        raise InvalidValue(field_name, shown, 'must be a list of variable names, e.g. ["NEWS_TOKEN"] (letters, digits, _)')
+    return tuple(value)
+
+
 def check_bool(field_name: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise InvalidValue(field_name, value, "must be true or false")
@@ -646,6 +659,12 @@ def build_defaults(raw: Mapping[str, Any]) -> Defaults:
         kw["allow_http_commands"] = check_bool("defaults.allow_http_commands", raw["allow_http_commands"])
     if "grace_period" in raw:
         kw["grace_period"] = check_seconds("defaults.grace_period", raw["grace_period"])
+    if "allow_http_env" in raw:
+        kw["allow_http_env"] = check_env_names("defaults.allow_http_env", raw["allow_http_env"])
+    if "http_targets" in raw:
+        if raw["http_targets"] not in ("any", "public"):
+            raise InvalidValue("defaults.http_targets", raw["http_targets"], 'must be "any" or "public"')
+        kw["http_targets"] = raw["http_targets"]
     if "keep_history" in raw:
         kw["keep_history"] = check_keep_history(raw["keep_history"])
     if "keep_logs" in raw:
@@ -731,6 +750,7 @@ def build_job(raw: Mapping[str, Any], defaults: Defaults, machine_tz: str = "UTC
         "user_agent": defaults.user_agent,
         "keep_runs": defaults.keep_runs,
         "timezone": defaults.timezone or machine_tz,
+        "http_targets": defaults.http_targets,
     }
     _common(raw, kw)
     if "headers" in raw and defaults.headers:
