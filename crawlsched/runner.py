@@ -121,7 +121,7 @@ class AttemptRunner:
         try:
             self.state.finish_attempt(run_id, status=RunStatus.INTERRUPTED.value, finished_at=self.clock(),
                                       message="interrupted")
-            logs.log_failed(self.log, "interrupted")
+            logs.log_failed(self.log, "interrupted", job.id)
             logs.log_final_failure(self.log, job.id, "interrupted")
         except Exception:  # noqa: BLE001 - the interruption is what must propagate
             self.log.exception("could not record the interrupted attempt of job %s", job.id)
@@ -162,7 +162,7 @@ class AttemptRunner:
         fields = dict(http_status=outcome.http_status, exit_code=outcome.exit_code, bytes=outcome.bytes, output=outcome.output)
         if outcome.ok:
             self.state.finish_attempt(run_id, status=RunStatus.SUCCESS.value, finished_at=now, message=outcome.message, **fields)
-            logs.log_success(self.log)
+            logs.log_success(self.log, job.id)
             self._prune(job)
             return AttemptResult(job.id, scheduled_for, attempt, RunStatus.SUCCESS.value, outcome.message)
 
@@ -174,7 +174,7 @@ class AttemptRunner:
                 retry = Retry(job.id, scheduled_for, attempt + 1, job.max_attempts, now, trigger)
             self.state.finish_attempt(run_id, status=RunStatus.INTERRUPTED.value, finished_at=now,
                                       message=outcome.message or "interrupted", retry=retry, **fields)
-            logs.log_failed(self.log, outcome.message or "interrupted")
+            logs.log_failed(self.log, outcome.message or "interrupted", job.id)
             if retry is None:
                 logs.log_final_failure(self.log, job.id, outcome.message or "interrupted")
             return AttemptResult(job.id, scheduled_for, attempt, RunStatus.INTERRUPTED.value, outcome.message,
@@ -187,9 +187,9 @@ class AttemptRunner:
         retry = Retry(job.id, scheduled_for, attempt + 1, job.max_attempts, due, trigger) if due is not None else None
         self.state.finish_attempt(run_id, status=RunStatus.FAILED.value, finished_at=now, message=message,
                                   retry=retry if self.persist_retries else None, **fields)
-        logs.log_failed(self.log, outcome.message)
+        logs.log_failed(self.log, outcome.message, job.id)
         if retry is not None:
-            logs.log_retry_scheduled(self.log, attempt, due - now)
+            logs.log_retry_scheduled(self.log, attempt, due - now, job.id)
             return AttemptResult(job.id, scheduled_for, attempt, RunStatus.FAILED.value, message, retry_due=due, final=False)
         if attempt >= job.max_attempts:
             logs.log_max_retries(self.log, job.id)

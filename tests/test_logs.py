@@ -124,21 +124,21 @@ def test_threads_write_whole_lines(logger, tmp_path):
 
 def test_retry_chain_messages_word_for_word(logger, tmp_path):
     logs.log_started(logger, "job_20251107110530")
-    logs.log_failed(logger, "Download failed")
-    logs.log_retry_scheduled(logger, 1, 300.0)
+    logs.log_failed(logger, "Download failed", "job_20251107110530")
+    logs.log_retry_scheduled(logger, 1, 300.0, "job_20251107110530")
     logs.log_started(logger, "job_20251107110530", retry_number=2, max_retries=3)
-    logs.log_success(logger)
+    logs.log_success(logger, "job_20251107110530")
     logs.log_max_retries(logger, "job_20251107110530")
     messages = [line.split(" - ", 2)[1:] for line in lines(logs.log_file(tmp_path))]
     assert messages == [
         ["INFO", "🤖 AUTO CRAWL STARTED"],
         ["INFO", "Job ID: job_20251107110530"],
-        ["WARNING", "🔄 AUTO CRAWL FAILED: Download failed"],
-        ["INFO", "🔄 Scheduling retry 1 in 300 seconds..."],
+        ["WARNING", "🔄 AUTO CRAWL FAILED: Download failed [job_20251107110530]"],
+        ["INFO", "🔄 Scheduling retry 1 in 300 seconds... [job_20251107110530]"],
         ["INFO", "🤖 AUTO CRAWL STARTED"],
         ["INFO", "Job ID: job_20251107110530"],
-        ["INFO", "🔄 Retry attempt: 2/3"],
-        ["INFO", "✅ AUTO CRAWL SUCCESS"],
+        ["INFO", "🔄 Retry attempt: 2/3 [job_20251107110530]"],
+        ["INFO", "✅ AUTO CRAWL SUCCESS [job_20251107110530]"],
         ["ERROR", "❌ Max retries reached for job job_20251107110530"],
     ]
 
@@ -151,3 +151,46 @@ def test_retry_delay_is_whole_seconds(logger, tmp_path, seconds, shown):
     assert lines(logs.log_file(tmp_path))[0].endswith(
         f"🔄 Scheduling retry 2 in {shown} seconds..."
     )
+
+
+# --- which job a line is about (SPEC §6) ------------------------------------------------------
+
+
+def _jobs(tmp_path: Path, body: str):
+    from crawlsched.store import JobStore
+
+    (tmp_path / "jobs.toml").write_text('[defaults]\ntimezone = "UTC"\n\n' + body)
+    return {j.id: j for j in JobStore(tmp_path / "jobs.toml").load().jobs}
+
+
+def _messages(tmp_path: Path) -> list[str]:
+    return [line.split(" - ", 2)[2] for line in lines(logs.log_file(tmp_path))]
+
+
+def test_lines_that_do_not_name_their_job_end_with_its_id(logger, tmp_path):
+    from crawlsched.runner import run_foreground
+    from crawlsched.state import State
+
+    jobs = _jobs(tmp_path, '[[jobs]]\nid = "daily-morning-crawl"\nname = "ok"\nat = "09:05"\ncommand = "true"\n\n'
+                           '[[jobs]]\nid = "flaky"\nname = "bad"\nat = "09:05"\ncommand = "false"\n'
+                           "max_retries = 1\nretry_delay = 300\n")
+    state = State(tmp_path / "crawlsched.db").open()
+    try:
+        run_foreground(jobs["daily-morning-crawl"], state, tmp_path, logger)
+        run_foreground(jobs["flaky"], state, tmp_path, logger, wait=lambda _s: False)
+    finally:
+        state.close()
+    assert _messages(tmp_path) == [
+        "🤖 AUTO CRAWL STARTED",
+        "Job ID: daily-morning-crawl",
+        "✅ AUTO CRAWL SUCCESS [daily-morning-crawl]",
+        "🤖 AUTO CRAWL STARTED",
+        "Job ID: flaky",
+        "🔄 AUTO CRAWL FAILED: exit code 1 [flaky]",
+        "🔄 Scheduling retry 1 in 300 seconds... [flaky]",
+        "🤖 AUTO CRAWL STARTED",
+        "Job ID: flaky",
+        "🔄 Retry attempt: 1/1 [flaky]",
+        "🔄 AUTO CRAWL FAILED: exit code 1 [flaky]",
+        "❌ Max retries reached for job flaky",
+    ]
