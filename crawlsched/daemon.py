@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from crawlsched import __version__, recovery, systemd, timing
+from crawlsched import __version__, logs, recovery, systemd, timing
 from crawlsched.errors import CrawlschedError, JobFileError
 from crawlsched.executor import Burst, Executor, InlineExecutor, WarmPool
 from crawlsched.model import Job, JobFile, RunStatus, ScheduleKind
@@ -515,9 +515,13 @@ class Daemon:
         if chain is None:
             return
         if chain.future is None or chain.future.done():
+            # A retry is pending: set by the loop, or saved by an attempt whose result is not collected yet.
+            done = chain.future.result() if chain.future is not None and not chain.future.cancelled() else None
+            pending = chain.retry_due is not None or (done is not None and done.retry_due is not None)
             del self.chains[job_id]
             self._clear_retry(job_id)
-            self.log.info("job %s %s: its pending retry is cancelled", job_id, why)
+            if pending:  # the chain ends failed here: its one ERROR line (SPEC §6)
+                logs.log_final_failure(self.log, job_id, f"{why}; its pending retry is cancelled")
 
     def _clear_retry(self, job_id: str) -> None:
         self.saved_retry.discard(job_id)
@@ -728,10 +732,10 @@ class Daemon:
                     chain.retry_due = result.retry_due
                     heapq.heappush(self.heap, (result.retry_due, next(self.seq), RETRY, job_id, chain.token))
                     continue
-                # Paused or removed while the attempt ran: the retry it saved is void.
+                # Paused or removed while the attempt ran: the retry it saved is void, the chain ends failed.
                 del self.chains[job_id]
                 self._clear_retry(job_id)
-                self.log.info("job %s: its pending retry is cancelled (paused or removed while it ran)", job_id)
+                logs.log_final_failure(self.log, job_id, "paused or removed while its attempt ran; its retry is cancelled")
                 self._next_from_backlog(job_id)
                 continue
             del self.chains[job_id]

@@ -194,3 +194,118 @@ def test_lines_that_do_not_name_their_job_end_with_its_id(logger, tmp_path):
         "🔄 AUTO CRAWL FAILED: exit code 1 [flaky]",
         "❌ Max retries reached for job flaky",
     ]
+
+
+# --- one ERROR line per failed chain, whatever ended it (SPEC §6) ------------------------------
+
+FAILING = ('[[jobs]]\nid = "f"\nname = "f"\nevery = "1h"\ncommand = "false"\nstart_date = 2025-01-01\n'
+           "max_retries = 2\nretry_delay = 60\n")
+OTHER = '[[jobs]]\nid = "k"\nname = "k"\nat = "10:00"\ncommand = "true"\nstart_date = 2025-01-01\n'
+START = datetime(2025, 11, 8, 9, 0, tzinfo=ZoneInfo("UTC"))
+
+
+def _error_lines(home: Path) -> list[str]:
+    return [line for line in lines(logs.log_file(home)) if " - ERROR - " in line]
+
+
+def _loop_daemon(home: Path, body: str):
+    from test_daemon_loop import make_daemon, write_jobs
+
+    from daemon_helpers import FakeClock
+
+    write_jobs(home, body)
+    clock = FakeClock(START)
+    return make_daemon(home, clock), clock
+
+
+def _waiting_for_retry(home: Path, body: str = FAILING):
+    """A daemon whose job ``f`` failed its first attempt and waits 60 s for its retry."""
+    from test_daemon_loop import run_until
+
+    d, clock = _loop_daemon(home, body + "\n" + OTHER)
+    d.start()
+    run_until(d, clock, datetime(2025, 11, 8, 9, 0, 1, tzinfo=ZoneInfo("UTC")))
+    assert d.chains["f"].retry_due is not None
+    return d, clock
+
+
+def _end_by_spending_the_retries(home):
+    from test_daemon_loop import run_until
+
+    d, clock = _waiting_for_retry(home)
+    run_until(d, clock, datetime(2025, 11, 8, 9, 5, tzinfo=ZoneInfo("UTC")))
+
+
+def _end_by_the_next_run_being_due(home):
+    from test_daemon_loop import run_until
+
+    d, clock = _loop_daemon(home, FAILING.replace("retry_delay = 60", "retry_delay = 7200"))
+    d.start()
+    run_until(d, clock, datetime(2025, 11, 8, 9, 0, 1, tzinfo=ZoneInfo("UTC")))
+
+
+def _end_by_pausing_while_the_retry_waits(home):
+    from test_daemon_loop import write_jobs
+
+    d, _ = _waiting_for_retry(home)
+    write_jobs(home, FAILING + "paused = true\n\n" + OTHER)
+    d.reload(force=True)
+
+
+def _end_by_removing_while_the_retry_waits(home):
+    from test_daemon_loop import write_jobs
+
+    d, _ = _waiting_for_retry(home)
+    write_jobs(home, OTHER)
+    d.reload(force=True)
+
+
+def _end_by_removing_while_the_daemon_was_down(home):
+    from test_daemon_loop import make_daemon, write_jobs
+
+    d, clock = _waiting_for_retry(home)
+    d.shutdown()
+    write_jobs(home, OTHER)
+    make_daemon(home, clock).start()
+
+
+def _end_by_the_next_run_being_due_while_the_daemon_was_down(home):
+    from test_daemon_loop import make_daemon
+
+    d, clock = _waiting_for_retry(home)
+    d.shutdown()
+    clock.advance(2 * 3600)
+    make_daemon(home, clock).start()
+
+
+def _end_by_an_interrupted_last_attempt(home):
+    """The process running the last attempt died (SIGKILL): the next daemon closes the row."""
+    import subprocess
+    import sys
+
+    from crawlsched.state import State
+
+    d, clock = _loop_daemon(home, FAILING.replace("max_retries = 2", "max_retries = 0") + "\n" + OTHER)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    state = State(home / "crawlsched.db").open()
+    state.start_attempt("f", START.timestamp() - 5, 1, 1, trigger="schedule", started_at=START.timestamp() - 5,
+                        pid=dead.pid)
+    state.close()
+    d.start()
+
+
+@pytest.mark.parametrize("end", [
+    _end_by_spending_the_retries,
+    _end_by_the_next_run_being_due,
+    _end_by_pausing_while_the_retry_waits,
+    _end_by_removing_while_the_retry_waits,
+    _end_by_removing_while_the_daemon_was_down,
+    _end_by_the_next_run_being_due_while_the_daemon_was_down,
+    _end_by_an_interrupted_last_attempt,
+], ids=lambda f: f.__name__.removeprefix("_end_by_"))
+def test_a_failed_chain_writes_exactly_one_error_line(logger, tmp_path, end):
+    end(tmp_path)
+    errors = _error_lines(tmp_path)
+    assert len(errors) == 1, errors
+    assert "job f" in errors[0] or "Job f " in errors[0]
