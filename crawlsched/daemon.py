@@ -42,11 +42,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from crawlsched import __version__, logs, recovery, systemd, timing
-from crawlsched.errors import CrawlschedError, JobFileError
+from crawlsched.errors import ChainBusy, CrawlschedError, JobFileError
 from crawlsched.executor import Burst, Executor, InlineExecutor, WarmPool
 from crawlsched.model import Job, JobFile, RunStatus, ScheduleKind
 from crawlsched.runner import AttemptResult, AttemptRunner
-from crawlsched.state import State
+from crawlsched.state import CLAIM_DAEMON, State
 from crawlsched.store import FileKey, JobStore
 
 __all__ = ["Burst", "Chain", "Daemon", "DaemonLockError", "Executor", "InlineExecutor", "Waker", "WarmPool", "trim_memory"]
@@ -170,7 +170,7 @@ class Daemon:
         self.grace = grace
         self.notify = notify
         self.pid = os.getpid()
-        self.runner = AttemptRunner(state, home, log, clock=clock, environ=environ)
+        self.runner = AttemptRunner(state, home, log, clock=clock, environ=environ, claim=CLAIM_DAEMON)
         self._executor = executor
         self._pool_size = 0
         self.heap: list[tuple[float, int, str, str, int]] = []
@@ -207,6 +207,7 @@ class Daemon:
         self.wake_for_fire = False  # the next wake is for a fire or retry: wait precisely (Waker.wait)
         self.owns_process = False  # run() was called: the process is the daemon's (its GC, its signals)
         self.saved_retry: set[str] = set()  # jobs whose retry row may still be in the database
+        self.unclaim: set[str] = set()  # jobs whose chain ended: their claim is released once per turn
 
     # --- life cycle ----------------------------------------------------------
 
@@ -271,6 +272,8 @@ class Daemon:
             self._duty_poll_file()
         self._step("collecting finished attempts", self._drain_inbox)
         self._step("firing due jobs", lambda: self.fire_due(self.clock()))  # jobs first: a duty due at the same moment can wait
+        if self.unclaim:
+            self._step("releasing the claims of ended chains", self._release_claims)
         if self.duties is not None:
             self._step("periodic duties", self.duties.run_pending)
         wait = self._step("planning the next wake", lambda: self._wait_time(self.clock()))
@@ -329,6 +332,10 @@ class Daemon:
                         chain.cancel.set()
                 wait_futures(still, timeout=CANCEL_WAIT)
         self._drain_inbox(rearm=False)
+        try:
+            self._release_claims()
+        except Exception as exc:  # a dead owner's claim is stale anyway
+            self.log.error("could not release the claims of ended chains: %s", exc)
         now = self.clock()
         try:
             self.state.daemon_update(heartbeat=now, stopped_at=now, handled_until=self._handled_until(now))
@@ -518,7 +525,7 @@ class Daemon:
             # A retry is pending: set by the loop, or saved by an attempt whose result is not collected yet.
             done = chain.future.result() if chain.future is not None and not chain.future.cancelled() else None
             pending = chain.retry_due is not None or (done is not None and done.retry_due is not None)
-            del self.chains[job_id]
+            self._end_chain(job_id)
             self._clear_retry(job_id)
             if pending:  # the chain ends failed here: its one ERROR line (SPEC §6)
                 logs.log_final_failure(self.log, job_id, f"{why}; its pending retry is cancelled")
@@ -548,11 +555,15 @@ class Daemon:
     def _recover(self, now: float) -> None:
         """Account for what a dead daemon left: running rows and pending retries."""
         recovery.settle_stale_runs(self.state, self.jobs, self.home, self.pid, now, self.log)
-        for retry in recovery.retries_to_resume(self.state, self.jobs, self.anchors, now, self.log):
+        resumed = recovery.retries_to_resume(self.state, self.jobs, self.anchors, now, self.log)
+        for retry in resumed:
             chain = Chain(retry.scheduled_for, retry.trigger, retry.next_attempt, next(self.tokens), retry_due=retry.due_at)
             self.chains[retry.job_id] = chain
             self.saved_retry.add(retry.job_id)
             heapq.heappush(self.heap, (retry.due_at, next(self.seq), RETRY, retry.job_id, chain.token))
+        # A chain waiting for its retry is ours: `crawlsched run` refuses it meanwhile. One held by a
+        # live `run` (started while no daemon was up) is checked again when the retry is due.
+        self.state.claim_chains([r.job_id for r in resumed], CLAIM_DAEMON, self.pid, self.runner.ident, now)
 
     def _catch_up(self, job: Job, now: float, previous: dict[str, Any], seen: Any) -> None:
         """Fires missed while the daemon was down: recorded as missed; the catch-up policy runs some."""
@@ -634,7 +645,7 @@ class Daemon:
                     self.log.exception("job %s: its %s failed inside crawlsched", job_id, "retry" if kind == RETRY else "fire")
                     chain = self.chains.get(job_id)
                     if chain is not None and chain.future is None and chain.retry_due is None:
-                        del self.chains[job_id]  # never submitted: a later fire starts a new chain
+                        self._end_chain(job_id)  # never submitted: a later fire starts a new chain
                 finally:
                     if gate is not None and not submitted:
                         gate.arrive()  # nothing will arrive for it
@@ -690,22 +701,43 @@ class Daemon:
         result: AttemptResult | None = None
         try:
             other = self.state.running_elsewhere(job.id, self.pid)
-            if other is not None:
-                self.state.record_not_run(job.id, chain.scheduled_for, RunStatus.SKIPPED.value,
-                                          f"skipped: running in another process (pid {other.owner_pid})", now=self.clock())
-                result = AttemptResult(job.id, chain.scheduled_for, attempt, RunStatus.SKIPPED.value, "running elsewhere")
-                if attempt > 1:
-                    self.state.clear_retry(job.id)  # the chain ends here: its saved retry goes too
-            else:
-                result = self.runner.attempt(job, chain.scheduled_for, attempt, trigger=chain.trigger, cancel=chain.cancel,
-                                             still_wanted=lambda: self._wanted(job.id, chain), anchor=self.anchors.get(job.id),
-                                             started_at=started)
+            busy = f"running in another process (pid {other.owner_pid})" if other is not None else None
+            if busy is None:
+                try:
+                    result = self.runner.attempt(job, chain.scheduled_for, attempt, trigger=chain.trigger, cancel=chain.cancel,
+                                                 still_wanted=lambda: self._wanted(job.id, chain), anchor=self.anchors.get(job.id),
+                                                 started_at=started)
+                except ChainBusy as exc:  # a `crawlsched run` of it holds its chain
+                    busy = exc.claim.describe(job.timezone)
+            if busy is not None:
+                result = self._skip_busy(job, chain, attempt, busy)
         except Exception:
             self.log.exception("attempt %d of job %s failed inside crawlsched", attempt, job.id)
         finally:
             self.inbox.put((job.id, chain.token, result))
             self.wake.set()
         return result
+
+    def _skip_busy(self, job: Job, chain: Chain, attempt: int, busy: str) -> AttemptResult:
+        """Another process runs this job (a `crawlsched run`): the fire, or the retry, is recorded skipped."""
+        self.state.record_not_run(job.id, chain.scheduled_for, RunStatus.SKIPPED.value,
+                                  f"skipped: {busy} (runs of one job never overlap)", now=self.clock())
+        self.log.warning("job %s: %s for %s skipped: %s", job.id, "fire" if attempt == 1 else f"attempt {attempt}",
+                         timing.format_local(timing.from_epoch(chain.scheduled_for), job.timezone), busy)
+        if attempt > 1:
+            self.state.clear_retry(job.id)  # the chain ends here, failed: its saved retry goes too
+            logs.log_final_failure(self.log, job.id, f"its retry was skipped: {busy}")
+        return AttemptResult(job.id, chain.scheduled_for, attempt, RunStatus.SKIPPED.value, busy)
+
+    def _end_chain(self, job_id: str) -> None:
+        del self.chains[job_id]
+        self.unclaim.add(job_id)
+
+    def _release_claims(self) -> None:
+        """Drop the claims of chains that ended (not of one a new chain of the job holds again)."""
+        ended = [job_id for job_id in self.unclaim if job_id not in self.chains]
+        self.unclaim.clear()
+        self.state.release_chains(ended, CLAIM_DAEMON, self.pid)
 
     def _wanted(self, job_id: str, chain: Chain) -> bool:
         job = self.jobs.get(job_id)
@@ -733,12 +765,12 @@ class Daemon:
                     heapq.heappush(self.heap, (result.retry_due, next(self.seq), RETRY, job_id, chain.token))
                     continue
                 # Paused or removed while the attempt ran: the retry it saved is void, the chain ends failed.
-                del self.chains[job_id]
+                self._end_chain(job_id)
                 self._clear_retry(job_id)
                 logs.log_final_failure(self.log, job_id, "paused or removed while its attempt ran; its retry is cancelled")
                 self._next_from_backlog(job_id)
                 continue
-            del self.chains[job_id]
+            self._end_chain(job_id)
             if rearm:
                 self._next_from_backlog(job_id)
 

@@ -74,8 +74,9 @@ class AttemptRunner:
 
     def __init__(self, state: State, home: Path, log: logging.Logger, *,
                  clock: Callable[[], float] = time.time, environ: Mapping[str, str] | None = None,
-                 persist_retries: bool = True) -> None:
+                 persist_retries: bool = True, claim: str | None = None) -> None:
         self.state = state
+        self.claim = claim  # the owner kind each attempt claims the job's chain as (state.CLAIM_*)
         self.home = Path(home)
         self.log = log
         self.clock = clock
@@ -95,8 +96,8 @@ class AttemptRunner:
         started = started_at if started_at is not None else self.clock()
         run_id = self.state.start_attempt(
             job.id, scheduled_for, attempt, job.max_attempts, trigger=trigger, started_at=started, pid=self.pid,
-            ident=self.ident,
-        )
+            ident=self.ident, claim=self.claim,
+        )  # raises ChainBusy, writing nothing, when another live process holds the job's chain
         if run_id is None:
             self.log.warning("attempt %d of job %s for %s exists already; not running it twice",
                              attempt, job.id, timing.format_local(timing.from_epoch(scheduled_for), job.timezone))
@@ -265,11 +266,32 @@ def run_foreground(job: Job, state: State, home: Path, log: logging.Logger, *,
     process group is stopped and the row closed as ``interrupted``.
     """
     from crawlsched.errors import JobBusy
+    from crawlsched.state import CLAIM_RUN
 
-    other = state.running_elsewhere(job.id, os.getpid())
+    pid = os.getpid()
+    ident = procs.identity(pid)
+    other = state.running_elsewhere(job.id, pid)
     if other is not None:
         raise JobBusy(f"job {job.id} is running in another process (pid {other.owner_pid}); not starting it twice")
-    runner = AttemptRunner(state, home, log, clock=clock, persist_retries=False)
+    # The whole chain, its retry waits included, is claimed: the daemon skips (and records)
+    # a fire of this job until it ends; a daemon's chain that runs or waits for its retry
+    # makes this refuse. Checked and taken in one transaction; a dead owner's claim is stale.
+    blocker = state.claim_chain(job.id, CLAIM_RUN, pid, ident, clock())
+    if blocker is not None:
+        raise JobBusy(f"job {job.id} is busy: {blocker.describe(job.timezone)}; not starting it twice"
+                      " (runs of one job never overlap)")
+    try:
+        return _run_chain(job, state, home, log, progress, wait, clock, cancel)
+    finally:
+        state.release_chains([job.id], CLAIM_RUN, pid)
+
+
+def _run_chain(job: Job, state: State, home: Path, log: logging.Logger, progress: Callable[[str], None],
+               wait: Callable[[float], bool] | None, clock: Callable[[], float],
+               cancel: threading.Event | None) -> AttemptResult:
+    from crawlsched.state import CLAIM_RUN
+
+    runner = AttemptRunner(state, home, log, clock=clock, persist_retries=False, claim=CLAIM_RUN)
     stop = cancel if cancel is not None else threading.Event()
     sleeper = wait or (lambda seconds: stop.wait(seconds))
     scheduled_for = round(clock(), 3)
