@@ -94,6 +94,16 @@ class ChainBusy(JobBusy):
         super().__init__(message)
 
 
+class DemoFailed(CrawlschedError):
+    """``crawlsched demo``: its daemon stopped on its own; ``tail`` holds its last lines."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, tail: list[str]) -> None:
+        self.tail = tail
+        super().__init__(message)
+
+
 class StateError(CrawlschedError):
     """The state database cannot be used."""
 

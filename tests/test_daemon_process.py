@@ -265,3 +265,45 @@ def test_command_job_gets_its_environment(home):
     row = runs(home)[0]
     assert row["message"].startswith("env 1 ")
     assert os.path.exists(row["output"])
+
+
+# --- demo ---------------------------------------------------------------------------------------
+
+CONSOLE_SCRIPT = str(Path(__import__("sys").executable).parent / "crawlsched")  # what a person runs
+
+
+def _demo(tmp_path: Path, *args: str, cwd: Path | None = None) -> __import__("subprocess").Popen:
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRAWLSCHED_")}
+    return subprocess.Popen([CONSOLE_SCRIPT, "demo", "--dir", str(tmp_path / "demo"), *args], cwd=cwd or tmp_path,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_demo_started_beside_a_folder_named_crawlsched_runs_the_installed_daemon(tmp_path):
+    shadow = tmp_path / "project"
+    (shadow / "crawlsched").mkdir(parents=True)
+    (shadow / "crawlsched" / "__init__.py").write_text("")  # someone's own package of that name
+    demo = _demo(tmp_path, "--seconds", "5", cwd=shadow)
+    out, err = demo.communicate(timeout=90)
+    assert demo.returncode == 0, out + err
+    assert [r for r in runs(tmp_path / "demo") if r["job_id"] == "healthy" and r["status"] == "success"], out + err
+    assert "Look around" in out
+
+
+def test_demo_whose_daemon_dies_exits_1_with_the_daemons_last_lines(tmp_path):
+    demo = _demo(tmp_path, "--seconds", "60")
+    lock = tmp_path / "demo" / ".crawlsched-daemon.lock"
+    try:
+        pid = wait_for(lambda: lock.exists() and lock.read_text().strip(), 30, "the demo's daemon to start")
+        wait_for(lambda: runs(tmp_path / "demo"), 30, "the demo's first attempt")
+        os.kill(int(pid), signal.SIGKILL)
+        out, err = demo.communicate(timeout=30)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.communicate()
+    assert demo.returncode == 1, out + err
+    assert "the demo's daemon stopped" in err and "signal 9" in err, err
+    assert "crawlsched daemon ready" in err, "its last lines are shown"
+    assert "Look around" not in out
