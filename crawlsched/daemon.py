@@ -208,6 +208,7 @@ class Daemon:
         self.owns_process = False  # run() was called: the process is the daemon's (its GC, its signals)
         self.saved_retry: set[str] = set()  # jobs whose retry row may still be in the database
         self.unclaim: set[str] = set()  # jobs whose chain ended: their claim is released once per turn
+        self.status_sent: str | None = None  # the last STATUS= told to systemd
 
     # --- life cycle ----------------------------------------------------------
 
@@ -232,7 +233,7 @@ class Daemon:
         self.state.daemon_update(ready_at=self.clock(), config_ok=1, config_error=None, http=self.http_url, **self._next_info())
         self.started = True
         self.notify("READY=1")
-        self.notify(f"STATUS={self._status_text()}")
+        self._send_status()
         self.log.info("crawlsched daemon ready: %d jobs, home %s (pid %d)", len(self.jobs), self.home, self.pid)
 
     def run(self) -> int:
@@ -274,6 +275,8 @@ class Daemon:
         self._step("firing due jobs", lambda: self.fire_due(self.clock()))  # jobs first: a duty due at the same moment can wait
         if self.unclaim:
             self._step("releasing the claims of ended chains", self._release_claims)
+        if self.started:
+            self._step("telling systemd the status", self._send_status)  # only when it changed
         if self.duties is not None:
             self._step("periodic duties", self.duties.run_pending)
         wait = self._step("planning the next wake", lambda: self._wait_time(self.clock()))
@@ -438,7 +441,7 @@ class Daemon:
             self.bad_key = key
             self.config_error = str(exc)
             self.state.daemon_update(config_ok=0, config_error=str(exc))
-            self.notify(f"STATUS=job file error: {exc}")
+            self._send_status()
             return False
         self.bad_key = None
         self.config_error = None
@@ -448,7 +451,7 @@ class Daemon:
         self._settle_memory()
         self.state.daemon_update(config_ok=1, config_error=None, **self._next_info())
         self.log.info("job file reloaded: %d jobs", len(self.jobs))
-        self.notify(f"STATUS={self._status_text()}")
+        self._send_status()
         return True
 
     def _file_missing(self) -> None:
@@ -458,8 +461,8 @@ class Daemon:
         if self.config_error != message:
             self.log.error("job file not applied, keeping the last good jobs: %s", message)
             self.state.daemon_update(config_ok=0, config_error=message)
-            self.notify(f"STATUS=job file error: {message}")
         self.config_error = message
+        self._send_status()
         self.applied_key = None  # any file that appears is read again
         self.bad_key = None
 
@@ -876,12 +879,29 @@ class Daemon:
         return {"next_job": fires[0][3], "next_due": fires[0][0]}
 
     def _status_text(self) -> str:
-        info = self._next_info()
-        if info["next_job"]:
-            job = self.jobs.get(info["next_job"])
-            when = timing.format_local(timing.from_epoch(info["next_due"]), job.timezone if job else "UTC")
-            return f"{len(self.jobs)} jobs; next: {info['next_job']} at {when}"
-        return f"{len(self.jobs)} jobs; nothing due"
+        """``systemctl status``'s line: what the daemon does now and next (SPEC §6: it follows every change)."""
+        self._clean_top()
+        head = f"{len(self.jobs)} jobs"
+        if self.heap:
+            due, _, kind, job_id, _ = self.heap[0]
+            job = self.jobs.get(job_id)
+            when = timing.format_local(timing.from_epoch(due), job.timezone if job else "UTC")
+            what = f"{job_id} (retry)" if kind == RETRY else job_id
+            text = f"{head}; next: {what} at {when}"
+        else:
+            text = f"{head}; nothing due"
+        if self.config_error:
+            text = f"job file error: {self.config_error}; {text}"
+        return " ".join(text.split())  # one line: a newline would start another assignment
+
+    def _send_status(self) -> None:
+        """``STATUS=`` to systemd when it changed since the last one sent (a no-op outside systemd)."""
+        if self.notify is systemd.notify and not os.environ.get("NOTIFY_SOCKET"):
+            return  # not under systemd: not even the text is worth building, once per turn
+        text = self._status_text()
+        if text != self.status_sent:
+            self.status_sent = text
+            self.notify(f"STATUS={text}")
 
 
 def settle_memory() -> None:

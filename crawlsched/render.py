@@ -93,19 +93,28 @@ def status_dict(row: Mapping[str, Any] | None, jobfile: JobFile | None, now: dat
                 job_count: int | None = None, state_error: str | None = None) -> dict[str, Any]:
     """``crawlsched status --json`` and ``GET /api/scheduler/status``: one shape, built here for both.
 
-    ``row`` is the daemon's row (None when it is not known to be up); its next job wins, else
-    the earliest next run among the unpaused jobs of ``jobfile`` (ties: the first in the file).
+    ``row`` is the daemon's row (None when it is not known to be up). What is next is worked
+    out as of ``now`` (SPEC §6), not taken from the daemon's last heartbeat: the earliest of
+    the unpaused jobs' next runs and pending retries (ties: the first in the file). Only
+    without a job file does the daemon's row say, and only a time not yet past.
     ``job_count`` (the API's) and ``state_error`` (the database could not be read) appear only when given.
     """
     local = timing.machine_timezone()
     next_job, next_at = None, None
-    if row is not None and row.get("next_job"):
-        next_job, next_at = row["next_job"], timing.from_epoch(row.get("next_due"))
-    elif jobfile is not None:
-        upcoming = [(v.next_run, j.id) for j in jobfile.jobs if not j.paused
-                    and (v := view(j, states.get(j.id), now)).next_run is not None]  # fmt: skip
+    if jobfile is not None:
+        upcoming = []
+        for j in jobfile.jobs:
+            if j.paused:
+                continue
+            st = states.get(j.id)
+            if (v := view(j, st, now)).next_run is not None:
+                upcoming.append((v.next_run, j.id))
+            if st is not None and st.retry is not None:
+                upcoming.append((timing.from_epoch(st.retry.due_at), j.id))
         if upcoming:
             next_at, next_job = min(upcoming, key=lambda item: item[0])
+    elif row is not None and row.get("next_job") and (row.get("next_due") or 0) >= now.timestamp():
+        next_job, next_at = row["next_job"], timing.from_epoch(row.get("next_due"))
     known = jobfile.find(next_job) if jobfile is not None and next_job is not None else None
     next_tz = known.timezone if known is not None else local
     started = timing.from_epoch(row.get("started_at")) if row else None

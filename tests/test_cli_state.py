@@ -232,14 +232,14 @@ def test_status_reports_a_broken_file_when_the_daemon_is_down(cli, tmp_home):
     assert result.json()["config_error"].startswith("jobs.toml:3:")
 
 
-def test_status_with_a_live_daemon_is_exit_0(cli, state, fake_daemon):
-    add(cli, "Next")
+def test_status_with_a_live_daemon_is_exit_0(cli, state, fake_daemon, monkeypatch):
+    add(cli, "Next", "--start", "2026-11-30")
     state.daemon_update(config_ok=1, config_error=None, next_job="next", next_due=T0)
-    result = cli("status", "--json")
+    result = _status_json(cli, monkeypatch)
     assert result.exit_code == 0, result.output
     data = result.json()
     assert data["running"] is True and data["pid"] == fake_daemon.pid and data["config_ok"] is True
-    assert data["next_job"] == "next" and data["next_run"] == "2026-12-01 09:05:00"
+    assert data["next_job"] == "next" and data["next_run"] == "2026-11-30 09:05:00"
     assert data["started_at"] is not None and data["heartbeat"] is not None
     assert f"pid {fake_daemon.pid}" in cli("status").stdout
 
@@ -344,19 +344,37 @@ def test_status_json_is_exactly_as_before_without_a_daemon(cli, tmp_home, monkey
 
 
 def test_status_json_is_exactly_as_before_with_a_daemon(cli, tmp_home, state, fake_daemon, monkeypatch):
-    add(cli, "Next")
+    add(cli, "Next", "--start", "2026-11-30")
     state.daemon_update(config_ok=0, config_error="jobs.toml:1: broken", next_job="next", next_due=T0,
                         http="http://127.0.0.1:5000")
     monkeypatch.setattr("crawlsched.cli.show.live_daemon", lambda st, now, home=None: st.daemon())  # up, whatever the lock
-    result = cli("status", "--json")
+    result = _status_json(cli, monkeypatch)
     assert result.exit_code == 0, result.output
     data = result.json()
     assert {k: data[k] for k in ("running", "pid", "host", "version", "http", "config_ok", "config_error",
                                  "next_job", "next_run", "next_run_iso")} == {
         "running": True, "pid": fake_daemon.pid, "host": data["host"], "version": "0.1.0",
         "http": "http://127.0.0.1:5000", "config_ok": False, "config_error": "jobs.toml:1: broken",
-        "next_job": "next", "next_run": "2026-12-01 09:05:00", "next_run_iso": "2026-12-01T09:05:00+07:00"}
+        "next_job": "next", "next_run": "2026-11-30 09:05:00", "next_run_iso": "2026-11-30T09:05:00+07:00"}
     assert "state_error" not in data and "job_count" not in data
+
+
+def test_status_says_what_is_next_as_of_now_not_as_of_the_daemons_last_heartbeat(cli, state, fake_daemon, monkeypatch):
+    add(cli, "Next", "--start", "2026-11-30")  # 09:05 Jakarta = 02:05 UTC
+    # The row's "next" was written at a heartbeat a day ago: a time long past.
+    state.daemon_update(next_job="next", next_due=FIXED_NOW.timestamp() - 86400)
+    data = _status_json(cli, monkeypatch).json()
+    assert (data["next_job"], data["next_run_iso"]) == ("next", "2026-11-30T09:05:00+07:00")
+
+
+def test_status_next_is_a_pending_retry_when_it_comes_first(cli, state, fake_daemon, monkeypatch):
+    add(cli, "Next", "--start", "2026-11-30")
+    job_id = add(cli, "Retrying", "--start", "2026-11-30", "--at", "23:00")
+    due = FIXED_NOW.timestamp() + 60  # 08:01 Jakarta, before Next's 09:05
+    attempt(state, job_id, "failed", at=FIXED_NOW.timestamp() - 600,
+            retry=Retry(job_id, FIXED_NOW.timestamp() - 600, 2, 4, due, "schedule"))
+    data = _status_json(cli, monkeypatch).json()
+    assert (data["next_job"], data["next_run_iso"]) == (job_id, "2026-11-30T08:01:00+07:00")
 
 
 def test_status_with_a_corrupt_database_is_down_with_the_error(cli, tmp_home):

@@ -307,3 +307,36 @@ def test_demo_whose_daemon_dies_exits_1_with_the_daemons_last_lines(tmp_path):
     assert "the demo's daemon stopped" in err and "signal 9" in err, err
     assert "crawlsched daemon ready" in err, "its last lines are shown"
     assert "Look around" not in out
+
+
+# --- what is next, as of now (SPEC §6) ---------------------------------------------------------
+
+
+def test_systemd_status_follows_every_fire_and_status_says_what_is_next_as_of_now(home, target):
+    import socket
+    import tempfile
+    from datetime import datetime
+
+    write_jobs(home, f'[[jobs]]\nid = "tick"\nname = "tick"\nevery = "2s"\nurl = "{target.url("/ok")}"\n')
+    with tempfile.TemporaryDirectory(prefix="sd") as folder, socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        path = os.path.join(folder, "notify")  # a real datagram socket standing in for systemd's
+        sock.bind(path)
+        sock.settimeout(0.2)
+        d = DaemonProcess(home, env={"NOTIFY_SOCKET": path}).start()
+        try:
+            statuses: list[str] = []
+            deadline = time.monotonic() + 15
+            while len(set(statuses)) < 3 and time.monotonic() < deadline:
+                try:
+                    message = sock.recv(4096).decode()
+                except socket.timeout:
+                    continue
+                statuses += [line for line in message.split("\n") if line.startswith("STATUS=")]
+            assert len(set(statuses)) >= 3, statuses
+            assert all(s.startswith("STATUS=1 jobs; next: tick at ") for s in statuses), statuses
+            data = json.loads(cli(home, "status", "--json", check=True).stdout)
+        finally:
+            assert d.stop() == 0
+    assert data["next_job"] == "tick"
+    ahead = datetime.fromisoformat(data["next_run_iso"]).timestamp() - time.time()
+    assert -0.5 < ahead <= 2.5, f"next run {data['next_run_iso']} is not the next 2 s fire from now"

@@ -181,7 +181,7 @@ def _status(now: datetime) -> dict[str, Any]:
         config_ok, config_error = bool(row["config_ok"]), row.get("config_error")
     states: dict[str, Any] = {}
     store = None
-    if jobfile is not None and not (row and row.get("next_job")):
+    if jobfile is not None:  # what is next, as of now: from the job file and the state
         if state is not None:
             try:
                 states = state.job_states([j.id for j in jobfile.jobs])
