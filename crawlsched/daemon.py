@@ -218,6 +218,9 @@ class Daemon:
         self.state.open(recover_corrupt=True)
         jobfile = self.store.load()  # a bad file at start is fatal: JobFileError
         self.applied_key = self.store.stat_key()
+        if self.applied_key is None:  # not an error (it may come later), but never a silent "0 jobs"
+            self.log.warning("job file %s does not exist: no jobs until it is created (it is read as soon as it is)",
+                             self.store.path)
         now = self.clock()
         previous = self.state.daemon_started(self.pid, socket.gethostname(), __version__, now)
         self._apply(jobfile, now, previous=previous)

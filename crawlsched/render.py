@@ -90,14 +90,16 @@ def view(job: Job, state: JobState | None, now: datetime) -> JobView:
 def status_dict(row: Mapping[str, Any] | None, jobfile: JobFile | None, now: datetime, *,
                 states: Mapping[str, JobState], running: bool, pid: int | None, http: str | None,
                 config_ok: bool, config_error: str | None, jobs_file: str, home: str,
-                job_count: int | None = None, state_error: str | None = None) -> dict[str, Any]:
+                job_count: int | None = None, state_error: str | None = None,
+                jobs_file_missing: bool = False) -> dict[str, Any]:
     """``crawlsched status --json`` and ``GET /api/scheduler/status``: one shape, built here for both.
 
     ``row`` is the daemon's row (None when it is not known to be up). What is next is worked
     out as of ``now`` (SPEC §6), not taken from the daemon's last heartbeat: the earliest of
     the unpaused jobs' next runs and pending retries (ties: the first in the file). Only
     without a job file does the daemon's row say, and only a time not yet past.
-    ``job_count`` (the API's) and ``state_error`` (the database could not be read) appear only when given.
+    ``job_count`` (the API's), ``state_error`` (the database could not be read) and
+    ``jobs_file_missing`` (no job file: no jobs, not an error) appear only when given.
     """
     local = timing.machine_timezone()
     next_job, next_at = None, None
@@ -142,6 +144,8 @@ def status_dict(row: Mapping[str, Any] | None, jobfile: JobFile | None, now: dat
         "jobs_file": jobs_file,
         "home": home,
     })
+    if jobs_file_missing:
+        out["jobs_file_missing"] = True
     if state_error is not None:
         out["state_error"] = state_error
     return out
@@ -399,5 +403,6 @@ def status_lines(status: Mapping[str, Any]) -> list[str]:
     else:
         lines.append("next: nothing scheduled")
     lines.append("config: ok" if status["config_ok"] else f"config: ERROR {status['config_error']}")
-    lines.append(f"jobs file: {status['jobs_file']}")
+    missing = " (missing: no jobs until it is created)" if status.get("jobs_file_missing") else ""
+    lines.append(f"jobs file: {status['jobs_file']}{missing}")
     return lines

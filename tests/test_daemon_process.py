@@ -340,3 +340,17 @@ def test_systemd_status_follows_every_fire_and_status_says_what_is_next_as_of_no
     assert data["next_job"] == "tick"
     ahead = datetime.fromisoformat(data["next_run_iso"]).timestamp() - time.time()
     assert -0.5 < ahead <= 2.5, f"next run {data['next_run_iso']} is not the next 2 s fire from now"
+
+
+def test_a_missing_job_file_at_start_is_a_warning_naming_it_and_status_shows_it(home):
+    d = DaemonProcess(home).start()  # no jobs.toml in the home
+    try:
+        data = json.loads(cli(home, "status", "--json", check=True).stdout)
+        text = cli(home, "status", check=True).stdout
+    finally:
+        assert d.stop() == 0
+    path = str(home / "jobs.toml")
+    assert any(" - WARNING - " in line and path in line for line in d.output().splitlines()), d.output()
+    assert data["running"] is True and data["config_ok"] is True and data["config_error"] is None
+    assert data["jobs_file_missing"] is True
+    assert f"jobs file: {path} (missing" in text, text

@@ -192,7 +192,8 @@ def _status(now: datetime) -> dict[str, Any]:
     data = render.status_dict(
         row, jobfile, now, states=states, running=row is not None or pid is not None, pid=pid,
         http=row.get("http") if row else None, config_ok=config_ok, config_error=config_error,
-        jobs_file=str(env().jobs_file), home=str(env().home), state_error=state_error)
+        jobs_file=str(env().jobs_file), home=str(env().home), state_error=state_error,
+        jobs_file_missing=not env().jobs_file.exists())
     if store is not None:
         store.save_fire_memo(now.timestamp())
     return data
