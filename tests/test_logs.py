@@ -295,8 +295,48 @@ def _end_by_an_interrupted_last_attempt(home):
     d.start()
 
 
+def _end_by_a_permanent_failure(home):
+    from http.server import BaseHTTPRequestHandler
+
+    from daemon_helpers import LocalServer
+    from test_daemon_loop import run_until
+
+    class NotFound(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = LocalServer()
+    server._serve(NotFound)
+    try:
+        d, clock = _loop_daemon(home, FAILING.replace('command = "false"', f'url = "{server.url("/gone")}"'))
+        d.start()
+        run_until(d, clock, datetime(2025, 11, 8, 9, 0, 1, tzinfo=ZoneInfo("UTC")))
+    finally:
+        server.close()
+
+
+def _end_by_a_run_holding_the_chain_when_the_retry_is_due(home):
+    import os
+
+    from crawlsched import procs
+    from crawlsched.state import CLAIM_RUN
+    from test_daemon_loop import run_until
+
+    d, clock = _waiting_for_retry(home)
+    d.state.release_chains(["f"], "daemon", d.pid)  # as if the daemon had been killed, and ...
+    assert d.state.claim_chain("f", CLAIM_RUN, os.getpid(), procs.identity(os.getpid()), clock.time()) is None  # ... `run` began
+    run_until(d, clock, datetime(2025, 11, 8, 9, 5, tzinfo=ZoneInfo("UTC")))
+
+
 @pytest.mark.parametrize("end", [
     _end_by_spending_the_retries,
+    _end_by_a_permanent_failure,
+    _end_by_a_run_holding_the_chain_when_the_retry_is_due,
     _end_by_the_next_run_being_due,
     _end_by_pausing_while_the_retry_waits,
     _end_by_removing_while_the_retry_waits,
