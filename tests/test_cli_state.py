@@ -403,3 +403,33 @@ def test_status_with_a_corrupt_database_but_a_held_daemon_lock_is_up(cli, tmp_ho
         proc.kill()
         proc.wait()
         proc.stdout.close()
+
+
+# --- run: a job never overlaps itself (the real two-process scenarios: tests/reliability/test_job_overlap.py) ---
+
+
+def _claim(state, job_id, owner, pid):
+    from crawlsched import procs
+
+    assert state.claim_chain(job_id, owner, pid, procs.identity(pid), time.time()) is None
+
+
+def test_run_refuses_while_the_daemon_waits_to_retry_the_job(cli, state, fake_daemon):
+    assert cli("add", "Cmd", "--every", "1h", "--command", "true").exit_code == 0
+    _claim(state, "cmd", "daemon", fake_daemon.pid)
+    attempt(state, "cmd", "failed", retry=Retry("cmd", T0, 2, 4, T0 + 300, "schedule"))
+    result = cli("run", "cmd", "--json")
+    assert result.exit_code == 1
+    assert f"the daemon (pid {fake_daemon.pid}) is waiting to retry it (attempt 2/4 at" in result.json()["error"]
+    assert [r.trigger for r in state.runs("cmd")] == ["schedule"], "nothing ran"
+
+
+def test_run_goes_on_when_the_chains_owner_is_dead_and_releases_its_claim(cli, state):
+    assert cli("add", "Cmd", "--every", "1h", "--command", "true").exit_code == 0
+    _claim(state, "cmd", "daemon", os.getpid())
+    with state.write() as c:  # the claim of a daemon that was killed: its pid is gone
+        c.execute("UPDATE chain_claims SET owner_pid = ?", (dead_pid(),))
+    result = cli("run", "cmd")
+    assert result.exit_code == 0, result.output
+    assert [(r.trigger, r.status) for r in state.runs("cmd")] == [("run", "success")]
+    assert state.claim("cmd") is None

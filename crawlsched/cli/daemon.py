@@ -162,7 +162,9 @@ def run(
     """Run a job now in this process, with its retries, and show progress.
 
     The same attempts, history rows and log lines as the daemon's. Exit 0 when
-    the run succeeds, 1 when it fails (or the job is running elsewhere).
+    the run succeeds, 1 when it fails. A job never overlaps itself: this refuses
+    (exit 1, saying why) while the daemon runs the job or waits for its retry,
+    and the daemon skips the job's fires until this run ends.
     Ctrl-C during a retry wait ends the run.
 
     Example:
