@@ -529,7 +529,8 @@ class Daemon:
             return
         if chain.future is None or chain.future.done():
             # A retry is pending: set by the loop, or saved by an attempt whose result is not collected yet.
-            done = chain.future.result() if chain.future is not None and not chain.future.cancelled() else None
+            future = chain.future
+            done = future.result() if future is not None and not future.cancelled() and future.exception() is None else None
             pending = chain.retry_due is not None or (done is not None and done.retry_due is not None)
             self._end_chain(job_id)
             self._clear_retry(job_id)
