@@ -886,6 +886,8 @@ class Daemon:
         """``systemctl status``'s line: what the daemon does now and next (SPEC §6: it follows every change)."""
         self._clean_top()
         head = f"{len(self.jobs)} jobs"
+        if self.applied_key is None and not self.config_error:
+            head += " (no job file yet)"
         if self.heap:
             due, _, kind, job_id, _ = self.heap[0]
             job = self.jobs.get(job_id)
