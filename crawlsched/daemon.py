@@ -743,8 +743,8 @@ class Daemon:
     def _release_claims(self) -> None:
         """Drop the claims of chains that ended (not of one a new chain of the job holds again)."""
         ended = [job_id for job_id in self.unclaim if job_id not in self.chains]
-        self.unclaim.clear()
         self.state.release_chains(ended, CLAIM_DAEMON, self.pid)
+        self.unclaim.clear()  # only once released: a failed write (a full disk) is tried again next turn
 
     def _wanted(self, job_id: str, chain: Chain) -> bool:
         job = self.jobs.get(job_id)
