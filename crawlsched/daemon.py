@@ -209,6 +209,7 @@ class Daemon:
         self.saved_retry: set[str] = set()  # jobs whose retry row may still be in the database
         self.unclaim: set[str] = set()  # jobs whose chain ended: their claim is released once per turn
         self.status_sent: str | None = None  # the last STATUS= told to systemd
+        self.release_failing = False  # releasing claims failed (storage trouble): logged once per episode
 
     # --- life cycle ----------------------------------------------------------
 
@@ -338,10 +339,7 @@ class Daemon:
                         chain.cancel.set()
                 wait_futures(still, timeout=CANCEL_WAIT)
         self._drain_inbox(rearm=False)
-        try:
-            self._release_claims()
-        except Exception as exc:  # a dead owner's claim is stale anyway
-            self.log.error("could not release the claims of ended chains: %s", exc)
+        self._release_claims()  # what it cannot release is stale once we exit
         now = self.clock()
         try:
             self.state.daemon_update(heartbeat=now, stopped_at=now, handled_until=self._handled_until(now))
@@ -743,8 +741,17 @@ class Daemon:
     def _release_claims(self) -> None:
         """Drop the claims of chains that ended (not of one a new chain of the job holds again)."""
         ended = [job_id for job_id in self.unclaim if job_id not in self.chains]
-        self.state.release_chains(ended, CLAIM_DAEMON, self.pid)
-        self.unclaim.clear()  # only once released: a failed write (a full disk) is tried again next turn
+        try:
+            self.state.release_chains(ended, CLAIM_DAEMON, self.pid)
+        except Exception as exc:  # a full disk, a locked database: tried again next turn, logged once
+            if not self.release_failing:
+                self.release_failing = True
+                self.log.error("could not release the claims of %d ended chain(s), trying again: %s", len(ended), exc)
+            return
+        if self.release_failing:
+            self.release_failing = False
+            self.log.info("the claims of ended chains are released again")
+        self.unclaim.clear()
 
     def _wanted(self, job_id: str, chain: Chain) -> bool:
         job = self.jobs.get(job_id)
