@@ -110,6 +110,22 @@ def test_job_status_is_derived_from_the_history(cli, tmp_home, state):
     assert jobs[ids["only-missed"]]["last_run"] is None
 
 
+def test_a_retrying_job_shows_its_pending_retry(cli, state):
+    waiting, calm = add(cli, "Waiting"), add(cli, "Calm")
+    attempt(state, waiting, "failed", n=1, of=4, retry=Retry(waiting, T0, 2, 4, T0 + 300, "schedule"))
+    attempt(state, calm, "failed", n=1, of=4)
+    jobs = listed(cli)
+    job = jobs[waiting]
+    assert job["status"] == "retrying"
+    assert job["next_retry"] == "2026-12-01 09:10:00" and job["next_retry_iso"] == "2026-12-01T09:10:00+07:00"
+    assert job["attempt"] == 2  # the number the retry will be
+    assert (jobs[calm]["next_retry"], jobs[calm]["next_retry_iso"], jobs[calm]["attempt"]) == (None, None, None)
+    assert cli("show", waiting, "--json").json()["job"]["next_retry_iso"] == "2026-12-01T09:10:00+07:00"
+    shown = cli("show", waiting).stdout
+    assert "next retry" in shown and "attempt 2 of 4" in shown and "2026-12-01 09:10:00 WIB" in shown
+    assert "retrying 2/4" in cli("list").stdout
+
+
 def test_finished_job_status_and_no_next_run(cli, tmp_home, state):
     with tmp_home.jobs_file.open("a") as fh:
         fh.write(f'[[jobs]]\nid = "over"\nname = "Over"\nat = "09:05"\nstart_date = {PAST}\n'
@@ -142,9 +158,10 @@ def test_history_newest_first_with_success_rate_over_attempts(cli, state):
     result = cli("history", job_id, "--json")
     assert result.exit_code == 0
     data = result.json()
-    assert set(data) == {"success", "runs", "success_rate"}
+    assert set(data) == {"success", "runs", "success_rate", "run_success_rate"}
     assert [r["status"] for r in data["runs"]] == ["missed", "skipped", "interrupted", "success", "success", "failed"]
     assert data["success_rate"] == pytest.approx(2 / 4)  # skipped and missed do not count
+    assert data["run_success_rate"] == pytest.approx(2 / 3)  # fires: retried into success, success, interrupted
     assert [r["attempt"] for r in data["runs"]][:2] == [0, 0]
 
     missed = data["runs"][0]
@@ -155,9 +172,82 @@ def test_history_newest_first_with_success_rate_over_attempts(cli, state):
     limited = cli("history", job_id, "--limit", 3, "--json").json()
     assert len(limited["runs"]) == 3
     assert limited["success_rate"] == 0.0  # only the interrupted attempt is listed
+    assert limited["run_success_rate"] == 0.0
 
     text = cli("history", job_id).stdout
     assert "success rate: 50% (2 of 4 attempts)" in text
+
+
+def test_run_success_rate_judges_each_run_by_all_its_attempts(cli, state):
+    job_id = add(cli, "Chains")
+    attempt(state, job_id, "failed", n=1)  # fire 1: failed, then retried into success
+    attempt(state, job_id, "success", n=2)
+    attempt(state, job_id, "failed", n=1, at=T0 + 86400)  # fire 2: failed every attempt
+    attempt(state, job_id, "failed", n=2, at=T0 + 86400)
+    attempt(state, job_id, "failed", n=1, at=T0 + 2 * 86400,  # fire 3: its retry still pending
+            retry=Retry(job_id, T0 + 2 * 86400, 2, 4, T0 + 2 * 86400 + 300, "schedule"))
+    failed = cli("history", job_id, "--status", "failed", "--json").json()
+    assert [r["status"] for r in failed["runs"]] == ["failed"] * 4
+    assert failed["success_rate"] == 0.0  # over the attempts listed
+    assert failed["run_success_rate"] == pytest.approx(1 / 2)  # fire 1 ended in success; fire 3 has not ended
+    # --limit cuts rows, not runs: fire 1's listed attempt still speaks for the whole chain.
+    newest = cli("history", job_id, "--limit", 4, "--json").json()
+    assert [r["attempt"] for r in newest["runs"]] == [1, 2, 1, 2]
+    assert newest["success_rate"] == pytest.approx(1 / 4)
+    assert newest["run_success_rate"] == pytest.approx(1 / 2)
+    text = cli("history", job_id).stdout
+    assert "success rate: 20% (1 of 5 attempts)" in text and "run success rate: 50% (1 of 2 runs)" in text
+
+
+def test_history_filters_by_since_and_status(cli, state, monkeypatch):
+    job_id = add(cli, "Filtered")
+    attempt(state, job_id, "failed", at=T0)
+    attempt(state, job_id, "success", at=T0 + 86400)
+    state.record_not_run(job_id, T0 + 2 * 86400, "skipped", "still running", now=T0 + 2 * 86400)
+    monkeypatch.setattr("crawlsched.cli.show._now", lambda: datetime.fromtimestamp(T0 + 2 * 86400 + 3600, UTC))
+    since = lambda *a: [r["status"] for r in cli("history", job_id, "--since", *a, "--json").json()["runs"]]  # noqa: E731
+    assert since("2h") == ["skipped"]
+    assert since("1d2h") == ["skipped", "success"]
+    assert since("2026-12-02") == ["skipped", "success"]  # midnight UTC (the machine's zone here)
+    assert since("2026-12-01T09:05:00+07:00") == ["skipped", "success", "failed"]
+    assert [r["status"] for r in cli("history", "--status", "success,skipped", "--json").json()["runs"]] == ["skipped", "success"]
+
+
+@pytest.mark.parametrize("args, field", [(["--status", "broken"], "--status"), (["--status", ""], "--status"),
+                                         (["--since", "yesterday"], "--since"), (["--since", "5x"], "--since")],
+                         ids=["unknown-status", "empty-status", "word-since", "unit-since"])
+def test_history_refuses_a_bad_filter_with_exit_2(cli, state, args, field):
+    add(cli, "Filtered")
+    result = cli("history", *args)
+    assert result.exit_code == 2 and result.stderr.startswith(f"crawlsched: error: {field}: ")
+    assert "one of" in result.stderr or "ISO" in result.stderr
+    assert cli("history", *args, "--json").json()["success"] is False
+
+
+def test_history_shows_each_runs_trigger(cli, state):
+    job_id = add(cli, "Triggered")
+    for n, trigger in enumerate(("schedule", "catch_up", "manual", "run")):
+        run_id = state.start_attempt(job_id, T0 + n * 86400, 1, 4, trigger=trigger, started_at=T0 + n * 86400, pid=os.getpid())
+        state.finish_attempt(run_id, status="success", finished_at=T0 + n * 86400 + 1, message="ok")
+    runs = cli("history", job_id, "--json").json()["runs"]
+    assert [r["trigger"] for r in runs] == ["run", "manual", "catch_up", "schedule"]
+    lines = cli("history", job_id).stdout.splitlines()
+    assert "trigger" in lines[0]
+    assert [next(t for t in ("schedule", "catch_up", "manual", "run") if f" {t} " in line) for line in lines[1:5]] == \
+        ["run", "manual", "catch_up", "schedule"]
+
+
+def test_history_and_logs_by_the_id_of_a_removed_job_whose_name_was_reused(cli, state):
+    old = add(cli, "news")
+    attempt(state, old, "failed", message="the old job's run")
+    assert cli("rm", old, "--yes").exit_code == 0
+    new = add(cli, "news")  # the name is free again; the id is not
+    assert (old, new) == ("news", "news-2")
+    attempt(state, new, "success", at=T0 + 86400, message="the new job's run")
+    [run] = cli("history", "news", "--json").json()["runs"]
+    assert (run["job_id"], run["message"]) == ("news", "the old job's run")  # the id wins over the name
+    [run] = cli("history", "news-2", "--json").json()["runs"]
+    assert run["message"] == "the new job's run"
 
 
 def test_run_object_field_by_field(cli, state):
@@ -203,7 +293,7 @@ def test_history_without_a_database_is_empty_and_creates_none(cli, tmp_home):
     tmp_home.db.unlink()
     for suffix in ("-wal", "-shm"):
         (tmp_home.path / f"crawlsched.db{suffix}").unlink(missing_ok=True)
-    assert cli("history", "--json").json() == {"success": True, "runs": [], "success_rate": None}
+    assert cli("history", "--json").json() == {"success": True, "runs": [], "success_rate": None, "run_success_rate": None}
     assert cli("list", "--json").json()["jobs"][0]["status"] == "active"
     assert not tmp_home.db.exists()
 
@@ -385,3 +475,72 @@ def test_status_with_a_corrupt_database_but_a_held_daemon_lock_is_up(cli, tmp_ho
         proc.kill()
         proc.wait()
         proc.stdout.close()
+
+
+# --- tables in a real terminal ------------------------------------------------------------------
+
+ANSI = __import__("re").compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\r")
+
+
+def in_terminal(home, columns: int, *args: str, rows: int = 50) -> list[str]:
+    """Run the real ``crawlsched ARGS`` on a pseudo-terminal ``columns`` wide; its screen lines, colour removed."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "NO_COLOR")}
+    env.update(TERM="xterm-256color", CRAWLSCHED_JOBS=str(home / "jobs.toml"), CRAWLSCHED_HOME=str(home), TZ="UTC")
+    proc = subprocess.Popen([sys.executable, "-m", "crawlsched", *args], stdin=slave, stdout=slave, stderr=slave,
+                            env=env, close_fds=True)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    assert proc.wait(timeout=30) == 0, b"".join(chunks).decode(errors="replace")
+    return [line for line in ANSI.sub("", b"".join(chunks).decode()).split("\n") if line.strip()]
+
+
+NAMES = ("Daily Morning Crawl", "Weekly Report", "High Priority", "Berita Pagi Jakarta Timur", "news")
+
+
+@pytest.fixture
+def varied_jobs(cli, tmp_home, state):
+    """Five jobs as a person has them: long names, two zones, a failure with a long message, a pending retry."""
+    ids = [add(cli, NAMES[0], "--tz", "America/New_York"), add(cli, NAMES[1], "--tz", "Asia/Jakarta"),
+           add(cli, NAMES[2], "--tz", "UTC"), add(cli, NAMES[3]), add(cli, NAMES[4], "--tz", "UTC")]
+    now = time.time()
+    attempt(state, ids[0], "success", at=now - 3 * 3600 - 1, message="HTTP 200, 51234 bytes from https://example.com/news")
+    attempt(state, ids[1], "failed", at=now - 7201,
+            message="https://example.com/weekly: HTTP 503 Service Unavailable from the origin, retrying later")
+    attempt(state, ids[3], "failed", at=now - 60, of=4,
+            retry=Retry(ids[3], now - 60, 2, 4, now + 290, "schedule"), message="connection reset by peer")
+    return ids
+
+
+@pytest.mark.parametrize("columns", [80, 100, 120, 200])
+def test_list_in_a_terminal_shows_every_name_whole_on_one_line(tmp_home, varied_jobs, columns):
+    lines = in_terminal(tmp_home.path, columns, "list")
+    assert all(len(line) <= columns for line in lines), "\n".join(lines)
+    body = [line for line in lines if any(name in line for name in NAMES)]
+    assert len(body) == len(NAMES), "\n".join(lines)  # one line per job: nothing wrapped
+    for name in NAMES:
+        [row] = [line for line in body if name in line]
+        assert row.split()[0] == name.split()[0]
+    statuses = {name: next(line for line in body if name in line) for name in NAMES}
+    assert "success" in statuses[NAMES[0]] and "3h ago" in statuses[NAMES[0]]
+    assert "failed" in statuses[NAMES[1]] and "2h ago" in statuses[NAMES[1]]
+    assert "retrying 2/4 in 4m" in statuses[NAMES[3]]  # the pending retry, with its attempt number
+    assert all(" in " in row for row in statuses.values())  # next run, relative
+    if columns >= 120:  # room for the absolute time, and the zone where it is not the machine's
+        assert "EST" in statuses[NAMES[0]] and "WIB" in statuses[NAMES[1]]
+        assert "EST" not in statuses[NAMES[2]] and "UTC" not in statuses[NAMES[2]].split("(")[0]

@@ -322,7 +322,8 @@ def demo(
     def table(jobs_file: Path, home: Path) -> Any:
         _use_env(Env(jobs_file, home))
         try:
-            t = render.jobs_table(_job_dicts(_load(), _now()), plain=plain)
+            now = _now()
+            t = render.jobs_table(_job_dicts(_load(), now), now=now, width=console.width, plain=plain)
         finally:
             env().close()
         t.title = f"crawlsched demo · {datetime.now().strftime('%H:%M:%S')}"
