@@ -248,6 +248,8 @@ def test_history_and_logs_by_the_id_of_a_removed_job_whose_name_was_reused(cli, 
     assert (run["job_id"], run["message"]) == ("news", "the old job's run")  # the id wins over the name
     [run] = cli("history", "news-2", "--json").json()["runs"]
     assert run["message"] == "the new job's run"
+    assert cli("logs", "news", "--json").json()["run"] == "20261201T020500Z"  # the old job's run, by its id
+    assert cli("logs", "news-2", "--json").json()["run"] == "20261202T020500Z"
 
 
 def test_run_object_field_by_field(cli, state):
@@ -544,3 +546,86 @@ def test_list_in_a_terminal_shows_every_name_whole_on_one_line(tmp_home, varied_
     if columns >= 120:  # room for the absolute time, and the zone where it is not the machine's
         assert "EST" in statuses[NAMES[0]] and "WIB" in statuses[NAMES[1]]
         assert "EST" not in statuses[NAMES[2]] and "UTC" not in statuses[NAMES[2]].split("(")[0]
+
+
+# --- logs: what a run left behind ------------------------------------------------------------
+
+
+@pytest.fixture
+def site():
+    """A real HTTP server on 127.0.0.1: ``/page`` is HTML, ``/data`` JSON, anything else 503."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body, kind = {"/page": (b"<!DOCTYPE html><html>hello</html>", "text/html"),
+                          "/data": (b'{"ok": true}', "application/json")}.get(self.path, (b"down", None))
+            self.send_response(200 if kind else 503)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_logs_of_a_command_job_shows_each_attempts_log(cli, tmp_home):
+    cli("add", "Shout", "--every", "1h", "--command", "sh -c 'echo attempt $CRAWLSCHED_ATTEMPT; exit 3'",
+        "--max-retries", 1, "--retry-delay", 0)
+    assert cli("run", "shout").exit_code == 1
+    data = cli("logs", "shout", "--json").json()
+    assert data["success"] is True and data["job_id"] == "shout" and data["run"].endswith("-run")
+    assert (data["status"], data["attempts"], data["bodies"]) == ("failed", 2, [])
+    assert [(log["attempt"], log["text"]) for log in data["logs"]] == [(1, "attempt 1\n"), (2, "attempt 2\n")]
+    assert all(os.path.isfile(log["path"]) for log in data["logs"])
+    text = cli("logs", "Shout").stdout  # by name too
+    assert f"run {data['run']} of shout (failed, 2 attempts)" in text
+    assert "--- attempt 1:" in text and "attempt 1\nattempt 2" not in text and "attempt 2\n" in text
+
+
+def test_logs_of_a_url_job_lists_its_bodies_and_history_points_at_the_body(cli, tmp_home, site):
+    cli("add", "Page", "--every", "1h", "--url", f"{site}/page", "--max-retries", 0)
+    cli("add", "Both", "--every", "1h", "--url", f"{site}/page", "--url", f"{site}/data", "--max-retries", 0)
+    assert cli("run", "page").exit_code == 0 and cli("run", "both").exit_code == 0
+    [body] = cli("logs", "page", "--json").json()["bodies"]
+    assert body["size"] == 33 and body["content_type"] == "text/html" and body["path"].endswith(".body")
+    [run] = cli("history", "page", "--json").json()["runs"]
+    assert run["output"] == body["path"]  # one URL: the body file, not its folder
+    bodies = cli("logs", "both", "--json").json()["bodies"]
+    assert [b["content_type"] for b in bodies] == ["text/html", "application/json"]
+    [run] = cli("history", "both", "--json").json()["runs"]
+    assert run["output"] == os.path.dirname(bodies[0]["path"])  # several: the run's folder
+    assert f"{body['path']}  33 bytes  text/html" in cli("logs", "page").stdout
+
+
+def test_a_failed_url_run_leaves_no_empty_folder_and_logs_says_so(cli, tmp_home, site):
+    cli("add", "Down", "--every", "1h", "--url", f"{site}/gone", "--max-retries", 1, "--retry-delay", 0)
+    assert cli("run", "down").exit_code == 1
+    assert not any((tmp_home.path / "data" / "down").iterdir())  # no empty data/down/<run>/
+    [run] = cli("history", "down", "--limit", 1, "--json").json()["runs"]
+    assert run["output"] is None
+    result = cli("logs", "down")
+    assert result.exit_code == 0 and "(failed, 2 attempts)" in result.stdout and "nothing saved" in result.stdout
+
+
+def test_logs_of_a_named_run_and_the_errors(cli, tmp_home, state):
+    job_id = add(cli, "Older")
+    attempt(state, job_id, "success", at=T0)
+    attempt(state, job_id, "failed", at=T0 + 86400)
+    assert cli("logs", job_id, "--json").json()["run"] == "20261202T020500Z"  # the newest
+    older = cli("logs", job_id, "--run", "20261201T020500Z", "--json").json()
+    assert (older["run"], older["status"], older["attempts"]) == ("20261201T020500Z", "success", 1)
+    missing = cli("logs", job_id, "--run", "20200101T000000Z")
+    assert missing.exit_code == 1 and "no run '20200101T000000Z'" in missing.stderr and "20261202T020500Z" in missing.stderr
+    assert cli("logs", job_id, "--run", "nope", "--json").json()["success"] is False
+    assert cli("logs", "never-was").exit_code == 1
+    fresh = add(cli, "Fresh")
+    result = cli("logs", fresh)
+    assert result.exit_code == 1 and "no runs yet" in result.stderr

@@ -235,12 +235,12 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object ins
 
 # --- the commands, by topic -----------------------------------------------------------------
 
-from crawlsched.cli import daemon, edit, show  # noqa: E402  (they register with `app`)
+from crawlsched.cli import daemon, edit, logs, show  # noqa: E402  (they register with `app`)
 
 # `crawlsched --help` lists the commands in this order, whatever the modules' order.
 COMMAND_ORDER = (
     "add", "edit", "list", "show", "rm", "pause", "resume", "retry-config", "validate", "prune",
-    "history", "status", "stop", "run-now", "run", "daemon", "demo", "import",
+    "history", "logs", "status", "stop", "run-now", "run", "daemon", "demo", "import",
 )
 app.registered_commands.sort(key=lambda info: COMMAND_ORDER.index(info.name))
 
