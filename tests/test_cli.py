@@ -388,6 +388,21 @@ def test_every_command_has_help_with_an_example(cli):
         assert doc.strip().splitlines()[0][:30] in result.stdout
 
 
+def test_help_reads_well_no_braces_no_range_types_no_cut_summaries(cli):
+    import re
+
+    top = cli("--help").stdout
+    summaries = " ".join(top.split("Commands:", 1)[1].split())
+    for info in app.registered_commands:
+        text = cli(info.name, "--help").stdout
+        usage = text.splitlines()[0]
+        assert "{" not in usage and "}" not in usage, usage  # `show JOB`, not `show {JOB}`
+        assert not re.search(r"<(int|float|integer|text|path)[^>]*>", text), f"{info.name}: {text}"
+        first = " ".join((info.callback.__doc__ or "").strip().split("\n\n", 1)[0].split())
+        assert f"{info.name} {first}" in summaries, f"{info.name}'s summary is cut in --help"
+    assert "..." not in summaries
+
+
 def test_top_level_help_lists_the_commands(cli):
     result = cli("--help")
     assert result.exit_code == 0

@@ -629,3 +629,16 @@ def test_logs_of_a_named_run_and_the_errors(cli, tmp_home, state):
     fresh = add(cli, "Fresh")
     result = cli("logs", fresh)
     assert result.exit_code == 1 and "no runs yet" in result.stderr
+
+
+def test_run_tells_each_attempt_once_with_one_counter(cli, tmp_home):
+    cli("add", "Twice", "--every", "1h", "--command", "sh -c 'echo nope; exit 3'", "--max-retries", 2, "--retry-delay", 0)
+    env = {**os.environ, "CRAWLSCHED_JOBS": str(tmp_home.jobs_file), "CRAWLSCHED_HOME": str(tmp_home.path)}
+    proc = subprocess.run([sys.executable, "-m", "crawlsched", "run", "twice"], capture_output=True, text=True,
+                          env=env, timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    both = proc.stdout + proc.stderr
+    assert both.count("🤖 AUTO CRAWL STARTED") == 3
+    assert both.count("🔄 Retry attempt: 1/2") == 1 and both.count("🔄 Retry attempt: 2/2") == 1
+    assert "attempt 2/3" not in both and "attempt 3/3" not in both  # no second counter beside the seed's
+    assert proc.stdout.strip() == "twice: failed after 3 attempts: nope"

@@ -182,9 +182,39 @@ def command(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
             finally:
                 env().close()
 
-        return app.command(name)(run)
+        # The summary in `crawlsched --help` is the docstring's first paragraph, whole:
+        # Click would cut it to the room left beside the name, ending in "...".
+        return app.command(name, short_help=_summary(fn.__doc__))(run)
 
     return register
+
+
+def _summary(doc: str | None) -> str | None:
+    if not doc:
+        return None
+    import inspect
+
+    return " ".join(inspect.cleandoc(doc).split("\n\n", 1)[0].split())
+
+
+def _plain_argument_metavars() -> None:
+    """Typer 0.28 shows a required argument as ``{JOB}`` in the usage line; Click and every
+    man page write ``JOB`` (optional ones stay ``[JOB]``)."""
+    from typer.core import TyperArgument
+
+    original = TyperArgument.make_metavar
+    if getattr(original, "_plain", False):
+        return
+
+    def make_metavar(self: Any, ctx: Any, *, usage: bool = False) -> str:
+        var = original(self, ctx, usage=usage)
+        return var[1:-1] if var.startswith("{") and var.endswith("}") else var
+
+    make_metavar._plain = True  # type: ignore[attr-defined]
+    TyperArgument.make_metavar = make_metavar  # type: ignore[method-assign]
+
+
+_plain_argument_metavars()
 
 
 # --- shared pieces -------------------------------------------------------------------------

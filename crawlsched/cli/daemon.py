@@ -186,7 +186,7 @@ def run(
 
     def progress(line: str) -> None:
         if console is not None:
-            console.print(f"[bold]{found.id}[/]: {line}")
+            console.print(f"{found.id}: {line}", markup=False)  # a message may hold [brackets]
 
     def wait(seconds: float) -> bool:
         try:
@@ -295,7 +295,7 @@ def run_daemon(store: JobStore, state: State, home: Path, log: logging.Logger, *
 
 @command("demo")
 def demo(
-    seconds: Annotated[float, typer.Option("--seconds", min=5, help="How long the daemon runs.")] = 30,
+    seconds: Annotated[float, typer.Option("--seconds", metavar="S", min=5, help="How long the daemon runs, in seconds (at least 5).")] = 30,
     folder: Annotated[Optional[Path], typer.Option("--dir", metavar="PATH", help="Where to put the demo [default: a new temporary folder].")] = None,
 ) -> None:
     """A first run with nothing to set up: three jobs, a local target, the real daemon, a live table.
