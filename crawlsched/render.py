@@ -504,6 +504,13 @@ def job_details(job: Mapping[str, Any], *, now: datetime, width: int = 200, plai
     return grid
 
 
+def cut_line(text: str, width: int) -> str:
+    """One line of at most ``width`` cells, ending in ``…`` when cut (titles, banners)."""
+    from crawlsched import layout
+
+    return layout.cut(text, width)
+
+
 def _styled(text: str, plain: bool, status: str) -> Any:
     from rich.text import Text
 

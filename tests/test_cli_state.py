@@ -482,12 +482,17 @@ def test_status_with_a_corrupt_database_but_a_held_daemon_lock_is_up(cli, tmp_ho
 # --- tables in a real terminal ------------------------------------------------------------------
 
 ANSI = __import__("re").compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\r")
+CURSOR = __import__("re").compile(r"\x1b\[[0-9;]*[A-HJK]")  # a live table's redraw: starts a fresh line
 
 
-def in_terminal(home, columns: int, *args: str, rows: int = 50) -> list[str]:
-    """Run the real ``crawlsched ARGS`` on a pseudo-terminal ``columns`` wide; its screen lines, colour removed."""
+def in_terminal(home, columns: int, *args: str, rows: int = 50, interrupt_after: float | None = None) -> list[str]:
+    """Run the real ``crawlsched ARGS`` on a pseudo-terminal ``columns`` wide; its screen lines, colour removed.
+
+    ``interrupt_after``: send Ctrl-C's SIGINT after that many seconds (``list --watch``).
+    """
     import fcntl
     import pty
+    import signal
     import struct
     import termios
 
@@ -498,6 +503,8 @@ def in_terminal(home, columns: int, *args: str, rows: int = 50) -> list[str]:
     proc = subprocess.Popen([sys.executable, "-m", "crawlsched", *args], stdin=slave, stdout=slave, stderr=slave,
                             env=env, close_fds=True)
     os.close(slave)
+    if interrupt_after is not None:
+        threading.Timer(interrupt_after, lambda: proc.send_signal(signal.SIGINT)).start()
     chunks = []
     while True:
         try:
@@ -509,7 +516,8 @@ def in_terminal(home, columns: int, *args: str, rows: int = 50) -> list[str]:
         chunks.append(data)
     os.close(master)
     assert proc.wait(timeout=30) == 0, b"".join(chunks).decode(errors="replace")
-    return [line for line in ANSI.sub("", b"".join(chunks).decode()).split("\n") if line.strip()]
+    screen = CURSOR.sub("\n", b"".join(chunks).decode())
+    return [line for line in ANSI.sub("", screen).split("\n") if line.strip()]
 
 
 NAMES = ("Daily Morning Crawl", "Weekly Report", "High Priority", "Berita Pagi Jakarta Timur", "news")
@@ -546,6 +554,31 @@ def test_list_in_a_terminal_shows_every_name_whole_on_one_line(tmp_home, varied_
     if columns >= 120:  # room for the absolute time, and the zone where it is not the machine's
         assert "EST" in statuses[NAMES[0]] and "WIB" in statuses[NAMES[1]]
         assert "EST" not in statuses[NAMES[2]] and "UTC" not in statuses[NAMES[2]].split("(")[0]
+
+
+@pytest.mark.parametrize("columns", [80, 100, 120, 200])
+def test_history_and_show_in_a_terminal_keep_every_row_on_one_line(tmp_home, varied_jobs, columns):
+    lines = in_terminal(tmp_home.path, columns, "history")
+    assert all(len(line) <= columns for line in lines), "\n".join(lines)
+    rows = [line for line in lines if line.split()[0] in varied_jobs]
+    assert len(rows) == 3 and all(("ago" in r) and ("/4" in r) for r in rows), "\n".join(lines)
+    assert "schedule" in rows[-1]  # the trigger column stays at 80
+    assert any(line.startswith("success rate: ") for line in lines)
+    shown = in_terminal(tmp_home.path, columns, "show", varied_jobs[1])
+    assert all(len(line) <= columns for line in shown), "\n".join(shown)
+    assert any(line.startswith("name") and NAMES[1] in line for line in shown)
+    [message] = [line for line in shown if line.startswith("last message")]
+    assert "https://example.com/weekly" in message  # cut at the width, never wrapped onto a second line
+    if columns < 100:
+        assert message.endswith("…")
+
+
+@pytest.mark.slow
+def test_list_watch_in_a_terminal_fits_and_stops_on_ctrl_c(tmp_home, varied_jobs):
+    lines = in_terminal(tmp_home.path, 80, "list", "--watch", interrupt_after=2.5)
+    assert all(len(line) <= 80 for line in lines)
+    assert any("Ctrl-C to stop" in line for line in lines)
+    assert all(any(name in line for line in lines) for name in NAMES)
 
 
 # --- logs: what a run left behind ------------------------------------------------------------

@@ -51,6 +51,7 @@ def list_(
 
 
 def _watch(sort: str) -> None:
+    from rich.console import Group
     from rich.live import Live
     from rich.text import Text
 
@@ -66,9 +67,8 @@ def _watch(sort: str) -> None:
             table = render.jobs_table(jobs, now=now, width=console.width, plain=plain)
         except CrawlschedError as exc:  # e.g. the file is half-edited: say so and keep watching
             return Text(f"crawlsched: error: {exc}", style="red")
-        title = f"crawlsched · {env().jobs_file} · {datetime.now().strftime('%H:%M:%S')} · Ctrl-C to stop"
-        table.title = title if len(title) <= console.width else title[: console.width - 1] + "…"
-        return table
+        title = f"crawlsched · {datetime.now().strftime('%H:%M:%S')} · Ctrl-C to stop · {env().jobs_file}"
+        return Group(Text(render.cut_line(title, console.width), style="" if plain else "bold"), table)
 
     try:
         with Live(frame(), console=console, auto_refresh=False) as live:
