@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -69,6 +69,7 @@ class Layout:
     columns: list[Column]
     widths: dict[str, int]
     short: set[str]
+    gap: int = GAP
 
     def text(self, row: Mapping[str, str], column: Column) -> str:
         key = column.short if column.key in self.short and column.short else column.key
@@ -76,7 +77,7 @@ class Layout:
 
     @property
     def total(self) -> int:
-        return total_width([self.widths[c.key] for c in self.columns])
+        return total_width([self.widths[c.key] for c in self.columns], self.gap)
 
 
 def total_width(widths: Sequence[int], gap: int = GAP) -> int:
@@ -118,7 +119,7 @@ def fit(columns: Sequence[Column], rows: Sequence[Mapping[str, str]], width: int
         # gives way, cut with an ellipsis rather than wrapped.
         widest = max(kept, key=lambda c: widths[c.key])
         widths[widest.key] = max(widths[widest.key] - over, 1)
-    return Layout(kept, widths, short)
+    return Layout(kept, widths, short, gap)
 
 
 def build(layout: Layout, rows: Sequence[Mapping[str, str]], *, plain: bool, caption: str | None = None) -> Table:
@@ -176,8 +177,3 @@ def relative(instant: datetime | None, now: datetime) -> str:
 
 def parse_iso(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text) if text else None
-
-
-def styled_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
-    """Rows as text only (``None`` → ``""``), for :func:`fit` and :func:`build`."""
-    return [{k: "" if v is None else str(v) for k, v in row.items()} for row in rows]

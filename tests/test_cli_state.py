@@ -126,6 +126,26 @@ def test_a_retrying_job_shows_its_pending_retry(cli, state):
     assert "retrying 2/4" in cli("list").stdout
 
 
+def test_list_sorts_by_next_name_status_or_last(cli, state, monkeypatch):
+    monkeypatch.setattr("crawlsched.cli.show._now", lambda: datetime(2026, 12, 1, 0, 0, tzinfo=UTC))
+    late = add(cli, "b-late", "--tz", "UTC", "--start", "2026-12-01")  # 09:05 UTC
+    soon = add(cli, "c-soon", "--start", "2026-12-01")  # 09:05 Jakarta = 02:05 UTC
+    retry = add(cli, "a-retry", "--tz", "UTC", "--start", "2026-12-01")  # its retry is due first
+    attempt(state, late, "success", at=T0 - 86400)
+    attempt(state, soon, "failed", at=T0 - 3600)
+    attempt(state, retry, "failed", at=T0 - 7200, retry=Retry(retry, T0 - 7200, 2, 4, T0 - 3 * 3600, "schedule"))
+    order = lambda key: [j["id"] for j in cli("list", "--sort", key, "--json").json()["jobs"]]  # noqa: E731
+    assert order("file") == [late, soon, retry]
+    assert order("next") == [retry, soon, late]
+    assert order("name") == [retry, late, soon]
+    assert order("status") == [soon, retry, late]  # failed, retrying, success
+    assert order("last") == [soon, retry, late]
+    table = cli("list", "--sort", "next").stdout.splitlines()
+    assert [line.split()[0] for line in table[1:]] == ["a-retry", "c-soon", "b-late"]
+    bad = cli("list", "--sort", "soonest")
+    assert bad.exit_code == 2 and "--sort" in bad.stderr and "next" in bad.stderr
+
+
 def test_finished_job_status_and_no_next_run(cli, tmp_home, state):
     with tmp_home.jobs_file.open("a") as fh:
         fh.write(f'[[jobs]]\nid = "over"\nname = "Over"\nat = "09:05"\nstart_date = {PAST}\n'
