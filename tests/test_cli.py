@@ -427,3 +427,13 @@ def test_console_script_and_python_m_both_work(tmp_home):
     for argv in ([script, "--help"], [sys.executable, "-m", "crawlsched", "--help"]):
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0 and "Usage: crawlsched" in proc.stdout
+
+
+def test_readme_demo_and_unit_agree_on_how_soon_edits_are_noticed():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    readme = " ".join((root / "README.md").read_text().split())
+    assert "picked up within 2 s" in readme and "within about a second" not in readme
+    assert "picks up changes within 2 s" in (root / "crawlsched" / "demo.py").read_text()
+    assert "within 2 s" in (root / "contrib" / "crawlsched.service").read_text()
