@@ -25,19 +25,19 @@ GAP = 3  # columns between two cells (rich's SIMPLE_HEAD box, no outer edge); a 
 
 @dataclass
 class Column:
-    """One column: ``key`` into the row dicts; ``short`` the key of a narrower form of the same column."""
+    """One column: ``key`` into the row dicts; ``short`` the keys of narrower forms of it, narrowest last."""
 
     key: str
     header: str
     required: bool = False
-    short: str | None = None
+    short: tuple[str, ...] = ()
     justify: str = "left"
     style: Mapping[str, str] = field(default_factory=dict)  # cell text -> rich style (statuses)
 
 
 @dataclass(frozen=True)
 class Step:
-    """One way to save room: ``drop`` a column, ``shrink`` it to ``width``, or use its ``short`` form."""
+    """One way to save room: ``drop`` a column, ``shrink`` it to ``width``, or use its next ``short`` form."""
 
     action: str  # "drop" | "shrink" | "short"
     key: str
@@ -64,20 +64,24 @@ def cut(text: str | None, width: int) -> str:
 
 @dataclass
 class Layout:
-    """The result of :func:`fit`: the columns kept, in order, their widths, and which use the short form."""
+    """The result of :func:`fit`: the columns kept, in order, their widths, and the short form each uses."""
 
     columns: list[Column]
     widths: dict[str, int]
-    short: set[str]
+    short: dict[str, int]  #: column key -> how many of its short forms were taken (1: the first)
     gap: int = GAP
 
     def text(self, row: Mapping[str, str], column: Column) -> str:
-        key = column.short if column.key in self.short and column.short else column.key
-        return row.get(key) or ""
+        return row.get(_form(column, self.short)) or ""
 
     @property
     def total(self) -> int:
         return total_width([self.widths[c.key] for c in self.columns], self.gap)
+
+
+def _form(col: Column, short: Mapping[str, int]) -> str:
+    taken = short.get(col.key, 0)
+    return col.short[taken - 1] if taken else col.key
 
 
 def total_width(widths: Sequence[int], gap: int = GAP) -> int:
@@ -88,10 +92,10 @@ def fit(columns: Sequence[Column], rows: Sequence[Mapping[str, str]], width: int
         gap: int = GAP) -> Layout:
     """Keep and size the columns so that a row is at most ``width`` cells wide (see the module doc)."""
     kept = list(columns)
-    short: set[str] = set()
+    short: dict[str, int] = {}
 
     def natural(col: Column) -> int:
-        key = col.short if col.key in short and col.short else col.key
+        key = _form(col, short)
         cells = [cell_width(r.get(key) or "") for r in rows]
         return max([cell_width(col.header), *cells])
 
@@ -110,8 +114,8 @@ def fit(columns: Sequence[Column], rows: Sequence[Mapping[str, str]], width: int
             kept.remove(col)
         elif step.action == "shrink":
             widths[col.key] = min(widths[col.key], max(step.width, cell_width(col.header)))
-        elif step.action == "short" and col.short:
-            short.add(col.key)
+        elif step.action == "short" and short.get(col.key, 0) < len(col.short):
+            short[col.key] = short.get(col.key, 0) + 1
             widths[col.key] = natural(col)
     over = total() - width
     if over > 0:

@@ -362,14 +362,15 @@ def jobs_table(jobs: list[Mapping[str, Any]], *, now: datetime, width: int = 200
     Kept at any width: the name (or the id, when the name is the id), the status, and
     next and last run as relative times. Given up first, in this order: the message
     cut to 48, period, retries, the message cut to 32, last run's absolute time, the id beside the
-    name, the message (cut to 16, then gone), next run's absolute time, schedule.
+    name, the message (cut to 16, then gone), next run's absolute time, schedule; last,
+    a name longer than its id gives way to the id.
     """
     from crawlsched import layout
     from crawlsched.layout import Column, Step
 
     local = machine_tz or timing.machine_timezone()
     columns = [
-        Column("name", "name", required=True, short="name_only"),
+        Column("name", "name", required=True, short=("name_only", "name_or_id")),
         _status_column("status", "status", required=True),
         Column("next", "next", required=True),
         Column("next_at", "next run"),
@@ -386,6 +387,7 @@ def jobs_table(jobs: list[Mapping[str, Any]], *, now: datetime, width: int = 200
         rows.append({
             "name": job["name"] if job["id"] == job["name"] else f"{job['name']} ({job['id']})",
             "name_only": job["name"],
+            "name_or_id": job["id"] if len(job["id"]) < len(job["name"]) else job["name"],
             "status": status_text(job, now),
             "status:style": job["status"],
             "next": _relative(job["next_run_iso"], now),
@@ -400,7 +402,7 @@ def jobs_table(jobs: list[Mapping[str, Any]], *, now: datetime, width: int = 200
     steps = [Step("shrink", "message", 48), Step("drop", "period"), Step("drop", "retries"), Step("shrink", "message", 32),
              Step("drop", "last_at"),
              Step("short", "name"), Step("shrink", "message", 16), Step("drop", "message"), Step("drop", "next_at"),
-             Step("drop", "schedule")]
+             Step("drop", "schedule"), Step("short", "name")]
     fitted = layout.fit(columns, rows, width, steps, gap=_gap(plain))
     caption = None if jobs else "no jobs yet: add one with `crawlsched add NAME --at HH:MM --url URL`"
     return layout.build(fitted, rows, plain=plain, caption=caption)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from rich.console import Console
 
 from crawlsched.layout import Column, Step, cut, fit, relative
+from crawlsched.render import jobs_table
 
 NOW = datetime(2026, 12, 1, 2, 5, tzinfo=timezone.utc)
 
@@ -33,7 +36,7 @@ def test_cut_ends_with_an_ellipsis_and_joins_lines():
     assert cut("✅ wide emoji here", 6) == "✅ wi…"  # cells, not characters: the emoji takes two
 
 
-COLUMNS = [Column("name", "name", required=True, short="name_only"), Column("status", "status", required=True),
+COLUMNS = [Column("name", "name", required=True, short=("name_only",)), Column("status", "status", required=True),
            Column("extra", "extra"), Column("message", "message")]
 ROWS = [{"name": "Daily Morning Crawl (daily-morning-crawl)", "name_only": "Daily Morning Crawl",
          "status": "failed", "extra": "x" * 10, "message": "m" * 40}]
@@ -49,7 +52,7 @@ STEPS = [Step("shrink", "message", 12), Step("drop", "extra"), Step("short", "na
 ], ids=["200", "90", "70", "50", "30"])
 def test_fit_applies_the_steps_in_order_until_the_row_fits(width, kept, short):
     layout = fit(COLUMNS, ROWS, width, STEPS)
-    assert [c.key for c in layout.columns] == kept and layout.short == short
+    assert [c.key for c in layout.columns] == kept and set(layout.short) == short
     assert layout.total <= width
     if width <= 90 and "message" in kept:
         assert layout.widths["message"] == 12
@@ -58,3 +61,13 @@ def test_fit_applies_the_steps_in_order_until_the_row_fits(width, kept, short):
 def test_fit_cuts_a_required_column_only_when_nothing_else_is_left():
     layout = fit(COLUMNS, ROWS, 16, STEPS)
     assert [c.key for c in layout.columns] == ["name", "status"] and layout.total <= 16
+
+
+def test_a_name_longer_than_its_id_gives_way_to_the_id_before_anything_is_cut():
+    job = {"id": "news", "name": "The crawl of every news site we care about, in full", "status": "active",
+           "timezone": "UTC", "next_run_iso": None, "last_run_iso": None, "schedule": "09:05", "start_date": None,
+           "end_date": None, "max_retries": 3, "retry_delay": 300, "retry_backoff": 1, "last_message": None}
+    console = Console(width=40, record=True, file=io.StringIO())
+    console.print(jobs_table([job], now=NOW, width=40, plain=True, machine_tz="UTC"))
+    [row] = [line for line in console.export_text().splitlines() if "active" in line]
+    assert row.split()[0] == "news" and "…" not in row
