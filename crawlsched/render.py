@@ -308,9 +308,13 @@ def _took(run: Mapping[str, Any]) -> str:
 
 
 def status_text(job: Mapping[str, Any], now: datetime) -> str:
-    """``failed``, or for a job waiting for its retry ``retrying 2/4 in 4m`` (SPEC §5)."""
+    """``failed``, or for a job waiting for its retry ``retrying 2/4 in 4m`` (SPEC §5);
+    a retry past its time reads ``due now`` (under a minute late) or ``due 5m ago``."""
     if job["status"] == "retrying" and job.get("next_retry_iso"):
-        return f"retrying {job['attempt']}/{job['max_retries'] + 1} {_relative(job['next_retry_iso'], now)}"
+        when = _relative(job["next_retry_iso"], now)
+        if not when.startswith("in "):  # due: the daemon is starting it, or is not running
+            when = "due now" if when == "now" or when.endswith("s ago") else f"due {when}"
+        return f"retrying {job['attempt']}/{job['max_retries'] + 1} {when}"
     return job["status"]
 
 

@@ -9,7 +9,7 @@ import pytest
 from rich.console import Console
 
 from crawlsched.layout import Column, Step, cut, fit, relative
-from crawlsched.render import jobs_table
+from crawlsched.render import jobs_table, status_text
 
 NOW = datetime(2026, 12, 1, 2, 5, tzinfo=timezone.utc)
 
@@ -71,3 +71,12 @@ def test_a_name_longer_than_its_id_gives_way_to_the_id_before_anything_is_cut():
     console.print(jobs_table([job], now=NOW, width=40, plain=True, machine_tz="UTC"))
     [row] = [line for line in console.export_text().splitlines() if "active" in line]
     assert row.split()[0] == "news" and "…" not in row
+
+
+@pytest.mark.parametrize("due, text", [(240.5, "retrying 2/4 in 4m"), (0, "retrying 2/4 due now"),
+                                       (-20, "retrying 2/4 due now"), (-300, "retrying 2/4 due 5m ago")],
+                         ids=["ahead", "now", "seconds-late", "minutes-late"])
+def test_a_retrying_status_says_which_attempt_and_when(due, text):
+    job = {"status": "retrying", "attempt": 2, "max_retries": 3,
+           "next_retry_iso": (NOW + timedelta(seconds=due)).isoformat()}
+    assert status_text(job, NOW) == text
