@@ -492,7 +492,8 @@ class State:
             where.append(f"status IN ({','.join('?' * len(statuses))})")
             params.extend(statuses)
         clause = f"WHERE {' AND '.join(where)} " if where else ""
-        rows = self.read(f"SELECT * FROM runs {clause}ORDER BY id DESC LIMIT ?", (*params, limit))
+        # SQLite's LIMIT is a 64-bit integer: a larger one (`--limit 99999999999999999999`) means "all".
+        rows = self.read(f"SELECT * FROM runs {clause}ORDER BY id DESC LIMIT ?", (*params, min(limit, 2**62)))
         return [_run(r) for r in rows]
 
     def chain_outcomes(self, keys: list[tuple[str, float]]) -> dict[tuple[str, float], str]:

@@ -219,6 +219,15 @@ def test_run_success_rate_judges_each_run_by_all_its_attempts(cli, state):
     assert "success rate: 20% (1 of 5 attempts)" in text and "run success rate: 50% (1 of 2 runs)" in text
 
 
+@pytest.mark.parametrize("command", ["history", "show"])
+def test_a_limit_beyond_what_sqlite_holds_lists_everything(cli, state, command):
+    job_id = add(cli, "Many")
+    attempt(state, job_id, "success")
+    result = cli(command, job_id, "--limit", str(10**20), "--json")
+    assert result.exit_code == 0, result.output
+    assert [r["status"] for r in result.json()["runs"]] == ["success"]
+
+
 def test_history_filters_by_since_and_status(cli, state, monkeypatch):
     job_id = add(cli, "Filtered")
     attempt(state, job_id, "failed", at=T0)
