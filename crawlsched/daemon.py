@@ -781,9 +781,14 @@ class Daemon:
     def _release_claims(self) -> None:
         """Drop the claims of chains that ended (not of one a new chain of the job holds again)."""
         ended = [job_id for job_id in self.unclaim if job_id not in self.chains]
+        if not ended:  # nothing was written: not a sign the storage is back
+            self.unclaim.clear()
+            return
         try:
             self.state.release_chains(ended, CLAIM_DAEMON, self.pid)
-        except Exception as exc:  # a full disk, a locked database: tried again next turn, logged once
+        except StorageUnavailable:
+            return  # tried again next turn; the storage episode is logged once, by the state
+        except Exception as exc:  # a locked database: tried again next turn, logged once
             if not self.release_failing:
                 self.release_failing = True
                 self.log.error("could not release the claims of %d ended chain(s), trying again: %s", len(ended), exc)
