@@ -25,6 +25,9 @@ EVERY_RE = re.compile(r"(\d+)\s*([smhd])")
 RANGE_STEP_RE = re.compile(r"(\d+)-(\d+)/\d+")
 HEADER_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 MAX_NAME = 200
+# What a job that names no crawl is told, by the CLI and the API alike (SPEC §8: say how to set one).
+NO_CRAWL = ("is missing: this job names no crawl (url or command) and [defaults] has no default crawl; "
+            "give the job a url or a command, or set a default crawl with `crawlsched defaults --url URL`")
 
 
 class ScheduleKind(str, enum.Enum):
@@ -76,7 +79,7 @@ DEFAULT_KEYS = (
     "max_retries", "retry_delay", "retry_backoff", "retry_max_delay", "timezone",
     "max_concurrent", "catch_up", "url", "command", "timeout", "headers",
     "on_failure", "max_bytes", "verify", "user_agent", "keep_runs",
-    "allow_http_commands", "grace_period",
+    "allow_http_commands", "grace_period", "paused",
 )  # fmt: skip
 
 
@@ -102,6 +105,7 @@ class Defaults:
     keep_runs: int = 30
     allow_http_commands: bool = False
     grace_period: float = 30
+    paused: bool = False  #: the scheduler's own switch (legacy stop/start): no job fires; jobs keep their own ``paused``
 
 
 @dataclass(frozen=True)
@@ -490,6 +494,8 @@ def build_defaults(raw: Mapping[str, Any]) -> Defaults:
         kw["allow_http_commands"] = check_bool("defaults.allow_http_commands", raw["allow_http_commands"])
     if "grace_period" in raw:
         kw["grace_period"] = check_seconds("defaults.grace_period", raw["grace_period"])
+    if "paused" in raw:
+        kw["paused"] = check_bool("defaults.paused", raw["paused"])
     return Defaults(**kw)
 
 
@@ -590,7 +596,7 @@ def build_job(raw: Mapping[str, Any], defaults: Defaults, machine_tz: str = "UTC
     elif defaults.url or defaults.command:
         urls, command = defaults.url, defaults.command
     else:
-        raise InvalidValue("url", None, "is missing: give the job a url or a command, or set one in [defaults]")
+        raise InvalidValue("url", None, NO_CRAWL)
 
     created = raw.get("created_at")
     if created is not None and not isinstance(created, datetime):

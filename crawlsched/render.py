@@ -90,18 +90,23 @@ def view(job: Job, state: JobState | None, now: datetime) -> JobView:
 def status_dict(row: Mapping[str, Any] | None, jobfile: JobFile | None, now: datetime, *,
                 states: Mapping[str, JobState], running: bool, pid: int | None, http: str | None,
                 config_ok: bool, config_error: str | None, jobs_file: str, home: str,
-                job_count: int | None = None, state_error: str | None = None) -> dict[str, Any]:
+                job_count: int | None = None, state_error: str | None = None,
+                scheduler_paused: bool | None = None) -> dict[str, Any]:
     """``crawlsched status --json`` and ``GET /api/scheduler/status``: one shape, built here for both.
 
     ``row`` is the daemon's row (None when it is not known to be up); its next job wins, else
     the earliest next run among the unpaused jobs of ``jobfile`` (ties: the first in the file).
     ``job_count`` (the API's) and ``state_error`` (the database could not be read) appear only when given.
+    ``scheduler_paused`` (``[defaults] paused``, the legacy stop) is read from ``jobfile`` unless given;
+    while it is on, nothing is next.
     """
     local = timing.machine_timezone()
+    if scheduler_paused is None:
+        scheduler_paused = bool(jobfile is not None and jobfile.defaults.paused)
     next_job, next_at = None, None
     if row is not None and row.get("next_job"):
         next_job, next_at = row["next_job"], timing.from_epoch(row.get("next_due"))
-    elif jobfile is not None:
+    elif jobfile is not None and not scheduler_paused:
         upcoming = [(v.next_run, j.id) for j in jobfile.jobs if not j.paused
                     and (v := view(j, states.get(j.id), now)).next_run is not None]  # fmt: skip
         if upcoming:
@@ -123,6 +128,7 @@ def status_dict(row: Mapping[str, Any] | None, jobfile: JobFile | None, now: dat
         "http": http,
         "config_ok": config_ok,
         "config_error": config_error,
+        "scheduler_paused": scheduler_paused,
     }
     if job_count is not None:
         out["job_count"] = job_count
@@ -385,6 +391,9 @@ def status_lines(status: Mapping[str, Any]) -> list[str]:
         lines = [f"daemon: running (pid {status['pid']}, since {status['started_at']}, heartbeat {status['heartbeat']})"]
     else:
         lines = ["daemon: not running"]
+    if status.get("scheduler_paused"):
+        lines.append("scheduler: stopped ([defaults] paused = true): no job fires until `POST /api/scheduler/start`"
+                     " or the key is removed (`crawlsched defaults --unset paused`)")
     if status["next_job"]:
         lines.append(f"next: {status['next_job']} at {status['next_run']}")
     else:

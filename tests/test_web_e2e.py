@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import http.server
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -45,16 +47,24 @@ def target() -> Iterator[str]:
     server.server_close()
 
 
+# The daemon with its wall clock moved to an instant (time-machine, ticking from there): the seed's
+# examples are dated November 2025, and an end date in the past is refused.
+TRAVELLING = ("import sys, datetime, time_machine; "
+              "time_machine.travel(datetime.datetime.fromisoformat(sys.argv.pop(1)), tick=True).start(); "
+              "from crawlsched.cli import main; sys.argv[0] = 'crawlsched'; main()")
+
+
 class Daemon:
-    def __init__(self, home: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, home: Path, *args: str, env: dict[str, str] | None = None, at: str | None = None) -> None:
         self.home = home
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         environ = {**os.environ, "CRAWLSCHED_JOBS": str(home / "jobs.toml"), "CRAWLSCHED_HOME": str(home), "TZ": "UTC"}
         environ.pop("CRAWLSCHED_TOKEN", None)
         environ.update(env or {})
+        program = [sys.executable, "-c", TRAVELLING, at] if at else [sys.executable, "-m", "crawlsched"]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "crawlsched", "daemon", "--http", f"127.0.0.1:{self.port}", *args],
+            [*program, "daemon", "--http", f"127.0.0.1:{self.port}", *args],
             env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
 
@@ -145,3 +155,95 @@ def test_a_non_loopback_address_without_a_token_is_refused_with_exit_2(home):
                             capture_output=True, text=True, env=env, timeout=30)
     assert result.returncode == 2
     assert "token" in result.stderr and "Traceback" not in result.stderr
+
+
+# The seed's curl examples, byte for byte (seed/000_bd9751e66c7ebb3c.txt, "B. Melalui API" and use case 2).
+SEED_ADD = """curl -X POST http://localhost:5000/api/scheduler/job/add \\
+  -H "Content-Type: application/json" \\
+  -d '{
+    "name": "Crawl Pagi Hari",
+    "start_date": "2025-11-08",
+    "end_date": "2025-12-31",
+    "hour": 9,
+    "minute": 5,
+    "max_retries": 3,
+    "retry_delay": 300
+  }'"""
+SEED_JOBS = "curl http://localhost:5000/api/scheduler/jobs"
+SEED_DELETE = "curl -X DELETE http://localhost:5000/api/scheduler/job/job_20251107110530"
+SEED_RETRY = """curl -X POST http://localhost:5000/api/scheduler/retry-config \\
+  -H "Content-Type: application/json" \\
+  -d '{
+    "max_retries": 5,
+    "retry_delay": 600
+  }'"""
+SEED_START = """curl -X POST http://localhost:5000/api/scheduler/start \\
+  -H "Content-Type: application/json" \\
+  -d '{
+    "mode": "custom",
+    "cron": "0 10 * * 1"
+  }'"""
+SEED_STATUS = "curl http://localhost:5000/api/scheduler/status"
+
+
+def seed_curl(daemon: Daemon, line: str) -> tuple[int, dict[str, Any]]:
+    """Run one of the seed's curl lines as a shell would, on this daemon's port; (HTTP status, JSON body)."""
+    command = line.replace("localhost:5000", f"localhost:{daemon.port}") + " -s -w '\\n%{http_code}'"
+    out = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    body, _, code = out.stdout.rpartition("\n")
+    return int(code), json.loads(body)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
+def test_the_seeds_curl_examples_work_verbatim_once_defaults_names_a_crawl(home, target):
+    daemon = Daemon(home, at="2025-11-07T11:05:30+00:00")  # the seed's day (job_20251107110530)
+    try:
+        daemon.wait_ready()
+        code, refused = seed_curl(daemon, SEED_ADD)
+        assert code == 422 and refused["success"] is False
+        assert "[defaults] has no default crawl" in refused["error"] and "crawlsched defaults --url URL" in refused["error"]
+        assert "None" not in refused["error"]
+        assert seed_curl(daemon, SEED_JOBS)[1]["default_crawl"] is False
+
+        set_default = run_cli(home, "defaults", "--url", target)
+        assert set_default.returncode == 0, set_default.stderr
+
+        code, added = seed_curl(daemon, SEED_ADD)
+        assert (code, added) == (200, {"success": True, "message": "✅ Job 'Crawl Pagi Hari' berhasil ditambahkan",
+                                       "job_id": "crawl-pagi-hari"})
+        code, listed = seed_curl(daemon, SEED_JOBS)
+        assert code == 200 and listed["success"] is True and listed["default_crawl"] is True
+        job = listed["jobs"][0]
+        assert {k: job[k] for k in ("name", "schedule", "start_date", "end_date", "next_run", "last_run", "status",
+                                    "max_retries", "retry_delay")} == {
+            "name": "Crawl Pagi Hari", "schedule": "09:05", "start_date": "2025-11-08", "end_date": "2025-12-31",
+            "next_run": "2025-11-08 09:05:00", "last_run": None, "status": "active", "max_retries": 3, "retry_delay": 300,
+        }  # the seed's response, field for field
+
+        # The id in the seed's DELETE is one of its own scheduler_jobs.json: imported, it is kept.
+        seed_file = home / "scheduler_jobs.json"
+        seed_file.write_text(json.dumps([{"id": "job_20251107110530", "name": "Imported", "start_date": "2025-11-08",
+                                          "end_date": "2025-12-31", "hour": 9, "minute": 5, "max_retries": 3,
+                                          "retry_delay": 300, "status": "active"}]))
+        assert run_cli(home, "import", str(seed_file)).returncode == 0
+        code, deleted = seed_curl(daemon, SEED_DELETE)
+        assert code == 200 and deleted["removed"] == ["job_20251107110530"]
+
+        code, config = seed_curl(daemon, SEED_RETRY)
+        assert code == 200 and (config["defaults"]["max_retries"], config["defaults"]["retry_delay"]) == (5, 600)
+        code, started = seed_curl(daemon, SEED_START)
+        assert code == 200 and started["job_id"] == "default", started
+        code, status = seed_curl(daemon, SEED_STATUS)
+        assert code == 200 and status["running"] is True and status["config_ok"] is True
+        jobs = {j["id"]: j for j in seed_curl(daemon, SEED_JOBS)[1]["jobs"]}
+        assert set(jobs) == {"crawl-pagi-hari", "default"} and jobs["default"]["schedule"] == "0 10 * * 1"
+        assert jobs["default"]["max_retries"] == 5  # the seed's retry config reaches a job that sets none
+    finally:
+        assert daemon.stop() == 0
+
+
+def run_cli(home: Path, *args: str) -> subprocess.CompletedProcess:
+    environ = {**os.environ, "CRAWLSCHED_JOBS": str(home / "jobs.toml"), "CRAWLSCHED_HOME": str(home), "TZ": "UTC"}
+    return subprocess.run([sys.executable, "-m", "crawlsched", *args], capture_output=True, text=True, env=environ, timeout=60)

@@ -4,13 +4,40 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
 from crawlsched.cli import JsonOpt, Refused, _console, _emit, _find, _job_dict, _job_dicts, _load, _now, _say, command, env
 from crawlsched.cli.daemon import live_daemon
 from crawlsched.errors import CrawlschedError, DaemonNotRunning, JobNotFound
+
+if TYPE_CHECKING:
+    from crawlsched.model import JobFile
+
+
+def _load_shown(*, say: bool = True) -> tuple[JobFile, str | None]:
+    """The job file to show, and its error while it is broken (SPEC §5, "When the job file is broken").
+
+    While a daemon is up, a broken file shows the jobs that daemon runs (its last good
+    file) and the error goes to stderr; the command prints its data, then exits 2
+    (``_exit_if_broken``). With no daemon up the error is raised as before (exit 2).
+    """
+    from crawlsched import control
+
+    jobfile, error = control.jobs_to_show(env().store(), env().state(), env().home, time.time())
+    if error is not None and say:
+        typer.echo(f"crawlsched: error: {control.showing_last_good(error, len(jobfile.jobs))}", err=True)
+    return jobfile, error
+
+
+def _with_error(payload: dict[str, Any], error: str | None) -> dict[str, Any]:
+    return {**payload, "config_error": error} if error is not None else payload
+
+
+def _exit_if_broken(error: str | None) -> None:
+    if error is not None:
+        raise typer.Exit(2)
 
 
 @command("list")
@@ -33,14 +60,17 @@ def list_(
         _watch()
         return
     now = _now()
-    jobs = _job_dicts(_load(), now)
+    jobfile, error = _load_shown()
+    jobs = _job_dicts(jobfile, now)
     if as_json:
-        _emit({"success": True, "jobs": jobs})
+        _emit(_with_error({"success": True, "jobs": jobs}, error))
+        _exit_if_broken(error)
         return
     from crawlsched import render
 
     console = _console()
     console.print(render.jobs_table(jobs, plain=not console.is_terminal))
+    _exit_if_broken(error)
 
 
 def _watch() -> None:
@@ -54,10 +84,15 @@ def _watch() -> None:
 
     def frame() -> Any:
         try:
-            table = render.jobs_table(_job_dicts(_load(), _now()), plain=plain)
+            jobfile, error = _load_shown(say=False)
+            table = render.jobs_table(_job_dicts(jobfile, _now()), plain=plain)
         except CrawlschedError as exc:  # e.g. the file is half-edited: say so and keep watching
             return Text(f"crawlsched: error: {exc}", style="red")
         table.title = f"crawlsched · {env().jobs_file} · {datetime.now().strftime('%H:%M:%S')} · Ctrl-C to stop"
+        if error is not None:
+            from crawlsched import control
+
+            table.caption = f"error: {control.showing_last_good(error, len(jobfile.jobs))}"
         return table
 
     try:
@@ -85,12 +120,14 @@ def show(
     from crawlsched import render
 
     now = _now()
-    found = _find(_load(), job)
+    jobfile, error = _load_shown()
+    found = _find(jobfile, job)
     state = env().state()
     runs = [render.run_dict(r, found) for r in state.runs(found.id, limit)] if state is not None else []
     data = _job_dict(found, now)
     if as_json:
-        _emit({"success": True, "job": data, "runs": runs})
+        _emit(_with_error({"success": True, "job": data, "runs": runs}, error))
+        _exit_if_broken(error)
         return
     console = _console()
     plain = not console.is_terminal
@@ -100,6 +137,7 @@ def show(
         console.print(render.runs_table(runs, plain=plain, show_job=False))
     else:
         console.print("no runs yet")
+    _exit_if_broken(error)
 
 
 
@@ -122,7 +160,7 @@ def history(
     """
     from crawlsched import render
 
-    jobfile = _load()
+    jobfile, error = _load_shown()
     state = env().state()
     job_id = None
     if job is not None:
@@ -138,11 +176,13 @@ def history(
     rows = [render.run_dict(r, by_id.get(r.job_id)) for r in runs]
     rate = render.success_rate(runs)
     if as_json:
-        _emit({"success": True, "runs": rows, "success_rate": rate})
+        _emit(_with_error({"success": True, "runs": rows, "success_rate": rate}, error))
+        _exit_if_broken(error)
         return
     console = _console()
     if not rows:
         console.print("no runs yet")
+        _exit_if_broken(error)
         return
     console.print(render.runs_table(rows, plain=not console.is_terminal, show_job=job_id is None))
     attempts = [r for r in runs if r.attempt > 0 and r.status in render.ATTEMPT_OUTCOMES]
@@ -151,6 +191,7 @@ def history(
     else:
         ok = sum(1 for r in attempts if r.status == "success")
         console.print(f"success rate: {rate:.0%} ({ok} of {len(attempts)} attempts)")
+    _exit_if_broken(error)
 
 
 
@@ -192,10 +233,19 @@ def _status(now: datetime) -> dict[str, Any]:
     data = render.status_dict(
         row, jobfile, now, states=states, running=row is not None or pid is not None, pid=pid,
         http=row.get("http") if row else None, config_ok=config_ok, config_error=config_error,
-        jobs_file=str(env().jobs_file), home=str(env().home), state_error=state_error)
+        jobs_file=str(env().jobs_file), home=str(env().home), state_error=state_error,
+        scheduler_paused=_scheduler_paused(jobfile, row))
     if store is not None:
         store.save_fire_memo(now.timestamp())
     return data
+
+
+def _scheduler_paused(jobfile: JobFile | None, row: dict[str, Any] | None) -> bool:
+    """``[defaults] paused`` of the file; while the file is broken, of the daemon's last good file."""
+    if jobfile is not None:
+        return jobfile.defaults.paused
+    last_good = env().store().load_last_good(env().home) if row is not None else None
+    return bool(last_good is not None and last_good.defaults.paused)
 
 
 @command("status")

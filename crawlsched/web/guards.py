@@ -7,6 +7,7 @@ import ipaddress
 
 from flask import Flask, Response, request
 
+from crawlsched.errors import _show
 from crawlsched.web.responses import error
 
 MAX_BODY = 64 * 1024  # bytes of a request body (413 above)
@@ -94,8 +95,9 @@ def install(app: Flask, token: str | None) -> None:
     def guard() -> Response | None:
         host, port = app.config["CRAWLSCHED_BIND"]
         if token is None and not host_allowed(request.headers.get("Host"), host, port):
-            return error(403, f"Host {request.headers.get('Host')!r} is not this server's; "
-                              f"use http://{_url_host(host)}:{port}/ (requests for other names are refused)")
+            given = request.headers.get("Host")
+            what = f"Host {_show(given)} is not this server's" if given else "a request without a Host header is refused"
+            return error(403, f"{what}; use http://{_url_host(host)}:{port}/ (requests for other names are refused)")
         if token is not None and needs_token(request.path) and not token_ok(request.headers.get("Authorization"), token):
             return error(401, "this scheduler needs its access token: Authorization: Bearer <token>")
         if (request.content_length or 0) > MAX_BODY:
