@@ -385,3 +385,48 @@ def test_status_with_a_corrupt_database_but_a_held_daemon_lock_is_up(cli, tmp_ho
         proc.kill()
         proc.wait()
         proc.stdout.close()
+
+
+@pytest.mark.slow
+def test_run_now_of_a_busy_job_exits_1_saying_why_and_queues_nothing(tmp_path):
+    """The real daemon as a subprocess: a job whose attempt is running, and one waiting for its retry."""
+    import json
+    import sqlite3
+
+    from daemon_helpers import DaemonProcess, Target, cli as run, wait_for, write_jobs
+
+    target = Target()
+    home = tmp_path / "home"
+    write_jobs(home, f'[[jobs]]\nid = "slow"\nat = "23:59"\nurl = "{target.url("/slow/6")}"\n\n'
+                     f'[[jobs]]\nid = "flaky"\nat = "23:59"\nurl = "{target.url("/fail")}"\nmax_retries = 2\nretry_delay = 300\n')
+    daemon = DaemonProcess(home).start()
+
+    def requests_queued() -> int:
+        con = sqlite3.connect(home / "crawlsched.db", timeout=10)
+        try:
+            return con.execute("SELECT count(*) FROM requests").fetchone()[0]
+        finally:
+            con.close()
+
+    try:
+        assert run(home, "run-now", "slow").returncode == 0
+        assert run(home, "run-now", "flaky").returncode == 0
+        wait_for(lambda: json.loads(run(home, "show", "slow", "--json").stdout)["job"]["status"] == "running", 10, "slow running")
+        wait_for(lambda: json.loads(run(home, "show", "flaky", "--json").stdout)["job"]["status"] == "retrying", 10, "flaky retrying")
+        queued = requests_queued()
+
+        busy = run(home, "run-now", "slow")
+        assert busy.returncode == 1
+        assert busy.stderr.startswith("crawlsched: error: job slow is running (attempt 1/4, since ")
+        assert busy.stderr.rstrip().endswith("nothing was queued (runs of one job never overlap)")
+        waiting = run(home, "run-now", "flaky", "--json")
+        assert waiting.returncode == 1
+        error = json.loads(waiting.stdout)
+        assert error["success"] is False
+        assert error["error"].startswith("job flaky is waiting for its retry (attempt 2/3 at ")
+        assert requests_queued() == queued  # nothing was handed to the daemon
+    finally:
+        assert daemon.stop() == 0
+        target.close()
+    skipped = sqlite3.connect(home / "crawlsched.db").execute("SELECT count(*) FROM runs WHERE status = 'skipped'").fetchone()[0]
+    assert skipped == 0

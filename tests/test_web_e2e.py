@@ -247,3 +247,101 @@ def test_the_seeds_curl_examples_work_verbatim_once_defaults_names_a_crawl(home,
 def run_cli(home: Path, *args: str) -> subprocess.CompletedProcess:
     environ = {**os.environ, "CRAWLSCHED_JOBS": str(home / "jobs.toml"), "CRAWLSCHED_HOME": str(home), "TZ": "UTC"}
     return subprocess.run([sys.executable, "-m", "crawlsched", *args], capture_output=True, text=True, env=environ, timeout=60)
+
+
+def wait_until(predicate: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def attempts(home: Path, job_id: str) -> list[dict[str, Any]]:
+    import sqlite3
+
+    con = sqlite3.connect(home / "crawlsched.db", timeout=10)
+    con.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in con.execute("SELECT * FROM runs WHERE job_id = ? ORDER BY id", (job_id,))]
+    finally:
+        con.close()
+
+
+@pytest.mark.slow
+def test_legacy_stop_and_start_through_the_real_daemon_keep_a_jobs_own_pause(home, target):
+    (home / "jobs.toml").write_text(
+        f'[defaults]\ntimezone = "UTC"\nurl = "{target}"\n\n'
+        '[[jobs]]\nid = "tick"\nevery = "1s"\n\n'
+        '[[jobs]]\nid = "held"\nevery = "1s"\npaused = true  # paused on purpose\n')
+    daemon = Daemon(home)
+    try:
+        daemon.wait_ready()
+        wait_until(lambda: attempts(home, "tick"), 10, "tick's first run")
+        stop = requests.post(f"{daemon.base}/api/scheduler/stop", timeout=5)  # as `curl -X POST` sends it
+        assert stop.status_code == 200 and stop.json()["scheduler_paused"] is True
+        status = requests.get(f"{daemon.base}/api/scheduler/status", timeout=5).json()
+        assert status["scheduler_paused"] is True and status["next_job"] is None
+        cli_status = run_cli(home, "status", "--json")
+        assert cli_status.returncode == 0 and json.loads(cli_status.stdout)["scheduler_paused"] is True
+        assert "scheduler: stopped" in run_cli(home, "status").stdout
+        time.sleep(1.5)  # an attempt under way when stop came may finish
+        settled = len(attempts(home, "tick"))
+        time.sleep(3)  # three fires' worth
+        assert len(attempts(home, "tick")) == settled  # nothing fired while stopped
+        assert [r for r in attempts(home, "tick") if r["status"] == "missed"] == []  # and nothing is "missed"
+
+        start = requests.post(f"{daemon.base}/api/scheduler/start", timeout=5)
+        assert start.status_code == 200 and start.json()["scheduler_paused"] is False
+        wait_until(lambda: len(attempts(home, "tick")) > settled, 10, "tick firing again after start")
+        assert attempts(home, "held") == []  # paused on its own: still paused
+        assert "paused = true  # paused on purpose" in (home / "jobs.toml").read_text()
+        assert json.loads(run_cli(home, "status", "--json").stdout)["scheduler_paused"] is False
+    finally:
+        assert daemon.stop() == 0
+
+
+@pytest.mark.slow
+def test_a_broken_job_file_while_the_daemon_runs_shows_the_jobs_it_runs(home, target):
+    (home / "jobs.toml").write_text(f'[defaults]\ntimezone = "UTC"\n\n[[jobs]]\nid = "kept"\nname = "Kept Job"\n'
+                                    f'at = "23:59"\nurl = "{target}"\n')
+    daemon = Daemon(home)
+    try:
+        daemon.wait_ready()
+        assert requests.post(f"{daemon.base}/api/scheduler/run-now", json={"job_id": "kept"}, timeout=5).status_code == 200
+        wait_until(lambda: [r for r in attempts(home, "kept") if r["status"] == "success"], 10, "kept's run")
+        broken = '[defaults]\ntimezone = "UTC\n\n[[jobs]]\nid = "kept"\n'  # one missing quote
+        (home / "jobs.toml").write_text(broken)
+        wait_until(lambda: requests.get(f"{daemon.base}/api/scheduler/status", timeout=5).json()["config_ok"] is False,
+                   10, "the daemon to notice the broken file")
+
+        listed = run_cli(home, "list", "--json")
+        assert listed.returncode == 2
+        data = json.loads(listed.stdout)
+        assert [j["id"] for j in data["jobs"]] == ["kept"] and data["jobs"][0]["status"] == "success"
+        assert data["config_error"].startswith("jobs.toml:2: not valid TOML")
+        assert "showing the 1 job the daemon is running" in listed.stderr
+        table = run_cli(home, "list")
+        assert table.returncode == 2 and "Kept Job" in table.stdout
+        assert table.stderr.startswith("crawlsched: error: jobs.toml:2:")
+        shown = run_cli(home, "show", "kept", "--json")
+        assert shown.returncode == 2 and json.loads(shown.stdout)["job"]["name"] == "Kept Job"
+        history = run_cli(home, "history", "kept", "--json")
+        assert history.returncode == 2 and [r["status"] for r in json.loads(history.stdout)["runs"]] == ["success"]
+
+        jobs = requests.get(f"{daemon.base}/api/scheduler/jobs", timeout=5)
+        assert jobs.status_code == 200 and [j["id"] for j in jobs.json()["jobs"]] == ["kept"]
+        assert jobs.json()["config_error"].startswith("jobs.toml:2:")
+        assert requests.get(f"{daemon.base}/api/scheduler/job/kept", timeout=5).status_code == 200
+        add = requests.post(f"{daemon.base}/api/scheduler/job/add", json={"name": "New", "hour": 9, "url": target}, timeout=5)
+        assert add.status_code == 422 and add.json()["error"].startswith("jobs.toml:2:")
+        assert run_cli(home, "add", "New", "--at", "09:00", "--url", target).returncode == 2
+        assert (home / "jobs.toml").read_text() == broken  # nothing rewritten
+    finally:
+        assert daemon.stop() == 0
+    alone = run_cli(home, "list", "--json")  # no daemon, so no last good file to show: the error alone
+    assert alone.returncode == 2
+    assert list(json.loads(alone.stdout)) == ["success", "error"] and json.loads(alone.stdout)["success"] is False
+    assert json.loads(alone.stdout)["error"].startswith("jobs.toml:2: not valid TOML")
