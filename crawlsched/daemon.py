@@ -477,6 +477,9 @@ class Daemon:
         # re-plans every job, as if each had been paused or resumed on its own.
         switched = self.defaults is not None and self.defaults.paused != jobfile.defaults.paused
         self.defaults = jobfile.defaults
+        if switched or (first and jobfile.defaults.paused):
+            self.log.info("scheduler stopped ([defaults] paused = true): no job fires until it is started again"
+                          if jobfile.defaults.paused else "scheduler started ([defaults] paused removed)")
         new = {j.id: j for j in jobfile.jobs}
         old = self.jobs
         seen = self.state.seen()
