@@ -397,9 +397,9 @@ def test_run_now_of_a_busy_job_exits_1_saying_why_and_queues_nothing(tmp_path):
 
     target = Target()
     home = tmp_path / "home"
-    write_jobs(home, f'[[jobs]]\nid = "slow"\nat = "23:59"\nurl = "{target.url("/slow/6")}"\n\n'
+    write_jobs(home, f'[[jobs]]\nid = "slow"\nat = "23:59"\ncommand = "sleep 30"\n\n'
                      f'[[jobs]]\nid = "flaky"\nat = "23:59"\nurl = "{target.url("/fail")}"\nmax_retries = 2\nretry_delay = 300\n')
-    daemon = DaemonProcess(home).start()
+    daemon = DaemonProcess(home, "--grace", "1").start()  # the sleeping command is stopped at the end
 
     def requests_queued() -> int:
         con = sqlite3.connect(home / "crawlsched.db", timeout=10)
