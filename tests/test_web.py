@@ -220,7 +220,7 @@ def test_numbers_may_come_as_decimal_strings_as_a_form_sends_them(env):
     assert tomllib.loads(env.jobs_file.read_text())["jobs"][1]["every"] == "3600s"
 
 
-@pytest.mark.parametrize("value", ["nine", "9.5", "²", "0x9", "", " "], ids=["word", "fraction", "superscript", "hex", "empty", "blank"])
+@pytest.mark.parametrize("value", ["nine", "9.5", "²", "0x9", "", " ", " 9"], ids=["word", "fraction", "superscript", "hex", "empty", "blank", "spaced"])
 def test_a_string_that_is_not_a_whole_number_is_refused_as_the_hour(env, value):
     before = env.file_bytes()
     response = env.client.post("/api/scheduler/job/add", json={"name": "X", "hour": value, "url": "https://example.com/"})
@@ -906,6 +906,8 @@ def test_a_broken_job_file_still_shows_the_jobs_the_daemon_runs(env):
     assert one.status_code == 200
     assert one.get_json()["job"]["id"] == "kept" and one.get_json()["config_error"] == data["config_error"]
     assert env.client.get("/api/scheduler/status").get_json()["config_error"].startswith("jobs.toml:2:")
+    config = env.client.get("/api/scheduler/retry-config")
+    assert config.status_code == 200 and config.get_json()["config_error"] == data["config_error"]
 
 
 @pytest.mark.parametrize(("method", "path", "body"), [

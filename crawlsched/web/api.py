@@ -115,7 +115,9 @@ class Api:
         return self._set_paused(ref, False)
 
     def retry_config_get(self) -> Response:
-        return ok(message="Retry config", defaults=render.defaults_dict(self.load().defaults))
+        jobfile, error = self.load_for_read()
+        extra = {"config_error": error} if error else {}
+        return ok(message="Retry config", defaults=render.defaults_dict(jobfile.defaults), **extra)
 
     def retry_config(self) -> Response:
         changes = retry_changes(json_body())

@@ -93,23 +93,22 @@ DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
 
 
 def _is_int(v: Any) -> bool:
-    return (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, str) and INT_TEXT.fullmatch(v.strip()) is not None)
+    return (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, str) and INT_TEXT.fullmatch(v) is not None)
 
 
 def _is_number(v: Any) -> bool:
     return (isinstance(v, (int, float)) and not isinstance(v, bool)) or (
-        isinstance(v, str) and DECIMAL_TEXT.fullmatch(v.strip()) is not None)
+        isinstance(v, str) and DECIMAL_TEXT.fullmatch(v) is not None)
 
 
 def _number(v: Any) -> Any:
     """A decimal string as the number it writes (``"09"`` → 9, ``"1.5"`` → 1.5); anything else as it is."""
     if not isinstance(v, str):
         return v
-    text = v.strip()
-    if INT_TEXT.fullmatch(text):
-        return int(text)
-    if DECIMAL_TEXT.fullmatch(text):
-        return float(text)
+    if INT_TEXT.fullmatch(v):
+        return int(v)
+    if DECIMAL_TEXT.fullmatch(v):
+        return float(v)
     return v
 
 
