@@ -359,7 +359,7 @@ class JobStore:
             return jobfile.find(job.id) or job
 
     def set_paused_all(self, paused: bool) -> int:
-        """Pause or resume every job (the seed's legacy start/stop); returns how many changed.
+        """Pause or resume every job on its own (`paused` in each table); returns how many changed.
 
         One pass over the file (spans found once, edited bottom up, checked once): 10,000 jobs
         are not parsed 10,000 times under the lock.
