@@ -423,8 +423,8 @@ class Daemon:
                 self.recheck_at = self.pending_key[1] + STABLE_FOR
                 return False
         self.pending_key = None
-        if key is None and self.started:
-            self._file_missing()
+        if (key is None or key.size == 0) and self.started:
+            self._file_missing("missing" if key is None else "empty (0 bytes)")
             return False
         if key is not None and key == self.bad_key and not force:
             return False
@@ -462,10 +462,11 @@ class Daemon:
         except OSError as exc:
             self.log.warning("could not keep a copy of the applied job file in %s/.cache: %s", self.home, exc)
 
-    def _file_missing(self) -> None:
+    def _file_missing(self, how: str = "missing") -> None:
         """While running, a missing job file (an editor's delete and re-create, a ``mv``) is not
-        an empty job list: the last good jobs and their retries stay until it is back."""
-        message = f"{self.store.path.name}: the file is missing"
+        an empty job list: the last good jobs and their retries stay until it is back. Nor is
+        an empty one (SPEC §7: a truncating save, a full disk, a deploy that failed halfway)."""
+        message = f"{self.store.path.name}: the file is {how}"
         if self.config_error != message:
             self.log.error("job file not applied, keeping the last good jobs: %s", message)
             self.state.daemon_update(config_ok=0, config_error=message)

@@ -115,7 +115,10 @@ def _show(value: object) -> str:
         text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
         return '"' + text.replace('"', '\\"') + '"'
     if isinstance(value, (int, float)):
-        text = repr(value)
+        try:
+            text = repr(value)
+        except ValueError:  # an int of more than 4300 digits
+            text = "a number of thousands of digits"
     elif hasattr(value, "isoformat"):  # a date or a date-time, as TOML writes it
         text = value.isoformat()  # type: ignore[attr-defined]
     else:

@@ -33,6 +33,7 @@ from crawlsched.cli.options import (
     UserAgentOpt,
     _options,
     _schedule,
+    duration,
 )
 from crawlsched.errors import InvalidValue, JobFileError
 
@@ -207,7 +208,7 @@ def resume(job: Annotated[str, typer.Argument(metavar="JOB", help="Job id or exa
 @command("retry-config")
 def retry_config(
     max_retries: Annotated[Optional[int], typer.Option("--max-retries", metavar="N", help="Retries after a failed attempt (0 = none).")] = None,
-    retry_delay: Annotated[Optional[float], typer.Option("--retry-delay", metavar="S", help="Seconds before a retry.")] = None,
+    retry_delay: Annotated[Optional[str], typer.Option("--retry-delay", metavar="DUR", help="Wait before a retry: seconds, or 30s, 5m, 1h30m.")] = None,
     retry_backoff: BackoffOpt = None,
     retry_max_delay: MaxDelayOpt = None,
     as_json: JsonOpt = False,
@@ -228,9 +229,9 @@ def retry_config(
 
     changes = {k: v for k, v in {
         "max_retries": max_retries,
-        "retry_delay": _num(retry_delay),
+        "retry_delay": duration("retry_delay", retry_delay),
         "retry_backoff": _num(retry_backoff),
-        "retry_max_delay": _num(retry_max_delay),
+        "retry_max_delay": duration("retry_max_delay", retry_max_delay),
     }.items() if v is not None}  # fmt: skip
     if changes:
         build_defaults(changes)  # a bad value is refused as itself, before the file is touched
@@ -252,7 +253,7 @@ def defaults(
     url: Annotated[Optional[List[str]], typer.Option("--url", metavar="URL", help="The default crawl: an http(s) URL every job that names no crawl fetches (repeatable).")] = None,
     command_: Annotated[Optional[str], typer.Option("--command", metavar="CMD", help="The default crawl as a command instead (no shell).")] = None,
     tz: Annotated[Optional[str], typer.Option("--tz", metavar="ZONE", help="IANA time zone that `add` writes for jobs given no --tz [default: this machine's].", show_default=False)] = None,
-    timeout: Annotated[Optional[float], typer.Option("--timeout", metavar="S", help="Seconds one attempt may take, for jobs that set none [default: 300].", show_default=False)] = None,
+    timeout: Annotated[Optional[str], typer.Option("--timeout", metavar="DUR", help="How long one attempt may take, for jobs that set none: seconds, or 30s, 10m, 1h [default: 300].", show_default=False)] = None,
     catch_up: CatchUpOpt = None,
     max_concurrent: Annotated[Optional[int], typer.Option("--max-concurrent", metavar="N", help="Attempts running at once [default: 8].", show_default=False)] = None,
     unset: Annotated[Optional[List[str]], typer.Option("--unset", metavar="KEY", help="Remove this key from [defaults] (repeatable), e.g. --unset url.")] = None,
