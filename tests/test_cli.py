@@ -336,7 +336,7 @@ def test_defaults_url_replaces_a_default_command_and_unset_removes_a_key(cli, tm
     (["--url", "ftp://x/"], 'defaults.url: "ftp://x/" is not an http(s) URL'),
     (["--url", URL, "--command", "echo"], 'command: "echo" cannot be given together with --url'),
     (["--tz", "Mars/Base"], 'defaults.timezone: "Mars/Base" is not a known IANA time zone'),
-    (["--timeout", "-5"], "defaults.timeout: -5 must be at least 0 seconds"),
+    (["--timeout", "-5"], "timeout: \"-5\" must be at least 0s"),
     (["--catch-up", "some"], 'defaults.catch_up: "some" must be one of latest, none, all'),
     (["--max-concurrent", "0"], "defaults.max_concurrent: 0 must be at least 1"),
     (["--unset", "colour"], '--unset: "colour" is not a key of [defaults]'),
