@@ -106,9 +106,16 @@ def busy_reason(job: Job, js: JobState | None, *, chain_active: bool = False) ->
 
 
 def refuse_if_busy(state: State | None, job: Job, *, chain_active: bool = False) -> None:
-    """Raise ``JobBusy`` (CLI exit 1, HTTP 409) when the job is running or waiting for a retry."""
+    """Raise ``JobBusy`` (CLI exit 1, HTTP 409) when the job is running or waiting for a retry,
+    in the daemon or in a `crawlsched run` (whose chain, retry waits included, holds a claim)."""
+    from crawlsched.state import CLAIM_RUN
+
     js = state.job_states([job.id]).get(job.id) if state is not None else None
     reason = busy_reason(job, js, chain_active=chain_active)
+    if reason is None and state is not None:
+        claim = state.claim(job.id)
+        if claim is not None and claim.owner == CLAIM_RUN:
+            reason = f"job {job.id} is busy: {claim.describe(job.timezone)}; nothing was queued (runs of one job never overlap)"
     if reason is not None:
         raise JobBusy(reason)
 

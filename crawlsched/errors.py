@@ -83,6 +83,27 @@ class JobBusy(CrawlschedError):
     http_status = 409
 
 
+class ChainBusy(JobBusy):
+    """Another live process holds the job's chain (SPEC §5: a job never overlaps itself).
+
+    ``claim`` is the ``crawlsched.state.Claim`` that holds it: who, and whether it waits for a retry.
+    """
+
+    def __init__(self, claim: object, message: str) -> None:
+        self.claim = claim
+        super().__init__(message)
+
+
+class DemoFailed(CrawlschedError):
+    """``crawlsched demo``: its daemon stopped on its own; ``tail`` holds its last lines."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, tail: list[str]) -> None:
+        self.tail = tail
+        super().__init__(message)
+
+
 class StateError(CrawlschedError):
     """The state database cannot be used."""
 

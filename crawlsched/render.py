@@ -91,12 +91,15 @@ def status_dict(row: Mapping[str, Any] | None, jobfile: JobFile | None, now: dat
                 states: Mapping[str, JobState], running: bool, pid: int | None, http: str | None,
                 config_ok: bool, config_error: str | None, jobs_file: str, home: str,
                 job_count: int | None = None, state_error: str | None = None,
-                scheduler_paused: bool | None = None) -> dict[str, Any]:
+                jobs_file_missing: bool = False, scheduler_paused: bool | None = None) -> dict[str, Any]:
     """``crawlsched status --json`` and ``GET /api/scheduler/status``: one shape, built here for both.
 
-    ``row`` is the daemon's row (None when it is not known to be up); its next job wins, else
-    the earliest next run among the unpaused jobs of ``jobfile`` (ties: the first in the file).
-    ``job_count`` (the API's) and ``state_error`` (the database could not be read) appear only when given.
+    ``row`` is the daemon's row (None when it is not known to be up). What is next is worked
+    out as of ``now`` (SPEC §6), not taken from the daemon's last heartbeat: the earliest of
+    the unpaused jobs' next runs and pending retries (ties: the first in the file). Only
+    without a job file does the daemon's row say, and only a time not yet past.
+    ``job_count`` (the API's), ``state_error`` (the database could not be read) and
+    ``jobs_file_missing`` (no job file: no jobs, not an error) appear only when given.
     ``scheduler_paused`` (``[defaults] paused``, the legacy stop) is read from ``jobfile`` unless given;
     while it is on, nothing is next.
     """
@@ -104,13 +107,20 @@ def status_dict(row: Mapping[str, Any] | None, jobfile: JobFile | None, now: dat
     if scheduler_paused is None:
         scheduler_paused = bool(jobfile is not None and jobfile.defaults.paused)
     next_job, next_at = None, None
-    if row is not None and row.get("next_job"):
-        next_job, next_at = row["next_job"], timing.from_epoch(row.get("next_due"))
-    elif jobfile is not None and not scheduler_paused:
-        upcoming = [(v.next_run, j.id) for j in jobfile.jobs if not j.paused
-                    and (v := view(j, states.get(j.id), now)).next_run is not None]  # fmt: skip
+    if jobfile is not None and not scheduler_paused:
+        upcoming = []
+        for j in jobfile.jobs:
+            if j.paused:
+                continue
+            st = states.get(j.id)
+            if (v := view(j, st, now)).next_run is not None:
+                upcoming.append((v.next_run, j.id))
+            if st is not None and st.retry is not None:
+                upcoming.append((timing.from_epoch(st.retry.due_at), j.id))
         if upcoming:
             next_at, next_job = min(upcoming, key=lambda item: item[0])
+    elif jobfile is None and row is not None and row.get("next_job") and (row.get("next_due") or 0) >= now.timestamp():
+        next_job, next_at = row["next_job"], timing.from_epoch(row.get("next_due"))
     known = jobfile.find(next_job) if jobfile is not None and next_job is not None else None
     next_tz = known.timezone if known is not None else local
     started = timing.from_epoch(row.get("started_at")) if row else None
@@ -139,6 +149,8 @@ def status_dict(row: Mapping[str, Any] | None, jobfile: JobFile | None, now: dat
         "jobs_file": jobs_file,
         "home": home,
     })
+    if jobs_file_missing:
+        out["jobs_file_missing"] = True
     if state_error is not None:
         out["state_error"] = state_error
     return out
@@ -399,5 +411,6 @@ def status_lines(status: Mapping[str, Any]) -> list[str]:
     else:
         lines.append("next: nothing scheduled")
     lines.append("config: ok" if status["config_ok"] else f"config: ERROR {status['config_error']}")
-    lines.append(f"jobs file: {status['jobs_file']}")
+    missing = " (missing: no jobs until it is created)" if status.get("jobs_file_missing") else ""
+    lines.append(f"jobs file: {status['jobs_file']}{missing}")
     return lines

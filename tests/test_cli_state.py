@@ -232,14 +232,14 @@ def test_status_reports_a_broken_file_when_the_daemon_is_down(cli, tmp_home):
     assert result.json()["config_error"].startswith("jobs.toml:3:")
 
 
-def test_status_with_a_live_daemon_is_exit_0(cli, state, fake_daemon):
-    add(cli, "Next")
+def test_status_with_a_live_daemon_is_exit_0(cli, state, fake_daemon, monkeypatch):
+    add(cli, "Next", "--start", "2026-11-30")
     state.daemon_update(config_ok=1, config_error=None, next_job="next", next_due=T0)
-    result = cli("status", "--json")
+    result = _status_json(cli, monkeypatch)
     assert result.exit_code == 0, result.output
     data = result.json()
     assert data["running"] is True and data["pid"] == fake_daemon.pid and data["config_ok"] is True
-    assert data["next_job"] == "next" and data["next_run"] == "2026-12-01 09:05:00"
+    assert data["next_job"] == "next" and data["next_run"] == "2026-11-30 09:05:00"
     assert data["started_at"] is not None and data["heartbeat"] is not None
     assert f"pid {fake_daemon.pid}" in cli("status").stdout
 
@@ -344,19 +344,37 @@ def test_status_json_is_exactly_as_before_without_a_daemon(cli, tmp_home, monkey
 
 
 def test_status_json_is_exactly_as_before_with_a_daemon(cli, tmp_home, state, fake_daemon, monkeypatch):
-    add(cli, "Next")
+    add(cli, "Next", "--start", "2026-11-30")
     state.daemon_update(config_ok=0, config_error="jobs.toml:1: broken", next_job="next", next_due=T0,
                         http="http://127.0.0.1:5000")
     monkeypatch.setattr("crawlsched.cli.show.live_daemon", lambda st, now, home=None: st.daemon())  # up, whatever the lock
-    result = cli("status", "--json")
+    result = _status_json(cli, monkeypatch)
     assert result.exit_code == 0, result.output
     data = result.json()
     assert {k: data[k] for k in ("running", "pid", "host", "version", "http", "config_ok", "config_error",
                                  "next_job", "next_run", "next_run_iso")} == {
         "running": True, "pid": fake_daemon.pid, "host": data["host"], "version": "0.1.0",
         "http": "http://127.0.0.1:5000", "config_ok": False, "config_error": "jobs.toml:1: broken",
-        "next_job": "next", "next_run": "2026-12-01 09:05:00", "next_run_iso": "2026-12-01T09:05:00+07:00"}
+        "next_job": "next", "next_run": "2026-11-30 09:05:00", "next_run_iso": "2026-11-30T09:05:00+07:00"}
     assert "state_error" not in data and "job_count" not in data
+
+
+def test_status_says_what_is_next_as_of_now_not_as_of_the_daemons_last_heartbeat(cli, state, fake_daemon, monkeypatch):
+    add(cli, "Next", "--start", "2026-11-30")  # 09:05 Jakarta = 02:05 UTC
+    # The row's "next" was written at a heartbeat a day ago: a time long past.
+    state.daemon_update(next_job="next", next_due=FIXED_NOW.timestamp() - 86400)
+    data = _status_json(cli, monkeypatch).json()
+    assert (data["next_job"], data["next_run_iso"]) == ("next", "2026-11-30T09:05:00+07:00")
+
+
+def test_status_next_is_a_pending_retry_when_it_comes_first(cli, state, fake_daemon, monkeypatch):
+    add(cli, "Next", "--start", "2026-11-30")
+    job_id = add(cli, "Retrying", "--start", "2026-11-30", "--at", "23:00")
+    due = FIXED_NOW.timestamp() + 60  # 08:01 Jakarta, before Next's 09:05
+    attempt(state, job_id, "failed", at=FIXED_NOW.timestamp() - 600,
+            retry=Retry(job_id, FIXED_NOW.timestamp() - 600, 2, 4, due, "schedule"))
+    data = _status_json(cli, monkeypatch).json()
+    assert (data["next_job"], data["next_run_iso"]) == (job_id, "2026-11-30T08:01:00+07:00")
 
 
 def test_status_with_a_corrupt_database_is_down_with_the_error(cli, tmp_home):
@@ -430,3 +448,33 @@ def test_run_now_of_a_busy_job_exits_1_saying_why_and_queues_nothing(tmp_path):
         target.close()
     skipped = sqlite3.connect(home / "crawlsched.db").execute("SELECT count(*) FROM runs WHERE status = 'skipped'").fetchone()[0]
     assert skipped == 0
+
+
+# --- run: a job never overlaps itself (the real two-process scenarios: tests/reliability/test_job_overlap.py) ---
+
+
+def _claim(state, job_id, owner, pid):
+    from crawlsched import procs
+
+    assert state.claim_chain(job_id, owner, pid, procs.identity(pid), time.time()) is None
+
+
+def test_run_refuses_while_the_daemon_waits_to_retry_the_job(cli, state, fake_daemon):
+    assert cli("add", "Cmd", "--every", "1h", "--command", "true").exit_code == 0
+    _claim(state, "cmd", "daemon", fake_daemon.pid)
+    attempt(state, "cmd", "failed", retry=Retry("cmd", T0, 2, 4, T0 + 300, "schedule"))
+    result = cli("run", "cmd", "--json")
+    assert result.exit_code == 1
+    assert f"the daemon (pid {fake_daemon.pid}) is waiting to retry it (attempt 2/4 at" in result.json()["error"]
+    assert [r.trigger for r in state.runs("cmd")] == ["schedule"], "nothing ran"
+
+
+def test_run_goes_on_when_the_chains_owner_is_dead_and_releases_its_claim(cli, state):
+    assert cli("add", "Cmd", "--every", "1h", "--command", "true").exit_code == 0
+    _claim(state, "cmd", "daemon", os.getpid())
+    with state.write() as c:  # the claim of a daemon that was killed: its pid is gone
+        c.execute("UPDATE chain_claims SET owner_pid = ?", (dead_pid(),))
+    result = cli("run", "cmd")
+    assert result.exit_code == 0, result.output
+    assert [(r.trigger, r.status) for r in state.runs("cmd")] == [("run", "success")]
+    assert state.claim("cmd") is None

@@ -222,7 +222,7 @@ def _status(now: datetime) -> dict[str, Any]:
         config_ok, config_error = bool(row["config_ok"]), row.get("config_error")
     states: dict[str, Any] = {}
     store = None
-    if jobfile is not None and not (row and row.get("next_job")):
+    if jobfile is not None:  # what is next, as of now: from the job file and the state
         if state is not None:
             try:
                 states = state.job_states([j.id for j in jobfile.jobs])
@@ -234,7 +234,7 @@ def _status(now: datetime) -> dict[str, Any]:
         row, jobfile, now, states=states, running=row is not None or pid is not None, pid=pid,
         http=row.get("http") if row else None, config_ok=config_ok, config_error=config_error,
         jobs_file=str(env().jobs_file), home=str(env().home), state_error=state_error,
-        scheduler_paused=_scheduler_paused(jobfile, row))
+        jobs_file_missing=not env().jobs_file.exists(), scheduler_paused=_scheduler_paused(jobfile, row))
     if store is not None:
         store.save_fire_memo(now.timestamp())
     return data
