@@ -478,3 +478,18 @@ def test_run_goes_on_when_the_chains_owner_is_dead_and_releases_its_claim(cli, s
     assert result.exit_code == 0, result.output
     assert [(r.trigger, r.status) for r in state.runs("cmd")] == [("run", "success")]
     assert state.claim("cmd") is None
+
+
+def test_run_now_refuses_while_a_run_chain_in_another_process_holds_the_job(cli, state, fake_daemon):
+    assert cli("add", "Cmd", "--every", "1h", "--command", "true").exit_code == 0
+    helper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # stands in for `crawlsched run`
+    try:
+        _claim(state, "cmd", "run", helper.pid)  # between two attempts: no running row, no saved retry
+        result = cli("run-now", "cmd", "--json")
+        assert result.exit_code == 1
+        assert result.json()["error"] == (f"job cmd is busy: `crawlsched run` (pid {helper.pid}) is running it; "
+                                          "nothing was queued (runs of one job never overlap)")
+        assert state.read("SELECT count(*) AS n FROM requests")[0]["n"] == 0
+    finally:
+        helper.kill()
+        helper.wait()
