@@ -69,6 +69,13 @@ class JobNotFound(CrawlschedError, LookupError):
         super().__init__(f"no job with id or name {_show(ref)}")
 
 
+class RunNotFound(CrawlschedError, LookupError):
+    """The job has no run of that name, or no run at all (``logs``, exit 1)."""
+
+    exit_code = 1
+    http_status = 404
+
+
 class DaemonNotRunning(CrawlschedError):
     """The command needs the daemon and none is up."""
 

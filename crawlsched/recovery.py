@@ -54,7 +54,7 @@ def record_missed(state: State, log: logging.Logger, missed: Missed, now: float)
 
 def settle_stale_runs(state: State, jobs: Mapping[str, Job], home: Path, pid: int, now: float, log: logging.Logger) -> None:
     """Finish the running rows a dead daemon left: complete, or interrupted (with a retry if one is left)."""
-    from crawlsched.crawl import bodies_complete
+    from crawlsched.crawl import bodies_complete, url_output
 
     for run in state.stale_running(pid):
         if procs.stop_orphan_group(run.child_pgid, run.child_ident):
@@ -67,7 +67,7 @@ def settle_stale_runs(state: State, jobs: Mapping[str, Job], home: Path, pid: in
             # The rename of the last body is the commit point: the attempt did succeed.
             state.finish_attempt(run.id, status=RunStatus.SUCCESS.value, finished_at=now,
                                  message="completed before the daemon stopped (all bodies in place)",
-                                 output=str(run_dir(home, job, run.scheduled_for, run.trigger)))
+                                 output=url_output(job.urls, run_dir(home, job, run.scheduled_for, run.trigger)))
             log.info("job %s: attempt %d found complete after a restart", run.job_id, run.attempt)
             continue
         retry = None

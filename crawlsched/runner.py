@@ -265,6 +265,9 @@ def run_foreground(job: Job, state: State, home: Path, log: logging.Logger, *,
     when the wait was cut short (Ctrl-C), which ends the chain. Setting
     ``cancel`` (the CLI's SIGTERM handler) stops a running attempt: its
     process group is stopped and the row closed as ``interrupted``.
+
+    Each attempt is told once, by the log lines (the seed's ``Retry attempt: k/R``
+    counter); ``progress`` gets one line when the chain ends, its outcome.
     """
     from crawlsched.errors import JobBusy
     from crawlsched.state import CLAIM_RUN
@@ -298,15 +301,15 @@ def _run_chain(job: Job, state: State, home: Path, log: logging.Logger, progress
     scheduled_for = round(clock(), 3)
     attempt = 1
     while True:
-        progress(f"attempt {attempt}/{job.max_attempts} running")
         result = runner.attempt(job, scheduled_for, attempt, trigger="run", cancel=cancel,
                                 still_wanted=lambda: cancel is None or not cancel.is_set())
-        progress(f"attempt {attempt}/{job.max_attempts}: {result.status}: {result.message}")
         if result.retry_due is None:
-            return result
+            break
         delay = max(0.0, result.retry_due - clock())
-        progress(f"retry {attempt} in {delay:.0f} seconds")
         if sleeper(delay) or (cancel is not None and cancel.is_set()):
             logs.log_final_failure(log, job.id, "interrupted")
-            return result
+            break
         attempt += 1
+    tried = f" after {attempt} attempts" if attempt > 1 else ""
+    progress(f"{result.status}{tried}: {result.message}")
+    return result

@@ -477,13 +477,47 @@ class State:
             )
         return out
 
-    def runs(self, job_id: str | None = None, limit: int = 50) -> list[Run]:
-        """History rows, newest first."""
-        if job_id is None:
-            rows = self.read("SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,))
-        else:
-            rows = self.read("SELECT * FROM runs WHERE job_id = ? ORDER BY id DESC LIMIT ?", (job_id, limit))
+    def runs(self, job_id: str | None = None, limit: int = 50, *, since: float | None = None,
+             statuses: tuple[str, ...] | None = None) -> list[Run]:
+        """History rows, newest first; ``since`` (epoch) keeps rows that started (or, never
+        started, were due) at or after it; ``statuses`` keeps rows with one of those statuses."""
+        where, params = [], []
+        if job_id is not None:
+            where.append("job_id = ?")
+            params.append(job_id)
+        if since is not None:
+            where.append("coalesce(started_at, scheduled_for) >= ?")
+            params.append(since)
+        if statuses:
+            where.append(f"status IN ({','.join('?' * len(statuses))})")
+            params.extend(statuses)
+        clause = f"WHERE {' AND '.join(where)} " if where else ""
+        # SQLite's LIMIT is a 64-bit integer: a larger one (`--limit 99999999999999999999`) means "all".
+        rows = self.read(f"SELECT * FROM runs {clause}ORDER BY id DESC LIMIT ?", (*params, min(limit, 2**62)))
         return [_run(r) for r in rows]
+
+    def chain_outcomes(self, keys: list[tuple[str, float]]) -> dict[tuple[str, float], str]:
+        """How each run (job, scheduled time) stands over ALL its attempts, listed or not:
+        ``success`` (an attempt succeeded), ``failed`` (the chain ended without one), or
+        ``open`` (an attempt is running or a retry is pending)."""
+        pending = {(r["job_id"], r["scheduled_for"]) for r in self.read("SELECT job_id, scheduled_for FROM retries")}
+        out: dict[tuple[str, float], str] = {}
+        wanted = sorted(set(keys))
+        for chunk in _chunks(wanted, 400):
+            marks = " OR ".join("(job_id = ? AND scheduled_for = ?)" for _ in chunk)
+            params = tuple(v for key in chunk for v in key)
+            for row in self.read(
+                "SELECT job_id, scheduled_for, max(status = 'success') AS ok, max(status = 'running') AS busy"
+                f" FROM runs WHERE attempt > 0 AND ({marks}) GROUP BY job_id, scheduled_for", params,
+            ):
+                key = (row["job_id"], row["scheduled_for"])
+                if row["ok"]:
+                    out[key] = "success"
+                elif row["busy"] or key in pending:
+                    out[key] = "open"
+                else:
+                    out[key] = "failed"
+        return out
 
     def running_elsewhere(self, job_id: str, my_pid: int) -> Run | None:
         for row in self.read("SELECT * FROM runs WHERE job_id = ? AND status = 'running'", (job_id,)):

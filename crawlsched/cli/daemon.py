@@ -149,7 +149,7 @@ def run(
 
     def progress(line: str) -> None:
         if console is not None:
-            console.print(f"[bold]{found.id}[/]: {line}")
+            console.print(f"{found.id}: {line}", markup=False)  # a message may hold [brackets]
 
     def wait(seconds: float) -> bool:
         try:
@@ -260,7 +260,7 @@ def run_daemon(store: JobStore, state: State, home: Path, log: logging.Logger, *
 
 @command("demo")
 def demo(
-    seconds: Annotated[float, typer.Option("--seconds", min=5, help="How long the daemon runs.")] = 30,
+    seconds: Annotated[float, typer.Option("--seconds", metavar="S", min=5, help="How long the daemon runs, in seconds (at least 5).")] = 30,
     folder: Annotated[Optional[Path], typer.Option("--dir", metavar="PATH", help="Where to put the demo [default: a new temporary folder].")] = None,
 ) -> None:
     """A first run with nothing to set up: three jobs, a local target, the real daemon, a live table.
@@ -301,7 +301,8 @@ def _demo(console: Any, plain: bool, seconds: float, folder: Path | None) -> Non
     def table(jobs_file: Path, home: Path) -> Any:
         _use_env(Env(jobs_file, home))
         try:
-            t = render.jobs_table(_job_dicts(_load(), _now()), plain=plain)
+            now = _now()
+            t = render.jobs_table(_job_dicts(_load(), now), now=now, width=console.width, plain=plain)
         finally:
             env().close()
         t.title = f"crawlsched demo · {datetime.now().strftime('%H:%M:%S')}"

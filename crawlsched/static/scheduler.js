@@ -229,6 +229,7 @@
       ["retry", "Retry config"],
       ["period", "Period"],
       ["next_run", "Next run"],
+      ["next_retry", "Next retry"],
       ["last_run", "Last run"],
       ["last_message", "Last message"],
     ].forEach(function (pair) {
@@ -301,6 +302,12 @@
       ? text(job.start_date) + " s/d " + job.end_date
       : text(job.start_date) + " → no end";
     p.fields.next_run.textContent = text(job.next_run);
+    // A retrying job's pending retry: when, and the number that attempt will be (SPEC §5).
+    var retrying = status === "retrying" && Boolean(job.next_retry);
+    p.fields.next_retry.parentNode.hidden = !retrying;
+    p.fields.next_retry.textContent = retrying
+      ? "attempt " + text(job.attempt) + " of " + text(Number(job.max_retries) + 1) + ", " + job.next_retry
+      : "";
     p.fields.last_run.textContent = text(job.last_run, "never");
     p.fields.retry.textContent =
       "Max " + text(job.max_retries) + "x, Delay " + text(job.retry_delay) + "s";
