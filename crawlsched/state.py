@@ -221,9 +221,9 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE runs ADD COLUMN child_ident TEXT;
         """,
     ),
-    ("006_metrics_counters", _MIGRATION_COUNTERS),
+    ("004_metrics_counters", _MIGRATION_COUNTERS),
     # Migrations apply in list order (PRAGMA user_version counts them): a new one is appended,
-    # whatever its number.
+    # numbered by its place in this list.
     (
         "005_chain_claims",
         """
