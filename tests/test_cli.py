@@ -505,3 +505,36 @@ def test_readme_demo_and_unit_agree_on_how_soon_edits_are_noticed():
     assert "picked up within 2 s" in readme and "within about a second" not in readme
     assert "picks up changes within 2 s" in (root / "crawlsched" / "demo.py").read_text()
     assert "within 2 s" in (root / "contrib" / "crawlsched.service").read_text()
+
+
+def help_example(text: str) -> list[str]:
+    """The example command of a --help text, continuation lines (``\\``) joined, as argv."""
+    import shlex
+
+    lines = text.split("Example:", 1)[1].strip().splitlines()
+    command = ""
+    for line in lines:
+        command += line.strip()
+        if not command.endswith("\\"):
+            break
+        command = command[:-1] + " "
+    return shlex.split(command)
+
+
+def test_help_fits_an_80_column_terminal(cli, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    for info in app.registered_commands:
+        text = cli(info.name, "--help").stdout
+        too_wide = [line for line in text.splitlines() if len(line) > 80]
+        assert not too_wide, f"{info.name} --help: {too_wide}"
+
+
+def test_the_add_example_in_help_works_as_printed_next_year_too(cli, tmp_home):
+    import time_machine
+
+    argv = help_example(cli("add", "--help").stdout)
+    assert argv[:2] == ["crawlsched", "add"]
+    with time_machine.travel(datetime.now(timezone.utc) + timedelta(days=400), tick=False):
+        result = cli(*argv[1:])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == "daily-morning-crawl\n"

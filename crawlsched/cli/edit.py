@@ -62,7 +62,9 @@ def add(
     Example:
 
     \b
-      crawlsched add "Daily Morning Crawl" --at 09:05 --start 2026-12-01 --end 2026-12-31 --url https://example.com/news --max-retries 3 --retry-delay 300
+      crawlsched add "Daily Morning Crawl" --at 09:05 \\
+          --start 2030-01-01 --end 2030-01-31 --url https://example.com/news \\
+          --max-retries 3 --retry-delay 300
     """
     now = _now()
     fields: dict[str, Any] = {"name": name, **_schedule(at, hour, minute, cron, every, required=True)}
