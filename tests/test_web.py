@@ -255,6 +255,28 @@ def test_no_error_message_shows_a_python_value(env, path, body):
     assert not [word for word in PYTHON_VALUES if word in error], error
 
 
+@pytest.mark.parametrize(("body", "error"), [
+    ({"name": "X", "hour": [9], "url": "https://example.com/"}, "hour: [9] must be a whole number"),
+    ({"name": "X", "hour": 9, "url": ["https://example.com/", 5]}, 'url: ["https://example.com/", 5] must be a URL or a list of URLs'),
+    ({"name": {"a": 1}, "hour": 9, "url": "https://example.com/"}, 'name: {"a": 1} must be a text'),
+    ({"name": "X", "hour": 9, "url": "https://example.com/", "extra": [1]}, "extra: [1] is not a field of a job"),
+], ids=["array-hour", "array-url", "object-name", "unknown-key"])
+def test_an_array_or_object_in_an_error_is_written_as_json(env, body, error):
+    before = env.file_bytes()
+    response = env.client.post("/api/scheduler/job/add", json=body)
+    assert response.status_code == 422
+    assert response.get_json()["error"].startswith(error), response.get_json()
+    assert env.file_bytes() == before
+
+
+def test_a_malformed_headers_value_is_not_echoed_in_the_error(env):
+    body = {"name": "X", "hour": 9, "url": "https://example.com/", "headers": "Authorization: Bearer s3cret"}
+    response = env.client.post("/api/scheduler/job/add", json=body)
+    assert response.status_code == 422
+    error = response.get_json()["error"]
+    assert error.startswith("headers: ") and "s3cret" not in error, error
+
+
 def test_a_request_without_a_host_header_is_refused_without_a_python_value(env):
     response = env.client.get("/api/scheduler/jobs", headers={"Host": ""})
     assert response.status_code == 403

@@ -142,7 +142,9 @@ NUMERIC_KEYS = frozenset(k for k, (test, _) in JSON_TYPES.items() if test in (_i
 def _given(body: Mapping[str, Any], allowed: tuple[str, ...], what: str) -> dict[str, Any]:
     """The keys that are set (``null`` = not given), each of its JSON type; an unknown key is refused by name."""
     for key, value in body.items():
-        shown = value if isinstance(value, (str, int, float, bool)) or value is None else "{…}"
+        # Written as JSON writes it (errors._show), arrays and objects too; a header's
+        # value may be a secret, so a malformed `headers` is never echoed.
+        shown = "{…}" if key == "headers" and value is not None else value
         if key not in allowed:
             raise InvalidValue(key, shown, f"is not a field of {what} (allowed: {', '.join(allowed)})")
         test, allowed_text = JSON_TYPES.get(key, (lambda v: True, ""))
