@@ -610,7 +610,8 @@ def check_id(value: Any) -> str:
 
 def check_headers(value: Any, field_name: str = "headers") -> dict[str, str]:
     if not isinstance(value, Mapping):
-        raise InvalidValue(field_name, value, 'must be a table of header names to texts, e.g. { Authorization = "Bearer ${TOKEN}" }')
+        # A header written as one text ("Authorization: Bearer …") holds its secret: never echo it.
+        raise InvalidValue(field_name, "<hidden>", 'must be a table of header names to texts, e.g. { Authorization = "Bearer ${TOKEN}" }')
     out: dict[str, str] = {}
     for key, val in value.items():
         if not isinstance(key, str) or not HEADER_NAME_RE.fullmatch(key):

@@ -174,3 +174,14 @@ def test_an_unknown_or_unsupported_macro_is_refused_by_name(macro):
     with pytest.raises(InvalidValue) as exc:
         parse_cron(macro)
     assert str(exc.value).startswith(f'cron: "{macro}"') and "@daily" in str(exc.value)
+
+
+@pytest.mark.parametrize("value", ["Authorization: Bearer s3cret", ["Authorization: Bearer s3cret"]], ids=["text", "array"])
+def test_headers_that_are_no_table_are_refused_without_echoing_them(value):
+    from crawlsched.model import check_headers
+
+    with pytest.raises(InvalidValue) as caught:
+        check_headers(value)
+    message = str(caught.value)
+    assert message.startswith("headers: ") and "must be a table of header names" in message
+    assert "s3cret" not in message, message
