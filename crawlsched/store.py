@@ -295,7 +295,8 @@ class JobStore:
                 table["name"] = name.strip()
             if any(j.name == table.get("name") for j in current.jobs):
                 raise DuplicateName(table["name"])
-            tz = table.get("timezone") or current.defaults.timezone or self.machine_tz
+            # `--tz ""` is a value (refused by build_job), not "no zone given".
+            tz = table["timezone"] if table.get("timezone") is not None else current.defaults.timezone or self.machine_tz
             table["timezone"] = tz
             probe = build_job({"id": "probe", **table}, current.defaults, self.machine_tz)
             if "start_date" not in table:

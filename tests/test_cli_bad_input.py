@@ -113,6 +113,8 @@ CASES = [
     Case("url-that-does-not-parse", add("--at", "09:05", "--url", "http://bob:hunter2@[bad"),
          ["url", "bob:***@[bad", "not an http(s) URL"], absent=["hunter2"]),  # fmt: skip
     Case("unknown-time-zone", add("--at", "09:05", "--url", URL, "--tz", "Mars/Olympus"), ["timezone", '"Mars/Olympus"']),
+    Case("empty-time-zone", add("--at", "09:05", "--url", URL, "--tz", ""), ["timezone", '""', "IANA"]),
+    Case("edit-empty-time-zone", ["edit", "taken", "--tz", ""], ["timezone", '""', "IANA"], file="one job"),
     Case("negative-retries", add("--at", "09:05", "--url", URL, "--max-retries", "-1"), ["max_retries", "-1", "at least 0"]),
     Case("negative-delay", add("--at", "09:05", "--url", URL, "--retry-delay", "-5"), ["retry_delay", "-5", "at least 0"]),
     Case("interval-under-1s", add("--every", "0s", "--url", URL), ["every", '"0s"', "1s"]),
