@@ -554,6 +554,22 @@ def retries(job: Mapping[str, Any]) -> str:
     return text
 
 
+def _offset_note(iso: str | None) -> str:
+    """`` UTC+07:00`` when a time written in its job's zone is not at the machine's offset, else ``""``.
+
+    ``next_run`` is in the job's zone (as every job time is): without this, 09:05 in
+    Jakarta would read as 09:05 here.
+    """
+    from crawlsched import layout
+    from crawlsched.model import zone
+
+    instant = layout.parse_iso(iso)
+    if instant is None:
+        return ""
+    here = instant.astimezone(zone(timing.machine_timezone()))
+    return "" if here.utcoffset() == instant.utcoffset() else f" {instant.strftime('%Z')}"
+
+
 def status_lines(status: Mapping[str, Any]) -> list[str]:
     """``status`` for people: a few plain lines."""
     if status["running"]:
@@ -564,7 +580,7 @@ def status_lines(status: Mapping[str, Any]) -> list[str]:
         lines.append("scheduler: stopped ([defaults] paused = true): no job fires until `POST /api/scheduler/start`"
                      " or the key is removed (`crawlsched defaults --unset paused`)")
     if status["next_job"]:
-        lines.append(f"next: {status['next_job']} at {status['next_run']}")
+        lines.append(f"next: {status['next_job']} at {status['next_run']}{_offset_note(status.get('next_run_iso'))}")
     else:
         lines.append("next: nothing scheduled")
     lines.append("config: ok" if status["config_ok"] else f"config: ERROR {status['config_error']}")

@@ -812,3 +812,16 @@ def test_run_tells_each_attempt_once_with_one_counter(cli, tmp_home):
     assert both.count("🔄 Retry attempt: 1/2") == 1 and both.count("🔄 Retry attempt: 2/2") == 1
     assert "attempt 2/3" not in both and "attempt 3/3" not in both  # no second counter beside the seed's
     assert proc.stdout.strip() == "twice: failed after 3 attempts: nope"
+
+
+def test_status_names_the_offset_of_a_next_run_in_another_zone(cli, tmp_home):
+    add(cli, "Jakarta")  # 09:05 in Asia/Jakarta; the machine is on UTC
+    line = next(line for line in cli("status").stdout.splitlines() if line.startswith("next:"))
+    assert line.endswith("09:05:00 UTC+07:00"), line
+
+
+def test_status_adds_no_zone_to_a_next_run_in_the_machines_zone(cli, tmp_home):
+    result = cli("add", "Here", "--at", "09:05", "--url", URL)
+    assert result.exit_code == 0, result.output
+    line = next(line for line in cli("status").stdout.splitlines() if line.startswith("next:"))
+    assert line.endswith("09:05:00"), line
