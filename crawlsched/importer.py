@@ -107,8 +107,7 @@ def import_file(path: Path, store: JobStore, state: State | Callable[[], State |
     ):
         raise SeedFileError(
             f"{label}: the seed's jobs name no crawl target and the job file's [defaults] has no url or command; "
-            f'set one first (e.g. `url = "https://example.com/news"` under [defaults] in {store.path.name}), '
-            "or pass --url URL"
+            "pass --url URL, or set a default crawl first with `crawlsched defaults --url URL`"
         )
     tables: list[dict[str, Any]] = []
     seen_ids: dict[str, int] = {}

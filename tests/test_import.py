@@ -175,6 +175,7 @@ def test_without_a_default_crawl_it_asks_for_defaults_url_or_url(tmp_path):
         import_seed(seed_file(tmp_path, SEED_EXAMPLE), store(tmp_path), state(tmp_path), NOW)
     assert info.value.exit_code == 2
     assert "[defaults]" in str(info.value) and "url" in str(info.value) and "--url" in str(info.value)
+    assert "`crawlsched defaults --url URL`" in str(info.value)  # the command, not "edit the file"
     assert (tmp_path / "jobs.toml").read_bytes() == before
 
 
