@@ -245,7 +245,9 @@ class Daemon:
 
             self.watch = watch.start(self.store.path, self._on_file_event)
         self._setup_duties()
-        self.offset = now - self.monotonic()
+        # Read both clocks together: `now` is from before recovery and planning, which can
+        # take seconds, and that real time would read as a jump forward at the first turn.
+        self.offset = self.clock() - self.monotonic()
         self.state.daemon_update(ready_at=self.clock(), config_ok=1, config_error=None, http=self.http_url,
                                  handled_until=self._handled_until(now), **self._next_info())
         self._keep_last_good(self.applied_key)

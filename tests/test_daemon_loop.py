@@ -255,6 +255,26 @@ def test_clock_jump_forward_2h_coalesces_interval_fires(home):
     assert got[1][5] == 11
 
 
+def test_a_slow_start_is_not_taken_for_a_clock_jump(home, caplog):
+    """Recovery and loading can take seconds (a killed run to settle, 100,000 jobs): real time, not a jump."""
+    write_jobs(home, '[[jobs]]\nid = "e"\nname = "e"\nevery = "10m"\ncommand = "true"\n')
+    clock = FakeClock(datetime(2025, 11, 8, 8, 0, tzinfo=UTC))
+    d = make_daemon(home, clock)
+    load = d.store.load
+
+    def slow_load(*args, **kwargs):
+        jobfile = load(*args, **kwargs)
+        clock.advance(5)  # wall and monotonic move together: time passing, no jump
+        return jobfile
+
+    d.store.load = slow_load
+    d._apply = (lambda apply: lambda *a, **k: (apply(*a, **k), clock.advance(5))[0])(d._apply)
+    with caplog.at_level(logging.WARNING, logger="crawlsched.test"):
+        d.start()
+        d.turn()
+    assert not [r.getMessage() for r in caplog.records if "jumped" in r.getMessage()]
+
+
 def test_clock_jump_back_one_day_no_duplicate_and_no_stall(home):
     write_jobs(home, '[[jobs]]\nid = "a"\nname = "a"\nat = "09:05"\ncommand = "true"\nstart_date = 2025-01-01\n\n'
                      '[[jobs]]\nid = "e"\nname = "e"\nevery = "10m"\ncommand = "true"\n')
