@@ -17,6 +17,8 @@
   var SVG_NS = "http://www.w3.org/2000/svg";
 
   var els = {};
+  // Shared with strip.js, job.js and chart.js (loaded before this file).
+  var ns = (window.crawlsched = window.crawlsched || {});
   var cards = new Map(); // job id -> card element, kept between refreshes
   var timer = null;
   var needToken = false; // waiting for the user to give a token
@@ -68,7 +70,9 @@
           function (data) {
             if (!res.ok || !data || data.success === false) {
               var text = data && data.error ? String(data.error) : "HTTP " + res.status;
-              throw new ApiError(text, res.status);
+              var failure = new ApiError(text, res.status);
+              failure.field = data && typeof data.field === "string" ? data.field : null; // the refused field (PATCH)
+              throw failure;
             }
             return data;
           },
@@ -121,7 +125,8 @@
       function (data) {
         if (request !== lastRequest) return; // a newer refresh is under way
         render(Array.isArray(data.jobs) ? data.jobs : []);
-        setLive("ok", "Updated " + new Date().toLocaleTimeString());
+        setLive("ok", "Updated " + clock(new Date()));
+        if (ns.onJobs) ns.onJobs(data);
         schedule();
       },
       function (err) {
@@ -131,6 +136,14 @@
         schedule();
       }
     );
+  }
+
+  // 24-hour HH:MM:SS, whatever the browser's locale (the API's times are 24-hour too).
+  function clock(date) {
+    function two(n) {
+      return (n < 10 ? "0" : "") + n;
+    }
+    return two(date.getHours()) + ":" + two(date.getMinutes()) + ":" + two(date.getSeconds());
   }
 
   function schedule() {
@@ -199,7 +212,11 @@
     var name = el("h3", "job-name");
     var badge = el("span", "badge");
     badge.setAttribute("data-testid", "job-status");
-    head.append(name, badge);
+    var title = el("div", "card-title");
+    var idLine = el("p", "job-id");
+    idLine.setAttribute("data-testid", "job-id");
+    title.append(name, idLine);
+    head.append(title, badge);
 
     var facts = el("dl", "facts");
     var fields = {};
@@ -208,6 +225,7 @@
       ["retry", "Retry config"],
       ["period", "Period"],
       ["next_run", "Next run"],
+      ["next_retry", "Next retry"],
       ["last_run", "Last run"],
       ["last_message", "Last message"],
     ].forEach(function (pair) {
@@ -237,8 +255,15 @@
     var tz = el("span", "tz");
     fields.schedule.append(scheduleText, tz);
 
-    card.append(head, facts, actions);
-    card._parts = { name: name, badge: badge, fields: fields, scheduleText: scheduleText, tz: tz, pause: pause, run: run, del: del };
+    var strip = ns.buildStrip ? ns.buildStrip(id) : el("div");
+    var open = el("a", "open-link", "Runs, chart and settings");
+    open.href = "#job/" + encodeURIComponent(id);
+    open.setAttribute("data-testid", "open-job");
+    actions.insertBefore(open, del);
+
+    card.append(head, strip, facts, actions);
+    card._parts = { name: name, idLine: idLine, badge: badge, fields: fields, scheduleText: scheduleText, tz: tz,
+                    pause: pause, run: run, del: del, strip: strip, open: open };
     card._job = null;
 
     pause.addEventListener("click", function () {
@@ -270,20 +295,28 @@
     var status = STATUSES.indexOf(job.status) >= 0 ? job.status : "unknown";
     card.setAttribute("data-status", status);
     p.name.textContent = text(job.name, job.id);
+    p.idLine.textContent = "id " + text(job.id);
     p.badge.className = "badge badge-" + status;
     p.badge.textContent = text(job.status, "unknown");
 
     // Times are in the job's zone (SPEC §5), so the zone is shown with them.
     p.tz.textContent = job.timezone ? String(job.timezone) : "";
     p.scheduleText.textContent = text(job.schedule);
-    p.fields.period.textContent = job.end_date
-      ? text(job.start_date) + " s/d " + job.end_date
-      : text(job.start_date) + " → no end";
+    // Written the same way whether the job has an end or not (as `crawlsched list` writes it).
+    p.fields.period.textContent = text(job.start_date, "…") + " → " + text(job.end_date, "no end");
     p.fields.next_run.textContent = text(job.next_run);
     p.fields.last_run.textContent = text(job.last_run, "never");
     p.fields.retry.textContent =
       "Max " + text(job.max_retries) + "x, Delay " + text(job.retry_delay) + "s";
     p.fields.last_message.textContent = text(job.last_message);
+    // A retrying job says when its retry comes and which attempt it will be.
+    var retrying = status === "retrying" && job.next_retry;
+    p.fields.next_retry.parentNode.hidden = !retrying;
+    p.fields.next_retry.textContent = retrying
+      ? String(job.next_retry) + (job.attempt ? " (attempt " + job.attempt + " of " + (Number(job.max_retries) + 1) + ")" : "")
+      : "";
+    p.open.setAttribute("aria-label", "Runs, chart and settings of " + text(job.name, job.id));
+    if (ns.updateStrip) ns.updateStrip(card, job);
 
     var paused = Boolean(job.paused) || status === "paused";
     setButton(p.pause, paused ? "play" : "pause", paused ? "Resume" : "Pause");
@@ -435,6 +468,21 @@
 
   // --- start --------------------------------------------------------------------
 
+  ns.api = api;
+  ns.el = el;
+  ns.text = text;
+  ns.icon = icon;
+  ns.notice = notice;
+  ns.showText = showText;
+  ns.refresh = function () {
+    refresh();
+  };
+  ns.getToken = function () {
+    return getToken() || memoryToken;
+  };
+  ns.clock = clock;
+  ns.jobPath = jobPath;
+
   function init() {
     els.form = document.getElementById("add-form");
     els.formError = document.getElementById("form-error");
@@ -454,6 +502,7 @@
     document.addEventListener("visibilitychange", function () {
       if (!document.hidden) refresh();
     });
+    if (ns.init) ns.init();
     refresh();
   }
 
