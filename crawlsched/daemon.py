@@ -10,7 +10,8 @@ Crawls run on a bounded pool and report back through a queue; the loop never
 blocks on one. An exception in one step of a turn is logged and the loop goes on.
 
 The periodic duties (polling jobs.toml, the heartbeat, the systemd watchdog,
-run-now requests) run on a ``schedule.Scheduler``. Its next runs are naive
+run-now requests, retention: ``crawlsched.retention``) run on a
+``schedule.Scheduler``. Its next runs are naive
 local times, which would stall after the wall clock goes back, so a jump
 (wall clock against monotonic clock) rebuilds it.
 
@@ -44,6 +45,7 @@ from typing import Any, Callable
 from crawlsched import __version__, recovery, systemd, timing
 from crawlsched.errors import CrawlschedError, JobFileError
 from crawlsched.executor import Burst, Executor, InlineExecutor, WarmPool
+from crawlsched.retention import GUARD, Retention
 from crawlsched.model import Job, JobFile, RunStatus, ScheduleKind
 from crawlsched.runner import AttemptResult, AttemptRunner
 from crawlsched.state import State
@@ -63,6 +65,7 @@ WAKE_SLACK = 0.002  # wake a little after a duty is due, never just before it (t
 STEP_BACKOFF = 1.0  # seconds before the next turn after a step of the loop failed
 CANCEL_WAIT = 10.0  # seconds, in all, for cancelled attempts to end after the grace period
 PRECISE_WAIT = 0.05  # seconds: a select this short wakes within the 50 µs timer slack (Waker.wait)
+RETENTION_EVERY = 60  # seconds between retention sweeps (crawlsched.retention)
 
 
 class Waker:
@@ -171,6 +174,7 @@ class Daemon:
         self.notify = notify
         self.pid = os.getpid()
         self.runner = AttemptRunner(state, home, log, clock=clock, environ=environ)
+        self.retention = Retention(state, home, log, clock=clock, monotonic=monotonic)
         self._executor = executor
         self._pool_size = 0
         self.heap: list[tuple[float, int, str, str, int]] = []
@@ -802,6 +806,7 @@ class Daemon:
         duties.every(FALLBACK_EVERY if self.watch is not None else POLL_EVERY).seconds.do(self._duty_poll_file)
         duties.every(HEARTBEAT_EVERY).seconds.do(self._duty_heartbeat)
         duties.every(FALLBACK_EVERY).seconds.do(self._duty_requests)
+        duties.every(RETENTION_EVERY).seconds.do(self._duty_retention)
         interval = systemd.watchdog_interval()
         if interval:
             duties.every(max(1, int(interval))).seconds.do(self._duty_watchdog)
@@ -828,6 +833,20 @@ class Daemon:
             self.take_requests()
         except Exception as exc:
             self.log.error("run-now requests not read: %s", exc)
+
+    def _duty_retention(self) -> None:
+        """History and log files past keep_history / keep_logs, in small batches, never near a fire."""
+        try:
+            if self.defaults is not None:
+                self.retention.sweep(self.defaults, self._busy_soon)
+        except Exception as exc:
+            self.log.error("retention sweep failed: %s", exc)
+
+    def _busy_soon(self) -> bool:
+        """A fire or retry is due within retention.GUARD seconds, results wait, or we are stopping."""
+        self._clean_top()
+        return (self.stopping or not self.inbox.empty()
+                or bool(self.heap) and self.heap[0][0] - self.clock() < GUARD)
 
     def _duty_watchdog(self) -> None:
         self.notify("WATCHDOG=1")

@@ -76,7 +76,7 @@ DEFAULT_KEYS = (
     "max_retries", "retry_delay", "retry_backoff", "retry_max_delay", "timezone",
     "max_concurrent", "catch_up", "url", "command", "timeout", "headers",
     "on_failure", "max_bytes", "verify", "user_agent", "keep_runs",
-    "allow_http_commands", "grace_period",
+    "allow_http_commands", "grace_period", "keep_history", "keep_logs",
 )  # fmt: skip
 
 
@@ -102,6 +102,54 @@ class Defaults:
     keep_runs: int = 30
     allow_http_commands: bool = False
     grace_period: float = 30
+    keep_history: KeepHistory = field(default_factory=lambda: KeepHistory(days=365))
+    keep_logs: int = 30  # days of daily log files
+
+
+@dataclass(frozen=True)
+class KeepHistory:
+    """``[defaults] keep_history``: history rows kept for ``days``, or the newest ``runs`` rows; neither: forever."""
+
+    days: int | None = None
+    runs: int | None = None
+
+    def __str__(self) -> str:
+        if self.days is not None:
+            return f"{self.days}d"
+        return f"{self.runs} runs" if self.runs is not None else "forever"
+
+
+KEEP_HISTORY_RE = re.compile(r"\s*(\d+)\s*(d|days?|runs?)\s*", re.IGNORECASE)
+MAX_KEEP_DAYS = 3653  # ten years, the bound of every other span (SPEC §7)
+
+
+def check_keep_history(value: Any, field_name: str = "defaults.keep_history") -> KeepHistory:
+    """``365`` or ``"365d"`` (days), ``"10000 runs"`` (the newest rows, over all jobs), or ``"forever"``."""
+    allowed = 'takes days (365 or "365d", at most 3653), a number of history rows ("10000 runs") or "forever"'
+    if isinstance(value, str) and value.strip().lower() == "forever":
+        return KeepHistory()
+    if isinstance(value, int) and not isinstance(value, bool):
+        days: int | None = value
+        runs = None
+    elif isinstance(value, str) and (match := KEEP_HISTORY_RE.fullmatch(value)):
+        number, unit = int(match.group(1)), match.group(2).lower()
+        days, runs = (number, None) if unit.startswith("d") else (None, number)
+    else:
+        raise InvalidValue(field_name, value, allowed)
+    if days is not None and not 1 <= days <= MAX_KEEP_DAYS:
+        raise InvalidValue(field_name, value, allowed)
+    if runs is not None and not 1 <= runs <= 2**53:
+        raise InvalidValue(field_name, value, "keeps from 1 to 2^53 runs")
+    return KeepHistory(days=days, runs=runs)
+
+
+def check_keep_logs(value: Any, field_name: str = "defaults.keep_logs") -> int:
+    """Days of daily log files kept: ``30`` or ``"30d"``."""
+    if isinstance(value, str) and (match := KEEP_HISTORY_RE.fullmatch(value)) and match.group(2).lower().startswith("d"):
+        value = int(match.group(1))
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_KEEP_DAYS:
+        raise InvalidValue(field_name, value, 'takes days of log files to keep (30 or "30d", from 1 to 3653)')
+    return value
 
 
 @dataclass(frozen=True)
@@ -490,6 +538,10 @@ def build_defaults(raw: Mapping[str, Any]) -> Defaults:
         kw["allow_http_commands"] = check_bool("defaults.allow_http_commands", raw["allow_http_commands"])
     if "grace_period" in raw:
         kw["grace_period"] = check_seconds("defaults.grace_period", raw["grace_period"])
+    if "keep_history" in raw:
+        kw["keep_history"] = check_keep_history(raw["keep_history"])
+    if "keep_logs" in raw:
+        kw["keep_logs"] = check_keep_logs(raw["keep_logs"])
     return Defaults(**kw)
 
 

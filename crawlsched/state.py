@@ -28,6 +28,70 @@ from crawlsched.procs import pid_alive
 
 log = logging.getLogger("crawlsched")
 
+# /metrics histograms (no job label: their cardinality stays fixed). Upper bounds in seconds; each
+# stored bucket counts the values up to its bound and above the one before (not cumulative).
+DURATION_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+LATENESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+HISTOGRAMS = {"attempt_duration": DURATION_BUCKETS, "fire_lateness": LATENESS_BUCKETS}
+COUNTED_OUTCOMES = ("success", "failed", "interrupted")  # the attempt outcomes job_counters has a column for
+METRIC_COUNTER_COLUMNS = (*COUNTED_OUTCOMES, "skipped", "missed", "last_success", "last_failure")
+
+
+def _bucket_case(value: str, bounds: tuple[float, ...]) -> str:
+    whens = " ".join(f"WHEN {value} <= {b!r} THEN {b!r}" for b in bounds)
+    return f"CASE {whens} ELSE 9e999 END"
+
+
+def _bucket(value: float, bounds: tuple[float, ...]) -> float:
+    for bound in bounds:
+        if value <= bound:
+            return bound
+    return float("inf")
+
+
+_MIGRATION_COUNTERS = f"""
+        -- What /metrics reports, kept as running totals in the transaction that writes the history
+        -- row, so a scrape reads O(jobs) rows (never the history) and retention can delete history
+        -- without moving a counter back. Filled once here from the history there is.
+        CREATE TABLE job_counters (
+            job_id TEXT PRIMARY KEY,
+            success INTEGER NOT NULL DEFAULT 0,        -- finished attempts, by outcome
+            failed INTEGER NOT NULL DEFAULT 0,
+            interrupted INTEGER NOT NULL DEFAULT 0,
+            skipped INTEGER NOT NULL DEFAULT 0,        -- fires not run: overlap
+            missed INTEGER NOT NULL DEFAULT 0,         -- fires not run: daemon down (fires, not rows)
+            last_success REAL,                         -- end of the newest successful attempt
+            last_failure REAL,                         -- end of the newest failed or interrupted one
+            seq INTEGER NOT NULL DEFAULT 0             -- bumped by every change: a scrape reads only what changed
+        );
+        CREATE INDEX job_counters_seq ON job_counters(seq);
+        CREATE TABLE histograms (
+            name TEXT NOT NULL,                        -- attempt_duration, fire_lateness
+            le REAL NOT NULL,                          -- the bucket's upper bound (9e999: +Inf)
+            n INTEGER NOT NULL,                        -- values in this bucket alone (not cumulative)
+            total REAL NOT NULL,                       -- their sum
+            PRIMARY KEY (name, le)
+        );
+        INSERT INTO job_counters(job_id, success, failed, interrupted, skipped, missed, last_success, last_failure)
+            SELECT job_id, sum(attempt > 0 AND status = 'success'), sum(attempt > 0 AND status = 'failed'),
+                   sum(attempt > 0 AND status = 'interrupted'), sum(attempt = 0 AND status = 'skipped'),
+                   sum(CASE WHEN attempt = 0 AND status = 'missed' THEN coalesce(missed_count, 1) ELSE 0 END),
+                   max(CASE WHEN attempt > 0 AND status = 'success' THEN finished_at END),
+                   max(CASE WHEN attempt > 0 AND status IN ('failed', 'interrupted') THEN finished_at END)
+            FROM runs GROUP BY job_id;
+        UPDATE job_counters SET seq = rowid;
+        INSERT INTO histograms(name, le, n, total)
+            SELECT 'attempt_duration', {_bucket_case("d", DURATION_BUCKETS)} AS b, count(*), sum(d)
+            FROM (SELECT max(finished_at - started_at, 0) AS d FROM runs
+                  WHERE attempt > 0 AND status IN ('success', 'failed', 'interrupted')
+                  AND started_at IS NOT NULL AND finished_at IS NOT NULL) GROUP BY b;
+        INSERT INTO histograms(name, le, n, total)
+            SELECT 'fire_lateness', {_bucket_case("l", LATENESS_BUCKETS)} AS b, count(*), sum(l)
+            FROM (SELECT max(started_at - scheduled_for, 0) AS l FROM runs
+                  WHERE attempt = 1 AND trigger = 'schedule' AND status IN ('success', 'failed', 'interrupted')
+                  AND started_at IS NOT NULL) GROUP BY b;
+        """
+
 MIGRATIONS: list[tuple[str, str]] = [
     (
         "001_initial",
@@ -118,6 +182,7 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE runs ADD COLUMN child_ident TEXT;
         """,
     ),
+    ("006_metrics_counters", _MIGRATION_COUNTERS),
 ]
 
 RUN_COLUMNS = (
@@ -455,6 +520,7 @@ class State:
                        retry: Retry | None = None) -> None:
         """Close an attempt; the next retry's due time is saved in the same transaction."""
         with self.write() as c:
+            _count_finished(c, run_id, status, finished_at)
             c.execute(
                 "UPDATE runs SET status = ?, finished_at = ?, message = ?, http_status = ?, exit_code = ?, bytes = ?, output = ?"
                 " WHERE id = ?",
@@ -482,6 +548,7 @@ class State:
                 " message, missed_count, first_missed, last_missed) VALUES (?, ?, 0, 0, 'schedule', ?, NULL, ?, ?, ?, ?, ?)",
                 (job_id, scheduled_for, status, now, message, missed_count, first_missed, last_missed),
             )
+            _count_not_run(c, job_id, status, missed_count)
             c.execute("INSERT OR IGNORE INTO jobs_seen(job_id, first_seen) VALUES (?, ?)", (job_id, now))
             c.execute("UPDATE jobs_seen SET last_fire = max(coalesce(last_fire, 0), ?) WHERE job_id = ?", (scheduled_for, job_id))
 
@@ -525,6 +592,108 @@ class State:
     def request_taken(self, request_id: int) -> bool:
         rows = self.read("SELECT taken_at FROM requests WHERE id = ?", (request_id,))
         return bool(rows and rows[0]["taken_at"] is not None)
+
+
+    # --- metrics and retention ---------------------------------------------------
+
+    def metric_counters(self, after_seq: int = 0) -> tuple[dict[str, tuple], int]:
+        """The /metrics counters of the jobs changed since ``after_seq`` (0: all), as plain tuples
+        (``METRIC_COUNTER_COLUMNS``), and the newest change's number, to pass next time."""
+        with self._lock:
+            cursor = self.conn.cursor()
+            cursor.row_factory = None  # tuples: a fraction of the cost of sqlite3.Row
+            rows = cursor.execute(
+                "SELECT job_id, success, failed, interrupted, skipped, missed, coalesce(last_success, 0),"
+                " coalesce(last_failure, 0), seq FROM job_counters WHERE seq > ? ORDER BY seq", (after_seq,)).fetchall()
+        return {r[0]: r[1:-1] for r in rows}, (rows[-1][-1] if rows else after_seq)
+
+    def metric_first_seen(self, after_rowid: int = 0) -> tuple[dict[str, float], int]:
+        """When each job was first seen, for the rows added since ``after_rowid`` (rows are never deleted)."""
+        with self._lock:
+            cursor = self.conn.cursor()
+            cursor.row_factory = None
+            rows = cursor.execute("SELECT rowid, job_id, first_seen FROM jobs_seen WHERE rowid > ? ORDER BY rowid",
+                                  (after_rowid,)).fetchall()
+        return {r[1]: r[2] for r in rows}, (rows[-1][0] if rows else after_rowid)
+
+    def metric_histograms(self) -> dict[str, list[tuple[float, int, float]]]:
+        """Per histogram: (upper bound, count in that bucket alone, sum), lowest bound first."""
+        out: dict[str, list[tuple[float, int, float]]] = {name: [] for name in HISTOGRAMS}
+        for row in self.read("SELECT name, le, n, total FROM histograms ORDER BY name, le"):
+            out.setdefault(row["name"], []).append((row["le"], row["n"], row["total"]))
+        return out
+
+    def metric_gauges(self) -> dict[str, Any]:
+        """Heartbeat, pending retries and running attempts: index lookups, never a history scan."""
+        beat = self.read("SELECT heartbeat FROM daemon WHERE id = 1")
+        retries = self.read("SELECT count(*) FROM retries")[0][0]
+        running = self.read("SELECT count(*) FROM runs WHERE status = 'running'")[0][0]  # the partial index
+        return {"heartbeat": beat[0]["heartbeat"] if beat else None, "retries_pending": retries, "attempts_running": running}
+
+    def prune_history(self, after_id: int, *, older_than: float | None = None, keep_rows: int | None = None,
+                      batch: int = 1000) -> tuple[int, int | None]:
+        """Delete one batch of history rows past ``keep_history``; returns (rows deleted, where to go on).
+
+        Looks at the ``batch`` oldest rows after ``after_id`` (ids grow with the time a row was
+        written) and deletes those recorded before ``older_than`` or outside the newest
+        ``keep_rows``. Never a running attempt, nor the newest attempt of a job (``list`` and
+        ``show`` read it). The second value is None when the sweep reached rows that are kept:
+        the rest are newer. The counters of /metrics are not touched.
+        """
+        with self._lock:
+            cut_id = None
+            if keep_rows is not None:
+                newest = self.read("SELECT max(id) FROM runs")[0][0] or 0
+                cut_id = newest - keep_rows
+            rows = self.read(
+                "SELECT id, status, coalesce(started_at, finished_at, scheduled_for) AS t FROM runs"
+                " WHERE id > ? ORDER BY id LIMIT ?", (after_id, batch))
+            if not rows:
+                return 0, None
+            first, last = rows[0]["id"], rows[-1]["id"]
+            keep = {r[0] for r in self.read(
+                "SELECT last_attempt_id FROM jobs_seen WHERE last_attempt_id BETWEEN ? AND ?", (first, last))}
+            old = [r for r in rows if (older_than is not None and r["t"] < older_than) or (cut_id is not None and r["id"] <= cut_id)]
+            done = len(old) < len(rows) or len(rows) < batch
+            doomed = [(r["id"],) for r in old if r["status"] != "running" and r["id"] not in keep]
+            if doomed:
+                with self.write() as c:
+                    c.executemany("DELETE FROM runs WHERE id = ?", doomed)
+            return len(doomed), None if done else last
+
+
+_NEXT_SEQ = "(SELECT coalesce(max(seq), 0) + 1 FROM job_counters)"  # the index makes it one lookup
+
+
+def _count_finished(c: sqlite3.Connection, run_id: int, status: str, finished_at: float) -> None:
+    """An attempt closes: its outcome, duration and (first scheduled attempt) lateness go into the totals."""
+    row = c.execute("SELECT job_id, attempt, trigger, status, started_at, scheduled_for FROM runs WHERE id = ?",
+                    (run_id,)).fetchone()
+    if row is None or row["status"] != "running" or row["attempt"] < 1 or status not in COUNTED_OUTCOMES:
+        return  # counted once, when the running row closes
+    last = "last_success" if status == "success" else "last_failure"
+    c.execute(
+        f"INSERT INTO job_counters(job_id, {status}, {last}, seq) VALUES (?, 1, ?, {_NEXT_SEQ}) ON CONFLICT(job_id) DO UPDATE SET"
+        f" {status} = {status} + 1, {last} = max(coalesce({last}, 0), excluded.{last}), seq = excluded.seq",
+        (row["job_id"], finished_at))
+    if row["started_at"] is None:
+        return
+    _observe(c, "attempt_duration", max(finished_at - row["started_at"], 0.0))
+    if row["attempt"] == 1 and row["trigger"] == "schedule":
+        _observe(c, "fire_lateness", max(row["started_at"] - row["scheduled_for"], 0.0))
+
+
+def _count_not_run(c: sqlite3.Connection, job_id: str, status: str, missed_count: int | None) -> None:
+    if status not in ("skipped", "missed"):
+        return
+    n = (missed_count or 1) if status == "missed" else 1
+    c.execute(f"INSERT INTO job_counters(job_id, {status}, seq) VALUES (?, ?, {_NEXT_SEQ}) ON CONFLICT(job_id) DO UPDATE SET"
+              f" {status} = {status} + excluded.{status}, seq = excluded.seq", (job_id, n))
+
+
+def _observe(c: sqlite3.Connection, name: str, value: float) -> None:
+    c.execute("INSERT INTO histograms(name, le, n, total) VALUES (?, ?, 1, ?) ON CONFLICT(name, le) DO UPDATE SET"
+              " n = n + 1, total = total + excluded.total", (name, _bucket(value, HISTOGRAMS[name]), value))
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

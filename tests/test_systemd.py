@@ -1,4 +1,9 @@
 import os
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
 import socket
 import tempfile
 import uuid
@@ -108,3 +113,59 @@ def test_watchdog_interval(monkeypatch, usec, pid, expected):
             pids = {"self": str(os.getpid()), "other": str(os.getpid() + 1)}
             monkeypatch.setenv(name, pids.get(value, value))
     assert systemd.watchdog_interval() == expected
+
+
+# --- the unit file as shipped ------------------------------------------------------
+
+UNIT = Path(__file__).resolve().parent.parent / "contrib" / "crawlsched.service"
+ANALYZE = shutil.which("systemd-analyze")
+needs_analyze = pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze is not installed (Debian: apt-get install systemd)")
+
+
+def _exec_start() -> str:
+    [line] = [line for line in UNIT.read_text().splitlines() if line.startswith("ExecStart=")]
+    return line.split("=", 1)[1].split()[0]
+
+
+@needs_analyze
+def test_unit_file_passes_systemd_analyze_verify():
+    """As shipped. Where the binary it starts is not installed (a test machine), a private mount
+    namespace lends a stand-in at that path, so the check covers everything else too."""
+    binary = _exec_start()
+    command = [ANALYZE, "verify", str(UNIT)]
+    if not os.access(binary, os.X_OK):
+        stand_in = (f"mount -t tmpfs none {shlex.quote(os.path.dirname(binary))} && printf '#!/bin/sh\\n' > {shlex.quote(binary)}"
+                    f" && chmod +x {shlex.quote(binary)} && exec {shlex.join(command)}")
+        command = ["unshare", "--mount", "sh", "-c", stand_in]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    if not os.access(binary, os.X_OK) and result.returncode != 0 and "unshare" in result.stderr:
+        pytest.skip(f"{binary} is not installed and no mount namespace can stand in for it: {result.stderr.strip()}")
+    assert result.returncode == 0 and result.stderr.strip() == "", result.stderr
+
+
+@needs_analyze
+def test_unit_file_scores_at_most_3_in_systemd_analyze_security():
+    result = subprocess.run([ANALYZE, "security", "--offline=true", str(UNIT)], capture_output=True, text=True, timeout=60)
+    match = re.search(r"Overall exposure level for crawlsched\.service: (\d+\.\d+)", result.stdout)
+    assert match, result.stdout + result.stderr
+    assert float(match.group(1)) <= 3.0, result.stdout
+
+
+def test_unit_file_says_why_each_left_out_hardening_is_left_out():
+    text = UNIT.read_text()
+    for setting in ("CapabilityBoundingSet=", "SystemCallFilter=@system-service", "SystemCallArchitectures=native",
+                    "ProtectProc=invisible", "PrivateMounts=yes", "RemoveIPC=yes", "NoNewPrivileges=yes"):
+        assert f"\n{setting}\n" in text, setting
+    left_out = text.split("# Deliberately not set:", 1)[1]
+    for setting in ("ProcSubset", "MemoryDenyWriteExecute", "IPAddressDeny", "PrivateNetwork", "@privileged"):
+        assert setting in left_out, setting
+
+
+def test_install_steps_create_the_binary_the_unit_starts():
+    """Debian refuses pip into the system Python, and ProtectHome= hides a venv under /home: the
+    documented steps install into /opt/crawlsched/venv and link the path ExecStart names."""
+    binary = _exec_start()
+    readme = (UNIT.parent.parent / "README.md").read_text()
+    for text in (UNIT.read_text(), readme):
+        assert "python3 -m venv /opt/crawlsched/venv" in text
+        assert f"ln -s /opt/crawlsched/venv/bin/crawlsched {binary}" in text

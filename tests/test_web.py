@@ -704,39 +704,7 @@ def test_healthz_is_503_before_the_loop_starts(tmp_path, monkeypatch):
     assert "not started" in response.get_json()["error"]
 
 
-def test_metrics_in_prometheus_text_format(env):
-    write_jobs(env.home, '[defaults]\ntimezone = "UTC"\n\n[[jobs]]\nid = "ok"\nat = "08:01"\ncommand = "true"\n'
-                         'start_date = 2025-01-01\n\n[[jobs]]\nid = "bad"\nat = "08:01"\ncommand = "false"\n'
-                         'max_retries = 0\nstart_date = 2025-01-01\n\n[[jobs]]\nid = "off"\nat = "08:01"\ncommand = "true"\n'
-                         "paused = true\n")
-    env.daemon.reload(force=True)
-    env.clock.advance(61.5)
-    env.turn()
-    response = env.client.get("/metrics")
-    assert response.status_code == 200
-    assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-    lines = response.get_data(as_text=True).splitlines()
-    for line in [
-        "crawlsched_up 1",
-        'crawlsched_jobs{status="success"} 1',
-        'crawlsched_jobs{status="failed"} 1',
-        'crawlsched_jobs{status="paused"} 1',
-        'crawlsched_attempts_total{outcome="success"} 1',
-        'crawlsched_attempts_total{outcome="failed"} 1',
-        'crawlsched_fire_lateness_seconds_bucket{le="1.0"} 0',  # both fired 1.5 s late (the turn came then)
-        'crawlsched_fire_lateness_seconds_bucket{le="2.0"} 2',
-        'crawlsched_fire_lateness_seconds_bucket{le="+Inf"} 2',
-        "crawlsched_fire_lateness_seconds_sum 3",
-        "crawlsched_fire_lateness_seconds_count 2",
-        "crawlsched_config_reload_success 1",
-        "# TYPE crawlsched_fire_lateness_seconds histogram",
-        "# TYPE crawlsched_attempts_total counter",
-    ]:
-        assert line in lines, line
-    assert any(line.startswith('crawlsched_last_success_timestamp_seconds{job="ok"} ') for line in lines)
-    env.jobs_file.write_text("[[jobs]\n")
-    env.daemon.reload(force=True)
-    assert "crawlsched_config_reload_success 0" in env.client.get("/metrics").get_data(as_text=True)
+# /metrics: tests/test_metrics.py
 
 
 def test_openapi_describes_every_route(env):

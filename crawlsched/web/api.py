@@ -11,7 +11,7 @@ from flask import Flask, Response, request
 from crawlsched import render, timing
 from crawlsched.errors import InvalidValue, JobNotFound
 from crawlsched.model import Job, JobFile, build_job, check_int, check_timezone, check_urls
-from crawlsched.web.ops import health_problem, metrics_text, status_dict
+from crawlsched.web.ops import MetricsExporter, health_problem, status_dict
 from crawlsched.web.payload import START_KEYS, _given, add_fields, json_body, legacy_schedule, retry_changes
 from crawlsched.web.responses import _static_json, ok, reply
 
@@ -29,6 +29,7 @@ class Api:
         self.store = daemon.store
         self.state = daemon.state
         self.app = app
+        self.exporter = MetricsExporter(daemon)
 
     # --- shared -------------------------------------------------------------------
 
@@ -184,8 +185,12 @@ class Api:
         return reply({"ok": True})
 
     def metrics(self) -> Response:
-        text = metrics_text(self.daemon, self.now())
-        return Response(text, mimetype="text/plain", content_type="text/plain; version=0.0.4; charset=utf-8")
+        gzip = bool(request.accept_encodings["gzip"])  # Prometheus asks for it
+        response = Response(self.exporter.render("gzip" if gzip else None), content_type=self.exporter.content_type)
+        response.vary.add("Accept-Encoding")
+        if gzip:
+            response.headers["Content-Encoding"] = "gzip"
+        return response
 
     def openapi(self) -> Response:
         return _static_json("openapi.json")
