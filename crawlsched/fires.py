@@ -14,10 +14,11 @@ written since its last look (and the ones it saw running).
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, NamedTuple
 
 from crawlsched.state import Run, State, _run
 
@@ -34,7 +35,7 @@ SCAN_CAP = 20_000  # rows one runs request may look at (a rare status over a lon
 class Fire:
     """One run of a job: its attempts oldest first, or its one skipped/missed row."""
 
-    rows: list[Run]
+    rows: list[Any]  #: ``Run`` or ``StripRow``: the same names
     retry_pending: bool = False
 
     @property
@@ -207,83 +208,131 @@ def _bisect(stamps: list[float], t: float) -> int:
 # --- the cards' strips -------------------------------------------------------------
 
 
+STRIP_COLUMNS = "id, job_id, scheduled_for, attempt, max_attempts, status, started_at, finished_at, message"
+
+
+class StripRow(NamedTuple):
+    """The columns of a row a strip needs (a ``Run`` has them under the same names)."""
+
+    id: int
+    job_id: str
+    scheduled_for: float
+    attempt: int
+    max_attempts: int
+    status: str
+    started_at: float | None
+    finished_at: float | None
+    message: str | None
+
+
 @dataclass
 class _Entry:
-    rows: list[Run] = field(default_factory=list)
+    rows: list[StripRow] = field(default_factory=list)
+    changed: int = 0  #: the version at which this job's strip last changed
+    retries: frozenset = frozenset()
+    fragment: str | None = None  #: its strip as JSON, built once per change
 
 
 class StripCache:
     """The last runs of every job, kept up to date by reading only what changed.
 
-    ``version`` changes whenever a strip may have changed, so a client that has the
-    current version gets a 304. Rows are read at first per job (``runs_by_job``,
-    ``STRIP_ROWS`` each), then only rows with a higher id than the newest seen, plus
-    the rows seen ``running`` (an attempt that finishes updates its row in place).
+    Rows are read at first per job (``runs_by_job``, ``STRIP_ROWS`` each), then only
+    rows with a higher id than the newest seen, plus the rows seen ``running`` (an
+    attempt that finishes updates its row in place) and the pending retries. Every
+    change bumps ``version`` and marks the jobs it touched, so a client that has a
+    version gets only the strips changed since (``changed_since``), each serialized
+    once per change. The version starts with this cache's own random epoch: a
+    client holding another daemon's version gets everything.
     """
 
-    def __init__(self, state: State) -> None:
+    def __init__(self, state: State, render: Callable[[str, list[Fire]], str]) -> None:
         self.state = state
+        self.render = render  #: (job id, its runs newest first) -> the strip's JSON
+        self.epoch = os.urandom(4).hex()
         self._lock = threading.Lock()
         self._jobs: dict[str, _Entry] = {}
         self._max_id = 0
         self._version = 0
-        self._retries: frozenset[tuple[str, float]] = frozenset()
+        self._retries: dict[str, frozenset[float]] = {}
         self._fleet: tuple[float, dict[str, Any]] | None = None
 
-    def update(self, job_ids: list[str]) -> int:
+    @property
+    def version(self) -> str:
+        return f"{self.epoch}.{self._version}"
+
+    def _read(self, sql: str, params: tuple) -> list[StripRow]:
+        return [StripRow(*r) for r in self.state.read(sql, params)]
+
+    def update(self, job_ids: list[str]) -> str:
         """Bring the strips of ``job_ids`` up to date; returns the version."""
         with self._lock:
-            changed = False
-            new = [_run(r) for r in self.state.read("SELECT * FROM runs WHERE id > ? ORDER BY id", (self._max_id,))] \
-                if self._jobs else []  # fmt: skip
-            running = [r.id for e in self._jobs.values() for r in e.rows if r.status == "running"]
-            refreshed: dict[int, Run] = {}
-            for start in range(0, len(running), 900):
-                chunk = running[start:start + 900]
-                marks = ",".join("?" * len(chunk))
-                for raw in self.state.read(f"SELECT * FROM runs WHERE id IN ({marks})", tuple(chunk)):
-                    refreshed[raw["id"]] = _run(raw)
-            for entry in self._jobs.values():
-                for i, r in enumerate(entry.rows):
-                    if r.status == "running" and refreshed.get(r.id) != r:
-                        entry.rows[i] = refreshed.get(r.id, r)
-                        changed = True
-            for run in new:
-                entry = self._jobs.get(run.job_id)
-                if entry is not None:
-                    entry.rows.append(run)
-                    if len(entry.rows) > STRIP_ROWS * 2:
-                        del entry.rows[: len(entry.rows) - STRIP_ROWS]
-                self._max_id = max(self._max_id, run.id)
-                changed = True
-            missing = [j for j in job_ids if j not in self._jobs]
-            if missing:
-                if not self._jobs:
-                    top = self.state.read("SELECT max(id) AS m FROM runs")
-                    self._max_id = max(self._max_id, top[0]["m"] or 0)
-                for job_id in missing:
-                    rows = self.state.read("SELECT * FROM runs WHERE job_id = ? AND id <= ? ORDER BY id DESC LIMIT ?",
-                                           (job_id, self._max_id, STRIP_ROWS))
-                    self._jobs[job_id] = _Entry([_run(r) for r in reversed(rows)])
-                changed = True
-            retries = frozenset(pending_retries(self.state))
-            if retries != self._retries:
-                self._retries = retries
-                changed = True
-            if changed:
+            touched: set[str] = set()
+            if self._jobs:
+                for run in self._read(f"SELECT {STRIP_COLUMNS} FROM runs WHERE id > ? ORDER BY id", (self._max_id,)):
+                    entry = self._jobs.get(run.job_id)
+                    if entry is not None:
+                        entry.rows.append(run)
+                        if len(entry.rows) > STRIP_ROWS * 2:
+                            del entry.rows[: len(entry.rows) - STRIP_ROWS]
+                        touched.add(run.job_id)
+                    self._max_id = max(self._max_id, run.id)
+                running = {r.id: (job_id, i) for job_id, e in self._jobs.items() for i, r in enumerate(e.rows)
+                           if r.status == "running"}  # fmt: skip
+                ids = list(running)
+                for start in range(0, len(ids), 900):
+                    chunk = ids[start:start + 900]
+                    marks = ",".join("?" * len(chunk))
+                    for row in self._read(f"SELECT {STRIP_COLUMNS} FROM runs WHERE id IN ({marks})", tuple(chunk)):
+                        job_id, i = running[row.id]
+                        entry = self._jobs[job_id]
+                        if entry.rows[i] != row:
+                            entry.rows[i] = row
+                            touched.add(job_id)
+            else:
+                top = self.state.read("SELECT max(id) FROM runs")
+                self._max_id = top[0][0] or 0
+            for job_id in job_ids:
+                if job_id not in self._jobs:
+                    rows = self._read(f"SELECT {STRIP_COLUMNS} FROM runs WHERE job_id = ? AND id <= ? ORDER BY id DESC LIMIT ?",
+                                      (job_id, self._max_id, STRIP_ROWS))
+                    self._jobs[job_id] = _Entry(rows[::-1])
+                    touched.add(job_id)
+            retries: dict[str, set[float]] = {}
+            for job_id, scheduled_for in pending_retries(self.state):
+                retries.setdefault(job_id, set()).add(scheduled_for)
+            frozen = {k: frozenset(v) for k, v in retries.items()}
+            for job_id in set(frozen) | set(self._retries):
+                if frozen.get(job_id) != self._retries.get(job_id):
+                    touched.add(job_id)
+            self._retries = frozen
+            touched &= set(self._jobs)
+            if touched:
                 self._version += 1
-            return self._version
+                for job_id in touched:
+                    entry = self._jobs[job_id]
+                    entry.changed = self._version
+                    entry.fragment = None
+            return self.version
 
-    def strips(self, job_ids: list[str]) -> dict[str, list[Fire]]:
+    def changed_since(self, job_ids: list[str], version: str | None) -> tuple[bool, dict[str, str]]:
+        """(whether this is every strip, {job id: strip JSON}) for the jobs changed after ``version``."""
         with self._lock:
-            out = {}
+            epoch, _, number = (version or "").partition(".")
+            full = epoch != self.epoch or not number.isdigit() or int(number) > self._version
+            after = -1 if full else int(number)
+            out: dict[str, str] = {}
             for job_id in job_ids:
                 entry = self._jobs.get(job_id)
-                out[job_id] = group(entry.rows, self._retries)[:STRIP_LENGTH] if entry else []
-            return out
+                if entry is None or entry.changed <= after:
+                    continue
+                if entry.fragment is None:
+                    marks = {(job_id, t) for t in self._retries.get(job_id, ())}
+                    entry.fragment = self.render(job_id, group(entry.rows, marks)[:STRIP_LENGTH])  # type: ignore[arg-type]
+                out[job_id] = entry.fragment
+            return full, out
 
     def fleet(self, now: float, max_age: float = 30.0) -> dict[str, Any]:
-        """Attempts and runs of the last 24 h over all jobs (read at most every ``max_age`` s)."""
+        """Attempts of the last 24 h over all jobs (read at most every ``max_age`` s)."""
         with self._lock:
             if self._fleet is not None and now - self._fleet[0] < max_age:
                 return self._fleet[1]

@@ -114,22 +114,60 @@ def test_recent_gives_each_card_its_last_runs_and_a_304_when_nothing_changed(env
     flaky_history(env, job, 2)
     first = env.client.get("/api/scheduler/recent")
     strip = first.get_json()["recent"][job]
-    assert [(s["status"], s["attempts"], s["scheduled_for"]) for s in strip] == [
-        ("success", 2, "2025-11-08 09:00:00"), ("success", 2, "2025-11-08 08:00:00")]
+    assert [(s[1], s[2], s[3], s[5]) for s in strip] == [  # [id, status, scheduled for, attempts, of, message]
+        ("success", "2025-11-08 09:00:00", 2, "saved 5 bytes (fire 1)"), ("success", "2025-11-08 08:00:00", 2, "saved 5 bytes (fire 0)")]
     again = env.client.get("/api/scheduler/recent", headers={"If-None-Match": first.headers["ETag"]})
     assert again.status_code == 304 and again.data == b""
     attempt(env, job, T0 + 7200, 1, "failed", "HTTP 500", http_status=500)
     changed = env.client.get("/api/scheduler/recent", headers={"If-None-Match": first.headers["ETag"]})
     assert changed.status_code == 200
-    assert changed.get_json()["recent"][job][0]["status"] == "failed"
+    assert changed.get_json()["recent"][job][0][1] == "failed"
+
+
+def test_recent_after_a_version_sends_only_the_strips_changed_since(env, job):
+    other = env.add(name="Other", at="10:00", url="https://example.com/other")["job_id"]
+    first = env.client.get("/api/scheduler/recent").get_json()
+    assert first["full"] is True and set(first["recent"]) == {job, other}
+    attempt(env, job, T0, 1, "success", "ok")
+    delta = env.client.get("/api/scheduler/recent", query_string={"changed_after": first["version"]}).get_json()
+    assert delta["full"] is False and list(delta["recent"]) == [job]
+    unknown = env.client.get("/api/scheduler/recent", query_string={"changed_after": "another-daemon.3"}).get_json()
+    assert unknown["full"] is True and set(unknown["recent"]) == {job, other}
 
 
 def test_recent_sees_a_running_attempt_finish(env, job):
     env.client.get("/api/scheduler/recent")
     run_id = env.daemon.state.start_attempt(job, T0, 1, 1, trigger="schedule", started_at=T0, pid=os.getpid())
-    assert env.client.get("/api/scheduler/recent").get_json()["recent"][job][0]["status"] == "running"
+    assert env.client.get("/api/scheduler/recent").get_json()["recent"][job][0][1] == "running"
     env.daemon.state.finish_attempt(run_id, status="success", finished_at=T0 + 1, message="ok")
-    assert env.client.get("/api/scheduler/recent").get_json()["recent"][job][0]["status"] == "success"
+    assert env.client.get("/api/scheduler/recent").get_json()["recent"][job][0][1] == "success"
+
+
+# --- the job list, answered again while nothing changed ---------------------------------------
+
+
+def test_the_job_list_answers_304_while_nothing_it_shows_changed(env, job):
+    first = env.client.get("/api/scheduler/jobs")
+    assert first.status_code == 200 and first.headers["ETag"]
+    again = env.client.get("/api/scheduler/jobs", headers={"If-None-Match": first.headers["ETag"]})
+    assert again.status_code == 304
+
+
+@pytest.mark.parametrize("change", ["attempt", "edit", "retry", "clock"])
+def test_the_job_list_is_built_again_when_what_it_shows_changes(env, job, change):
+    first = env.client.get("/api/scheduler/jobs")
+    if change == "attempt":
+        attempt(env, job, T0, 1, "failed", "HTTP 500", http_status=500)
+    elif change == "edit":
+        env.client.patch(f"/api/scheduler/job/{job}", json={"max_retries": 7})
+    elif change == "retry":
+        env.daemon.state.clear_retry(job)
+        attempt(env, job, T0, 1, "failed", "HTTP 500", retry_due=T0 + 300)
+    else:
+        env.clock.advance(3600)  # past the job's next run (09:00): its next run moves on
+    again = env.client.get("/api/scheduler/jobs", headers={"If-None-Match": first.headers["ETag"]})
+    assert again.status_code == 200
+    assert again.get_json()["jobs"][0] != first.get_json()["jobs"][0]
 
 
 # --- a run's body and log --------------------------------------------------------------------

@@ -62,27 +62,32 @@
     }
     return fetch(path, init).then(
       function (res) {
-        if (res.status === 401) {
-          askForToken(Boolean(token));
-          throw new ApiError("An access token is needed.", 401);
-        }
-        return res.json().then(
-          function (data) {
-            if (!res.ok || !data || data.success === false) {
-              var text = data && data.error ? String(data.error) : "HTTP " + res.status;
-              var failure = new ApiError(text, res.status);
-              failure.field = data && typeof data.field === "string" ? data.field : null; // the refused field (PATCH)
-              throw failure;
-            }
-            return data;
-          },
-          function () {
-            throw new ApiError("HTTP " + res.status + ": the answer was not JSON", res.status);
-          }
-        );
+        return parse(res, token);
       },
       function () {
         throw new ApiError("Cannot reach the scheduler.", 0);
+      }
+    );
+  }
+
+  // The API's answer: its body when success is true, else an ApiError with its own text.
+  function parse(res, token) {
+    if (res.status === 401) {
+      askForToken(Boolean(token));
+      throw new ApiError("An access token is needed.", 401);
+    }
+    return res.json().then(
+      function (data) {
+        if (!res.ok || !data || data.success === false) {
+          var text = data && data.error ? String(data.error) : "HTTP " + res.status;
+          var failure = new ApiError(text, res.status);
+          failure.field = data && typeof data.field === "string" ? data.field : null; // the refused field (PATCH)
+          throw failure;
+        }
+        return data;
+      },
+      function () {
+        throw new ApiError("HTTP " + res.status + ": the answer was not JSON", res.status);
       }
     );
   }
@@ -121,9 +126,16 @@
     timer = null;
     if (needToken) return;
     var request = ++lastRequest;
-    api("GET", API + "/jobs").then(
+    jobsRequest().then(
       function (data) {
         if (request !== lastRequest) return; // a newer refresh is under way
+        if (data === null) {
+          // 304: nothing the list shows has changed (the daemon keeps the answer), nothing to redraw.
+          setLive("ok", "Updated " + clock(new Date()));
+          if (ns.onJobs) ns.onJobs(null);
+          schedule();
+          return;
+        }
         render(Array.isArray(data.jobs) ? data.jobs : []);
         setLive("ok", "Updated " + clock(new Date()));
         if (ns.onJobs) ns.onJobs(data);
@@ -144,6 +156,25 @@
       return (n < 10 ? "0" : "") + n;
     }
     return two(date.getHours()) + ":" + two(date.getMinutes()) + ":" + two(date.getSeconds());
+  }
+
+  // GET /jobs with the ETag of the last answer: resolves with the data, or null for a 304.
+  var jobsTag = null;
+  function jobsRequest() {
+    var headers = { Accept: "application/json" };
+    var token = getToken() || memoryToken;
+    if (token) headers.Authorization = "Bearer " + token;
+    if (jobsTag) headers["If-None-Match"] = jobsTag;
+    return fetch(API + "/jobs", { headers: headers, credentials: "same-origin", cache: "no-store" }).then(
+      function (res) {
+        if (res.status === 304) return null;
+        if (res.ok) jobsTag = res.headers.get("ETag");
+        return parse(res, token);
+      },
+      function () {
+        throw new ApiError("Cannot reach the scheduler.", 0);
+      }
+    );
   }
 
   function schedule() {

@@ -20,6 +20,7 @@
   };
   var strips = new Map(); // job id -> strip element
   var etag = null;
+  var version = null; // the strips' version this page has: the daemon sends only what changed since
   var latest = {}; // job id -> strip entries (newest first)
   var inFlight = false;
   var els = {};
@@ -47,17 +48,18 @@
     if (strip && latest[job.id]) paint(strip, latest[job.id]);
   };
 
+  // A strip entry is [id, status, scheduled for, attempts, max attempts, message].
   function tooltip(run) {
-    var lines = [(run.scheduled_for ? String(run.scheduled_for) : "—") + " · " + (LABELS[run.status] || run.status)];
-    if (run.attempts) lines.push("attempts: " + run.attempts + (run.max_attempts ? " of " + run.max_attempts : ""));
-    if (run.message) lines.push(String(run.message));
+    var lines = [(run[2] ? String(run[2]) : "—") + " · " + (LABELS[run[1]] || run[1])];
+    if (run[3]) lines.push("attempts: " + run[3] + (run[4] ? " of " + run[4] : ""));
+    if (run[5]) lines.push(String(run[5]));
     return lines.join("\n");
   }
 
   // Oldest on the left, newest on the right (as Airflow's grid reads).
   function paint(strip, runs) {
     var sig = runs.map(function (r) {
-      return r.id + ":" + r.status + ":" + r.attempts;
+      return r[0] + ":" + r[1] + ":" + r[3];
     }).join(",");
     if (sig === strip._sig) return;
     strip._sig = sig;
@@ -65,7 +67,7 @@
     var counts = {};
     for (var i = runs.length - 1; i >= 0; i--) {
       var run = runs[i];
-      var status = OUTCOMES.indexOf(run.status) >= 0 ? run.status : "unknown";
+      var status = OUTCOMES.indexOf(run[1]) >= 0 ? run[1] : "unknown";
       var cell = el("span", "cell cell-" + status);
       cell.title = tooltip(run);
       cell.setAttribute("data-status", status);
@@ -81,7 +83,7 @@
     });
     strip.setAttribute("aria-label", runs.length
       ? "Last " + runs.length + " runs, oldest first: " + parts.join(", ") +
-        ". Newest: " + (LABELS[runs[0].status] || runs[0].status) + " at " + ns.text(runs[0].scheduled_for) + "."
+        ". Newest: " + (LABELS[runs[0][1]] || runs[0][1]) + " at " + ns.text(runs[0][2]) + "."
       : "No runs yet");
   }
 
@@ -92,7 +94,8 @@
     var token = ns.getToken && ns.getToken();
     if (token) headers.Authorization = "Bearer " + token;
     if (etag) headers["If-None-Match"] = etag;
-    fetch("/api/scheduler/recent", { headers: headers, credentials: "same-origin", cache: "no-store" })
+    var url = "/api/scheduler/recent" + (version ? "?changed_after=" + encodeURIComponent(version) : "");
+    fetch(url, { headers: headers, credentials: "same-origin", cache: "no-store" })
       .then(function (res) {
         if (res.status === 304) return null;
         if (!res.ok) throw new Error("HTTP " + res.status);
@@ -101,10 +104,14 @@
       })
       .then(function (data) {
         if (!data) return;
-        latest = data.recent || {};
-        strips.forEach(function (strip, id) {
-          paint(strip, latest[id] || []);
+        var changed = data.recent || {};
+        if (data.full) latest = {};
+        Object.keys(changed).forEach(function (id) {
+          latest[id] = changed[id];
+          var strip = strips.get(id);
+          if (strip) paint(strip, changed[id]);
         });
+        version = data.version || null;
         renderFleetRate(data.fleet || {});
       })
       .catch(function () {
@@ -172,7 +179,7 @@
   var previousOnJobs = ns.onJobs;
   ns.onJobs = function (data) {
     if (previousOnJobs) previousOnJobs(data);
-    renderFleet(data);
+    if (data) renderFleet(data); // null: the list is unchanged (a 304)
     fetchRecent();
   };
 

@@ -7,14 +7,16 @@
 - ``GET /api/scheduler/job/<id>/runs/<run id>/body/<n>`` and ``…/log``: a run's saved
   body or an attempt's log, as text (never as HTML), only files of that job and run
   under the home: the path is built from the run's row, never from the request;
-- ``GET /api/scheduler/recent``: the last runs of every job (the cards' strips) and the
-  fleet's last 24 h, with an ``ETag`` so an unchanged answer costs a 304;
+- ``GET /api/scheduler/recent`` (``changed_after``): the last runs of every job (the
+  cards' strips; with ``changed_after``, only the strips changed since that version)
+  and the fleet's last 24 h, with an ``ETag`` so an unchanged answer costs a 304;
 - ``PATCH /api/scheduler/job/<id>``: the add form's fields for an existing job, through
   ``JobStore.edit`` (the code ``crawlsched edit`` uses).
 """
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,7 +37,7 @@ if TYPE_CHECKING:
 
 EDIT_KEYS = (*ADD_KEYS, "no_end")
 PREVIEW = 64 * 1024  # bytes of a body or log the page shows; the whole file is a link away
-MESSAGE_CUT = 300  # characters of a message in a strip's tooltip
+MESSAGE_CUT = 160  # characters of a message in a strip's tooltip
 TEXT_TYPES = ("text/", "application/json", "application/xml")
 _SNIFF = ((b"%PDF-", "application/pdf"), (b"\x89PNG", "image/png"), (b"\xff\xd8\xff", "image/jpeg"),
           (b"GIF8", "image/gif"), (b"\x1f\x8b", "application/gzip"), (b"PK\x03\x04", "application/zip"),
@@ -84,7 +86,8 @@ class RunsApi:
     def __init__(self, api: Api) -> None:
         self.api = api
         self.state = api.state
-        self.strips = StripCache(api.state)
+        self._zones: dict[str, str] = {}
+        self.strips = StripCache(api.state, self._strip_json)
 
     @property
     def home(self) -> Path:
@@ -216,22 +219,26 @@ class RunsApi:
 
     def recent(self) -> Response:
         jobfile = self.api.load()
-        ids = [j.id for j in jobfile.jobs]
+        self._zones = {j.id: j.timezone for j in jobfile.jobs}
+        ids = list(self._zones)
         version = self.strips.update(ids)
         fleet = self.strips.fleet(self.api.daemon.clock())
-        tag = f'"{version}-{len(ids)}-{hash(tuple(ids)) & 0xFFFFFFFF:x}-{fleet.get("attempts_24h")}"'
+        tag = f'"{version}-{fleet["attempts_24h"]}-{fleet["successes_24h"]}"'
         if tag in request.headers.get("If-None-Match", ""):
             response = Response(status=304)
-            response.headers["ETag"] = tag
-            response.headers["Cache-Control"] = "no-cache"
-            return response
-        jobs = {j.id: j for j in jobfile.jobs}
-        strips = {job_id: [_strip_entry(jobs[job_id], f) for f in fires]
-                  for job_id, fires in self.strips.strips(ids).items()}  # fmt: skip
-        response = ok(recent=strips, fleet=fleet)
+        else:
+            full, fragments = self.strips.changed_since(ids, request.args.get("changed_after"))
+            strips = ", ".join(f"{json.dumps(job_id)}: {fragment}" for job_id, fragment in fragments.items())
+            body = (f'{{"success": true, "version": {json.dumps(version)}, "full": {json.dumps(full)}, '
+                    f'"recent": {{{strips}}}, "fleet": {json.dumps(fleet)}}}')
+            response = Response(body, mimetype="application/json")
         response.headers["ETag"] = tag
         response.headers["Cache-Control"] = "no-cache"
         return response
+
+    def _strip_json(self, job_id: str, fires: list[Fire]) -> str:
+        tz = timing.zone(self._zones.get(job_id, "UTC"))
+        return json.dumps([_strip_entry(f, tz) for f in fires], ensure_ascii=False)
 
     def edit(self, ref: str) -> Response:
         if request.content_length and request.mimetype != "application/json":
@@ -335,22 +342,20 @@ def _duration(run: Run) -> float | None:
     return _span(run.started_at, run.finished_at)
 
 
-def _strip_entry(job: Job, fire: Fire) -> dict[str, Any]:
+def _strip_entry(fire: Fire, tz: Any) -> list[Any]:
+    """``[id, status, scheduled for, attempts, max attempts, message]``: compact, 1,000 cards × 20 runs of them."""
     last = max(fire.rows, key=lambda r: (r.attempt, r.id))
-    message = last.message or ""
-    plain, _ = timing.local_pair(timing.from_epoch(fire.rows[0].scheduled_for), job.timezone)
-    return {
-        "id": fire.id,
-        "status": fire.status,
-        "scheduled_for": plain,
-        "attempts": sum(1 for r in fire.rows if r.attempt > 0),
-        "max_attempts": last.max_attempts,
-        "message": message if len(message) <= MESSAGE_CUT else message[: MESSAGE_CUT - 1] + "…",
-    }
+    message = " ".join((last.message or "").split())
+    when = datetime.fromtimestamp(fire.rows[0].scheduled_for, tz).strftime("%Y-%m-%d %H:%M:%S")
+    return [fire.id, fire.status, when, sum(1 for r in fire.rows if r.attempt > 0), last.max_attempts,
+            message if len(message) <= MESSAGE_CUT else message[: MESSAGE_CUT - 1] + "…"]
 
 
 def install(app: Any, api: Api) -> RunsApi:
     """Add the monitoring routes to ``app``."""
+    from crawlsched.web import conditional
+
+    conditional.install(app, api)  # the job list: rebuilt only when what it shows changed
     runs = RunsApi(api)
     for method, rule, view in (
         ("GET", "/api/scheduler/recent", runs.recent),
