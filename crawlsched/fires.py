@@ -253,6 +253,7 @@ class StripCache:
         self._jobs: dict[str, _Entry] = {}
         self._max_id = 0
         self._version = 0
+        self._running: set[int] = set()  #: ids of the rows kept that were running when last read
         self._retries: dict[str, frozenset[float]] = {}
         self._fleet: tuple[float, dict[str, Any]] | None = None
 
@@ -272,22 +273,24 @@ class StripCache:
                     entry = self._jobs.get(run.job_id)
                     if entry is not None:
                         entry.rows.append(run)
+                        if run.status == "running":
+                            self._running.add(run.id)
                         if len(entry.rows) > STRIP_ROWS * 2:
                             del entry.rows[: len(entry.rows) - STRIP_ROWS]
                         touched.add(run.job_id)
                     self._max_id = max(self._max_id, run.id)
-                running = {r.id: (job_id, i) for job_id, e in self._jobs.items() for i, r in enumerate(e.rows)
-                           if r.status == "running"}  # fmt: skip
-                ids = list(running)
+                ids = list(self._running)
                 for start in range(0, len(ids), 900):
                     chunk = ids[start:start + 900]
                     marks = ",".join("?" * len(chunk))
                     for row in self._read(f"SELECT {STRIP_COLUMNS} FROM runs WHERE id IN ({marks})", tuple(chunk)):
-                        job_id, i = running[row.id]
-                        entry = self._jobs[job_id]
-                        if entry.rows[i] != row:
-                            entry.rows[i] = row
-                            touched.add(job_id)
+                        entry = self._jobs[row.job_id]
+                        for i, old in enumerate(entry.rows):
+                            if old.id == row.id and old != row:
+                                entry.rows[i] = row
+                                touched.add(row.job_id)
+                        if row.status != "running":
+                            self._running.discard(row.id)
             else:
                 top = self.state.read("SELECT max(id) FROM runs")
                 self._max_id = top[0][0] or 0
@@ -296,6 +299,7 @@ class StripCache:
                     rows = self._read(f"SELECT {STRIP_COLUMNS} FROM runs WHERE job_id = ? AND id <= ? ORDER BY id DESC LIMIT ?",
                                       (job_id, self._max_id, STRIP_ROWS))
                     self._jobs[job_id] = _Entry(rows[::-1])
+                    self._running.update(r.id for r in rows if r.status == "running")
                     touched.add(job_id)
             retries: dict[str, set[float]] = {}
             for job_id, scheduled_for in pending_retries(self.state):

@@ -197,5 +197,6 @@
     els.switchState = document.getElementById("scheduler-state");
     els.switchButton = document.getElementById("scheduler-button");
     els.switchButton.addEventListener("click", onSwitch);
+    fetchRecent(); // beside the first job list, not after it: the cards paint their strips as they are built
   };
 })();

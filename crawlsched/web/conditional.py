@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from flask import Response, request
 
-MAX_AGE = 10.0  # seconds an unchanged answer is served before it is built again anyway
+MAX_AGE = 30.0  # seconds an unchanged answer is served before it is built again anyway
 
 
 class CachedJobs:

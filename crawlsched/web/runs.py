@@ -87,6 +87,7 @@ class RunsApi:
         self.api = api
         self.state = api.state
         self._zones: dict[str, str] = {}
+        self._jobs_key: Any = None
         self.strips = StripCache(api.state, self._strip_json)
 
     @property
@@ -218,8 +219,10 @@ class RunsApi:
         return _file(real, real.name)
 
     def recent(self) -> Response:
-        jobfile = self.api.load()
-        self._zones = {j.id: j.timezone for j in jobfile.jobs}
+        key = self.api.store.stat_key()
+        if key is None or key != self._jobs_key:  # the job file is read again only when it changed
+            self._zones = {j.id: j.timezone for j in self.api.load().jobs}
+            self._jobs_key = key
         ids = list(self._zones)
         version = self.strips.update(ids)
         fleet = self.strips.fleet(self.api.daemon.clock())
