@@ -238,3 +238,73 @@ def test_the_charts_totals_equal_historys(page, site):
     if history.get("run_success_rate") is not None:
         assert f"run success {round(history['run_success_rate'] * 100)}%" in rates.inner_text()
     assert page.locator('[data-testid="chart"] svg rect').count() >= 1
+
+
+# --- looks right everywhere ---------------------------------------------------------------------
+
+AXE_PATHS = [os.environ.get("CRAWLSCHED_AXE", ""), "node_modules/axe-core/axe.min.js", "/usr/share/javascript/axe-core/axe.min.js"]
+
+
+def axe_source() -> str:
+    for candidate in AXE_PATHS:
+        if candidate and Path(candidate).is_file():
+            return Path(candidate).read_text()
+    pytest.skip("axe-core not found (npm install axe-core, or set CRAWLSCHED_AXE to its axe.min.js)")
+
+
+def audit(browser: Any, url: str, ready: str, viewport: dict[str, int], scheme: str) -> list[dict[str, Any]]:
+    source = axe_source()
+    context = browser.new_context(viewport=viewport, color_scheme=scheme, bypass_csp=True)  # axe is injected; the page's own CSP stays as served
+    try:
+        pg = context.new_page()
+        pg.goto(url)
+        pg.locator(ready).first.wait_for()
+        pg.wait_for_timeout(500)
+        pg.evaluate(source)
+        result = pg.evaluate("""() => axe.run(document, {runOnly: {type: 'tag', values:
+            ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice']}})""")
+        return [{"id": v["id"], "impact": v["impact"], "nodes": [n["target"] for n in v["nodes"]][:5]} for v in result["violations"]]
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("where, ready", [("", '[data-testid="run-strip"] .cell'), ("#job/flaky-news", '[data-testid="run"]')],
+                         ids=["list", "job-page"])
+@pytest.mark.parametrize("viewport, scheme", [({"width": 1280, "height": 900}, "light"), ({"width": 1280, "height": 900}, "dark"),
+                                              ({"width": 390, "height": 844}, "light")], ids=["desktop", "desktop-dark", "phone"])
+def test_an_accessibility_audit_finds_nothing(browser, site, where, ready, viewport, scheme):  # noqa: F811
+    """axe-core's WCAG 2.1 A/AA and best-practice rules (npm's axe-core, injected into Debian's chromium)."""
+    violations = audit(browser, f"{site.base}/scheduler{where}", ready, viewport, scheme)
+    assert violations == [], json.dumps(violations, indent=1)
+
+
+def test_on_a_phone_the_job_list_comes_before_the_add_form(browser, site):  # noqa: F811
+    context = browser.new_context(viewport={"width": 390, "height": 844})
+    pg = context.new_page()
+    pg.goto(f"{site.base}/scheduler")
+    pg.locator('[data-testid="job-card"]').first.wait_for()
+    jobs = pg.locator('[data-testid="job-list"]').bounding_box()
+    form = pg.locator('[data-testid="add-form"]').bounding_box()
+    context.close()
+    assert jobs["y"] < form["y"]
+
+
+def test_the_page_is_usable_by_keyboard_and_writes_24_hour_times(page, site):
+    page.goto(f"{site.base}/scheduler")
+    page.locator('[data-testid="open-job"]').first.wait_for()
+    for _ in range(60):  # Tab until the card's link has focus, then Enter opens the job's page
+        page.keyboard.press("Tab")
+        if page.evaluate("() => document.activeElement.dataset.testid") == "open-job":
+            break
+    page.keyboard.press("Enter")
+    page.locator('[data-testid="run"]').first.wait_for()
+    assert page.evaluate("() => location.hash") == f"#job/{site.job_id}"
+    assert page.evaluate("() => document.activeElement.id") == "jv-title"
+    live = page.locator('[data-testid="live-status"]').inner_text()
+    assert __import__("re").fullmatch(r"Updated \d\d:\d\d:\d\d", live), live
+    started = page.locator('[data-testid="run"]').first.locator("td").nth(3).inner_text()
+    assert __import__("re").fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", started), started
+    page.go_back()
+    page.locator('[data-testid="job-card"]').first.wait_for()
+    period = page.locator('[data-field="period"]').inner_text()
+    assert period.endswith(" → no end")

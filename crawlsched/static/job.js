@@ -231,10 +231,11 @@
     cell(head, dash(run.message), "msg");
     var files = cell(head, "");
     (run.bodies || []).forEach(function (b) {
-      var button = el("button", "btn btn-ghost btn-small", "Body " + (b.index + 1) + " · " + size(b.size));
+      var shown = "Body " + (b.index + 1) + " · " + size(b.size);
+      var button = el("button", "btn btn-ghost btn-small", shown);
       button.type = "button";
       button.setAttribute("data-testid", "open-body");
-      button.setAttribute("aria-label", "Open body " + b.name + " of the run scheduled " + dash(run.scheduled_for) + " as text");
+      button.setAttribute("aria-label", shown + ": open " + b.name + " of the run scheduled " + dash(run.scheduled_for) + " as text");
       button.addEventListener("click", function () {
         view(path("runs/" + run.attempts[run.attempts.length - 1].id + "/body/" + b.index), "Body " + b.name, button);
       });
@@ -259,10 +260,11 @@
         msg.setAttribute("data-testid", "attempt-message");
         var logs = cell(tr, "");
         if (a.log_size !== null && a.log_size !== undefined) {
-          var button = el("button", "btn btn-ghost btn-small", "Log · " + size(a.log_size));
+          var shown = "Log · " + size(a.log_size);
+          var button = el("button", "btn btn-ghost btn-small", shown);
           button.type = "button";
           button.setAttribute("data-testid", "open-log");
-          button.setAttribute("aria-label", "Open the log of attempt " + a.attempt + " as text");
+          button.setAttribute("aria-label", shown + ": open the log of attempt " + a.attempt + " as text");
           button.addEventListener("click", function () {
             view(path("runs/" + a.id + "/log"), "Log of attempt " + a.attempt + " (" + dash(a.started_at) + ")", button);
           });

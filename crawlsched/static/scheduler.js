@@ -354,7 +354,7 @@
     p.pause.setAttribute("aria-pressed", paused ? "true" : "false");
     var label = text(job.name, job.id);
     p.pause.setAttribute("aria-label", (paused ? "Resume " : "Pause ") + label);
-    p.run.setAttribute("aria-label", "Run " + label + " now");
+    p.run.setAttribute("aria-label", "Run now: " + label); // the visible words first (WCAG 2.5.3)
     p.del.setAttribute("aria-label", "Delete " + label);
     p.del.title = "Delete";
   }
