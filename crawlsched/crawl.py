@@ -30,7 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from crawlsched import procs
+from crawlsched import procs, targets
 from crawlsched.errors import CrawlschedError
 from crawlsched.model import SECRET_PARAM_RE, redact_url  # noqa: F401 - redact_url is part of this module's API
 
@@ -211,8 +211,11 @@ class _Attempt:
 def fetch_urls(urls: Sequence[str], run_dir: Path, *, headers: Mapping[str, str] | None = None,
                timeout: float = 300, max_bytes: int = 100 * 1024 * 1024, verify: bool | str = True,
                user_agent: str = "crawlsched/0.1.0", env: Mapping[str, str] | None = None,
-               cancel: threading.Event | None = None) -> Outcome:
+               cancel: threading.Event | None = None, public_only: bool = False) -> Outcome:
     """GET each URL template into ``run_dir``; URLs saved by an earlier attempt are skipped.
+
+    ``public_only`` (``http_targets = "public"``): every connection, redirects included, must
+    reach a public address (``crawlsched.targets``), checked once connected, before sending.
 
     The attempt succeeds when every body is saved. It goes on past a failed
     URL (so a retry has less to do) unless the failure dooms the rest too:
@@ -239,6 +242,10 @@ def fetch_urls(urls: Sequence[str], run_dir: Path, *, headers: Mapping[str, str]
     sent = CaseInsensitiveDict({"User-Agent": user_agent})
     sent.update(extra)  # a user's User-Agent wins
     with requests.Session() as session:  # trust_env stays True: proxies come from the environment
+        if public_only:
+            adapter = _public_only_adapter()
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
         att = _Attempt(session, sent, timeout, time.monotonic() + timeout, max_bytes, verify, cancel)
         skipped = 0
         for index, (template, url) in enumerate(zip(urls, targets)):
@@ -379,9 +386,63 @@ def _request(att: _Attempt, url: str, headers: Any, shown: str) -> Any:
     except requests.exceptions.ProxyError as exc:
         raise _Fail(f"{shown}: proxy error: {_os_reason(exc)}") from None
     except requests.exceptions.ConnectionError as exc:
+        refused = next((c for c in _chain(exc) if isinstance(c, targets.NonPublicAddress)), None)
+        if refused is not None:
+            raise _Fail(f"{shown}: refused: {refused}", permanent=True) from None
         raise _Fail(f"{shown}: connection failed: {_os_reason(exc)}") from None
     except requests.exceptions.RequestException as exc:
         raise _Fail(f"{shown}: request failed ({type(exc).__name__})") from None
+
+
+_PUBLIC_ONLY: list[Any] = []  # the adapter class, built once on first use (requests is imported lazily)
+
+
+def _public_only_adapter() -> Any:
+    """A requests adapter whose connections refuse, once connected and before sending, a non-public peer.
+
+    The peer is checked on the socket itself, so what DNS answered at that moment (rebinding)
+    and where a redirect led are both covered. Through a proxy the peer is the proxy.
+    """
+    if not _PUBLIC_ONLY:
+        from requests.adapters import HTTPAdapter  # noqa: PLC0415
+        from urllib3.connection import HTTPConnection, HTTPSConnection  # noqa: PLC0415
+        from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool  # noqa: PLC0415
+
+        def checked(base: type) -> type:
+            class Checked(base):  # type: ignore[misc, valid-type]
+                def _new_conn(self) -> Any:
+                    sock = super()._new_conn()
+                    try:
+                        address = str(sock.getpeername()[0])
+                    except OSError:
+                        address = ""
+                    if not targets.is_public(address):
+                        sock.close()
+                        raise targets.NonPublicAddress(str(self.host), address)
+                    return sock
+
+            return Checked
+
+        class Pool(HTTPConnectionPool):
+            ConnectionCls = checked(HTTPConnection)
+
+        class TLSPool(HTTPSConnectionPool):
+            ConnectionCls = checked(HTTPSConnection)
+
+        pools = {"http": Pool, "https": TLSPool}
+
+        class PublicOnly(HTTPAdapter):
+            def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+                super().init_poolmanager(*args, **kwargs)
+                self.poolmanager.pool_classes_by_scheme = pools
+
+            def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
+                manager = super().proxy_manager_for(proxy, **kwargs)
+                manager.pool_classes_by_scheme = pools
+                return manager
+
+        _PUBLIC_ONLY.append(PublicOnly)
+    return _PUBLIC_ONLY[0]()
 
 
 def _status_failure(response: Any, shown: str) -> _Fail:

@@ -422,8 +422,8 @@ class Daemon:
                 self.recheck_at = self.pending_key[1] + STABLE_FOR
                 return False
         self.pending_key = None
-        if key is None and self.started:
-            self._file_missing()
+        if (key is None or key.size == 0) and self.started:
+            self._file_missing("missing" if key is None else "empty (0 bytes)")
             return False
         if key is not None and key == self.bad_key and not force:
             return False
@@ -448,10 +448,11 @@ class Daemon:
         self.notify(f"STATUS={self._status_text()}")
         return True
 
-    def _file_missing(self) -> None:
+    def _file_missing(self, how: str = "missing") -> None:
         """While running, a missing job file (an editor's delete and re-create, a ``mv``) is not
-        an empty job list: the last good jobs and their retries stay until it is back."""
-        message = f"{self.store.path.name}: the file is missing"
+        an empty job list: the last good jobs and their retries stay until it is back. Nor is
+        an empty one (SPEC §7: a truncating save, a full disk, a deploy that failed halfway)."""
+        message = f"{self.store.path.name}: the file is {how}"
         if self.config_error != message:
             self.log.error("job file not applied, keeping the last good jobs: %s", message)
             self.state.daemon_update(config_ok=0, config_error=message)

@@ -97,5 +97,8 @@ def _show(value: object) -> str:
         # so one bad value cannot break the one-line error or the terminal.
         text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
         return '"' + text.replace('"', '\\"') + '"'
-    text = repr(value)
+    try:
+        text = repr(value)
+    except ValueError:  # an int of more than 4300 digits
+        text = "a number of thousands of digits"
     return text if len(text) <= 80 else text[:77] + "..."

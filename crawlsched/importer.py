@@ -40,6 +40,7 @@ from crawlsched.model import (
     check_seconds,
     check_timezone,
     check_urls,
+    parse_json_int,
     zone,
 )
 from crawlsched.state import State
@@ -120,7 +121,7 @@ def import_seed(path: Path, store: JobStore, state: State | Callable[[], State |
 
 def _tables_by_id(store: JobStore) -> dict[str, dict[str, Any]]:
     try:
-        data = tomllib.loads(store.path.read_text(encoding="utf-8"))
+        data = tomllib.loads(store.path.read_text(encoding="utf-8-sig"))  # a byte-order mark is no TOML
     except FileNotFoundError:
         return {}
     tables = data.get("jobs", [])
@@ -136,7 +137,7 @@ def read_records(path: Path) -> list[Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise SeedFileError(f"{path}: cannot be read ({exc})") from None
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_int=parse_json_int)  # 4300+ digits: refused by the field, not a ValueError
     except json.JSONDecodeError as exc:
         raise SeedFileError(f"{path.name}:{exc.lineno}: not valid JSON: {exc.msg}") from None
     if not isinstance(data, list):

@@ -20,10 +20,16 @@ JOBS_HEADER_SEARCH = re.compile(r"^[ \t]*\[\[[ \t]*jobs[ \t]*\]\][ \t\r]*(#[^\n]
 DEFAULTS_HEADER_RE = re.compile(r"^\s*\[\s*defaults\s*\]\s*(#.*)?$")
 SUBTABLE_RE = re.compile(r"^\s*\[\s*jobs\s*\.")
 TOML_LINE_RE = re.compile(r"\(at line (\d+), column \d+\)")
+LONG_NUMBER_RE = re.compile(r"[0-9A-Fa-f_]{4000,}")
+BOM = "\ufeff"
 
 
 def parse_text(text: str, label: str = "jobs.toml", machine_tz: str = "UTC") -> JobFile:
-    """Parse and validate a whole job file; errors are ``JobFileError`` with ``label:LINE``."""
+    """Parse and validate a whole job file; errors are ``JobFileError`` with ``label:LINE``.
+
+    A UTF-8 byte-order mark (Windows editors write one) is not part of the TOML.
+    """
+    text = text.removeprefix(BOM)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -31,6 +37,11 @@ def parse_text(text: str, label: str = "jobs.toml", machine_tz: str = "UTC") -> 
         match = TOML_LINE_RE.search(msg)
         line = int(match[1]) if match else 1
         raise JobFileError(label, line, "not valid TOML: " + TOML_LINE_RE.sub("", msg).strip()) from None
+    except ValueError:
+        # tomllib converts an integer of more than 4300 digits with int(), which refuses it.
+        match = LONG_NUMBER_RE.search(text)
+        line = text.count("\n", 0, match.start()) + 1 if match else 1
+        raise JobFileError(label, line, "a number longer than 4300 digits; no value may be that large") from None
     try:
         return build_file(data, text, label, machine_tz)
     except JobFileError as exc:

@@ -7,6 +7,7 @@ with a message that names the field, the value and what is allowed.
 from __future__ import annotations
 
 import enum
+import math
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -19,9 +20,26 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from crawlsched.errors import InvalidValue
 
 MIB = 1024 * 1024
+# SPEC §7: bounds the whole program can hold. Ten years of seconds fits any deadline,
+# sleep and timestamp; 2^53 is the largest whole number a float (JSON, JavaScript)
+# and every TOML parser hold exactly; 9999-12-30 leaves a day for a window's end
+# (end_date + 1 day) and for any zone's offset before datetime runs out.
+MAX_SECONDS = 10 * 365 * 86400
+MAX_INT = 2**53
+MIN_DATE = date(1900, 1, 1)
+MAX_DATE = date(9999, 12, 30)
+MAX_DIGITS = 30  # longer digit strings are refused before Python converts them (its limit is 4300)
+INT_TEXT_RE = re.compile(r"[+-]?[0-9]+")
 ID_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")  # always .fullmatch: "$" would accept a final "\n"
 AT_RE = re.compile(r"(\d{1,2}):(\d{2})")
-EVERY_RE = re.compile(r"(\d+)\s*([smhd])")
+EVERY_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([smhd])")
+SECONDS_RE = re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?")  # a sign, so that "-5" is refused as below the minimum
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# cron's macros (Vixie cron, cronie): what each means as five fields. @reboot is no schedule.
+CRON_MACROS = {
+    "@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *", "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@hourly": "0 * * * *",
+}  # fmt: skip
 RANGE_STEP_RE = re.compile(r"(\d+)-(\d+)/\d+")
 HEADER_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 MAX_NAME = 200
@@ -76,7 +94,7 @@ DEFAULT_KEYS = (
     "max_retries", "retry_delay", "retry_backoff", "retry_max_delay", "timezone",
     "max_concurrent", "catch_up", "url", "command", "timeout", "headers",
     "on_failure", "max_bytes", "verify", "user_agent", "keep_runs",
-    "allow_http_commands", "grace_period", "keep_history", "keep_logs",
+    "allow_http_commands", "grace_period", "allow_http_env", "http_targets", "keep_history", "keep_logs",
 )  # fmt: skip
 
 
@@ -102,6 +120,8 @@ class Defaults:
     keep_runs: int = 30
     allow_http_commands: bool = False
     grace_period: float = 30
+    allow_http_env: tuple[str, ...] = ()  # ${NAME}s a URL or header sent through the HTTP API may use
+    http_targets: str = "any"  # "public": no crawl reaches a private, loopback or link-local address
     keep_history: KeepHistory = field(default_factory=lambda: KeepHistory(days=365))
     keep_logs: int = 30  # days of daily log files
 
@@ -179,6 +199,7 @@ class Job:
     keep_runs: int = 30
     paused: bool = False
     created_at: datetime | None = None
+    http_targets: str = "any"  # from [defaults]: "public" = only public addresses are fetched
     explicit: frozenset[str] = field(default=frozenset(), compare=False)
     line: int | None = field(default=None, compare=False)  # its [[jobs]] header in the file
 
@@ -210,11 +231,20 @@ class Job:
         return 1 + self.max_retries
 
     def retry_wait(self, retry_number: int) -> float:
-        """Seconds to wait before retry ``retry_number`` (1 for the second attempt)."""
-        wait = self.retry_delay * (self.retry_backoff ** (retry_number - 1))
+        """Seconds to wait before retry ``retry_number`` (1 for the second attempt), at most ten years.
+
+        1000 retries × a backoff of 100 is no float (100^999): the power is taken
+        only while it can still matter.
+        """
+        wait = self.retry_delay
+        if self.retry_backoff != 1 and wait > 0:
+            try:
+                wait *= self.retry_backoff ** (retry_number - 1)
+            except OverflowError:
+                wait = float(MAX_SECONDS)
         if self.retry_max_delay is not None:
             wait = min(wait, self.retry_max_delay)
-        return wait
+        return min(wait, float(MAX_SECONDS))
 
 
 @dataclass(frozen=True)
@@ -271,9 +301,14 @@ def at_from_hour_minute(hour: Any, minute: Any) -> str:
 
 
 def parse_cron(value: Any, field_name: str = "cron") -> str:
-    """A five-field cron expression that can fire at least once."""
+    """A five-field cron expression that can fire at least once, or one of cron's macros (``@daily``)."""
+    if isinstance(value, str) and value.strip().startswith("@"):
+        macro = value.strip().lower()
+        if macro not in CRON_MACROS:
+            raise InvalidValue(field_name, value, f"is not a cron macro this scheduler runs (allowed: {', '.join(CRON_MACROS)})")
+        return macro
     if not isinstance(value, str) or len(value.split()) != 5:
-        raise InvalidValue(field_name, value, "is not a five-field cron expression (minute hour day month weekday)")
+        raise InvalidValue(field_name, value, "is not a five-field cron expression (minute hour day month weekday) or a macro such as @daily")
     expr = " ".join(value.split())
     problem = _cron_problem(expr)
     if problem is not None:
@@ -300,7 +335,10 @@ def vixie_cron(expr: str) -> str:
     Vixie cron reads ``3-3/2`` as just 3; cronsim reads a range of one value
     with a step as ``3/2`` (3 to the end of the field, every second one), so a
     month field ``3-3/2`` would fire in May too. The file keeps the text as written.
+    A macro (``@daily``) becomes its five fields.
     """
+    if expr in CRON_MACROS:
+        return CRON_MACROS[expr]
     fields = []
     for part in expr.split():
         terms = []
@@ -311,28 +349,48 @@ def vixie_cron(expr: str) -> str:
     return " ".join(fields)
 
 
-def parse_every(value: Any, field_name: str = "every") -> float:
-    """``"15m"``, ``"1h30m"``, ``"90s"``, ``"2d"`` or a number of seconds → seconds (≥ 1)."""
-    if isinstance(value, bool):
-        seconds = None
-    elif isinstance(value, (int, float)):
-        seconds = float(value)
+def parse_duration(value: Any, field_name: str, minimum: float = 0) -> float:
+    """Seconds from a number, or text: ``"90"``, ``"1.5"``, ``"30s"``, ``"5m"``, ``"1h30m"``, ``"2d"``.
+
+    The one parser of ``--every``, ``--retry-delay``, ``--retry-max-delay`` and
+    ``--timeout`` (SPEC §5). At most ten years: the text is summed as floats, so
+    a 4,000-digit number is refused by the bound, never an OverflowError.
+    """
+    if isinstance(value, str) and SECONDS_RE.fullmatch(value.strip()):
+        seconds: float | None = float(value.strip())
     elif isinstance(value, str) and value.strip() and EVERY_RE.sub("", value).strip() == "":
-        units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-        seconds = float(sum(int(n) * units[u] for n, u in EVERY_RE.findall(value)))
+        seconds = sum(float(n) * UNITS[u] for n, u in EVERY_RE.findall(value))
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = _seconds_of_number(value)
     else:
         seconds = None
+    if isinstance(value, int):
+        value = _shown_int(value)
     if seconds is None or seconds != seconds:
-        raise InvalidValue(field_name, value, "is not an interval (a number with s, m, h or d, e.g. 30s, 15m, 1h30m)")
-    if seconds < 1:
-        raise InvalidValue(field_name, value, "is shorter than the shortest interval, 1s")
+        raise InvalidValue(field_name, value, "is not a duration (seconds, or a number with s, m, h or d: 30s, 5m, 1h30m, 2d)")
+    if seconds < minimum:
+        raise InvalidValue(field_name, value, f"must be at least {minimum:g}s")
+    if seconds > MAX_SECONDS:
+        raise InvalidValue(field_name, value, f"is longer than ten years ({MAX_SECONDS} seconds), the longest allowed")
     return seconds
 
 
+def _seconds_of_number(value: int | float) -> float:
+    """A number of seconds as a float; one too large for a float is infinite (and refused by the bound)."""
+    if isinstance(value, int) and not -MAX_INT <= value <= MAX_INT:
+        return math.inf if value > 0 else -math.inf
+    return float(value)
+
+
+def parse_every(value: Any, field_name: str = "every") -> float:
+    """``"15m"``, ``"1h30m"``, ``"90s"``, ``"2d"`` or a number of seconds → seconds (1 s to ten years)."""
+    return parse_duration(value, field_name, minimum=1)
+
+
 def normalize_every(value: Any) -> str:
-    """The text kept in the file: as written when it is text, else seconds as ``"Ns"``."""
+    """The text kept in the file: as written when it is text with units, else seconds as ``"Ns"``."""
     seconds = parse_every(value)
-    if isinstance(value, str):
+    if isinstance(value, str) and not SECONDS_RE.fullmatch(value.strip()):
         return "".join(value.split())
     return f"{int(seconds)}s" if seconds == int(seconds) else f"{seconds}s"
 
@@ -359,6 +417,7 @@ def check_url(value: Any, field_name: str = "url") -> str:
 # Query parameters whose values are masked for display (substring match, any case).
 SECRET_PARAM_RE = re.compile(r"token|key|secret|pass|pwd|auth|sig|session|credential|code", re.I)
 _VAR_RE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}")
+ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def redact_url(url: str) -> str:
@@ -417,48 +476,110 @@ def check_command(value: Any, field_name: str = "command") -> str:
     return value
 
 
-def check_int(field_name: str, value: Any, low: int | None = 0, high: int | None = None) -> int:
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        value = int(value)
+class HugeNumber(int):
+    """A JSON integer of more digits than any bound allows (Python refuses to convert past 4300).
+
+    It stands for the number where it was written (``json.loads(parse_int=parse_json_int)``)
+    so that the field's own check refuses it by name; its value is beyond every
+    bound, and it is shown by its length.
+    """
+
+    digits: int
+
+    def __new__(cls, digits: int, negative: bool = False) -> HugeNumber:
+        number = super().__new__(cls, -(10**MAX_DIGITS) if negative else 10**MAX_DIGITS)
+        number.digits = digits
+        return number
+
+    def __repr__(self) -> str:
+        return f"a {self.digits}-digit {'negative ' if self < 0 else ''}number"
+
+    __str__ = __repr__
+
+
+def parse_json_int(text: str) -> int:
+    """``json.loads``'s ``parse_int``: a number too long to hold becomes a ``HugeNumber``, refused by its field."""
+    digits = len(text.lstrip("-"))
+    return HugeNumber(digits, text.startswith("-")) if digits > MAX_DIGITS else int(text)
+
+
+def _shown_int(value: int) -> int:
+    """An int for a message: a long one by its length (``repr`` of 4300+ digits raises)."""
+    if isinstance(value, HugeNumber) or value.bit_length() <= 3 * MAX_DIGITS + 10:
+        return value
+    bits = value.bit_length()
+    digits = len(str(abs(value))) if bits < 14000 else int(bits * math.log10(2)) + 1
+    return HugeNumber(digits, value < 0)
+
+
+def check_int(field_name: str, value: Any, low: int | None = 0, high: int | None = MAX_INT) -> int:
+    """A whole number from ``low`` to ``high`` (never beyond 2^53); a decimal text such as ``"09"`` too."""
+    if isinstance(value, str):
+        text = value.strip()
+        if INT_TEXT_RE.fullmatch(text):
+            value = parse_json_int(text)
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidValue(field_name, value, "must be a whole number")
-    if low is not None and value < low:
-        raise InvalidValue(field_name, value, f"must be at least {low}")
-    if high is not None and value > high:
-        raise InvalidValue(field_name, value, f"must be at most {high}")
-    return value
+    high = MAX_INT if high is None else min(high, MAX_INT)
+    low = -MAX_INT if low is None else low
+    if value < low:
+        raise InvalidValue(field_name, _shown_int(value), f"must be at least {low}")
+    if value > high:
+        raise InvalidValue(field_name, _shown_int(value), f"must be at most {high}")
+    return int(value)
 
 
 def check_seconds(field_name: str, value: Any, low: float = 0, allow_none: bool = False) -> float | None:
+    """A number of seconds from ``low`` to ten years; a decimal text too."""
     if value is None and allow_none:
         return None
+    shown = value
     if isinstance(value, str):
         try:
             value = float(value)
         except ValueError:
             pass
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-        raise InvalidValue(field_name, value, "must be a number of seconds")
-    if value < low:
-        raise InvalidValue(field_name, value, f"must be at least {low:g} seconds")
-    if value > 10 * 365 * 86400:
-        raise InvalidValue(field_name, value, "must be at most ten years in seconds")
-    return float(value)
+        raise InvalidValue(field_name, shown, "must be a number of seconds")
+    if isinstance(shown, int):
+        shown = _shown_int(shown)
+    seconds = _seconds_of_number(value)
+    if seconds < low:
+        raise InvalidValue(field_name, shown, f"must be at least {low:g} seconds")
+    if seconds > MAX_SECONDS:
+        raise InvalidValue(field_name, shown, f"must be at most ten years ({MAX_SECONDS} seconds)")
+    return seconds
 
 
 def check_date(field_name: str, value: Any) -> date | None:
+    """A date from 1900-01-01 to 9999-12-30 (TOML date or ``YYYY-MM-DD``)."""
     if value is None:
         return None
     if isinstance(value, datetime):
         raise InvalidValue(field_name, value.isoformat(), "must be a date (YYYY-MM-DD), not a date-time")
+    day = None
     if isinstance(value, date):
-        return value
-    if isinstance(value, str):
+        day = value
+    elif isinstance(value, str):
         try:
-            return date.fromisoformat(value.strip())
+            day = date.fromisoformat(value.strip())
         except ValueError:
             pass
-    raise InvalidValue(field_name, value, "is not a date (YYYY-MM-DD)")
+    if day is None:
+        raise InvalidValue(field_name, value, "is not a date (YYYY-MM-DD)")
+    if not MIN_DATE <= day <= MAX_DATE:
+        raise InvalidValue(field_name, value if isinstance(value, str) else day.isoformat(),
+                           f"is out of range (dates from {MIN_DATE.isoformat()} to {MAX_DATE.isoformat()})")
+    return day
+
+
+def check_env_names(field_name: str, value: Any) -> tuple[str, ...]:
+    """A list of environment variable names, as ``${NAME}`` uses them."""
+    if not isinstance(value, list) or not all(isinstance(v, str) and ENV_NAME_RE.fullmatch(v) for v in value):
+        shown = value if not isinstance(value, list) else next(
+            (v for v in value if not (isinstance(v, str) and ENV_NAME_RE.fullmatch(v))), value)
+        raise InvalidValue(field_name, shown, 'must be a list of variable names, e.g. ["NEWS_TOKEN"] (letters, digits, _)')
+    return tuple(value)
 
 
 def check_bool(field_name: str, value: Any) -> bool:
@@ -538,6 +659,12 @@ def build_defaults(raw: Mapping[str, Any]) -> Defaults:
         kw["allow_http_commands"] = check_bool("defaults.allow_http_commands", raw["allow_http_commands"])
     if "grace_period" in raw:
         kw["grace_period"] = check_seconds("defaults.grace_period", raw["grace_period"])
+    if "allow_http_env" in raw:
+        kw["allow_http_env"] = check_env_names("defaults.allow_http_env", raw["allow_http_env"])
+    if "http_targets" in raw:
+        if raw["http_targets"] not in ("any", "public"):
+            raise InvalidValue("defaults.http_targets", raw["http_targets"], 'must be "any" or "public"')
+        kw["http_targets"] = raw["http_targets"]
     if "keep_history" in raw:
         kw["keep_history"] = check_keep_history(raw["keep_history"])
     if "keep_logs" in raw:
@@ -623,6 +750,7 @@ def build_job(raw: Mapping[str, Any], defaults: Defaults, machine_tz: str = "UTC
         "user_agent": defaults.user_agent,
         "keep_runs": defaults.keep_runs,
         "timezone": defaults.timezone or machine_tz,
+        "http_targets": defaults.http_targets,
     }
     _common(raw, kw)
     if "headers" in raw and defaults.headers:
@@ -653,6 +781,8 @@ def build_job(raw: Mapping[str, Any], defaults: Defaults, machine_tz: str = "UTC
                 raise InvalidValue("created_at", created, "is not a date-time (YYYY-MM-DD HH:MM:SS)") from None
         else:
             raise InvalidValue("created_at", created, "is not a date-time (YYYY-MM-DD HH:MM:SS)")
+    if created is not None and not MIN_DATE <= created.date() <= MAX_DATE:
+        raise InvalidValue("created_at", created.isoformat(), f"is out of range (dates from {MIN_DATE.isoformat()} to {MAX_DATE.isoformat()})")
 
     return Job(
         id=job_id,

@@ -137,6 +137,7 @@ class AttemptRunner:
                     job.urls, run_dir(self.home, job, scheduled_for, trigger), headers=job.headers,
                     timeout=job.timeout, max_bytes=job.max_bytes, verify=job.verify,
                     user_agent=job.user_agent or f"crawlsched/{__version__}", env=dict(environ), cancel=cancel,
+                    public_only=job.http_targets == "public",
                 )
             env = child_env(environ)
             env.update(self._command_env(job, scheduled_for, attempt))

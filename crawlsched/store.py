@@ -4,7 +4,10 @@ Reading uses ``tomllib`` (fast) and a parsed cache keyed on the file's inode,
 mtime, ctime and size. Writing follows SPEC §7: take a lock on a separate lock
 file (a lock on jobs.toml itself is lost when the file is replaced by a
 rename), re-read, change, validate the whole new text, write a temp file,
-fsync, rename, fsync the folder. ``add`` appends its table as text; other
+fsync, rename, fsync the folder. A job file that is a symbolic link (as
+configuration management deploys it) stays one: the lock, the temp file and
+the rename are next to the file it points at. A UTF-8 byte-order mark is
+read past and kept. ``add`` appends its table as text; other
 edits rewrite only the one table they touch, through ``tomlkit``, so what a
 person wrote elsewhere in the file (comments, blank lines, order) is kept
 byte for byte. The text → ``JobFile`` parse lives in ``crawlsched.jobfile``,
@@ -27,7 +30,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 from crawlsched import __version__, timing
 from crawlsched.errors import DuplicateName, InvalidValue, JobFileError, JobNotFound
-from crawlsched.jobfile import JOBS_HEADER_SEARCH, build_file, parse_text, with_line
+from crawlsched.jobfile import BOM, JOBS_HEADER_SEARCH, build_file, parse_text, with_line
 from crawlsched.model import (
     Defaults,
     Job,
@@ -50,6 +53,7 @@ from crawlsched.tomledit import (
 __all__ = ["FileKey", "JobStore", "build_file", "check_future", "parse_text", "render_table", "resolve_paths", "user_cache_dir"]
 
 CACHE_FORMAT = 2
+BOM_BYTES = BOM.encode("utf-8")
 CACHE_MIN_BYTES = 64 * 1024  # smaller files parse in milliseconds: no cache file for them
 
 
@@ -78,7 +82,6 @@ class JobStore:
 
     def __init__(self, path: Path, cache_dir: Path | None = None, machine_tz: str | None = None) -> None:
         self.path = Path(path)
-        self.lock_path = self.path.with_name("." + self.path.name + ".lock")
         self.machine_tz = machine_tz or timing.machine_timezone()
         self.cache_dir = cache_dir
         self.label = self.path.name
@@ -106,12 +109,13 @@ class JobStore:
         return jobfile
 
     def _read_text(self) -> str:
+        """The file's text (a byte-order mark dropped); a missing file is empty."""
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:
             return ""
         try:
-            return data.decode("utf-8")
+            return data.decode("utf-8").removeprefix(BOM)
         except UnicodeDecodeError as exc:
             line = data[: exc.start].count(b"\n") + 1
             raise JobFileError(self.label, line, "not valid UTF-8") from None
@@ -185,31 +189,65 @@ class JobStore:
 
     # --- writing -------------------------------------------------------------
 
+    def target(self) -> Path:
+        """The file that holds the jobs: ``path``, or the file its symbolic links lead to (it may not exist yet)."""
+        return Path(os.path.realpath(self.path))
+
+    @property
+    def lock_path(self) -> Path:
+        target = self.target()
+        return target.with_name("." + target.name + ".lock")
+
     @contextmanager
     def locked(self) -> Iterator[None]:
-        """Hold the write lock: one writer at a time across processes."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        """Hold the write lock: one writer at a time across processes.
+
+        The lock file sits next to the link's target, so writers through the
+        link and writers of the target itself share it. Should the link be
+        pointed elsewhere while we waited, the lock of the new target is taken.
+        """
+        for _ in range(10):
+            lock_path = self.lock_path
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except BaseException:
+                os.close(fd)
+                raise
+            if self.lock_path == lock_path:
+                break
+            os.close(fd)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
             os.close(fd)
 
     def _write_text(self, text: str) -> None:
-        """Temp file, fsync, rename, fsync the folder: a reader sees the old file or the new one."""
-        folder = self.path.parent
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + self.path.name + ".", suffix=".tmp")
+        """Temp file, fsync, rename, fsync the folder: a reader sees the old file or the new one.
+
+        Through a symbolic link the new file replaces the link's target, in its folder,
+        so the link stays. A byte-order mark the file had is written again.
+        """
+        target = self.target()
+        folder = target.parent
+        try:
+            with open(target, "rb") as fh:
+                if fh.read(len(BOM_BYTES)) == BOM_BYTES:
+                    text = BOM + text
+        except FileNotFoundError:
+            pass
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + target.name + ".", suffix=".tmp")
         try:
             with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
                 fh.write(text)
                 fh.flush()
                 os.fsync(fh.fileno())
             try:
-                os.chmod(tmp, os.stat(self.path).st_mode & 0o777)
+                os.chmod(tmp, os.stat(target).st_mode & 0o777)
             except FileNotFoundError:
                 os.chmod(tmp, 0o644)
-            os.replace(tmp, self.path)
+            os.replace(tmp, target)
         except BaseException:
             try:
                 os.unlink(tmp)

@@ -90,14 +90,14 @@ def prev_fire(job: Job, at_or_before: datetime, anchor: datetime | None = None) 
         # seconds, so drop ``until``'s fraction first: cronsim drops it too, and
         # 23:59:59.999999 + 1 s would otherwise start the walk at 00:00:00.
         local = (until.replace(microsecond=0) + timedelta(seconds=1)).astimezone(job.tz)
-        walk = CronSim(job.cron or "", local, reverse=True)
         try:
+            walk = CronSim(job.cron or "", local, reverse=True)
             fire = next(walk).astimezone(UTC)
             for _ in range(24 * 60):
                 if fire <= until:
                     break
                 fire = next(walk).astimezone(UTC)
-        except StopIteration:
+        except (StopIteration, OverflowError):  # OverflowError: walked back before year 1
             return None
         if fire > until:
             return None
@@ -153,11 +153,14 @@ def first_fire_on_sight(job: Job, now: datetime) -> datetime:
     return max(base, start) if start else base
 
 
-def _every_after(base: datetime, seconds: float, after: datetime) -> datetime:
+def _every_after(base: datetime, seconds: float, after: datetime) -> datetime | None:
     if after < base:
         return base
     step = timedelta(seconds=seconds)
-    return base + step * ((after - base) // step + 1)
+    try:
+        return base + step * ((after - base) // step + 1)
+    except OverflowError:  # past year 9999: there is no next fire
+        return None
 
 
 # Known answers: for (expression, zone), the first fire after any instant in
@@ -218,13 +221,13 @@ def _cron_walk(expr: str, tz_name: str, after: datetime) -> datetime | None:
     # first pass (fold=0) of a repeated hour. Asked from inside the second pass
     # it would answer with a first-pass instant, which lies *before* ``after``:
     # such answers were already due, so walk on to the first one after it.
-    fires = CronSim(expr, after.astimezone(job_tz))
     try:
+        fires = CronSim(expr, after.astimezone(job_tz))
         for _ in range(24 * 60 + 1):
             fire = next(fires).astimezone(UTC)
             if fire > after:
                 return fire
-    except StopIteration:
+    except (StopIteration, OverflowError):  # OverflowError: the next fire would be past year 9999
         pass
     return None
 

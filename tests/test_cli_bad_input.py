@@ -69,7 +69,17 @@ every = "1h"
 url = ["https://example.com/"]
 """
 
-FILES = {"none": None, "one job": ONE_JOB, "two jobs": TWO_JOBS, "syntax error": SYNTAX_ERROR, "bad value": BAD_VALUE, "duplicate id": DUPLICATE_ID}
+# Values beyond what the program can hold (SPEC §7), written by hand: `validate`, `list` and `add` say where.
+EVERY_TOO_LONG = '[[jobs]]\nid = "a"\nname = "A"\nevery = "3000000000d"\nurl = ["https://example.com/"]\n'  # line 4
+END_TOO_LATE = '[[jobs]]\nid = "a"\nname = "A"\nat = "09:00"\nend_date = 9999-12-31\nurl = ["https://example.com/"]\n'  # line 5
+BYTES_TOO_MANY = '[[jobs]]\nid = "a"\nname = "A"\nat = "09:00"\nmax_bytes = 18446744073709551616\nurl = ["https://example.com/"]\n'
+DELAY_INFINITE = '[[jobs]]\nid = "a"\nname = "A"\nat = "09:00"\nretry_delay = inf\nurl = ["https://example.com/"]\n'
+RETRIES_5000_DIGITS = '[[jobs]]\nid = "a"\nname = "A"\nat = "09:00"\nmax_retries = ' + "9" * 5000 + '\nurl = ["https://example.com/"]\n'
+GRACE_TOO_LONG = '[defaults]\ngrace_period = 1e400\n'
+
+FILES = {"none": None, "one job": ONE_JOB, "two jobs": TWO_JOBS, "syntax error": SYNTAX_ERROR, "bad value": BAD_VALUE, "duplicate id": DUPLICATE_ID,
+         "every too long": EVERY_TOO_LONG, "end too late": END_TOO_LATE, "bytes too many": BYTES_TOO_MANY,
+         "delay infinite": DELAY_INFINITE, "retries 5000 digits": RETRIES_5000_DIGITS, "grace too long": GRACE_TOO_LONG}
 
 
 @dataclass
@@ -136,6 +146,21 @@ CASES = [
     Case("edit-unknown-job", ["edit", "nope", "--at", "10:00"], ['"nope"'], code=1, file="one job"),
     Case("rm-unknown-job", ["rm", "nope", "--yes"], ['"nope"'], code=1, file="one job"),
     Case("pause-unknown-job", ["pause", "nope"], ['"nope"'], code=1, file="one job"),
+    # Bounds (SPEC §7): refused where the value is built, naming the field, the value and what is allowed.
+    Case("every-beyond-ten-years", add("--every", "3000000000d", "--url", URL), ["every", '"3000000000d"', "ten years"]),
+    Case("every-of-4000-digits", add("--every", "9" * 4000 + "s", "--url", URL), ["every", '"999', "ten years"]),
+    Case("end-date-9999-12-31", add("--at", "09:05", "--url", URL, "--end", "9999-12-31"), ["end_date", '"9999-12-31"', "9999-12-30"]),
+    Case("start-date-year-1", add("--at", "09:05", "--url", URL, "--start", "0001-01-01"), ["start_date", '"0001-01-01"', "1900-01-01"]),
+    Case("max-bytes-beyond-2^53", add("--at", "09:05", "--url", URL, "--max-bytes", 2 ** 63), ["max_bytes", str(2 ** 63), str(2 ** 53)]),
+    Case("keep-runs-beyond-2^53", add("--at", "09:05", "--url", URL, "--keep-runs", 10 ** 30), ["keep_runs", str(10 ** 30), str(2 ** 53)]),
+    Case("retry-delay-beyond-ten-years", add("--at", "09:05", "--url", URL, "--retry-delay", "3651d"), ["retry_delay", '"3651d"', "ten years"]),
+    Case("retry-delay-not-a-duration", add("--at", "09:05", "--url", URL, "--retry-delay", "soon"), ["retry_delay", '"soon"', "5m"]),
+    Case("timeout-infinite", add("--at", "09:05", "--url", URL, "--timeout", "1e400"), ["timeout", '"1e400"']),
+    Case("retry-max-delay-beyond-ten-years", add("--at", "09:05", "--url", URL, "--retry-max-delay", "100000000000"),
+         ["retry_max_delay", '"100000000000"', "ten years"]),  # fmt: skip
+    Case("cron-reboot-macro", add("--cron", "@reboot", "--url", URL), ["cron", '"@reboot"', "@daily"]),
+    Case("edit-every-beyond-ten-years", ["edit", "taken", "--every", "3000000000d"], ["every", '"3000000000d"'], file="one job"),
+    Case("retry-config-delay-beyond-ten-years", ["retry-config", "--retry-delay", "3651d"], ["retry_delay", '"3651d"'], file="one job"),
     Case("rm-without-yes-when-not-a-tty", ["rm", "taken"], ["--yes", '"taken"', "not a terminal"], file="one job"),
 ]
 
@@ -144,6 +169,12 @@ for name, content_key, expect in [
     ("syntax-error", "syntax error", ["jobs.toml:5:", "not valid TOML"]),
     ("bad-value", "bad value", ["jobs.toml:6:", "max_retries", "-2"]),
     ("duplicate-id", "duplicate id", ["jobs.toml:7:", "id", '"a"', "line 1"]),
+    ("every-beyond-ten-years", "every too long", ["jobs.toml:4:", "every", '"3000000000d"', "ten years"]),
+    ("end-date-9999-12-31", "end too late", ["jobs.toml:5:", "end_date", "9999-12-30"]),
+    ("max-bytes-2^64", "bytes too many", ["jobs.toml:5:", "max_bytes", "18446744073709551616", str(2 ** 53)]),
+    ("retry-delay-inf", "delay infinite", ["jobs.toml:5:", "retry_delay", "inf", "ten years"]),
+    ("max-retries-of-5000-digits", "retries 5000 digits", ["jobs.toml:5:", "4300 digits"]),
+    ("grace-period-1e400", "grace too long", ["jobs.toml:2:", "grace_period", "ten years"]),
 ]:
     for command in (["list"], ["add", "X", "--at", "09:00", "--url", URL], ["validate"]):
         CASES.append(Case(f"broken-file-{name}-{command[0]}", command, expect, file=content_key))
@@ -214,3 +245,13 @@ def test_a_usage_error_with_json_is_a_json_error_and_changes_nothing(tmp_path, a
     assert text.returncode == 2 and text.stdout == "" and "Usage:" in text.stderr, "without --json: Click's usage text"
     assert jobs.read_text() == ONE_JOB
     assert not (tmp_path / "home" / "crawlsched.db").exists()
+
+
+def test_import_of_a_seed_file_with_a_number_of_5000_digits_is_refused_naming_the_field(cli, tmp_home):
+    seed = tmp_home.path / "scheduler_jobs.json"
+    seed.write_text('[{"id": "a", "name": "A", "hour": 9, "minute": 5, "max_retries": ' + "9" * 5000 + "}]")
+    result = cli("import", seed, "--url", URL, "--json")
+    assert result.exit_code == 2, result.output
+    error = result.json()["error"]
+    assert "max_retries" in error and "5000-digit number" in error and len(error) < 300
+    assert not tmp_home.jobs_file.exists()

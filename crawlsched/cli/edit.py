@@ -33,6 +33,7 @@ from crawlsched.cli.options import (
     UserAgentOpt,
     _options,
     _schedule,
+    duration,
 )
 from crawlsched.errors import InvalidValue
 
@@ -207,7 +208,7 @@ def resume(job: Annotated[str, typer.Argument(metavar="JOB", help="Job id or exa
 @command("retry-config")
 def retry_config(
     max_retries: Annotated[Optional[int], typer.Option("--max-retries", metavar="N", help="Retries after a failed attempt (0 = none).")] = None,
-    retry_delay: Annotated[Optional[float], typer.Option("--retry-delay", metavar="S", help="Seconds before a retry.")] = None,
+    retry_delay: Annotated[Optional[str], typer.Option("--retry-delay", metavar="DUR", help="Wait before a retry: seconds, or 30s, 5m, 1h30m.")] = None,
     retry_backoff: BackoffOpt = None,
     retry_max_delay: MaxDelayOpt = None,
     as_json: JsonOpt = False,
@@ -228,9 +229,9 @@ def retry_config(
 
     changes = {k: v for k, v in {
         "max_retries": max_retries,
-        "retry_delay": _num(retry_delay),
+        "retry_delay": duration("retry_delay", retry_delay),
         "retry_backoff": _num(retry_backoff),
-        "retry_max_delay": _num(retry_max_delay),
+        "retry_max_delay": duration("retry_max_delay", retry_max_delay),
     }.items() if v is not None}  # fmt: skip
     if changes:
         build_defaults(changes)  # a bad value is refused as itself, before the file is touched

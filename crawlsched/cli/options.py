@@ -15,17 +15,17 @@ from crawlsched.errors import InvalidValue
 AtOpt = Annotated[Optional[str], typer.Option("--at", metavar="HH:MM", help="Every day at this time, in the job's zone.", rich_help_panel="Schedule (exactly one)")]
 HourOpt = Annotated[Optional[int], typer.Option("--hour", metavar="H", help="Every day at this hour (with --minute; H alone is H:00).", rich_help_panel="Schedule (exactly one)")]
 MinuteOpt = Annotated[Optional[int], typer.Option("--minute", metavar="M", help="The minute for --hour.", rich_help_panel="Schedule (exactly one)")]
-CronOpt = Annotated[Optional[str], typer.Option("--cron", metavar="EXPR", help='A five-field cron expression, e.g. "0 10 * * 1".', rich_help_panel="Schedule (exactly one)")]
-EveryOpt = Annotated[Optional[str], typer.Option("--every", metavar="DUR", help="A fixed interval: 30s, 15m, 1h30m, 2d.", rich_help_panel="Schedule (exactly one)")]
+CronOpt = Annotated[Optional[str], typer.Option("--cron", metavar="EXPR", help='A five-field cron expression, e.g. "0 10 * * 1", or @hourly, @daily, @weekly, @monthly, @yearly.', rich_help_panel="Schedule (exactly one)")]
+EveryOpt = Annotated[Optional[str], typer.Option("--every", metavar="DUR", help="A fixed interval: seconds, or 30s, 15m, 1h30m, 2d.", rich_help_panel="Schedule (exactly one)")]
 UrlOpt = Annotated[Optional[List[str]], typer.Option("--url", metavar="URL", help="An http(s) URL to fetch (repeatable).", rich_help_panel="Crawl (one of)")]
 CommandOpt = Annotated[Optional[str], typer.Option("--command", metavar="CMD", help="A command to run instead (no shell).", rich_help_panel="Crawl (one of)")]
 StartOpt = Annotated[Optional[str], typer.Option("--start", metavar="YYYY-MM-DD", help="First day [default: today in the job's zone].", show_default=False)]
 EndOpt = Annotated[Optional[str], typer.Option("--end", metavar="YYYY-MM-DD", help="Last day, inclusive [default: no end].", show_default=False)]
 MaxRetriesOpt = Annotated[Optional[int], typer.Option("--max-retries", metavar="N", help="Retries after a failed attempt [default: from [defaults], else 3].", show_default=False, rich_help_panel="Retries")]
-RetryDelayOpt = Annotated[Optional[float], typer.Option("--retry-delay", metavar="S", help="Seconds before a retry [default: from [defaults], else 300].", show_default=False, rich_help_panel="Retries")]
+RetryDelayOpt = Annotated[Optional[str], typer.Option("--retry-delay", metavar="DUR", help="Wait before a retry: seconds, or 30s, 5m, 1h30m [default: from [defaults], else 300].", show_default=False, rich_help_panel="Retries")]
 BackoffOpt = Annotated[Optional[float], typer.Option("--retry-backoff", metavar="X", help="Multiply the delay by X per retry (1 = fixed).", rich_help_panel="Retries")]
-MaxDelayOpt = Annotated[Optional[float], typer.Option("--retry-max-delay", metavar="S", help="Cap on the delay between retries.", rich_help_panel="Retries")]
-TimeoutOpt = Annotated[Optional[float], typer.Option("--timeout", metavar="S", help="Seconds one attempt may take [default: 300].", show_default=False)]
+MaxDelayOpt = Annotated[Optional[str], typer.Option("--retry-max-delay", metavar="DUR", help="Cap on the delay between retries: seconds, or 30s, 5m, 1h.", rich_help_panel="Retries")]
+TimeoutOpt = Annotated[Optional[str], typer.Option("--timeout", metavar="DUR", help="How long one attempt may take: seconds, or 30s, 10m, 1h [default: 300].", show_default=False)]
 TzOpt = Annotated[Optional[str], typer.Option("--tz", metavar="ZONE", help="IANA time zone, e.g. Asia/Jakarta [default: [defaults], else this machine's].", show_default=False)]
 CatchUpOpt = Annotated[Optional[str], typer.Option("--catch-up", metavar="latest|none|all", help="Fires missed while the daemon was down: run the latest, none, or all.")]
 OnFailureOpt = Annotated[Optional[str], typer.Option("--on-failure", metavar="CMD", help="Command run once after the final failed attempt.")]
@@ -58,6 +58,16 @@ def _schedule(at: str | None, hour: int | None, minute: int | None, cron: str | 
     return {"every": every}
 
 
+def duration(field_name: str, text: str | None) -> int | float | None:
+    """A duration option (seconds, ``30s``, ``5m``, ``1h30m``, ``2d``) → seconds as the file keeps them (300, 1.5)."""
+    if text is None:
+        return None
+    from crawlsched.model import parse_duration
+    from crawlsched.render import _num
+
+    return _num(parse_duration(text, field_name))
+
+
 def _headers(values: list[str] | None) -> dict[str, str] | None:
     if not values:
         return None
@@ -73,8 +83,8 @@ def _headers(values: list[str] | None) -> dict[str, str] | None:
 
 def _options(
     *, urls: list[str] | None, command: str | None, start: str | None, end: str | None,
-    max_retries: int | None, retry_delay: float | None, retry_backoff: float | None,
-    retry_max_delay: float | None, timeout: float | None, tz: str | None, catch_up: str | None,
+    max_retries: int | None, retry_delay: str | None, retry_backoff: float | None,
+    retry_max_delay: str | None, timeout: str | None, tz: str | None, catch_up: str | None,
     on_failure: str | None, max_bytes: int | None, headers: list[str] | None,
     user_agent: str | None, keep_runs: int | None,
 ) -> dict[str, Any]:
@@ -90,10 +100,10 @@ def _options(
         "start_date": check_date("start_date", start),
         "end_date": check_date("end_date", end),
         "max_retries": max_retries,
-        "retry_delay": _num(retry_delay),
+        "retry_delay": duration("retry_delay", retry_delay),
         "retry_backoff": _num(retry_backoff),
-        "retry_max_delay": _num(retry_max_delay),
-        "timeout": _num(timeout),
+        "retry_max_delay": duration("retry_max_delay", retry_max_delay),
+        "timeout": duration("timeout", timeout),
         "timezone": tz,
         "catch_up": catch_up,
         "on_failure": on_failure,

@@ -8,9 +8,13 @@ once, so a job added here can be run right away.
 Safety (SPEC §8): loopback only unless a token is configured; with a token,
 every ``/api`` route and ``/metrics`` needs ``Authorization: Bearer``; without
 one, a Host header that is not this server's loopback name is refused (DNS
-rebinding). A POST with a body must be ``application/json``: a cross-site
-form can only send other types, and a cross-site ``fetch`` of JSON needs a
-CORS preflight, which is never answered. The page itself and its assets load
+rebinding). A write whose ``Origin`` (else ``Sec-Fetch-Site``) names another
+origin is refused (403), body or no body. A POST with a body must be
+``application/json``: a cross-site form can only send other types, and a
+cross-site ``fetch`` of JSON needs a CORS preflight, which is never answered.
+Wrong tokens are counted per address (429 past ten a minute); a ``${VAR}`` in
+a URL or header sent here needs ``allow_http_env``; ``http_targets =
+"public"`` keeps crawls off private addresses. The page itself and its assets load
 without a token (it asks for the token) and under a strict
 Content-Security-Policy.
 

@@ -10,9 +10,9 @@ from flask import Flask, Response, request
 
 from crawlsched import render, timing
 from crawlsched.errors import InvalidValue, JobNotFound
-from crawlsched.model import Job, JobFile, build_job, check_int, check_timezone, check_urls
+from crawlsched.model import Job, JobFile, build_job, check_int, check_timezone
 from crawlsched.web.ops import MetricsExporter, health_problem, status_dict
-from crawlsched.web.payload import START_KEYS, _given, add_fields, json_body, legacy_schedule, retry_changes
+from crawlsched.web.payload import START_KEYS, _given, add_fields, api_urls, json_body, legacy_schedule, retry_changes
 from crawlsched.web.responses import _static_json, ok, reply
 
 if TYPE_CHECKING:
@@ -134,7 +134,7 @@ class Api:
         table: dict[str, Any] = {"id": "default", "name": existing.name if existing else "default",
                                  **legacy_schedule(given), "timezone": tz}
         if "url" in given:
-            table["url"] = list(check_urls(given["url"]))
+            table["url"] = api_urls(given["url"], jobfile.defaults)
         elif existing is not None and "url" in existing.explicit:
             table["url"] = list(existing.urls)
         elif existing is not None and "command" in existing.explicit:

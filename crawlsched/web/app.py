@@ -31,7 +31,7 @@ def create_app(daemon: Daemon, token: str | None, bind_host: str, bind_port: int
     )
     api = Api(daemon, app)
     log = daemon.log
-    guards.install(app, token)
+    guards.install(app, token, log)
 
     @app.errorhandler(CrawlschedError)
     def crawlsched_error(exc: CrawlschedError) -> Response:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Mapping
+import os
+from typing import Any, Callable, Iterable, Mapping
 
 from flask import request
 
+from crawlsched import targets
+from crawlsched.crawl import VAR_RE, expand_vars
 from crawlsched.errors import InvalidValue
 from crawlsched.render import _num
 from crawlsched.model import (
@@ -23,8 +26,10 @@ from crawlsched.model import (
     check_timezone,
     check_urls,
     normalize_every,
+    redact_url,
     parse_at,
     parse_cron,
+    parse_json_int,
 )
 from crawlsched.web.responses import BadRequest, Forbidden
 
@@ -73,7 +78,8 @@ def json_body() -> dict[str, Any]:
     if not raw:
         return {}
     try:
-        data = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+        # parse_int: an integer too long for Python (4300+ digits) is refused by its field (422), not here.
+        data = json.loads(raw.decode("utf-8"), parse_constant=_no_constant, parse_int=parse_json_int)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise BadRequest(f"the body is not valid JSON ({exc})") from None
     if not isinstance(data, dict):
@@ -131,6 +137,51 @@ def refuse_commands(given: Mapping[str, Any], defaults: Defaults) -> None:
                             "the job file may allow it with `allow_http_commands = true` in [defaults]")
 
 
+def refuse_environment(field: str, texts: Iterable[str], defaults: Defaults) -> None:
+    """Only the job file may use the daemon's environment (SPEC §7), or names it lists.
+
+    A ``${NAME}`` in a URL or header is expanded from the daemon's environment when the job
+    runs: through the API, anyone who can reach it could send ``${HOME}`` or a secret to a
+    server of their own. A person who can edit the job file lists the names it may use.
+    """
+    for text in texts:
+        for name in VAR_RE.findall(text):
+            if name not in defaults.allow_http_env:
+                raise InvalidValue(field, f"${{{name}}}", "is an environment variable, which a URL or header sent "
+                                   "through the HTTP API may not use unless the job file allows it with "
+                                   f'`allow_http_env = ["{name}"]` in [defaults]')
+
+
+def refuse_private_targets(urls: Iterable[str], defaults: Defaults) -> None:
+    """Under ``http_targets = "public"``, a URL whose host resolves to a non-public address now is refused.
+
+    At once, as a 422; the crawler checks every connection again when the job runs (DNS can
+    change, a redirect can lead elsewhere), so a host that does not resolve now is let through.
+    """
+    if defaults.http_targets != "public":
+        return
+    from urllib.parse import urlsplit
+
+    for template in urls:
+        try:
+            parts = urlsplit(expand_vars(template, os.environ))
+            port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+        except (KeyError, ValueError):
+            continue  # a missing variable or a bad port fails the run, with its own message
+        address = targets.non_public(parts.hostname or "", port) if parts.hostname else None
+        if address is not None:
+            raise InvalidValue("url", redact_url(template), f"reaches {address}, {targets.describe(address)}; this "
+                               'scheduler fetches only public addresses ([defaults] http_targets = "public")')
+
+
+def api_urls(value: Any, defaults: Defaults) -> list[str]:
+    """A URL or list of URLs from a request body: valid, using only allowed ``${NAME}``s and targets."""
+    urls = list(check_urls(value))
+    refuse_environment("url", urls, defaults)
+    refuse_private_targets(urls, defaults)
+    return urls
+
+
 def schedule_fields(given: Mapping[str, Any]) -> dict[str, Any]:
     """The seed's ``hour``/``minute`` (minute 0 when left out), or ``at``, ``cron``, ``every``."""
     if "minute" in given and "hour" not in given:
@@ -161,6 +212,9 @@ def add_fields(body: Mapping[str, Any], defaults: Defaults) -> dict[str, Any]:
             fields[key] = convert(given[key])
     if "url" in fields and "command" in fields:
         raise InvalidValue("command", fields["command"], "cannot be set together with url (choose one crawl)")
+    refuse_environment("url", fields.get("url", ()), defaults)
+    refuse_environment("headers", fields.get("headers", {}).values(), defaults)
+    refuse_private_targets(fields.get("url", ()), defaults)
     return fields
 
 

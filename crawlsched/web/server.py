@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, MutableMapping
 
@@ -16,6 +18,26 @@ if TYPE_CHECKING:
     from crawlsched.daemon import Daemon
 
 SERVER_MAX_BODY = 1024 * 1024  # waitress cuts anything larger before Flask sees it
+# A token on a non-loopback address has at least 128 bits (SPEC §7), judged by length and
+# characters: hex digits only carry 4 bits each (32 needed), anything else at least 6, as
+# base64 does (22 needed). `openssl rand -hex 16` and `secrets.token_urlsafe(16)` both pass.
+HEX_TOKEN_RE = re.compile(r"[0-9A-Fa-f]+")
+MIN_HEX_TOKEN = 32
+MIN_TOKEN = 22
+# Idle and half-open connections (slowloris) must not stop a normal request (SPEC §7: 500 of
+# them). waitress stops accepting at ``connection_limit`` (default 100) until its cleanup closes
+# channels idle for ``channel_timeout`` (default 120 s); a half-open request holds no thread
+# (waitress buffers it), only a file descriptor. So: poll() instead of select() (select cannot
+# watch descriptors above 1024), the soft descriptor limit raised to the hard one, a connection
+# limit of what the descriptors allow after a reserve for the daemon's own files, crawls and
+# commands, and idle channels closed after 30 s, looked for every 5 s.
+MAX_CONNECTIONS = 4096
+FD_RESERVE = 256
+CHANNEL_TIMEOUT = 30
+CLEANUP_INTERVAL = 5
+ACCEPT_BATCH = 64  # connections accepted, and near the limit idle ones closed, per pass of the loop
+TOKEN_RULE = (f"at least 128 bits: {MIN_HEX_TOKEN} hex characters, or {MIN_TOKEN} characters when it uses "
+              "other letters, digits or symbols (base64); make one with `openssl rand -hex 16`")
 
 
 class WebConfigError(CrawlschedError):
@@ -74,6 +96,28 @@ def check_token(token: str, where: str = "token") -> str:
     if any(c.isspace() or not c.isprintable() for c in token):
         raise WebConfigError(f"{where}: the token must be one word of printable characters")
     return token
+
+
+def check_token_strength(token: str, bind: str, where: str = "the token") -> None:
+    """Refuse (``WebConfigError``, exit 2) a token under 128 bits; never shows the token."""
+    need = MIN_HEX_TOKEN if HEX_TOKEN_RE.fullmatch(token) else MIN_TOKEN
+    if len(token) < need:
+        raise WebConfigError(f"--http {bind}: {where} is too weak for a non-loopback address "
+                             f"({len(token)} characters); it needs {TOKEN_RULE}")
+
+
+def check_bind(bind: str, token: str | None, where: str = "the token") -> tuple[str, int]:
+    """``--http`` with its token: a non-loopback address needs one of at least 128 bits (exit 2)."""
+    host, port = parse_bind(bind)
+    if is_loopback(host):
+        return host, port
+    if token is None:
+        raise WebConfigError(
+            f"--http {bind}: refusing to serve the API on a non-loopback address without a token "
+            "(anyone who reaches it could add and run jobs); give --token-file PATH or set "
+            "CRAWLSCHED_TOKEN, or bind 127.0.0.1")
+    check_token_strength(token, bind, where)
+    return host, port
 
 
 class WebServer:
@@ -140,28 +184,103 @@ class WebServer:
             self._shutdown()
 
 
+def connection_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard one (at most 65536); the connections it leaves room for."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return 1000
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = min(hard if hard != resource.RLIM_INFINITY else 65536, 65536)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (OSError, ValueError):
+            pass
+    if soft == resource.RLIM_INFINITY:
+        soft = 65536
+    return max(100, min(MAX_CONNECTIONS, soft - FD_RESERVE))
+
+
+def _accept_under_load(server: Any) -> None:
+    """Accept up to ``ACCEPT_BATCH`` waiting connections per pass of the loop, and make room near the limit.
+
+    waitress accepts one connection each time the listening socket is readable, and each pass
+    of its loop visits every open channel: with n connections queued that is n passes of O(n)
+    each, and a normal request queued behind 2,000 half-open ones waited over 10 s. Each accept
+    still goes through waitress's own ``handle_accept`` (its options, errors and channel).
+    Near the limit, ``_shedding_readable`` closes the longest-idle connections.
+    """
+    from waitress.server import BaseWSGIServer
+
+    listeners = [server] if isinstance(server, BaseWSGIServer) else [
+        s for s in server.map.values() if isinstance(s, BaseWSGIServer)]  # MultiSocketServer
+    for listener in listeners:
+        one = listener.handle_accept
+
+        def handle_accept(one: Any = one, listener: Any = listener) -> None:
+            for _ in range(ACCEPT_BATCH):
+                before = len(listener._map)
+                one()
+                if len(listener._map) == before or len(listener._map) >= listener.adj.connection_limit:
+                    return
+
+        listener.handle_accept = handle_accept
+        listener.readable = _shedding_readable(listener, listener.readable)
+
+
+def _shedding_readable(listener: Any, readable: Any) -> Any:
+    """Near the connection limit, close the longest-idle connections first, so a new one is accepted.
+
+    Without this, past ``connection_limit`` (e.g. 5,000 half-open connections) waitress stops
+    accepting until its cleanup closes channels idle for ``channel_timeout``: 30 s without an
+    answer. A connection with a request being served, or output to send, is never chosen.
+    """
+    import heapq
+
+    last_warning = [0.0]
+
+    def shedding() -> bool:
+        if listener.accepting and len(listener._map) + ACCEPT_BATCH >= listener.adj.connection_limit:
+            channels = list(listener.active_channels.values())
+            if sum(1 for c in channels if c.will_close) < ACCEPT_BATCH:
+                idle = [c for c in channels if not (c.requests or c.will_close or c.total_outbufs_len)]
+                for channel in heapq.nsmallest(ACCEPT_BATCH, idle, key=lambda c: c.last_activity):
+                    channel.will_close = True
+                now = time.monotonic()
+                if now - last_warning[0] >= 60:
+                    last_warning[0] = now
+                    logging.getLogger("crawlsched").warning(
+                        "web API: %d connections open (limit %d); closing the longest idle ones",
+                        len(channels), listener.adj.connection_limit)
+        return readable()
+
+    return shedding
+
+
 def start_server(daemon: Daemon, bind: str, token: str | None = None) -> WebServer:
     """Serve the page and API on ``HOST:PORT`` (waitress, 4 threads) in a background thread.
 
-    Refuses (``WebConfigError``, exit 2) a non-loopback address without a token.
+    Refuses (``WebConfigError``, exit 2) a non-loopback address without a token, or with one
+    under 128 bits (``check_bind``).
     ``token`` None falls back to ``$CRAWLSCHED_TOKEN``.
     """
     import waitress
 
-    host, port = parse_bind(bind)
+    parse_bind(bind)
     token = check_token(token) if token is not None else load_token(None)
-    if token is None and not is_loopback(host):
-        raise WebConfigError(
-            f"--http {bind}: refusing to serve the API on a non-loopback address without a token "
-            "(anyone who reaches it could add and run jobs); give --token-file PATH or set "
-            "CRAWLSCHED_TOKEN, or bind 127.0.0.1")
+    host, port = check_bind(bind, token)
     listen_host = "127.0.0.1" if host == "localhost" else host  # one socket, one port
     app = create_app(daemon, token, host, port)
     try:
         server = waitress.create_server(app, host=listen_host, port=port, threads=4, ident="crawlsched",
-                                        max_request_body_size=SERVER_MAX_BODY)
+                                        max_request_body_size=SERVER_MAX_BODY, asyncore_use_poll=True,
+                                        connection_limit=connection_limit(), channel_timeout=CHANNEL_TIMEOUT,
+                                        cleanup_interval=CLEANUP_INTERVAL)
     except OSError as exc:
         raise CrawlschedError(f"--http {bind}: cannot listen there ({exc.strerror or exc})") from None
+    _accept_under_load(server)
     real_port = int(server.effective_port)
     app.config["CRAWLSCHED_BIND"] = (host, real_port)
     handle = WebServer(server, host, real_port)

@@ -349,3 +349,190 @@ def test_prev_fire_from_the_second_pass_finds_todays_first_pass_fire():
     # fire of "50 1 * * *" is today's 01:50 EDT (05:50 UTC), not yesterday's.
     job = _job("50 1 * * *", "America/New_York")
     assert timing.prev_fire(job, datetime(2025, 11, 2, 6, 40, tzinfo=UTC)).isoformat() == "2025-11-02T05:50:00+00:00"
+
+
+# --- bounds: every value either holds everywhere or is refused where it is built (SPEC §7) -------------
+
+import json  # noqa: E402
+import tomllib  # noqa: E402
+
+from crawlsched.errors import InvalidValue  # noqa: E402
+from crawlsched.model import MAX_INT, MAX_SECONDS, build_defaults  # noqa: E402
+
+NOW = datetime(2026, 12, 1, 21, 50, tzinfo=UTC)
+_extreme_numbers = st.one_of(
+    st.integers(), st.integers(-2**70, 2**70), st.sampled_from([2**53, 2**53 + 1, 2**63, 2**64, 10**30, 10**4000, MAX_SECONDS,
+                                                                MAX_SECONDS + 1, 0, 1, -1]),
+    st.floats(), st.sampled_from([1e400, -1e400, float("nan"), 1e30, 0.5, 1e-300, float(MAX_SECONDS)]),
+    st.sampled_from(["5m", "1h30m", "3000000000d", "9" * 4000 + "s", "1e400", "inf", "nan", "3650d", "3651d", "09", "-0",
+                     "٣", "1" * 5000]),
+    st.text(max_size=12),
+)
+_extreme_dates = st.one_of(st.dates(), st.sampled_from([date(9999, 12, 30), date(9999, 12, 31), date(1900, 1, 1),
+                                                        date(1899, 12, 31), date(1, 1, 1)]),
+                           st.sampled_from(["9999-12-31", "9999-12-30", "0001-01-01", "2025-02-30"]))
+_numeric_job_keys = ["max_retries", "retry_delay", "retry_backoff", "retry_max_delay", "timeout", "max_bytes", "keep_runs"]
+_numeric_default_keys = _numeric_job_keys + ["max_concurrent", "grace_period"]
+
+
+@st.composite
+def extreme_jobs(draw):
+    raw: dict = {"id": "x", "command": "true", "timezone": draw(st.sampled_from(["UTC", "Pacific/Kiritimati", "Etc/GMT+12"]))}
+    kind = draw(st.sampled_from(["at", "cron", "every"]))
+    raw[kind] = draw({"at": st.just("23:59"), "cron": st.sampled_from(["0 0 1 1 *", "@yearly", "0 0 29 2 *", "* * * * *"]),
+                      "every": _extreme_numbers}[kind])
+    for key in draw(st.lists(st.sampled_from(_numeric_job_keys), unique=True, max_size=4)):
+        raw[key] = draw(_extreme_numbers)
+    for key in draw(st.lists(st.sampled_from(["start_date", "end_date"]), unique=True)):
+        raw[key] = draw(_extreme_dates)
+    defaults = {key: draw(_extreme_numbers) for key in draw(st.lists(st.sampled_from(_numeric_default_keys), unique=True, max_size=2))}
+    return raw, defaults
+
+
+def _clean_refusal(exc: InvalidValue) -> None:
+    message = str(exc)
+    assert "\n" not in message and len(message) < 600, message
+    assert message.startswith(f"{exc.field}: "), message
+
+
+@SETTINGS
+@given(extreme_jobs(), st.sampled_from([NOW, datetime(9999, 12, 30, 12, tzinfo=UTC), datetime(1970, 1, 1, tzinfo=UTC)]))
+def test_any_value_either_works_everywhere_or_is_refused_cleanly(case, now):
+    from crawlsched import render
+
+    raw, raw_defaults = case
+    try:
+        defaults = build_defaults(raw_defaults)
+        job = build_job(raw, defaults)
+    except InvalidValue as exc:
+        _clean_refusal(exc)
+        return
+    # It validated: everything the program does with a job must hold for it.
+    anchor = timing.first_fire_on_sight(job, now)
+    fire = timing.next_fire(job, now, anchor)
+    if fire is not None:
+        assert fire > now
+        following = timing.next_fire(job, fire, anchor)
+        assert following is None or following > fire
+        assert timing.prev_fire(job, fire, anchor) is not None
+    timing.count_fires(job, now - timedelta(days=2), now, anchor)
+    timing.is_finished(job, now, anchor)
+    for retry in (1, 2, job.max_retries, 1000):
+        wait = job.retry_wait(retry)
+        assert 0 <= wait <= MAX_SECONDS
+    assert 0 < job.max_bytes <= MAX_INT and 0 < job.keep_runs <= MAX_INT and job.timeout <= MAX_SECONDS
+    json_dict = render.job_dict(job, None, now)
+    assert json_dict["id"] == "x"
+    json.dumps(json_dict, default=str)
+    # What `add` would write is TOML that any parser holds: integers within 64 bits, no inf/nan.
+    text = render_table_text(raw, job)
+    assert tomllib.loads(text)
+    assert "inf" not in text.replace("Kiritimati", "") and "nan" not in text
+
+
+def render_table_text(raw, job) -> str:
+    from crawlsched.tomledit import render_table
+
+    table = {k: v for k, v in raw.items()}
+    if job.kind is ScheduleKind.EVERY:
+        table["every"] = job.spec
+    return render_table(table)
+
+
+# --- the same values through the HTTP API: 200 or 4xx, never 500, the file untouched when refused ----------
+
+class _Api:
+    def __init__(self, home) -> None:
+        import logging
+
+        from crawlsched.daemon import Daemon, InlineExecutor
+        from crawlsched.state import State
+        from crawlsched.store import JobStore
+        from crawlsched.web import create_app
+        from daemon_helpers import FakeClock
+
+        self.jobs_file = home / "jobs.toml"
+        self.jobs_file.write_text('[defaults]\ntimezone = "UTC"\nurl = "https://example.com/"\n')
+        clock = FakeClock(NOW)
+        self.daemon = Daemon(JobStore(self.jobs_file, cache_dir=home / ".cache"), State(home / "crawlsched.db"), home,
+                             logging.getLogger("crawlsched.test"), clock=clock.time, monotonic=clock.monotonic,
+                             executor=InlineExecutor(), notify=lambda _m: False, duties=False)
+        self.app = create_app(self.daemon, None, "127.0.0.1", 5000)
+        self.client = self.app.test_client()
+        self.daemon.start()
+
+    def post(self, path: str, raw: str):
+        return self.client.post(path, data=raw, content_type="application/json", base_url="http://127.0.0.1:5000")
+
+    def get(self, path: str):
+        return self.client.get(path, base_url="http://127.0.0.1:5000")
+
+
+@pytest.fixture
+def api(tmp_path, monkeypatch):
+    monkeypatch.setenv("TZ", "UTC")
+    a = _Api(tmp_path)
+    yield a
+    a.daemon.shutdown()
+
+
+API_BOUNDS = [
+    ('{"name": "n", "every": 1e400}', "every"),
+    ('{"name": "n", "every": -1e400}', "every"),
+    ('{"name": "n", "every": ' + "9" * 4000 + "}", "every"),
+    ('{"name": "n", "every": "' + "9" * 4000 + 's"}', "every"),
+    ('{"name": "n", "every": "3000000000d"}', "every"),
+    ('{"name": "n", "hour": 9, "end_date": "9999-12-31"}', "end_date"),
+    ('{"name": "n", "hour": 9, "start_date": "0001-01-01"}', "start_date"),
+    ('{"name": "n", "hour": 9, "max_bytes": 1000000000000000000000000000000}', "max_bytes"),
+    ('{"name": "n", "hour": 9, "max_bytes": 1e30}', "max_bytes"),
+    ('{"name": "n", "hour": 9, "max_bytes": ' + "9" * 5000 + "}", "max_bytes"),
+    ('{"name": "n", "hour": 9, "keep_runs": 18446744073709551616}', "keep_runs"),
+    ('{"name": "n", "hour": 9, "retry_delay": 1e400}', "retry_delay"),
+    ('{"name": "n", "hour": 9, "timeout": ' + "9" * 5000 + "}", "timeout"),
+    ('{"name": "n", "hour": ' + "9" * 5000 + "}", "hour"),
+    ('{"name": "n", "hour": 9, "max_retries": -' + "9" * 5000 + "}", "max_retries"),
+]
+
+
+@pytest.mark.parametrize(("raw", "field"), API_BOUNDS, ids=[f"{f}-{i}" for i, (_, f) in enumerate(API_BOUNDS)])
+def test_the_api_refuses_values_out_of_bounds_with_422_naming_the_field(api, raw, field):
+    before = api.jobs_file.read_bytes()
+    response = api.post("/api/scheduler/job/add", raw)
+    data = response.get_json()
+    assert response.status_code == 422, data
+    assert data["success"] is False and data["error"].startswith(f"{field}: "), data
+    assert len(data["error"]) < 300
+    assert api.jobs_file.read_bytes() == before
+    assert api.get("/api/scheduler/jobs").status_code == 200
+
+
+@pytest.mark.parametrize("raw", ['{"retry_delay": 1e400}', '{"retry_max_delay": ' + "9" * 5000 + "}",
+                                 '{"max_retries": 18446744073709551616}'])
+def test_the_api_refuses_retry_defaults_out_of_bounds(api, raw):
+    before = api.jobs_file.read_bytes()
+    response = api.post("/api/scheduler/retry-config", raw)
+    assert response.status_code == 422, response.get_json()
+    assert api.jobs_file.read_bytes() == before
+
+
+_json_values = st.one_of(st.integers(), st.floats(allow_nan=False), st.sampled_from(["1e400", "9" * 4000, "-" + "9" * 5000]),
+                         st.text(max_size=10), st.booleans(), st.none())
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(st.dictionaries(st.sampled_from(["every", "hour", "minute", "max_retries", "retry_delay", "retry_backoff",
+                                        "retry_max_delay", "timeout", "max_bytes", "keep_runs", "start_date", "end_date"]),
+                       _json_values, min_size=1, max_size=3))
+def test_any_api_add_is_answered_200_or_4xx_and_what_it_adds_lists(api, body):
+    parts = [f'"{k}": {v if isinstance(v, str) and v.lstrip("-").replace("e", "").isdigit() else json.dumps(v)}'
+             for k, v in body.items()]
+    raw = "{" + ", ".join(['"name": "prop"', *parts]) + "}"
+    response = api.post("/api/scheduler/job/add", raw)
+    assert response.status_code in (200, 400, 404, 409, 422), (raw[:200], response.get_json())
+    listed = api.get("/api/scheduler/jobs")
+    assert listed.status_code == 200, listed.get_json()
+    if response.status_code == 200:
+        text = api.jobs_file.read_text()
+        assert tomllib.loads(text)
+        api.client.delete("/api/scheduler/job/prop", base_url="http://127.0.0.1:5000")

@@ -11,7 +11,11 @@ import json
 import os
 import socket
 import sqlite3
+import threading
+import time
+import urllib.error
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -201,3 +205,264 @@ def test_secrets_never_appear_in_the_web_api(home, target):
     finally:
         d.stop()
     assert not [s for s in SECRETS for b in bodies if s in b]
+
+
+# --- the web API under attack -------------------------------------------------------------------
+
+
+def _web_daemon(home: Path, target, *args: str, env: dict[str, str] | None = None) -> tuple[DaemonProcess, str]:
+    port = _free_port()
+    d = DaemonProcess(home, "--http", f"127.0.0.1:{port}", *args, env={"TZ": "UTC", **(env or {})}).start()
+    base = f"http://127.0.0.1:{port}"
+    wait_for(lambda: _get(f"{base}/healthz") == 200, 15, "the web API")
+    return d, base
+
+
+def _get(url: str, headers: dict[str, str] | None = None, timeout: float = 5) -> int:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0
+
+
+ATTACKER_PAGE = """<!doctype html><title>cat pictures</title><script>
+const api = "%(api)s";
+window.sent = Promise.all([
+  fetch(api + "/api/scheduler/stop", {method: "POST", mode: "no-cors"}),
+  fetch(api + "/api/scheduler/run-now", {method: "POST", mode: "no-cors"}),
+  fetch(api + "/api/scheduler/run-now", {method: "POST", mode: "no-cors", body: '{"job_id": "default"}',
+                                         headers: {"Content-Type": "text/plain"}}),
+  fetch(api + "/api/scheduler/job/default/pause", {method: "POST", mode: "no-cors"}),
+]).then(rs => rs.map(r => r.type).join(","), e => "error: " + e);
+</script>"""
+
+
+def test_a_page_on_another_origin_can_neither_pause_nor_run_jobs(home, target):
+    """Real Chromium on a second origin (another port of 127.0.0.1, so the same site) against the real daemon."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    chromium = os.environ.get("CRAWLSCHED_CHROMIUM", "/usr/bin/chromium")
+    if not Path(chromium).exists():
+        pytest.skip(f"no Chromium at {chromium}")
+    write_jobs(home, f'[[jobs]]\nid = "default"\nname = "default"\nat = "03:00"\nurl = "{target.url("/ok")}"\n')
+    d, base = _web_daemon(home, target)
+    attacker = ThreadingHTTPServer(("127.0.0.1", 0), _page_handler(ATTACKER_PAGE % {"api": base}))
+    threading.Thread(target=attacker.serve_forever, daemon=True).start()
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+            try:
+                page = browser.new_page()
+                page.goto(f"http://127.0.0.1:{attacker.server_address[1]}/")
+                assert page.evaluate("window.sent") == "opaque,opaque,opaque,opaque"  # all four were sent
+            finally:
+                browser.close()
+        time.sleep(1.5)  # a run-now that got through would have fired by now
+        with urllib.request.urlopen(f"{base}/api/scheduler/jobs", timeout=5) as response:
+            jobs = json.loads(response.read())["jobs"]
+        assert [(j["id"], j["status"]) for j in jobs] == [("default", "active")]
+        assert runs(home) == [] and target.hits["/ok"] == 0
+    finally:
+        attacker.shutdown()
+        attacker.server_close()
+        assert d.stop() == 0
+
+
+def _page_handler(html: str) -> type[BaseHTTPRequestHandler]:
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            body = html.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    return Page
+
+
+@pytest.mark.parametrize("token", ["a", "0123456789abcdef0123456789abcde", "only-twenty-one-chars"])
+def test_a_weak_token_on_a_non_loopback_address_is_refused_at_start(home, token):
+    write_jobs(home, "")
+    result = cli(home, "daemon", "--http", f"0.0.0.0:{_free_port()}", env={"CRAWLSCHED_TOKEN": token})
+    assert result.returncode == 2, result.stderr
+    assert "128 bits" in result.stderr and "32 hex characters" in result.stderr and "Traceback" not in result.stderr
+    assert len(token) < 5 or token not in result.stderr
+    token_file = home / "token"
+    token_file.write_text(token + "\n")
+    result = cli(home, "daemon", "--http", f"0.0.0.0:{_free_port()}", "--token-file", str(token_file))
+    assert result.returncode == 2 and "--token-file" in result.stderr and "128 bits" in result.stderr
+
+
+def test_a_token_guesser_gets_429_fast_is_logged_once_and_blocks_nobody_else(home, target):
+    import requests
+
+    token = "f3a9c1d2e4b5a6978877665544332211"  # 32 hex characters: 128 bits
+    write_jobs(home, "")
+    d, base = _web_daemon(home, target, env={"CRAWLSCHED_TOKEN": token})
+    try:
+        started = time.monotonic()
+        with requests.Session() as s:
+            codes = [s.get(f"{base}/api/scheduler/jobs", headers={"Authorization": f"Bearer guess{i:04d}"},
+                           timeout=5).status_code for i in range(300)]
+        took = time.monotonic() - started
+        assert codes[:10] == [401] * 10 and set(codes[10:]) == {429}
+        assert took < 15, f"300 guesses took {took:.1f} s: the refusals must be fast"
+        # The guesser holds no thread: healthz and the other routes still answer at once.
+        assert _get(f"{base}/healthz", timeout=2) == 200
+        assert _get(f"{base}/scheduler", timeout=2) == 200
+    finally:
+        assert d.stop() == 0
+    log = d.output()
+    warnings = [line for line in log.splitlines() if "wrong token" in line]
+    assert len(warnings) == 2 and all("127.0.0.1" in w for w in warnings), warnings
+    assert "guess0" not in log and token not in log
+
+
+@pytest.mark.parametrize("count", [500, 2000, 5000])
+def test_half_open_connections_do_not_stop_a_normal_request(home, target, count):
+    """Slowloris: connections that send half a request and then nothing (SPEC: 500; 2,000 as a margin;
+    5,000 is past the connection limit of 4,096: the longest-idle ones are closed to make room)."""
+    import resource
+
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < count + 200:
+        pytest.skip(f"ulimit -n is {soft}: this test opens {count} sockets")
+    write_jobs(home, "")
+    d, base = _web_daemon(home, target)
+    port = int(base.rsplit(":", 1)[1])
+    sockets = []
+    try:
+        for i in range(count):
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            s.sendall(f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-Slow-{i}: ".encode())
+            sockets.append(s)
+        started = time.monotonic()
+        assert _get(f"{base}/healthz", timeout=5) == 200
+        assert _get(f"{base}/api/scheduler/jobs", timeout=5) == 200
+        took = time.monotonic() - started
+        assert took < 5, f"a normal request took {took:.1f} s beside {count} half-open connections"
+    finally:
+        for s in sockets:
+            s.close()
+        assert d.stop() == 0
+    assert "Traceback" not in d.output()
+
+
+def test_the_api_cannot_make_the_daemon_send_its_environment(home, target):
+    import requests
+
+    write_jobs(home, "", defaults='timezone = "UTC"\nallow_http_env = ["PUBLIC_REGION"]\n')
+    d, base = _web_daemon(home, target, env={"PUBLIC_REGION": "eu", "SECRET_KEY": "k3y-in-the-env"})
+    try:
+        before = (home / "jobs.toml").read_bytes()
+        leak = requests.post(f"{base}/api/scheduler/job/add", timeout=5, json={
+            "name": "leak", "every": "1h", "url": target.url("/ok?home=${HOME}&key=${SECRET_KEY}")})
+        assert leak.status_code == 422 and leak.json()["error"].startswith("url: \"${HOME}\" is an environment variable"), leak.text
+        header = requests.post(f"{base}/api/scheduler/job/add", timeout=5, json={
+            "name": "leak", "every": "1h", "url": target.url("/ok"), "headers": {"X-K": "${SECRET_KEY}"}})
+        assert header.status_code == 422 and header.json()["error"].startswith("headers: \"${SECRET_KEY}\"")
+        start = requests.post(f"{base}/api/scheduler/start", timeout=5, json={
+            "mode": "interval", "seconds": 1, "url": target.url("/ok?p=${PATH}")})
+        assert start.status_code == 422 and start.json()["error"].startswith("url: \"${PATH}\"")
+        assert (home / "jobs.toml").read_bytes() == before
+        allowed = requests.post(f"{base}/api/scheduler/job/add", timeout=5, json={
+            "name": "region", "every": "1h", "url": target.url("/ok?region=${PUBLIC_REGION}")})
+        assert allowed.status_code == 200, allowed.text
+        assert requests.post(f"{base}/api/scheduler/run-now", json={"job_id": "region"}, timeout=5).status_code == 200
+        wait_for(lambda: target.hits["/ok?region=eu"], 10, "the allowed job's request")
+    finally:
+        assert d.stop() == 0
+    assert [p for p in target.hits if "k3y" in p or "home=" in p] == []
+
+
+# --- SSRF: http_targets = "public" ------------------------------------------------------------
+
+
+def test_with_http_targets_public_no_crawl_reaches_a_loopback_address(home, target):
+    """Even a job written into the file (the API refuses it at once): every connection is checked."""
+    write_jobs(home, f'[[jobs]]\nid = "local"\nname = "local"\nevery = "1h"\nurl = "{target.url("/ok")}"\n'
+                     'max_retries = 3\n\n'
+                     f'[[jobs]]\nid = "byname"\nname = "byname"\nevery = "1h"\nurl = "http://localhost:{target.port}/ok"\n',
+               defaults='timezone = "UTC"\nhttp_targets = "public"\n')
+    for job in ("local", "byname"):
+        result = cli(home, "run", job)
+        assert result.returncode == 1
+    rows = runs(home)
+    assert [r["job_id"] for r in rows].count("local") == 1  # refused is permanent: no retry
+    assert all(r["status"] == "failed" and "refused" in r["message"] and "loopback address" in r["message"]
+               and 'http_targets = "public"' in r["message"] for r in rows), rows
+    assert target.hits == {}
+    write_jobs(home, f'[[jobs]]\nid = "local"\nname = "local"\nevery = "1h"\nurl = "{target.url("/ok")}"\n')
+    assert cli(home, "run", "local").returncode == 0  # the default ("any") fetches it, as before
+
+
+def test_a_dns_answer_that_changes_to_loopback_after_the_add_is_refused_at_connect(tmp_path, target, monkeypatch):
+    """DNS rebinding: public when the API checks, 127.0.0.1 when the crawl connects (DNS is the one fake)."""
+    from crawlsched import crawl
+    from crawlsched.model import Defaults
+    from crawlsched.web.payload import refuse_private_targets
+
+    real = socket.getaddrinfo
+    answers = iter(["93.184.216.34", "127.0.0.1"])
+
+    def rebinding(host, port, *args, **kwargs):
+        if host == "rebind.example":
+            address = next(answers, "127.0.0.1")
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    url = f"http://rebind.example:{target.port}/ok"
+    refuse_private_targets([url], Defaults(http_targets="public"))  # accepted: it answered a public address
+    outcome = crawl.fetch_urls([url], tmp_path / "run", public_only=True, timeout=10)
+    assert not outcome.ok and outcome.permanent
+    assert "rebind.example is 127.0.0.1, a loopback address" in outcome.message
+    assert target.hits == {}
+
+
+def test_a_redirect_to_a_non_public_address_is_refused_before_it_is_requested(tmp_path, monkeypatch):
+    """127.0.0.1 plays the public server here, 127.0.0.2 the private one it redirects to."""
+    from crawlsched import crawl, targets
+
+    hits: list[str] = []
+
+    def serve(address: str, location: str | None) -> ThreadingHTTPServer:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                hits.append(f"{address}{self.path}")
+                self.send_response(302 if location else 200)
+                if location:
+                    self.send_header("Location", location)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        server = ThreadingHTTPServer((address, 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return server
+
+    try:
+        private = serve("127.0.0.2", None)
+    except OSError:
+        pytest.skip("127.0.0.2 cannot be bound here")
+    public = serve("127.0.0.1", f"http://127.0.0.2:{private.server_address[1]}/latest/meta-data/")
+    monkeypatch.setattr(targets, "is_public", lambda address: address == "127.0.0.1")
+    try:
+        outcome = crawl.fetch_urls([f"http://127.0.0.1:{public.server_address[1]}/go"], tmp_path / "run",
+                                   public_only=True, timeout=10)
+    finally:
+        for server in (public, private):
+            server.shutdown()
+            server.server_close()
+    assert not outcome.ok and outcome.permanent and "127.0.0.2" in outcome.message
+    assert hits == ["127.0.0.1/go"]  # the private server was never sent a request
