@@ -293,3 +293,12 @@ def test_patch_cannot_set_a_command_without_permission(env, job):
     before = env.file_bytes()
     assert env.client.patch(f"/api/scheduler/job/{job}", json={"command": "rm -rf /"}).status_code == 403
     assert env.file_bytes() == before
+
+
+@pytest.mark.parametrize("body, field", [({"url": "https://example.com/${HOME}"}, "url"),
+                                         ({"headers": {"Authorization": "Bearer ${SECRET}"}}, "headers")])
+def test_patch_refuses_an_environment_variable_the_job_file_does_not_allow(env, job, body, field):
+    before = env.file_bytes()
+    response = env.client.patch(f"/api/scheduler/job/{job}", json=body)
+    assert response.status_code == 422 and response.get_json()["field"] == field
+    assert env.file_bytes() == before

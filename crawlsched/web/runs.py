@@ -29,7 +29,8 @@ from crawlsched.fires import OUTCOMES, Fire, StripCache, job_fires, job_stats, s
 from crawlsched.model import Job, check_int, check_name
 from crawlsched.runner import run_dir, run_log
 from crawlsched.state import Run
-from crawlsched.web.payload import ADD_KEYS, CONVERT, SCHEDULE_KEYS, _given, json_body, refuse_commands, schedule_fields
+from crawlsched.web.payload import (ADD_KEYS, CONVERT, SCHEDULE_KEYS, _given, json_body, refuse_commands, refuse_environment,
+                                    refuse_private_targets, schedule_fields)
 from crawlsched.web.responses import error, ok, reply, scrub
 
 if TYPE_CHECKING:
@@ -276,6 +277,11 @@ def edit_changes(body: dict[str, Any], defaults: Any) -> tuple[dict[str, Any], t
             changes[key] = convert(given[key])
     if "url" in changes and "command" in changes:
         raise InvalidValue("command", changes["command"], "cannot be set together with url (choose one crawl)")
+    # The same guards as an added job's (SPEC §7): no ${NAME} the job file does not allow,
+    # no private address under http_targets = "public".
+    refuse_environment("url", changes.get("url", ()), defaults)
+    refuse_environment("headers", changes.get("headers", {}).values(), defaults)
+    refuse_private_targets(changes.get("url", ()), defaults)
     if no_end and "end_date" in changes:
         raise InvalidValue("end_date", given["end_date"], "cannot be given together with no_end")
     if not changes and not no_end:
