@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -220,11 +221,7 @@ class RunsApi:
         return _file(real, real.name)
 
     def recent(self) -> Response:
-        key = self.api.store.stat_key()
-        if key is None or key != self._jobs_key:  # the job file is read again only when it changed
-            self._zones = {j.id: j.timezone for j in self.api.load().jobs}
-            self._jobs_key = key
-        ids = list(self._zones)
+        ids = self._job_ids()
         version = self.strips.update(ids)
         fleet = self.strips.fleet(self.api.daemon.clock())
         tag = f'"{version}-{fleet["attempts_24h"]}-{fleet["successes_24h"]}"'
@@ -239,6 +236,26 @@ class RunsApi:
         response.headers["ETag"] = tag
         response.headers["Cache-Control"] = "no-cache"
         return response
+
+    def _job_ids(self) -> list[str]:
+        key = self.api.store.stat_key()
+        if key is None or key != self._jobs_key:  # the job file is read again only when it changed
+            self._zones = {j.id: j.timezone for j in self.api.load().jobs}
+            self._jobs_key = key
+        return list(self._zones)
+
+    def warm(self) -> None:
+        """Read every job's strip in a background thread, so the first page to open finds them ready."""
+
+        def run() -> None:
+            try:
+                ids = self._job_ids()
+                self.strips.update(ids)
+                self.strips.changed_since(ids, None)  # and each strip's JSON
+            except Exception:  # noqa: BLE001 -- a cold cache is only slower; the route reads it again
+                self.api.daemon.log.debug("warming the strips failed", exc_info=True)
+
+        threading.Thread(target=run, name="crawlsched-strips", daemon=True).start()
 
     def _strip_json(self, job_id: str, fires: list[Fire]) -> str:
         tz = timing.zone(self._zones.get(job_id, "UTC"))
@@ -375,4 +392,5 @@ def install(app: Any, api: Api) -> RunsApi:
         ("GET", "/api/scheduler/job/<ref>/runs/<int:run_id>/log", runs.log),
     ):
         app.add_url_rule(rule, endpoint=f"monitor_{view.__name__}", view_func=view, methods=[method])
+    app.config["CRAWLSCHED_MONITOR"] = runs
     return runs
