@@ -59,7 +59,7 @@ class Outcome:
     http_status: int | None = None  #: the last HTTP status seen
     exit_code: int | None = None
     bytes: int | None = None  #: bytes of the bodies saved by this attempt
-    output: str | None = None  #: the run's body folder, or the command's log
+    output: str | None = None  #: the body file (one URL), the run's folder (several), or the command's log
     retry_after: float | None = None  #: seconds, from a Retry-After header
 
     def __post_init__(self) -> None:
@@ -127,6 +127,19 @@ def body_name(index: int, url_template: str) -> str:
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{host}/{path}")
     slug = re.sub(r"[-.]{2,}", "-", slug).strip("-.")[:60].rstrip("-.")
     return f"{index:02d}-{slug or 'url'}.body"
+
+
+def url_output(urls: Sequence[str], run_dir: Path) -> str:
+    """A URL run's ``output``: the body file when the job fetches one URL, else the run's folder."""
+    return str(run_dir / body_name(0, urls[0])) if len(urls) == 1 else str(run_dir)
+
+
+def _drop_if_empty(run_dir: Path) -> None:
+    """An attempt that saved nothing leaves no empty ``data/<job>/<run>/`` behind (a retry makes it again)."""
+    try:
+        run_dir.rmdir()  # only succeeds on an empty folder
+    except OSError:
+        pass
 
 
 def bodies_complete(urls: Sequence[str], run_dir: Path) -> bool:
@@ -222,7 +235,7 @@ def fetch_urls(urls: Sequence[str], run_dir: Path, *, headers: Mapping[str, str]
     the deadline, a full disk, or the cancel event.
     """
     env = os.environ if env is None else env
-    output = str(run_dir)
+    output = url_output(urls, run_dir) if urls else str(run_dir)
     try:
         targets = [expand_vars(url, env) for url in urls]
         extra = {name: expand_vars(value, env) for name, value in (headers or {}).items()}
@@ -231,10 +244,11 @@ def fetch_urls(urls: Sequence[str], run_dir: Path, *, headers: Mapping[str, str]
     secrets = [*_expanded_values(urls, env), *_expanded_values((headers or {}).values(), env), *extra.values()]
     if isinstance(verify, str) and not os.path.exists(verify):
         return Outcome(False, f"verify: CA bundle {verify} does not exist", permanent=True, output=output)
+    created = not run_dir.exists()
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        return Outcome(False, _disk_message(exc, f"cannot create {run_dir}"), output=output)
+        return Outcome(False, _disk_message(exc, f"cannot create {run_dir}"), output=None)
 
     import requests  # noqa: PLC0415 - only the run path pays for it
     from requests.structures import CaseInsensitiveDict  # noqa: PLC0415
@@ -262,10 +276,14 @@ def fetch_urls(urls: Sequence[str], run_dir: Path, *, headers: Mapping[str, str]
                     break
             except Exception as exc:  # noqa: BLE001 - a bug must not kill the daemon; its text may hold secrets
                 att.failures.append(_Fail(f"{shown}: unexpected error ({type(exc).__name__})"))
+    if created:
+        _drop_if_empty(run_dir)
+    if not run_dir.exists() or len(urls) == 1 and not Path(output).is_file():
+        output = None  # nothing saved: no body, no folder to point at
     return _url_outcome(att, len(urls), skipped, output, secrets, urls)
 
 
-def _url_outcome(att: _Attempt, total: int, skipped: int, output: str, secrets: list[str],
+def _url_outcome(att: _Attempt, total: int, skipped: int, output: str | None, secrets: list[str],
                  urls: Sequence[str]) -> Outcome:
     common = {"http_status": att.status, "bytes": att.saved, "output": output}
     if att.failures:

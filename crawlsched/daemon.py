@@ -42,13 +42,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from crawlsched import __version__, recovery, systemd, timing
-from crawlsched.errors import CrawlschedError, JobFileError
+from crawlsched import __version__, logs, recovery, systemd, timing
+from crawlsched.errors import ChainBusy, CrawlschedError, JobFileError
 from crawlsched.executor import Burst, Executor, InlineExecutor, WarmPool
 from crawlsched.retention import GUARD, Retention
 from crawlsched.model import Job, JobFile, RunStatus, ScheduleKind
 from crawlsched.runner import AttemptResult, AttemptRunner
-from crawlsched.state import State
+from crawlsched.state import CLAIM_DAEMON, State
 from crawlsched.store import FileKey, JobStore
 
 __all__ = ["Burst", "Chain", "Daemon", "DaemonLockError", "Executor", "InlineExecutor", "Waker", "WarmPool", "trim_memory"]
@@ -173,7 +173,7 @@ class Daemon:
         self.grace = grace
         self.notify = notify
         self.pid = os.getpid()
-        self.runner = AttemptRunner(state, home, log, clock=clock, environ=environ)
+        self.runner = AttemptRunner(state, home, log, clock=clock, environ=environ, claim=CLAIM_DAEMON)
         self.retention = Retention(state, home, log, clock=clock, monotonic=monotonic)
         self._executor = executor
         self._pool_size = 0
@@ -211,6 +211,9 @@ class Daemon:
         self.wake_for_fire = False  # the next wake is for a fire or retry: wait precisely (Waker.wait)
         self.owns_process = False  # run() was called: the process is the daemon's (its GC, its signals)
         self.saved_retry: set[str] = set()  # jobs whose retry row may still be in the database
+        self.unclaim: set[str] = set()  # jobs whose chain ended: their claim is released once per turn
+        self.status_sent: str | None = None  # the last STATUS= told to systemd
+        self.release_failing = False  # releasing claims failed (storage trouble): logged once per episode
 
     # --- life cycle ----------------------------------------------------------
 
@@ -220,6 +223,9 @@ class Daemon:
         self.state.open(recover_corrupt=True)
         jobfile = self.store.load()  # a bad file at start is fatal: JobFileError
         self.applied_key = self.store.stat_key()
+        if self.applied_key is None:  # not an error (it may come later), but never a silent "0 jobs"
+            self.log.warning("job file %s does not exist: no jobs until it is created (it is read as soon as it is)",
+                             self.store.path)
         now = self.clock()
         previous = self.state.daemon_started(self.pid, socket.gethostname(), __version__, now)
         self._apply(jobfile, now, previous=previous)
@@ -235,7 +241,7 @@ class Daemon:
         self.state.daemon_update(ready_at=self.clock(), config_ok=1, config_error=None, http=self.http_url, **self._next_info())
         self.started = True
         self.notify("READY=1")
-        self.notify(f"STATUS={self._status_text()}")
+        self._send_status()
         self.log.info("crawlsched daemon ready: %d jobs, home %s (pid %d)", len(self.jobs), self.home, self.pid)
 
     def run(self) -> int:
@@ -275,6 +281,10 @@ class Daemon:
             self._duty_poll_file()
         self._step("collecting finished attempts", self._drain_inbox)
         self._step("firing due jobs", lambda: self.fire_due(self.clock()))  # jobs first: a duty due at the same moment can wait
+        if self.unclaim:
+            self._step("releasing the claims of ended chains", self._release_claims)
+        if self.started:
+            self._step("telling systemd the status", self._send_status)  # only when it changed
         if self.duties is not None:
             self._step("periodic duties", self.duties.run_pending)
         wait = self._step("planning the next wake", lambda: self._wait_time(self.clock()))
@@ -333,6 +343,7 @@ class Daemon:
                         chain.cancel.set()
                 wait_futures(still, timeout=CANCEL_WAIT)
         self._drain_inbox(rearm=False)
+        self._release_claims()  # what it cannot release is stale once we exit
         now = self.clock()
         try:
             self.state.daemon_update(heartbeat=now, stopped_at=now, handled_until=self._handled_until(now))
@@ -435,7 +446,7 @@ class Daemon:
             self.bad_key = key
             self.config_error = str(exc)
             self.state.daemon_update(config_ok=0, config_error=str(exc))
-            self.notify(f"STATUS=job file error: {exc}")
+            self._send_status()
             return False
         self.bad_key = None
         self.config_error = None
@@ -445,7 +456,7 @@ class Daemon:
         self._settle_memory()
         self.state.daemon_update(config_ok=1, config_error=None, **self._next_info())
         self.log.info("job file reloaded: %d jobs", len(self.jobs))
-        self.notify(f"STATUS={self._status_text()}")
+        self._send_status()
         return True
 
     def _file_missing(self, how: str = "missing") -> None:
@@ -456,8 +467,8 @@ class Daemon:
         if self.config_error != message:
             self.log.error("job file not applied, keeping the last good jobs: %s", message)
             self.state.daemon_update(config_ok=0, config_error=message)
-            self.notify(f"STATUS=job file error: {message}")
         self.config_error = message
+        self._send_status()
         self.applied_key = None  # any file that appears is read again
         self.bad_key = None
 
@@ -520,9 +531,14 @@ class Daemon:
         if chain is None:
             return
         if chain.future is None or chain.future.done():
-            del self.chains[job_id]
+            # A retry is pending: set by the loop, or saved by an attempt whose result is not collected yet.
+            future = chain.future
+            done = future.result() if future is not None and not future.cancelled() and future.exception() is None else None
+            pending = chain.retry_due is not None or (done is not None and done.retry_due is not None)
+            self._end_chain(job_id)
             self._clear_retry(job_id)
-            self.log.info("job %s %s: its pending retry is cancelled", job_id, why)
+            if pending:  # the chain ends failed here: its one ERROR line (SPEC §6)
+                logs.log_final_failure(self.log, job_id, f"{why}; its pending retry is cancelled")
 
     def _clear_retry(self, job_id: str) -> None:
         self.saved_retry.discard(job_id)
@@ -549,11 +565,15 @@ class Daemon:
     def _recover(self, now: float) -> None:
         """Account for what a dead daemon left: running rows and pending retries."""
         recovery.settle_stale_runs(self.state, self.jobs, self.home, self.pid, now, self.log)
-        for retry in recovery.retries_to_resume(self.state, self.jobs, self.anchors, now, self.log):
+        resumed = recovery.retries_to_resume(self.state, self.jobs, self.anchors, now, self.log)
+        for retry in resumed:
             chain = Chain(retry.scheduled_for, retry.trigger, retry.next_attempt, next(self.tokens), retry_due=retry.due_at)
             self.chains[retry.job_id] = chain
             self.saved_retry.add(retry.job_id)
             heapq.heappush(self.heap, (retry.due_at, next(self.seq), RETRY, retry.job_id, chain.token))
+        # A chain waiting for its retry is ours: `crawlsched run` refuses it meanwhile. One held by a
+        # live `run` (started while no daemon was up) is checked again when the retry is due.
+        self.state.claim_chains([r.job_id for r in resumed], CLAIM_DAEMON, self.pid, self.runner.ident, now)
 
     def _catch_up(self, job: Job, now: float, previous: dict[str, Any], seen: Any) -> None:
         """Fires missed while the daemon was down: recorded as missed; the catch-up policy runs some."""
@@ -635,7 +655,7 @@ class Daemon:
                     self.log.exception("job %s: its %s failed inside crawlsched", job_id, "retry" if kind == RETRY else "fire")
                     chain = self.chains.get(job_id)
                     if chain is not None and chain.future is None and chain.retry_due is None:
-                        del self.chains[job_id]  # never submitted: a later fire starts a new chain
+                        self._end_chain(job_id)  # never submitted: a later fire starts a new chain
                 finally:
                     if gate is not None and not submitted:
                         gate.arrive()  # nothing will arrive for it
@@ -691,22 +711,52 @@ class Daemon:
         result: AttemptResult | None = None
         try:
             other = self.state.running_elsewhere(job.id, self.pid)
-            if other is not None:
-                self.state.record_not_run(job.id, chain.scheduled_for, RunStatus.SKIPPED.value,
-                                          f"skipped: running in another process (pid {other.owner_pid})", now=self.clock())
-                result = AttemptResult(job.id, chain.scheduled_for, attempt, RunStatus.SKIPPED.value, "running elsewhere")
-                if attempt > 1:
-                    self.state.clear_retry(job.id)  # the chain ends here: its saved retry goes too
-            else:
-                result = self.runner.attempt(job, chain.scheduled_for, attempt, trigger=chain.trigger, cancel=chain.cancel,
-                                             still_wanted=lambda: self._wanted(job.id, chain), anchor=self.anchors.get(job.id),
-                                             started_at=started)
+            busy = f"running in another process (pid {other.owner_pid})" if other is not None else None
+            if busy is None:
+                try:
+                    result = self.runner.attempt(job, chain.scheduled_for, attempt, trigger=chain.trigger, cancel=chain.cancel,
+                                                 still_wanted=lambda: self._wanted(job.id, chain), anchor=self.anchors.get(job.id),
+                                                 started_at=started)
+                except ChainBusy as exc:  # a `crawlsched run` of it holds its chain
+                    busy = exc.claim.describe(job.timezone)
+            if busy is not None:
+                result = self._skip_busy(job, chain, attempt, busy)
         except Exception:
             self.log.exception("attempt %d of job %s failed inside crawlsched", attempt, job.id)
         finally:
             self.inbox.put((job.id, chain.token, result))
             self.wake.set()
         return result
+
+    def _skip_busy(self, job: Job, chain: Chain, attempt: int, busy: str) -> AttemptResult:
+        """Another process runs this job (a `crawlsched run`): the fire, or the retry, is recorded skipped."""
+        self.state.record_not_run(job.id, chain.scheduled_for, RunStatus.SKIPPED.value,
+                                  f"skipped: {busy} (runs of one job never overlap)", now=self.clock())
+        self.log.warning("job %s: %s for %s skipped: %s", job.id, "fire" if attempt == 1 else f"attempt {attempt}",
+                         timing.format_local(timing.from_epoch(chain.scheduled_for), job.timezone), busy)
+        if attempt > 1:
+            self.state.clear_retry(job.id)  # the chain ends here, failed: its saved retry goes too
+            logs.log_final_failure(self.log, job.id, f"its retry was skipped: {busy}")
+        return AttemptResult(job.id, chain.scheduled_for, attempt, RunStatus.SKIPPED.value, busy)
+
+    def _end_chain(self, job_id: str) -> None:
+        del self.chains[job_id]
+        self.unclaim.add(job_id)
+
+    def _release_claims(self) -> None:
+        """Drop the claims of chains that ended (not of one a new chain of the job holds again)."""
+        ended = [job_id for job_id in self.unclaim if job_id not in self.chains]
+        try:
+            self.state.release_chains(ended, CLAIM_DAEMON, self.pid)
+        except Exception as exc:  # a full disk, a locked database: tried again next turn, logged once
+            if not self.release_failing:
+                self.release_failing = True
+                self.log.error("could not release the claims of %d ended chain(s), trying again: %s", len(ended), exc)
+            return
+        if self.release_failing:
+            self.release_failing = False
+            self.log.info("the claims of ended chains are released again")
+        self.unclaim.clear()
 
     def _wanted(self, job_id: str, chain: Chain) -> bool:
         job = self.jobs.get(job_id)
@@ -733,13 +783,13 @@ class Daemon:
                     chain.retry_due = result.retry_due
                     heapq.heappush(self.heap, (result.retry_due, next(self.seq), RETRY, job_id, chain.token))
                     continue
-                # Paused or removed while the attempt ran: the retry it saved is void.
-                del self.chains[job_id]
+                # Paused or removed while the attempt ran: the retry it saved is void, the chain ends failed.
+                self._end_chain(job_id)
                 self._clear_retry(job_id)
-                self.log.info("job %s: its pending retry is cancelled (paused or removed while it ran)", job_id)
+                logs.log_final_failure(self.log, job_id, "paused or removed while its attempt ran; its retry is cancelled")
                 self._next_from_backlog(job_id)
                 continue
-            del self.chains[job_id]
+            self._end_chain(job_id)
             if rearm:
                 self._next_from_backlog(job_id)
 
@@ -860,12 +910,31 @@ class Daemon:
         return {"next_job": fires[0][3], "next_due": fires[0][0]}
 
     def _status_text(self) -> str:
-        info = self._next_info()
-        if info["next_job"]:
-            job = self.jobs.get(info["next_job"])
-            when = timing.format_local(timing.from_epoch(info["next_due"]), job.timezone if job else "UTC")
-            return f"{len(self.jobs)} jobs; next: {info['next_job']} at {when}"
-        return f"{len(self.jobs)} jobs; nothing due"
+        """``systemctl status``'s line: what the daemon does now and next (SPEC §6: it follows every change)."""
+        self._clean_top()
+        head = f"{len(self.jobs)} jobs"
+        if self.applied_key is None and not self.config_error:
+            head += " (no job file yet)"
+        if self.heap:
+            due, _, kind, job_id, _ = self.heap[0]
+            job = self.jobs.get(job_id)
+            when = timing.format_local(timing.from_epoch(due), job.timezone if job else "UTC")
+            what = f"{job_id} (retry)" if kind == RETRY else job_id
+            text = f"{head}; next: {what} at {when}"
+        else:
+            text = f"{head}; nothing due"
+        if self.config_error:
+            text = f"job file error: {self.config_error}; {text}"
+        return " ".join(text.split())  # one line: a newline would start another assignment
+
+    def _send_status(self) -> None:
+        """``STATUS=`` to systemd when it changed since the last one sent (a no-op outside systemd)."""
+        if self.notify is systemd.notify and not os.environ.get("NOTIFY_SOCKET"):
+            return  # not under systemd: not even the text is worth building, once per turn
+        text = self._status_text()
+        if text != self.status_sent:
+            self.status_sent = text
+            self.notify(f"STATUS={text}")
 
 
 def settle_memory() -> None:

@@ -20,6 +20,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable
 
+from crawlsched.errors import DemoFailed
+
 
 class _Target(BaseHTTPRequestHandler):
     """/healthy always answers; /flaky fails twice per run, then answers; /broken always fails."""
@@ -103,21 +105,36 @@ retry_delay = 4
     return path
 
 
+#: The installed program, whatever the working directory holds: ``-P`` (Python 3.11) keeps the
+#: current folder off ``sys.path``, so a folder there named ``crawlsched`` cannot shadow the
+#: package (plain ``-m`` imports it, and the daemon dies at once). Site-packages, and so an
+#: editable install, are still used.
+DAEMON_COMMAND = (sys.executable, "-P", "-m", "crawlsched", "daemon")
+LAST_LINES = 12  # of the daemon's output, shown when it dies during the demo
+
+
 def run_demo(seconds: float, show: Callable[[Path, Path], None], *, folder: Path | None = None,
              tz: str = "UTC") -> Path:
-    """Run the demo for ``seconds``; ``show(jobs_file, home)`` is called about once a second."""
+    """Run the demo for ``seconds``; ``show(jobs_file, home)`` is called about once a second.
+
+    Raises ``DemoFailed`` (exit 1), with the daemon's last lines, when the daemon stops on its own.
+    """
     folder = folder or Path(tempfile.mkdtemp(prefix="crawlsched-demo-"))
     folder.mkdir(parents=True, exist_ok=True)
     target = start_target()
     jobs = write_jobs(folder, target.server_address[1], tz)
     env = {**os.environ, "CRAWLSCHED_JOBS": str(jobs), "CRAWLSCHED_HOME": str(folder)}
-    err = open(folder / "daemon.stderr", "wb")
-    daemon = subprocess.Popen([sys.executable, "-m", "crawlsched", "daemon"], env=env, stdout=err, stderr=err)
+    err_path = folder / "daemon.stderr"
+    err = open(err_path, "wb")
+    daemon = subprocess.Popen(list(DAEMON_COMMAND), env=env, stdout=err, stderr=err)
+    began = time.monotonic()
+    died: int | None = None
     try:
-        deadline = time.monotonic() + seconds
+        deadline = began + seconds
         while time.monotonic() < deadline and daemon.poll() is None:
             show(jobs, folder)
             time.sleep(1)
+        died = daemon.poll()
         show(jobs, folder)
     finally:
         if daemon.poll() is None:
@@ -128,4 +145,15 @@ def run_demo(seconds: float, show: Callable[[Path, Path], None], *, folder: Path
                 daemon.kill()
         err.close()
         target.shutdown()
+    if died is not None:
+        how = f"was killed by signal {-died}" if died < 0 else f"exited with code {died}"
+        raise DemoFailed(f"the demo's daemon stopped: it {how} after {time.monotonic() - began:.0f} s;"
+                         f" its output is in {err_path}", _tail(err_path))
     return folder
+
+
+def _tail(path: Path) -> list[str]:
+    try:
+        return path.read_text(errors="replace").splitlines()[-LAST_LINES:]
+    except OSError:
+        return []

@@ -69,6 +69,13 @@ class JobNotFound(CrawlschedError, LookupError):
         super().__init__(f"no job with id or name {_show(ref)}")
 
 
+class RunNotFound(CrawlschedError, LookupError):
+    """The job has no run of that name, or no run at all (``logs``, exit 1)."""
+
+    exit_code = 1
+    http_status = 404
+
+
 class DaemonNotRunning(CrawlschedError):
     """The command needs the daemon and none is up."""
 
@@ -81,6 +88,27 @@ class JobBusy(CrawlschedError):
 
     exit_code = 1
     http_status = 409
+
+
+class ChainBusy(JobBusy):
+    """Another live process holds the job's chain (SPEC §5: a job never overlaps itself).
+
+    ``claim`` is the ``crawlsched.state.Claim`` that holds it: who, and whether it waits for a retry.
+    """
+
+    def __init__(self, claim: object, message: str) -> None:
+        self.claim = claim
+        super().__init__(message)
+
+
+class DemoFailed(CrawlschedError):
+    """``crawlsched demo``: its daemon stopped on its own; ``tail`` holds its last lines."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, tail: list[str]) -> None:
+        self.tail = tail
+        super().__init__(message)
 
 
 class StateError(CrawlschedError):

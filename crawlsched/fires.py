@@ -354,21 +354,13 @@ class StripCache:
         return fleet
 
 
-def since_text(value: str, now: datetime, tz: Any) -> datetime:
-    """``24h``, ``7d``, ``90m`` (back from now), an ISO date (midnight in ``tz``) or date-time."""
+def since_text(value: str, now: datetime, tz_name: str) -> datetime:
+    """``since`` of the page's routes: ``history --since``'s rule (``24h``, ``7d``, ``1h30m`` back
+    from now, or an ISO date or date-time), a time without an offset in the job's zone."""
     from crawlsched.errors import InvalidValue
+    from crawlsched.history import parse_since
 
-    text = value.strip()
-    units = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-    if len(text) >= 2 and text[-1] in units and text[:-1].isdigit():
-        amount = int(text[:-1]) * units[text[-1]]
-        if amount > 10 * 366 * 86400:
-            raise InvalidValue("since", value, "reaches back more than 10 years")
-        return now - timedelta(seconds=amount)
     try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        raise InvalidValue("since", value, "must be a span back from now (24h, 7d) or an ISO date or date-time") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=tz)
-    return parsed.astimezone(UTC)
+        return parse_since(value, now, tz_name).astimezone(UTC)
+    except InvalidValue as exc:
+        raise InvalidValue("since", value, exc.allowed) from None

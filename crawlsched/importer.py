@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import tomllib
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -57,9 +58,37 @@ class SeedFileError(CrawlschedError):
     http_status = 422
 
 
+@dataclass(frozen=True)
+class Imported:
+    """What an import did: ``jobs`` (every record's job), ``written`` (the ids it added or changed)."""
+
+    jobs: list[Job]
+    written: tuple[str, ...]
+
+    def message(self, source: object) -> str:
+        """``imported 2 jobs from FILE``; a repeat that changed nothing says so, not "imported"."""
+        written, same = len(self.written), len(self.jobs) - len(self.written)
+        if not self.jobs:
+            return f"nothing to import: {source} holds no jobs"
+        if not written:
+            return f"nothing to import: {_jobs(same)} from {source} already present, unchanged"
+        text = f"imported {_jobs(written)} from {source}"
+        return text + (f" ({_jobs(same)} already present, unchanged)" if same else "")
+
+
+def _jobs(n: int) -> str:
+    return f"{n} job{'' if n == 1 else 's'}"
+
+
 def import_seed(path: Path, store: JobStore, state: State | Callable[[], State | None] | None, now: datetime,
                 default_url: str | None = None) -> list[Job]:
-    """Read the seed's ``scheduler_jobs.json`` into ``store``; returns the imported jobs.
+    """Read the seed's ``scheduler_jobs.json`` into ``store``; returns the jobs of its records."""
+    return import_file(path, store, state, now, default_url).jobs
+
+
+def import_file(path: Path, store: JobStore, state: State | Callable[[], State | None] | None, now: datetime,
+                default_url: str | None = None) -> Imported:
+    """Read the seed's ``scheduler_jobs.json`` into ``store``; says which jobs it wrote.
 
     ``state`` may be a callable that opens (or creates) the state database: it is
     called only once every record has been validated, so a refused file leaves
@@ -102,7 +131,7 @@ def import_seed(path: Path, store: JobStore, state: State | Callable[[], State |
         seen_ids[job.id] = seen_names[job.name] = number
         tables.append(table)
     if not tables:
-        return []
+        return Imported([], ())
     # A record whose table is already in the file as it would be written is left
     # alone: importing the same file again does not touch the job file at all.
     present = _tables_by_id(store)
@@ -116,7 +145,7 @@ def import_seed(path: Path, store: JobStore, state: State | Callable[[], State |
     if state is not None:
         for job in jobs:
             state.remember_id(job.id, now.timestamp())
-    return jobs
+    return Imported(jobs, tuple(t["id"] for t in changed))
 
 
 def _tables_by_id(store: JobStore) -> dict[str, dict[str, Any]]:

@@ -55,6 +55,7 @@ __all__ = [
     "MSG_RETRY_SCHEDULED",
     "MSG_MAX_RETRIES",
     "MSG_FINAL_FAILURE",
+    "JOB_SUFFIX",
     "DailyFileHandler",
     "JournalFormatter",
     "log_file",
@@ -82,6 +83,15 @@ MSG_FAILED = "🔄 AUTO CRAWL FAILED: {reason}"
 MSG_RETRY_SCHEDULED = "🔄 Scheduling retry {retry_number} in {seconds} seconds..."
 MSG_MAX_RETRIES = "❌ Max retries reached for job {job_id}"
 MSG_FINAL_FAILURE = "❌ Job {job_id} failed: {reason} (not retried)"
+
+#: What ends a line that does not name its job (SPEC §6): attempts of different jobs
+#: interleave, so ``✅ AUTO CRAWL SUCCESS [daily-morning-crawl]`` says whose it is.
+JOB_SUFFIX = " [{job_id}]"
+
+
+def _tagged(message: str, job_id: str | None) -> str:
+    return message if job_id is None else message + JOB_SUFFIX.format(job_id=job_id)
+
 
 # Marks the handlers setup_logging() installed, so a second call replaces them
 # instead of adding a second copy (and leaves handlers others added alone).
@@ -357,34 +367,35 @@ def log_started(
     log: logging.Logger, job_id: str, retry_number: int = 0, max_retries: int = 0
 ) -> None:
     """An attempt begins: ``🤖 AUTO CRAWL STARTED``, ``Job ID: <id>`` and, for a
-    retry, ``🔄 Retry attempt: k/R`` (k = 1 on the second attempt, R =
-    ``max_retries``)."""
+    retry, ``🔄 Retry attempt: k/R [<id>]`` (k = 1 on the second attempt, R =
+    ``max_retries``). ``STARTED`` carries no suffix: the ``Job ID`` line follows it."""
     log.info(MSG_STARTED)
     log.info(MSG_JOB_ID.format(job_id=job_id))
     if retry_number > 0:
-        log.info(
-            MSG_RETRY_ATTEMPT.format(retry_number=retry_number, max_retries=max_retries)
-        )
+        log.info(_tagged(
+            MSG_RETRY_ATTEMPT.format(retry_number=retry_number, max_retries=max_retries), job_id
+        ))
 
 
-def log_success(log: logging.Logger) -> None:
-    """``✅ AUTO CRAWL SUCCESS`` (INFO)."""
-    log.info(MSG_SUCCESS)
+def log_success(log: logging.Logger, job_id: str | None = None) -> None:
+    """``✅ AUTO CRAWL SUCCESS [<id>]`` (INFO)."""
+    log.info(_tagged(MSG_SUCCESS, job_id))
 
 
-def log_failed(log: logging.Logger, reason: str) -> None:
-    """``🔄 AUTO CRAWL FAILED: <reason>`` (WARNING: retries may follow).
+def log_failed(log: logging.Logger, reason: str, job_id: str | None = None) -> None:
+    """``🔄 AUTO CRAWL FAILED: <reason> [<id>]`` (WARNING: retries may follow).
 
     ``reason`` is logged as given: it must not carry expanded secrets.
     """
-    log.warning(MSG_FAILED.format(reason=reason))
+    log.warning(_tagged(MSG_FAILED.format(reason=reason), job_id))
 
 
-def log_retry_scheduled(log: logging.Logger, retry_number: int, seconds: float) -> None:
-    """``🔄 Scheduling retry k in S seconds...`` (INFO; S rounded to whole seconds)."""
-    log.info(
-        MSG_RETRY_SCHEDULED.format(retry_number=retry_number, seconds=round(seconds))
-    )
+def log_retry_scheduled(log: logging.Logger, retry_number: int, seconds: float,
+                        job_id: str | None = None) -> None:
+    """``🔄 Scheduling retry k in S seconds... [<id>]`` (INFO; S rounded to whole seconds)."""
+    log.info(_tagged(
+        MSG_RETRY_SCHEDULED.format(retry_number=retry_number, seconds=round(seconds)), job_id
+    ))
 
 
 def log_max_retries(log: logging.Logger, job_id: str) -> None:

@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-from crawlsched import procs, timing
+from crawlsched import logs, procs, timing
 from crawlsched.model import CatchUp, Job, RunStatus
 from crawlsched.runner import run_dir
 from crawlsched.state import Retry, State
@@ -54,7 +54,7 @@ def record_missed(state: State, log: logging.Logger, missed: Missed, now: float)
 
 def settle_stale_runs(state: State, jobs: Mapping[str, Job], home: Path, pid: int, now: float, log: logging.Logger) -> None:
     """Finish the running rows a dead daemon left: complete, or interrupted (with a retry if one is left)."""
-    from crawlsched.crawl import bodies_complete
+    from crawlsched.crawl import bodies_complete, url_output
 
     for run in state.stale_running(pid):
         if procs.stop_orphan_group(run.child_pgid, run.child_ident):
@@ -67,16 +67,21 @@ def settle_stale_runs(state: State, jobs: Mapping[str, Job], home: Path, pid: in
             # The rename of the last body is the commit point: the attempt did succeed.
             state.finish_attempt(run.id, status=RunStatus.SUCCESS.value, finished_at=now,
                                  message="completed before the daemon stopped (all bodies in place)",
-                                 output=str(run_dir(home, job, run.scheduled_for, run.trigger)))
+                                 output=url_output(job.urls, run_dir(home, job, run.scheduled_for, run.trigger)))
             log.info("job %s: attempt %d found complete after a restart", run.job_id, run.attempt)
             continue
         retry = None
-        if job is not None and not job.paused and run.attempt < job.max_attempts:
+        # A `crawlsched run` chain is that process's own (its retries are never saved): it ends with it.
+        if job is not None and not job.paused and run.attempt < job.max_attempts and run.trigger != "run":
             retry = Retry(job.id, run.scheduled_for, run.attempt + 1, job.max_attempts, now, run.trigger)
         state.finish_attempt(run.id, status=RunStatus.INTERRUPTED.value, finished_at=now,
                              message="interrupted: the process running it stopped", retry=retry)
-        log.warning("job %s: attempt %d/%d was interrupted by a stop; %s", run.job_id, run.attempt,
-                    run.max_attempts, "the chain continues" if retry else "no attempt left")
+        if retry is not None:
+            log.warning("job %s: attempt %d/%d was interrupted by a stop; the chain continues", run.job_id,
+                        run.attempt, run.max_attempts)
+        else:  # the chain ends failed: its one ERROR line (SPEC §6)
+            logs.log_final_failure(log, run.job_id, f"attempt {run.attempt}/{run.max_attempts} was interrupted:"
+                                   " the process running it stopped")
 
 
 def retries_to_resume(state: State, jobs: Mapping[str, Job], anchors: Mapping[str, float], now: float,
@@ -92,13 +97,16 @@ def retries_to_resume(state: State, jobs: Mapping[str, Job], anchors: Mapping[st
         job = jobs.get(retry.job_id)
         if job is None or job.paused:
             state.clear_retry(retry.job_id)
+            why = "removed from the job file" if job is None else "paused"
+            logs.log_final_failure(log, retry.job_id, f"{why} while its retry (attempt {retry.next_attempt}/"
+                                   f"{retry.max_attempts}) waited; the retry is cancelled")
             continue
         superseded = timing.next_fire(job, timing.from_epoch(retry.scheduled_for), timing.from_epoch(anchors.get(job.id)))
         if retry.trigger != "manual" and superseded is not None and superseded.timestamp() <= now:
             state.clear_retry(job.id)
             _note_next_run_due(state, retry)
-            log.warning("job %s: pending retry (attempt %d/%d) dropped, the next run is due; the chain ends",
-                        job.id, retry.next_attempt, retry.max_attempts)
+            logs.log_final_failure(log, job.id, f"its pending retry (attempt {retry.next_attempt}/{retry.max_attempts})"
+                                   " is dropped: the next run is due")
             continue
         keep.append(retry)
     return keep

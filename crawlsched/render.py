@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from crawlsched import timing
@@ -90,22 +90,33 @@ def view(job: Job, state: JobState | None, now: datetime) -> JobView:
 def status_dict(row: Mapping[str, Any] | None, jobfile: JobFile | None, now: datetime, *,
                 states: Mapping[str, JobState], running: bool, pid: int | None, http: str | None,
                 config_ok: bool, config_error: str | None, jobs_file: str, home: str,
-                job_count: int | None = None, state_error: str | None = None) -> dict[str, Any]:
+                job_count: int | None = None, state_error: str | None = None,
+                jobs_file_missing: bool = False) -> dict[str, Any]:
     """``crawlsched status --json`` and ``GET /api/scheduler/status``: one shape, built here for both.
 
-    ``row`` is the daemon's row (None when it is not known to be up); its next job wins, else
-    the earliest next run among the unpaused jobs of ``jobfile`` (ties: the first in the file).
-    ``job_count`` (the API's) and ``state_error`` (the database could not be read) appear only when given.
+    ``row`` is the daemon's row (None when it is not known to be up). What is next is worked
+    out as of ``now`` (SPEC §6), not taken from the daemon's last heartbeat: the earliest of
+    the unpaused jobs' next runs and pending retries (ties: the first in the file). Only
+    without a job file does the daemon's row say, and only a time not yet past.
+    ``job_count`` (the API's), ``state_error`` (the database could not be read) and
+    ``jobs_file_missing`` (no job file: no jobs, not an error) appear only when given.
     """
     local = timing.machine_timezone()
     next_job, next_at = None, None
-    if row is not None and row.get("next_job"):
-        next_job, next_at = row["next_job"], timing.from_epoch(row.get("next_due"))
-    elif jobfile is not None:
-        upcoming = [(v.next_run, j.id) for j in jobfile.jobs if not j.paused
-                    and (v := view(j, states.get(j.id), now)).next_run is not None]  # fmt: skip
+    if jobfile is not None:
+        upcoming = []
+        for j in jobfile.jobs:
+            if j.paused:
+                continue
+            st = states.get(j.id)
+            if (v := view(j, st, now)).next_run is not None:
+                upcoming.append((v.next_run, j.id))
+            if st is not None and st.retry is not None:
+                upcoming.append((timing.from_epoch(st.retry.due_at), j.id))
         if upcoming:
             next_at, next_job = min(upcoming, key=lambda item: item[0])
+    elif row is not None and row.get("next_job") and (row.get("next_due") or 0) >= now.timestamp():
+        next_job, next_at = row["next_job"], timing.from_epoch(row.get("next_due"))
     known = jobfile.find(next_job) if jobfile is not None and next_job is not None else None
     next_tz = known.timezone if known is not None else local
     started = timing.from_epoch(row.get("started_at")) if row else None
@@ -133,6 +144,8 @@ def status_dict(row: Mapping[str, Any] | None, jobfile: JobFile | None, now: dat
         "jobs_file": jobs_file,
         "home": home,
     })
+    if jobs_file_missing:
+        out["jobs_file_missing"] = True
     if state_error is not None:
         out["state_error"] = state_error
     return out
@@ -183,6 +196,7 @@ def job_dict(job: Job, state: JobState | None, now: datetime) -> dict[str, Any]:
     """A job as the CLI's ``--json`` and the web API show it (SPEC §5)."""
     v = view(job, state, now)
     last = v.last_attempt
+    retry = state.retry if state is not None and v.status is JobStatus.RETRYING else None
     out: dict[str, Any] = {
         "id": job.id,
         "name": job.name,
@@ -194,6 +208,9 @@ def job_dict(job: Job, state: JobState | None, now: datetime) -> dict[str, Any]:
         **_times("next_run", v.next_run, job.timezone),
         **_times("last_run", timing.from_epoch(last.started_at) if last else None, job.timezone),
         "status": v.status.value,
+        # The pending retry of a retrying job (SPEC §5): when, and the number that attempt will be.
+        **_times("next_retry", timing.from_epoch(retry.due_at) if retry else None, job.timezone),
+        "attempt": retry.next_attempt if retry else None,
         "max_retries": job.max_retries,
         "retry_delay": _num(job.retry_delay),
         "retry_backoff": _num(job.retry_backoff),
@@ -259,25 +276,264 @@ def defaults_dict(defaults: Defaults) -> dict[str, Any]:
 
 
 # --- tables for people ---------------------------------------------------------------
+#
+# Every table is laid out for the width it is printed at (crawlsched.layout): the
+# columns a person needs (a job's name, its status, when it fires next and last ran)
+# never go; the others shrink or go in the order of each table's STEPS (README,
+# "Tables for people"). Times are relative to ``now`` (passed in, never read here),
+# with the absolute time beside them where there is room.
+
+SORT_KEYS = ("file", "next", "name", "status", "last")
+STATUS_ORDER = ("failed", "retrying", "running", "active", "success", "paused", "finished")
 
 
-def _box(plain: bool) -> Any:
-    from rich import box
-
-    return None if plain else box.SIMPLE_HEAD
+def _zone_note(tz: str, machine_tz: str) -> str:
+    return "" if tz == machine_tz else f" {tz}"
 
 
-def _styled(status: str, plain: bool) -> Any:
+def _absolute(iso: str | None, tz: str, machine_tz: str) -> str:
+    """``2026-12-01 09:05:00``, plus the zone's abbreviation (``WIB``) when it is not the machine's."""
+    from crawlsched import layout
+    from crawlsched.model import zone
+
+    instant = layout.parse_iso(iso)
+    if instant is None:
+        return "-"
+    local = instant.astimezone(zone(tz))
+    text = local.strftime("%Y-%m-%d %H:%M:%S")
+    return text if tz == machine_tz else f"{text} {local.strftime('%Z')}"
+
+
+def _relative(iso: str | None, now: datetime) -> str:
+    from crawlsched import layout
+
+    return layout.relative(layout.parse_iso(iso), now)
+
+
+def _took(run: Mapping[str, Any]) -> str:
+    from crawlsched import layout
+
+    start, end = layout.parse_iso(run.get("started_at_iso")), layout.parse_iso(run.get("finished_at_iso"))
+    if start is None or end is None:
+        return ""
+    seconds = (end - start).total_seconds()
+    return f"{seconds:.1f}s" if seconds < 60 else layout.relative(end, start).removeprefix("in ")
+
+
+def status_text(job: Mapping[str, Any], now: datetime) -> str:
+    """``failed``, or for a job waiting for its retry ``retrying 2/4 in 4m`` (SPEC §5);
+    a retry past its time reads ``due now`` (under a minute late) or ``due 5m ago``."""
+    if job["status"] == "retrying" and job.get("next_retry_iso"):
+        when = _relative(job["next_retry_iso"], now)
+        if not when.startswith("in "):  # due: the daemon is starting it, or is not running
+            when = "due now" if when == "now" or when.endswith("s ago") else f"due {when}"
+        return f"retrying {job['attempt']}/{job['max_retries'] + 1} {when}"
+    return job["status"]
+
+
+def sort_jobs(jobs: list[Mapping[str, Any]], key: str) -> list[Mapping[str, Any]]:
+    """``file`` (as written), ``next`` (soonest first: a pending retry counts; nothing next goes last),
+    ``name``, ``status`` (failed first, then retrying, running, active, success, paused, finished),
+    ``last`` (most recently run first; never run goes last)."""
+    from crawlsched import layout
+
+    far = datetime.max.replace(tzinfo=timezone.utc)
+    if key == "file":
+        return list(jobs)
+    if key == "name":
+        return sorted(jobs, key=lambda j: (j["name"].casefold(), j["id"]))
+    if key == "status":
+        rank = {s: i for i, s in enumerate(STATUS_ORDER)}
+        return sorted(jobs, key=lambda j: rank.get(j["status"], len(rank)))
+    if key == "last":
+        def last(j: Mapping[str, Any]) -> float:
+            at = layout.parse_iso(j.get("last_run_iso"))
+            return -at.timestamp() if at is not None else float("inf")
+
+        return sorted(jobs, key=last)
+    if key == "next":
+        def soonest(j: Mapping[str, Any]) -> datetime:
+            times = [layout.parse_iso(j.get(k)) for k in ("next_run_iso", "next_retry_iso")]
+            return min((t for t in times if t is not None), default=far)
+
+        return sorted(jobs, key=soonest)
+    raise ValueError(f"sort: {key!r} is not one of {', '.join(SORT_KEYS)}")
+
+
+def _gap(plain: bool) -> int:
+    from crawlsched import layout
+
+    return 2 if plain else layout.GAP
+
+
+def _status_column(key: str, header: str, **kw: Any) -> Any:
+    from crawlsched.layout import Column
+
+    return Column(key, header, style=STATUS_STYLE, **kw)
+
+
+def jobs_table(jobs: list[Mapping[str, Any]], *, now: datetime, width: int = 200, plain: bool = False,
+               machine_tz: str | None = None) -> Table:
+    """The seed's job card as columns, one row per job dict, fitted to ``width``.
+
+    Kept at any width: the name (or the id, when the name is the id), the status, and
+    next and last run as relative times. Given up first, in this order: the message
+    cut to 48, period, retries, the message cut to 32, last run's absolute time, the id beside the
+    name, the message (cut to 16, then gone), next run's absolute time, schedule; last,
+    a name longer than its id gives way to the id.
+    """
+    from crawlsched import layout
+    from crawlsched.layout import Column, Step
+
+    local = machine_tz or timing.machine_timezone()
+    columns = [
+        Column("name", "name", required=True, short=("name_only", "name_or_id")),
+        _status_column("status", "status", required=True),
+        Column("next", "next", required=True),
+        Column("next_at", "next run"),
+        Column("last", "last", required=True),
+        Column("last_at", "last run"),
+        Column("schedule", "schedule"),
+        Column("period", "period"),
+        Column("retries", "retries"),
+        Column("message", "last message"),
+    ]
+    rows = []
+    for job in jobs:
+        tz = job["timezone"]
+        rows.append({
+            "name": job["name"] if job["id"] == job["name"] else f"{job['name']} ({job['id']})",
+            "name_only": job["name"],
+            "name_or_id": job["id"] if len(job["id"]) < len(job["name"]) else job["name"],
+            "status": status_text(job, now),
+            "status:style": job["status"],
+            "next": _relative(job["next_run_iso"], now),
+            "next_at": _absolute(job["next_run_iso"], tz, local),
+            "last": _relative(job["last_run_iso"], now),
+            "last_at": _absolute(job["last_run_iso"], tz, local),
+            "schedule": job["schedule"] + _zone_note(tz, local),
+            "period": period(job),
+            "retries": retries(job),
+            "message": " ".join((job["last_message"] or "").split()),
+        })
+    steps = [Step("shrink", "message", 48), Step("drop", "period"), Step("drop", "retries"), Step("shrink", "message", 32),
+             Step("drop", "last_at"),
+             Step("short", "name"), Step("shrink", "message", 16), Step("drop", "message"), Step("drop", "next_at"),
+             Step("drop", "schedule"), Step("short", "name")]
+    fitted = layout.fit(columns, rows, width, steps, gap=_gap(plain))
+    caption = None if jobs else "no jobs yet: add one with `crawlsched add NAME --at HH:MM --url URL`"
+    return layout.build(fitted, rows, plain=plain, caption=caption)
+
+
+def runs_table(runs: list[Mapping[str, Any]], *, now: datetime, width: int = 200, plain: bool = False,
+               show_job: bool = True, zones: Mapping[str, str] | None = None, machine_tz: str | None = None) -> Table:
+    """History rows, newest first, fitted to ``width``.
+
+    Kept: the job (in a table of several jobs), when (relative), attempt, status.
+    Given up first: scheduled for, the message (cut to 40), took, started (absolute),
+    the message (cut to 20, then gone), trigger. ``zones`` maps job ids to their zone
+    (times of a removed job are UTC).
+    """
+    from crawlsched import layout
+    from crawlsched.layout import Column, Step
+
+    local = machine_tz or timing.machine_timezone()
+    columns = ([Column("job", "job", required=True)] if show_job else []) + [
+        Column("when", "when", required=True),
+        Column("started", "started"),
+        Column("attempt", "attempt", required=True),
+        Column("trigger", "trigger"),
+        _status_column("status", "status", required=True),
+        Column("took", "took", justify="right"),
+        Column("scheduled", "scheduled for"),
+        Column("message", "message"),
+    ]
+    rows = []
+    for run in runs:
+        tz = (zones or {}).get(run["job_id"], "UTC")
+        began = run["started_at_iso"] or run["scheduled_for_iso"]
+        rows.append({
+            "job": run["job_id"],
+            "when": _relative(began, now),
+            "started": _absolute(run["started_at_iso"], tz, local),
+            "attempt": f"{run['attempt']}/{run['max_attempts']}" if run["attempt"] else "-",
+            "trigger": run.get("trigger") or "",
+            "status": run["status"],
+            "status:style": run["status"],
+            "took": _took(run),
+            "scheduled": _absolute(run["scheduled_for_iso"], tz, local),
+            "message": " ".join((run["message"] or "").split()),
+        })
+    steps = [Step("drop", "scheduled"), Step("shrink", "message", 40), Step("drop", "took"), Step("drop", "started"),
+             Step("shrink", "message", 20), Step("drop", "message"), Step("drop", "trigger")]
+    fitted = layout.fit(columns, rows, width, steps, gap=_gap(plain))
+    return layout.build(fitted, rows, plain=plain)
+
+
+def job_details(job: Mapping[str, Any], *, now: datetime, width: int = 200, plain: bool = False,
+                machine_tz: str | None = None) -> Table:
+    """``show``: one job's fields as a two-column grid; every value on one line, cut to ``width``."""
+    from rich.table import Table
+
+    from crawlsched import layout
+
+    local = machine_tz or timing.machine_timezone()
+    tz = job["timezone"]
+
+    def when(key: str) -> str:
+        iso = job.get(key + "_iso")
+        return "-" if not iso else f"{_relative(iso, now)} · {_absolute(iso, tz, local)}"
+
+    rows: list[tuple[str, str]] = [
+        ("name", job["name"]),
+        ("id", job["id"]),
+        ("status", job["status"]),
+    ]
+    if job["status"] == "retrying" and job.get("next_retry_iso"):
+        rows.append(("next retry", f"attempt {job['attempt']} of {job['max_retries'] + 1}, {when('next_retry')}"))
+    rows += [
+        ("schedule", f"{job['schedule']} ({tz}{'' if tz != local else ', this machine'})"),
+        ("period", period(job)),
+        ("next run", when("next_run")),
+        ("last run", when("last_run")),
+        ("last message", job["last_message"] or "-"),
+        ("retries", retries(job) + (f", at most {job['retry_max_delay']}s apart" if job["retry_max_delay"] else "")),
+        ("timeout", f"{job['timeout']}s"),
+        ("catch up", job["catch_up"]),
+    ]
+    rows += [("url", u) for u in job["url"]]
+    if job["command"]:
+        rows.append(("command", job["command"]))
+    if job["headers"]:
+        rows.append(("headers", ", ".join(job["headers"]) + " (values hidden)"))
+    if job["verify"] is not True:
+        rows.append(("verify", str(job["verify"]).lower()))
+    if job["on_failure"]:
+        rows.append(("on failure", job["on_failure"]))
+    rows.append(("created", job["created_at"] or "-"))
+
+    key_width = max(layout.cell_width(k) for k, _ in rows)
+    room = max(width - key_width - 2, 10)
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="" if plain else "bold", no_wrap=True)
+    grid.add_column(no_wrap=True, overflow="ellipsis", max_width=room)
+    for key, value in rows:
+        text = layout.cut(value, room)
+        grid.add_row(key, _styled(text, plain, job["status"]) if key == "status" else text)
+    return grid
+
+
+def cut_line(text: str, width: int) -> str:
+    """One line of at most ``width`` cells, ending in ``…`` when cut (titles, banners)."""
+    from crawlsched import layout
+
+    return layout.cut(text, width)
+
+
+def _styled(text: str, plain: bool, status: str) -> Any:
     from rich.text import Text
 
-    return Text(status) if plain else Text(status, style=STATUS_STYLE.get(status, ""))
-
-
-def _short(text: str | None, width: int = 48) -> str:
-    if not text:
-        return ""
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 1] + "…"
+    return Text(text) if plain else Text(text, style=STATUS_STYLE.get(status, ""))
 
 
 def period(job: Mapping[str, Any]) -> str:
@@ -293,92 +549,6 @@ def retries(job: Mapping[str, Any]) -> str:
     return text
 
 
-def jobs_table(jobs: list[Mapping[str, Any]], *, plain: bool = False) -> Table:
-    """The seed's job card as columns, one row per job dict."""
-    from rich.table import Table
-    from rich.text import Text
-
-    table = Table(box=_box(plain), show_edge=not plain, pad_edge=not plain)
-    for header in ("name", "status", "schedule", "period", "next run", "last run", "retries", "last message"):
-        table.add_column(header, no_wrap=header not in ("name", "last message"), min_width=12 if header == "name" else None)
-    for job in jobs:
-        name = Text(job["name"])
-        if job["id"] != job["name"]:
-            name.append(f" ({job['id']})", style="" if plain else "dim")
-        table.add_row(
-            name,
-            _styled(job["status"], plain),
-            job["schedule"],
-            period(job),
-            job["next_run"] or "-",
-            job["last_run"] or "-",
-            retries(job),
-            _short(job["last_message"]),
-        )
-    if not jobs:
-        table.caption = "no jobs yet: add one with `crawlsched add NAME --at HH:MM --url URL`"
-    return table
-
-
-def runs_table(runs: list[Mapping[str, Any]], *, plain: bool = False, show_job: bool = True) -> Table:
-    """History rows, newest first."""
-    from rich.table import Table
-
-    table = Table(box=_box(plain), show_edge=not plain, pad_edge=not plain)
-    columns = (["job"] if show_job else []) + ["scheduled for", "attempt", "started", "finished", "status", "message"]
-    for header in columns:
-        table.add_column(header, no_wrap=header != "message")
-    for run in runs:
-        attempt = f"{run['attempt']}/{run['max_attempts']}" if run["attempt"] else "-"
-        row = [run["job_id"]] if show_job else []
-        row += [
-            run["scheduled_for"] or "-",
-            attempt,
-            run["started_at"] or "-",
-            run["finished_at"] or "-",
-            _styled(run["status"], plain),
-            _short(run["message"], 60),
-        ]
-        table.add_row(*row)
-    return table
-
-
-def job_details(job: Mapping[str, Any], *, plain: bool = False) -> Table:
-    """``show``: one job's fields as a two-column grid."""
-    from rich.table import Table
-
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="" if plain else "bold")
-    grid.add_column()
-    rows: list[tuple[str, Any]] = [
-        ("name", job["name"]),
-        ("id", job["id"]),
-        ("status", _styled(job["status"], plain)),
-        ("schedule", f"{job['schedule']} ({job['timezone']})"),
-        ("period", period(job)),
-        ("next run", job["next_run"] or "-"),
-        ("last run", job["last_run"] or "-"),
-        ("last message", job["last_message"] or "-"),
-        ("retries", retries(job) + (f", at most {job['retry_max_delay']}s apart" if job["retry_max_delay"] else "")),
-        ("timeout", f"{job['timeout']}s"),
-        ("catch up", job["catch_up"]),
-    ]
-    if job["url"]:
-        rows.append(("url", "\n".join(job["url"])))
-    if job["command"]:
-        rows.append(("command", job["command"]))
-    if job["headers"]:
-        rows.append(("headers", ", ".join(job["headers"]) + " (values hidden)"))
-    if job["verify"] is not True:
-        rows.append(("verify", str(job["verify"]).lower()))
-    if job["on_failure"]:
-        rows.append(("on failure", job["on_failure"]))
-    rows.append(("created", job["created_at"] or "-"))
-    for key, value in rows:
-        grid.add_row(key, value)
-    return grid
-
-
 def status_lines(status: Mapping[str, Any]) -> list[str]:
     """``status`` for people: a few plain lines."""
     if status["running"]:
@@ -390,5 +560,6 @@ def status_lines(status: Mapping[str, Any]) -> list[str]:
     else:
         lines.append("next: nothing scheduled")
     lines.append("config: ok" if status["config_ok"] else f"config: ERROR {status['config_error']}")
-    lines.append(f"jobs file: {status['jobs_file']}")
+    missing = " (missing: no jobs until it is created)" if status.get("jobs_file_missing") else ""
+    lines.append(f"jobs file: {status['jobs_file']}{missing}")
     return lines

@@ -74,8 +74,9 @@ class AttemptRunner:
 
     def __init__(self, state: State, home: Path, log: logging.Logger, *,
                  clock: Callable[[], float] = time.time, environ: Mapping[str, str] | None = None,
-                 persist_retries: bool = True) -> None:
+                 persist_retries: bool = True, claim: str | None = None) -> None:
         self.state = state
+        self.claim = claim  # the owner kind each attempt claims the job's chain as (state.CLAIM_*)
         self.home = Path(home)
         self.log = log
         self.clock = clock
@@ -95,8 +96,8 @@ class AttemptRunner:
         started = started_at if started_at is not None else self.clock()
         run_id = self.state.start_attempt(
             job.id, scheduled_for, attempt, job.max_attempts, trigger=trigger, started_at=started, pid=self.pid,
-            ident=self.ident,
-        )
+            ident=self.ident, claim=self.claim,
+        )  # raises ChainBusy, writing nothing, when another live process holds the job's chain
         if run_id is None:
             self.log.warning("attempt %d of job %s for %s exists already; not running it twice",
                              attempt, job.id, timing.format_local(timing.from_epoch(scheduled_for), job.timezone))
@@ -121,7 +122,7 @@ class AttemptRunner:
         try:
             self.state.finish_attempt(run_id, status=RunStatus.INTERRUPTED.value, finished_at=self.clock(),
                                       message="interrupted")
-            logs.log_failed(self.log, "interrupted")
+            logs.log_failed(self.log, "interrupted", job.id)
             logs.log_final_failure(self.log, job.id, "interrupted")
         except Exception:  # noqa: BLE001 - the interruption is what must propagate
             self.log.exception("could not record the interrupted attempt of job %s", job.id)
@@ -163,7 +164,7 @@ class AttemptRunner:
         fields = dict(http_status=outcome.http_status, exit_code=outcome.exit_code, bytes=outcome.bytes, output=outcome.output)
         if outcome.ok:
             self.state.finish_attempt(run_id, status=RunStatus.SUCCESS.value, finished_at=now, message=outcome.message, **fields)
-            logs.log_success(self.log)
+            logs.log_success(self.log, job.id)
             self._prune(job)
             return AttemptResult(job.id, scheduled_for, attempt, RunStatus.SUCCESS.value, outcome.message)
 
@@ -175,7 +176,7 @@ class AttemptRunner:
                 retry = Retry(job.id, scheduled_for, attempt + 1, job.max_attempts, now, trigger)
             self.state.finish_attempt(run_id, status=RunStatus.INTERRUPTED.value, finished_at=now,
                                       message=outcome.message or "interrupted", retry=retry, **fields)
-            logs.log_failed(self.log, outcome.message or "interrupted")
+            logs.log_failed(self.log, outcome.message or "interrupted", job.id)
             if retry is None:
                 logs.log_final_failure(self.log, job.id, outcome.message or "interrupted")
             return AttemptResult(job.id, scheduled_for, attempt, RunStatus.INTERRUPTED.value, outcome.message,
@@ -188,9 +189,9 @@ class AttemptRunner:
         retry = Retry(job.id, scheduled_for, attempt + 1, job.max_attempts, due, trigger) if due is not None else None
         self.state.finish_attempt(run_id, status=RunStatus.FAILED.value, finished_at=now, message=message,
                                   retry=retry if self.persist_retries else None, **fields)
-        logs.log_failed(self.log, outcome.message)
+        logs.log_failed(self.log, outcome.message, job.id)
         if retry is not None:
-            logs.log_retry_scheduled(self.log, attempt, due - now)
+            logs.log_retry_scheduled(self.log, attempt, due - now, job.id)
             return AttemptResult(job.id, scheduled_for, attempt, RunStatus.FAILED.value, message, retry_due=due, final=False)
         if attempt >= job.max_attempts:
             logs.log_max_retries(self.log, job.id)
@@ -264,27 +265,51 @@ def run_foreground(job: Job, state: State, home: Path, log: logging.Logger, *,
     when the wait was cut short (Ctrl-C), which ends the chain. Setting
     ``cancel`` (the CLI's SIGTERM handler) stops a running attempt: its
     process group is stopped and the row closed as ``interrupted``.
+
+    Each attempt is told once, by the log lines (the seed's ``Retry attempt: k/R``
+    counter); ``progress`` gets one line when the chain ends, its outcome.
     """
     from crawlsched.errors import JobBusy
+    from crawlsched.state import CLAIM_RUN
 
-    other = state.running_elsewhere(job.id, os.getpid())
+    pid = os.getpid()
+    ident = procs.identity(pid)
+    other = state.running_elsewhere(job.id, pid)
     if other is not None:
         raise JobBusy(f"job {job.id} is running in another process (pid {other.owner_pid}); not starting it twice")
-    runner = AttemptRunner(state, home, log, clock=clock, persist_retries=False)
+    # The whole chain, its retry waits included, is claimed: the daemon skips (and records)
+    # a fire of this job until it ends; a daemon's chain that runs or waits for its retry
+    # makes this refuse. Checked and taken in one transaction; a dead owner's claim is stale.
+    blocker = state.claim_chain(job.id, CLAIM_RUN, pid, ident, clock())
+    if blocker is not None:
+        raise JobBusy(f"job {job.id} is busy: {blocker.describe(job.timezone)}; not starting it twice"
+                      " (runs of one job never overlap)")
+    try:
+        return _run_chain(job, state, home, log, progress, wait, clock, cancel)
+    finally:
+        state.release_chains([job.id], CLAIM_RUN, pid)
+
+
+def _run_chain(job: Job, state: State, home: Path, log: logging.Logger, progress: Callable[[str], None],
+               wait: Callable[[float], bool] | None, clock: Callable[[], float],
+               cancel: threading.Event | None) -> AttemptResult:
+    from crawlsched.state import CLAIM_RUN
+
+    runner = AttemptRunner(state, home, log, clock=clock, persist_retries=False, claim=CLAIM_RUN)
     stop = cancel if cancel is not None else threading.Event()
     sleeper = wait or (lambda seconds: stop.wait(seconds))
     scheduled_for = round(clock(), 3)
     attempt = 1
     while True:
-        progress(f"attempt {attempt}/{job.max_attempts} running")
         result = runner.attempt(job, scheduled_for, attempt, trigger="run", cancel=cancel,
                                 still_wanted=lambda: cancel is None or not cancel.is_set())
-        progress(f"attempt {attempt}/{job.max_attempts}: {result.status}: {result.message}")
         if result.retry_due is None:
-            return result
+            break
         delay = max(0.0, result.retry_due - clock())
-        progress(f"retry {attempt} in {delay:.0f} seconds")
         if sleeper(delay) or (cancel is not None and cancel.is_set()):
             logs.log_final_failure(log, job.id, "interrupted")
-            return result
+            break
         attempt += 1
+    tried = f" after {attempt} attempts" if attempt > 1 else ""
+    progress(f"{result.status}{tried}: {result.message}")
+    return result

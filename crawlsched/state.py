@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from crawlsched.errors import StateError
+from crawlsched.errors import ChainBusy, StateError
 from crawlsched.procs import pid_alive
 
 log = logging.getLogger("crawlsched")
@@ -183,6 +183,23 @@ MIGRATIONS: list[tuple[str, str]] = [
         """,
     ),
     ("006_metrics_counters", _MIGRATION_COUNTERS),
+    # Migrations apply in list order (PRAGMA user_version counts them): a new one is appended,
+    # whatever its number.
+    (
+        "005_chain_claims",
+        """
+        -- Who runs a job's chain now (a job never overlaps itself, across processes): the
+        -- daemon from a chain's first attempt until it ends (its retry waits included), or a
+        -- `crawlsched run` for its whole chain. A claim whose owner is dead is stale.
+        CREATE TABLE chain_claims (
+            job_id TEXT PRIMARY KEY,
+            owner TEXT NOT NULL,               -- 'daemon' or 'run'
+            owner_pid INTEGER NOT NULL,
+            owner_ident TEXT,                  -- crawlsched.procs.identity of the owner
+            claimed_at REAL NOT NULL
+        );
+        """,
+    ),
 ]
 
 RUN_COLUMNS = (
@@ -228,6 +245,33 @@ class Retry:
     max_attempts: int
     due_at: float
     trigger: str
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A live process's hold on a job's chain; ``retry`` is the daemon's pending retry, when it waits for one."""
+
+    job_id: str
+    owner: str  # CLAIM_DAEMON or CLAIM_RUN
+    owner_pid: int
+    owner_ident: str | None
+    claimed_at: float
+    retry: Retry | None = None
+
+    def describe(self, tz: str = "UTC") -> str:
+        """Why the job is busy, for a person: who holds it and what it does."""
+        if self.owner == CLAIM_RUN:
+            return f"`crawlsched run` (pid {self.owner_pid}) is running it"
+        if self.retry is not None:
+            from crawlsched import timing
+
+            when = timing.format_local(timing.from_epoch(self.retry.due_at), tz)
+            return (f"the daemon (pid {self.owner_pid}) is waiting to retry it"
+                    f" (attempt {self.retry.next_attempt}/{self.retry.max_attempts} at {when})")
+        return f"the daemon (pid {self.owner_pid}) is running it"
+
+
+CLAIM_DAEMON, CLAIM_RUN = "daemon", "run"
 
 
 @dataclass(frozen=True)
@@ -433,13 +477,47 @@ class State:
             )
         return out
 
-    def runs(self, job_id: str | None = None, limit: int = 50) -> list[Run]:
-        """History rows, newest first."""
-        if job_id is None:
-            rows = self.read("SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,))
-        else:
-            rows = self.read("SELECT * FROM runs WHERE job_id = ? ORDER BY id DESC LIMIT ?", (job_id, limit))
+    def runs(self, job_id: str | None = None, limit: int = 50, *, since: float | None = None,
+             statuses: tuple[str, ...] | None = None) -> list[Run]:
+        """History rows, newest first; ``since`` (epoch) keeps rows that started (or, never
+        started, were due) at or after it; ``statuses`` keeps rows with one of those statuses."""
+        where, params = [], []
+        if job_id is not None:
+            where.append("job_id = ?")
+            params.append(job_id)
+        if since is not None:
+            where.append("coalesce(started_at, scheduled_for) >= ?")
+            params.append(since)
+        if statuses:
+            where.append(f"status IN ({','.join('?' * len(statuses))})")
+            params.extend(statuses)
+        clause = f"WHERE {' AND '.join(where)} " if where else ""
+        # SQLite's LIMIT is a 64-bit integer: a larger one (`--limit 99999999999999999999`) means "all".
+        rows = self.read(f"SELECT * FROM runs {clause}ORDER BY id DESC LIMIT ?", (*params, min(limit, 2**62)))
         return [_run(r) for r in rows]
+
+    def chain_outcomes(self, keys: list[tuple[str, float]]) -> dict[tuple[str, float], str]:
+        """How each run (job, scheduled time) stands over ALL its attempts, listed or not:
+        ``success`` (an attempt succeeded), ``failed`` (the chain ended without one), or
+        ``open`` (an attempt is running or a retry is pending)."""
+        pending = {(r["job_id"], r["scheduled_for"]) for r in self.read("SELECT job_id, scheduled_for FROM retries")}
+        out: dict[tuple[str, float], str] = {}
+        wanted = sorted(set(keys))
+        for chunk in _chunks(wanted, 400):
+            marks = " OR ".join("(job_id = ? AND scheduled_for = ?)" for _ in chunk)
+            params = tuple(v for key in chunk for v in key)
+            for row in self.read(
+                "SELECT job_id, scheduled_for, max(status = 'success') AS ok, max(status = 'running') AS busy"
+                f" FROM runs WHERE attempt > 0 AND ({marks}) GROUP BY job_id, scheduled_for", params,
+            ):
+                key = (row["job_id"], row["scheduled_for"])
+                if row["ok"]:
+                    out[key] = "success"
+                elif row["busy"] or key in pending:
+                    out[key] = "open"
+                else:
+                    out[key] = "failed"
+        return out
 
     def running_elsewhere(self, job_id: str, my_pid: int) -> Run | None:
         for row in self.read("SELECT * FROM runs WHERE job_id = ? AND status = 'running'", (job_id,)):
@@ -489,14 +567,63 @@ class State:
         with self.write() as c:
             c.execute("UPDATE jobs_seen SET anchor = ? WHERE job_id = ?", (anchor, job_id))
 
+    # chain claims: a job never overlaps itself, whoever starts it
+
+    def claim_chain(self, job_id: str, owner: str, pid: int, ident: str | None, now: float) -> Claim | None:
+        """Take the job's chain for ``owner``; the live claim that holds it instead, or None when taken.
+
+        The check and the claim are one transaction: two processes never both get it.
+        A claim whose owner is dead (crawlsched.procs.pid_alive) is stale and taken over.
+        """
+        with self.write() as c:
+            blocker = _blocking_claim(c, job_id, owner, pid, ident)
+            if blocker is None:
+                _take_claim(c, job_id, owner, pid, ident, now)
+            return blocker
+
+    def claim_chains(self, job_ids: list[str], owner: str, pid: int, ident: str | None, now: float) -> dict[str, Claim]:
+        """``claim_chain`` for many jobs in one transaction; returns the claims that hold some of them."""
+        blocked: dict[str, Claim] = {}
+        if not job_ids:
+            return blocked
+        with self.write() as c:
+            for job_id in job_ids:
+                blocker = _blocking_claim(c, job_id, owner, pid, ident)
+                if blocker is None:
+                    _take_claim(c, job_id, owner, pid, ident, now)
+                else:
+                    blocked[job_id] = blocker
+        return blocked
+
+    def release_chains(self, job_ids: list[str], owner: str, pid: int) -> None:
+        """The chains ended: drop this owner's claims on them (another's claim is left alone)."""
+        if not job_ids:
+            return
+        with self.write() as c:
+            c.executemany("DELETE FROM chain_claims WHERE job_id = ? AND owner = ? AND owner_pid = ?",
+                          [(j, owner, pid) for j in job_ids])
+
+    def claim(self, job_id: str) -> Claim | None:
+        """The live claim on the job's chain, if any (read only)."""
+        with self._lock:
+            return _blocking_claim(self.conn, job_id, "", 0, None)
+
     def start_attempt(self, job_id: str, scheduled_for: float, attempt: int, max_attempts: int, *,
-                      trigger: str, started_at: float, pid: int, ident: str | None = None) -> int | None:
+                      trigger: str, started_at: float, pid: int, ident: str | None = None,
+                      claim: str | None = None) -> int | None:
         """Write the attempt as ``running`` before it starts; None if this attempt exists already.
 
         ``ident`` is the owner's identity (``crawlsched.procs.identity``): with it, a later
-        process with the same pid does not make the row look alive.
+        process with the same pid does not make the row look alive. With ``claim`` (the
+        owner kind), the job's chain is claimed in the same transaction; when another live
+        process holds it, nothing is written and ``ChainBusy`` is raised.
         """
         with self.write() as c:
+            if claim is not None:
+                blocker = _blocking_claim(c, job_id, claim, pid, ident)
+                if blocker is not None:
+                    raise ChainBusy(blocker, f"job {job_id}: {blocker.describe()}")
+                _take_claim(c, job_id, claim, pid, ident, started_at)
             try:
                 cur = c.execute(
                     "INSERT INTO runs(job_id, scheduled_for, attempt, max_attempts, trigger, status, started_at,"
@@ -709,6 +836,32 @@ def _save_retry(c: sqlite3.Connection, retry: Retry) -> None:
         " ON CONFLICT(job_id) DO UPDATE SET scheduled_for = excluded.scheduled_for, next_attempt = excluded.next_attempt,"
         " max_attempts = excluded.max_attempts, due_at = excluded.due_at, trigger = excluded.trigger",
         (retry.job_id, retry.scheduled_for, retry.next_attempt, retry.max_attempts, retry.due_at, retry.trigger),
+    )
+
+
+def _blocking_claim(c: sqlite3.Connection, job_id: str, owner: str, pid: int, ident: str | None) -> Claim | None:
+    """The claim on ``job_id`` held by a live process other than (owner, pid), or None."""
+    row = c.execute("SELECT * FROM chain_claims WHERE job_id = ?", (job_id,)).fetchone()
+    if row is None:
+        return None
+    if row["owner"] == owner and row["owner_pid"] == pid and (not ident or not row["owner_ident"] or row["owner_ident"] == ident):
+        return None  # our own
+    if not pid_alive(row["owner_pid"], row["owner_ident"]):
+        return None  # stale: its owner died (SIGKILL, power cut) and is ignored
+    retry = None
+    if row["owner"] == CLAIM_DAEMON:
+        found = c.execute("SELECT * FROM retries WHERE job_id = ?", (job_id,)).fetchone()
+        retry = _retry(found) if found is not None else None
+    return Claim(row["job_id"], row["owner"], row["owner_pid"], row["owner_ident"], row["claimed_at"], retry)
+
+
+def _take_claim(c: sqlite3.Connection, job_id: str, owner: str, pid: int, ident: str | None, now: float) -> None:
+    c.execute(
+        "INSERT INTO chain_claims(job_id, owner, owner_pid, owner_ident, claimed_at) VALUES (?, ?, ?, ?, ?)"
+        " ON CONFLICT(job_id) DO UPDATE SET owner = excluded.owner, owner_pid = excluded.owner_pid,"
+        " owner_ident = excluded.owner_ident, claimed_at = excluded.claimed_at"
+        " WHERE NOT (chain_claims.owner = excluded.owner AND chain_claims.owner_pid = excluded.owner_pid)",
+        (job_id, owner, pid, ident, now),
     )
 
 

@@ -192,3 +192,20 @@ def test_a_job_named_like_html_shows_as_text_and_runs_nothing(page, server):
     assert page.locator('[data-testid="job-card"] h3').inner_text() == XSS_NAME
     assert page.locator('[data-testid="job-list"] img').count() == 0
     assert page.evaluate("() => typeof window.__xss") == "undefined"
+
+
+def test_a_retrying_card_shows_its_next_retry_and_attempt(page, server):
+    job_id = server.add(name="Flaky", hour=9, minute=5, max_retries=3, retry_delay=300)  # its URL refuses connections
+    page.goto(f"{server.base}/scheduler")
+    c = card(page, "Flaky")
+    c.wait_for()
+    assert c.locator('[data-field="next_retry"]').is_hidden()  # nothing pending: no row
+    assert requests.post(f"{server.base}/api/scheduler/run-now", json={"job_id": job_id}, timeout=5).status_code == 200
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and next(j for j in server.jobs() if j["id"] == job_id)["status"] != "retrying":
+        time.sleep(0.1)
+    job = next(j for j in server.jobs() if j["id"] == job_id)
+    assert job["status"] == "retrying" and job["attempt"] == 2
+    retry = c.locator('[data-field="next_retry"]')
+    retry.wait_for(state="visible", timeout=10000)
+    assert retry.inner_text() == f"attempt 2 of 4, {job['next_retry']}"

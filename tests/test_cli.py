@@ -388,6 +388,21 @@ def test_every_command_has_help_with_an_example(cli):
         assert doc.strip().splitlines()[0][:30] in result.stdout
 
 
+def test_help_reads_well_no_braces_no_range_types_no_cut_summaries(cli):
+    import re
+
+    top = cli("--help").stdout
+    summaries = " ".join(top.split("Commands:", 1)[1].split())
+    for info in app.registered_commands:
+        text = cli(info.name, "--help").stdout
+        usage = text.splitlines()[0]
+        assert "{" not in usage and "}" not in usage, usage  # `show JOB`, not `show {JOB}`
+        assert not re.search(r"<(int|float|integer|text|path)[^>]*>", text), f"{info.name}: {text}"
+        first = " ".join((info.callback.__doc__ or "").strip().split("\n\n", 1)[0].split())
+        assert f"{info.name} {first}" in summaries, f"{info.name}'s summary is cut in --help"
+    assert "..." not in summaries
+
+
 def test_top_level_help_lists_the_commands(cli):
     result = cli("--help")
     assert result.exit_code == 0
@@ -412,3 +427,13 @@ def test_console_script_and_python_m_both_work(tmp_home):
     for argv in ([script, "--help"], [sys.executable, "-m", "crawlsched", "--help"]):
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0 and "Usage: crawlsched" in proc.stdout
+
+
+def test_readme_demo_and_unit_agree_on_how_soon_edits_are_noticed():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    readme = " ".join((root / "README.md").read_text().split())
+    assert "picked up within 2 s" in readme and "within about a second" not in readme
+    assert "picks up changes within 2 s" in (root / "crawlsched" / "demo.py").read_text()
+    assert "within 2 s" in (root / "contrib" / "crawlsched.service").read_text()

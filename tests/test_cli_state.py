@@ -110,6 +110,42 @@ def test_job_status_is_derived_from_the_history(cli, tmp_home, state):
     assert jobs[ids["only-missed"]]["last_run"] is None
 
 
+def test_a_retrying_job_shows_its_pending_retry(cli, state):
+    waiting, calm = add(cli, "Waiting"), add(cli, "Calm")
+    attempt(state, waiting, "failed", n=1, of=4, retry=Retry(waiting, T0, 2, 4, T0 + 300, "schedule"))
+    attempt(state, calm, "failed", n=1, of=4)
+    jobs = listed(cli)
+    job = jobs[waiting]
+    assert job["status"] == "retrying"
+    assert job["next_retry"] == "2026-12-01 09:10:00" and job["next_retry_iso"] == "2026-12-01T09:10:00+07:00"
+    assert job["attempt"] == 2  # the number the retry will be
+    assert (jobs[calm]["next_retry"], jobs[calm]["next_retry_iso"], jobs[calm]["attempt"]) == (None, None, None)
+    assert cli("show", waiting, "--json").json()["job"]["next_retry_iso"] == "2026-12-01T09:10:00+07:00"
+    shown = cli("show", waiting).stdout
+    assert "next retry" in shown and "attempt 2 of 4" in shown and "2026-12-01 09:10:00 WIB" in shown
+    assert "retrying 2/4" in cli("list").stdout
+
+
+def test_list_sorts_by_next_name_status_or_last(cli, state, monkeypatch):
+    monkeypatch.setattr("crawlsched.cli.show._now", lambda: datetime(2026, 12, 1, 0, 0, tzinfo=UTC))
+    late = add(cli, "b-late", "--tz", "UTC", "--start", "2026-12-01")  # 09:05 UTC
+    soon = add(cli, "c-soon", "--start", "2026-12-01")  # 09:05 Jakarta = 02:05 UTC
+    retry = add(cli, "a-retry", "--tz", "UTC", "--start", "2026-12-01")  # its retry is due first
+    attempt(state, late, "success", at=T0 - 86400)
+    attempt(state, soon, "failed", at=T0 - 3600)
+    attempt(state, retry, "failed", at=T0 - 7200, retry=Retry(retry, T0 - 7200, 2, 4, T0 - 3 * 3600, "schedule"))
+    order = lambda key: [j["id"] for j in cli("list", "--sort", key, "--json").json()["jobs"]]  # noqa: E731
+    assert order("file") == [late, soon, retry]
+    assert order("next") == [retry, soon, late]
+    assert order("name") == [retry, late, soon]
+    assert order("status") == [soon, retry, late]  # failed, retrying, success
+    assert order("last") == [soon, retry, late]
+    table = cli("list", "--sort", "next").stdout.splitlines()
+    assert [line.split()[0] for line in table[1:]] == ["a-retry", "c-soon", "b-late"]
+    bad = cli("list", "--sort", "soonest")
+    assert bad.exit_code == 2 and "--sort" in bad.stderr and "next" in bad.stderr
+
+
 def test_finished_job_status_and_no_next_run(cli, tmp_home, state):
     with tmp_home.jobs_file.open("a") as fh:
         fh.write(f'[[jobs]]\nid = "over"\nname = "Over"\nat = "09:05"\nstart_date = {PAST}\n'
@@ -142,9 +178,10 @@ def test_history_newest_first_with_success_rate_over_attempts(cli, state):
     result = cli("history", job_id, "--json")
     assert result.exit_code == 0
     data = result.json()
-    assert set(data) == {"success", "runs", "success_rate"}
+    assert set(data) == {"success", "runs", "success_rate", "run_success_rate"}
     assert [r["status"] for r in data["runs"]] == ["missed", "skipped", "interrupted", "success", "success", "failed"]
     assert data["success_rate"] == pytest.approx(2 / 4)  # skipped and missed do not count
+    assert data["run_success_rate"] == pytest.approx(2 / 3)  # fires: retried into success, success, interrupted
     assert [r["attempt"] for r in data["runs"]][:2] == [0, 0]
 
     missed = data["runs"][0]
@@ -155,9 +192,93 @@ def test_history_newest_first_with_success_rate_over_attempts(cli, state):
     limited = cli("history", job_id, "--limit", 3, "--json").json()
     assert len(limited["runs"]) == 3
     assert limited["success_rate"] == 0.0  # only the interrupted attempt is listed
+    assert limited["run_success_rate"] == 0.0
 
     text = cli("history", job_id).stdout
     assert "success rate: 50% (2 of 4 attempts)" in text
+
+
+def test_run_success_rate_judges_each_run_by_all_its_attempts(cli, state):
+    job_id = add(cli, "Chains")
+    attempt(state, job_id, "failed", n=1)  # fire 1: failed, then retried into success
+    attempt(state, job_id, "success", n=2)
+    attempt(state, job_id, "failed", n=1, at=T0 + 86400)  # fire 2: failed every attempt
+    attempt(state, job_id, "failed", n=2, at=T0 + 86400)
+    attempt(state, job_id, "failed", n=1, at=T0 + 2 * 86400,  # fire 3: its retry still pending
+            retry=Retry(job_id, T0 + 2 * 86400, 2, 4, T0 + 2 * 86400 + 300, "schedule"))
+    failed = cli("history", job_id, "--status", "failed", "--json").json()
+    assert [r["status"] for r in failed["runs"]] == ["failed"] * 4
+    assert failed["success_rate"] == 0.0  # over the attempts listed
+    assert failed["run_success_rate"] == pytest.approx(1 / 2)  # fire 1 ended in success; fire 3 has not ended
+    # --limit cuts rows, not runs: fire 1's listed attempt still speaks for the whole chain.
+    newest = cli("history", job_id, "--limit", 4, "--json").json()
+    assert [r["attempt"] for r in newest["runs"]] == [1, 2, 1, 2]
+    assert newest["success_rate"] == pytest.approx(1 / 4)
+    assert newest["run_success_rate"] == pytest.approx(1 / 2)
+    text = cli("history", job_id).stdout
+    assert "success rate: 20% (1 of 5 attempts)" in text and "run success rate: 50% (1 of 2 runs)" in text
+
+
+@pytest.mark.parametrize("command", ["history", "show"])
+def test_a_limit_beyond_what_sqlite_holds_lists_everything(cli, state, command):
+    job_id = add(cli, "Many")
+    attempt(state, job_id, "success")
+    result = cli(command, job_id, "--limit", str(10**20), "--json")
+    assert result.exit_code == 0, result.output
+    assert [r["status"] for r in result.json()["runs"]] == ["success"]
+
+
+def test_history_filters_by_since_and_status(cli, state, monkeypatch):
+    job_id = add(cli, "Filtered")
+    attempt(state, job_id, "failed", at=T0)
+    attempt(state, job_id, "success", at=T0 + 86400)
+    state.record_not_run(job_id, T0 + 2 * 86400, "skipped", "still running", now=T0 + 2 * 86400)
+    monkeypatch.setattr("crawlsched.cli.show._now", lambda: datetime.fromtimestamp(T0 + 2 * 86400 + 3600, UTC))
+    since = lambda *a: [r["status"] for r in cli("history", job_id, "--since", *a, "--json").json()["runs"]]  # noqa: E731
+    assert since("2h") == ["skipped"]
+    assert since("1d2h") == ["skipped", "success"]
+    assert since("2026-12-02") == ["skipped", "success"]  # midnight UTC (the machine's zone here)
+    assert since("2026-12-01T09:05:00+07:00") == ["skipped", "success", "failed"]
+    assert [r["status"] for r in cli("history", "--status", "success,skipped", "--json").json()["runs"]] == ["skipped", "success"]
+
+
+@pytest.mark.parametrize("args, field", [(["--status", "broken"], "--status"), (["--status", ""], "--status"),
+                                         (["--since", "yesterday"], "--since"), (["--since", "5x"], "--since")],
+                         ids=["unknown-status", "empty-status", "word-since", "unit-since"])
+def test_history_refuses_a_bad_filter_with_exit_2(cli, state, args, field):
+    add(cli, "Filtered")
+    result = cli("history", *args)
+    assert result.exit_code == 2 and result.stderr.startswith(f"crawlsched: error: {field}: ")
+    assert "one of" in result.stderr or "ISO" in result.stderr
+    assert cli("history", *args, "--json").json()["success"] is False
+
+
+def test_history_shows_each_runs_trigger(cli, state):
+    job_id = add(cli, "Triggered")
+    for n, trigger in enumerate(("schedule", "catch_up", "manual", "run")):
+        run_id = state.start_attempt(job_id, T0 + n * 86400, 1, 4, trigger=trigger, started_at=T0 + n * 86400, pid=os.getpid())
+        state.finish_attempt(run_id, status="success", finished_at=T0 + n * 86400 + 1, message="ok")
+    runs = cli("history", job_id, "--json").json()["runs"]
+    assert [r["trigger"] for r in runs] == ["run", "manual", "catch_up", "schedule"]
+    lines = cli("history", job_id).stdout.splitlines()
+    assert "trigger" in lines[0]
+    assert [next(t for t in ("schedule", "catch_up", "manual", "run") if f" {t} " in line) for line in lines[1:5]] == \
+        ["run", "manual", "catch_up", "schedule"]
+
+
+def test_history_and_logs_by_the_id_of_a_removed_job_whose_name_was_reused(cli, state):
+    old = add(cli, "news")
+    attempt(state, old, "failed", message="the old job's run")
+    assert cli("rm", old, "--yes").exit_code == 0
+    new = add(cli, "news")  # the name is free again; the id is not
+    assert (old, new) == ("news", "news-2")
+    attempt(state, new, "success", at=T0 + 86400, message="the new job's run")
+    [run] = cli("history", "news", "--json").json()["runs"]
+    assert (run["job_id"], run["message"]) == ("news", "the old job's run")  # the id wins over the name
+    [run] = cli("history", "news-2", "--json").json()["runs"]
+    assert run["message"] == "the new job's run"
+    assert cli("logs", "news", "--json").json()["run"] == "20261201T020500Z"  # the old job's run, by its id
+    assert cli("logs", "news-2", "--json").json()["run"] == "20261202T020500Z"
 
 
 def test_run_object_field_by_field(cli, state):
@@ -203,7 +324,7 @@ def test_history_without_a_database_is_empty_and_creates_none(cli, tmp_home):
     tmp_home.db.unlink()
     for suffix in ("-wal", "-shm"):
         (tmp_home.path / f"crawlsched.db{suffix}").unlink(missing_ok=True)
-    assert cli("history", "--json").json() == {"success": True, "runs": [], "success_rate": None}
+    assert cli("history", "--json").json() == {"success": True, "runs": [], "success_rate": None, "run_success_rate": None}
     assert cli("list", "--json").json()["jobs"][0]["status"] == "active"
     assert not tmp_home.db.exists()
 
@@ -232,14 +353,14 @@ def test_status_reports_a_broken_file_when_the_daemon_is_down(cli, tmp_home):
     assert result.json()["config_error"].startswith("jobs.toml:3:")
 
 
-def test_status_with_a_live_daemon_is_exit_0(cli, state, fake_daemon):
-    add(cli, "Next")
+def test_status_with_a_live_daemon_is_exit_0(cli, state, fake_daemon, monkeypatch):
+    add(cli, "Next", "--start", "2026-11-30")
     state.daemon_update(config_ok=1, config_error=None, next_job="next", next_due=T0)
-    result = cli("status", "--json")
+    result = _status_json(cli, monkeypatch)
     assert result.exit_code == 0, result.output
     data = result.json()
     assert data["running"] is True and data["pid"] == fake_daemon.pid and data["config_ok"] is True
-    assert data["next_job"] == "next" and data["next_run"] == "2026-12-01 09:05:00"
+    assert data["next_job"] == "next" and data["next_run"] == "2026-11-30 09:05:00"
     assert data["started_at"] is not None and data["heartbeat"] is not None
     assert f"pid {fake_daemon.pid}" in cli("status").stdout
 
@@ -344,19 +465,37 @@ def test_status_json_is_exactly_as_before_without_a_daemon(cli, tmp_home, monkey
 
 
 def test_status_json_is_exactly_as_before_with_a_daemon(cli, tmp_home, state, fake_daemon, monkeypatch):
-    add(cli, "Next")
+    add(cli, "Next", "--start", "2026-11-30")
     state.daemon_update(config_ok=0, config_error="jobs.toml:1: broken", next_job="next", next_due=T0,
                         http="http://127.0.0.1:5000")
     monkeypatch.setattr("crawlsched.cli.show.live_daemon", lambda st, now, home=None: st.daemon())  # up, whatever the lock
-    result = cli("status", "--json")
+    result = _status_json(cli, monkeypatch)
     assert result.exit_code == 0, result.output
     data = result.json()
     assert {k: data[k] for k in ("running", "pid", "host", "version", "http", "config_ok", "config_error",
                                  "next_job", "next_run", "next_run_iso")} == {
         "running": True, "pid": fake_daemon.pid, "host": data["host"], "version": "0.1.0",
         "http": "http://127.0.0.1:5000", "config_ok": False, "config_error": "jobs.toml:1: broken",
-        "next_job": "next", "next_run": "2026-12-01 09:05:00", "next_run_iso": "2026-12-01T09:05:00+07:00"}
+        "next_job": "next", "next_run": "2026-11-30 09:05:00", "next_run_iso": "2026-11-30T09:05:00+07:00"}
     assert "state_error" not in data and "job_count" not in data
+
+
+def test_status_says_what_is_next_as_of_now_not_as_of_the_daemons_last_heartbeat(cli, state, fake_daemon, monkeypatch):
+    add(cli, "Next", "--start", "2026-11-30")  # 09:05 Jakarta = 02:05 UTC
+    # The row's "next" was written at a heartbeat a day ago: a time long past.
+    state.daemon_update(next_job="next", next_due=FIXED_NOW.timestamp() - 86400)
+    data = _status_json(cli, monkeypatch).json()
+    assert (data["next_job"], data["next_run_iso"]) == ("next", "2026-11-30T09:05:00+07:00")
+
+
+def test_status_next_is_a_pending_retry_when_it_comes_first(cli, state, fake_daemon, monkeypatch):
+    add(cli, "Next", "--start", "2026-11-30")
+    job_id = add(cli, "Retrying", "--start", "2026-11-30", "--at", "23:00")
+    due = FIXED_NOW.timestamp() + 60  # 08:01 Jakarta, before Next's 09:05
+    attempt(state, job_id, "failed", at=FIXED_NOW.timestamp() - 600,
+            retry=Retry(job_id, FIXED_NOW.timestamp() - 600, 2, 4, due, "schedule"))
+    data = _status_json(cli, monkeypatch).json()
+    assert (data["next_job"], data["next_run_iso"]) == (job_id, "2026-11-30T08:01:00+07:00")
 
 
 def test_status_with_a_corrupt_database_is_down_with_the_error(cli, tmp_home):
@@ -385,3 +524,231 @@ def test_status_with_a_corrupt_database_but_a_held_daemon_lock_is_up(cli, tmp_ho
         proc.kill()
         proc.wait()
         proc.stdout.close()
+
+
+# --- run: a job never overlaps itself (the real two-process scenarios: tests/reliability/test_job_overlap.py) ---
+
+
+def _claim(state, job_id, owner, pid):
+    from crawlsched import procs
+
+    assert state.claim_chain(job_id, owner, pid, procs.identity(pid), time.time()) is None
+
+
+def test_run_refuses_while_the_daemon_waits_to_retry_the_job(cli, state, fake_daemon):
+    assert cli("add", "Cmd", "--every", "1h", "--command", "true").exit_code == 0
+    _claim(state, "cmd", "daemon", fake_daemon.pid)
+    attempt(state, "cmd", "failed", retry=Retry("cmd", T0, 2, 4, T0 + 300, "schedule"))
+    result = cli("run", "cmd", "--json")
+    assert result.exit_code == 1
+    assert f"the daemon (pid {fake_daemon.pid}) is waiting to retry it (attempt 2/4 at" in result.json()["error"]
+    assert [r.trigger for r in state.runs("cmd")] == ["schedule"], "nothing ran"
+
+
+def test_run_goes_on_when_the_chains_owner_is_dead_and_releases_its_claim(cli, state):
+    assert cli("add", "Cmd", "--every", "1h", "--command", "true").exit_code == 0
+    _claim(state, "cmd", "daemon", os.getpid())
+    with state.write() as c:  # the claim of a daemon that was killed: its pid is gone
+        c.execute("UPDATE chain_claims SET owner_pid = ?", (dead_pid(),))
+    result = cli("run", "cmd")
+    assert result.exit_code == 0, result.output
+    assert [(r.trigger, r.status) for r in state.runs("cmd")] == [("run", "success")]
+    assert state.claim("cmd") is None
+
+
+# --- tables in a real terminal ------------------------------------------------------------------
+
+ANSI = __import__("re").compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\r")
+CURSOR = __import__("re").compile(r"\x1b\[[0-9;]*[A-HJK]")  # a live table's redraw: starts a fresh line
+
+
+def in_terminal(home, columns: int, *args: str, rows: int = 50, interrupt_after: float | None = None) -> list[str]:
+    """Run the real ``crawlsched ARGS`` on a pseudo-terminal ``columns`` wide; its screen lines, colour removed.
+
+    ``interrupt_after``: send Ctrl-C's SIGINT after that many seconds (``list --watch``).
+    """
+    import fcntl
+    import pty
+    import signal
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "NO_COLOR")}
+    env.update(TERM="xterm-256color", CRAWLSCHED_JOBS=str(home / "jobs.toml"), CRAWLSCHED_HOME=str(home), TZ="UTC")
+    proc = subprocess.Popen([sys.executable, "-m", "crawlsched", *args], stdin=slave, stdout=slave, stderr=slave,
+                            env=env, close_fds=True)
+    os.close(slave)
+    if interrupt_after is not None:
+        threading.Timer(interrupt_after, lambda: proc.send_signal(signal.SIGINT)).start()
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    assert proc.wait(timeout=30) == 0, b"".join(chunks).decode(errors="replace")
+    screen = CURSOR.sub("\n", b"".join(chunks).decode())
+    return [line for line in ANSI.sub("", screen).split("\n") if line.strip()]
+
+
+NAMES = ("Daily Morning Crawl", "Weekly Report", "High Priority", "Berita Pagi Jakarta Timur", "news")
+
+
+@pytest.fixture
+def varied_jobs(cli, tmp_home, state):
+    """Five jobs as a person has them: long names, two zones, a failure with a long message, a pending retry."""
+    ids = [add(cli, NAMES[0], "--tz", "America/New_York"), add(cli, NAMES[1], "--tz", "Asia/Jakarta"),
+           add(cli, NAMES[2], "--tz", "UTC"), add(cli, NAMES[3]), add(cli, NAMES[4], "--tz", "UTC")]
+    now = time.time()
+    attempt(state, ids[0], "success", at=now - 3 * 3600 - 1, message="HTTP 200, 51234 bytes from https://example.com/news")
+    attempt(state, ids[1], "failed", at=now - 7201,
+            message="https://example.com/weekly: HTTP 503 Service Unavailable from the origin, retrying later")
+    attempt(state, ids[3], "failed", at=now - 60, of=4,
+            retry=Retry(ids[3], now - 60, 2, 4, now + 290, "schedule"), message="connection reset by peer")
+    return ids
+
+
+@pytest.mark.parametrize("columns", [80, 100, 120, 200])
+def test_list_in_a_terminal_shows_every_name_whole_on_one_line(tmp_home, varied_jobs, columns):
+    lines = in_terminal(tmp_home.path, columns, "list")
+    assert all(len(line) <= columns for line in lines), "\n".join(lines)
+    body = [line for line in lines if any(name in line for name in NAMES)]
+    assert len(body) == len(NAMES), "\n".join(lines)  # one line per job: nothing wrapped
+    for name in NAMES:
+        [row] = [line for line in body if name in line]
+        assert row.split()[0] == name.split()[0]
+    statuses = {name: next(line for line in body if name in line) for name in NAMES}
+    assert "success" in statuses[NAMES[0]] and "3h ago" in statuses[NAMES[0]]
+    assert "failed" in statuses[NAMES[1]] and "2h ago" in statuses[NAMES[1]]
+    assert "retrying 2/4 in 4m" in statuses[NAMES[3]]  # the pending retry, with its attempt number
+    assert all(" in " in row for row in statuses.values())  # next run, relative
+    if columns >= 120:  # room for the absolute time, and the zone where it is not the machine's
+        assert "EST" in statuses[NAMES[0]] and "WIB" in statuses[NAMES[1]]
+        assert "EST" not in statuses[NAMES[2]] and "UTC" not in statuses[NAMES[2]].split("(")[0]
+
+
+@pytest.mark.parametrize("columns", [80, 100, 120, 200])
+def test_history_and_show_in_a_terminal_keep_every_row_on_one_line(tmp_home, varied_jobs, columns):
+    lines = in_terminal(tmp_home.path, columns, "history")
+    assert all(len(line) <= columns for line in lines), "\n".join(lines)
+    rows = [line for line in lines if line.split()[0] in varied_jobs]
+    assert len(rows) == 3 and all(("ago" in r) and ("/4" in r) for r in rows), "\n".join(lines)
+    assert "schedule" in rows[-1]  # the trigger column stays at 80
+    assert any(line.startswith("success rate: ") for line in lines)
+    shown = in_terminal(tmp_home.path, columns, "show", varied_jobs[1])
+    assert all(len(line) <= columns for line in shown), "\n".join(shown)
+    assert any(line.startswith("name") and NAMES[1] in line for line in shown)
+    [message] = [line for line in shown if line.startswith("last message")]
+    assert "https://example.com/weekly" in message  # cut at the width, never wrapped onto a second line
+    if columns < 100:
+        assert message.endswith("…")
+
+
+@pytest.mark.slow
+def test_list_watch_in_a_terminal_fits_and_stops_on_ctrl_c(tmp_home, varied_jobs):
+    lines = in_terminal(tmp_home.path, 80, "list", "--watch", interrupt_after=2.5)
+    assert all(len(line) <= 80 for line in lines)
+    assert any("Ctrl-C to stop" in line for line in lines)
+    assert all(any(name in line for line in lines) for name in NAMES)
+
+
+# --- logs: what a run left behind ------------------------------------------------------------
+
+
+@pytest.fixture
+def site():
+    """A real HTTP server on 127.0.0.1: ``/page`` is HTML, ``/data`` JSON, anything else 503."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body, kind = {"/page": (b"<!DOCTYPE html><html>hello</html>", "text/html"),
+                          "/data": (b'{"ok": true}', "application/json")}.get(self.path, (b"down", None))
+            self.send_response(200 if kind else 503)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_logs_of_a_command_job_shows_each_attempts_log(cli, tmp_home):
+    cli("add", "Shout", "--every", "1h", "--command", "sh -c 'echo attempt $CRAWLSCHED_ATTEMPT; exit 3'",
+        "--max-retries", 1, "--retry-delay", 0)
+    assert cli("run", "shout").exit_code == 1
+    data = cli("logs", "shout", "--json").json()
+    assert data["success"] is True and data["job_id"] == "shout" and data["run"].endswith("-run")
+    assert (data["status"], data["attempts"], data["bodies"]) == ("failed", 2, [])
+    assert [(log["attempt"], log["text"]) for log in data["logs"]] == [(1, "attempt 1\n"), (2, "attempt 2\n")]
+    assert all(os.path.isfile(log["path"]) for log in data["logs"])
+    text = cli("logs", "Shout").stdout  # by name too
+    assert f"run {data['run']} of shout (failed, 2 attempts)" in text
+    assert "--- attempt 1:" in text and "attempt 1\nattempt 2" not in text and "attempt 2\n" in text
+
+
+def test_logs_of_a_url_job_lists_its_bodies_and_history_points_at_the_body(cli, tmp_home, site):
+    cli("add", "Page", "--every", "1h", "--url", f"{site}/page", "--max-retries", 0)
+    cli("add", "Both", "--every", "1h", "--url", f"{site}/page", "--url", f"{site}/data", "--max-retries", 0)
+    assert cli("run", "page").exit_code == 0 and cli("run", "both").exit_code == 0
+    [body] = cli("logs", "page", "--json").json()["bodies"]
+    assert body["size"] == 33 and body["content_type"] == "text/html" and body["path"].endswith(".body")
+    [run] = cli("history", "page", "--json").json()["runs"]
+    assert run["output"] == body["path"]  # one URL: the body file, not its folder
+    bodies = cli("logs", "both", "--json").json()["bodies"]
+    assert [b["content_type"] for b in bodies] == ["text/html", "application/json"]
+    [run] = cli("history", "both", "--json").json()["runs"]
+    assert run["output"] == os.path.dirname(bodies[0]["path"])  # several: the run's folder
+    assert f"{body['path']}  33 bytes  text/html" in cli("logs", "page").stdout
+
+
+def test_a_failed_url_run_leaves_no_empty_folder_and_logs_says_so(cli, tmp_home, site):
+    cli("add", "Down", "--every", "1h", "--url", f"{site}/gone", "--max-retries", 1, "--retry-delay", 0)
+    assert cli("run", "down").exit_code == 1
+    assert not any((tmp_home.path / "data" / "down").iterdir())  # no empty data/down/<run>/
+    [run] = cli("history", "down", "--limit", 1, "--json").json()["runs"]
+    assert run["output"] is None
+    result = cli("logs", "down")
+    assert result.exit_code == 0 and "(failed, 2 attempts)" in result.stdout and "nothing saved" in result.stdout
+
+
+def test_logs_of_a_named_run_and_the_errors(cli, tmp_home, state):
+    job_id = add(cli, "Older")
+    attempt(state, job_id, "success", at=T0)
+    attempt(state, job_id, "failed", at=T0 + 86400)
+    assert cli("logs", job_id, "--json").json()["run"] == "20261202T020500Z"  # the newest
+    older = cli("logs", job_id, "--run", "20261201T020500Z", "--json").json()
+    assert (older["run"], older["status"], older["attempts"]) == ("20261201T020500Z", "success", 1)
+    missing = cli("logs", job_id, "--run", "20200101T000000Z")
+    assert missing.exit_code == 1 and "no run '20200101T000000Z'" in missing.stderr and "20261202T020500Z" in missing.stderr
+    assert cli("logs", job_id, "--run", "nope", "--json").json()["success"] is False
+    assert cli("logs", "never-was").exit_code == 1
+    fresh = add(cli, "Fresh")
+    result = cli("logs", fresh)
+    assert result.exit_code == 1 and "no runs yet" in result.stderr
+
+
+def test_run_tells_each_attempt_once_with_one_counter(cli, tmp_home):
+    cli("add", "Twice", "--every", "1h", "--command", "sh -c 'echo nope; exit 3'", "--max-retries", 2, "--retry-delay", 0)
+    env = {**os.environ, "CRAWLSCHED_JOBS": str(tmp_home.jobs_file), "CRAWLSCHED_HOME": str(tmp_home.path)}
+    proc = subprocess.run([sys.executable, "-m", "crawlsched", "run", "twice"], capture_output=True, text=True,
+                          env=env, timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    both = proc.stdout + proc.stderr
+    assert both.count("🤖 AUTO CRAWL STARTED") == 3
+    assert both.count("🔄 Retry attempt: 1/2") == 1 and both.count("🔄 Retry attempt: 2/2") == 1
+    assert "attempt 2/3" not in both and "attempt 3/3" not in both  # no second counter beside the seed's
+    assert proc.stdout.strip() == "twice: failed after 3 attempts: nope"

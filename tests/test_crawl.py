@@ -151,7 +151,7 @@ def test_200_body_is_saved_with_its_size(server, tmp_path):
     run = tmp_path / "data" / "news" / "20251108T020500Z"
     out = fetch_urls([f"{server.url}/ok"], run)
     assert out.ok and out.http_status == 200 and out.bytes == 11
-    assert out.output == str(run)
+    assert out.output == str(run / body_name(0, f"{server.url}/ok"))  # one URL: the body file itself
     assert (run / body_name(0, f"{server.url}/ok")).read_bytes() == b"hello world"
     assert bodies_complete([f"{server.url}/ok"], run)
     assert parts_left(run) == []
@@ -170,6 +170,21 @@ def test_retry_fetches_only_the_urls_not_yet_saved(server, tmp_path):
     assert second.bytes == len(b"toggle")
     assert "1 saved by an earlier attempt" in second.message
     assert bodies_complete(urls, tmp_path)
+
+
+def test_several_urls_have_the_run_folder_as_output(server, tmp_path):
+    run = tmp_path / "data" / "news" / "20251108T020500Z"
+    out = fetch_urls([f"{server.url}/a", f"{server.url}/b"], run)
+    assert out.ok and out.output == str(run)
+
+
+def test_a_failed_attempt_leaves_no_empty_run_folder(server, tmp_path):
+    run = tmp_path / "data" / "news" / "20251108T020500Z"
+    out = fetch_urls([f"{server.url}/status/503"], run)
+    assert not out.ok and out.output is None
+    assert not run.exists() and (tmp_path / "data" / "news").is_dir()
+    half = fetch_urls([f"{server.url}/a", f"{server.url}/status/503"], run)  # one body saved: the folder stays
+    assert not half.ok and half.output == str(run) and run.is_dir()
 
 
 def test_404_is_permanent(server, tmp_path):
@@ -348,7 +363,7 @@ def test_disk_full_fails_cleanly_and_leaves_no_partial_file(server, tmp_path):
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert not out["ok"] and "disk full" in out["message"]
-    assert list(run.iterdir()) == []
+    assert not run.exists()  # no partial file, and no empty run folder either
 
 
 @pytest.mark.parametrize("url", [

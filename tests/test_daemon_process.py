@@ -265,3 +265,92 @@ def test_command_job_gets_its_environment(home):
     row = runs(home)[0]
     assert row["message"].startswith("env 1 ")
     assert os.path.exists(row["output"])
+
+
+# --- demo ---------------------------------------------------------------------------------------
+
+CONSOLE_SCRIPT = str(Path(__import__("sys").executable).parent / "crawlsched")  # what a person runs
+
+
+def _demo(tmp_path: Path, *args: str, cwd: Path | None = None) -> __import__("subprocess").Popen:
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRAWLSCHED_")}
+    return subprocess.Popen([CONSOLE_SCRIPT, "demo", "--dir", str(tmp_path / "demo"), *args], cwd=cwd or tmp_path,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_demo_started_beside_a_folder_named_crawlsched_runs_the_installed_daemon(tmp_path):
+    shadow = tmp_path / "project"
+    (shadow / "crawlsched").mkdir(parents=True)
+    (shadow / "crawlsched" / "__init__.py").write_text("")  # someone's own package of that name
+    demo = _demo(tmp_path, "--seconds", "5", cwd=shadow)
+    out, err = demo.communicate(timeout=90)
+    assert demo.returncode == 0, out + err
+    assert [r for r in runs(tmp_path / "demo") if r["job_id"] == "healthy" and r["status"] == "success"], out + err
+    assert "Look around" in out
+
+
+def test_demo_whose_daemon_dies_exits_1_with_the_daemons_last_lines(tmp_path):
+    demo = _demo(tmp_path, "--seconds", "60")
+    lock = tmp_path / "demo" / ".crawlsched-daemon.lock"
+    try:
+        pid = wait_for(lambda: lock.exists() and lock.read_text().strip(), 30, "the demo's daemon to start")
+        wait_for(lambda: runs(tmp_path / "demo"), 30, "the demo's first attempt")
+        os.kill(int(pid), signal.SIGKILL)
+        out, err = demo.communicate(timeout=30)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.communicate()
+    assert demo.returncode == 1, out + err
+    assert "the demo's daemon stopped" in err and "signal 9" in err, err
+    assert "crawlsched daemon ready" in err, "its last lines are shown"
+    assert "Look around" not in out
+
+
+# --- what is next, as of now (SPEC §6) ---------------------------------------------------------
+
+
+def test_systemd_status_follows_every_fire_and_status_says_what_is_next_as_of_now(home, target):
+    import socket
+    import tempfile
+    from datetime import datetime
+
+    write_jobs(home, f'[[jobs]]\nid = "tick"\nname = "tick"\nevery = "2s"\nurl = "{target.url("/ok")}"\n')
+    with tempfile.TemporaryDirectory(prefix="sd") as folder, socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        path = os.path.join(folder, "notify")  # a real datagram socket standing in for systemd's
+        sock.bind(path)
+        sock.settimeout(0.2)
+        d = DaemonProcess(home, env={"NOTIFY_SOCKET": path}).start()
+        try:
+            statuses: list[str] = []
+            deadline = time.monotonic() + 15
+            while len(set(statuses)) < 3 and time.monotonic() < deadline:
+                try:
+                    message = sock.recv(4096).decode()
+                except socket.timeout:
+                    continue
+                statuses += [line for line in message.split("\n") if line.startswith("STATUS=")]
+            assert len(set(statuses)) >= 3, statuses
+            assert all(s.startswith("STATUS=1 jobs; next: tick at ") for s in statuses), statuses
+            data = json.loads(cli(home, "status", "--json", check=True).stdout)
+        finally:
+            assert d.stop() == 0
+    assert data["next_job"] == "tick"
+    ahead = datetime.fromisoformat(data["next_run_iso"]).timestamp() - time.time()
+    assert -0.5 < ahead <= 2.5, f"next run {data['next_run_iso']} is not the next 2 s fire from now"
+
+
+def test_a_missing_job_file_at_start_is_a_warning_naming_it_and_status_shows_it(home):
+    d = DaemonProcess(home).start()  # no jobs.toml in the home
+    try:
+        data = json.loads(cli(home, "status", "--json", check=True).stdout)
+        text = cli(home, "status", check=True).stdout
+    finally:
+        assert d.stop() == 0
+    path = str(home / "jobs.toml")
+    assert any(" - WARNING - " in line and path in line for line in d.output().splitlines()), d.output()
+    assert data["running"] is True and data["config_ok"] is True and data["config_error"] is None
+    assert data["jobs_file_missing"] is True
+    assert f"jobs file: {path} (missing" in text, text

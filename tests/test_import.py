@@ -213,3 +213,19 @@ def test_the_cli_import_creates_the_database_once_the_file_is_valid(cli, tmp_hom
     result = cli("import", seed, "--url", "https://example.com/news")
     assert result.exit_code == 0, result.output
     assert tmp_home.db.exists() and tmp_home.jobs_file.exists()
+
+
+def test_importing_the_same_file_twice_says_nothing_was_imported(cli, tmp_home, tmp_path):
+    seed = tmp_path / "scheduler_jobs.json"
+    seed.write_text(SEED_EXAMPLE)
+    first = cli("import", seed, "--url", "https://example.com/news")
+    assert first.exit_code == 0 and first.stdout.startswith(f"imported 1 job from {seed}")
+    before = tmp_home.jobs_file.read_bytes()
+    again = cli("import", seed, "--url", "https://example.com/news", "--json")
+    assert again.exit_code == 0, again.output
+    assert again.json()["message"] == f"nothing to import: 1 job from {seed} already present, unchanged"
+    assert again.json()["job_ids"] == ["job_20251107110530"] and again.json()["written"] == []
+    assert tmp_home.jobs_file.read_bytes() == before
+    seed.write_text(json.dumps([record(), record(id="job_2", name="Second", hour=10)]))
+    more = cli("import", seed, "--url", "https://example.com/news")
+    assert more.stdout.startswith(f"imported 1 job from {seed} (1 job already present, unchanged)")

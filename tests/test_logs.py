@@ -127,21 +127,21 @@ def test_threads_write_whole_lines(logger, tmp_path):
 
 def test_retry_chain_messages_word_for_word(logger, tmp_path):
     logs.log_started(logger, "job_20251107110530")
-    logs.log_failed(logger, "Download failed")
-    logs.log_retry_scheduled(logger, 1, 300.0)
+    logs.log_failed(logger, "Download failed", "job_20251107110530")
+    logs.log_retry_scheduled(logger, 1, 300.0, "job_20251107110530")
     logs.log_started(logger, "job_20251107110530", retry_number=2, max_retries=3)
-    logs.log_success(logger)
+    logs.log_success(logger, "job_20251107110530")
     logs.log_max_retries(logger, "job_20251107110530")
     messages = [line.split(" - ", 2)[1:] for line in lines(logs.log_file(tmp_path))]
     assert messages == [
         ["INFO", "🤖 AUTO CRAWL STARTED"],
         ["INFO", "Job ID: job_20251107110530"],
-        ["WARNING", "🔄 AUTO CRAWL FAILED: Download failed"],
-        ["INFO", "🔄 Scheduling retry 1 in 300 seconds..."],
+        ["WARNING", "🔄 AUTO CRAWL FAILED: Download failed [job_20251107110530]"],
+        ["INFO", "🔄 Scheduling retry 1 in 300 seconds... [job_20251107110530]"],
         ["INFO", "🤖 AUTO CRAWL STARTED"],
         ["INFO", "Job ID: job_20251107110530"],
-        ["INFO", "🔄 Retry attempt: 2/3"],
-        ["INFO", "✅ AUTO CRAWL SUCCESS"],
+        ["INFO", "🔄 Retry attempt: 2/3 [job_20251107110530]"],
+        ["INFO", "✅ AUTO CRAWL SUCCESS [job_20251107110530]"],
         ["ERROR", "❌ Max retries reached for job job_20251107110530"],
     ]
 
@@ -154,6 +154,204 @@ def test_retry_delay_is_whole_seconds(logger, tmp_path, seconds, shown):
     assert lines(logs.log_file(tmp_path))[0].endswith(
         f"🔄 Scheduling retry 2 in {shown} seconds..."
     )
+
+
+# --- which job a line is about (SPEC §6) ------------------------------------------------------
+
+
+def _jobs(tmp_path: Path, body: str):
+    from crawlsched.store import JobStore
+
+    (tmp_path / "jobs.toml").write_text('[defaults]\ntimezone = "UTC"\n\n' + body)
+    return {j.id: j for j in JobStore(tmp_path / "jobs.toml").load().jobs}
+
+
+def _messages(tmp_path: Path) -> list[str]:
+    return [line.split(" - ", 2)[2] for line in lines(logs.log_file(tmp_path))]
+
+
+def test_lines_that_do_not_name_their_job_end_with_its_id(logger, tmp_path):
+    from crawlsched.runner import run_foreground
+    from crawlsched.state import State
+
+    jobs = _jobs(tmp_path, '[[jobs]]\nid = "daily-morning-crawl"\nname = "ok"\nat = "09:05"\ncommand = "true"\n\n'
+                           '[[jobs]]\nid = "flaky"\nname = "bad"\nat = "09:05"\ncommand = "false"\n'
+                           "max_retries = 1\nretry_delay = 300\n")
+    state = State(tmp_path / "crawlsched.db").open()
+    try:
+        run_foreground(jobs["daily-morning-crawl"], state, tmp_path, logger)
+        run_foreground(jobs["flaky"], state, tmp_path, logger, wait=lambda _s: False)
+    finally:
+        state.close()
+    assert _messages(tmp_path) == [
+        "🤖 AUTO CRAWL STARTED",
+        "Job ID: daily-morning-crawl",
+        "✅ AUTO CRAWL SUCCESS [daily-morning-crawl]",
+        "🤖 AUTO CRAWL STARTED",
+        "Job ID: flaky",
+        "🔄 AUTO CRAWL FAILED: exit code 1 [flaky]",
+        "🔄 Scheduling retry 1 in 300 seconds... [flaky]",
+        "🤖 AUTO CRAWL STARTED",
+        "Job ID: flaky",
+        "🔄 Retry attempt: 1/1 [flaky]",
+        "🔄 AUTO CRAWL FAILED: exit code 1 [flaky]",
+        "❌ Max retries reached for job flaky",
+    ]
+
+
+# --- one ERROR line per failed chain, whatever ended it (SPEC §6) ------------------------------
+
+FAILING = ('[[jobs]]\nid = "f"\nname = "f"\nevery = "1h"\ncommand = "false"\nstart_date = 2025-01-01\n'
+           "max_retries = 2\nretry_delay = 60\n")
+OTHER = '[[jobs]]\nid = "k"\nname = "k"\nat = "10:00"\ncommand = "true"\nstart_date = 2025-01-01\n'
+START = datetime(2025, 11, 8, 9, 0, tzinfo=ZoneInfo("UTC"))
+
+
+def _error_lines(home: Path) -> list[str]:
+    return [line for line in lines(logs.log_file(home)) if " - ERROR - " in line]
+
+
+def _loop_daemon(home: Path, body: str):
+    from test_daemon_loop import make_daemon, write_jobs
+
+    from daemon_helpers import FakeClock
+
+    write_jobs(home, body)
+    clock = FakeClock(START)
+    return make_daemon(home, clock), clock
+
+
+def _waiting_for_retry(home: Path, body: str = FAILING):
+    """A daemon whose job ``f`` failed its first attempt and waits 60 s for its retry."""
+    from test_daemon_loop import run_until
+
+    d, clock = _loop_daemon(home, body + "\n" + OTHER)
+    d.start()
+    run_until(d, clock, datetime(2025, 11, 8, 9, 0, 1, tzinfo=ZoneInfo("UTC")))
+    assert d.chains["f"].retry_due is not None
+    return d, clock
+
+
+def _end_by_spending_the_retries(home):
+    from test_daemon_loop import run_until
+
+    d, clock = _waiting_for_retry(home)
+    run_until(d, clock, datetime(2025, 11, 8, 9, 5, tzinfo=ZoneInfo("UTC")))
+
+
+def _end_by_the_next_run_being_due(home):
+    from test_daemon_loop import run_until
+
+    d, clock = _loop_daemon(home, FAILING.replace("retry_delay = 60", "retry_delay = 7200"))
+    d.start()
+    run_until(d, clock, datetime(2025, 11, 8, 9, 0, 1, tzinfo=ZoneInfo("UTC")))
+
+
+def _end_by_pausing_while_the_retry_waits(home):
+    from test_daemon_loop import write_jobs
+
+    d, _ = _waiting_for_retry(home)
+    write_jobs(home, FAILING + "paused = true\n\n" + OTHER)
+    d.reload(force=True)
+
+
+def _end_by_removing_while_the_retry_waits(home):
+    from test_daemon_loop import write_jobs
+
+    d, _ = _waiting_for_retry(home)
+    write_jobs(home, OTHER)
+    d.reload(force=True)
+
+
+def _end_by_removing_while_the_daemon_was_down(home):
+    from test_daemon_loop import make_daemon, write_jobs
+
+    d, clock = _waiting_for_retry(home)
+    d.shutdown()
+    write_jobs(home, OTHER)
+    make_daemon(home, clock).start()
+
+
+def _end_by_the_next_run_being_due_while_the_daemon_was_down(home):
+    from test_daemon_loop import make_daemon
+
+    d, clock = _waiting_for_retry(home)
+    d.shutdown()
+    clock.advance(2 * 3600)
+    make_daemon(home, clock).start()
+
+
+def _end_by_an_interrupted_last_attempt(home):
+    """The process running the last attempt died (SIGKILL): the next daemon closes the row."""
+    import subprocess
+    import sys
+
+    from crawlsched.state import State
+
+    d, clock = _loop_daemon(home, FAILING.replace("max_retries = 2", "max_retries = 0") + "\n" + OTHER)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    state = State(home / "crawlsched.db").open()
+    state.start_attempt("f", START.timestamp() - 5, 1, 1, trigger="schedule", started_at=START.timestamp() - 5,
+                        pid=dead.pid)
+    state.close()
+    d.start()
+
+
+def _end_by_a_permanent_failure(home):
+    from http.server import BaseHTTPRequestHandler
+
+    from daemon_helpers import LocalServer
+    from test_daemon_loop import run_until
+
+    class NotFound(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = LocalServer()
+    server._serve(NotFound)
+    try:
+        d, clock = _loop_daemon(home, FAILING.replace('command = "false"', f'url = "{server.url("/gone")}"'))
+        d.start()
+        run_until(d, clock, datetime(2025, 11, 8, 9, 0, 1, tzinfo=ZoneInfo("UTC")))
+    finally:
+        server.close()
+
+
+def _end_by_a_run_holding_the_chain_when_the_retry_is_due(home):
+    import os
+
+    from crawlsched import procs
+    from crawlsched.state import CLAIM_RUN
+    from test_daemon_loop import run_until
+
+    d, clock = _waiting_for_retry(home)
+    d.state.release_chains(["f"], "daemon", d.pid)  # as if the daemon had been killed, and ...
+    assert d.state.claim_chain("f", CLAIM_RUN, os.getpid(), procs.identity(os.getpid()), clock.time()) is None  # ... `run` began
+    run_until(d, clock, datetime(2025, 11, 8, 9, 5, tzinfo=ZoneInfo("UTC")))
+
+
+@pytest.mark.parametrize("end", [
+    _end_by_spending_the_retries,
+    _end_by_a_permanent_failure,
+    _end_by_a_run_holding_the_chain_when_the_retry_is_due,
+    _end_by_the_next_run_being_due,
+    _end_by_pausing_while_the_retry_waits,
+    _end_by_removing_while_the_retry_waits,
+    _end_by_removing_while_the_daemon_was_down,
+    _end_by_the_next_run_being_due_while_the_daemon_was_down,
+    _end_by_an_interrupted_last_attempt,
+], ids=lambda f: f.__name__.removeprefix("_end_by_"))
+def test_a_failed_chain_writes_exactly_one_error_line(logger, tmp_path, end):
+    end(tmp_path)
+    errors = _error_lines(tmp_path)
+    assert len(errors) == 1, errors
+    assert "job f" in errors[0] or "Job f " in errors[0]
 
 
 # --- journald ------------------------------------------------------------------

@@ -191,9 +191,39 @@ def command(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
             finally:
                 env().close()
 
-        return app.command(name)(run)
+        # The summary in `crawlsched --help` is the docstring's first paragraph, whole:
+        # Click would cut it to the room left beside the name, ending in "...".
+        return app.command(name, short_help=_summary(fn.__doc__))(run)
 
     return register
+
+
+def _summary(doc: str | None) -> str | None:
+    if not doc:
+        return None
+    import inspect
+
+    return " ".join(inspect.cleandoc(doc).split("\n\n", 1)[0].split())
+
+
+def _plain_argument_metavars() -> None:
+    """Typer 0.28 shows a required argument as ``{JOB}`` in the usage line; Click and every
+    man page write ``JOB`` (optional ones stay ``[JOB]``)."""
+    from typer.core import TyperArgument
+
+    original = TyperArgument.make_metavar
+    if getattr(original, "_plain", False):
+        return
+
+    def make_metavar(self: Any, ctx: Any, *, usage: bool = False) -> str:
+        var = original(self, ctx, usage=usage)
+        return var[1:-1] if var.startswith("{") and var.endswith("}") else var
+
+    make_metavar._plain = True  # type: ignore[attr-defined]
+    TyperArgument.make_metavar = make_metavar  # type: ignore[method-assign]
+
+
+_plain_argument_metavars()
 
 
 # --- shared pieces -------------------------------------------------------------------------
@@ -244,12 +274,12 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object ins
 
 # --- the commands, by topic -----------------------------------------------------------------
 
-from crawlsched.cli import daemon, edit, show  # noqa: E402  (they register with `app`)
+from crawlsched.cli import daemon, edit, logs, show  # noqa: E402  (they register with `app`)
 
 # `crawlsched --help` lists the commands in this order, whatever the modules' order.
 COMMAND_ORDER = (
     "add", "edit", "list", "show", "rm", "pause", "resume", "retry-config", "validate", "prune",
-    "history", "status", "stop", "run-now", "run", "daemon", "demo", "import",
+    "history", "logs", "status", "stop", "run-now", "run", "daemon", "demo", "import",
 )
 app.registered_commands.sort(key=lambda info: COMMAND_ORDER.index(info.name))
 

@@ -162,7 +162,9 @@ def run(
     """Run a job now in this process, with its retries, and show progress.
 
     The same attempts, history rows and log lines as the daemon's. Exit 0 when
-    the run succeeds, 1 when it fails (or the job is running elsewhere).
+    the run succeeds, 1 when it fails. A job never overlaps itself: this refuses
+    (exit 1, saying why) while the daemon runs the job or waits for its retry,
+    and the daemon skips the job's fires until this run ends.
     Ctrl-C during a retry wait ends the run.
 
     Example:
@@ -186,7 +188,7 @@ def run(
 
     def progress(line: str) -> None:
         if console is not None:
-            console.print(f"[bold]{found.id}[/]: {line}")
+            console.print(f"{found.id}: {line}", markup=False)  # a message may hold [brackets]
 
     def wait(seconds: float) -> bool:
         try:
@@ -297,7 +299,7 @@ def run_daemon(store: JobStore, state: State, home: Path, log: logging.Logger, *
 
 @command("demo")
 def demo(
-    seconds: Annotated[float, typer.Option("--seconds", min=5, help="How long the daemon runs.")] = 30,
+    seconds: Annotated[float, typer.Option("--seconds", metavar="S", min=5, help="How long the daemon runs, in seconds (at least 5).")] = 30,
     folder: Annotated[Optional[Path], typer.Option("--dir", metavar="PATH", help="Where to put the demo [default: a new temporary folder].")] = None,
 ) -> None:
     """A first run with nothing to set up: three jobs, a local target, the real daemon, a live table.
@@ -305,26 +307,41 @@ def demo(
     Starts a small crawl target on 127.0.0.1, writes a job file in a temporary
     folder (a healthy job, a flaky one that succeeds on its third attempt, one
     that always fails), runs the daemon for about 30 s while showing the table,
-    and leaves the folder for you to look at.
+    and leaves the folder for you to look at. Exit 1, with the daemon's last
+    lines, if the daemon stops on its own.
 
     Example:
 
     \b
       crawlsched demo
     """
+    from crawlsched.errors import DemoFailed
+
+    console = _console()
+    plain = not console.is_terminal
+    try:
+        _demo(console, plain, seconds, folder)
+    except DemoFailed as exc:  # the daemon's last lines first, then the one-line error
+        import sys
+
+        print("the daemon's last lines:" if exc.tail else "the daemon wrote nothing", file=sys.stderr)
+        for line in exc.tail:
+            print(f"  {line}", file=sys.stderr)
+        raise
+
+
+def _demo(console: Any, plain: bool, seconds: float, folder: Path | None) -> None:
     from rich.live import Live
 
     from crawlsched import render
     from crawlsched.demo import run_demo
     from crawlsched.timing import machine_timezone
 
-    console = _console()
-    plain = not console.is_terminal
-
     def table(jobs_file: Path, home: Path) -> Any:
         _use_env(Env(jobs_file, home))
         try:
-            t = render.jobs_table(_job_dicts(_load(), _now()), plain=plain)
+            now = _now()
+            t = render.jobs_table(_job_dicts(_load(), now), now=now, width=console.width, plain=plain)
         finally:
             env().close()
         t.title = f"crawlsched demo · {datetime.now().strftime('%H:%M:%S')}"
@@ -335,9 +352,11 @@ def demo(
             path = run_demo(seconds, lambda j, h: live.update(table(j, h), refresh=True), folder=folder, tz=machine_timezone())
     else:
         last: list[Any] = []
-        path = run_demo(seconds, lambda j, h: last.append((j, h)), folder=folder, tz=machine_timezone())
-        if last:
-            console.print(table(*last[-1]))
+        try:
+            path = run_demo(seconds, lambda j, h: last.append((j, h)), folder=folder, tz=machine_timezone())
+        finally:  # the last table, also when the daemon died (the error follows it)
+            if last:
+                console.print(table(*last[-1]))
     jobs_file = path / "jobs.toml"
     console.print(f"\nThe demo is in {path}. Look around:")
     console.print(f"  crawlsched -f {jobs_file} history")

@@ -319,14 +319,15 @@ def import_(
     \b
       crawlsched import scheduler_jobs.json --url https://example.com/news
     """
-    from crawlsched.importer import import_seed
+    from crawlsched.importer import import_file
 
     store = env().store()
     # The database is created only once the whole seed file has been validated (refused input leaves nothing).
-    jobs = import_seed(file, store, lambda: env().state(create=True), _now(), default_url=url or None)
-    message = f"imported {len(jobs)} job{'s' if len(jobs) != 1 else ''} from {file}"
+    result = import_file(file, store, lambda: env().state(create=True), _now(), default_url=url or None)
+    jobs = result.jobs
+    message = result.message(file)
     if as_json:
-        _emit({"success": True, "message": message, "job_ids": [j.id for j in jobs]})
+        _emit({"success": True, "message": message, "job_ids": [j.id for j in jobs], "written": list(result.written)})
     else:
         _say(message)
         for j in jobs:

@@ -10,40 +10,48 @@ import typer
 
 from crawlsched.cli import JsonOpt, Refused, _console, _emit, _find, _job_dict, _job_dicts, _load, _now, _say, command, env
 from crawlsched.cli.daemon import live_daemon
-from crawlsched.errors import CrawlschedError, DaemonNotRunning, JobNotFound
+from crawlsched.errors import CrawlschedError, DaemonNotRunning, InvalidValue
+
+
+SortOpt = Annotated[str, typer.Option("--sort", metavar="KEY", help="Order of the jobs: file (as written), next (soonest first), name, status (failed first) or last (latest run first).")]
 
 
 @command("list")
 def list_(
     watch: Annotated[bool, typer.Option("--watch", "-w", help="Keep the table live, refreshed every second, until Ctrl-C.")] = False,
+    sort: SortOpt = "file",
     as_json: JsonOpt = False,
 ) -> None:
     """Show every job as a table (or JSON).
 
-    Columns: name, status, schedule, period, next run, last run, retries, last message.
+    The table fits the terminal: name, status, next and last run always;
+    absolute times, schedule, message, retries and period when there is room.
 
     Example:
 
     \b
-      crawlsched list --watch
+      crawlsched list --sort next
     """
+    from crawlsched import render
+
+    if sort not in render.SORT_KEYS:
+        raise InvalidValue("--sort", sort, f"is not a sort order (one of {', '.join(render.SORT_KEYS)})")
     if watch and as_json:
         raise Refused("list: --watch shows a live table and cannot be combined with --json")
     if watch:
-        _watch()
+        _watch(sort)
         return
     now = _now()
-    jobs = _job_dicts(_load(), now)
+    jobs = render.sort_jobs(_job_dicts(_load(), now), sort)
     if as_json:
         _emit({"success": True, "jobs": jobs})
         return
-    from crawlsched import render
-
     console = _console()
-    console.print(render.jobs_table(jobs, plain=not console.is_terminal))
+    console.print(render.jobs_table(jobs, now=now, width=console.width, plain=not console.is_terminal))
 
 
-def _watch() -> None:
+def _watch(sort: str) -> None:
+    from rich.console import Group
     from rich.live import Live
     from rich.text import Text
 
@@ -53,12 +61,14 @@ def _watch() -> None:
     plain = not console.is_terminal
 
     def frame() -> Any:
+        now = _now()
         try:
-            table = render.jobs_table(_job_dicts(_load(), _now()), plain=plain)
+            jobs = render.sort_jobs(_job_dicts(_load(), now), sort)
+            table = render.jobs_table(jobs, now=now, width=console.width, plain=plain)
         except CrawlschedError as exc:  # e.g. the file is half-edited: say so and keep watching
             return Text(f"crawlsched: error: {exc}", style="red")
-        table.title = f"crawlsched · {env().jobs_file} · {datetime.now().strftime('%H:%M:%S')} · Ctrl-C to stop"
-        return table
+        title = f"crawlsched · {datetime.now().strftime('%H:%M:%S')} · Ctrl-C to stop · {env().jobs_file}"
+        return Group(Text(render.cut_line(title, console.width), style="" if plain else "bold"), table)
 
     try:
         with Live(frame(), console=console, auto_refresh=False) as live:
@@ -72,7 +82,7 @@ def _watch() -> None:
 @command("show")
 def show(
     job: Annotated[str, typer.Argument(metavar="JOB", help="Job id or exact name.", show_default=False)],
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="How many recent runs to show.")] = 10,
+    limit: Annotated[int, typer.Option("--limit", "-n", metavar="N", min=1, help="How many recent runs to show.")] = 10,
     as_json: JsonOpt = False,
 ) -> None:
     """Show one job's settings and its recent runs.
@@ -94,64 +104,66 @@ def show(
         return
     console = _console()
     plain = not console.is_terminal
-    console.print(render.job_details(data, plain=plain))
+    console.print(render.job_details(data, now=now, width=console.width, plain=plain))
     console.print()
     if runs:
-        console.print(render.runs_table(runs, plain=plain, show_job=False))
+        console.print(render.runs_table(runs, now=now, width=console.width, plain=plain, show_job=False,
+                                        zones={found.id: found.timezone}))
     else:
         console.print("no runs yet")
-
 
 
 @command("history")
 def history(
-    job: Annotated[Optional[str], typer.Argument(metavar="[JOB]", help="Job id or exact name [default: all jobs].", show_default=False)] = None,
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="How many runs to list.")] = 20,
+    job: Annotated[Optional[str], typer.Argument(metavar="[JOB]", help="Job id or exact name [default: all jobs]; the id of a removed job reads its history.", show_default=False)] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", metavar="N", min=1, help="How many runs to list.")] = 20,
+    since: Annotated[Optional[str], typer.Option("--since", metavar="WHEN", help="Only runs since then: 24h, 7d (back from now) or an ISO date or date-time.", show_default=False)] = None,
+    status: Annotated[Optional[str], typer.Option("--status", metavar="STATUS", help="Only runs with this status: running, success, failed, skipped, missed, interrupted (several: failed,interrupted).", show_default=False)] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """List runs, newest first, with the success rate.
+    """List runs, newest first, with success rates.
 
-    The rate is over the attempts listed.
-    Skipped and missed fires are listed too but do not count in the rate.
-    A deleted job's history can still be read by its id.
+    success_rate is over the attempts listed; run_success_rate over the runs
+    (fires) those attempts belong to whose chain has ended, judged by all
+    their attempts. Skipped and missed fires are listed but count in neither.
+    An id wins over a name: a removed job's history is read by its id.
 
     Example:
 
     \b
-      crawlsched history daily-morning-crawl --limit 50
+      crawlsched history daily-morning-crawl --since 7d --status failed
     """
+    from crawlsched import history as hist
     from crawlsched import render
+    from crawlsched.timing import machine_timezone
 
+    now = _now()
+    statuses = hist.parse_statuses(status) if status is not None else None
+    after = hist.parse_since(since, now, machine_timezone()) if since is not None else None
     jobfile = _load()
     state = env().state()
-    job_id = None
-    if job is not None:
-        found = jobfile.find(job)
-        if found is not None:
-            job_id = found.id
-        elif state is not None and state.known_id(job):
-            job_id = job  # removed from the file; its history stays
-        else:
-            raise JobNotFound(job)
-    runs = state.runs(job_id, limit) if state is not None else []
+    job_id = hist.resolve(jobfile, state, job).job_id if job is not None else None
+    runs = state.runs(job_id, limit, since=after.timestamp() if after else None, statuses=statuses) if state is not None else []
     by_id = {j.id: j for j in jobfile.jobs}
     rows = [render.run_dict(r, by_id.get(r.job_id)) for r in runs]
-    rate = render.success_rate(runs)
+    rates = hist.rates(runs, state)
     if as_json:
-        _emit({"success": True, "runs": rows, "success_rate": rate})
+        _emit({"success": True, "runs": rows, "success_rate": rates.success_rate,
+               "run_success_rate": rates.run_success_rate})
         return
     console = _console()
     if not rows:
-        console.print("no runs yet")
+        console.print("no runs yet" if since is None and status is None else "no runs match")
         return
-    console.print(render.runs_table(rows, plain=not console.is_terminal, show_job=job_id is None))
-    attempts = [r for r in runs if r.attempt > 0 and r.status in render.ATTEMPT_OUTCOMES]
-    if rate is None:
+    zones = {j.id: j.timezone for j in jobfile.jobs}
+    console.print(render.runs_table(rows, now=now, width=console.width, plain=not console.is_terminal,
+                                    show_job=job_id is None, zones=zones))
+    if rates.success_rate is None:
         console.print("success rate: - (no finished attempts listed)")
     else:
-        ok = sum(1 for r in attempts if r.status == "success")
-        console.print(f"success rate: {rate:.0%} ({ok} of {len(attempts)} attempts)")
-
+        console.print(f"success rate: {rates.success_rate:.0%} ({rates.attempts_ok} of {rates.attempts} attempts)")
+    if rates.run_success_rate is not None:
+        console.print(f"run success rate: {rates.run_success_rate:.0%} ({rates.runs_ok} of {rates.runs} runs)")
 
 
 def _status(now: datetime) -> dict[str, Any]:
@@ -181,7 +193,7 @@ def _status(now: datetime) -> dict[str, Any]:
         config_ok, config_error = bool(row["config_ok"]), row.get("config_error")
     states: dict[str, Any] = {}
     store = None
-    if jobfile is not None and not (row and row.get("next_job")):
+    if jobfile is not None:  # what is next, as of now: from the job file and the state
         if state is not None:
             try:
                 states = state.job_states([j.id for j in jobfile.jobs])
@@ -192,7 +204,8 @@ def _status(now: datetime) -> dict[str, Any]:
     data = render.status_dict(
         row, jobfile, now, states=states, running=row is not None or pid is not None, pid=pid,
         http=row.get("http") if row else None, config_ok=config_ok, config_error=config_error,
-        jobs_file=str(env().jobs_file), home=str(env().home), state_error=state_error)
+        jobs_file=str(env().jobs_file), home=str(env().home), state_error=state_error,
+        jobs_file_missing=not env().jobs_file.exists())
     if store is not None:
         store.save_fire_memo(now.timestamp())
     return data

@@ -336,16 +336,16 @@
     // Written the same way whether the job has an end or not (as `crawlsched list` writes it).
     p.fields.period.textContent = text(job.start_date, "…") + " → " + text(job.end_date, "no end");
     p.fields.next_run.textContent = text(job.next_run);
+    // A retrying job's pending retry: when, and the number that attempt will be (SPEC §5).
+    var retrying = status === "retrying" && Boolean(job.next_retry);
+    p.fields.next_retry.parentNode.hidden = !retrying;
+    p.fields.next_retry.textContent = retrying
+      ? "attempt " + text(job.attempt) + " of " + text(Number(job.max_retries) + 1) + ", " + job.next_retry
+      : "";
     p.fields.last_run.textContent = text(job.last_run, "never");
     p.fields.retry.textContent =
       "Max " + text(job.max_retries) + "x, Delay " + text(job.retry_delay) + "s";
     p.fields.last_message.textContent = text(job.last_message);
-    // A retrying job says when its retry comes and which attempt it will be.
-    var retrying = status === "retrying" && job.next_retry;
-    p.fields.next_retry.parentNode.hidden = !retrying;
-    p.fields.next_retry.textContent = retrying
-      ? String(job.next_retry) + (job.attempt ? " (attempt " + job.attempt + " of " + (Number(job.max_retries) + 1) + ")" : "")
-      : "";
     p.open.setAttribute("aria-label", "Runs, chart and settings of " + text(job.name, job.id));
     if (ns.updateStrip) ns.updateStrip(card, job);
 

@@ -35,7 +35,7 @@ def status_dict(daemon: Daemon, now: datetime, bind: tuple[str, int]) -> dict[st
         jobfile = daemon.store.load()
     except CrawlschedError as exc:
         config_error = config_error or str(exc)
-    states = daemon.state.job_states([j.id for j in jobfile.jobs]) if jobfile is not None and not (row and row.get("next_job")) else {}
+    states = daemon.state.job_states([j.id for j in jobfile.jobs]) if jobfile is not None else {}  # next: as of now
     host, port = bind
     return render.status_dict(
         row, jobfile, now, states=states, running=running, pid=os.getpid() if running else None,

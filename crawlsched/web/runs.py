@@ -28,6 +28,7 @@ from crawlsched import render, timing
 from crawlsched.errors import CrawlschedError, InvalidValue
 from crawlsched.fires import OUTCOMES, Fire, StripCache, job_fires, job_stats, since_text
 from crawlsched.model import Job, check_int, check_name
+from crawlsched.runfiles import sniff
 from crawlsched.runner import run_dir, run_log
 from crawlsched.state import Run
 from crawlsched.web.payload import (ADD_KEYS, CONVERT, SCHEDULE_KEYS, _given, json_body, refuse_commands, refuse_environment,
@@ -41,36 +42,12 @@ EDIT_KEYS = (*ADD_KEYS, "no_end")
 PREVIEW = 64 * 1024  # bytes of a body or log the page shows; the whole file is a link away
 MESSAGE_CUT = 160  # characters of a message in a strip's tooltip
 TEXT_TYPES = ("text/", "application/json", "application/xml")
-_SNIFF = ((b"%PDF-", "application/pdf"), (b"\x89PNG", "image/png"), (b"\xff\xd8\xff", "image/jpeg"),
-          (b"GIF8", "image/gif"), (b"\x1f\x8b", "application/gzip"), (b"PK\x03\x04", "application/zip"),
-          (b"<?xml", "application/xml"))  # fmt: skip
-
 
 class Unsupported(CrawlschedError):
     """A PATCH whose body is not JSON (415)."""
 
     exit_code = 2
     http_status = 415
-
-
-def sniff(head: bytes) -> str | None:
-    """The content type a body's first bytes show (HTML, JSON, a few binary formats, text), else None."""
-    for magic, kind in _SNIFF:
-        if head.startswith(magic):
-            return kind
-    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-    if text.startswith((b"<!doctype html", b"<html")) or b"<html" in text[:200]:
-        return "text/html"
-    if text[:1] in (b"{", b"["):
-        return "application/json"
-    if b"\x00" in head:
-        return None
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        if exc.start < len(head) - 4:  # not just a character cut at the end of the sample
-            return None
-    return "text/plain"
 
 
 def _inside(path: Path, root: Path) -> Path | None:
@@ -165,7 +142,7 @@ class RunsApi:
         before = check_int("before", args["before"], 1, 2**53) if "before" in args else None
         statuses = _statuses(args.get("status"))
         now = self.api.now()
-        since = since_text(args["since"], now, job.tz) if args.get("since") else None
+        since = since_text(args["since"], now, job.timezone) if args.get("since") else None
         page = job_fires(self.state, job.id, limit=limit, before=before,
                          since=since.timestamp() if since else None, statuses=statuses)
         return ok(job_id=job.id, runs=[self.fire_dict(job, f) for f in page.fires], next_before=page.next_before)
@@ -177,7 +154,7 @@ class RunsApi:
         bucket = args.get("bucket", "day")
         if bucket not in ("day", "hour"):
             raise InvalidValue("bucket", bucket, "must be day or hour")
-        since = since_text(args.get("since") or ("24h" if bucket == "hour" else "7d"), now, job.tz)
+        since = since_text(args.get("since") or ("24h" if bucket == "hour" else "7d"), now, job.timezone)
         if since >= now:
             raise InvalidValue("since", args.get("since"), "must be in the past")
         limit = timedelta(days=31) if bucket == "hour" else timedelta(days=3700)
@@ -321,9 +298,7 @@ def _file(path: Path, name: str) -> Response:
     """A body or log as text (``?max=N`` for its first N bytes), never as something a browser renders."""
     size = path.stat().st_size
     limit = check_int("max", request.args["max"], 1, 2**53) if "max" in request.args else None
-    with path.open("rb") as fh:
-        head = fh.read(4096)
-    kind = sniff(head)
+    kind = sniff(path)  # what its first bytes show (crawlsched.runfiles, as `crawlsched logs` says it)
     textual = kind is not None and kind.startswith(TEXT_TYPES)
     safe_name = "".join(c if c.isalnum() or c in "._-" else "_" for c in name)[:200] or "file"
     if limit is not None and limit < size:
