@@ -239,6 +239,7 @@ class Daemon:
         self._setup_duties()
         self.offset = now - self.monotonic()
         self.state.daemon_update(ready_at=self.clock(), config_ok=1, config_error=None, http=self.http_url, **self._next_info())
+        self._keep_last_good(self.applied_key)
         self.started = True
         self.notify("READY=1")
         self._send_status()
@@ -455,9 +456,22 @@ class Daemon:
         del jobfile
         self._settle_memory()
         self.state.daemon_update(config_ok=1, config_error=None, **self._next_info())
+        self._keep_last_good(key)
         self.log.info("job file reloaded: %d jobs", len(self.jobs))
         self._send_status()
         return True
+
+    def _keep_last_good(self, key: FileKey | None) -> None:
+        """Keep the bytes of the file just applied in ``<home>/.cache``: while the file is broken,
+        ``list``, ``show`` and ``history`` show these jobs (the ones this daemon runs)."""
+        if key is None:
+            return
+        try:
+            data = self.store.path.read_bytes()
+            if self.store.stat_key() == key:  # else it changed since: the next reload keeps that one
+                self.store.save_last_good(self.home, data)
+        except OSError as exc:
+            self.log.warning("could not keep a copy of the applied job file in %s/.cache: %s", self.home, exc)
 
     def _file_missing(self, how: str = "missing") -> None:
         """While running, a missing job file (an editor's delete and re-create, a ``mv``) is not
@@ -475,7 +489,13 @@ class Daemon:
     def _apply(self, jobfile: JobFile, now: float, previous: dict[str, Any] | None = None) -> None:
         """Diff the new jobs against the running ones and re-plan only what changed."""
         first = not self.started
+        # The scheduler's own switch ([defaults] paused, the legacy stop/start): flipping it
+        # re-plans every job, as if each had been paused or resumed on its own.
+        switched = self.defaults is not None and self.defaults.paused != jobfile.defaults.paused
         self.defaults = jobfile.defaults
+        if switched or (first and jobfile.defaults.paused):
+            self.log.info("scheduler stopped ([defaults] paused = true): no job fires until it is started again"
+                          if jobfile.defaults.paused else "scheduler started ([defaults] paused removed)")
         new = {j.id: j for j in jobfile.jobs}
         old = self.jobs
         seen = self.state.seen()
@@ -504,19 +524,24 @@ class Daemon:
         if first:
             self._recover(now)
         for job in new.values():
-            if job.id in old and old[job.id] == job:
+            if job.id in old and old[job.id] == job and not switched:
                 continue
             chain = self.chains.get(job.id)
             if chain is not None and chain.retry_due is not None and chain.attempt > job.max_attempts:
                 self._drop_retry(job.id, f"now has at most {job.max_attempts} attempt(s)")
             self.gen[job.id] = self.gen.get(job.id, 0) + 1
             self.planned.pop(job.id, None)
-            if job.paused:
-                self._drop_retry(job.id, "paused")
+            if job.paused or self.defaults.paused:
+                self._drop_retry(job.id, "paused" if job.paused else "paused with the scheduler")
                 continue
             if first and previous is not None:
                 self._catch_up(job, now, previous, seen.get(job.id))
             self._plan(job, now)
+
+    @property
+    def scheduler_paused(self) -> bool:
+        """``[defaults] paused``: no scheduled fire, no catch-up, no retry; a run-now still runs."""
+        return bool(self.defaults is not None and self.defaults.paused)
 
     def _drop(self, job_id: str, why: str) -> None:
         self.gen[job_id] = self.gen.get(job_id, 0) + 1
@@ -592,7 +617,7 @@ class Daemon:
     def _next_from_backlog(self, job_id: str) -> None:
         backlog = self.backlog.get(job_id)
         job = self.jobs.get(job_id)
-        if not backlog or job is None or job.paused:
+        if not backlog or job is None or job.paused or self.scheduler_paused:
             self.backlog.pop(job_id, None)
             return
         scheduled_for, trigger = backlog.popleft()
@@ -760,7 +785,7 @@ class Daemon:
 
     def _wanted(self, job_id: str, chain: Chain) -> bool:
         job = self.jobs.get(job_id)
-        return job is not None and not job.paused and self.chains.get(job_id) is chain
+        return job is not None and not job.paused and not self.scheduler_paused and self.chains.get(job_id) is chain
 
     def _drain_inbox(self, rearm: bool = True) -> None:
         while True:

@@ -31,8 +31,8 @@ class InvalidValue(CrawlschedError, ValueError):
         self.field = field
         self.value = value
         self.allowed = allowed
-        shown = _show(value)
-        super().__init__(f"{field}: {shown} {allowed}")
+        # A missing value (None) is not shown: "url: missing: …", never "url: None is missing: …".
+        super().__init__(f"{field}: {allowed.removeprefix('is ')}" if value is None else f"{field}: {_show(value)} {allowed}")
 
 
 class DuplicateName(InvalidValue):
@@ -48,7 +48,7 @@ class JobFileError(CrawlschedError):
     """The job file does not parse or does not validate: ``jobs.toml:LINE: …``."""
 
     exit_code = 2
-    http_status = 500
+    http_status = 422  # a write through the API while the file is broken: refused, naming the line
 
     def __init__(self, path: str, line: int | None, detail: str) -> None:
         self.path = path
@@ -118,15 +118,54 @@ class StateError(CrawlschedError):
 
 
 def _show(value: object) -> str:
-    """Quote a value for a message, short and on one line (NUL and newlines escaped)."""
+    """Quote a value for a message, short and on one line (NUL and newlines escaped).
+
+    Values are written as JSON and TOML write them (``true``, ``null``, ``["a"]``), never
+    as Python's ``True``, ``None`` or ``['a']``: the reader typed JSON, TOML or a shell word.
+    """
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, (list, tuple, dict)):
+        import json
+
+        try:
+            text = json.dumps(value, ensure_ascii=False, default=str)
+        except (TypeError, ValueError):
+            text = "{…}" if isinstance(value, dict) else "[…]"
+        text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+        return text if len(text) <= 80 else text[:77] + "..."
     if isinstance(value, str):
         text = value if len(value) <= 80 else value[:77] + "..."
         # Control characters (NUL, newlines, escape sequences) are shown escaped
         # so one bad value cannot break the one-line error or the terminal.
         text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
         return '"' + text.replace('"', '\\"') + '"'
-    try:
-        text = repr(value)
-    except ValueError:  # an int of more than 4300 digits
-        text = "a number of thousands of digits"
+    if isinstance(value, (int, float)):
+        try:
+            text = repr(value)
+        except ValueError:  # an int of more than 4300 digits
+            text = "a number of thousands of digits"
+    elif hasattr(value, "isoformat"):  # a date or a date-time, as TOML writes it
+        text = value.isoformat()  # type: ignore[attr-defined]
+    else:
+        text = str(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def json_kind(value: object) -> str:
+    """A JSON value's kind as JSON names it (``an array``, ``null``), for "must be …, not …" messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return "another kind of value"

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from crawlsched import timing
-from crawlsched.errors import CrawlschedError, InvalidValue
+from crawlsched.errors import CrawlschedError, InvalidValue, json_kind
 from crawlsched.model import (
     Defaults,
     Job,
@@ -170,7 +170,7 @@ def read_records(path: Path) -> list[Any]:
     except json.JSONDecodeError as exc:
         raise SeedFileError(f"{path.name}:{exc.lineno}: not valid JSON: {exc.msg}") from None
     if not isinstance(data, list):
-        raise SeedFileError(f"{path.name}: must hold a JSON array of jobs (the seed's scheduler_jobs.json), not {type(data).__name__}")
+        raise SeedFileError(f"{path.name}: must hold a JSON array of jobs (the seed's scheduler_jobs.json), not {json_kind(data)}")
     return data
 
 

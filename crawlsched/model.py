@@ -43,6 +43,9 @@ CRON_MACROS = {
 RANGE_STEP_RE = re.compile(r"(\d+)-(\d+)/\d+")
 HEADER_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 MAX_NAME = 200
+# What a job that names no crawl is told, by the CLI and the API alike (SPEC §8: say how to set one).
+NO_CRAWL = ("is missing: this job names no crawl (url or command) and [defaults] has no default crawl; "
+            "give the job a url or a command, or set a default crawl with `crawlsched defaults --url URL`")
 
 
 class ScheduleKind(str, enum.Enum):
@@ -94,7 +97,7 @@ DEFAULT_KEYS = (
     "max_retries", "retry_delay", "retry_backoff", "retry_max_delay", "timezone",
     "max_concurrent", "catch_up", "url", "command", "timeout", "headers",
     "on_failure", "max_bytes", "verify", "user_agent", "keep_runs",
-    "allow_http_commands", "grace_period", "allow_http_env", "http_targets", "keep_history", "keep_logs",
+    "allow_http_commands", "grace_period", "allow_http_env", "http_targets", "keep_history", "keep_logs", "paused",
 )  # fmt: skip
 
 
@@ -124,6 +127,7 @@ class Defaults:
     http_targets: str = "any"  # "public": no crawl reaches a private, loopback or link-local address
     keep_history: KeepHistory = field(default_factory=lambda: KeepHistory(days=365))
     keep_logs: int = 30  # days of daily log files
+    paused: bool = False  #: the scheduler's own switch (legacy stop/start): no job fires; jobs keep their own ``paused``
 
 
 @dataclass(frozen=True)
@@ -669,6 +673,8 @@ def build_defaults(raw: Mapping[str, Any]) -> Defaults:
         kw["keep_history"] = check_keep_history(raw["keep_history"])
     if "keep_logs" in raw:
         kw["keep_logs"] = check_keep_logs(raw["keep_logs"])
+    if "paused" in raw:
+        kw["paused"] = check_bool("defaults.paused", raw["paused"])
     return Defaults(**kw)
 
 
@@ -770,7 +776,7 @@ def build_job(raw: Mapping[str, Any], defaults: Defaults, machine_tz: str = "UTC
     elif defaults.url or defaults.command:
         urls, command = defaults.url, defaults.command
     else:
-        raise InvalidValue("url", None, "is missing: give the job a url or a command, or set one in [defaults]")
+        raise InvalidValue("url", None, NO_CRAWL)
 
     created = raw.get("created_at")
     if created is not None and not isinstance(created, datetime):

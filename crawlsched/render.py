@@ -91,7 +91,7 @@ def status_dict(row: Mapping[str, Any] | None, jobfile: JobFile | None, now: dat
                 states: Mapping[str, JobState], running: bool, pid: int | None, http: str | None,
                 config_ok: bool, config_error: str | None, jobs_file: str, home: str,
                 job_count: int | None = None, state_error: str | None = None,
-                jobs_file_missing: bool = False) -> dict[str, Any]:
+                jobs_file_missing: bool = False, scheduler_paused: bool | None = None) -> dict[str, Any]:
     """``crawlsched status --json`` and ``GET /api/scheduler/status``: one shape, built here for both.
 
     ``row`` is the daemon's row (None when it is not known to be up). What is next is worked
@@ -100,10 +100,14 @@ def status_dict(row: Mapping[str, Any] | None, jobfile: JobFile | None, now: dat
     without a job file does the daemon's row say, and only a time not yet past.
     ``job_count`` (the API's), ``state_error`` (the database could not be read) and
     ``jobs_file_missing`` (no job file: no jobs, not an error) appear only when given.
+    ``scheduler_paused`` (``[defaults] paused``, the legacy stop) is read from ``jobfile`` unless given;
+    while it is on, nothing is next.
     """
     local = timing.machine_timezone()
+    if scheduler_paused is None:
+        scheduler_paused = bool(jobfile is not None and jobfile.defaults.paused)
     next_job, next_at = None, None
-    if jobfile is not None:
+    if jobfile is not None and not scheduler_paused:
         upcoming = []
         for j in jobfile.jobs:
             if j.paused:
@@ -115,7 +119,7 @@ def status_dict(row: Mapping[str, Any] | None, jobfile: JobFile | None, now: dat
                 upcoming.append((timing.from_epoch(st.retry.due_at), j.id))
         if upcoming:
             next_at, next_job = min(upcoming, key=lambda item: item[0])
-    elif row is not None and row.get("next_job") and (row.get("next_due") or 0) >= now.timestamp():
+    elif jobfile is None and row is not None and row.get("next_job") and (row.get("next_due") or 0) >= now.timestamp():
         next_job, next_at = row["next_job"], timing.from_epoch(row.get("next_due"))
     known = jobfile.find(next_job) if jobfile is not None and next_job is not None else None
     next_tz = known.timezone if known is not None else local
@@ -134,6 +138,7 @@ def status_dict(row: Mapping[str, Any] | None, jobfile: JobFile | None, now: dat
         "http": http,
         "config_ok": config_ok,
         "config_error": config_error,
+        "scheduler_paused": scheduler_paused,
     }
     if job_count is not None:
         out["job_count"] = job_count
@@ -555,6 +560,9 @@ def status_lines(status: Mapping[str, Any]) -> list[str]:
         lines = [f"daemon: running (pid {status['pid']}, since {status['started_at']}, heartbeat {status['heartbeat']})"]
     else:
         lines = ["daemon: not running"]
+    if status.get("scheduler_paused"):
+        lines.append("scheduler: stopped ([defaults] paused = true): no job fires until `POST /api/scheduler/start`"
+                     " or the key is removed (`crawlsched defaults --unset paused`)")
     if status["next_job"]:
         lines.append(f"next: {status['next_job']} at {status['next_run']}")
     else:

@@ -397,7 +397,7 @@ class JobStore:
             return jobfile.find(job.id) or job
 
     def set_paused_all(self, paused: bool) -> int:
-        """Pause or resume every job (the seed's legacy start/stop); returns how many changed.
+        """Pause or resume every job on its own (`paused` in each table); returns how many changed.
 
         One pass over the file (spans found once, edited bottom up, checked once): 10,000 jobs
         are not parsed 10,000 times under the lock.
@@ -460,6 +460,38 @@ class JobStore:
             if gone:
                 self._commit(remove_job_tables(text, current, [j.id for j in gone]))
             return gone
+
+    # --- the daemon's last good file ---------------------------------------------
+
+    def last_good_path(self, home: Path) -> Path:
+        """Where the daemon keeps the bytes of the job file it applied last (one per job file)."""
+        resolved = str(self.path.resolve())
+        tag = re.sub(r"[^A-Za-z0-9_.-]", "_", self.path.stem)[:40]
+        return Path(home) / ".cache" / f"last-good-{tag}-{zlib.crc32(resolved.encode()):08x}.toml"
+
+    def save_last_good(self, home: Path, data: bytes) -> None:
+        """Keep ``data`` (the file as applied): temp file and rename, so a reader sees a whole copy."""
+        path = self.last_good_path(home)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # it holds the job file's contents
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-last-good-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+
+    def load_last_good(self, home: Path) -> JobFile | None:
+        """The daemon's last good copy, parsed; None when there is none or it does not parse."""
+        try:
+            text = self.last_good_path(home).read_bytes().decode("utf-8")
+            return parse_text(text, self.label, self.machine_tz)
+        except (OSError, UnicodeDecodeError, JobFileError):
+            return None
 
     @staticmethod
     def _find(current: JobFile, ref: str) -> Job:

@@ -194,6 +194,45 @@ def test_a_job_named_like_html_shows_as_text_and_runs_nothing(page, server):
     assert page.evaluate("() => typeof window.__xss") == "undefined"
 
 
+def test_the_url_hint_tells_whether_a_default_crawl_exists(page, server, tmp_path):
+    page.goto(f"{server.base}/scheduler")
+    hint = page.locator('[data-testid="url-help"]')
+    page.wait_for_function("() => document.getElementById('url-help').textContent.startsWith('Empty')")
+    assert "default crawl" in hint.inner_text()  # the fixture's [defaults] names one
+    (tmp_path / "jobs.toml").write_text('[defaults]\ntimezone = "UTC"\n')  # now none
+    page.wait_for_function("() => document.getElementById('url-help').textContent.startsWith('Required')", timeout=10000)
+    assert "crawlsched defaults --url" in hint.inner_text()
+    page.fill("#f-name", "No Crawl")
+    page.fill("#f-hour", "9")
+    page.click('[data-testid="add-button"]')
+    assert "URL is required" in page.locator('[data-testid="form-error"]').inner_text()
+    assert server.jobs() == []
+
+
+def test_the_page_shows_a_broken_job_file_with_the_jobs_the_daemon_runs(page, server, tmp_path):
+    server.add(name="Still Here", hour=1)
+    page.goto(f"{server.base}/scheduler")
+    card(page, "Still Here").wait_for()
+    (tmp_path / "jobs.toml").write_text('[defaults]\ntimezone = "UTC\n')  # a missing quote
+    banner = page.locator('[data-testid="config-banner"]')
+    banner.wait_for(timeout=10000)
+    assert "jobs.toml:2" in banner.inner_text() and "last good file" in banner.inner_text()
+    assert card(page, "Still Here").count() == 1  # the jobs the daemon still runs
+
+
+def test_the_page_shows_when_the_scheduler_is_stopped(page, server):
+    server.add(name="Any", hour=1)
+    page.goto(f"{server.base}/scheduler")
+    card(page, "Any").wait_for()
+    banner = page.locator('[data-testid="scheduler-paused-banner"]')
+    assert banner.is_hidden()
+    assert requests.post(f"{server.base}/api/scheduler/stop", timeout=5).status_code == 200
+    banner.wait_for(timeout=10000)
+    assert "scheduler is stopped" in banner.inner_text()
+    assert requests.post(f"{server.base}/api/scheduler/start", timeout=5).status_code == 200
+    banner.wait_for(state="hidden", timeout=10000)
+
+
 def test_a_retrying_card_shows_its_next_retry_and_attempt(page, server):
     job_id = server.add(name="Flaky", hour=9, minute=5, max_retries=3, retry_delay=300)  # its URL refuses connections
     page.goto(f"{server.base}/scheduler")

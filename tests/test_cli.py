@@ -293,6 +293,65 @@ def test_retry_config_shows_and_sets_the_defaults(cli, tmp_home):
     assert "max_retries = 5" in cli("retry-config").stdout
 
 
+def test_defaults_sets_the_default_crawl_and_a_job_without_one_uses_it(cli, tmp_home):
+    tmp_home.jobs_file.write_text("# my jobs\n[defaults]\nmax_retries = 2  # kept\n")
+    result = cli("defaults", "--url", URL, "--url", "https://example.com/b", "--tz", "Asia/Jakarta", "--timeout", 60,
+                 "--catch-up", "none", "--max-concurrent", 4, "--json")
+    assert result.exit_code == 0, result.output
+    assert result.json()["message"] == "✅ Defaults updated"
+    assert result.json()["keys_set"] == ["catch_up", "max_concurrent", "max_retries", "timeout", "timezone", "url"]
+    text = tmp_home.jobs_file.read_text()
+    assert text.startswith("# my jobs\n[defaults]\nmax_retries = 2  # kept\n")  # written through the style-preserving editor
+    assert tomllib.loads(text)["defaults"] == {
+        "max_retries": 2, "url": [URL, "https://example.com/b"], "timezone": "Asia/Jakarta", "timeout": 60,
+        "catch_up": "none", "max_concurrent": 4,
+    }  # fmt: skip
+    assert cli("add", "Plain", "--at", "09:00").exit_code == 0  # no --url: the default crawl
+    job = cli("show", "plain", "--json").json()["job"]
+    assert (job["url"], job["timezone"], job["timeout"]) == ([URL, "https://example.com/b"], "Asia/Jakarta", 60)
+
+
+def test_defaults_without_options_shows_the_keys_and_writes_nothing(cli, tmp_home):
+    assert cli("defaults").stdout.startswith("Defaults: [defaults] sets nothing")
+    assert not tmp_home.jobs_file.exists()
+    tmp_home.jobs_file.write_text('[defaults]\nurl = "https://user:pw@example.com/x"\npaused = true\n')
+    before = tmp_home.jobs_file.read_bytes()
+    shown = cli("defaults")
+    assert shown.exit_code == 0
+    assert shown.stdout.splitlines() == ["Defaults:", '  url = ["https://user:***@example.com/x"]', "  paused = true"]
+    data = cli("defaults", "--json").json()
+    assert data["defaults"]["url"] == ["https://user:***@example.com/x"] and data["defaults"]["paused"] is True
+    assert tmp_home.jobs_file.read_bytes() == before
+
+
+def test_defaults_url_replaces_a_default_command_and_unset_removes_a_key(cli, tmp_home):
+    tmp_home.jobs_file.write_text('[defaults]\ncommand = "scrapy crawl news"\ntimezone = "UTC"\n')
+    assert cli("defaults", "--url", URL).exit_code == 0
+    assert tomllib.loads(tmp_home.jobs_file.read_text())["defaults"] == {"timezone": "UTC", "url": [URL]}
+    assert cli("defaults", "--unset", "timezone", "--unset", "paused").exit_code == 0
+    assert tomllib.loads(tmp_home.jobs_file.read_text())["defaults"] == {"url": [URL]}
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--url", "ftp://x/"], 'defaults.url: "ftp://x/" is not an http(s) URL'),
+    (["--url", URL, "--command", "echo"], 'command: "echo" cannot be given together with --url'),
+    (["--tz", "Mars/Base"], 'defaults.timezone: "Mars/Base" is not a known IANA time zone'),
+    (["--timeout", "-5"], "timeout: \"-5\" must be at least 0s"),
+    (["--catch-up", "some"], 'defaults.catch_up: "some" must be one of latest, none, all'),
+    (["--max-concurrent", "0"], "defaults.max_concurrent: 0 must be at least 1"),
+    (["--unset", "colour"], '--unset: "colour" is not a key of [defaults]'),
+    (["--tz", "UTC", "--unset", "timezone"], '--unset: "timezone" is set by another option too'),
+    (["--unset", "url"], "defaults: refused, the job file would not validate after this change (job 1: url: missing"),
+], ids=["url", "url-and-command", "tz", "timeout", "catch-up", "max-concurrent", "unknown-key", "set-and-unset", "needed-crawl"])
+def test_bad_defaults_are_refused_with_exit_2_and_change_nothing(cli, tmp_home, args, message):
+    tmp_home.jobs_file.write_text(f'[defaults]\nurl = "{URL}"\n\n[[jobs]]\nid = "a"\nat = "09:00"\ntimezone = "UTC"\n')
+    before = tmp_home.jobs_file.read_bytes()
+    result = cli("defaults", *args)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"crawlsched: error: {message}"), result.stderr
+    assert tmp_home.jobs_file.read_bytes() == before
+
+
 def test_retry_config_zero_disables_retry(cli, tmp_home):
     assert cli("retry-config", "--max-retries", 0).exit_code == 0
     assert tomllib.loads(tmp_home.jobs_file.read_text())["defaults"]["max_retries"] == 0
@@ -427,6 +486,15 @@ def test_console_script_and_python_m_both_work(tmp_home):
     for argv in ([script, "--help"], [sys.executable, "-m", "crawlsched", "--help"]):
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0 and "Usage: crawlsched" in proc.stdout
+
+
+def test_defaults_on_a_broken_job_file_is_exit_2_naming_its_line(cli, tmp_home):
+    tmp_home.jobs_file.write_text('[defaults]\ntimezone = "UTC\n')
+    before = tmp_home.jobs_file.read_bytes()
+    result = cli("defaults", "--url", URL)
+    assert result.exit_code == 2
+    assert result.stderr.startswith("crawlsched: error: jobs.toml:2: not valid TOML")
+    assert tmp_home.jobs_file.read_bytes() == before
 
 
 def test_readme_demo_and_unit_agree_on_how_soon_edits_are_noticed():

@@ -455,12 +455,12 @@ def test_status_json_is_exactly_as_before_without_a_daemon(cli, tmp_home, monkey
     assert result.json() == {
         "success": True, "running": False, "pid": None, "host": None, "version": None,
         "started_at": None, "started_at_iso": None, "heartbeat": None, "heartbeat_iso": None, "http": None,
-        "config_ok": True, "config_error": None, "next_job": "soonest",
+        "config_ok": True, "config_error": None, "scheduler_paused": False, "next_job": "soonest",
         "next_run": "2026-11-30 09:05:00", "next_run_iso": "2026-11-30T09:05:00+07:00",
         "jobs_file": str(tmp_home.jobs_file), "home": str(tmp_home.path),
     }
     assert list(result.json()) == ["success", "running", "pid", "host", "version", "started_at", "started_at_iso",
-                                   "heartbeat", "heartbeat_iso", "http", "config_ok", "config_error", "next_job",
+                                   "heartbeat", "heartbeat_iso", "http", "config_ok", "config_error", "scheduler_paused", "next_job",
                                    "next_run", "next_run_iso", "jobs_file", "home"]
 
 
@@ -526,6 +526,51 @@ def test_status_with_a_corrupt_database_but_a_held_daemon_lock_is_up(cli, tmp_ho
         proc.stdout.close()
 
 
+@pytest.mark.slow
+def test_run_now_of_a_busy_job_exits_1_saying_why_and_queues_nothing(tmp_path):
+    """The real daemon as a subprocess: a job whose attempt is running, and one waiting for its retry."""
+    import json
+    import sqlite3
+
+    from daemon_helpers import DaemonProcess, Target, cli as run, wait_for, write_jobs
+
+    target = Target()
+    home = tmp_path / "home"
+    write_jobs(home, f'[[jobs]]\nid = "slow"\nat = "23:59"\ncommand = "sleep 30"\n\n'
+                     f'[[jobs]]\nid = "flaky"\nat = "23:59"\nurl = "{target.url("/fail")}"\nmax_retries = 2\nretry_delay = 300\n')
+    daemon = DaemonProcess(home, "--grace", "1").start()  # the sleeping command is stopped at the end
+
+    def requests_queued() -> int:
+        con = sqlite3.connect(home / "crawlsched.db", timeout=10)
+        try:
+            return con.execute("SELECT count(*) FROM requests").fetchone()[0]
+        finally:
+            con.close()
+
+    try:
+        assert run(home, "run-now", "slow").returncode == 0
+        assert run(home, "run-now", "flaky").returncode == 0
+        wait_for(lambda: json.loads(run(home, "show", "slow", "--json").stdout)["job"]["status"] == "running", 10, "slow running")
+        wait_for(lambda: json.loads(run(home, "show", "flaky", "--json").stdout)["job"]["status"] == "retrying", 10, "flaky retrying")
+        queued = requests_queued()
+
+        busy = run(home, "run-now", "slow")
+        assert busy.returncode == 1
+        assert busy.stderr.startswith("crawlsched: error: job slow is running (attempt 1/4, since ")
+        assert busy.stderr.rstrip().endswith("nothing was queued (runs of one job never overlap)")
+        waiting = run(home, "run-now", "flaky", "--json")
+        assert waiting.returncode == 1
+        error = json.loads(waiting.stdout)
+        assert error["success"] is False
+        assert error["error"].startswith("job flaky is waiting for its retry (attempt 2/3 at ")
+        assert requests_queued() == queued  # nothing was handed to the daemon
+    finally:
+        assert daemon.stop() == 0
+        target.close()
+    skipped = sqlite3.connect(home / "crawlsched.db").execute("SELECT count(*) FROM runs WHERE status = 'skipped'").fetchone()[0]
+    assert skipped == 0
+
+
 # --- run: a job never overlaps itself (the real two-process scenarios: tests/reliability/test_job_overlap.py) ---
 
 
@@ -554,6 +599,21 @@ def test_run_goes_on_when_the_chains_owner_is_dead_and_releases_its_claim(cli, s
     assert result.exit_code == 0, result.output
     assert [(r.trigger, r.status) for r in state.runs("cmd")] == [("run", "success")]
     assert state.claim("cmd") is None
+
+
+def test_run_now_refuses_while_a_run_chain_in_another_process_holds_the_job(cli, state, fake_daemon):
+    assert cli("add", "Cmd", "--every", "1h", "--command", "true").exit_code == 0
+    helper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # stands in for `crawlsched run`
+    try:
+        _claim(state, "cmd", "run", helper.pid)  # between two attempts: no running row, no saved retry
+        result = cli("run-now", "cmd", "--json")
+        assert result.exit_code == 1
+        assert result.json()["error"] == (f"job cmd is busy: `crawlsched run` (pid {helper.pid}) is running it; "
+                                          "nothing was queued (runs of one job never overlap)")
+        assert state.read("SELECT count(*) AS n FROM requests")[0]["n"] == 0
+    finally:
+        helper.kill()
+        helper.wait()
 
 
 # --- tables in a real terminal ------------------------------------------------------------------

@@ -126,7 +126,7 @@ def test_minute_may_be_left_out(home):
         ({"end_date": "2025-01-01"}, 'scheduler_jobs.json: record 3 (id "job_3"): end_date: "2025-01-01" is before start_date'),
         ({"max_retries": -2}, 'scheduler_jobs.json: record 3 (id "job_3"): max_retries: -2 must be at least 0'),
         ({"created_at": "yesterday"}, 'scheduler_jobs.json: record 3 (id "job_3"): created_at: "yesterday" is not a date-time'),
-        ({"hour": None}, 'scheduler_jobs.json: record 3 (id "job_3"): hour: None is missing'),
+        ({"hour": None}, 'scheduler_jobs.json: record 3 (id "job_3"): hour: missing'),
         ({"id": "job_1"}, 'scheduler_jobs.json: record 3 (id "job_1"): id: "job_1" is used by record 1 too'),
         ({"name": "One"}, 'scheduler_jobs.json: record 3 (id "job_3"): name: "One" is used by record 1 too'),
         ({"name": "Mine"}, 'scheduler_jobs.json: record 3 (id "job_3"): name: "Mine" is taken by job "mine" in jobs.toml'),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import tomllib
 import os
 import logging
 import threading
@@ -189,13 +190,75 @@ def test_seed_body_without_url_uses_the_defaults_crawl(env):
     assert "url" not in env.jobs_file.read_text().split("[[jobs]]")[1]
 
 
-def test_seed_body_without_url_and_no_default_is_refused_naming_url(env):
+def test_seed_body_without_url_and_no_default_is_refused_saying_how_to_set_one(env):
     before = env.file_bytes()
     response = env.client.post("/api/scheduler/job/add", json=SEED_BODY)
     assert response.status_code == 422
-    assert response.get_json()["success"] is False
-    assert response.get_json()["error"].startswith("url:")
+    assert response.get_json() == {"success": False, "error": (
+        "url: missing: this job names no crawl (url or command) and [defaults] has no default crawl; "
+        "give the job a url or a command, or set a default crawl with `crawlsched defaults --url URL`")}
     assert env.file_bytes() == before
+
+
+def test_the_jobs_payload_says_whether_a_default_crawl_exists(env):
+    assert env.client.get("/api/scheduler/jobs").get_json()["default_crawl"] is False
+    write_jobs(env.home, '[defaults]\ntimezone = "UTC"\nurl = "https://example.com/all"\n')
+    assert env.client.get("/api/scheduler/jobs").get_json()["default_crawl"] is True
+
+
+def test_numbers_may_come_as_decimal_strings_as_a_form_sends_them(env):
+    env.add(name="Form", start_date="2025-11-08", hour="09", minute="05", max_retries="3", retry_delay="300",
+            url="https://example.com/")
+    job = env.client.get("/api/scheduler/job/form").get_json()["job"]
+    assert (job["schedule"], job["max_retries"], job["retry_delay"]) == ("09:05", 3, 300)
+    table = tomllib.loads(env.jobs_file.read_text())["jobs"][0]
+    assert (table["at"], table["max_retries"], table["retry_delay"]) == ("09:05", 3, 300)  # numbers in the file
+    config = env.client.post("/api/scheduler/retry-config", json={"max_retries": "5", "retry_delay": "7.5"})
+    assert config.status_code == 200 and config.get_json()["defaults"]["retry_delay"] == 7.5
+    start = env.client.post("/api/scheduler/start", json={"mode": "interval", "seconds": "3600", "url": "https://example.com/"})
+    assert start.status_code == 200, start.get_json()
+    assert tomllib.loads(env.jobs_file.read_text())["jobs"][1]["every"] == "3600s"
+
+
+@pytest.mark.parametrize("value", ["nine", "9.5", "²", "0x9", "", " ", " 9"], ids=["word", "fraction", "superscript", "hex", "empty", "blank", "spaced"])
+def test_a_string_that_is_not_a_whole_number_is_refused_as_the_hour(env, value):
+    before = env.file_bytes()
+    response = env.client.post("/api/scheduler/job/add", json={"name": "X", "hour": value, "url": "https://example.com/"})
+    assert response.status_code == 422
+    assert response.get_json()["error"].startswith("hour: ")
+    assert env.file_bytes() == before
+
+
+PYTHON_VALUES = ("None", "True", "False", "['", "{'", "NoneType", "<class")
+NO_PYTHON_CASES = [
+    ("/api/scheduler/job/add", {"name": "X", "url": "https://example.com/"}),  # no schedule
+    ("/api/scheduler/job/add", {"name": "X", "hour": 9}),  # no crawl anywhere
+    ("/api/scheduler/job/add", {"hour": 9, "url": "https://example.com/"}),  # no name
+    ("/api/scheduler/job/add", {"name": "X", "hour": True, "url": "https://example.com/"}),
+    ("/api/scheduler/job/add", {"name": "X", "hour": 9, "end_date": False, "url": "https://example.com/"}),
+    ("/api/scheduler/job/add", {"name": "X", "hour": 9, "url": [1, None]}),
+    ("/api/scheduler/retry-config", {"max_retries": True}),
+    ("/api/scheduler/start", {"mode": "daily"}),
+    ("/api/scheduler/start", {"mode": "interval"}),
+    ("/api/scheduler/start", {"mode": "custom"}),
+    ("/api/scheduler/run-now", {"job_id": False}),
+    ("/api/scheduler/job/add", None),  # the body `null`
+    ("/api/scheduler/job/add", [None]),
+]
+
+
+@pytest.mark.parametrize(("path", "body"), NO_PYTHON_CASES, ids=[f"{p.rsplit('/', 1)[1]}-{i}" for i, (p, _) in enumerate(NO_PYTHON_CASES)])
+def test_no_error_message_shows_a_python_value(env, path, body):
+    response = env.client.post(path, data=json.dumps(body), content_type="application/json")
+    assert response.status_code in (400, 422), response.get_json()
+    error = response.get_json()["error"]
+    assert not [word for word in PYTHON_VALUES if word in error], error
+
+
+def test_a_request_without_a_host_header_is_refused_without_a_python_value(env):
+    response = env.client.get("/api/scheduler/jobs", headers={"Host": ""})
+    assert response.status_code == 403
+    assert "None" not in response.get_json()["error"] and "'" not in response.get_json()["error"]
 
 
 def test_get_job_returns_job_and_runs(env):
@@ -295,15 +358,47 @@ def test_legacy_start_twice_replaces_the_job_default(env):
     assert [(j["id"], j["schedule"]) for j in jobs] == [("default", "0 10 * * 1")]
 
 
-def test_legacy_stop_pauses_every_job_and_start_resumes_them(env):
+def test_legacy_stop_and_start_switch_the_scheduler_and_leave_each_jobs_own_pause(env):
     env.add(name="A", hour=9, url="https://example.com/")
     env.add(name="B", hour=10, url="https://example.com/")
+    env.client.post("/api/scheduler/job/b/pause")  # paused on purpose, on its own
     stop = env.client.post("/api/scheduler/stop")  # no body, no Content-Type: as `curl -X POST` sends
-    assert stop.status_code == 200 and stop.get_json()["paused"] == 2
-    assert {j["status"] for j in env.client.get("/api/scheduler/jobs").get_json()["jobs"]} == {"paused"}
+    assert stop.status_code == 200 and stop.get_json()["scheduler_paused"] is True
+    text = env.jobs_file.read_text()
+    assert tomllib.loads(text)["defaults"]["paused"] is True
+    assert [j.get("paused") for j in tomllib.loads(text)["jobs"]] == [None, True]  # the jobs' own keys untouched
+    jobs = env.client.get("/api/scheduler/jobs").get_json()
+    assert jobs["scheduler_paused"] is True
+    assert {j["id"]: j["status"] for j in jobs["jobs"]} == {"a": "active", "b": "paused"}
+    status = env.client.get("/api/scheduler/status").get_json()
+    assert status["scheduler_paused"] is True and status["next_job"] is None
     start = env.client.post("/api/scheduler/start")
-    assert start.status_code == 200 and start.get_json()["resumed"] == 2
-    assert {j["status"] for j in env.client.get("/api/scheduler/jobs").get_json()["jobs"]} == {"active"}
+    assert start.status_code == 200 and start.get_json()["scheduler_paused"] is False
+    assert "paused" not in tomllib.loads(env.jobs_file.read_text())["defaults"]
+    after = env.client.get("/api/scheduler/jobs").get_json()
+    assert after["scheduler_paused"] is False
+    assert {j["id"]: j["status"] for j in after["jobs"]} == {"a": "active", "b": "paused"}  # B stays paused
+    assert env.client.get("/api/scheduler/status").get_json()["next_job"] == "a"
+
+
+def test_nothing_fires_while_the_scheduler_is_stopped_and_nothing_is_missed(env, target):
+    env.add(name="Minutely", cron="* * * * *", url=f"{target}/ok")
+    env.turn()
+    env.client.post("/api/scheduler/stop")
+    env.turn()  # the daemon applies [defaults] paused
+    for _ in range(3):  # three minutes of fires while stopped
+        env.clock.advance(60)
+        env.turn()
+    assert runs_of(env, "minutely") == []  # not fired, and not recorded as missed either
+    env.client.post("/api/scheduler/start")
+    env.turn()
+    env.clock.advance(60)
+    env.turn()
+    assert [(r["status"], r["trigger"]) for r in runs_of(env, "minutely")] == [("success", "schedule")]
+
+
+def runs_of(env: Env, job_id: str) -> list[dict[str, Any]]:
+    return env.client.get(f"/api/scheduler/job/{job_id}").get_json()["runs"]
 
 
 def test_status_has_the_shape_of_status_json(env):
@@ -926,13 +1021,13 @@ def test_status_json_is_exactly_as_before(env):
     data = env.client.get("/api/scheduler/status").get_json()
     row = env.daemon.state.daemon()
     assert list(data) == ["success", "running", "pid", "host", "version", "started_at", "started_at_iso",
-                          "heartbeat", "heartbeat_iso", "http", "config_ok", "config_error", "job_count",
+                          "heartbeat", "heartbeat_iso", "http", "config_ok", "config_error", "scheduler_paused", "job_count",
                           "next_job", "next_run", "next_run_iso", "jobs_file", "home"]
     assert data == {
         "success": True, "running": True, "pid": os.getpid(), "host": row["host"], "version": row["version"],
         "started_at": "2025-11-08 08:00:00", "started_at_iso": "2025-11-08T08:00:00+00:00",
         "heartbeat": data["heartbeat"], "heartbeat_iso": data["heartbeat_iso"],
-        "http": "http://127.0.0.1:5000", "config_ok": True, "config_error": None, "job_count": 2,
+        "http": "http://127.0.0.1:5000", "config_ok": True, "config_error": None, "scheduler_paused": False, "job_count": 2,
         "next_job": "a", "next_run": "2025-11-08 09:00:00", "next_run_iso": "2025-11-08T09:00:00+00:00",
         "jobs_file": str(env.jobs_file), "home": str(env.home),
     }
@@ -941,3 +1036,72 @@ def test_status_json_is_exactly_as_before(env):
     data = env.client.get("/api/scheduler/status").get_json()
     assert (data["config_ok"], data["job_count"], data["next_job"]) == (False, 2, "a")
     assert data["config_error"].startswith("jobs.toml:1:")
+
+
+# --- run-now on a busy job -------------------------------------------------------------------
+
+
+def test_run_now_of_a_job_waiting_for_its_retry_is_409_and_queues_nothing(env):
+    env.add(name="Flaky", hour=23, url="http://127.0.0.1:9/down", max_retries=2, retry_delay=300)
+    env.client.post("/api/scheduler/run-now", json={"job_id": "flaky"})
+    env.turn()  # the first attempt fails: its retry waits 300 s
+    assert env.client.get("/api/scheduler/job/flaky").get_json()["job"]["status"] == "retrying"
+    queued = env.daemon.state.read("SELECT count(*) AS n FROM requests")[0]["n"]
+    response = env.client.post("/api/scheduler/run-now", json={"job_id": "flaky"})
+    assert response.status_code == 409
+    assert response.get_json() == {"success": False, "error": (
+        "job flaky is waiting for its retry (attempt 2/3 at 2025-11-08 08:05:00); "
+        "nothing was queued (runs of one job never overlap)")}
+    assert env.daemon.state.read("SELECT count(*) AS n FROM requests")[0]["n"] == queued
+
+
+# --- a broken job file -------------------------------------------------------------------------
+
+
+BROKEN = '[defaults]\ntimezone = "UTC\n'  # a missing quote on line 2
+
+
+def test_a_broken_job_file_still_shows_the_jobs_the_daemon_runs(env):
+    env.add(name="Kept", hour=9, url="https://example.com/")
+    env.turn()  # applied by the daemon
+    env.jobs_file.write_text(BROKEN)
+    jobs = env.client.get("/api/scheduler/jobs")
+    assert jobs.status_code == 200
+    data = jobs.get_json()
+    assert [j["id"] for j in data["jobs"]] == ["kept"]
+    assert data["config_error"].startswith("jobs.toml:2: not valid TOML")
+    one = env.client.get("/api/scheduler/job/kept")
+    assert one.status_code == 200
+    assert one.get_json()["job"]["id"] == "kept" and one.get_json()["config_error"] == data["config_error"]
+    assert env.client.get("/api/scheduler/status").get_json()["config_error"].startswith("jobs.toml:2:")
+    config = env.client.get("/api/scheduler/retry-config")
+    assert config.status_code == 200 and config.get_json()["config_error"] == data["config_error"]
+
+
+@pytest.mark.parametrize(("method", "path", "body"), [
+    ("POST", "/api/scheduler/job/add", {"name": "New", "hour": 9, "url": "https://example.com/"}),
+    ("DELETE", "/api/scheduler/job/kept", None),
+    ("POST", "/api/scheduler/job/kept/pause", None),
+    ("POST", "/api/scheduler/retry-config", {"max_retries": 1}),
+    ("POST", "/api/scheduler/stop", None),
+    ("POST", "/api/scheduler/start", {"mode": "daily", "hour": 9}),
+], ids=["add", "delete", "pause", "retry-config", "stop", "start"])
+def test_writes_to_a_broken_job_file_are_422_naming_its_line_and_change_nothing(env, method, path, body):
+    env.add(name="Kept", hour=9, url="https://example.com/")
+    env.turn()
+    env.jobs_file.write_text(BROKEN)
+    before = env.file_bytes()
+    response = env.client.open(path, method=method, json=body)
+    assert response.status_code == 422
+    assert response.get_json()["error"].startswith("jobs.toml:2: not valid TOML")
+    assert env.file_bytes() == before
+
+
+def test_the_last_good_job_file_is_kept_in_the_home_when_the_daemon_applies_it(env):
+    env.add(name="Kept", hour=9, url="https://example.com/")
+    env.turn()
+    good = env.file_bytes()
+    env.jobs_file.write_text(BROKEN)
+    env.daemon.reload(force=True)
+    assert env.daemon.store.last_good_path(env.home).read_bytes() == good
+    assert env.daemon.store.last_good_path(env.home).parent == env.home / ".cache"

@@ -302,3 +302,14 @@ def test_patch_refuses_an_environment_variable_the_job_file_does_not_allow(env, 
     response = env.client.patch(f"/api/scheduler/job/{job}", json=body)
     assert response.status_code == 422 and response.get_json()["field"] == field
     assert env.file_bytes() == before
+
+
+def test_reads_go_on_while_the_job_file_is_broken(env, job):
+    attempt(env, job, T0, 1, "success", "ok")
+    env.turn()  # the daemon runs the job: its last good file
+    env.jobs_file.write_text(env.jobs_file.read_text() + "\n[[jobs]]\nid = 'broken\n")
+    assert env.client.get(f"/api/scheduler/job/{job}/runs").status_code == 200
+    assert env.client.get(f"/api/scheduler/job/{job}/stats").status_code == 200
+    assert job in env.client.get("/api/scheduler/recent").get_json()["recent"]
+    response = env.client.patch(f"/api/scheduler/job/{job}", json={"max_retries": 1})
+    assert response.status_code == 422 and "jobs.toml" in response.get_json()["error"]

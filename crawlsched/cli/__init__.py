@@ -278,7 +278,7 @@ from crawlsched.cli import daemon, edit, logs, show  # noqa: E402  (they registe
 
 # `crawlsched --help` lists the commands in this order, whatever the modules' order.
 COMMAND_ORDER = (
-    "add", "edit", "list", "show", "rm", "pause", "resume", "retry-config", "validate", "prune",
+    "add", "edit", "list", "show", "rm", "pause", "resume", "retry-config", "defaults", "validate", "prune",
     "history", "logs", "status", "stop", "run-now", "run", "daemon", "demo", "import",
 )
 app.registered_commands.sort(key=lambda info: COMMAND_ORDER.index(info.name))

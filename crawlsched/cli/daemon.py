@@ -24,55 +24,21 @@ if TYPE_CHECKING:
     from crawlsched.state import State
     from crawlsched.store import JobStore
 
-DAEMON_FRESH = 90.0  # seconds: a daemon whose heartbeat is older is not up
 STOP_WAIT = 60.0  # seconds `stop` waits for the daemon to exit
 
 
 def live_daemon(state: State | None, now: float, home: Path | None = None) -> dict[str, Any] | None:
-    """The daemon's row when one is up, else None. The one check behind status, stop and run-now.
+    """The daemon's row when one is up in this invocation's home (``control.live_daemon``), else None."""
+    from crawlsched import control
 
-    Up means all of: the row says it runs on this machine (``host`` is
-    ``socket.gethostname()``), its pid is alive, its heartbeat is fresh
-    (< 90 s), and the home's lock file ``.crawlsched-daemon.lock`` is held
-    (a shared non-blocking flock fails) by that same pid (the daemon writes
-    its pid there). A recycled pid, a row from another host sharing the home,
-    or a daemon killed with SIGKILL is never signalled.
-    """
-    import socket
-
-    from crawlsched.state import pid_alive
-
-    row = state.daemon() if state is not None else None
-    if not row or row.get("stopped_at") is not None or not pid_alive(row.get("pid")):
-        return None
-    if row.get("heartbeat") is None or now - row["heartbeat"] > DAEMON_FRESH:
-        return None
-    if row.get("host") != socket.gethostname():
-        return None
-    if lock_holder(env().home if home is None else home) != int(row["pid"]):
-        return None
-    return row
+    return control.live_daemon(state, now, env().home if home is None else home)
 
 
 def lock_holder(home: Path) -> int | None:
-    """The pid in ``<home>/.crawlsched-daemon.lock`` while a daemon holds that lock, else None."""
-    import fcntl
+    """The pid holding the home's daemon lock, else None (``control.lock_holder``)."""
+    from crawlsched import control
 
-    try:
-        fd = os.open(Path(home) / ".crawlsched-daemon.lock", os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            text = os.pread(fd, 32, 0).decode(errors="replace").strip()
-            return int(text) if text.isdigit() else None
-        fcntl.flock(fd, fcntl.LOCK_UN)  # we got it: nobody holds it, no daemon
-        return None
-    finally:
-        os.close(fd)
-
+    return control.lock_holder(home)
 
 
 def _daemon_or_fail() -> dict[str, Any]:
@@ -115,33 +81,28 @@ def stop(as_json: JsonOpt = False) -> None:
 def run_now(job: Annotated[str, typer.Argument(metavar="JOB", help="Job id or exact name.", show_default=False)], as_json: JsonOpt = False) -> None:
     """Ask the running daemon to fire a job now.
 
-    Exit 3 when no daemon is up (`crawlsched run JOB` runs it in this process instead).
+    Exit 1, queueing nothing, when the job is running or waiting for a retry (runs
+    of one job never overlap); exit 3 when no daemon is up (`crawlsched run JOB`
+    runs it in this process instead).
 
     Example:
 
     \b
       crawlsched run-now daily-morning-crawl
     """
+    from crawlsched import control
+
     found = _find(_load(), job)
     daemon = _daemon_or_fail()
     state = env().state()
     assert state is not None
-    request = state.request_run(found.id, time.time())
-    _poke(int(daemon["pid"]))
-    deadline = time.monotonic() + cli.HANDOVER_WAIT
-    taken = state.request_taken(request)
-    while not taken and time.monotonic() < deadline:
-        time.sleep(0.05)
-        taken = state.request_taken(request)
-    if taken:
-        message = f"▶️ Job '{found.name}' handed over to the daemon"
-    else:
-        message = f"Job '{found.name}' queued; the daemon has not taken it within {cli.HANDOVER_WAIT:g} s and will when it can"
+    control.refuse_if_busy(state, found)  # exit 1, nothing queued
+    taken, message = control.hand_over(state, found, wake=lambda: _poke(int(daemon["pid"])), wait=cli.HANDOVER_WAIT,
+                                       source="cli")
     if as_json:
         _emit({"success": True, "message": message, "job_id": found.id, "taken": taken})
     else:
         _say(message)
-
 
 
 def _poke(pid: int) -> None:

@@ -4,13 +4,40 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
 from crawlsched.cli import JsonOpt, Refused, _console, _emit, _find, _job_dict, _job_dicts, _load, _now, _say, command, env
 from crawlsched.cli.daemon import live_daemon
 from crawlsched.errors import CrawlschedError, DaemonNotRunning, InvalidValue
+
+if TYPE_CHECKING:
+    from crawlsched.model import JobFile
+
+
+def _load_shown(*, say: bool = True) -> tuple[JobFile, str | None]:
+    """The job file to show, and its error while it is broken (SPEC §5, "When the job file is broken").
+
+    While a daemon is up, a broken file shows the jobs that daemon runs (its last good
+    file) and the error goes to stderr; the command prints its data, then exits 2
+    (``_exit_if_broken``). With no daemon up the error is raised as before (exit 2).
+    """
+    from crawlsched import control
+
+    jobfile, error = control.jobs_to_show(env().store(), env().state(), env().home, time.time())
+    if error is not None and say:
+        typer.echo(f"crawlsched: error: {control.showing_last_good(error, len(jobfile.jobs))}", err=True)
+    return jobfile, error
+
+
+def _with_error(payload: dict[str, Any], error: str | None) -> dict[str, Any]:
+    return {**payload, "config_error": error} if error is not None else payload
+
+
+def _exit_if_broken(error: str | None) -> None:
+    if error is not None:
+        raise typer.Exit(2)
 
 
 SortOpt = Annotated[str, typer.Option("--sort", metavar="KEY", help="Order of the jobs: file (as written), next (soonest first), name, status (failed first) or last (latest run first).")]
@@ -42,12 +69,15 @@ def list_(
         _watch(sort)
         return
     now = _now()
-    jobs = render.sort_jobs(_job_dicts(_load(), now), sort)
+    jobfile, error = _load_shown()
+    jobs = render.sort_jobs(_job_dicts(jobfile, now), sort)
     if as_json:
-        _emit({"success": True, "jobs": jobs})
+        _emit(_with_error({"success": True, "jobs": jobs}, error))
+        _exit_if_broken(error)
         return
     console = _console()
     console.print(render.jobs_table(jobs, now=now, width=console.width, plain=not console.is_terminal))
+    _exit_if_broken(error)
 
 
 def _watch(sort: str) -> None:
@@ -63,12 +93,18 @@ def _watch(sort: str) -> None:
     def frame() -> Any:
         now = _now()
         try:
-            jobs = render.sort_jobs(_job_dicts(_load(), now), sort)
+            jobfile, error = _load_shown(say=False)
+            jobs = render.sort_jobs(_job_dicts(jobfile, now), sort)
             table = render.jobs_table(jobs, now=now, width=console.width, plain=plain)
         except CrawlschedError as exc:  # e.g. the file is half-edited: say so and keep watching
             return Text(f"crawlsched: error: {exc}", style="red")
         title = f"crawlsched · {datetime.now().strftime('%H:%M:%S')} · Ctrl-C to stop · {env().jobs_file}"
-        return Group(Text(render.cut_line(title, console.width), style="" if plain else "bold"), table)
+        parts = [Text(render.cut_line(title, console.width), style="" if plain else "bold"), table]
+        if error is not None:
+            from crawlsched import control
+
+            parts.append(Text(f"error: {control.showing_last_good(error, len(jobfile.jobs))}", style="" if plain else "red"))
+        return Group(*parts)
 
     try:
         with Live(frame(), console=console, auto_refresh=False) as live:
@@ -95,12 +131,14 @@ def show(
     from crawlsched import render
 
     now = _now()
-    found = _find(_load(), job)
+    jobfile, error = _load_shown()
+    found = _find(jobfile, job)
     state = env().state()
     runs = [render.run_dict(r, found) for r in state.runs(found.id, limit)] if state is not None else []
     data = _job_dict(found, now)
     if as_json:
-        _emit({"success": True, "job": data, "runs": runs})
+        _emit(_with_error({"success": True, "job": data, "runs": runs}, error))
+        _exit_if_broken(error)
         return
     console = _console()
     plain = not console.is_terminal
@@ -111,6 +149,7 @@ def show(
                                         zones={found.id: found.timezone}))
     else:
         console.print("no runs yet")
+    _exit_if_broken(error)
 
 
 @command("history")
@@ -140,7 +179,7 @@ def history(
     now = _now()
     statuses = hist.parse_statuses(status) if status is not None else None
     after = hist.parse_since(since, now, machine_timezone()) if since is not None else None
-    jobfile = _load()
+    jobfile, error = _load_shown()
     state = env().state()
     job_id = hist.resolve(jobfile, state, job).job_id if job is not None else None
     runs = state.runs(job_id, limit, since=after.timestamp() if after else None, statuses=statuses) if state is not None else []
@@ -148,12 +187,14 @@ def history(
     rows = [render.run_dict(r, by_id.get(r.job_id)) for r in runs]
     rates = hist.rates(runs, state)
     if as_json:
-        _emit({"success": True, "runs": rows, "success_rate": rates.success_rate,
-               "run_success_rate": rates.run_success_rate})
+        _emit(_with_error({"success": True, "runs": rows, "success_rate": rates.success_rate,
+                           "run_success_rate": rates.run_success_rate}, error))
+        _exit_if_broken(error)
         return
     console = _console()
     if not rows:
         console.print("no runs yet" if since is None and status is None else "no runs match")
+        _exit_if_broken(error)
         return
     zones = {j.id: j.timezone for j in jobfile.jobs}
     console.print(render.runs_table(rows, now=now, width=console.width, plain=not console.is_terminal,
@@ -164,6 +205,7 @@ def history(
         console.print(f"success rate: {rates.success_rate:.0%} ({rates.attempts_ok} of {rates.attempts} attempts)")
     if rates.run_success_rate is not None:
         console.print(f"run success rate: {rates.run_success_rate:.0%} ({rates.runs_ok} of {rates.runs} runs)")
+    _exit_if_broken(error)
 
 
 def _status(now: datetime) -> dict[str, Any]:
@@ -205,10 +247,18 @@ def _status(now: datetime) -> dict[str, Any]:
         row, jobfile, now, states=states, running=row is not None or pid is not None, pid=pid,
         http=row.get("http") if row else None, config_ok=config_ok, config_error=config_error,
         jobs_file=str(env().jobs_file), home=str(env().home), state_error=state_error,
-        jobs_file_missing=not env().jobs_file.exists())
+        jobs_file_missing=not env().jobs_file.exists(), scheduler_paused=_scheduler_paused(jobfile, row))
     if store is not None:
         store.save_fire_memo(now.timestamp())
     return data
+
+
+def _scheduler_paused(jobfile: JobFile | None, row: dict[str, Any] | None) -> bool:
+    """``[defaults] paused`` of the file; while the file is broken, of the daemon's last good file."""
+    if jobfile is not None:
+        return jobfile.defaults.paused
+    last_good = env().store().load_last_good(env().home) if row is not None else None
+    return bool(last_good is not None and last_good.defaults.paused)
 
 
 @command("status")

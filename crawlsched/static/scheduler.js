@@ -137,6 +137,7 @@
           return;
         }
         render(Array.isArray(data.jobs) ? data.jobs : []);
+        renderFacts(data);
         setLive("ok", "Updated " + clock(new Date()));
         if (ns.onJobs) ns.onJobs(data);
         schedule();
@@ -225,6 +226,26 @@
     });
     els.empty.hidden = jobs.length > 0;
     els.count.textContent = jobs.length ? String(jobs.length) : "";
+  }
+
+  // What the jobs payload says beside the jobs: a broken job file (the jobs shown are the
+  // daemon's last good ones), a stopped scheduler, and whether a default crawl exists, so
+  // the URL hint tells the truth.
+  function renderFacts(data) {
+    if (data.config_error) {
+      showText(els.configBanner, "The job file is broken and not applied: " + String(data.config_error) +
+        ". Shown are the jobs the daemon is running, from its last good file; changes are refused until the file is fixed.");
+    } else {
+      showText(els.configBanner, "");
+    }
+    els.pausedBanner.hidden = data.scheduler_paused !== true;
+    if (data.default_crawl === true) {
+      els.urlHelp.textContent = "Empty: the job file's default crawl ([defaults] url or command).";
+      els.urlInput.required = false;
+    } else if (data.default_crawl === false) {
+      els.urlHelp.textContent = "Required: the job file names no default crawl (set one with `crawlsched defaults --url URL`).";
+      els.urlInput.required = true;
+    }
   }
 
   function el(tag, className, text) {
@@ -472,6 +493,9 @@
     var payload = formPayload(form);
     if (!payload.name) return fail("Name is required.", form.elements.name);
     if (payload.hour === undefined) return fail("Hour is required (0–23).", form.elements.hour);
+    if (els.urlInput.required && !payload.url) {
+      return fail("URL is required: the job file names no default crawl.", els.urlInput);
+    }
 
     els.addButton.disabled = true;
     api("POST", API + "/job/add", payload).then(
@@ -527,6 +551,10 @@
     els.tokenForm = document.getElementById("token-form");
     els.tokenInput = document.getElementById("f-token");
     els.tokenError = document.getElementById("token-error");
+    els.configBanner = document.getElementById("config-banner");
+    els.pausedBanner = document.getElementById("paused-banner");
+    els.urlHelp = document.getElementById("url-help");
+    els.urlInput = document.getElementById("f-url");
 
     els.form.addEventListener("submit", onAddSubmit);
     els.tokenForm.addEventListener("submit", onTokenSubmit);

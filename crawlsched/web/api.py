@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Mapping
 
 from flask import Flask, Response, request
 
-from crawlsched import render, timing
-from crawlsched.errors import InvalidValue, JobNotFound
-from crawlsched.model import Job, JobFile, build_job, check_int, check_timezone
+from crawlsched import control, render, timing
+from crawlsched.errors import InvalidValue, JobFileError, JobNotFound
+from crawlsched.model import Defaults, Job, JobFile, build_job, check_int, check_timezone
 from crawlsched.web.ops import MetricsExporter, health_problem, status_dict
 from crawlsched.web.payload import START_KEYS, _given, add_fields, api_urls, json_body, legacy_schedule, retry_changes
 from crawlsched.web.responses import _static_json, ok, reply
@@ -37,7 +36,26 @@ class Api:
         return datetime.fromtimestamp(self.daemon.clock(), UTC)
 
     def load(self) -> JobFile:
+        """The job file as it is now, for a write: a broken file raises ``JobFileError`` (422)."""
         return self.store.load()
+
+    def load_for_read(self) -> tuple[JobFile, str | None]:
+        """The jobs to show and the file's error (SPEC §5): a broken file shows the jobs the
+        daemon is running (its last good file), never a 500."""
+        try:
+            return self.store.load(), None
+        except JobFileError as exc:
+            running = JobFile(defaults=self.daemon.defaults or Defaults(), jobs=tuple(self.daemon.jobs.values()))
+            return running, str(exc)
+
+    @staticmethod
+    def file_facts(jobfile: JobFile, error: str | None) -> dict[str, Any]:
+        """What the page needs beside the jobs: is the file applied, is there a default crawl, is the scheduler on."""
+        return {
+            "config_error": error,
+            "default_crawl": bool(jobfile.defaults.url or jobfile.defaults.command),
+            "scheduler_paused": jobfile.defaults.paused,
+        }
 
     def find(self, jobfile: JobFile, ref: str) -> Job:
         job = jobfile.find(ref)
@@ -57,9 +75,9 @@ class Api:
 
     def jobs(self) -> Response:
         now = self.now()
-        jobfile = self.load()
+        jobfile, error = self.load_for_read()
         states = self.state.job_states([j.id for j in jobfile.jobs])
-        return ok(jobs=[render.job_dict(j, states.get(j.id), now) for j in jobfile.jobs])
+        return ok(jobs=[render.job_dict(j, states.get(j.id), now) for j in jobfile.jobs], **self.file_facts(jobfile, error))
 
     def add(self) -> Response:
         body = json_body()
@@ -73,9 +91,11 @@ class Api:
     def show(self, ref: str) -> Response:
         limit = check_int("limit", request.args.get("limit", "50"), 1, 1000)
         now = self.now()
-        job = self.find(self.load(), ref)
+        jobfile, error = self.load_for_read()
+        job = self.find(jobfile, ref)
         runs = self.state.runs(job.id, limit)
-        return ok(job=self.job_dict(job, now), runs=[render.run_dict(r, job) for r in runs])
+        extra = {"config_error": error} if error else {}
+        return ok(job=self.job_dict(job, now), runs=[render.run_dict(r, job) for r in runs], **extra)
 
     def delete(self, ref: str) -> Response:
         removed = self.store.remove(self.find(self.load(), ref).id)
@@ -96,7 +116,9 @@ class Api:
         return self._set_paused(ref, False)
 
     def retry_config_get(self) -> Response:
-        return ok(message="Retry config", defaults=render.defaults_dict(self.load().defaults))
+        jobfile, error = self.load_for_read()
+        extra = {"config_error": error} if error else {}
+        return ok(message="Retry config", defaults=render.defaults_dict(jobfile.defaults), **extra)
 
     def retry_config(self) -> Response:
         changes = retry_changes(json_body())
@@ -109,7 +131,8 @@ class Api:
     # --- the seed's legacy endpoints ------------------------------------------------
 
     def start(self) -> Response:
-        """Resume every job; with a ``mode``, first create or replace the job ``default``."""
+        """Switch the scheduler on (remove ``[defaults] paused``); with a ``mode``, first create or
+        replace the job ``default``. A job paused on its own stays paused."""
         given = _given(json_body(), START_KEYS, "the start request")
         job_id = None
         if given:
@@ -117,12 +140,14 @@ class Api:
                 key = next(iter(given))
                 raise InvalidValue(key, given[key], "needs mode (daily, hourly, interval or custom)")
             job_id = self._upsert_default(given).id
-        resumed = self.store.set_paused_all(False)
+        if self.load().defaults.paused:
+            self.store.set_defaults({"paused": None})
         self.changed()
-        message = f"▶️ Scheduler started: {resumed} job{'s' if resumed != 1 else ''} resumed"
+        active = sum(1 for j in self.load().jobs if not j.paused)
+        message = f"▶️ Scheduler started: {active} job{'s' if active != 1 else ''} scheduled"
         if job_id:
-            message += f"; job '{job_id}' scheduled"
-        return ok(message=message, resumed=resumed, job_id=job_id)
+            message += f"; job '{job_id}' created"
+        return ok(message=message, scheduler_paused=False, job_id=job_id)
 
     def _upsert_default(self, given: Mapping[str, Any]) -> Job:
         now = self.now()
@@ -148,29 +173,22 @@ class Api:
         return job
 
     def stop(self) -> Response:
+        """Switch the scheduler off: ``[defaults] paused = true``; every job keeps its own ``paused``."""
         _given(json_body(), (), "the stop request (it takes no fields)")
-        paused = self.store.set_paused_all(True)
+        if not self.load().defaults.paused:
+            self.store.set_defaults({"paused": True})
         self.changed()
-        return ok(message=f"⏹️ Scheduler stopped: {paused} job{'s' if paused != 1 else ''} paused", paused=paused)
+        return ok(message="⏹️ Scheduler stopped: no job fires until it is started again", scheduler_paused=True)
 
     def run_now(self) -> Response:
         given = _given(json_body(), ("job_id",), "the run-now request")
         ref = given.get("job_id", "default")
         if not isinstance(ref, str):
             raise InvalidValue("job_id", ref, "must be a job id or name")
-        job = self.find(self.load(), ref)
-        request_id = self.state.request_run(job.id, time.time(), source="api")
-        self.daemon.request_wake()
-        wait = self.app.config["CRAWLSCHED_HANDOVER_WAIT"]
-        deadline = time.monotonic() + wait
-        taken = self.state.request_taken(request_id)
-        while not taken and time.monotonic() < deadline:
-            time.sleep(0.02)
-            taken = self.state.request_taken(request_id)
-        if taken:
-            message = f"▶️ Job '{job.name}' handed over to the daemon"
-        else:
-            message = f"Job '{job.name}' queued; the daemon runs it as soon as it can"
+        job = self.find(self.load_for_read()[0], ref)  # a broken file: the daemon still runs its last good jobs
+        control.refuse_if_busy(self.state, job, chain_active=job.id in self.daemon.chains)  # 409
+        taken, message = control.hand_over(self.state, job, wake=self.daemon.request_wake,
+                                           wait=self.app.config["CRAWLSCHED_HANDOVER_WAIT"], source="api", poll=0.02)
         return ok(message=message, job_id=job.id, taken=taken)
 
     def status(self) -> Response:

@@ -12,6 +12,7 @@ from typing import Callable
 
 from flask import Flask, Response, request
 
+from crawlsched.errors import _show
 from crawlsched.web.responses import error
 
 MAX_BODY = 64 * 1024  # bytes of a request body (413 above)
@@ -195,13 +196,14 @@ def install(app: Flask, token: str | None, log: logging.Logger | None = None) ->
     def guard() -> Response | None:
         host, port = app.config["CRAWLSCHED_BIND"]
         if token is None and not host_allowed(request.headers.get("Host"), host, port):
-            return error(403, f"Host {request.headers.get('Host')!r} is not this server's; "
-                              f"use http://{_url_host(host)}:{port}/ (requests for other names are refused)")
+            given = request.headers.get("Host")
+            what = f"Host {_show(given)} is not this server's" if given else "a request without a Host header is refused"
+            return error(403, f"{what}; use http://{_url_host(host)}:{port}/ (requests for other names are refused)")
         if request.method in WRITE_METHODS:
             why = cross_site(request.headers.get("Origin"), request.headers.get("Sec-Fetch-Site"), request.headers.get("Host"))
             if why is not None:
                 return error(403, f"a write sent by another site is refused ({why} is not "
-                                  f"http://{request.headers.get('Host')}); use this server's own page or a client "
+                                  f"http://{request.headers.get('Host') or _url_host(host)}); use this server's own page or a client "
                                   "that sends no Origin")
         if token is not None and needs_token(request.path):
             address = request.remote_addr or "?"

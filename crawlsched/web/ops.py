@@ -41,7 +41,8 @@ def status_dict(daemon: Daemon, now: datetime, bind: tuple[str, int]) -> dict[st
         row, jobfile, now, states=states, running=running, pid=os.getpid() if running else None,
         http=f"http://{_url_host(host)}:{port}", config_ok=config_error is None, config_error=config_error,
         job_count=len(jobfile.jobs) if jobfile is not None else len(daemon.jobs),
-        jobs_file=str(daemon.store.path), home=str(daemon.home))
+        jobs_file=str(daemon.store.path), home=str(daemon.home),
+        scheduler_paused=None if jobfile is not None else daemon.scheduler_paused)
 
 
 def health_problem(daemon: Daemon, now: float) -> str | None:

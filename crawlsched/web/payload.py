@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Any, Callable, Iterable, Mapping
 
 from flask import request
 
 from crawlsched import targets
 from crawlsched.crawl import VAR_RE, expand_vars
-from crawlsched.errors import InvalidValue
+from crawlsched.errors import InvalidValue, json_kind
 from crawlsched.render import _num
 from crawlsched.model import (
     Defaults,
@@ -83,7 +84,7 @@ def json_body() -> dict[str, Any]:
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise BadRequest(f"the body is not valid JSON ({exc})") from None
     if not isinstance(data, dict):
-        raise BadRequest(f"the body must be a JSON object, not {type(data).__name__}")
+        raise BadRequest(f"the body must be a JSON object, not {json_kind(data)}")
     return data
 
 
@@ -91,12 +92,30 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+# Numbers may come as JSON numbers or as decimal strings ("hour": "09"), as an HTML form
+# sends them (SPEC §8). ASCII digits only: "²" or "١" are digits to str.isdigit, not to int().
+INT_TEXT = re.compile(r"[+-]?[0-9]+")
+DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+
+
 def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+    return (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, str) and INT_TEXT.fullmatch(v) is not None)
 
 
 def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    return (isinstance(v, (int, float)) and not isinstance(v, bool)) or (
+        isinstance(v, str) and DECIMAL_TEXT.fullmatch(v) is not None)
+
+
+def _number(v: Any) -> Any:
+    """A decimal string as the number it writes (``"09"`` → 9, ``"1.5"`` → 1.5); anything else as it is."""
+    if not isinstance(v, str):
+        return v
+    if INT_TEXT.fullmatch(v):
+        return int(v)
+    if DECIMAL_TEXT.fullmatch(v):
+        return float(v)
+    return v
 
 
 def _is_urls(v: Any) -> bool:
@@ -117,6 +136,9 @@ JSON_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
 }
 
 
+NUMERIC_KEYS = frozenset(k for k, (test, _) in JSON_TYPES.items() if test in (_is_int, _is_number)) | {"every"}
+
+
 def _given(body: Mapping[str, Any], allowed: tuple[str, ...], what: str) -> dict[str, Any]:
     """The keys that are set (``null`` = not given), each of its JSON type; an unknown key is refused by name."""
     for key, value in body.items():
@@ -126,7 +148,7 @@ def _given(body: Mapping[str, Any], allowed: tuple[str, ...], what: str) -> dict
         test, allowed_text = JSON_TYPES.get(key, (lambda v: True, ""))
         if value is not None and not test(value):
             raise InvalidValue(key, shown, allowed_text)
-    return {k: v for k, v in body.items() if v is not None}
+    return {k: _number(v) if k in NUMERIC_KEYS else v for k, v in body.items() if v is not None}
 
 
 def refuse_commands(given: Mapping[str, Any], defaults: Defaults) -> None:

@@ -76,7 +76,8 @@ class RunsApi:
     # --- helpers -------------------------------------------------------------------
 
     def _job(self, ref: str) -> Job:
-        return self.api.find(self.api.load(), ref)
+        """A job to read about: with a broken job file, one the daemon is running (reads never fail on it)."""
+        return self.api.find(self.api.load_for_read()[0], ref)
 
     def _bodies(self, job: Job, fire: Fire) -> list[dict[str, Any]]:
         if job.command is not None and not job.urls:
@@ -217,7 +218,7 @@ class RunsApi:
     def _job_ids(self) -> list[str]:
         key = self.api.store.stat_key()
         if key is None or key != self._jobs_key:  # the job file is read again only when it changed
-            self._zones = {j.id: j.timezone for j in self.api.load().jobs}
+            self._zones = {j.id: j.timezone for j in self.api.load_for_read()[0].jobs}
             self._jobs_key = key
         return list(self._zones)
 

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, MutableMapping
 
-from crawlsched.errors import CrawlschedError
+from crawlsched.errors import CrawlschedError, _show
 from crawlsched.web.app import create_app
 from crawlsched.web.guards import _url_host, is_loopback, split_host
 
@@ -50,7 +50,7 @@ def parse_bind(text: str) -> tuple[str, int]:
     """``"127.0.0.1:5000"``, ``"[::1]:5000"``, ``"localhost:0"`` → (host, port)."""
     parsed = split_host(text) if text and text.strip() else None
     if parsed is None or parsed[1] is None or not parsed[0] or parsed[1] > 65535:
-        raise WebConfigError(f"--http: {text!r} is not HOST:PORT (e.g. 127.0.0.1:5000)")
+        raise WebConfigError(f"--http: {_show(text)} is not HOST:PORT (e.g. 127.0.0.1:5000)")
     return parsed[0], parsed[1]
 
 

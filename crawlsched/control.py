@@ -1,0 +1,165 @@
+"""What the CLI and the web API share: daemon liveness, the run-now hand-over and its messages,
+and the jobs to show while the job file is broken.
+
+Both front ends call these, so ``crawlsched run-now`` and ``POST /api/scheduler/run-now``
+refuse a busy job with the same words, and ``list`` and ``GET /api/scheduler/jobs``
+agree on what a broken file means. Nothing here imports the daemon, rich or requests:
+``crawlsched list`` pays for none of them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from crawlsched.errors import JobBusy, JobFileError
+
+if TYPE_CHECKING:
+    from crawlsched.model import Job, JobFile
+    from crawlsched.state import JobState, State
+    from crawlsched.store import JobStore
+
+DAEMON_FRESH = 90.0  # seconds: a daemon whose heartbeat is older is not up
+HANDED_OVER = "▶️ Job '{name}' handed over to the daemon"
+QUEUED = "Job '{name}' queued; the daemon has not taken it within {wait:g} s and runs it as soon as it can"
+
+
+# --- is a daemon up? ------------------------------------------------------------------------
+
+
+def live_daemon(state: State | None, now: float, home: Path) -> dict[str, Any] | None:
+    """The daemon's row when one is up, else None. The one check behind status, stop, run-now
+    and the broken-file fallback.
+
+    Up means all of: the row says it runs on this machine (``host`` is
+    ``socket.gethostname()``), its pid is alive, its heartbeat is fresh
+    (< 90 s), and the home's lock file ``.crawlsched-daemon.lock`` is held
+    (a shared non-blocking flock fails) by that same pid (the daemon writes
+    its pid there). A recycled pid, a row from another host sharing the home,
+    or a daemon killed with SIGKILL is never signalled.
+    """
+    import socket
+
+    from crawlsched.procs import pid_alive
+
+    row = state.daemon() if state is not None else None
+    if not row or row.get("stopped_at") is not None or not pid_alive(row.get("pid")):
+        return None
+    if row.get("heartbeat") is None or now - row["heartbeat"] > DAEMON_FRESH:
+        return None
+    if row.get("host") != socket.gethostname():
+        return None
+    if lock_holder(home) != int(row["pid"]):
+        return None
+    return row
+
+
+def lock_holder(home: Path) -> int | None:
+    """The pid in ``<home>/.crawlsched-daemon.lock`` while a daemon holds that lock, else None."""
+    import fcntl
+
+    try:
+        fd = os.open(Path(home) / ".crawlsched-daemon.lock", os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            return int(text) if text.isdigit() else None
+        fcntl.flock(fd, fcntl.LOCK_UN)  # we got it: nobody holds it, no daemon
+        return None
+    finally:
+        os.close(fd)
+
+
+# --- run-now ----------------------------------------------------------------------------------
+
+
+def busy_reason(job: Job, js: JobState | None, *, chain_active: bool = False) -> str | None:
+    """Why a run-now of ``job`` would start nothing: its chain runs or waits for a retry; else None.
+
+    ``js`` is what the history says (an attempt row whose process is alive, a saved
+    retry: true across processes); ``chain_active`` is the daemon's own knowledge when the
+    caller lives in it (a fire handed to the pool whose attempt row is not written yet).
+    """
+    from crawlsched import timing
+
+    never = "nothing was queued (runs of one job never overlap)"
+    if js is not None and js.running:
+        last = js.last_attempt
+        if last is not None and last.status == "running":
+            since = timing.format_local(timing.from_epoch(last.started_at), job.timezone)
+            return f"job {job.id} is running (attempt {last.attempt}/{last.max_attempts}, since {since}); {never}"
+        return f"job {job.id} is running; {never}"
+    if js is not None and js.retry is not None:
+        retry = js.retry
+        due = timing.format_local(timing.from_epoch(retry.due_at), job.timezone)
+        return (f"job {job.id} is waiting for its retry (attempt {retry.next_attempt}/{retry.max_attempts} "
+                f"at {due}); {never}")
+    if chain_active:
+        return f"job {job.id} is running; {never}"
+    return None
+
+
+def refuse_if_busy(state: State | None, job: Job, *, chain_active: bool = False) -> None:
+    """Raise ``JobBusy`` (CLI exit 1, HTTP 409) when the job is running or waiting for a retry,
+    in the daemon or in a `crawlsched run` (whose chain, retry waits included, holds a claim)."""
+    from crawlsched.state import CLAIM_RUN
+
+    js = state.job_states([job.id]).get(job.id) if state is not None else None
+    reason = busy_reason(job, js, chain_active=chain_active)
+    if reason is None and state is not None:
+        claim = state.claim(job.id)
+        if claim is not None and claim.owner == CLAIM_RUN:
+            reason = f"job {job.id} is busy: {claim.describe(job.timezone)}; nothing was queued (runs of one job never overlap)"
+    if reason is not None:
+        raise JobBusy(reason)
+
+
+def hand_over(state: State, job: Job, *, wake: Callable[[], None], wait: float, source: str,
+              poll: float = 0.05) -> tuple[bool, str]:
+    """Leave a run-now request for the daemon, wake it, wait up to ``wait`` s for it to take it.
+
+    Returns (taken, message). A request not taken in time stays queued: the daemon
+    takes it when it can (sending another would fire twice).
+    """
+    request_id = state.request_run(job.id, time.time(), source=source)
+    wake()
+    deadline = time.monotonic() + wait
+    taken = state.request_taken(request_id)
+    while not taken and time.monotonic() < deadline:
+        time.sleep(poll)
+        taken = state.request_taken(request_id)
+    message = HANDED_OVER.format(name=job.name) if taken else QUEUED.format(name=job.name, wait=wait)
+    return taken, message
+
+
+# --- a broken job file ------------------------------------------------------------------------
+
+
+def jobs_to_show(store: JobStore, state: State | None, home: Path, now: float) -> tuple[JobFile, str | None]:
+    """The job file to show, and the file's error when it is broken (SPEC §5).
+
+    A good file is itself (error None). A broken one, while a daemon is confirmed up,
+    is the daemon's last good copy (``<home>/.cache``), with the file's error; with no
+    daemon up, or no copy, the ``JobFileError`` is raised as before.
+    """
+    try:
+        return store.load(), None
+    except JobFileError as exc:
+        if live_daemon(state, now, home) is None:
+            raise
+        copy = store.load_last_good(home)
+        if copy is None:
+            raise
+        return copy, str(exc)
+
+
+def showing_last_good(error: str, count: int) -> str:
+    """The line on stderr (and in the page's banner) while the last good jobs are shown."""
+    return (f"{error} (the file is not applied; showing the {count} job{'s' if count != 1 else ''} "
+            "the daemon is running, from the last good file)")
