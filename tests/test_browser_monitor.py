@@ -21,7 +21,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from test_browser import ARGS, CHROMIUM, Server, browser  # noqa: F401 -- the shared browser fixture
+from test_browser import ARGS, CHROMIUM, Server, browser, server  # noqa: F401 -- the shared fixtures
 
 sync_api = pytest.importorskip("playwright.sync_api")
 requests = pytest.importorskip("requests")
@@ -308,3 +308,21 @@ def test_the_page_is_usable_by_keyboard_and_writes_24_hour_times(page, site):
     page.locator('[data-testid="job-card"]').first.wait_for()
     period = page.locator('[data-field="period"]').inner_text()
     assert period.endswith(" → no end")
+
+
+def test_the_schedulers_switch_stops_and_starts_the_whole_scheduler(page, server):  # noqa: F811
+    server.add(name="Own Pause", hour=1)
+    page.on("dialog", lambda d: d.accept())
+    page.goto(f"{server.base}/scheduler")
+    button = page.locator('[data-testid="scheduler-button"]')
+    button.wait_for()
+    assert button.inner_text() == "Stop scheduler"
+    assert page.locator("#scheduler-state").inner_text() == "running"
+    button.click()
+    page.wait_for_function("() => document.getElementById('scheduler-state').textContent === 'stopped'")
+    assert page.locator('[data-testid="scheduler-paused-banner"]').is_visible()
+    assert button.inner_text() == "Start scheduler"
+    assert requests.get(f"{server.base}/api/scheduler/jobs", timeout=5).json()["scheduler_paused"] is True
+    button.click()
+    page.wait_for_function("() => document.getElementById('scheduler-state').textContent === 'running'")
+    assert requests.get(f"{server.base}/api/scheduler/jobs", timeout=5).json()["scheduler_paused"] is False
