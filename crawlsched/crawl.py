@@ -147,6 +147,27 @@ def bodies_complete(urls: Sequence[str], run_dir: Path) -> bool:
     return all((run_dir / body_name(i, url)).is_file() for i, url in enumerate(urls))
 
 
+def remove_partial_bodies(run_dir: Path) -> int:
+    """Delete the ``.<body>.part`` files of a run whose chain ended: no attempt will finish them.
+
+    An attempt removes its own part file on any error; only a process killed mid-body leaves
+    one, and the next attempt of the same run overwrites it. Returns how many were removed.
+    """
+    removed = 0
+    try:
+        entries = list(run_dir.iterdir())
+    except OSError:
+        return 0
+    for entry in entries:
+        if entry.name.startswith(".") and entry.name.endswith(".body.part"):
+            try:
+                entry.unlink()
+                removed += 1
+            except OSError:
+                pass
+    return removed
+
+
 def prune_runs(job_dir: Path, keep: int) -> int:
     """Delete all but the newest ``keep`` runs (body folders and ``.log`` files) in ``job_dir``.
 
@@ -624,16 +645,24 @@ def _scrub(message: str, secrets: list[str]) -> str:
 # --- command jobs -------------------------------------------------------------
 
 
+#: What a command is started through when its group must be recorded first: ``sh`` waits for
+#: one line on its stdin (the runner's go-ahead, written once the group is in the database),
+#: then becomes the command. The command's words are ``sh``'s arguments ("$@"), never parsed
+#: by it. When the daemon dies before the go-ahead, the pipe ends and the command never runs.
+GATE = ("/bin/sh", "-c", 'read -r _ || exit 111; exec "$@" </dev/null', "crawlsched-gate")
+
+
 def run_command(command: str, log_path: Path, *, env: Mapping[str, str], timeout: float = 300,
                 cancel: threading.Event | None = None, kill_after: float = 5.0,
-                on_spawn: Callable[[int], None] | None = None) -> Outcome:
+                on_spawn: Callable[[int], object] | None = None) -> Outcome:
     """Run ``command`` as an argument list (never a shell), output appended to ``log_path``.
 
     It gets its own session, so its whole process group (grandchildren too)
     can be stopped on timeout or cancel: SIGTERM, then SIGKILL ``kill_after``
-    seconds later if anything in the group is still alive. ``on_spawn(pgid)``
-    is told the group as soon as the child exists (the runner records it, so
-    the next daemon can stop the group if this process is killed outright).
+    seconds later if anything in the group is still alive. With ``on_spawn(pgid)``
+    the command does not start until that call returned: the runner records the
+    group there, so a daemon killed at any moment leaves either no command, or
+    one whose group the next daemon knows and stops (:data:`GATE`).
     """
     output = str(log_path)
     try:
@@ -642,6 +671,11 @@ def run_command(command: str, log_path: Path, *, env: Mapping[str, str], timeout
         return Outcome(False, f"command does not parse: {exc}", permanent=True, output=output)
     if not argv:
         return Outcome(False, "command is empty", permanent=True, output=output)
+    gated = on_spawn is not None
+    if gated:
+        refused = _spawn_check(argv[0], env, output)
+        if refused is not None:
+            return refused
     try:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(log_path, "ab")  # noqa: SIM115 - closed below, after the child is gone
@@ -650,8 +684,9 @@ def run_command(command: str, log_path: Path, *, env: Mapping[str, str], timeout
     with log:
         start = log.seek(0, os.SEEK_END)
         try:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    env=dict(env), start_new_session=True, close_fds=True)
+            proc = subprocess.Popen([*GATE, *argv] if gated else argv, stdin=subprocess.PIPE if gated else subprocess.DEVNULL,
+                                    stdout=log, stderr=subprocess.STDOUT, env=dict(env), start_new_session=True,
+                                    close_fds=True)
         except FileNotFoundError:
             return Outcome(False, f"command not found: {argv[0]}", permanent=True, output=output)
         except PermissionError:
@@ -662,10 +697,12 @@ def run_command(command: str, log_path: Path, *, env: Mapping[str, str], timeout
                            permanent=exc.errno in PERMANENT_SPAWN_ERRORS, output=output)
         try:
             if on_spawn is not None:
+                _fault_pause()
                 try:
                     on_spawn(proc.pid)
                 except Exception:  # noqa: BLE001 - a failed note must not fail the command
                     pass
+                _go_ahead(proc)
             stopped = _wait(proc, timeout, cancel)
         except BaseException:
             # Ctrl-C, SIGTERM turned into an exception, a bug: the child runs in its own
@@ -684,6 +721,37 @@ def run_command(command: str, log_path: Path, *, env: Mapping[str, str], timeout
     code = proc.returncode
     message = _last_line(log_path, start) or f"exit code {code}"
     return Outcome(code == 0, message, exit_code=code, output=output)
+
+
+def _spawn_check(program: str, env: Mapping[str, str], output: str) -> Outcome | None:
+    """What Popen would say of a program that cannot start, said before the gate execs it."""
+    if "/" in program:
+        if not os.path.exists(program):
+            return Outcome(False, f"command not found: {program}", permanent=True, output=output)
+        if os.path.isdir(program) or not os.access(program, os.X_OK):
+            return Outcome(False, f"command is not executable: {program}", permanent=True, output=output)
+        return None
+    if shutil.which(program, path=env.get("PATH", os.defpath)) is None:
+        return Outcome(False, f"command not found: {program}", permanent=True, output=output)
+    return None
+
+
+def _go_ahead(proc: subprocess.Popen[bytes]) -> None:
+    """Let the gated command start (see GATE)."""
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(b"\n")
+        proc.stdin.close()
+    except OSError:
+        pass  # it is gone already (stopped from outside): _wait sees its exit
+
+
+def _fault_pause() -> None:
+    """A test hook: ``CRAWLSCHED_FAULT_SPAWN_PAUSE`` seconds between spawning a command and
+    recording its group, so that a test can kill the daemon in that window."""
+    pause = os.environ.get("CRAWLSCHED_FAULT_SPAWN_PAUSE")
+    if pause:
+        time.sleep(float(pause))
 
 
 def _wait(proc: subprocess.Popen[bytes], timeout: float, cancel: threading.Event | None) -> str | None:

@@ -47,8 +47,8 @@ from crawlsched.errors import ChainBusy, CrawlschedError, JobFileError
 from crawlsched.executor import Burst, Executor, InlineExecutor, WarmPool
 from crawlsched.retention import GUARD, Retention
 from crawlsched.model import Job, JobFile, RunStatus, ScheduleKind
-from crawlsched.runner import AttemptResult, AttemptRunner
-from crawlsched.state import CLAIM_DAEMON, State
+from crawlsched.runner import AttemptResult, AttemptRunner, end_run
+from crawlsched.state import CLAIM_DAEMON, Retry, State, StorageUnavailable
 from crawlsched.store import FileKey, JobStore
 
 __all__ = ["Burst", "Chain", "Daemon", "DaemonLockError", "Executor", "InlineExecutor", "Waker", "WarmPool", "trim_memory"]
@@ -63,6 +63,7 @@ POLL_EVERY = 1  # seconds between checks of the job file when inotify is not ava
 FALLBACK_EVERY = 10  # seconds between checks of the file (with inotify) and of run-now requests (with SIGUSR1)
 WAKE_SLACK = 0.002  # wake a little after a duty is due, never just before it (that costs a second wake)
 STEP_BACKOFF = 1.0  # seconds before the next turn after a step of the loop failed
+FLUSH_EVERY = 1.0  # seconds between tries to save held writes while the storage is in trouble
 CANCEL_WAIT = 10.0  # seconds, in all, for cancelled attempts to end after the grace period
 PRECISE_WAIT = 0.05  # seconds: a select this short wakes within the 50 µs timer slack (Waker.wait)
 RETENTION_EVERY = 60  # seconds between retention sweeps (crawlsched.retention)
@@ -211,6 +212,12 @@ class Daemon:
         self.wake_for_fire = False  # the next wake is for a fire or retry: wait precisely (Waker.wait)
         self.owns_process = False  # run() was called: the process is the daemon's (its GC, its signals)
         self.saved_retry: set[str] = set()  # jobs whose retry row may still be in the database
+        # Every fire due at or before this instant was handed out (or accounted for at start):
+        # the ``now`` of the last ``fire_due``. A stop records it as ``handled_until``, so the
+        # fires that come due while running attempts get their grace period count as downtime.
+        self.fired_until: float | None = None
+        self.flush_at = 0.0  # monotonic: the next try to save what the state database holds back
+        self.replacements = 0  # corrupt state files replaced under us, as far as the loop has caught up
         self.unclaim: set[str] = set()  # jobs whose chain ended: their claim is released once per turn
         self.status_sent: str | None = None  # the last STATUS= told to systemd
         self.release_failing = False  # releasing claims failed (storage trouble): logged once per episode
@@ -229,6 +236,7 @@ class Daemon:
         now = self.clock()
         previous = self.state.daemon_started(self.pid, socket.gethostname(), __version__, now)
         self._apply(jobfile, now, previous=previous)
+        self.fired_until = now  # the catch-up accounted for everything due until now
         del jobfile
         self._settle_memory()
         self.executor  # noqa: B018 - build and warm the pool (max_concurrent) before the first fire
@@ -238,7 +246,8 @@ class Daemon:
             self.watch = watch.start(self.store.path, self._on_file_event)
         self._setup_duties()
         self.offset = now - self.monotonic()
-        self.state.daemon_update(ready_at=self.clock(), config_ok=1, config_error=None, http=self.http_url, **self._next_info())
+        self.state.daemon_update(ready_at=self.clock(), config_ok=1, config_error=None, http=self.http_url,
+                                 handled_until=self._handled_until(now), **self._next_info())
         self._keep_last_good(self.applied_key)
         self.started = True
         self.notify("READY=1")
@@ -280,6 +289,12 @@ class Daemon:
             self.file_changed = False
             self.recheck_at = None
             self._duty_poll_file()
+        if self.state.replaced != self.replacements:
+            self.replacements = self.state.replaced
+            self._step("restoring a replaced state database", self._restore_after_replace)
+        if self.state.held and self.monotonic() >= self.flush_at:
+            self.flush_at = self.monotonic() + FLUSH_EVERY
+            self._step("saving held writes", self.state.flush_held)
         self._step("collecting finished attempts", self._drain_inbox)
         self._step("firing due jobs", lambda: self.fire_due(self.clock()))  # jobs first: a duty due at the same moment can wait
         if self.unclaim:
@@ -299,6 +314,9 @@ class Daemon:
         """Run one step of a turn; an exception (a database error, a bug) is logged and the loop goes on."""
         try:
             return fn()
+        except StorageUnavailable:
+            self.failed_step = True  # the state database's episode is logged once, by the state
+            return None
         except Exception:
             self.failed_step = True
             self.log.exception("daemon loop: %s failed; going on", what)
@@ -316,6 +334,8 @@ class Daemon:
                 wait = min(wait, max(0.0, idle) + WAKE_SLACK)
         if self.recheck_at is not None:
             wait = min(wait, max(0.0, self.recheck_at - self.monotonic()))
+        if self.state.held:
+            wait = min(wait, max(0.0, self.flush_at - self.monotonic()))
         if not self.inbox.empty():
             wait = 0
         self.wake_for_fire = fire_wait is not None and fire_wait <= wait  # what wakes the loop is a fire
@@ -350,6 +370,9 @@ class Daemon:
             self.state.daemon_update(heartbeat=now, stopped_at=now, handled_until=self._handled_until(now))
         except Exception as exc:  # the database may be the reason we stop
             self.log.error("could not record the stop in the state database: %s", exc)
+        if self.state.held and not self.state.flush_held():
+            self.log.error("stopping with %d write(s) the state database did not take; the next start records"
+                           " their attempts as interrupted", self.state.held)
         if self.watch is not None:
             self.watch.close()
         self.release_lock()
@@ -521,6 +544,7 @@ class Daemon:
         if unseen:
             self.state.mark_seen_many(unseen)
         self.jobs = new
+        rowed = recovery.rows_after(self.state, previous) if first else {}
         if first:
             self._recover(now)
         for job in new.values():
@@ -535,7 +559,7 @@ class Daemon:
                 self._drop_retry(job.id, "paused" if job.paused else "paused with the scheduler")
                 continue
             if first and previous is not None:
-                self._catch_up(job, now, previous, seen.get(job.id))
+                self._catch_up(job, now, previous, seen.get(job.id), rowed.get(job.id))
             self._plan(job, now)
 
     @property
@@ -562,6 +586,7 @@ class Daemon:
             pending = chain.retry_due is not None or (done is not None and done.retry_due is not None)
             self._end_chain(job_id)
             self._clear_retry(job_id)
+            end_run(self.home, job_id, chain.scheduled_for, chain.trigger)
             if pending:  # the chain ends failed here: its one ERROR line (SPEC §6)
                 logs.log_final_failure(self.log, job_id, f"{why}; its pending retry is cancelled")
 
@@ -590,7 +615,7 @@ class Daemon:
     def _recover(self, now: float) -> None:
         """Account for what a dead daemon left: running rows and pending retries."""
         recovery.settle_stale_runs(self.state, self.jobs, self.home, self.pid, now, self.log)
-        resumed = recovery.retries_to_resume(self.state, self.jobs, self.anchors, now, self.log)
+        resumed = recovery.retries_to_resume(self.state, self.jobs, self.anchors, now, self.log, self.home)
         for retry in resumed:
             chain = Chain(retry.scheduled_for, retry.trigger, retry.next_attempt, next(self.tokens), retry_due=retry.due_at)
             self.chains[retry.job_id] = chain
@@ -600,13 +625,17 @@ class Daemon:
         # live `run` (started while no daemon was up) is checked again when the retry is due.
         self.state.claim_chains([r.job_id for r in resumed], CLAIM_DAEMON, self.pid, self.runner.ident, now)
 
-    def _catch_up(self, job: Job, now: float, previous: dict[str, Any], seen: Any) -> None:
+    def _catch_up(self, job: Job, now: float, previous: dict[str, Any], seen: Any,
+                  rowed: recovery.Rowed | None = None) -> None:
         """Fires missed while the daemon was down: recorded as missed; the catch-up policy runs some."""
         if job.id in self.chains:
             return
-        plan = recovery.catch_up(job, now, previous, seen, self.anchors.get(job.id), heartbeat_slack=HEARTBEAT_SLACK)
+        plan = recovery.catch_up(job, now, previous, seen, self.anchors.get(job.id), heartbeat_slack=HEARTBEAT_SLACK,
+                                 rowed=rowed)
         if plan is None:
             return
+        for missed in plan.extra_missed:
+            recovery.record_missed(self.state, self.log, missed, now)
         if plan.missed is not None:
             recovery.record_missed(self.state, self.log, plan.missed, now)
         self.last_fire[job.id] = plan.newest
@@ -647,6 +676,7 @@ class Daemon:
     def fire_due(self, now: float) -> int:
         """Fire every entry due at ``now``. Attempts are submitted first, next fires planned after."""
         due: list[tuple[float, int, str, str, int]] = []
+        self.fired_until = now if self.fired_until is None else max(self.fired_until, now)
         while self.heap and self.heap[0][0] <= now:
             entry = heapq.heappop(self.heap)
             if self._current(entry):
@@ -735,7 +765,10 @@ class Daemon:
             gate.arrive_and_wait()
         result: AttemptResult | None = None
         try:
-            other = self.state.running_elsewhere(job.id, self.pid)
+            try:
+                other = self.state.running_elsewhere(job.id, self.pid)
+            except StorageUnavailable:
+                other = None  # the attempt cannot start without its row: the runner holds the fire as missed
             busy = f"running in another process (pid {other.owner_pid})" if other is not None else None
             if busy is None:
                 try:
@@ -746,6 +779,8 @@ class Daemon:
                     busy = exc.claim.describe(job.timezone)
             if busy is not None:
                 result = self._skip_busy(job, chain, attempt, busy)
+        except StorageUnavailable:
+            pass  # not run and not recorded: the episode is logged once, by the state
         except Exception:
             self.log.exception("attempt %d of job %s failed inside crawlsched", attempt, job.id)
         finally:
@@ -771,9 +806,14 @@ class Daemon:
     def _release_claims(self) -> None:
         """Drop the claims of chains that ended (not of one a new chain of the job holds again)."""
         ended = [job_id for job_id in self.unclaim if job_id not in self.chains]
+        if not ended:  # nothing was written: not a sign the storage is back
+            self.unclaim.clear()
+            return
         try:
             self.state.release_chains(ended, CLAIM_DAEMON, self.pid)
-        except Exception as exc:  # a full disk, a locked database: tried again next turn, logged once
+        except StorageUnavailable:
+            return  # tried again next turn; the storage episode is logged once, by the state
+        except Exception as exc:  # a locked database: tried again next turn, logged once
             if not self.release_failing:
                 self.release_failing = True
                 self.log.error("could not release the claims of %d ended chain(s), trying again: %s", len(ended), exc)
@@ -811,12 +851,26 @@ class Daemon:
                 # Paused or removed while the attempt ran: the retry it saved is void, the chain ends failed.
                 self._end_chain(job_id)
                 self._clear_retry(job_id)
+                end_run(self.home, job_id, chain.scheduled_for, chain.trigger)
                 logs.log_final_failure(self.log, job_id, "paused or removed while its attempt ran; its retry is cancelled")
                 self._next_from_backlog(job_id)
                 continue
             self._end_chain(job_id)
             if rearm:
                 self._next_from_backlog(job_id)
+
+    def _restore_after_replace(self) -> None:
+        """A corrupt file was replaced by a fresh one: write back what the loop knows, so a
+        restart still catches up this daemon's jobs and resumes its pending retries."""
+        now = self.clock()
+        self.state.restore_seen([(j, now, self.anchors.get(j), self.last_fire.get(j)) for j in self.jobs])
+        for job_id, chain in self.chains.items():
+            job = self.jobs.get(job_id)
+            if job is not None and chain.retry_due is not None:
+                self.state.save_retry(Retry(job_id, chain.scheduled_for, chain.attempt, job.max_attempts,
+                                            chain.retry_due, chain.trigger))
+        self.log.info("state database replaced: %d jobs and %d pending retries written to the fresh one", len(self.jobs),
+                      sum(1 for c in self.chains.values() if c.retry_due is not None))
 
     # --- run-now ---------------------------------------------------------------
 
@@ -898,15 +952,24 @@ class Daemon:
         try:
             now = self.clock()
             self.state.daemon_update(heartbeat=now, pid=self.pid, handled_until=self._handled_until(now), **self._next_info())
+        except StorageUnavailable:
+            pass  # logged once for the episode, by the state
         except Exception as exc:
             self.log.error("heartbeat not written: %s", exc)
 
     def _handled_until(self, now: float) -> float:
-        return recovery.handled_until(self.chains.values(), now)
+        """Fires due after the last ``fire_due`` were not handed out (a stop's grace period, a
+        turn still to come): the next start must treat them as downtime."""
+        until = now if self.fired_until is None else min(now, self.fired_until)
+        # A catch-up backlog's fires (``catch_up = "all"``) have no row until their turn comes.
+        waiting = [t for backlog in self.backlog.values() for t, _ in backlog]
+        return recovery.handled_until(self.chains.values(), min([until, *waiting]))
 
     def _duty_requests(self) -> None:
         try:
             self.take_requests()
+        except StorageUnavailable:
+            pass
         except Exception as exc:
             self.log.error("run-now requests not read: %s", exc)
 

@@ -20,7 +20,7 @@ from typing import Callable, Mapping
 
 from crawlsched import __version__, logs, procs, timing
 from crawlsched.model import Job, RunStatus
-from crawlsched.state import Retry, State
+from crawlsched.state import AttemptKey, Retry, State, StorageUnavailable
 
 
 #: Environment variables never passed to a crawl command or an ``on_failure`` command.
@@ -65,6 +65,13 @@ def run_dir(home: Path, job: Job, scheduled_for: float, trigger: str = "schedule
     return home / "data" / job.id / run_name(scheduled_for, trigger)
 
 
+def end_run(home: Path, job_id: str, scheduled_for: float, trigger: str = "schedule") -> None:
+    """A run's chain ended (whatever ended it): its half-written bodies go (crawl.remove_partial_bodies)."""
+    from crawlsched.crawl import remove_partial_bodies
+
+    remove_partial_bodies(home / "data" / job_id / run_name(scheduled_for, trigger))
+
+
 def run_log(home: Path, job: Job, scheduled_for: float, attempt: int, trigger: str = "schedule") -> Path:
     return home / "logs" / "runs" / job.id / f"{run_name(scheduled_for, trigger)}-a{attempt}.log"
 
@@ -94,33 +101,44 @@ class AttemptRunner:
         I/O (lateness is measured from it); now, when not given.
         """
         started = started_at if started_at is not None else self.clock()
-        run_id = self.state.start_attempt(
-            job.id, scheduled_for, attempt, job.max_attempts, trigger=trigger, started_at=started, pid=self.pid,
-            ident=self.ident, claim=self.claim,
-        )  # raises ChainBusy, writing nothing, when another live process holds the job's chain
+        try:
+            run_id = self.state.start_attempt(
+                job.id, scheduled_for, attempt, job.max_attempts, trigger=trigger, started_at=started, pid=self.pid,
+                ident=self.ident, claim=self.claim,
+            )  # raises ChainBusy, writing nothing, when another live process holds the job's chain
+        except StorageUnavailable:
+            # Not run: without its row, a daemon killed now could not tell it ran. The fire is
+            # held as missed until the database takes writes (the episode is logged once).
+            message = "missed: the state database could not be written when it was due"
+            self.state.record_not_run(job.id, scheduled_for, RunStatus.MISSED.value, message, now=self.clock(),
+                                      missed_count=1, first_missed=scheduled_for, last_missed=scheduled_for)
+            return AttemptResult(job.id, scheduled_for, attempt, RunStatus.MISSED.value, message)
         if run_id is None:
             self.log.warning("attempt %d of job %s for %s exists already; not running it twice",
                              attempt, job.id, timing.format_local(timing.from_epoch(scheduled_for), job.timezone))
             return AttemptResult(job.id, scheduled_for, attempt, "duplicate", "attempt exists already")
+        # The row is addressed by what the attempt is, never by its number alone: a number
+        # names another job's row once a corrupt file was replaced while this one ran.
+        key = AttemptKey(job.id, scheduled_for, attempt, job.max_attempts, trigger, started, self.pid, self.ident)
         logs.log_started(self.log, job.id, attempt - 1, job.max_retries)
         try:
-            outcome = self._execute(job, scheduled_for, attempt, cancel, trigger, run_id)
+            outcome = self._execute(job, scheduled_for, attempt, cancel, trigger, key)
         except BaseException:
             # Ctrl-C / SystemExit while the crawl ran (run_command has stopped its group):
             # close the row, so it does not stay `running` forever, then let it propagate.
-            self._close_interrupted(job, run_id)
+            self._close_interrupted(job, key)
             raise
-        return self._conclude(job, scheduled_for, attempt, run_id, outcome, trigger, still_wanted, anchor)
+        return self._conclude(job, scheduled_for, attempt, key, outcome, trigger, still_wanted, anchor)
 
-    def _child_recorder(self, run_id: int) -> Callable[[int], None]:
-        def record(pgid: int) -> None:
-            self.state.set_child(run_id, pgid, procs.identity(pgid))
+    def _child_recorder(self, key: AttemptKey) -> Callable[[int], bool]:
+        def record(pgid: int) -> bool:
+            return self.state.set_child(key, pgid, procs.identity(pgid))
 
         return record
 
-    def _close_interrupted(self, job: Job, run_id: int) -> None:
+    def _close_interrupted(self, job: Job, key: AttemptKey) -> None:
         try:
-            self.state.finish_attempt(run_id, status=RunStatus.INTERRUPTED.value, finished_at=self.clock(),
+            self.state.finish_attempt(key, status=RunStatus.INTERRUPTED.value, finished_at=self.clock(),
                                       message="interrupted")
             logs.log_failed(self.log, "interrupted", job.id)
             logs.log_final_failure(self.log, job.id, "interrupted")
@@ -128,7 +146,7 @@ class AttemptRunner:
             self.log.exception("could not record the interrupted attempt of job %s", job.id)
 
     def _execute(self, job: Job, scheduled_for: float, attempt: int, cancel: threading.Event | None,
-                 trigger: str = "schedule", run_id: int | None = None):
+                 trigger: str = "schedule", key: AttemptKey | None = None):
         from crawlsched import crawl
 
         environ = os.environ if self.environ is None else self.environ
@@ -144,7 +162,7 @@ class AttemptRunner:
             env.update(self._command_env(job, scheduled_for, attempt))
             return crawl.run_command(job.command or "", run_log(self.home, job, scheduled_for, attempt, trigger),
                                      env=env, timeout=job.timeout, cancel=cancel,
-                                     on_spawn=None if run_id is None else self._child_recorder(run_id))
+                                     on_spawn=None if key is None else self._child_recorder(key))
         except Exception as exc:  # a bug or an unexpected OS error must not lose the attempt
             self.log.exception("attempt of job %s crashed", job.id)
             return crawl.Outcome(ok=False, message=f"internal error: {type(exc).__name__}")
@@ -158,13 +176,14 @@ class AttemptRunner:
             "CRAWLSCHED_SCHEDULED_FOR": timing.iso_local(timing.from_epoch(scheduled_for), job.timezone) or "",
         }
 
-    def _conclude(self, job: Job, scheduled_for: float, attempt: int, run_id: int, outcome, trigger: str,
+    def _conclude(self, job: Job, scheduled_for: float, attempt: int, key: AttemptKey, outcome, trigger: str,
                   still_wanted: Callable[[], bool], anchor: float | None = None) -> AttemptResult:
         now = self.clock()
         fields = dict(http_status=outcome.http_status, exit_code=outcome.exit_code, bytes=outcome.bytes, output=outcome.output)
         if outcome.ok:
-            self.state.finish_attempt(run_id, status=RunStatus.SUCCESS.value, finished_at=now, message=outcome.message, **fields)
+            self.state.finish_attempt(key, status=RunStatus.SUCCESS.value, finished_at=now, message=outcome.message, **fields)
             logs.log_success(self.log, job.id)
+            end_run(self.home, job.id, scheduled_for, trigger)
             self._prune(job)
             return AttemptResult(job.id, scheduled_for, attempt, RunStatus.SUCCESS.value, outcome.message)
 
@@ -174,11 +193,12 @@ class AttemptRunner:
             retry = None
             if still_wanted() and attempt < job.max_attempts and self.persist_retries:
                 retry = Retry(job.id, scheduled_for, attempt + 1, job.max_attempts, now, trigger)
-            self.state.finish_attempt(run_id, status=RunStatus.INTERRUPTED.value, finished_at=now,
+            self.state.finish_attempt(key, status=RunStatus.INTERRUPTED.value, finished_at=now,
                                       message=outcome.message or "interrupted", retry=retry, **fields)
             logs.log_failed(self.log, outcome.message or "interrupted", job.id)
             if retry is None:
                 logs.log_final_failure(self.log, job.id, outcome.message or "interrupted")
+                end_run(self.home, job.id, scheduled_for, trigger)
             return AttemptResult(job.id, scheduled_for, attempt, RunStatus.INTERRUPTED.value, outcome.message,
                                  retry_due=retry.due_at if retry else None, final=retry is None)
 
@@ -187,7 +207,7 @@ class AttemptRunner:
             due, reason = None, "job was removed or paused"
         message = outcome.message if not reason else f"{outcome.message} ({reason})"
         retry = Retry(job.id, scheduled_for, attempt + 1, job.max_attempts, due, trigger) if due is not None else None
-        self.state.finish_attempt(run_id, status=RunStatus.FAILED.value, finished_at=now, message=message,
+        self.state.finish_attempt(key, status=RunStatus.FAILED.value, finished_at=now, message=message,
                                   retry=retry if self.persist_retries else None, **fields)
         logs.log_failed(self.log, outcome.message, job.id)
         if retry is not None:
@@ -199,6 +219,7 @@ class AttemptRunner:
             early = outcome.message if reason in (None, "permanent failure, not retried") else f"{outcome.message}; {reason}"
             logs.log_final_failure(self.log, job.id, early)
         self.on_failure(job, scheduled_for, attempt, message, trigger)
+        end_run(self.home, job.id, scheduled_for, trigger)
         self._prune(job)
         return AttemptResult(job.id, scheduled_for, attempt, RunStatus.FAILED.value, message)
 
@@ -249,7 +270,7 @@ class AttemptRunner:
             self.log.warning("could not prune old runs of job %s: %s", job.id, exc)
 
 
-__all__ = ["CHILD_ENV_DENYLIST", "AttemptResult", "AttemptRunner", "child_env", "run_dir", "run_foreground",
+__all__ = ["CHILD_ENV_DENYLIST", "AttemptResult", "AttemptRunner", "child_env", "end_run", "run_dir", "run_foreground",
            "run_log", "run_name"]
 
 

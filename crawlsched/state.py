@@ -9,6 +9,23 @@ other processes (the CLI, ``run``) wait on the busy timeout, and a write that
 still finds the database locked is retried, never dropped.
 
 The schema is built by numbered migrations recorded in ``PRAGMA user_version``.
+
+Storage trouble in the daemon (SPEC §6): a full disk, an I/O error or a file
+made read-only is one *episode*, logged once when it begins and once when it
+ends. What must not be lost meanwhile (an attempt's outcome, a fire that could
+not run) is *held* in memory, in order, and written before anything else once
+the database takes writes again. Attempts are addressed by what they are (job,
+scheduled time, attempt number), never by a row number alone: after a corrupt
+file is replaced, row 2 of the fresh database is somebody else's.
+
+A file made immutable (``chattr +i``) under a live connection is worse than
+read-only: SQLite maps the ``-shm`` file, and the kernel answers a write to
+such a page with SIGBUS, which kills the process without a word. Reads write
+to that map too (read marks), closing does (the checkpoint), and so does a new
+connection in the same process (it shares the map). So before each use the
+daemon checks that the files are writable; when they are not, the connection
+is set aside *unclosed* and nothing touches the database (reads and writes
+raise :class:`StorageUnavailable`) until the files are writable again.
 """
 
 from __future__ import annotations
@@ -27,6 +44,28 @@ from crawlsched.errors import ChainBusy, StateError
 from crawlsched.procs import pid_alive
 
 log = logging.getLogger("crawlsched")
+
+#: SQLite's primary result codes that mean the storage itself is in trouble (not a busy lock).
+_TROUBLE_CODES = {3, 8, 10, 11, 13, 14, 26}  # PERM, READONLY, IOERR, CORRUPT, FULL, CANTOPEN, NOTADB
+_SUFFIXES = ("", "-wal", "-shm")
+#: Connections set aside on files that turned immutable: never closed while they are (see the module doc).
+_SET_ASIDE: list[sqlite3.Connection] = []
+
+
+class StorageUnavailable(StateError, sqlite3.OperationalError):
+    """The database cannot be written now (full disk, I/O error, read-only files); already logged."""
+
+
+def storage_trouble(exc: BaseException) -> bool:
+    """Is ``exc`` the storage failing (disk full, I/O, read-only, corrupt), not a busy lock or a bug?"""
+    if isinstance(exc, StorageUnavailable) or isinstance(exc, OSError):
+        return True
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(exc, sqlite3.DatabaseError) and code is not None:
+        return (code & 0xFF) in _TROUBLE_CODES
+    return isinstance(exc, sqlite3.DatabaseError) and any(
+        w in str(exc) for w in ("disk", "readonly", "read-only", "I/O", "malformed"))
+
 
 # /metrics histograms (no job label: their cardinality stays fixed). Upper bounds in seconds; each
 # stored bucket counts the values up to its bound and above the one before (not cumulative).
@@ -182,9 +221,9 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE runs ADD COLUMN child_ident TEXT;
         """,
     ),
-    ("006_metrics_counters", _MIGRATION_COUNTERS),
+    ("004_metrics_counters", _MIGRATION_COUNTERS),
     # Migrations apply in list order (PRAGMA user_version counts them): a new one is appended,
-    # whatever its number.
+    # numbered by its place in this list.
     (
         "005_chain_claims",
         """
@@ -235,6 +274,29 @@ class Run:
     owner_ident: str | None = None  #: the owner process's identity (crawlsched.procs)
     child_pgid: int | None = None  #: a command's process group, while it may run
     child_ident: str | None = None  #: that group leader's identity
+
+
+@dataclass(frozen=True)
+class AttemptKey:
+    """An attempt by what it is: no other attempt, in this database or a fresh one, has the same key.
+
+    Closing an attempt by its key finds its row whatever number the row has, and writes the
+    row again when it is missing (the file was replaced while the attempt ran).
+    """
+
+    job_id: str
+    scheduled_for: float
+    attempt: int
+    max_attempts: int
+    trigger: str
+    started_at: float
+    owner_pid: int | None = None
+    owner_ident: str | None = None
+
+    @classmethod
+    def of(cls, run: Run) -> AttemptKey:
+        return cls(run.job_id, run.scheduled_for, run.attempt, run.max_attempts, run.trigger,
+                   run.started_at or 0.0, run.owner_pid, run.owner_ident)
 
 
 @dataclass(frozen=True)
@@ -297,6 +359,11 @@ class State:
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._recover_corrupt = False
+        self._daemon_row: dict[str, Any] | None = None  # this process's daemon row, to write it again
+        self._held: list[Any] = []  # writes (callables of a connection) waiting for the storage
+        self._trouble: str | None = None  # the current storage episode, as logged
+        self._readonly = False  # the files are not writable: the connection in use was opened read-only
+        self.replaced = 0  # how many times a corrupt file was replaced under us
 
     # --- connections ---------------------------------------------------------
 
@@ -363,7 +430,7 @@ class State:
     @property
     def conn(self) -> sqlite3.Connection:
         if self._conn is None:
-            self.open()
+            self.open(recover_corrupt=self._recover_corrupt)  # a reopen keeps the daemon's mode
         assert self._conn is not None
         return self._conn
 
@@ -380,27 +447,156 @@ class State:
         In the daemon (``recover_corrupt``) a file found corrupt here is moved
         aside and replaced by a fresh one, as at start-up: a disk that scribbled
         over the database must not stop every later attempt from being recorded.
+        Held writes (see the module doc) go first, in order. Storage trouble
+        raises :class:`StorageUnavailable` (logged once per episode).
         """
         deadline = time.monotonic() + self.write_deadline
         with self._lock:
-            for tries_left in (1, 0):
-                conn = self.conn
-                try:
-                    self._begin(conn, deadline)
-                    conn.execute("SELECT 1 FROM daemon LIMIT 1")  # a corrupt file fails here, before any change
-                    break
-                except sqlite3.DatabaseError as exc:
-                    _rollback(conn)
-                    if not tries_left or not self._replace_if_corrupt(exc):
-                        raise
+            self._guard()
+            if self._held:
+                self._flush(deadline)
+            conn = self._begin_checked(deadline)
             try:
                 yield conn
                 conn.execute("COMMIT")
             except BaseException as exc:
                 _rollback(conn)
-                if isinstance(exc, sqlite3.DatabaseError):
-                    self._replace_if_corrupt(exc)
+                if isinstance(exc, sqlite3.DatabaseError) and not self._replace_if_corrupt(exc):
+                    self._check_trouble(exc)
                 raise
+            self._trouble_ended()
+
+    def _write_with(self, fn: Any) -> Any:
+        """``fn(conn)`` in one write transaction; once more if the file was found corrupt and
+        replaced meanwhile (the fresh file takes it)."""
+        before = self.replaced
+        try:
+            with self.write() as c:
+                return fn(c)
+        except sqlite3.DatabaseError:
+            if self.replaced == before:
+                raise
+        with self.write() as c:
+            return fn(c)
+
+    def _begin_checked(self, deadline: float) -> sqlite3.Connection:
+        for tries_left in (1, 0):
+            if self._readonly:
+                raise StorageUnavailable(f"{self.path}: {self._trouble or 'read-only'}")
+            conn = self.conn
+            try:
+                self._begin(conn, deadline)
+                conn.execute("SELECT 1 FROM daemon LIMIT 1")  # a corrupt file fails here, before any change
+                return conn
+            except sqlite3.DatabaseError as exc:
+                _rollback(conn)
+                if not tries_left or not self._replace_if_corrupt(exc):
+                    self._check_trouble(exc)
+                    raise
+        raise AssertionError("unreachable")
+
+    def _check_trouble(self, exc: BaseException) -> None:
+        """In the daemon, storage trouble begins an episode (logged once) and raises StorageUnavailable."""
+        if not self._recover_corrupt or isinstance(exc, StorageUnavailable) or not storage_trouble(exc):
+            return
+        self._trouble_began(str(exc))
+        raise StorageUnavailable(f"{self.path}: {exc}") from exc
+
+    def _trouble_began(self, why: str) -> None:
+        if self._trouble is None:
+            self._trouble = why
+            log.error("state database %s cannot be written (%s); what must be saved is held until it can be"
+                      " (logged once until then)", self.path, why)
+
+    def _trouble_ended(self) -> None:
+        if self._trouble is not None and not self._held:
+            log.info("state database %s takes writes again; everything held is saved", self.path)
+            self._trouble = None
+
+    # --- held writes ---------------------------------------------------------
+
+    @property
+    def held(self) -> int:
+        """How many writes wait for the storage to come back."""
+        return len(self._held)
+
+    def write_or_hold(self, fn: Any) -> bool:
+        """Run ``fn(conn)`` in one write transaction; in the daemon, hold it when the storage is in
+        trouble (written first once it takes writes again). True when it landed now."""
+        try:
+            self._write_with(fn)
+            return True
+        except StorageUnavailable:
+            with self._lock:
+                self._held.append(fn)
+            return False
+
+    def hold(self, fn: Any) -> None:
+        """Keep ``fn(conn)`` for when the storage takes writes again."""
+        with self._lock:
+            self._held.append(fn)
+
+    def flush_held(self) -> bool:
+        """Try to write what is held; True when nothing is held any more."""
+        with self._lock:
+            if not self._held:
+                return True
+            try:
+                self._guard()
+                self._flush(time.monotonic() + self.busy_timeout)
+            except (StorageUnavailable, sqlite3.Error):
+                return False
+            self._trouble_ended()
+            return not self._held
+
+    def _flush(self, deadline: float) -> None:
+        """Write the held writes, oldest first, each in its own transaction (they are idempotent)."""
+        while self._held:
+            fn = self._held[0]
+            conn = self._begin_checked(deadline)
+            try:
+                fn(conn)
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                _rollback(conn)
+                if isinstance(exc, sqlite3.DatabaseError) and not self._replace_if_corrupt(exc):
+                    self._check_trouble(exc)
+                raise
+            self._held.pop(0)
+
+    # --- files that turned read-only ------------------------------------------
+
+    def _files_writable(self) -> bool:
+        for suffix in _SUFFIXES:
+            path = str(self.path) + suffix
+            if not os.access(path, os.W_OK) and os.path.exists(path):
+                return False
+        return True
+
+    def _guard(self) -> None:
+        """In the daemon: never touch a connection whose files turned read-only (SIGBUS, module doc)."""
+        if not self._recover_corrupt:
+            return
+        writable = self._files_writable()
+        if not writable and not self._readonly:
+            if self._conn is not None:
+                _SET_ASIDE.append(self._conn)  # not closed: closing writes to the -shm map
+                self._conn = None
+            self._readonly = True
+            self._trouble_began(f"its files are read-only or immutable ({self.path.name}, -wal, -shm);"
+                                " not touched until they are writable again")
+        elif writable and self._readonly:
+            while _SET_ASIDE:
+                try:
+                    _SET_ASIDE.pop().close()  # writable again: safe to close now
+                except sqlite3.Error:
+                    pass
+            self._readonly = False
+
+    @staticmethod
+    def unsafe_to_close() -> bool:
+        """Connections are set aside on read-only files: the process must exit without closing them."""
+        return bool(_SET_ASIDE)
 
     @staticmethod
     def _begin(conn: sqlite3.Connection, deadline: float) -> None:
@@ -416,6 +612,9 @@ class State:
 
     def read(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:
         with self._lock:
+            self._guard()
+            if self._readonly:
+                raise StorageUnavailable(f"{self.path}: {self._trouble or 'read-only'}")
             try:
                 return self.conn.execute(sql, params).fetchall()
             except sqlite3.DatabaseError as exc:
@@ -424,7 +623,11 @@ class State:
             return self.conn.execute(sql, params).fetchall()
 
     def _replace_if_corrupt(self, exc: sqlite3.DatabaseError) -> bool:
-        """Move a database that went corrupt under us aside and start a fresh one (daemon only)."""
+        """Move a database that went corrupt under us aside and start a fresh one (daemon only).
+
+        The daemon's row is written again at once: ``status``, ``stop`` and ``run-now``
+        must not say "not running" about a daemon that is up.
+        """
         code = getattr(exc, "sqlite_errorcode", None)
         if not self._recover_corrupt or code not in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
             return False
@@ -434,11 +637,23 @@ class State:
             except sqlite3.Error:
                 pass
             self._conn = None
-        aside = self.move_aside()
-        log.error("state database %s became corrupt (%s); moved aside to %s, starting a fresh one", self.path, exc, aside)
-        conn = self._open()
-        self._setup(conn)
+        try:
+            aside = self.move_aside()
+            log.error("state database %s became corrupt (%s); moved aside to %s, starting a fresh one", self.path, exc, aside)
+            conn = self._open()
+            self._setup(conn)
+        except (OSError, sqlite3.Error) as failed:  # a full disk, say: no fresh file either
+            self._trouble_began(f"corrupt, and no fresh file could be made: {failed}")
+            raise StorageUnavailable(f"{self.path}: {failed}") from failed
         self._conn = conn
+        self.replaced += 1
+        if self._daemon_row is not None:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                _insert_daemon_row(conn, self._daemon_row)
+                conn.execute("COMMIT")
+            except sqlite3.Error:
+                _rollback(conn)
         return True
 
     # --- read side -----------------------------------------------------------
@@ -555,7 +770,7 @@ class State:
                 c.execute("UPDATE jobs_seen SET anchor = ? WHERE job_id = ? AND anchor IS NULL", (anchor, job_id))
 
     def mark_seen_many(self, items: list[tuple[str, float, float | None]]) -> None:
-        with self.write() as c:
+        def mark(c: sqlite3.Connection) -> None:
             c.executemany("INSERT OR IGNORE INTO jobs_seen(job_id, first_seen) VALUES (?, ?)", [(i, n) for i, n, _ in items])
             c.executemany("UPDATE jobs_seen SET daemon_seen = ? WHERE job_id = ? AND daemon_seen IS NULL", [(n, i) for i, n, _ in items])
             c.executemany(
@@ -563,9 +778,28 @@ class State:
                 [(a, i) for i, _, a in items if a is not None],
             )
 
+        self.write_or_hold(mark)
+
+    def restore_seen(self, items: list[tuple[str, float, float | None, float | None]]) -> None:
+        """After a replaced file: the daemon's jobs as seen, with their anchors and last fires
+        ``(job_id, now, anchor, last_fire)``, so the next start's catch-up still knows them."""
+
+        def restore(c: sqlite3.Connection) -> None:
+            c.executemany(
+                "INSERT INTO jobs_seen(job_id, first_seen, daemon_seen, anchor, last_fire) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT(job_id) DO UPDATE SET daemon_seen = coalesce(daemon_seen, excluded.daemon_seen),"
+                " anchor = coalesce(anchor, excluded.anchor),"
+                " last_fire = max(coalesce(last_fire, 0), coalesce(excluded.last_fire, 0))",
+                [(i, n, n, a, f) for i, n, a, f in items],
+            )
+
+        self.write_or_hold(restore)
+
+    def save_retry(self, retry: Retry) -> None:
+        self.write_or_hold(lambda c: _save_retry(c, retry))
+
     def reset_anchor(self, job_id: str, anchor: float | None) -> None:
-        with self.write() as c:
-            c.execute("UPDATE jobs_seen SET anchor = ? WHERE job_id = ?", (anchor, job_id))
+        self.write_or_hold(lambda c: c.execute("UPDATE jobs_seen SET anchor = ? WHERE job_id = ?", (anchor, job_id)))
 
     # chain claims: a job never overlaps itself, whoever starts it
 
@@ -618,7 +852,7 @@ class State:
         owner kind), the job's chain is claimed in the same transaction; when another live
         process holds it, nothing is written and ``ChainBusy`` is raised.
         """
-        with self.write() as c:
+        def insert(c: sqlite3.Connection) -> int | None:
             if claim is not None:
                 blocker = _blocking_claim(c, job_id, claim, pid, ident)
                 if blocker is not None:
@@ -641,35 +875,67 @@ class State:
             c.execute("DELETE FROM retries WHERE job_id = ? AND scheduled_for = ? AND next_attempt <= ?", (job_id, scheduled_for, attempt))
             return run_id
 
-    def finish_attempt(self, run_id: int, *, status: str, finished_at: float, message: str | None,
+        return self._write_with(insert)
+
+    def finish_attempt(self, run: int | AttemptKey, *, status: str, finished_at: float, message: str | None,
                        http_status: int | None = None, exit_code: int | None = None,
                        bytes: int | None = None, output: str | None = None,
-                       retry: Retry | None = None) -> None:
-        """Close an attempt; the next retry's due time is saved in the same transaction."""
-        with self.write() as c:
-            _count_finished(c, run_id, status, finished_at)
-            c.execute(
-                "UPDATE runs SET status = ?, finished_at = ?, message = ?, http_status = ?, exit_code = ?, bytes = ?, output = ?"
-                " WHERE id = ?",
-                (status, finished_at, message, http_status, exit_code, bytes, output, run_id),
-            )
+                       retry: Retry | None = None) -> bool:
+        """Close an attempt; the next retry's due time is saved in the same transaction.
+
+        ``run`` is the attempt's :class:`AttemptKey` (or, outside the daemon, its row id).
+        By key, a missing row is written again, closed. In the daemon, storage trouble holds
+        the write until it can land; returns False then.
+        """
+        values = (status, finished_at, message, http_status, exit_code, bytes, output)
+
+        def close(c: sqlite3.Connection) -> None:
+            if isinstance(run, AttemptKey):
+                row_id = _attempt_id(c, run)
+                if row_id is None:  # the file was replaced while it ran: its row again, then closed
+                    row_id = _insert_attempt(c, run, "running", None, None, None, None, None, None)
+            else:
+                row_id = run
+            _count_finished(c, row_id, status, finished_at)
+            c.execute("UPDATE runs SET status = ?, finished_at = ?, message = ?, http_status = ?, exit_code = ?,"
+                      " bytes = ?, output = ? WHERE id = ?", (*values, row_id))
             if retry is not None:
                 _save_retry(c, retry)
 
-    def set_child(self, run_id: int, pgid: int, ident: str | None) -> None:
-        """The attempt's command runs in process group ``pgid``: a successor stops it if we die."""
-        with self.write() as c:
-            c.execute("UPDATE runs SET child_pgid = ?, child_ident = ? WHERE id = ?", (pgid, ident, run_id))
+        return self.write_or_hold(close)
+
+    def set_child(self, run: int | AttemptKey, pgid: int, ident: str | None) -> bool:
+        """The attempt's command runs in process group ``pgid``: a successor stops it if we die.
+
+        By key, a missing row (a replaced file) is written again, running, with the group.
+        False when it could not be written now (held, in the daemon).
+        """
+
+        def note(c: sqlite3.Connection) -> None:
+            if isinstance(run, AttemptKey):
+                cur = c.execute("UPDATE runs SET child_pgid = ?, child_ident = ? WHERE job_id = ? AND scheduled_for = ?"
+                                " AND attempt = ?", (pgid, ident, run.job_id, run.scheduled_for, run.attempt))
+                if cur.rowcount == 0:
+                    _insert_attempt(c, run, "running", None, None, None, None, None, None)
+                    c.execute("UPDATE runs SET child_pgid = ?, child_ident = ? WHERE job_id = ? AND scheduled_for = ?"
+                              " AND attempt = ?", (pgid, ident, run.job_id, run.scheduled_for, run.attempt))
+            else:
+                c.execute("UPDATE runs SET child_pgid = ?, child_ident = ? WHERE id = ?", (pgid, ident, run))
+
+        return self.write_or_hold(note)
 
     def clear_retry(self, job_id: str) -> None:
-        with self.write() as c:
-            c.execute("DELETE FROM retries WHERE job_id = ?", (job_id,))
+        self.write_or_hold(lambda c: c.execute("DELETE FROM retries WHERE job_id = ?", (job_id,)))
 
     def record_not_run(self, job_id: str, scheduled_for: float, status: str, message: str, *, now: float,
                        missed_count: int | None = None, first_missed: float | None = None,
-                       last_missed: float | None = None) -> None:
-        """A fire that did not run: ``skipped`` (overlap) or ``missed`` (daemon down), attempt 0."""
-        with self.write() as c:
+                       last_missed: float | None = None) -> bool:
+        """A fire that did not run: ``skipped`` (overlap) or ``missed`` (daemon down), attempt 0.
+
+        In the daemon, storage trouble holds the row until it can be written (False then).
+        """
+
+        def insert(c: sqlite3.Connection) -> None:
             c.execute(
                 "INSERT INTO runs(job_id, scheduled_for, attempt, max_attempts, trigger, status, started_at, finished_at,"
                 " message, missed_count, first_missed, last_missed) VALUES (?, ?, 0, 0, 'schedule', ?, NULL, ?, ?, ?, ?, ?)",
@@ -679,10 +945,17 @@ class State:
             c.execute("INSERT OR IGNORE INTO jobs_seen(job_id, first_seen) VALUES (?, ?)", (job_id, now))
             c.execute("UPDATE jobs_seen SET last_fire = max(coalesce(last_fire, 0), ?) WHERE job_id = ?", (scheduled_for, job_id))
 
+        return self.write_or_hold(insert)
+
     # daemon bookkeeping
 
     def daemon_started(self, pid: int, host: str, version: str, now: float) -> dict[str, Any] | None:
-        """Record this daemon; returns the previous row (its heartbeat tells how long we were down)."""
+        """Record this daemon; returns the previous row (its heartbeat tells how long we were down).
+
+        From here on this State keeps the row's every field: each later update writes it
+        whole, so a row lost with a replaced file, or an update the storage refused, is
+        made good by the next write that lands.
+        """
         with self.write() as c:
             rows = c.execute("SELECT * FROM daemon WHERE id = 1").fetchall()
             previous = dict(rows[0]) if rows else None
@@ -692,14 +965,29 @@ class State:
                 " started_at = excluded.started_at, heartbeat = excluded.heartbeat, stopped_at = NULL, ready_at = NULL",
                 (pid, host, version, now, now),
             )
+            self._daemon_row = dict(c.execute("SELECT * FROM daemon WHERE id = 1").fetchone())
             return previous
 
     def daemon_update(self, **fields: Any) -> None:
+        """Update this daemon's row (written whole, see ``daemon_started``).
+
+        In the daemon, storage trouble is not raised: the next update that lands carries
+        these fields too (the episode is logged once).
+        """
         if not fields:
             return
-        cols = ", ".join(f"{k} = ?" for k in fields)
-        with self.write() as c:
-            c.execute(f"UPDATE daemon SET {cols} WHERE id = 1", tuple(fields.values()))
+        if self._daemon_row is None:
+            cols = ", ".join(f"{k} = ?" for k in fields)
+            with self.write() as c:
+                c.execute(f"UPDATE daemon SET {cols} WHERE id = 1", tuple(fields.values()))
+            return
+        self._daemon_row.update(fields)
+        row = dict(self._daemon_row)
+        try:
+            with self.write() as c:
+                _insert_daemon_row(c, row)
+        except StorageUnavailable:
+            pass
 
     def request_run(self, job_id: str, now: float, source: str = "cli") -> int:
         with self.write() as c:
@@ -707,8 +995,7 @@ class State:
             return int(cur.lastrowid or 0)
 
     def take_requests(self, now: float) -> list[tuple[int, str, float]]:
-        with self._lock:
-            pending = self.conn.execute("SELECT id FROM requests WHERE taken_at IS NULL LIMIT 1").fetchall()
+        pending = self.read("SELECT id FROM requests WHERE taken_at IS NULL LIMIT 1")
         if not pending:
             return []
         with self.write() as c:
@@ -828,6 +1115,34 @@ def _rollback(conn: sqlite3.Connection) -> None:
         conn.execute("ROLLBACK")
     except sqlite3.Error:
         pass
+
+
+def _insert_daemon_row(c: sqlite3.Connection, row: dict[str, Any]) -> None:
+    cols = [k for k in row if k != "id"]
+    c.execute(f"INSERT OR REPLACE INTO daemon(id, {', '.join(cols)}) VALUES (1, {', '.join('?' * len(cols))})",
+              tuple(row[k] for k in cols))
+
+
+def _attempt_id(c: sqlite3.Connection, key: AttemptKey) -> int | None:
+    row = c.execute("SELECT id FROM runs WHERE job_id = ? AND scheduled_for = ? AND attempt = ?",
+                    (key.job_id, key.scheduled_for, key.attempt)).fetchone()
+    return None if row is None else int(row[0])
+
+
+def _insert_attempt(c: sqlite3.Connection, key: AttemptKey, status: str, finished_at: float | None,
+                    message: str | None, http_status: int | None, exit_code: int | None, bytes: int | None,
+                    output: str | None) -> int:
+    """Write an attempt's row again (its file was replaced while it ran), and point its job at it."""
+    cur = c.execute(
+        "INSERT INTO runs(job_id, scheduled_for, attempt, max_attempts, trigger, status, started_at, finished_at, message,"
+        " http_status, exit_code, bytes, output, owner_pid, owner_ident) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (key.job_id, key.scheduled_for, key.attempt, key.max_attempts, key.trigger, status, key.started_at, finished_at,
+         message, http_status, exit_code, bytes, output, key.owner_pid, key.owner_ident),
+    )
+    c.execute("INSERT OR IGNORE INTO jobs_seen(job_id, first_seen) VALUES (?, ?)", (key.job_id, key.started_at))
+    c.execute("UPDATE jobs_seen SET last_attempt_id = ?, last_fire = max(coalesce(last_fire, 0), ?) WHERE job_id = ?",
+              (cur.lastrowid, key.scheduled_for, key.job_id))
+    return int(cur.lastrowid or 0)
 
 
 def _save_retry(c: sqlite3.Connection, retry: Retry) -> None:

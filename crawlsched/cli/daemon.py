@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from crawlsched.state import State
     from crawlsched.store import JobStore
 
+TOKEN_FD = "CRAWLSCHED_TOKEN_FD"  # set only across the daemon's own re-exec: the fd its token is in
 STOP_WAIT = 60.0  # seconds `stop` waits for the daemon to exit
 
 
@@ -216,11 +217,14 @@ def daemon(
     from crawlsched.logs import setup_logging
     from crawlsched.state import State
 
+    _reexec_without_token()  # from here on, /proc/<pid>/environ holds no token
+    handed = _token_handed_over()
     token = None
     if http:
         from crawlsched.web.server import check_bind, load_token
 
-        token = load_token(token_file)  # also takes CRAWLSCHED_TOKEN out of the environment
+        environ = {"CRAWLSCHED_TOKEN": handed} if handed is not None else None
+        token = load_token(token_file, environ)  # also takes CRAWLSCHED_TOKEN out of the environment
         # Refused before anything starts (exit 2): no token, or a weak one, on a non-loopback address.
         check_bind(http, token, f"--token-file {token_file}" if token_file else "CRAWLSCHED_TOKEN")
     else:
@@ -229,10 +233,74 @@ def daemon(
         os.environ.pop("CRAWLSCHED_TOKEN", None)  # crawl commands never inherit it
     home = env().home
     log = setup_logging(home)
+    # A fatal signal (SIGBUS from a mapped file that turned immutable under SQLite, SIGSEGV)
+    # still leaves a line and the stack on stderr (the journal): never a silent death.
+    import faulthandler
+
+    faulthandler.enable()
     store = env().store()
     store.cache_dir = home / ".cache"  # the daemon owns its home
     code = run_daemon(store, State(env().db_path), home, log, grace=grace, http=http, token=token)
+    if State.unsafe_to_close():
+        # Connections were set aside on database files that are still read-only: closing
+        # them at exit writes to their -shm map, which is SIGBUS. Exit without closing.
+        import logging
+        import sys
+
+        logging.shutdown()
+        sys.stderr.flush()
+        os._exit(code)
     raise typer.Exit(code)
+
+
+def _reexec_without_token() -> None:
+    """With ``CRAWLSCHED_TOKEN`` in the environment, start again (same pid) without it.
+
+    Removing it from ``os.environ`` is not enough: ``/proc/<pid>/environ`` shows the
+    environment the process was started with, and a command job runs as the same user,
+    so ``cat /proc/$PPID/environ`` would print the token. The token crosses the
+    ``execve`` in an anonymous file (memfd) whose number is in ``CRAWLSCHED_TOKEN_FD``;
+    it is read and closed at once, before any job runs. The pid stays the same, so
+    systemd's main pid and ``NOTIFY_SOCKET`` are unaffected.
+    """
+    import sys
+
+    token = os.environ.get("CRAWLSCHED_TOKEN")
+    if token is None or Path(sys.argv[0]).name not in ("crawlsched", "__main__.py"):
+        return  # nothing to hide, or not the program itself (a test calling the command in-process)
+    environ = {k: v for k, v in os.environ.items() if k not in ("CRAWLSCHED_TOKEN", TOKEN_FD)}
+    fd = None
+    try:
+        fd = os.memfd_create("crawlsched-token", 0)  # no MFD_CLOEXEC: it must cross the exec
+        os.write(fd, token.encode())
+        os.lseek(fd, 0, os.SEEK_SET)
+        environ[TOKEN_FD] = str(fd)
+        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], environ)
+    except (OSError, AttributeError) as exc:  # no memfd (not Linux) or no exec: the old way, said plainly
+        if fd is not None:
+            os.close(fd)
+        print(f"crawlsched: warning: could not restart without CRAWLSCHED_TOKEN in the environment ({exc});"
+              " commands can read it from /proc; prefer --token-file", file=sys.stderr)
+
+
+def _token_handed_over() -> str | None:
+    """The token the re-exec passed in ``CRAWLSCHED_TOKEN_FD`` (read once, fd closed), else None."""
+    number = os.environ.pop(TOKEN_FD, None)
+    if number is None or not number.isdigit():
+        return None
+    fd = int(number)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks).decode()
+    except (OSError, UnicodeDecodeError):
+        return None
+    finally:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 def run_daemon(store: JobStore, state: State, home: Path, log: logging.Logger, *, grace: float | None = None,

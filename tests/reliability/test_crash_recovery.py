@@ -8,7 +8,10 @@ machine was down runs once at the next start).
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -19,7 +22,7 @@ from crawlsched.daemon import Daemon, InlineExecutor
 from crawlsched.state import State
 from crawlsched.store import JobStore
 from daemon_helpers import DaemonProcess, runs, wait_for, write_jobs
-from rel_helpers import quiet_logger
+from rel_helpers import pid_gone, quiet_logger
 from test_daemon_loop import FakeClock, rows, run_until
 
 UTC = timezone.utc
@@ -181,3 +184,117 @@ def test_killed_after_a_partial_multi_url_attempt_fetches_only_the_missing_url(h
     assert target.hits == {"/slow/0": 1}
     assert (run_dir / body_name(1, urls[1])).read_text() == "slow ok\n"
     assert _no_part_files(home) == []
+
+
+@pytest.mark.slow
+def test_killed_between_spawning_a_command_and_saving_its_group_the_command_never_runs_beside_its_retry(home, tmp_path):
+    # The test hook widens the window between the spawn and the row that names the group
+    # to 3 s; SIGKILL lands inside it. The next daemon cannot stop a group it was never told.
+    marker = tmp_path / "pids"
+    write_jobs(home, '[[jobs]]\nid = "c"\nname = "c"\nevery = "1h"\nretry_delay = 1\n'
+                     f'command = "sh -c \'echo $$ >> {marker}; exec sleep 30\'"\n')
+    d1 = DaemonProcess(home, env={"CRAWLSCHED_FAULT_SPAWN_PAUSE": "3"}).start()
+    wait_for(lambda: runs(home, "job_id = 'c' AND status = 'running'"), 10, "the attempt row")
+    time.sleep(0.5)  # spawned, its group not saved yet
+    d1.proc.kill()  # the daemon alone, as the OOM killer would
+    d1.proc.wait(10)
+    d1.stderr.close()
+    d2 = DaemonProcess(home).start()
+    try:
+        wait_for(lambda: runs(home, "job_id = 'c' AND attempt = 2 AND status = 'running'"), 15, "the retry running")
+        wait_for(lambda: marker.exists() and marker.read_text().strip(), 5, "the retry's command")
+        time.sleep(0.5)
+        pids = [int(x) for x in marker.read_text().split()]
+        try:
+            alive = [p for p in pids if not pid_gone(p)]
+            assert len(alive) == 1, f"commands of one job running side by side: {pids}, alive {alive}"
+        finally:
+            for p in pids:
+                try:
+                    os.kill(p, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+    finally:
+        d2.stop()
+
+
+@pytest.mark.slow
+def test_killed_mid_body_with_no_attempt_left_leaves_no_part_file_after_restart(home, target):
+    write_jobs(home, f'[[jobs]]\nid = "h"\nname = "h"\nevery = "1h"\nurl = "{target.url("/hang-then-ok/p1")}"\n'
+                     'max_retries = 0\n')
+    d1 = DaemonProcess(home).start()
+    wait_for(lambda: list(home.rglob("*.part")), 10, "half a body on disk")
+    d1.kill()
+    d2 = DaemonProcess(home).start()
+    try:
+        row = wait_for(lambda: runs(home, "job_id = 'h' AND status != 'running'"), 10, "the attempt settled")
+    finally:
+        assert d2.stop() == 0
+    assert [(r["attempt"], r["status"]) for r in row] == [(1, "interrupted")]
+    assert list(home.rglob("*.part")) == []  # the chain ended: nothing will finish that body
+
+
+@pytest.mark.slow
+def test_killed_while_a_fire_waits_for_a_worker_and_later_fires_are_skipped_the_fire_is_not_lost(home):
+    # One worker, held by `slow`: quick's first fire waits in the pool; its next fires are
+    # recorded skipped. After SIGKILL, the waiting fire must still get a row (it never ran).
+    write_jobs(home, '[[jobs]]\nid = "slow"\nname = "slow"\nevery = "30s"\ncommand = "sleep 8"\n\n'
+                     '[[jobs]]\nid = "quick"\nname = "quick"\nevery = "2s"\ncommand = "true"\ncatch_up = "none"\n',
+               defaults='timezone = "UTC"\nmax_concurrent = 1\n')
+    d1 = DaemonProcess(home).start()
+    wait_for(lambda: len(runs(home, "job_id = 'quick' AND status = 'skipped'")) >= 2, 10, "quick's fires skipped")
+    d1.kill()
+    d2 = DaemonProcess(home).start()
+    try:
+        time.sleep(1)
+    finally:
+        assert d2.stop() == 0
+    quick = runs(home, "job_id = 'quick'")
+    skipped = [r["scheduled_for"] for r in quick if r["status"] == "skipped"]
+    first = min(skipped) - 2
+    covered = [r for r in quick if r["scheduled_for"] == first
+               or (r["status"] == "missed" and r["first_missed"] <= first <= r["last_missed"])]
+    assert covered, [(r["scheduled_for"], r["status"], r["first_missed"]) for r in quick]
+    # and no instant is counted twice: a missed range holds no instant that has a row
+    rowed = {r["scheduled_for"] for r in quick if r["status"] != "missed"}
+    for r in quick:
+        if r["status"] == "missed":
+            assert not [t for t in rowed if r["first_missed"] <= t <= r["last_missed"]], quick
+
+
+class BeginningExecutor(InlineExecutor):
+    """Workers that begin each attempt (its row is written, as by a process now dead) and never end it."""
+
+    def submit(self, fn, job, chain, attempt, gate=None):
+        from concurrent.futures import Future
+
+        chain.begun = True
+        fn.__self__.state.start_attempt(job.id, chain.scheduled_for, attempt, job.max_attempts, trigger=chain.trigger,
+                                        started_at=chain.scheduled_for, pid=DEAD_PID)
+        return Future()
+
+
+def test_killed_while_catch_up_fires_wait_in_the_backlog_they_are_not_lost(home, target):
+    # catch_up = "all": the first owed fire runs (here: waits for a worker), the others wait in
+    # the backlog with no row. A heartbeat then a SIGKILL: the next start must still owe them.
+    write_jobs(home, f'[[jobs]]\nid = "a"\nname = "a"\nevery = "10s"\nurl = "{target.url("/ok")}"\ncatch_up = "all"\n')
+    clock = FakeClock(datetime(2025, 11, 8, 9, 0, tzinfo=UTC))
+    d1 = _daemon(home, clock, InlineExecutor())
+    d1.start()
+    run_until(d1, clock, datetime(2025, 11, 8, 9, 0, 30, tzinfo=UTC))
+    d1.shutdown()
+    clock.advance(45)  # down: the fires at 09:00:40, :50, 09:01:00, :10 are owed
+    d2 = _daemon(home, clock, BeginningExecutor())
+    d2.start()
+    assert d2.backlog.get("a")  # the later owed fires wait behind the first, which runs
+    clock.advance(5)
+    d2._duty_heartbeat()
+    _die(d2)
+    clock.advance(5)
+    d3 = _daemon(home, clock, InlineExecutor())
+    d3.start()
+    run_until(d3, clock, datetime(2025, 11, 8, 9, 1, 40, tzinfo=UTC))
+    fires = {r[1] for r in rows(home) if r[3] != "missed"}
+    start = datetime(2025, 11, 8, 9, 0, tzinfo=UTC).timestamp()
+    owed = {start + 10 * k for k in range(4, 8)}  # 09:00:40 .. 09:01:10
+    assert owed <= fires, sorted(t - start for t in fires)

@@ -96,3 +96,71 @@ def test_the_log_file_renamed_away_gets_a_new_file_for_new_lines(home, target):
         assert rotated.stat().st_size == size  # nothing more went into the renamed file
     finally:
         d.stop()
+
+
+def _accounted(rows: list[dict]) -> tuple[int, int]:
+    """(fires accounted for: run, skipped or counted missed; fires due from the first to the last)."""
+    fires = sorted({r["scheduled_for"] for r in rows if r["status"] != "missed"}
+                   | {r["last_missed"] for r in rows if r["status"] == "missed"})
+    missed = sum((r["missed_count"] or 0) - 1 for r in rows if r["status"] == "missed")
+    return len(fires) + missed, round(fires[-1] - fires[0]) + 1
+
+
+def test_fires_due_during_the_sigterm_grace_period_are_recorded_after_restart(home, target):
+    # A command that outlasts the grace period keeps the daemon in its stop for 3 s; the
+    # 1 s job comes due three times meanwhile. They never ran: the next start must account
+    # for them as downtime (catch_up = "none": one missed row counting them).
+    write_jobs(home, f'[[jobs]]\nid = "tick"\nname = "tick"\nevery = "1s"\nurl = "{target.url("/ok")}"\n'
+                     'catch_up = "none"\n\n'
+                     '[[jobs]]\nid = "slow"\nname = "slow"\nevery = "1h"\ncommand = "sleep 300"\nmax_retries = 0\n')
+    d = DaemonProcess(home, "--grace", "3").start()
+    wait_for(lambda: runs(home, "job_id = 'slow' AND status = 'running'"), 10, "the slow command running")
+    wait_for(lambda: len(runs(home, "job_id = 'tick'")) >= 2, 10, "ticks")
+    t0 = time.monotonic()
+    assert d.stop() == 0
+    assert time.monotonic() - t0 >= 3  # it did wait out the grace period
+    d2 = DaemonProcess(home).start()
+    try:
+        time.sleep(1.5)
+    finally:
+        assert d2.stop() == 0
+    ticks = runs(home, "job_id = 'tick'")
+    accounted, due = _accounted(ticks)
+    assert accounted == due, [(r["scheduled_for"], r["status"], r["missed_count"]) for r in ticks]
+    assert any(r["status"] == "missed" for r in ticks)
+
+
+def _environ_of(pid: int) -> bytes:
+    with open(f"/proc/{pid}/environ", "rb") as fh:
+        return fh.read()
+
+
+def test_a_command_job_cannot_read_the_api_token_from_the_daemon(home, tmp_path):
+    import secrets
+    import socket
+    import urllib.error
+    import urllib.request
+
+    token = "tok-" + secrets.token_hex(24)
+    seen = tmp_path / "parent-environ"
+    write_jobs(home, '[[jobs]]\nid = "peek"\nname = "peek"\nevery = "1h"\n'
+                     f'command = "sh -c \'cat /proc/$PPID/environ > {seen}\'"\n')
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    d = DaemonProcess(home, "--http", f"127.0.0.1:{port}", env={"CRAWLSCHED_TOKEN": token}).start()
+    try:
+        wait_for(lambda: runs(home, "job_id = 'peek' AND status = 'success'"), 10, "the command job")
+        assert seen.read_bytes(), "the command did not read its parent's environment"
+        assert token.encode() not in seen.read_bytes()
+        assert token.encode() not in _environ_of(d.proc.pid)
+        assert b"CRAWLSCHED_TOKEN=" not in _environ_of(d.proc.pid)
+        url = f"http://127.0.0.1:{port}/api/scheduler/jobs"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url, timeout=5)
+        assert refused.value.code == 401
+        asked = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(asked, timeout=5) as answer:  # the daemon still has the token
+            assert answer.status == 200
+    finally:
+        assert d.stop() == 0

@@ -1,0 +1,32 @@
+"""The state database's write paths when the file is replaced under a running daemon."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from crawlsched.state import AttemptKey, State
+
+
+def _scribble(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        f = Path(str(path) + suffix)
+        if f.exists():
+            with open(f, "r+b") as fh:
+                fh.write(os.urandom(max(4096, f.stat().st_size)))
+
+
+def test_an_attempt_closed_after_the_file_was_replaced_gets_its_own_row_not_another_jobs(tmp_path):
+    state = State(tmp_path / "crawlsched.db").open(recover_corrupt=True)
+    state.daemon_started(os.getpid(), "host", "1", 100.0)
+    run_id = state.start_attempt("slow", 100.0, 1, 3, trigger="schedule", started_at=100.0, pid=os.getpid())
+    key = AttemptKey("slow", 100.0, 1, 3, "schedule", 100.0, os.getpid())
+    _scribble(tmp_path / "crawlsched.db")
+    other = state.start_attempt("tick", 101.0, 1, 3, trigger="schedule", started_at=101.0, pid=os.getpid())
+    assert list(tmp_path.glob("crawlsched.db.corrupt-*"))  # replaced: numbering starts again
+    assert other == run_id
+    state.finish_attempt(key, status="success", finished_at=105.0, message="slow done")
+    got = {(r.job_id, r.attempt): (r.status, r.message) for r in state.runs()}
+    assert got == {("tick", 1): ("running", None), ("slow", 1): ("success", "slow done")}
+    assert state.daemon()["pid"] == os.getpid()  # the daemon row is back with the fresh file
+    state.close()
