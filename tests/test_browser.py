@@ -119,7 +119,7 @@ def test_cards_show_the_seeds_fields(page, server):
     c.wait_for()
     assert c.locator('[data-testid="job-status"]').inner_text().lower() == "active"
     assert "09:05" in c.locator('[data-field="schedule"]').inner_text()
-    assert c.locator('[data-field="period"]').inner_text() == f"{start} s/d {end}"
+    assert c.locator('[data-field="period"]').inner_text() == f"{start} → {end}"  # as `list` writes it, with or without an end
     assert c.locator('[data-field="next_run"]').inner_text() == f"{start} 09:05:00"
     assert c.locator('[data-field="last_run"]').inner_text() == "never"
     assert c.locator('[data-field="retry"]').inner_text() == "Max 3x, Delay 300s"

@@ -1030,7 +1030,7 @@ def test_openapi_describes_every_route(env):
     documented = {(path, method.upper()) for path, ops in doc["paths"].items() for method in ops}
     served = set()
     for rule in env.app.url_map.iter_rules():
-        path = rule.rule.replace("<path:", "{").replace("<", "{").replace(">", "}")
+        path = rule.rule.replace("<path:", "{").replace("<int:", "{").replace("<", "{").replace(">", "}")
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             served.add((path, method))
     assert served == documented

@@ -17,6 +17,8 @@
   var SVG_NS = "http://www.w3.org/2000/svg";
 
   var els = {};
+  // Shared with strip.js, job.js and chart.js (loaded before this file).
+  var ns = (window.crawlsched = window.crawlsched || {});
   var cards = new Map(); // job id -> card element, kept between refreshes
   var timer = null;
   var needToken = false; // waiting for the user to give a token
@@ -60,25 +62,32 @@
     }
     return fetch(path, init).then(
       function (res) {
-        if (res.status === 401) {
-          askForToken(Boolean(token));
-          throw new ApiError("An access token is needed.", 401);
-        }
-        return res.json().then(
-          function (data) {
-            if (!res.ok || !data || data.success === false) {
-              var text = data && data.error ? String(data.error) : "HTTP " + res.status;
-              throw new ApiError(text, res.status);
-            }
-            return data;
-          },
-          function () {
-            throw new ApiError("HTTP " + res.status + ": the answer was not JSON", res.status);
-          }
-        );
+        return parse(res, token);
       },
       function () {
         throw new ApiError("Cannot reach the scheduler.", 0);
+      }
+    );
+  }
+
+  // The API's answer: its body when success is true, else an ApiError with its own text.
+  function parse(res, token) {
+    if (res.status === 401) {
+      askForToken(Boolean(token));
+      throw new ApiError("An access token is needed.", 401);
+    }
+    return res.json().then(
+      function (data) {
+        if (!res.ok || !data || data.success === false) {
+          var text = data && data.error ? String(data.error) : "HTTP " + res.status;
+          var failure = new ApiError(text, res.status);
+          failure.field = data && typeof data.field === "string" ? data.field : null; // the refused field (PATCH)
+          throw failure;
+        }
+        return data;
+      },
+      function () {
+        throw new ApiError("HTTP " + res.status + ": the answer was not JSON", res.status);
       }
     );
   }
@@ -117,12 +126,20 @@
     timer = null;
     if (needToken) return;
     var request = ++lastRequest;
-    api("GET", API + "/jobs").then(
+    jobsRequest().then(
       function (data) {
         if (request !== lastRequest) return; // a newer refresh is under way
+        if (data === null) {
+          // 304: nothing the list shows has changed (the daemon keeps the answer), nothing to redraw.
+          setLive("ok", "Updated " + clock(new Date()));
+          if (ns.onJobs) ns.onJobs(null);
+          schedule();
+          return;
+        }
         render(Array.isArray(data.jobs) ? data.jobs : []);
         renderFacts(data);
-        setLive("ok", "Updated " + new Date().toLocaleTimeString());
+        setLive("ok", "Updated " + clock(new Date()));
+        if (ns.onJobs) ns.onJobs(data);
         schedule();
       },
       function (err) {
@@ -130,6 +147,33 @@
         if (err.status === 401) return; // the token form restarts the loop
         setLive("error", err.message + " Retrying…");
         schedule();
+      }
+    );
+  }
+
+  // 24-hour HH:MM:SS, whatever the browser's locale (the API's times are 24-hour too).
+  function clock(date) {
+    function two(n) {
+      return (n < 10 ? "0" : "") + n;
+    }
+    return two(date.getHours()) + ":" + two(date.getMinutes()) + ":" + two(date.getSeconds());
+  }
+
+  // GET /jobs with the ETag of the last answer: resolves with the data, or null for a 304.
+  var jobsTag = null;
+  function jobsRequest() {
+    var headers = { Accept: "application/json" };
+    var token = getToken() || memoryToken;
+    if (token) headers.Authorization = "Bearer " + token;
+    if (jobsTag) headers["If-None-Match"] = jobsTag;
+    return fetch(API + "/jobs", { headers: headers, credentials: "same-origin", cache: "no-store" }).then(
+      function (res) {
+        if (res.status === 304) return null;
+        if (res.ok) jobsTag = res.headers.get("ETag");
+        return parse(res, token);
+      },
+      function () {
+        throw new ApiError("Cannot reach the scheduler.", 0);
       }
     );
   }
@@ -220,7 +264,11 @@
     var name = el("h3", "job-name");
     var badge = el("span", "badge");
     badge.setAttribute("data-testid", "job-status");
-    head.append(name, badge);
+    var title = el("div", "card-title");
+    var idLine = el("p", "job-id");
+    idLine.setAttribute("data-testid", "job-id");
+    title.append(name, idLine);
+    head.append(title, badge);
 
     var facts = el("dl", "facts");
     var fields = {};
@@ -259,8 +307,15 @@
     var tz = el("span", "tz");
     fields.schedule.append(scheduleText, tz);
 
-    card.append(head, facts, actions);
-    card._parts = { name: name, badge: badge, fields: fields, scheduleText: scheduleText, tz: tz, pause: pause, run: run, del: del };
+    var strip = ns.buildStrip ? ns.buildStrip(id) : el("div");
+    var open = el("a", "open-link", "Runs, chart and settings");
+    open.href = "#job/" + encodeURIComponent(id);
+    open.setAttribute("data-testid", "open-job");
+    actions.insertBefore(open, del);
+
+    card.append(head, strip, facts, actions);
+    card._parts = { name: name, idLine: idLine, badge: badge, fields: fields, scheduleText: scheduleText, tz: tz,
+                    pause: pause, run: run, del: del, strip: strip, open: open };
     card._job = null;
 
     pause.addEventListener("click", function () {
@@ -292,15 +347,15 @@
     var status = STATUSES.indexOf(job.status) >= 0 ? job.status : "unknown";
     card.setAttribute("data-status", status);
     p.name.textContent = text(job.name, job.id);
+    p.idLine.textContent = "id " + text(job.id);
     p.badge.className = "badge badge-" + status;
     p.badge.textContent = text(job.status, "unknown");
 
     // Times are in the job's zone (SPEC §5), so the zone is shown with them.
     p.tz.textContent = job.timezone ? String(job.timezone) : "";
     p.scheduleText.textContent = text(job.schedule);
-    p.fields.period.textContent = job.end_date
-      ? text(job.start_date) + " s/d " + job.end_date
-      : text(job.start_date) + " → no end";
+    // Written the same way whether the job has an end or not (as `crawlsched list` writes it).
+    p.fields.period.textContent = text(job.start_date, "…") + " → " + text(job.end_date, "no end");
     p.fields.next_run.textContent = text(job.next_run);
     // A retrying job's pending retry: when, and the number that attempt will be (SPEC §5).
     var retrying = status === "retrying" && Boolean(job.next_retry);
@@ -312,13 +367,15 @@
     p.fields.retry.textContent =
       "Max " + text(job.max_retries) + "x, Delay " + text(job.retry_delay) + "s";
     p.fields.last_message.textContent = text(job.last_message);
+    p.open.setAttribute("aria-label", "Runs, chart and settings of " + text(job.name, job.id));
+    if (ns.updateStrip) ns.updateStrip(card, job);
 
     var paused = Boolean(job.paused) || status === "paused";
     setButton(p.pause, paused ? "play" : "pause", paused ? "Resume" : "Pause");
     p.pause.setAttribute("aria-pressed", paused ? "true" : "false");
     var label = text(job.name, job.id);
     p.pause.setAttribute("aria-label", (paused ? "Resume " : "Pause ") + label);
-    p.run.setAttribute("aria-label", "Run " + label + " now");
+    p.run.setAttribute("aria-label", "Run now: " + label); // the visible words first (WCAG 2.5.3)
     p.del.setAttribute("aria-label", "Delete " + label);
     p.del.title = "Delete";
   }
@@ -466,6 +523,21 @@
 
   // --- start --------------------------------------------------------------------
 
+  ns.api = api;
+  ns.el = el;
+  ns.text = text;
+  ns.icon = icon;
+  ns.notice = notice;
+  ns.showText = showText;
+  ns.refresh = function () {
+    refresh();
+  };
+  ns.getToken = function () {
+    return getToken() || memoryToken;
+  };
+  ns.clock = clock;
+  ns.jobPath = jobPath;
+
   function init() {
     els.form = document.getElementById("add-form");
     els.formError = document.getElementById("form-error");
@@ -489,6 +561,7 @@
     document.addEventListener("visibilitychange", function () {
       if (!document.hidden) refresh();
     });
+    if (ns.init) ns.init();
     refresh();
   }
 

@@ -9,7 +9,7 @@ from flask import Flask, Response, redirect, request
 from werkzeug.exceptions import HTTPException
 
 from crawlsched.errors import CrawlschedError
-from crawlsched.web import guards
+from crawlsched.web import guards, runs
 from crawlsched.web.api import Api
 from crawlsched.web.guards import MAX_BODY
 from crawlsched.web.responses import _static, error
@@ -87,4 +87,5 @@ def create_app(daemon: Daemon, token: str | None, bind_host: str, bind_port: int
     app.post("/api/scheduler/stop")(api.stop)
     app.get("/api/scheduler/status")(api.status)
     app.post("/api/scheduler/run-now")(api.run_now)
+    runs.install(app, api)  # the page's monitoring routes (crawlsched.web.runs)
     return app

@@ -285,5 +285,6 @@ def start_server(daemon: Daemon, bind: str, token: str | None = None) -> WebServ
     app.config["CRAWLSCHED_BIND"] = (host, real_port)
     handle = WebServer(server, host, real_port)
     handle.thread.start()
+    app.config["CRAWLSCHED_MONITOR"].warm()  # the cards' strips, read once in the background
     daemon.log.info("web API on %s/scheduler%s", handle.url, " (token required)" if token else "")
     return handle
