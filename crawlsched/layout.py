@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
 ELLIPSIS = "…"
+MIN_CUT = 4  # cells a column keeps when the last resort cuts it ("in …")
 GAP = 3  # columns between two cells (rich's SIMPLE_HEAD box, no outer edge); a plain table uses 2
 
 
@@ -118,11 +119,17 @@ def fit(columns: Sequence[Column], rows: Sequence[Mapping[str, str]], width: int
             short[col.key] = short.get(col.key, 0) + 1
             widths[col.key] = natural(col)
     over = total() - width
+    # Only required columns are left and still too wide (a very long name): the others give
+    # way first, widest first, each down to a few cells, cut with an ellipsis (never wrapped);
+    # the first column (what names the row) is cut last.
+    for col in sorted(kept[1:], key=lambda c: -widths[c.key]):
+        if over <= 0:
+            break
+        take = min(over, widths[col.key] - min(widths[col.key], MIN_CUT))
+        widths[col.key] -= take
+        over -= take
     if over > 0:
-        # Only required columns are left and still too wide (a very long name): the widest
-        # gives way, cut with an ellipsis rather than wrapped.
-        widest = max(kept, key=lambda c: widths[c.key])
-        widths[widest.key] = max(widths[widest.key] - over, 1)
+        widths[kept[0].key] = max(widths[kept[0].key] - over, 1)
     return Layout(kept, widths, short, gap)
 
 

@@ -384,8 +384,9 @@ def jobs_table(jobs: list[Mapping[str, Any]], *, now: datetime, width: int = 200
     Kept at any width: the name (or the id, when the name is the id), the status, and
     next and last run as relative times. Given up first, in this order: the message
     cut to 48, period, retries, the message cut to 32, last run's absolute time, the id beside the
-    name, the message (cut to 16, then gone), next run's absolute time, schedule; last,
-    a name longer than its id gives way to the id.
+    name, the message (cut to 16, then gone), next run's absolute time, schedule; then
+    a name longer than its id gives way to the id, and a retrying status to the word
+    `retrying`. Still too wide (a very long id): the status and times are cut, the name last.
     """
     from crawlsched import layout
     from crawlsched.layout import Column, Step
@@ -393,7 +394,7 @@ def jobs_table(jobs: list[Mapping[str, Any]], *, now: datetime, width: int = 200
     local = machine_tz or timing.machine_timezone()
     columns = [
         Column("name", "name", required=True, short=("name_only", "name_or_id")),
-        _status_column("status", "status", required=True),
+        _status_column("status", "status", required=True, short=("status_word",)),
         Column("next", "next", required=True),
         Column("next_at", "next run"),
         Column("last", "last", required=True),
@@ -412,6 +413,7 @@ def jobs_table(jobs: list[Mapping[str, Any]], *, now: datetime, width: int = 200
             "name_or_id": job["id"] if len(job["id"]) < len(job["name"]) else job["name"],
             "status": status_text(job, now),
             "status:style": job["status"],
+            "status_word": job["status"],  # `retrying` without its attempt and time
             "next": _relative(job["next_run_iso"], now),
             "next_at": _absolute(job["next_run_iso"], tz, local),
             "last": _relative(job["last_run_iso"], now),
@@ -424,7 +426,7 @@ def jobs_table(jobs: list[Mapping[str, Any]], *, now: datetime, width: int = 200
     steps = [Step("shrink", "message", 48), Step("drop", "period"), Step("drop", "retries"), Step("shrink", "message", 32),
              Step("drop", "last_at"),
              Step("short", "name"), Step("shrink", "message", 16), Step("drop", "message"), Step("drop", "next_at"),
-             Step("drop", "schedule"), Step("short", "name")]
+             Step("drop", "schedule"), Step("short", "name"), Step("short", "status")]
     fitted = layout.fit(columns, rows, width, steps, gap=_gap(plain))
     caption = None if jobs else "no jobs yet: add one with `crawlsched add NAME --at HH:MM --url URL`"
     return layout.build(fitted, rows, plain=plain, caption=caption)

@@ -73,6 +73,19 @@ def test_a_name_longer_than_its_id_gives_way_to_the_id_before_anything_is_cut():
     assert row.split()[0] == "news" and "…" not in row
 
 
+def test_a_long_id_stays_whole_at_80_columns_the_status_and_times_give_way_first():
+    job_id = "jakarta-morning-with-a-really-long-name-for-news"  # 48 characters
+    job = {"id": job_id, "name": job_id, "status": "retrying", "next_retry_iso": (NOW + timedelta(seconds=8)).isoformat(),
+           "attempt": 2, "timezone": "UTC", "next_run_iso": (NOW + timedelta(hours=23)).isoformat(),
+           "last_run_iso": (NOW - timedelta(minutes=3)).isoformat(), "schedule": "09:05", "start_date": None,
+           "end_date": None, "max_retries": 2, "retry_delay": 300, "retry_backoff": 1, "last_message": "HTTP 503"}
+    console = Console(width=80, record=True, file=io.StringIO())
+    console.print(jobs_table([job], now=NOW, width=80, plain=True, machine_tz="UTC"))
+    [row] = [line for line in console.export_text().splitlines() if job_id[:20] in line]
+    assert row.split()[0] == job_id and len(row) <= 80
+    assert "retrying" in row and "in 23h" in row and "3m ago" in row
+
+
 @pytest.mark.parametrize("due, text", [(240.5, "retrying 2/4 in 4m"), (0, "retrying 2/4 due now"),
                                        (-20, "retrying 2/4 due now"), (-300, "retrying 2/4 due 5m ago")],
                          ids=["ahead", "now", "seconds-late", "minutes-late"])
