@@ -287,14 +287,14 @@ app.registered_commands.sort(key=lambda info: COMMAND_ORDER.index(info.name))
 def main() -> None:
     """The console script ``crawlsched``.
 
-    With ``--json``, a usage error Click finds before a command runs (a missing
-    argument, an option that is no integer, an unknown option) is the same
-    ``{"success": false, "error": …}`` object, exit 2, as every other error.
+    A usage error Click finds before a command runs (a missing argument, an
+    option that is no integer, an unknown option) is one line like every other
+    error, ``crawlsched: error: …`` on stderr with exit 2 (README: "an error is
+    one line"); with ``--json`` it is the same ``{"success": false, "error": …}``
+    object.
     """
     argv = sys.argv[1:]
-    if "--json" not in argv[: argv.index("--") if "--" in argv else None]:
-        app(prog_name="crawlsched")
-        return
+    as_json = "--json" in argv[: argv.index("--") if "--" in argv else None]
     try:
         code = app(prog_name="crawlsched", standalone_mode=False)
     except Exception as exc:
@@ -306,7 +306,15 @@ def main() -> None:
         if "ClickException" not in kinds:
             raise
         ctx = getattr(exc, "ctx", None)
+        if "NoArgsIsHelpError" in kinds and not as_json:  # bare `crawlsched`: its help, as Click prints it
+            sys.stderr.write(exc.format_message() + "\n")  # type: ignore[attr-defined]
+            sys.exit(getattr(exc, "exit_code", 2))
         where = f"{ctx.command_path}: " if ctx is not None else ""
-        _emit({"success": False, "error": " ".join(f"{where}{exc.format_message()}".split())})  # type: ignore[attr-defined]
+        message = " ".join(f"{where}{exc.format_message()}".split())  # type: ignore[attr-defined]
+        if as_json:
+            _emit({"success": False, "error": message})
+        else:
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            sys.stderr.write(f"crawlsched: error: {message}{hint}\n")
         sys.exit(getattr(exc, "exit_code", 2))
     sys.exit(code if isinstance(code, int) else 0)
