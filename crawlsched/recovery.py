@@ -81,8 +81,8 @@ def settle_stale_runs(state: State, jobs: Mapping[str, Job], home: Path, pid: in
         state.finish_attempt(AttemptKey.of(run), status=RunStatus.INTERRUPTED.value, finished_at=now,
                              message="interrupted: the process running it stopped", retry=retry)
         if retry is not None:
-            log.warning("job %s: attempt %d/%d was interrupted by a stop; the chain continues", run.job_id,
-                        run.attempt, run.max_attempts)
+            log.warning("job %s: attempt %d/%d was interrupted (the process running it stopped or was killed);"
+                        " the chain continues", run.job_id, run.attempt, run.max_attempts)
         else:  # the chain ends failed: its one ERROR line (SPEC §6)
             end_run(home, run.job_id, run.scheduled_for, run.trigger)  # a body it was writing: nobody finishes it
             logs.log_final_failure(log, run.job_id, f"attempt {run.attempt}/{run.max_attempts} was interrupted:"
