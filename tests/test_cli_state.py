@@ -536,8 +536,11 @@ def test_run_now_of_a_busy_job_exits_1_saying_why_and_queues_nothing(tmp_path):
 
     target = Target()
     home = tmp_path / "home"
-    write_jobs(home, f'[[jobs]]\nid = "slow"\nat = "23:59"\ncommand = "sleep 30"\n\n'
-                     f'[[jobs]]\nid = "flaky"\nat = "23:59"\nurl = "{target.url("/fail")}"\nmax_retries = 2\nretry_delay = 300\n')
+    # Their next regular fire is ~22 h away, so the 300 s retry is never "after the next run" (SPEC §4),
+    # whatever the time of day the test runs at (a fixed "23:59" failed when run at 23:55).
+    at = time.strftime("%H:%M", time.gmtime(time.time() - 2 * 3600))
+    write_jobs(home, f'[[jobs]]\nid = "slow"\nat = "{at}"\ntimezone = "UTC"\ncommand = "sleep 30"\n\n'
+                     f'[[jobs]]\nid = "flaky"\nat = "{at}"\ntimezone = "UTC"\nurl = "{target.url("/fail")}"\nmax_retries = 2\nretry_delay = 300\n')
     daemon = DaemonProcess(home, "--grace", "1").start()  # the sleeping command is stopped at the end
 
     def requests_queued() -> int:
