@@ -17,6 +17,8 @@ from typing import Any, Iterator
 
 import pytest
 
+from daemon_helpers import wait_for as wait_until  # one deadline poller for every real-process test
+
 requests = pytest.importorskip("requests")
 
 
@@ -247,16 +249,6 @@ def test_the_seeds_curl_examples_work_verbatim_once_defaults_names_a_crawl(home,
 def run_cli(home: Path, *args: str) -> subprocess.CompletedProcess:
     environ = {**os.environ, "CRAWLSCHED_JOBS": str(home / "jobs.toml"), "CRAWLSCHED_HOME": str(home), "TZ": "UTC"}
     return subprocess.run([sys.executable, "-m", "crawlsched", *args], capture_output=True, text=True, env=environ, timeout=60)
-
-
-def wait_until(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def attempts(home: Path, job_id: str) -> list[dict[str, Any]]:
