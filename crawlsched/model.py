@@ -75,6 +75,20 @@ class RunStatus(str, enum.Enum):
     INTERRUPTED = "interrupted"  #: the process running it stopped before it ended
 
 
+class Trigger(str, enum.Enum):
+    """What started a run (its first attempt); stored by value in the history (SPEC §5)."""
+
+    SCHEDULE = "schedule"  #: the job's own schedule
+    CATCH_UP = "catch_up"  #: a fire missed while the daemon was down, run on start (``catch_up = "all"``)
+    MANUAL = "manual"  #: run-now, handed to the daemon
+    RUN = "run"  #: ``crawlsched run JOB`` in the foreground
+
+    @property
+    def scheduled(self) -> bool:
+        """Whether the run stands for a fire of the schedule (run-now and ``run`` do not)."""
+        return self in (Trigger.SCHEDULE, Trigger.CATCH_UP)
+
+
 class JobStatus(str, enum.Enum):
     """A job's status as shown to people; the first that applies wins (SPEC §5)."""
 
