@@ -24,7 +24,6 @@ attempts, retries, missed fires) is worked out in ``crawlsched.recovery``.
 from __future__ import annotations
 
 import fcntl
-import heapq
 import gc
 import itertools
 import logging
@@ -42,18 +41,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from crawlsched import __version__, logs, recovery, systemd, timing
+from crawlsched import __version__, catchup, logs, recovery, systemd, timing
 from crawlsched.errors import ChainBusy, CrawlschedError, JobFileError
 from crawlsched.executor import Burst, Executor, InlineExecutor, WarmPool
 from crawlsched.retention import GUARD, Retention
-from crawlsched.model import Job, JobFile, RunStatus, ScheduleKind
+from crawlsched.model import Job, JobFile, RunStatus
+from crawlsched.plan import Entry, EntryKind, Planner
 from crawlsched.runner import AttemptResult, AttemptRunner, end_run
 from crawlsched.state import CLAIM_DAEMON, Retry, State, StorageUnavailable
 from crawlsched.store import FileKey, JobStore
 
 __all__ = ["Burst", "Chain", "Daemon", "DaemonLockError", "Executor", "InlineExecutor", "Waker", "WarmPool", "trim_memory"]
 
-FIRE, RETRY = "fire", "retry"
+FIRE, RETRY = EntryKind.FIRE, EntryKind.RETRY
 MAX_WAIT = 60.0  # re-check the wall clock at least this often
 JUMP_TOLERANCE = 2.0  # seconds of disagreement between wall and monotonic clocks that count as a jump
 HEARTBEAT_EVERY = 30  # seconds: a cold SQLite write costs ~0.3 ms, so not more often (idle CPU)
@@ -178,15 +178,8 @@ class Daemon:
         self.retention = Retention(state, home, log, clock=clock, monotonic=monotonic)
         self._executor = executor
         self._pool_size = 0
-        self.heap: list[tuple[float, int, str, str, int]] = []
-        self.seq = itertools.count()
-        self.jobs: dict[str, Job] = {}
-        self.gen: dict[str, int] = {}
-        self.planned: dict[str, float] = {}  # job id -> scheduled time of its FIRE entry
-        self.anchors: dict[str, float] = {}
-        self.last_fire: dict[str, float] = {}
+        self.planner = Planner()  # jobs, next fires, anchors, catch-up backlogs and the heap (pure: crawlsched.plan)
         self.chains: dict[str, Chain] = {}
-        self.backlog: dict[str, deque[tuple[float, str]]] = {}
         self.tokens = itertools.count(1)
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.wake = Waker()
@@ -512,69 +505,69 @@ class Daemon:
         self.bad_key = None
 
     def _apply(self, jobfile: JobFile, now: float, previous: dict[str, Any] | None = None) -> None:
-        """Diff the new jobs against the running ones and re-plan only what changed."""
+        """Diff the new jobs against the running ones and re-plan only what changed (``Planner.apply``)."""
         first = not self.started
+        seen = recovery.seen_jobs(self.state)
+        change = self.planner.apply(jobfile.jobs, jobfile.defaults.paused, seen, now)
         # The scheduler's own switch ([defaults] paused, the legacy stop/start): flipping it
         # re-plans every job, as if each had been paused or resumed on its own.
-        switched = self.defaults is not None and self.defaults.paused != jobfile.defaults.paused
         self.defaults = jobfile.defaults
-        if switched or (first and jobfile.defaults.paused):
+        if change.switched or (first and jobfile.defaults.paused):
             self.log.info("scheduler stopped ([defaults] paused = true): no job fires until it is started again"
                           if jobfile.defaults.paused else "scheduler started ([defaults] paused removed)")
-        new = {j.id: j for j in jobfile.jobs}
-        old = self.jobs
-        seen = self.state.seen()
-        for job_id in [i for i in old if i not in new]:
-            self._drop(job_id, "removed from the job file")
-        unseen = []
-        for job in new.values():
-            row = seen.get(job.id)
-            if row is None or row["daemon_seen"] is None:
-                anchor = timing.first_fire_on_sight(job, timing.from_epoch(now)).timestamp() if job.kind is ScheduleKind.EVERY else None
-                unseen.append((job.id, now, anchor))
-                if anchor is not None:
-                    self.anchors[job.id] = row["anchor"] if row is not None and row["anchor"] else anchor
-            else:
-                if row["anchor"] is not None:
-                    self.anchors[job.id] = row["anchor"]
-                elif job.kind is ScheduleKind.EVERY:
-                    anchor = timing.first_fire_on_sight(job, timing.from_epoch(now)).timestamp()
-                    self.anchors[job.id] = anchor
-                    unseen.append((job.id, now, anchor))
-                if row["last_fire"] is not None:
-                    self.last_fire[job.id] = max(self.last_fire.get(job.id, 0.0), row["last_fire"])
-        if unseen:
-            self.state.mark_seen_many(unseen)
-        self.jobs = new
+        for job_id in change.removed:
+            self._drop_retry(job_id, "removed from the job file")
+        if change.unseen:
+            self.state.mark_seen_many(change.unseen)
         rowed = recovery.rows_after(self.state, previous) if first else {}
+        last_run = recovery.last_run(previous) if first else None
         if first:
             self._recover(now)
-        for job in new.values():
-            if job.id in old and old[job.id] == job and not switched:
-                continue
+        for job in change.changed:
             chain = self.chains.get(job.id)
             if chain is not None and chain.retry_due is not None and chain.attempt > job.max_attempts:
                 self._drop_retry(job.id, f"now has at most {job.max_attempts} attempt(s)")
-            self.gen[job.id] = self.gen.get(job.id, 0) + 1
-            self.planned.pop(job.id, None)
-            if job.paused or self.defaults.paused:
+            if not self.planner.may_fire(job):
                 self._drop_retry(job.id, "paused" if job.paused else "paused with the scheduler")
                 continue
-            if first and previous is not None:
-                self._catch_up(job, now, previous, seen.get(job.id), rowed.get(job.id))
+            if last_run is not None:
+                self._catch_up(job, now, last_run, seen.get(job.id), rowed.get(job.id))
             self._plan(job, now)
+
+    # The planner's tables, as the loop, the web API and tests read them (``Planner`` owns them).
+
+    @property
+    def jobs(self) -> dict[str, Job]:
+        return self.planner.jobs
+
+    @property
+    def heap(self) -> list[Entry]:
+        return self.planner.heap
+
+    @property
+    def planned(self) -> dict[str, float]:
+        return self.planner.planned
+
+    @property
+    def gen(self) -> dict[str, int]:
+        return self.planner.gen
+
+    @property
+    def anchors(self) -> dict[str, float]:
+        return self.planner.anchors
+
+    @property
+    def last_fire(self) -> dict[str, float]:
+        return self.planner.last_fire
+
+    @property
+    def backlog(self) -> dict[str, deque[tuple[float, str]]]:
+        return self.planner.backlog
 
     @property
     def scheduler_paused(self) -> bool:
         """``[defaults] paused``: no scheduled fire, no catch-up, no retry; a run-now still runs."""
         return bool(self.defaults is not None and self.defaults.paused)
-
-    def _drop(self, job_id: str, why: str) -> None:
-        self.gen[job_id] = self.gen.get(job_id, 0) + 1
-        self.planned.pop(job_id, None)
-        self.anchors.pop(job_id, None)
-        self.backlog.pop(job_id, None)
-        self._drop_retry(job_id, why)
 
     def _drop_retry(self, job_id: str, why: str) -> None:
         """No further attempts: a running one finishes and is recorded; a pending retry is cancelled."""
@@ -598,19 +591,7 @@ class Daemon:
 
     def _plan(self, job: Job, now: float) -> None:
         """Push the job's next fire after now (and after its last fire: never the same instant twice)."""
-        after = max(now, self.last_fire.get(job.id, 0.0))
-        anchor = self.anchors.get(job.id)
-        if (job.kind is ScheduleKind.EVERY and anchor is not None and after == now and anchor >= now
-                and self.last_fire.get(job.id, 0.0) < anchor):
-            after_dt = timing.from_epoch(anchor) - timing.timedelta(microseconds=1)  # the anchor itself fires
-        else:
-            after_dt = timing.from_epoch(after)
-        fire = timing.next_fire(job, after_dt, timing.from_epoch(anchor))
-        if fire is None:
-            return
-        due = fire.timestamp()
-        self.planned[job.id] = due
-        heapq.heappush(self.heap, (due, next(self.seq), FIRE, job.id, self.gen.get(job.id, 0)))
+        self.planner.plan(job, now)
 
     # --- recovery and catch-up -----------------------------------------------
 
@@ -622,39 +603,31 @@ class Daemon:
             chain = Chain(retry.scheduled_for, retry.trigger, retry.next_attempt, next(self.tokens), retry_due=retry.due_at)
             self.chains[retry.job_id] = chain
             self.saved_retry.add(retry.job_id)
-            heapq.heappush(self.heap, (retry.due_at, next(self.seq), RETRY, retry.job_id, chain.token))
+            self.planner.push_retry(retry.job_id, chain.token, retry.due_at)
         # A chain waiting for its retry is ours: `crawlsched run` refuses it meanwhile. One held by a
         # live `run` (started while no daemon was up) is checked again when the retry is due.
         self.state.claim_chains([r.job_id for r in resumed], CLAIM_DAEMON, self.pid, self.runner.ident, now)
 
-    def _catch_up(self, job: Job, now: float, previous: dict[str, Any], seen: Any,
-                  rowed: recovery.Rowed | None = None) -> None:
+    def _catch_up(self, job: Job, now: float, previous: catchup.LastRun, seen: catchup.Seen | None,
+                  rowed: catchup.Rowed | None = None) -> None:
         """Fires missed while the daemon was down: recorded as missed; the catch-up policy runs some."""
         if job.id in self.chains:
             return
-        plan = recovery.catch_up(job, now, previous, seen, self.anchors.get(job.id), heartbeat_slack=HEARTBEAT_SLACK,
-                                 rowed=rowed)
+        plan = catchup.catch_up(job, now, previous, seen, self.planner.anchors.get(job.id), heartbeat_slack=HEARTBEAT_SLACK,
+                                rowed=rowed)
         if plan is None:
             return
         for missed in plan.extra_missed:
             recovery.record_missed(self.state, self.log, missed, now)
         if plan.missed is not None:
             recovery.record_missed(self.state, self.log, plan.missed, now)
-        self.last_fire[job.id] = plan.newest
-        if plan.runs:
-            self.backlog[job.id] = deque((t, "catch_up") for t in plan.runs)
+        if self.planner.caught_up(job.id, plan):
             self._next_from_backlog(job.id)
 
     def _next_from_backlog(self, job_id: str) -> None:
-        backlog = self.backlog.get(job_id)
-        job = self.jobs.get(job_id)
-        if not backlog or job is None or job.paused or self.scheduler_paused:
-            self.backlog.pop(job_id, None)
-            return
-        scheduled_for, trigger = backlog.popleft()
-        if not backlog:
-            self.backlog.pop(job_id, None)
-        self.fire(job, scheduled_for, trigger)
+        following = self.planner.next_from_backlog(job_id)
+        if following is not None:
+            self.fire(*following)
 
     # --- firing --------------------------------------------------------------
 
@@ -665,24 +638,16 @@ class Daemon:
             trim_memory()
 
     def _clean_top(self) -> None:
-        while self.heap and not self._current(self.heap[0]):
-            heapq.heappop(self.heap)
+        self.planner.clean_top(self.chains)
 
-    def _current(self, entry: tuple[float, int, str, str, int]) -> bool:
-        due, _, kind, job_id, token = entry
-        if kind == FIRE:
-            return self.gen.get(job_id) == token and job_id in self.jobs and self.planned.get(job_id) == due
-        chain = self.chains.get(job_id)
-        return chain is not None and chain.token == token and chain.retry_due == due
+    def _current(self, entry: Entry) -> bool:
+        return self.planner.current(entry, self.chains)
 
     def fire_due(self, now: float) -> int:
         """Fire every entry due at ``now``. Attempts are submitted first, next fires planned after."""
-        due: list[tuple[float, int, str, str, int]] = []
         self.fired_until = now if self.fired_until is None else max(self.fired_until, now)
-        while self.heap and self.heap[0][0] <= now:
-            entry = heapq.heappop(self.heap)
-            if self._current(entry):
-                due.append(entry)
+        planner = self.planner
+        due = planner.pop_due(now, self.chains)
         replan: list[Job] = []
         gate = Burst(len(due)) if len(due) > 1 else None
         collecting = gate is not None and gc.isenabled()
@@ -697,16 +662,16 @@ class Daemon:
                 try:
                     if job is None:
                         continue
-                    if kind == RETRY:
+                    if kind is RETRY:
                         chain = self.chains[job_id]
                         chain.retry_due = None
                         self._submit(job, chain, gate)
                         submitted = True
                         continue
-                    self.planned.pop(job_id, None)
+                    planner.take(job_id)
                     replan.append(job)
                     scheduled = self._coalesce(job, scheduled, now)
-                    self.last_fire[job_id] = max(self.last_fire.get(job_id, 0.0), scheduled)
+                    planner.fired(job_id, scheduled)
                     submitted = self.fire(job, scheduled, "schedule", gate)
                 except Exception:
                     self.log.exception("job %s: its %s failed inside crawlsched", job_id, "retry" if kind == RETRY else "fire")
@@ -723,7 +688,7 @@ class Daemon:
                 gc.enable()
         for job in replan:
             try:
-                self._plan(job, now)
+                planner.plan(job, now)
             except Exception:
                 self.log.exception("job %s: planning its next fire failed", job.id)
         if due:
@@ -734,7 +699,7 @@ class Daemon:
         """Woken late (suspend, clock jump): run the newest due fire once; the older ones are missed."""
         if now - scheduled < 1.0:
             return scheduled  # fires are at least 1 s apart: nothing else can be due yet
-        newest, missed = recovery.coalesce(job, scheduled, now, self.anchors.get(job.id))
+        newest, missed = catchup.coalesce(job, scheduled, now, self.planner.anchors.get(job.id))
         if missed is not None:
             recovery.record_missed(self.state, self.log, missed, now)
         return newest
@@ -848,7 +813,7 @@ class Daemon:
                 if self._wanted(job_id, chain):
                     chain.attempt = result.attempt + 1
                     chain.retry_due = result.retry_due
-                    heapq.heappush(self.heap, (result.retry_due, next(self.seq), RETRY, job_id, chain.token))
+                    self.planner.push_retry(job_id, chain.token, result.retry_due)
                     continue
                 # Paused or removed while the attempt ran: the retry it saved is void, the chain ends failed.
                 self._end_chain(job_id)
@@ -907,22 +872,13 @@ class Daemon:
         if abs(delta) < JUMP_TOLERANCE:
             return
         self.log.warning("wall clock jumped by %+.0f s; re-planning", delta)
-        if delta < 0:
-            # Back: fixed-time jobs wait for their next fire after the last one (no duplicate);
-            # interval jobs and pending retries keep their real remaining time.
-            for job_id, job in self.jobs.items():
-                if job.kind is ScheduleKind.EVERY and job_id in self.planned and not job.paused:
-                    new_due = max(now, self.planned[job_id] + delta)
-                    self.anchors[job_id] = new_due
-                    self.last_fire[job_id] = min(self.last_fire.get(job_id, 0.0), new_due - 1e-6)
-                    self.state.reset_anchor(job_id, new_due)
-                    self.gen[job_id] = self.gen.get(job_id, 0) + 1
-                    self.planned[job_id] = new_due
-                    heapq.heappush(self.heap, (new_due, next(self.seq), FIRE, job_id, self.gen[job_id]))
-            for job_id, chain in self.chains.items():
-                if chain.retry_due is not None:
-                    chain.retry_due = max(now, chain.retry_due + delta)
-                    heapq.heappush(self.heap, (chain.retry_due, next(self.seq), RETRY, job_id, chain.token))
+        # Back: fixed-time jobs wait for their next fire after the last one (no duplicate);
+        # interval jobs and pending retries keep their real remaining time (Planner.clock_jumped).
+        jumped = self.planner.clock_jumped(delta, now, self.chains)
+        for job_id, due in jumped.retries:
+            self.chains[job_id].retry_due = due
+        for job_id, anchor in jumped.anchors:
+            self.state.reset_anchor(job_id, anchor)
         self._setup_duties()
 
     # --- periodic duties -----------------------------------------------------------

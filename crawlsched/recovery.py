@@ -1,53 +1,29 @@
-"""What a start or a late wake owes: interrupted attempts, pending retries, missed fires.
+"""What a start or a late wake owes, against the state database: interrupted attempts,
+pending retries, missed fires recorded.
 
 The daemon calls these with what they need (its state database, jobs,
-anchors, the time) and applies what they return to its heap and chains;
-the arithmetic of which fires were missed, which run and what the history
-says about it lives here.
+anchors, the time) and applies what they return to its plan and chains. The
+arithmetic of which fires were missed and which run is pure and lives in
+``crawlsched.catchup``; here is what reads it from the store and writes it back.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from crawlsched import logs, procs, timing
-from crawlsched.model import CatchUp, Job, RunStatus
+from crawlsched.catchup import CATCH_UP_ALL_LIMIT, CATCH_UP_WINDOW, CatchUpPlan, LastRun, Missed, Rowed, Seen
+from crawlsched.model import Job, RunStatus
 from crawlsched.runner import end_run, run_dir
 from crawlsched.state import AttemptKey, Retry, State
 
 if TYPE_CHECKING:
     from crawlsched.daemon import Chain
 
-CATCH_UP_WINDOW = 24 * 3600.0
-CATCH_UP_ALL_LIMIT = 100
-
-
-@dataclass(frozen=True)
-class Missed:
-    """One history row for fires that never ran: how many, the first and last, and why."""
-
-    job_id: str
-    count: int
-    first: float
-    last: float
-    message: str
-
-
-@dataclass(frozen=True)
-class CatchUpPlan:
-    """After a downtime: the job's last fire is now ``newest``; ``runs`` are fired now, oldest first.
-
-    ``extra_missed``: fires that waited for a worker when the daemon died (see ``catch_up``).
-    """
-
-    newest: float
-    runs: list[float]
-    missed: Missed | None
-    extra_missed: tuple[Missed, ...] = ()
+__all__ = ["CATCH_UP_ALL_LIMIT", "CATCH_UP_WINDOW", "CatchUpPlan", "Missed", "Rowed", "handled_until", "last_run",
+           "record_missed", "retries_to_resume", "rows_after", "seen_jobs", "settle_stale_runs"]
 
 
 def record_missed(state: State, log: logging.Logger, missed: Missed, now: float) -> None:
@@ -130,21 +106,16 @@ def _note_next_run_due(state: State, retry: Retry) -> None:
                   (note, retry.job_id, retry.scheduled_for, retry.next_attempt - 1))
 
 
-@dataclass(frozen=True)
-class Rowed:
-    """The fires of one job after ``handled_until`` that have a row: instants (run, skipped)
-    and ranges (missed). Between ``handled_until`` and the stop, a fire may have a row or not:
-    one that waited for a worker has none, though later fires of its job were recorded."""
+def seen_jobs(state: State) -> dict[str, Seen]:
+    """What the store knows of each job (first sight by a daemon, anchor, last fire), as plain data."""
+    return {job_id: Seen(row["daemon_seen"], row["anchor"], row["last_fire"]) for job_id, row in state.seen().items()}
 
-    instants: frozenset[float] = frozenset()
-    ranges: tuple[tuple[float, float], ...] = ()
 
-    def holds(self, t: float) -> bool:
-        return t in self.instants or any(a <= t <= b for a, b in self.ranges)
-
-    def newest(self) -> float | None:
-        ends = [*self.instants, *(b for _, b in self.ranges)]
-        return max(ends) if ends else None
+def last_run(previous: Mapping[str, Any] | None) -> LastRun | None:
+    """The previous daemon's row (``State.daemon_started``), as the catch-up needs it."""
+    if previous is None:
+        return None
+    return LastRun(previous.get("handled_until"), previous.get("stopped_at"), previous.get("heartbeat"))
 
 
 def rows_after(state: State, previous: Mapping[str, Any] | None) -> dict[str, Rowed]:
@@ -162,114 +133,6 @@ def rows_after(state: State, previous: Mapping[str, Any] | None) -> dict[str, Ro
         else:
             instants.setdefault(row["job_id"], set()).add(row["scheduled_for"])
     return {j: Rowed(frozenset(instants.get(j, ())), tuple(ranges.get(j, ()))) for j in {*instants, *ranges}}
-
-
-def catch_up(job: Job, now: float, previous: Mapping[str, Any], seen: Any, anchor: float | None, *,
-             heartbeat_slack: float, rowed: Rowed | None = None) -> CatchUpPlan | None:
-    """Fires missed while the daemon was down: some are run (the catch-up policy), the rest recorded missed.
-
-    From ``handled_until`` on, a fire is owed when it has no row (``rowed``): fires that
-    waited for a worker when the daemon died (``holes``, before the newest fire with a
-    row) are recorded missed, or run with ``catch_up = "all"``; after that newest fire,
-    the downtime is handled as always.
-    """
-    if seen is None or seen["daemon_seen"] is None:
-        return None
-    handled = previous.get("handled_until")
-    if handled is None:  # a daemon of an older version: assume the last stretch before its heartbeat
-        handled = (previous.get("stopped_at") or previous.get("heartbeat") or now) - heartbeat_slack
-        # Fires at or before `handled` have rows; the job's last_fire covers those since.
-        lo = max(seen["daemon_seen"], seen["last_fire"] or 0.0, handled - 1e-6)
-        rowed = None
-    else:
-        lo = max(seen["daemon_seen"], handled - 1e-6)
-    if lo >= now:
-        return None
-    anchor_dt = timing.from_epoch(anchor)
-    holes: list[float] = []
-    newest_rowed = rowed.newest() if rowed is not None else None
-    if newest_rowed is not None and newest_rowed > lo:
-        t = timing.next_fire(job, timing.from_epoch(lo), anchor_dt)
-        while t is not None and t.timestamp() < newest_rowed and t.timestamp() <= now:
-            if not rowed.holds(t.timestamp()):
-                holes.append(t.timestamp())
-            t = timing.next_fire(job, t, anchor_dt)
-        lo = max(lo, newest_rowed)
-    plan = _downtime(job, now, lo, anchor_dt) if lo < now else None
-    if not holes:
-        return plan
-    return _with_holes(job, holes, rowed, plan, anchor_dt)
-
-
-def _downtime(job: Job, now: float, lo: float, anchor_dt: datetime | None) -> CatchUpPlan | None:
-    lo_dt, now_dt = timing.from_epoch(lo), timing.from_epoch(now)
-    count = timing.count_fires(job, lo_dt, now_dt, anchor_dt)
-    if count == 0:
-        return None
-    first = timing.next_fire(job, lo_dt, anchor_dt)
-    newest = timing.prev_fire(job, now_dt, anchor_dt)
-    assert first is not None and newest is not None
-    runs: list[float] = []
-    if job.catch_up is CatchUp.LATEST and now - newest.timestamp() <= CATCH_UP_WINDOW:
-        runs = [newest.timestamp()]
-    elif job.catch_up is CatchUp.ALL:
-        t: datetime | None = newest
-        while t is not None and len(runs) < min(count, CATCH_UP_ALL_LIMIT):
-            runs.append(t.timestamp())
-            t = timing.prev_fire(job, t - timing.timedelta(microseconds=1), anchor_dt)
-        runs.reverse()
-    missed = None
-    count_missed = count - len(runs)
-    if count_missed > 0:
-        last_missed = timing.prev_fire(job, timing.from_epoch(runs[0]) - timing.timedelta(microseconds=1), anchor_dt) if runs else newest
-        assert last_missed is not None
-        fmt = lambda d: timing.format_local(d, job.timezone)  # noqa: E731
-        message = (f"missed {count_missed} fire{'s' if count_missed != 1 else ''} while the daemon was down"
-                   f" ({fmt(first)} to {fmt(last_missed)}); catch_up = {job.catch_up.value}")
-        missed = Missed(job.id, count_missed, first.timestamp(), last_missed.timestamp(), message)
-    return CatchUpPlan(newest.timestamp(), runs, missed)
-
-
-def _with_holes(job: Job, holes: list[float], rowed: Rowed, plan: CatchUpPlan | None,
-                anchor_dt: datetime | None) -> CatchUpPlan:
-    """Fires that never got a row though later ones did: run them (``all``) or record them missed,
-    one row per stretch of consecutive fires, so no missed range holds an instant with a row."""
-    newest = max(holes[-1], plan.newest if plan else holes[-1])
-    if job.catch_up is CatchUp.ALL:
-        runs = (holes + (plan.runs if plan else []))[-CATCH_UP_ALL_LIMIT:]
-        return CatchUpPlan(newest, runs, plan.missed if plan else None, extra_missed=())
-    fmt = lambda t: timing.format_local(timing.from_epoch(t), job.timezone)  # noqa: E731
-    groups: list[list[float]] = []
-    for t in holes:
-        prev = timing.prev_fire(job, timing.from_epoch(t) - timing.timedelta(microseconds=1), anchor_dt)
-        if groups and prev is not None and prev.timestamp() == groups[-1][-1]:
-            groups[-1].append(t)
-        else:
-            groups.append([t])
-    extra = tuple(
-        Missed(job.id, len(g), g[0], g[-1],
-               f"missed {len(g)} fire{'s' if len(g) != 1 else ''} ({fmt(g[0])} to {fmt(g[-1])}): it waited for a"
-               " worker when the daemon stopped")
-        for g in groups)
-    return CatchUpPlan(newest, plan.runs if plan else [], plan.missed if plan else None, extra_missed=extra)
-
-
-def coalesce(job: Job, scheduled: float, now: float, anchor: float | None) -> tuple[float, Missed | None]:
-    """Woken late (suspend, clock jump): the fire to run (the newest one due) and the older ones, missed."""
-    anchor_dt = timing.from_epoch(anchor)
-    newest = timing.prev_fire(job, timing.from_epoch(now), anchor_dt)
-    if newest is None or newest.timestamp() <= scheduled:
-        return scheduled, None
-    count = timing.count_fires(job, timing.from_epoch(scheduled) - timing.timedelta(microseconds=1),
-                               newest - timing.timedelta(microseconds=1), anchor_dt)
-    missed = None
-    if count > 0:
-        last_missed = timing.prev_fire(job, newest - timing.timedelta(microseconds=1), anchor_dt)
-        fmt = lambda t: timing.format_local(timing.from_epoch(t) if isinstance(t, float) else t, job.timezone)  # noqa: E731
-        message = f"missed {count} fire{'s' if count != 1 else ''} ({fmt(scheduled)} to {fmt(last_missed)}): the daemon woke late"
-        last = last_missed.timestamp() if last_missed else scheduled
-        missed = Missed(job.id, count, scheduled, last, message)
-    return newest.timestamp(), missed
 
 
 def handled_until(chains: Iterable[Chain], now: float) -> float:
