@@ -47,6 +47,11 @@ class Entry(NamedTuple):
     token: int  #: FIRE: the job's plan generation; RETRY: its chain's token
 
 
+# Builds an Entry without the Python-level ``__new__`` a NamedTuple has (a fire pushes one: keep it cheap).
+_entry = tuple.__new__
+_FIRE, _RETRY = EntryKind.FIRE, EntryKind.RETRY
+
+
 class Waiting(Protocol):
     """A chain as the planner sees it: a RETRY entry is current while the chain waits for it."""
 
@@ -163,21 +168,21 @@ class Planner:
             return None
         due = fire.timestamp()
         self.planned[job.id] = due
-        heapq.heappush(self.heap, Entry(due, next(self._seq), EntryKind.FIRE, job.id, self.gen.get(job.id, 0)))
+        heapq.heappush(self.heap, _entry(Entry, (due, next(self._seq), _FIRE, job.id, self.gen.get(job.id, 0))))
         return due
 
     # --- retries ---------------------------------------------------------------
 
     def push_retry(self, job_id: str, token: int, due: float) -> None:
         """A chain's next attempt is due at ``due`` (current while the chain's ``retry_due`` is that)."""
-        heapq.heappush(self.heap, Entry(due, next(self._seq), EntryKind.RETRY, job_id, token))
+        heapq.heappush(self.heap, _entry(Entry, (due, next(self._seq), _RETRY, job_id, token)))
 
     # --- what is due -------------------------------------------------------------
 
     def current(self, entry: Entry, chains: Mapping[str, Waiting]) -> bool:
         """Whether the entry still stands (stale ones are left in the heap and skipped)."""
         due, _, kind, job_id, token = entry
-        if kind is EntryKind.FIRE:
+        if kind is _FIRE:
             return self.gen.get(job_id) == token and job_id in self.jobs and self.planned.get(job_id) == due
         chain = chains.get(job_id)
         return chain is not None and chain.token == token and chain.retry_due == due
