@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from crawlsched import timing
-from crawlsched.errors import CrawlschedError, InvalidValue, json_kind
+from crawlsched.errors import InvalidValue, SeedFileError, json_kind
 from crawlsched.model import (
     Defaults,
     Job,
@@ -49,13 +49,6 @@ from crawlsched.store import JobStore
 
 PAUSED_STATUSES = ("paused", "stopped")
 SEED_TIME = "%Y-%m-%d %H:%M:%S"
-
-
-class SeedFileError(CrawlschedError):
-    """The seed file cannot be imported; nothing was written (exit 2)."""
-
-    exit_code = 2
-    http_status = 422
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from crawlsched import cli  # the package: read at call time what tests replace there
-from crawlsched.cli import Env, JsonOpt, Refused, _console, _emit, _find, _job_dicts, _load, _now, _say, _use_env, command, env
-from crawlsched.errors import CrawlschedError, DaemonNotRunning
+from crawlsched.cli import Env, JsonOpt, _console, _emit, _find, _job_dicts, _load, _now, _say, _use_env, command, env
+from crawlsched.errors import CrawlschedError, DaemonNotRunning, Refused
 
 if TYPE_CHECKING:
     import logging

@@ -11,7 +11,7 @@ from flask import request
 
 from crawlsched import targets
 from crawlsched.crawl import VAR_RE, expand_vars
-from crawlsched.errors import InvalidValue, json_kind
+from crawlsched.errors import BadRequest, Forbidden, InvalidValue, json_kind
 from crawlsched.render import _num
 from crawlsched.model import (
     Defaults,
@@ -32,7 +32,6 @@ from crawlsched.model import (
     parse_cron,
     parse_json_int,
 )
-from crawlsched.web.responses import BadRequest, Forbidden
 
 
 def _seconds(name: str) -> Callable[[Any], Any]:
