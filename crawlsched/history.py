@@ -103,5 +103,5 @@ def rates(runs: Iterable[Run], state: State | None) -> Rates:
     keys = list({(r.job_id, r.scheduled_for) for r in attempts})
     outcomes = state.chain_outcomes(keys) if state is not None and keys else {}
     ended = [o for o in outcomes.values() if o != "open"]
-    return Rates(len(finished), sum(1 for r in finished if r.status == "success"),
-                 len(ended), ended.count("success"))
+    return Rates(len(finished), sum(1 for r in finished if r.status == RunStatus.SUCCESS),
+                 len(ended), ended.count(RunStatus.SUCCESS))
