@@ -12,7 +12,8 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Iterable
 
 from crawlsched.errors import InvalidValue, JobNotFound
-from crawlsched.model import RunStatus, parse_every, zone
+from crawlsched.model import RunStatus, zone
+from crawlsched.validate import parse_every
 from crawlsched.render import ATTEMPT_OUTCOMES
 
 if TYPE_CHECKING:

@@ -29,9 +29,8 @@ from typing import Any, Callable, Mapping
 
 from crawlsched import timing
 from crawlsched.errors import InvalidValue, SeedFileError, json_kind
-from crawlsched.model import (
-    Defaults,
-    Job,
+from crawlsched.model import Defaults, Job, zone
+from crawlsched.validate import (
     at_from_hour_minute,
     build_job,
     check_date,
@@ -42,7 +41,6 @@ from crawlsched.model import (
     check_timezone,
     check_urls,
     parse_json_int,
-    zone,
 )
 from crawlsched.state import State
 from crawlsched.store import JobStore

@@ -15,7 +15,8 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from crawlsched import timing
-from crawlsched.model import Defaults, Job, JobStatus, RunStatus, ScheduleKind, redact_url
+from crawlsched.model import Defaults, Job, JobStatus, RunStatus, ScheduleKind
+from crawlsched.validate import redact_url
 from crawlsched.state import JobState, Run
 
 if TYPE_CHECKING:  # rich is imported only by the functions that build tables

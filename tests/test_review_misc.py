@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from crawlsched.errors import InvalidValue
-from crawlsched.model import check_headers, check_id, parse_at
+from crawlsched.validate import check_headers, check_id, parse_at
 
 # --- validators match the whole text (no "$" before a final newline) --------------------
 

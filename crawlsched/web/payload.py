@@ -13,8 +13,8 @@ from crawlsched import targets
 from crawlsched.crawl import VAR_RE, expand_vars
 from crawlsched.errors import BadRequest, Forbidden, InvalidValue, json_kind
 from crawlsched.render import _num
-from crawlsched.model import (
-    Defaults,
+from crawlsched.model import Defaults
+from crawlsched.validate import (
     at_from_hour_minute,
     build_defaults,
     check_catch_up,
@@ -27,10 +27,10 @@ from crawlsched.model import (
     check_timezone,
     check_urls,
     normalize_every,
-    redact_url,
     parse_at,
     parse_cron,
     parse_json_int,
+    redact_url,
 )
 
 

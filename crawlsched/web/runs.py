@@ -27,7 +27,8 @@ from flask import Response, request, send_file
 from crawlsched import render, timing
 from crawlsched.errors import InvalidValue, RunNotFound, Unsupported
 from crawlsched.fires import OUTCOMES, Fire, StripCache, job_fires, job_stats, since_text
-from crawlsched.model import Job, check_int, check_name
+from crawlsched.model import Job
+from crawlsched.validate import check_int, check_name
 from crawlsched.runfiles import sniff
 from crawlsched.runner import run_dir, run_log
 from crawlsched.state import Run
