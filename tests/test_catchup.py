@@ -13,7 +13,8 @@ import pytest
 
 from crawlsched import catchup
 from crawlsched.catchup import CATCH_UP_ALL_LIMIT, LastRun, Rowed, Seen
-from crawlsched.model import Defaults, build_job
+from crawlsched.model import Defaults
+from crawlsched.validate import build_job
 
 UTC = timezone.utc
 T0 = datetime(2025, 11, 1, 0, 0, tzinfo=UTC).timestamp()

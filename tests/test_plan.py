@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from crawlsched.catchup import CatchUpPlan, Seen
-from crawlsched.model import Defaults, Trigger, build_job
+from crawlsched.model import Defaults, Trigger
 from crawlsched.plan import Change, Entry, EntryKind, Planner
+from crawlsched.validate import build_job
 
 UTC = timezone.utc
 NO_CHAINS: dict = {}
