@@ -310,14 +310,14 @@ def run_daemon(store: JobStore, state: State, home: Path, log: logging.Logger, *
     The CLI wires the two together: ``crawlsched.daemon`` knows nothing of the web
     (model ← … ← daemon ← cli, web).
     """
-    from crawlsched.daemon import Daemon
+    from crawlsched.daemon import Daemon, DaemonView
 
     daemon = Daemon(store, state, home, log, grace=grace)
     server = None
     if http:
         from crawlsched.web import start_server
 
-        server = start_server(daemon, http, token=token)
+        server = start_server(store, state, DaemonView(daemon), http, home=home, log=log, token=token)
         daemon.http_url = server.url
     try:
         return daemon.run()

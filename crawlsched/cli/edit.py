@@ -7,7 +7,7 @@ from typing import Annotated, Any, List, Optional
 
 import typer
 
-from crawlsched import cli  # the package: read at call time what tests replace there
+from crawlsched import cli, control  # cli: the package, read at call time (tests replace things there)
 from crawlsched.cli import JsonOpt, Refused, _emit, _find, _job_dict, _load, _now, _say, command, env
 from crawlsched.cli.options import (
     AtOpt,
@@ -132,7 +132,7 @@ def edit(
     if not changes and not no_end:
         raise Refused("edit: nothing to change; give at least one option (see crawlsched edit --help)")
     edited = env().store().edit(job, changes, now=now, remove=("end_date",) if no_end else ())
-    message = f"✅ Job '{edited.name}' updated"
+    message = control.UPDATED.format(name=edited.name)
     if as_json:
         _emit({"success": True, "message": message, "job": _job_dict(edited, now)})
     else:
@@ -164,7 +164,7 @@ def rm(
             typer.echo("not deleted", err=True)
             raise typer.Exit(1)
     removed = env().store().remove(found.id)
-    message = f"🗑️ Job '{removed.name}' deleted"
+    message = control.DELETED.format(name=removed.name)
     if as_json:
         _emit({"success": True, "message": message, "removed": [removed.id], "job": _job_dict(removed, _now())})
     else:
@@ -174,7 +174,7 @@ def rm(
 def _set_paused(ref: str, paused: bool, as_json: bool) -> None:
     now = _now()
     job = env().store().set_paused(ref, paused)
-    message = f"⏸️ Job '{job.name}' paused" if paused else f"▶️ Job '{job.name}' resumed"
+    message = (control.PAUSED if paused else control.RESUMED).format(name=job.name)
     if as_json:
         _emit({"success": True, "message": message, "job": _job_dict(job, now)})
     else:
@@ -238,7 +238,7 @@ def retry_config(
     if changes:
         build_defaults(changes)  # a bad value is refused as itself, before the file is touched
         defaults = env().store().set_defaults(changes)
-        message = "✅ Retry config updated"
+        message = control.RETRY_CONFIG_UPDATED
     else:
         defaults = _load().defaults
         message = "Retry config"

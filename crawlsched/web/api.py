@@ -1,8 +1,11 @@
-"""The endpoint handlers: each reads or writes through the daemon's store and state."""
+"""The endpoint handlers: each reads or writes through the job store and the state, and knows
+of the scheduler only its ``control.SchedulerView``."""
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from flask import Flask, Response, request
@@ -15,25 +18,30 @@ from crawlsched.web.payload import START_KEYS, _given, add_fields, api_urls, jso
 from crawlsched.web.responses import _static_json, ok, reply
 
 if TYPE_CHECKING:
-    from crawlsched.daemon import Daemon
+    from crawlsched.control import SchedulerView
+    from crawlsched.state import State
+    from crawlsched.store import JobStore
 
 UTC = timezone.utc
 
 
 class Api:
-    """The routes: each reads or writes through the daemon's store and state."""
+    """The routes: each reads or writes through the job store and the state."""
 
-    def __init__(self, daemon: Daemon, app: Flask) -> None:
-        self.daemon = daemon
-        self.store = daemon.store
-        self.state = daemon.state
+    def __init__(self, store: JobStore, state: State, scheduler: SchedulerView, app: Flask, *,
+                 home: Path, log: logging.Logger) -> None:
+        self.store = store
+        self.state = state
+        self.scheduler = scheduler
+        self.home = Path(home)
+        self.log = log
         self.app = app
-        self.exporter = MetricsExporter(daemon)
+        self.exporter = MetricsExporter(state, scheduler)
 
     # --- shared -------------------------------------------------------------------
 
     def now(self) -> datetime:
-        return datetime.fromtimestamp(self.daemon.clock(), UTC)
+        return datetime.fromtimestamp(self.scheduler.clock(), UTC)
 
     def load(self) -> JobFile:
         """The job file as it is now, for a write: a broken file raises ``JobFileError`` (422)."""
@@ -45,7 +53,7 @@ class Api:
         try:
             return self.store.load(), None
         except JobFileError as exc:
-            running = JobFile(defaults=self.daemon.defaults or Defaults(), jobs=tuple(self.daemon.jobs.values()))
+            running = JobFile(defaults=self.scheduler.defaults or Defaults(), jobs=tuple(self.scheduler.jobs.values()))
             return running, str(exc)
 
     @staticmethod
@@ -69,7 +77,7 @@ class Api:
 
     def changed(self) -> None:
         """Tell the daemon the job file changed: it reloads at once, not at its next poll."""
-        self.daemon.request_reload()
+        self.scheduler.request_reload()
 
     # --- jobs ---------------------------------------------------------------------
 
@@ -100,13 +108,13 @@ class Api:
     def delete(self, ref: str) -> Response:
         removed = self.store.remove(self.find(self.load(), ref).id)
         self.changed()
-        return ok(message=f"🗑️ Job '{removed.name}' deleted", removed=[removed.id])
+        return ok(message=control.DELETED.format(name=removed.name), removed=[removed.id])
 
     def _set_paused(self, ref: str, paused: bool) -> Response:
         _given(json_body(), (), "this request (it takes no fields)")
         job = self.store.set_paused(self.find(self.load(), ref).id, paused)
         self.changed()
-        message = f"⏸️ Job '{job.name}' paused" if paused else f"▶️ Job '{job.name}' resumed"
+        message = (control.PAUSED if paused else control.RESUMED).format(name=job.name)
         return ok(message=message, job=self.job_dict(job, self.now()))
 
     def pause(self, ref: str) -> Response:
@@ -126,7 +134,7 @@ class Api:
             return self.retry_config_get()
         defaults = self.store.set_defaults(changes)
         self.changed()
-        return ok(message="✅ Retry config updated", defaults=render.defaults_dict(defaults))
+        return ok(message=control.RETRY_CONFIG_UPDATED, defaults=render.defaults_dict(defaults))
 
     # --- the seed's legacy endpoints ------------------------------------------------
 
@@ -186,18 +194,19 @@ class Api:
         if not isinstance(ref, str):
             raise InvalidValue("job_id", ref, "must be a job id or name")
         job = self.find(self.load_for_read()[0], ref)  # a broken file: the daemon still runs its last good jobs
-        control.refuse_if_busy(self.state, job, chain_active=job.id in self.daemon.chains)  # 409
-        taken, message = control.hand_over(self.state, job, wake=self.daemon.request_wake,
+        control.refuse_if_busy(self.state, job, chain_active=self.scheduler.is_busy(job.id))  # 409
+        taken, message = control.hand_over(self.state, job, wake=self.scheduler.request_wake,
                                            wait=self.app.config["CRAWLSCHED_HANDOVER_WAIT"], source="api", poll=0.02)
         return ok(message=message, job_id=job.id, taken=taken)
 
     def status(self) -> Response:
-        return reply(status_dict(self.daemon, self.now(), self.app.config["CRAWLSCHED_BIND"]))
+        return reply(status_dict(self.store, self.state, self.scheduler, self.home, self.now(),
+                                 self.app.config["CRAWLSCHED_BIND"]))
 
     # --- operations -------------------------------------------------------------------
 
     def healthz(self) -> Response:
-        reason = health_problem(self.daemon, self.daemon.clock())
+        reason = health_problem(self.state, self.scheduler, self.scheduler.clock())
         if reason:
             return reply({"ok": False, "error": reason}, 503)
         return reply({"ok": True})

@@ -93,6 +93,6 @@ def _earliest_time(data: dict[str, Any], now: float) -> float:
 def install(app: Any, api: Any) -> CachedJobs:
     """Put the cache in front of the job list's route (whatever that route puts in its answer)."""
     endpoint = next(rule.endpoint for rule in app.url_map.iter_rules() if rule.rule == "/api/scheduler/jobs")
-    cached = CachedJobs(app.view_functions[endpoint], api.store, api.state, api.daemon.clock)
+    cached = CachedJobs(app.view_functions[endpoint], api.store, api.state, api.scheduler.clock)
     app.view_functions[endpoint] = cached
     return cached

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Response, request, send_file
 
-from crawlsched import render, timing
+from crawlsched import control, render, timing
 from crawlsched.errors import CrawlschedError, InvalidValue
 from crawlsched.fires import OUTCOMES, Fire, StripCache, job_fires, job_stats, since_text
 from crawlsched.model import Job, check_int, check_name
@@ -71,7 +71,7 @@ class RunsApi:
 
     @property
     def home(self) -> Path:
-        return Path(self.api.daemon.home).resolve()
+        return self.api.home.resolve()
 
     # --- helpers -------------------------------------------------------------------
 
@@ -201,7 +201,7 @@ class RunsApi:
     def recent(self) -> Response:
         ids = self._job_ids()
         version = self.strips.update(ids)
-        fleet = self.strips.fleet(self.api.daemon.clock())
+        fleet = self.strips.fleet(self.api.scheduler.clock())
         tag = f'"{version}-{fleet["attempts_24h"]}-{fleet["successes_24h"]}"'
         if tag in request.headers.get("If-None-Match", ""):
             response = Response(status=304)
@@ -231,7 +231,7 @@ class RunsApi:
                 self.strips.update(ids)
                 self.strips.changed_since(ids, None)  # and each strip's JSON
             except Exception:  # noqa: BLE001 -- a cold cache is only slower; the route reads it again
-                self.api.daemon.log.debug("warming the strips failed", exc_info=True)
+                self.api.log.debug("warming the strips failed", exc_info=True)
 
         threading.Thread(target=run, name="crawlsched-strips", daemon=True).start()
 
@@ -252,7 +252,7 @@ class RunsApi:
         except InvalidValue as exc:
             return _field_error(exc)
         self.api.changed()
-        return ok(message=f"✅ Job '{edited.name}' updated", job=self.api.job_dict(edited, now))
+        return ok(message=control.UPDATED.format(name=edited.name), job=self.api.job_dict(edited, now))
 
 
 def edit_changes(body: dict[str, Any], defaults: Any) -> tuple[dict[str, Any], tuple[str, ...]]:
