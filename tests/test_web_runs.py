@@ -313,3 +313,42 @@ def test_reads_go_on_while_the_job_file_is_broken(env, job):
     assert job in env.client.get("/api/scheduler/recent").get_json()["recent"]
     response = env.client.patch(f"/api/scheduler/job/{job}", json={"max_retries": 1})
     assert response.status_code == 422 and "jobs.toml" in response.get_json()["error"]
+
+
+# --- the job list, written again only for the jobs that changed --------------------------------
+
+
+def _reference_body(env: Any) -> bytes:
+    """The job list as ``json.dumps`` writes it whole (what the answer was before it was kept per job)."""
+    import json
+    from datetime import datetime, timezone
+
+    from crawlsched import render
+
+    jobfile = env.daemon.store.load()
+    states = env.daemon.state.job_states([j.id for j in jobfile.jobs])
+    now = datetime.fromtimestamp(env.clock.time(), timezone.utc)
+    return json.dumps({"success": True, "jobs": [render.job_dict(j, states.get(j.id), now) for j in jobfile.jobs],
+                       "config_error": None, "default_crawl": bool(jobfile.defaults.url or jobfile.defaults.command),
+                       "scheduler_paused": jobfile.defaults.paused}, ensure_ascii=False, default=str).encode()
+
+
+def test_the_job_list_writes_again_only_the_job_that_changed_byte_for_byte(env, job):
+    ids = [job, env.add(name="Bérita ☕ «überall»", at="10:00", url="https://example.com/a",
+                        headers={"X-Key": "secret"})["job_id"],
+           env.add(name="Paused", cron="*/5 * * * *", url="https://example.com/b")["job_id"],
+           env.add(name="Ends today", at="08:30", url="https://example.com/c", end_date="2025-11-08")["job_id"]]
+    env.client.post(f"/api/scheduler/job/{ids[2]}/pause")
+    attempt(env, ids[1], T0, 1, "failed", "HTTP 503 «busy»", retry_due=T0 + 300)
+    cards = env.app.config["CRAWLSCHED_MONITOR"].api.cards
+    first = env.client.get("/api/scheduler/jobs")
+    assert first.data == _reference_body(env)
+    built = cards.built
+    attempt(env, job, T0 + 60, 1, "success", "saved 5 bytes")  # one job's state changes
+    again = env.client.get("/api/scheduler/jobs")
+    assert again.data == _reference_body(env) and again.data != first.data
+    assert cards.built == built + 1
+    env.clock.advance(3600)  # past the retry's due time and the last fire of "Ends today": their cards change by themselves
+    later = env.client.get("/api/scheduler/jobs")
+    assert later.data == _reference_body(env)
+    assert [j["status"] for j in later.get_json()["jobs"]][3] == "finished"

@@ -13,6 +13,7 @@ from flask import Flask, Response, request
 from crawlsched import control, render, timing
 from crawlsched.errors import InvalidValue, JobFileError, JobNotFound
 from crawlsched.model import Defaults, Job, JobFile, build_job, check_int, check_timezone
+from crawlsched.web.joblist import JobCards
 from crawlsched.web.ops import MetricsExporter, health_problem, status_dict
 from crawlsched.web.payload import START_KEYS, _given, add_fields, api_urls, json_body, legacy_schedule, retry_changes
 from crawlsched.web.responses import _static_json, ok, reply
@@ -37,6 +38,8 @@ class Api:
         self.log = log
         self.app = app
         self.exporter = MetricsExporter(state, scheduler)
+        self.cards = JobCards()  # the job list's JSON, per job
+        self._listed: tuple[Any, JobFile | None] = (None, None)  # (the file's stat key, its jobs) the list last read
 
     # --- shared -------------------------------------------------------------------
 
@@ -82,10 +85,21 @@ class Api:
     # --- jobs ---------------------------------------------------------------------
 
     def jobs(self) -> Response:
+        """Every job (``render.job_dict``), written again only for the jobs that changed (``JobCards``).
+        The answer carries ``valid_until``: the first instant a job in it changes by itself."""
         now = self.now()
-        jobfile, error = self.load_for_read()
+        key = self.store.stat_key()
+        listed_key, jobfile = self._listed
+        error = None
+        if jobfile is None or key is None or key != listed_key:  # the same key: the same file (conditional.py)
+            jobfile, error = self.load_for_read()
+            self._listed = (key, jobfile if error is None else None)
         states = self.state.job_states([j.id for j in jobfile.jobs])
-        return ok(jobs=[render.job_dict(j, states.get(j.id), now) for j in jobfile.jobs], **self.file_facts(jobfile, error))
+        body, until = self.cards.body(jobfile.jobs, states, now, self.file_facts(jobfile, error))
+        response = Response(body, mimetype="application/json")
+        response.headers["Cache-Control"] = "no-store"
+        response.valid_until = until  # type: ignore[attr-defined]  # read by conditional.CachedJobs
+        return response
 
     def add(self) -> Response:
         body = json_body()

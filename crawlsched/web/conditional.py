@@ -57,7 +57,10 @@ class CachedJobs:
             body = response.get_data()
             if response.status_code != 200:
                 return response
-            until = min(now + MAX_AGE, _earliest_time(response.get_json(silent=True) or {}, now))
+            earliest = getattr(response, "valid_until", None)  # the job list says; else read it from the answer
+            if earliest is None:
+                earliest = _earliest_time(response.get_json(silent=True) or {}, now)
+            until = min(now + MAX_AGE, max(earliest, now + 0.5))
             etag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
             with self._lock:
                 self._key, self._body, self._until, self._etag = key, body, until, etag
