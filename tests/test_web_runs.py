@@ -352,3 +352,30 @@ def test_the_job_list_writes_again_only_the_job_that_changed_byte_for_byte(env, 
     later = env.client.get("/api/scheduler/jobs")
     assert later.data == _reference_body(env)
     assert [j["status"] for j in later.get_json()["jobs"]][3] == "finished"
+
+
+# --- the strips after keep_history pruned the history --------------------------------------------
+
+
+def _strip_fires(env: Any, job_id: str) -> list[str]:
+    return [s[2] for s in env.client.get("/api/scheduler/recent").get_json()["recent"][job_id]]
+
+
+def test_the_strips_drop_the_runs_keep_history_removed(env, job):
+    flaky_history(env, job, 5)
+    assert len(_strip_fires(env, job)) == 6  # five fires and a skip
+    env.daemon.state.prune_history(0, keep_rows=4)  # the newest 4 rows stay: fires 3 (its skip, attempt 2) and 4
+    assert _strip_fires(env, job) == ["2025-11-08 12:00:00", "2025-11-08 11:30:00", "2025-11-08 11:00:00"]
+
+
+def test_the_strips_drop_pruned_runs_even_when_the_oldest_row_is_kept(env, job):
+    """The oldest row in the history is another job's newest attempt (never pruned): the
+    strips are still checked, within a minute."""
+    other = env.add(name="Other", at="10:00", url="https://example.com/other")["job_id"]
+    attempt(env, other, T0 - 86400 * 30, 1, "success", "long ago")
+    flaky_history(env, job, 3)
+    assert len(_strip_fires(env, job)) == 3
+    env.daemon.state.prune_history(0, older_than=T0 + 3600)  # fire 0 goes; the other job's only row stays
+    env.clock.advance(61)
+    assert _strip_fires(env, job) == ["2025-11-08 10:00:00", "2025-11-08 09:00:00"]
+    assert _strip_fires(env, other) == ["2025-10-09 08:00:00"]

@@ -67,7 +67,7 @@ class RunsApi:
         self.state = api.state
         self._zones: dict[str, str] = {}
         self._jobs_key: Any = None
-        self.strips = StripCache(api.state, self._strip_json)
+        self.strips = StripCache(api.state, self._strip_json, monotonic=api.scheduler.monotonic)
 
     @property
     def home(self) -> Path:
