@@ -379,3 +379,31 @@ def test_the_strips_drop_pruned_runs_even_when_the_oldest_row_is_kept(env, job):
     env.clock.advance(61)
     assert _strip_fires(env, job) == ["2025-11-08 10:00:00", "2025-11-08 09:00:00"]
     assert _strip_fires(env, other) == ["2025-10-09 08:00:00"]
+
+
+# --- a removed job's history --------------------------------------------------------------------
+
+
+def test_a_removed_jobs_history_can_still_be_read(env, job):
+    run_id = saved_body(env, job, b"kept after the job went")
+    attempt(env, job, T0 + 3600, 1, "failed", "HTTP 503 (later)", http_status=503)
+    assert env.client.delete(f"/api/scheduler/job/{job}").status_code == 200
+    assert env.client.get(f"/api/scheduler/job/{job}").status_code == 404  # not in the job file
+    runs = env.client.get(f"/api/scheduler/job/{job}/runs")
+    assert runs.status_code == 200
+    data = runs.get_json()
+    assert data["removed"] is True and data["job_id"] == job
+    messages = [a["message"] for r in data["runs"] for a in r["attempts"]]
+    assert messages == ["HTTP 503 (later)", "saved"]
+    assert env.client.get(f"/api/scheduler/job/{job}/stats?since=2d").get_json()["removed"] is True
+    body = env.client.get(f"/api/scheduler/job/{job}/runs/{run_id}/body/0")
+    assert body.status_code == 200 and body.data == b"kept after the job went"
+
+
+def test_a_job_in_the_file_is_not_marked_removed(env, job):
+    assert env.client.get(f"/api/scheduler/job/{job}/runs").get_json()["removed"] is False
+
+
+def test_an_id_with_no_history_and_no_job_is_still_not_found(env):
+    response = env.client.get("/api/scheduler/job/never-was/runs")
+    assert response.status_code == 404 and response.get_json()["error"] == 'no job with id or name "never-was"'
