@@ -32,11 +32,18 @@
     return node;
   }
 
-  ns.buildStrip = function (id) {
+  // An empty strip, as a card's model holds it (the cards are copies of that model).
+  ns.stripModel = function () {
     var strip = el("div", "strip");
     strip.setAttribute("data-testid", "run-strip");
     strip.setAttribute("role", "img");
     strip.setAttribute("aria-label", "No runs yet");
+    return strip;
+  };
+
+  // Job ``id``'s strip: ``strip`` (a copy of the model) when given, else a new one.
+  ns.buildStrip = function (id, strip) {
+    strip = strip || ns.stripModel();
     strip._sig = "";
     strips.set(id, strip);
     if (latest[id]) paint(strip, latest[id]);
@@ -56,6 +63,16 @@
     return lines.join("\n");
   }
 
+  var cellModels = {};
+  function cellModel(status) {
+    var cell = cellModels[status];
+    if (!cell) {
+      cell = cellModels[status] = el("span", "cell cell-" + status);
+      cell.setAttribute("data-status", status);
+    }
+    return cell;
+  }
+
   // Oldest on the left, newest on the right (as Airflow's grid reads).
   function paint(strip, runs) {
     var sig = runs.map(function (r) {
@@ -64,20 +81,19 @@
     if (sig === strip._sig) return;
     strip._sig = sig;
     var cells = [];
+    var statuses = [];
     var counts = {};
     for (var i = runs.length - 1; i >= 0; i--) {
       var run = runs[i];
       var status = OUTCOMES.indexOf(run[1]) >= 0 ? run[1] : "unknown";
-      var cell = el("span", "cell cell-" + status);
+      var cell = cellModel(status).cloneNode(false);
       cell.title = tooltip(run);
-      cell.setAttribute("data-status", status);
       cells.push(cell);
+      statuses.push(status);
       counts[status] = (counts[status] || 0) + 1;
     }
     strip.replaceChildren.apply(strip, cells);
-    strip.setAttribute("data-statuses", cells.map(function (c) {
-      return c.getAttribute("data-status");
-    }).join(" "));
+    strip.setAttribute("data-statuses", statuses.join(" "));
     var parts = Object.keys(counts).map(function (k) {
       return counts[k] + " " + (LABELS[k] || k);
     });
