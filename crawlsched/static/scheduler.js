@@ -166,7 +166,12 @@
     var token = getToken() || memoryToken;
     if (token) headers.Authorization = "Bearer " + token;
     if (jobsTag) headers["If-None-Match"] = jobsTag;
-    return fetch(API + "/jobs", { headers: headers, credentials: "same-origin", cache: "no-store" }).then(
+    var early = ns.early && ns.early.jobs; // boot.js asked already, as the page started
+    if (early) {
+      ns.early.jobs = null;
+      token = ns.early.token;
+    }
+    return (early || fetch(API + "/jobs", { headers: headers, credentials: "same-origin", cache: "no-store" })).then(
       function (res) {
         if (res.status === 304) return null;
         if (res.ok) jobsTag = res.headers.get("ETag");
@@ -595,6 +600,7 @@
   ns.jobPath = jobPath;
 
   function init() {
+    ns.started = true;
     els.form = document.getElementById("add-form");
     els.formError = document.getElementById("form-error");
     els.addButton = document.getElementById("add-button");

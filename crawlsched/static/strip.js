@@ -111,7 +111,9 @@
     if (token) headers.Authorization = "Bearer " + token;
     if (etag) headers["If-None-Match"] = etag;
     var url = "/api/scheduler/recent" + (version ? "?changed_after=" + encodeURIComponent(version) : "");
-    fetch(url, { headers: headers, credentials: "same-origin", cache: "no-store" })
+    var early = ns.early && ns.early.recent; // boot.js asked already, as the page started
+    if (early) ns.early.recent = null;
+    (early || fetch(url, { headers: headers, credentials: "same-origin", cache: "no-store" }))
       .then(function (res) {
         if (res.status === 304) return null;
         if (!res.ok) throw new Error("HTTP " + res.status);
