@@ -310,6 +310,8 @@
     });
     parts.run._icon = "play";
     parts.run._label = "Run now";
+    parts.pause._icon = "pause";
+    parts.pause._label = "Pause";
     parts.open.href = "#job/" + encodeURIComponent(id);
     if (ns.buildStrip) ns.buildStrip(id, parts.strip);
     card._parts = parts;
@@ -378,6 +380,7 @@
     var pause = el("button", "btn btn-ghost");
     pause.type = "button";
     pause.setAttribute("data-testid", "pause-button");
+    setButton(pause, "pause", "Pause"); // what most cards show: copied with the card, not built per card
     var run = el("button", "btn btn-ghost");
     run.type = "button";
     setButton(run, "play", "Run now");

@@ -19,6 +19,9 @@
     retrying: "failed, retry pending",
   };
   var strips = new Map(); // job id -> strip element
+  var EAGER_TITLES = 40; // strips whose cells get their tooltips at once (the first cards: on screen at load)
+  var pendingTitles = new Set(); // the other strips, titled in small batches once the cards are painted
+  var titleTimer = null;
   var etag = null;
   var version = null; // the strips' version this page has: the daemon sends only what changed since
   var latest = {}; // job id -> strip entries (newest first)
@@ -45,6 +48,7 @@
   ns.buildStrip = function (id, strip) {
     strip = strip || ns.stripModel();
     strip._sig = "";
+    strip._eager = strips.size < EAGER_TITLES;
     strips.set(id, strip);
     if (latest[id]) paint(strip, latest[id]);
     return strip;
@@ -61,6 +65,22 @@
     if (run[3]) lines.push("attempts: " + run[3] + (run[4] ? " of " + run[4] : ""));
     if (run[5]) lines.push(String(run[5]));
     return lines.join("\n");
+  }
+
+  // Tooltips are only read on hover: the strips past the first screen get theirs a batch at a time
+  // after the cards are painted, rather than 20,000 of them before the first paint.
+  function setTitles() {
+    titleTimer = null;
+    var done = 0;
+    var it = pendingTitles.values();
+    for (var next = it.next(); !next.done && done < 100; next = it.next(), done++) {
+      var strip = next.value;
+      pendingTitles.delete(strip);
+      var runs = strip._runs;
+      var cells = strip.children;
+      for (var i = 0; i < cells.length; i++) cells[i].title = tooltip(runs[runs.length - 1 - i]);
+    }
+    if (pendingTitles.size) titleTimer = setTimeout(setTitles, 0);
   }
 
   var cellModels = {};
@@ -87,12 +107,17 @@
       var run = runs[i];
       var status = OUTCOMES.indexOf(run[1]) >= 0 ? run[1] : "unknown";
       var cell = cellModel(status).cloneNode(false);
-      cell.title = tooltip(run);
+      if (strip._eager) cell.title = tooltip(run);
       cells.push(cell);
       statuses.push(status);
       counts[status] = (counts[status] || 0) + 1;
     }
     strip.replaceChildren.apply(strip, cells);
+    strip._runs = runs;
+    if (!strip._eager) {
+      pendingTitles.add(strip);
+      if (titleTimer === null) titleTimer = setTimeout(setTitles, 50);
+    }
     strip.setAttribute("data-statuses", statuses.join(" "));
     var parts = Object.keys(counts).map(function (k) {
       return counts[k] + " " + (LABELS[k] || k);
