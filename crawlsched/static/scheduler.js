@@ -268,46 +268,41 @@
   }
 
   // A card is a copy of one built once (cloneNode is several times cheaper than building
-  // each of its ~60 nodes again); its parts are found along the paths recorded in the model.
+  // each of its ~60 nodes again); its parts are marked data-part in the model, and found in
+  // the copy with one query (in document order, the order recorded for the model).
   var model = null;
   var PART_NAMES = ["name", "idLine", "badge", "scheduleText", "tz", "pause", "run", "del", "strip", "open"];
   var FIELD_NAMES = ["schedule", "retry", "period", "next_run", "next_retry", "last_run", "last_message"];
 
-  function pathTo(root, node) {
-    var path = [];
-    while (node !== root) {
-      path.unshift(Array.prototype.indexOf.call(node.parentNode.childNodes, node));
-      node = node.parentNode;
-    }
-    return path;
-  }
-
-  function follow(root, path) {
-    var node = root;
-    for (var i = 0; i < path.length; i++) node = node.childNodes[path[i]];
-    return node;
-  }
-
   function buildCard(id) {
     if (!model) {
       var built = buildModel();
-      model = { card: built.card, paths: {}, fieldPaths: {} };
+      var named = [];
       PART_NAMES.forEach(function (name) {
-        model.paths[name] = pathTo(built.card, built.parts[name]);
+        named.push([built.parts[name], name, false]);
       });
       FIELD_NAMES.forEach(function (name) {
-        model.fieldPaths[name] = pathTo(built.card, built.parts.fields[name]);
+        named.push([built.parts.fields[name], name, true]);
       });
+      named.forEach(function (entry) {
+        entry[0].setAttribute("data-part", "");
+      });
+      var order = Array.prototype.slice.call(built.card.querySelectorAll("[data-part]"));
+      model = { card: built.card, order: order.map(function (node) {
+        var entry = named.find(function (e) {
+          return e[0] === node;
+        });
+        return [entry[1], entry[2]];
+      }) };
     }
     var card = model.card.cloneNode(true);
     card.setAttribute("data-job-id", id);
     var parts = { fields: {} };
-    PART_NAMES.forEach(function (name) {
-      parts[name] = follow(card, model.paths[name]);
-    });
-    FIELD_NAMES.forEach(function (name) {
-      parts.fields[name] = follow(card, model.fieldPaths[name]);
-    });
+    var found = card.querySelectorAll("[data-part]");
+    for (var i = 0; i < found.length; i++) {
+      var where = model.order[i];
+      (where[1] ? parts.fields : parts)[where[0]] = found[i];
+    }
     parts.run._icon = "play";
     parts.run._label = "Run now";
     parts.pause._icon = "pause";
