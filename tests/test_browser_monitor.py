@@ -351,3 +351,24 @@ def test_a_removed_jobs_page_still_shows_its_runs_and_says_it_was_removed(page, 
     # The one error is the browser's note of the page asking for the job itself (404: not in the file).
     assert [m for m in errors(page) if "status of 404" not in m] == []
     assert len(errors(page)) == 1
+
+
+def test_the_strips_past_the_first_screen_get_their_tooltips_too(page, site):
+    from crawlsched.state import State
+
+    ids = [site.server.add(name=f"Many {i:02d}", at="23:59", url="http://127.0.0.1:9/many", max_retries=0) for i in range(45)]
+    at = time.time() - 3600
+    state = State(site.home / "crawlsched.db").open()
+    try:
+        for job_id in ids:  # one finished attempt each, written as the daemon writes them
+            run_id = state.start_attempt(job_id, at, 1, 1, trigger="schedule", started_at=at, pid=os.getpid())
+            state.finish_attempt(run_id, status="failed", finished_at=at + 1, message=f"HTTP 503 for {job_id}")
+    finally:
+        state.close()
+    page.goto(f"{site.base}/scheduler")
+    last = f'[data-job-id="{ids[-1]}"] [data-testid="run-strip"] .cell'
+    page.wait_for_function("sel => { const c = document.querySelector(sel); return c && c.title; }", arg=last)
+    assert f"HTTP 503 for {ids[-1]}" in page.locator(last).get_attribute("title")
+    for job_id in ids:
+        requests.delete(f"{site.base}/api/scheduler/job/{job_id}", timeout=5).raise_for_status()
+    assert not errors(page)
