@@ -93,7 +93,7 @@ def stop_group(proc: subprocess.Popen, timeout: float = 15.0) -> None:
 class Redis:
     def __init__(self, tmp: Path) -> None:
         exe = find_redis()
-        self.version = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout.split()[2]
+        self.version = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout.split()[2].removeprefix("v=")
         self.port = free_port()
         self.log = open(tmp / "redis.log", "w")
         self.proc = subprocess.Popen(

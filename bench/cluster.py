@@ -186,5 +186,46 @@ def rows_json(rows: list[Row]) -> list[dict]:
     return [asdict(r) for r in rows]
 
 
+TABLE_FIGURES = [  # (label, measure, key)
+    ("burst lateness p50 (ms)", "burst", "p50_ms"),
+    ("burst lateness p99 (ms)", "burst", "p99_ms"),
+    ("burst lateness max (ms)", "burst", "max_ms"),
+    ("no-op tasks per s", "noop", "per_s"),
+    ("HTTP tasks per s (50 ms answers)", "http", "per_s"),
+]
+
+
+def table(rows: list[dict], title: str) -> tuple[str, list[str], list[list[str]]]:
+    """One table for every system's rows (dicts as rows_json makes them): a line per system and
+    figure, a column per worker count; missing or duplicated starts are a line of their own."""
+    workers = sorted({r["workers"] for r in rows})
+    systems = list(dict.fromkeys(r["system"] for r in rows))
+    cols = ["system", "figure"] + [f"{w} worker{'s' if w > 1 else ''}" for w in workers]
+    out = []
+    for sysname in systems:
+        mine = [r for r in rows if r["system"] == sysname]
+        for label, measure, key in TABLE_FIGURES:
+            cells = []
+            for w in workers:
+                r = next((r for r in mine if r["measure"] == measure and r["workers"] == w), None)
+                cells.append("—" if r is None or r.get(key) is None else _fmt(r[key]))
+            if any(c != "—" for c in cells):
+                out.append([sysname, label] + cells)
+        bad = [r for r in mine if r["started"] != r["n"] or r["duplicates"]]
+        if bad:
+            cells = []
+            for w in workers:
+                rs = [r for r in bad if r["workers"] == w]
+                cells.append(", ".join(f"{r['measure']}: {r['n'] - r['started']} missing, {r['duplicates']} dup"
+                                       for r in rs) or "—")
+            out.append([sysname, "NOT STARTED / DUPLICATED"] + cells)
+    return title, cols, out
+
+
+def _fmt(v: float) -> str:
+    a = abs(v)
+    return f"{v:.0f}" if a >= 100 else f"{v:.1f}" if a >= 10 else f"{v:.2f}"
+
+
 __all__ = ["BurstResult", "Record", "Row", "SlowTarget", "System", "burst_row", "measure", "next_minute",
-           "rows_json", "sleep_until", "throughput_row"]
+           "rows_json", "sleep_until", "table", "throughput_row"]
