@@ -13,8 +13,9 @@ Configured from the environment, so that beat, the workers and the producer agre
 It is configured as a Celery user who must not lose a crawl would deploy it: `task_acks_late`
 (a task is acknowledged when it has run, so a worker that dies gives it back) with
 `worker_prefetch_multiplier = 1` (what the Celery docs pair with acks_late for long tasks), no
-result backend (`task_ignore_result`), the default prefork pool, beat's default
-PersistentScheduler reading `beat_schedule`.
+result backend (`task_ignore_result`), the default prefork pool, and beat reading
+`beat_schedule`, through its default PersistentScheduler or (`celery beat --scheduler
+redbeat.RedBeatScheduler`) celery-redbeat's, which keeps the entries in the same Redis.
 """
 from __future__ import annotations
 

@@ -7,7 +7,8 @@
 bench/run.py calls it for `--only celery` (and installs Celery there first). It starts Debian's
 redis-server itself (a free loopback port, a temp dir, no persistence), and per measurement one
 `celery worker` (prefork pool, `--concurrency N`) and, for the burst, one `celery beat` (the
-default PersistentScheduler, 10,000 entries in `beat_schedule`; see bench/celery_app.py). Every
+default PersistentScheduler, or with `--beat redbeat` celery-redbeat's RedBeatScheduler; 10,000
+entries in `beat_schedule`; see bench/celery_app.py). Every
 process it starts is in its own session and stopped by its process group.
 
 When redis-server is missing it tries `apt-get install -y redis-server` (as root only); when it
@@ -119,16 +120,24 @@ class Redis:
         self.log.close()
 
 
+BEATS = {  # --beat name -> (row name, `celery beat --scheduler` or None for the default)
+    "default": ("celery", None),  # PersistentScheduler: what `celery beat` runs unless told
+    "redbeat": ("celery+redbeat", "redbeat.RedBeatScheduler"),  # entries in Redis, due ones by ZRANGEBYSCORE
+}
+
+
 class CelerySystem:
     """bench/cluster.py's System for Celery beat + a prefork `celery worker` over Redis."""
-    name = "celery"
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, redis: "Redis", beat: str = "default") -> None:
         self.tmp = tmp
-        self.redis = Redis(tmp)
+        self.redis = redis
+        self.name, self.scheduler = BEATS[beat]
         self.py = sys.executable
         self.versions = {"celery": md.version("celery"), "kombu": md.version("kombu"),
                          "redis-py": md.version("redis"), "redis-server": self.redis.version}
+        if self.scheduler:
+            self.versions["celery-redbeat"] = md.version("celery-redbeat")
         self.beat_ready_seen: list[float] = []
         os.environ["BENCH_BROKER"] = self.redis.url  # the producer (this process) imports celery_app
         import celery_app  # noqa: PLC0415
@@ -204,7 +213,7 @@ class CelerySystem:
 
     # -- System
     def throughput(self, workers: int, kind: str, n: int, url: str, wd: Path) -> list[cluster.Record]:
-        record, ready = wd / f"{kind}.records", wd / f"{kind}.ready"
+        record, ready = wd / f"{kind}-{self.name}.records", wd / f"{kind}-{self.name}.ready"
         self._reset()
         task = "bench.noop" if kind == "noop" else "bench.http"
         with self.app.producer_or_acquire() as producer:
@@ -224,14 +233,15 @@ class CelerySystem:
         return 15.0 + 2 * beat
 
     def burst(self, workers: int, jobs: int, burst: int, at: int, wd: Path) -> cluster.BurstResult:
-        record, ready = wd / "burst.records", wd / "burst.ready"
+        record, ready = wd / f"burst-{self.name}.records", wd / f"burst-{self.name}.ready"
         self._reset()
         worker, _ = self._worker(workers, record, ready, wd)
         beat = None
         try:
             sleep_until(at - self.burst_lead(jobs, workers) + 10.0)
             log_path = wd / "beat.log"
-            beat = self._spawn(["beat", "--loglevel", "warning", "--schedule", str(wd / "beat-schedule")],
+            sched = ["--scheduler", self.scheduler] if self.scheduler else []
+            beat = self._spawn(["beat", "--loglevel", "warning", "--schedule", str(wd / "beat-schedule"), *sched],
                                self._env(record, ready, BENCH_AT=at, BENCH_JOBS=jobs, BENCH_BURST=burst),
                                log_path)
             ready_s = self._wait_ready(beat, ready, "beat", log_path)
@@ -253,14 +263,14 @@ class CelerySystem:
         starts = [(r.id, r.start_ns) for r in self._read(record, "fire")]
         return cluster.BurstResult(starts, ready_s, extra)
 
-    def close(self) -> None:
-        self.redis.close()
-
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--workers", default="1,2,4")
+    p.add_argument("--beat", default="default",
+                   help="comma-separated beat schedulers, one full pass each: default (PersistentScheduler), "
+                        "redbeat (celery-redbeat's RedBeatScheduler)")
     p.add_argument("--jobs", type=int, default=10000)
     p.add_argument("--burst", type=int, default=200)
     p.add_argument("--noop-tasks", type=int, default=2000)
@@ -270,23 +280,34 @@ def main(argv: list[str] | None = None) -> int:
     workers = [int(x) for x in a.workers.split(",")]
     tmp = a.workdir or Path(tempfile.mkdtemp(prefix="celery-peer-"))
     tmp.mkdir(parents=True, exist_ok=True)
+    beats = [b.strip() for b in a.beat.split(",")]
+    for b in beats:
+        if b not in BEATS:
+            p.error(f"--beat: unknown {b!r} (known: {', '.join(BEATS)})")
     try:
-        system = CelerySystem(tmp)
+        redis = Redis(tmp)
     except Skip as e:
         print(f"SKIP: {e}", flush=True)
         a.out.write_text(json.dumps({"skipped": str(e)}))
         return SKIP_EXIT
+    rows = []
+    versions: dict = {}
     try:
-        log(f"celery {system.versions['celery']}, redis-server {system.versions['redis-server']} on "
-            f"port {system.redis.port}, work dir {tmp}")
-        rows = cluster.measure(system, tmp, workers=workers, jobs=a.jobs, burst=a.burst, noop_tasks=a.noop_tasks,
-                               http_tasks_per_worker=a.http_tasks_per_worker, log=log)
+        for b in beats:
+            system = CelerySystem(tmp, redis, b)
+            versions.update(system.versions)
+            log(f"{system.name}: celery {system.versions['celery']}, redis-server {redis.version} on "
+                f"port {redis.port}, work dir {tmp}")
+            rows += cluster.measure(system, tmp, workers=workers, jobs=a.jobs, burst=a.burst,
+                                    noop_tasks=a.noop_tasks, http_tasks_per_worker=a.http_tasks_per_worker,
+                                    log=log)
     finally:
-        system.close()
-    config = {"pool": "prefork", "acks_late": True, "prefetch_multiplier": 1, "scheduler": "PersistentScheduler",
+        redis.close()
+    config = {"pool": "prefork", "acks_late": True, "prefetch_multiplier": 1,
+              "schedulers": {b: BEATS[b][1] or "celery.beat.PersistentScheduler" for b in beats},
               "schedule": "beat_schedule, one crontab(minute, hour) per entry", "jobs": a.jobs, "burst": a.burst,
               "noop_tasks": a.noop_tasks, "http_tasks_per_worker": a.http_tasks_per_worker}
-    a.out.write_text(json.dumps({"system": "celery", "versions": system.versions, "config": config,
+    a.out.write_text(json.dumps({"system": "celery", "versions": versions, "config": config,
                                  "rows": cluster.rows_json(rows)}, indent=1))
     if a.workdir is None:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -40,7 +40,7 @@ from common import (Watcher, lateness_summary, machine_info, measure_idle, next_
 PEERS_VENV = BENCH / ".venv-peers"
 PEERS_PY = PEERS_VENV / "bin" / "python"
 PEER_REQS = ["apscheduler==3.11.*", "schedule==1.2.*"]
-CELERY_REQS = ["celery[redis]==5.*", "requests==2.*"]  # only for --only celery
+CELERY_REQS = ["celery[redis]==5.*", "celery-redbeat==2.*", "requests==2.*"]  # only for --only celery
 RESULTS = BENCH / "results"
 
 TARGETS = ["crawlsched", "apscheduler", "schedule-tick", "schedule-idle", "floor"]
@@ -90,15 +90,16 @@ def ensure_peers_venv() -> dict:
 def ensure_celery() -> dict:
     """Celery 5 and the redis client in the same peers' venv (installed on first use)."""
     versions = ensure_peers_venv()
-    check = "import importlib.metadata as m; print(m.version('celery'), m.version('redis'))"
+    check = ("import importlib.metadata as m; print(m.version('celery'), m.version('redis'), "
+             "m.version('celery-redbeat'))")
     r = subprocess.run([str(PEERS_PY), "-c", check], capture_output=True, text=True)
     if r.returncode != 0 or not r.stdout.startswith("5."):
         log(f"installing {' '.join(CELERY_REQS)} into {PEERS_VENV.relative_to(BENCH.parent)}")
         subprocess.run([str(PEERS_PY), "-m", "pip", "install", "-q", "--disable-pip-version-check",
                         *CELERY_REQS], check=True)
         r = subprocess.run([str(PEERS_PY), "-c", check], capture_output=True, text=True, check=True)
-    celery, redis = r.stdout.split()
-    return dict(versions, celery=celery, redis=redis)
+    celery, redis, redbeat = r.stdout.split()
+    return dict(versions, celery=celery, redis=redis, redbeat=redbeat)
 
 
 def run_celery(cfg, workdir: Path) -> dict:
@@ -107,6 +108,7 @@ def run_celery(cfg, workdir: Path) -> dict:
     wd.mkdir(parents=True, exist_ok=True)
     out = wd / "result.json"
     argv = [str(PEERS_PY), str(BENCH / "celery_peer.py"), "--out", str(out), "--workers", cfg.celery_workers,
+            "--beat", cfg.celery_beat,
             "--jobs", str(cfg.jobs), "--burst", str(cfg.burst), "--workdir", str(wd)]
     env = dict(os.environ, TZ="UTC", PYTHONDONTWRITEBYTECODE="1")
     env.pop("PYTHONPATH", None)
@@ -490,6 +492,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--floor-mode", choices=("inline", "threads"), default="inline")
     p.add_argument("--celery-workers", default="1,2,4",
                    help="`celery`: pool processes of the worker, one measurement each (default 1,2,4)")
+    p.add_argument("--celery-beat", default="default,redbeat",
+                   help="`celery`: beat schedulers, one pass each: default (PersistentScheduler), redbeat")
     p.add_argument("--single-fires", type=int,
                    help="fires of the one-job measurement (`single`) per run (default 60, 10 with --quick)")
     p.add_argument("--cli-reps", type=int)
@@ -533,7 +537,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if "celery" in names:
         versions.update(ensure_celery())
-        print(f"celery peer: Celery {versions['celery']}, redis-py {versions['redis']} "
+        print(f"celery peer: Celery {versions['celery']}, celery-redbeat {versions['redbeat']}, "
+              f"redis-py {versions['redis']} "
               f"({PEERS_VENV.relative_to(BENCH.parent)})", flush=True)
 
     runner = Runner(cfg, workdir)
