@@ -46,6 +46,7 @@ class BurstResult:
     starts: list[tuple[int, int]]  # (entry id, start ns) of every started burst entry
     scheduler_ready_s: float | None = None  # scheduler process start -> ready
     extra: dict = field(default_factory=dict)  # system-specific figures (e.g. the scheduler's CPU)
+    at: int | None = None  # the instant used, when the system had to move to a later one
 
 
 class System(Protocol):
@@ -165,7 +166,7 @@ def measure(system: System, workdir: Path, *, workers=(1, 2, 4), jobs: int = 100
             log(f"{system.name}: {n} worker(s): burst of {burst} among {jobs:,} entries at "
                 f"{time.strftime('%H:%M:%S', time.gmtime(at))}Z")
             res = system.burst(n, jobs, burst, at, wd)
-            rows.append(burst_row(system.name, n, burst, at, res))
+            rows.append(burst_row(system.name, n, burst, res.at or at, res))
             log(f"  {_brief(rows[-1])}")
     finally:
         target.shutdown()
