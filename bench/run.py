@@ -607,7 +607,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if "celery" in names:  # minutes long, with its own instants: after everything else
         fillers.append(Task("Celery beat + workers over Redis", "plain", lambda: run_celery(cfg, workdir),
-                            est=lambda: 1e9, group="celery"))
+                            est=lambda: 1e9, group="celery", meta={"run": 1}))
 
     runner.plan_and_run(timed, fillers)
 
