@@ -69,14 +69,33 @@ def list_(
         _watch(sort)
         return
     now = _now()
+    if as_json:
+        _list_json(now, sort)
+        return
     jobfile, error = _load_shown()
     jobs = render.sort_jobs(_job_dicts(jobfile, now), sort)
-    if as_json:
-        _emit(_with_error({"success": True, "jobs": jobs}, error))
-        _exit_if_broken(error)
-        return
     console = _console()
     console.print(render.jobs_table(jobs, now=now, width=console.width, plain=not console.is_terminal))
+    _exit_if_broken(error)
+
+
+def _list_json(now: datetime, sort: str) -> None:
+    """``list --json``: ``{"success": true, "jobs": [...]}`` as ``_emit`` would print it, made by
+    ``listing`` (the static part of each job is kept per version of the file)."""
+    from crawlsched import listing
+
+    store = env().store()
+    before = store.stat_key()
+    jobfile, error = _load_shown()
+    # The kept parts belong to the version read only if the file did not change around the read.
+    key = before if error is None and before is not None and store.stat_key() == before else None
+    state = env().state()
+    states = state.job_states([j.id for j in jobfile.jobs]) if state is not None else {}
+    store.load_fire_memo()  # next fires an earlier `list` computed: exact, and 10,000 jobs need them
+    text = listing.jobs_json(jobfile, states, now, sort, key=key, machine_tz=store.machine_tz, cache_dir=store.cache_dir,
+                             path=store.path, extra=[("config_error", error)] if error is not None else ())
+    store.save_fire_memo(now.timestamp())
+    typer.echo(text)
     _exit_if_broken(error)
 
 
