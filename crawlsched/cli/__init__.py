@@ -12,7 +12,7 @@ database and rich are imported by the commands that use them, and
 
 This package holds the app, the environment of one invocation, the output
 helpers and the ``command`` decorator; the commands live by topic in
-``edit`` (the job file; its shared options in ``options``), ``show`` (jobs,
+``edit`` (the job file; its shared options in ``options``), ``settings`` ([defaults]), ``show`` (jobs,
 runs, status) and ``daemon`` (the daemon and running jobs), imported at the
 end of this module so that they register.
 """
@@ -274,7 +274,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object ins
 
 # --- the commands, by topic -----------------------------------------------------------------
 
-from crawlsched.cli import daemon, edit, logs, show  # noqa: E402  (they register with `app`)
+from crawlsched.cli import daemon, edit, logs, settings, show  # noqa: E402  (they register with `app`)
 
 # `crawlsched --help` lists the commands in this order, whatever the modules' order.
 COMMAND_ORDER = (
