@@ -57,6 +57,29 @@ command = "true"
 created_at = 2026-01-02T03:04:05+07:00
 timeout = 12.5
 max_bytes = 1000
+
+[[jobs]]
+id = "twin-a"
+at = "09:05"
+command = "true"
+
+[[jobs]]
+id = "twin-b"
+at = "09:05"
+command = "true"
+paused = true
+
+[[jobs]]
+id = "twin-c"
+at = "09:05"
+command = "true"
+end_date = 2030-01-01
+
+[[jobs]]
+id = "failing"
+every = "10m"
+command = "false"
+start_date = 2027-01-01
 '''
 
 STATES = {
@@ -67,6 +90,9 @@ STATES = {
         2, "every", 1_774_700_000.0, 1, 3, "schedule", "failed", started_at=1_774_700_000.2, message=None),
         retry=Retry("every", 1_774_700_000.0, 2, 3, 1_774_745_000.0, "schedule")),
     "cron-jkt": JobState("cron-jkt", running=True),
+    "twin-b": JobState("twin-b", first_seen=5.0),
+    "failing": JobState("failing", first_seen=1.0, anchor=1_798_761_600.0, last_attempt=Run(
+        3, "failing", 1_774_000_000.0, 2, 2, "manual", "interrupted", started_at=1_774_000_000.0, message="killed")),
 }
 
 
