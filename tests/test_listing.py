@@ -119,17 +119,18 @@ def test_the_fast_list_json_carries_the_config_error_and_an_empty_file():
     assert got == _expected(jobfile, STATES, "next", error="jobs.toml:3: bad")
 
 
-def test_the_kept_static_parts_are_used_only_for_the_version_and_zone_they_were_made_for(tmp_path):
+def test_the_kept_rows_serve_only_the_version_and_zone_they_were_made_for(tmp_path):
     text = "".join(f'\n[[jobs]]\nid = "j{i}"\nat = "08:00"\ncommand = "true"\n' for i in range(1000))  # zone: the machine's
     jobfile = parse_text(text, "jobs.toml", "UTC")
     path = tmp_path / "jobs.toml"
     key = FileKey(1, 2, 3, 4, 5)
+    assert listing.kept_rows(tmp_path, path, key, "UTC") is None
     first = listing.jobs_json(jobfile, STATES, NOW, "file", key=key, machine_tz="UTC", cache_dir=tmp_path, path=path)
-    assert list(tmp_path.glob("list-*.pickle")), "the static parts were kept"
-    again = listing.jobs_json(jobfile, STATES, NOW, "file", key=key, machine_tz="UTC", cache_dir=tmp_path, path=path)
-    assert first == again == _expected(jobfile, STATES, "file")
-    # Another zone reads the same file into other jobs (their zone): the kept parts are not theirs.
-    other = parse_text(text, "jobs.toml", "Asia/Tokyo")
-    assert other.jobs[0].timezone == "Asia/Tokyo"
-    got = listing.jobs_json(other, {}, NOW, "file", key=key, machine_tz="Asia/Tokyo", cache_dir=tmp_path, path=path)
-    assert got == _expected(other, {}, "file")
+    rows = listing.kept_rows(tmp_path, path, key, "UTC")
+    assert rows is not None and len(rows) == 1000
+    assert first == listing.rows_json(rows, STATES, NOW, "file") == _expected(jobfile, STATES, "file")
+    assert listing.rows_json(rows, STATES, NOW, "name") == _expected(jobfile, STATES, "name")
+    # Another version, or another zone (the same file read into jobs of another zone): not theirs.
+    assert listing.kept_rows(tmp_path, path, FileKey(1, 2, 3, 4, 6), "UTC") is None
+    assert listing.kept_rows(tmp_path, path, key, "Asia/Tokyo") is None
+    assert listing.kept_rows(tmp_path, tmp_path / "other.toml", key, "UTC") is None

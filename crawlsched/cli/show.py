@@ -81,17 +81,27 @@ def list_(
 
 def _list_json(now: datetime, sort: str) -> None:
     """``list --json``: ``{"success": true, "jobs": [...]}`` as ``_emit`` would print it, made by
-    ``listing`` (the static part of each job is kept per version of the file)."""
+    ``listing``. What a version of the file shows is kept (``listing.kept_rows``): for a file
+    unchanged since, the jobs are not read at all."""
     from crawlsched import listing
 
     store = env().store()
     before = store.stat_key()
+    rows = listing.kept_rows(store.cache_dir, store.path, before, store.machine_tz)
+    if rows is not None:  # that version was read without error: nothing of it to report
+        state = env().state()
+        states = state.job_states([r[listing.ID] for r in rows]) if state is not None else {}
+        store.load_fire_memo()  # next fires an earlier `list` computed: exact, and 10,000 jobs need them
+        text = listing.rows_json(rows, states, now, sort)
+        store.save_fire_memo(now.timestamp())
+        typer.echo(text)
+        return
     jobfile, error = _load_shown()
-    # The kept parts belong to the version read only if the file did not change around the read.
+    # The rows belong to the version read only if the file did not change around the read.
     key = before if error is None and before is not None and store.stat_key() == before else None
     state = env().state()
     states = state.job_states([j.id for j in jobfile.jobs]) if state is not None else {}
-    store.load_fire_memo()  # next fires an earlier `list` computed: exact, and 10,000 jobs need them
+    store.load_fire_memo()
     text = listing.jobs_json(jobfile, states, now, sort, key=key, machine_tz=store.machine_tz, cache_dir=store.cache_dir,
                              path=store.path, extra=[("config_error", error)] if error is not None else ())
     store.save_fire_memo(now.timestamp())
