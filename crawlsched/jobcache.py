@@ -38,7 +38,8 @@ from typing import Any, Mapping
 
 from crawlsched import __version__, timing
 from crawlsched.jobfile import BOM, JOBS_HEADER_SEARCH, parse_text, with_line
-from crawlsched.model import Defaults, Job, JobFile, build_defaults, build_job
+from crawlsched.model import Defaults, Job, JobFile
+from crawlsched.validate import build_defaults, build_job
 
 __all__ = ["CACHE_MIN_BYTES", "FileKey", "ParseCache", "parse_segmented", "user_cache_dir"]
 

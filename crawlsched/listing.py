@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 
 from crawlsched import __version__, render, timing
 from crawlsched.jobcache import _LAYOUT, FileKey, ParseCache
-from crawlsched.model import Job, JobFile, JobStatus, ScheduleKind
+from crawlsched.model import Job, JobFile, JobStatus, RunStatus, ScheduleKind
 from crawlsched.state import JobState
 
 __all__ = ["jobs_json"]
@@ -106,7 +106,7 @@ def _status(row: tuple[Any, ...], state: JobState | None, next_run: datetime | N
         return JobStatus.RUNNING
     if state is not None and state.retry is not None:
         return JobStatus.RETRYING
-    if last is not None and last.status == "success":
+    if last is not None and last.status == RunStatus.SUCCESS:
         return JobStatus.SUCCESS
     if last is not None:
         return JobStatus.FAILED

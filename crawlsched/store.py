@@ -24,7 +24,8 @@ from crawlsched import safewrite, timing
 from crawlsched.errors import DuplicateName, InvalidValue, JobFileError, JobNotFound
 from crawlsched.jobcache import CACHE_MIN_BYTES, FileKey, ParseCache, load_fire_memo, parse_segment, save_fire_memo, user_cache_dir
 from crawlsched.jobfile import BOM, JOBS_HEADER_SEARCH, build_file, parse_text, with_line
-from crawlsched.model import Defaults, Job, JobFile, build_job, slug_id
+from crawlsched.model import Defaults, Job, JobFile
+from crawlsched.validate import build_job, slug_id
 from crawlsched.tomledit import (
     append_text,
     append_with_tomlkit,

@@ -54,12 +54,6 @@ _app = typer.Typer(
 )
 
 
-class Refused(CrawlschedError):
-    """A command that will not go ahead as asked (bad combination of options): exit 2."""
-
-    exit_code = 2
-
-
 # --- the environment of one invocation -------------------------------------------------
 
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any, List, Optional
 import typer
 
 from crawlsched import cli  # the package: read at call time what tests replace there
-from crawlsched.cli import JsonOpt, Refused, _emit, _find, _job_dict, _load, _now, _say, command, env
+from crawlsched.cli import JsonOpt, _emit, _find, _job_dict, _load, _now, _say, command, env
 from crawlsched.cli.options import (
     AtOpt,
     BackoffOpt,
@@ -37,7 +37,7 @@ from crawlsched.cli.options import (
     _options,
     _schedule,
 )
-from crawlsched.errors import InvalidValue
+from crawlsched.errors import InvalidValue, Refused
 
 
 @command("add")

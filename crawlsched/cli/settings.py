@@ -6,9 +6,9 @@ from typing import Annotated, Any, List, Optional
 
 import typer
 
-from crawlsched.cli import JsonOpt, Refused, _emit, _load, _say, command, env
+from crawlsched.cli import JsonOpt, _emit, _load, _say, command, env
 from crawlsched.cli.options import BackoffOpt, CatchUpOpt, MaxDelayOpt, _options, duration
-from crawlsched.errors import InvalidValue, JobFileError
+from crawlsched.errors import InvalidValue, JobFileError, Refused
 
 
 @command("retry-config")
@@ -30,7 +30,7 @@ def retry_config(
       crawlsched retry-config --max-retries 5 --retry-delay 600
     """
     from crawlsched import render
-    from crawlsched.model import build_defaults
+    from crawlsched.validate import build_defaults
     from crawlsched.render import _num
 
     changes = {k: v for k, v in {
@@ -81,7 +81,8 @@ def defaults(
     \b
       crawlsched defaults --url https://example.com/news --tz Asia/Jakarta
     """
-    from crawlsched.model import DEFAULT_KEYS, build_defaults
+    from crawlsched.model import DEFAULT_KEYS
+    from crawlsched.validate import build_defaults
 
     changes: dict[str, Any] = _options(
         urls=url, command=command_, start=None, end=None, max_retries=None, retry_delay=None, retry_backoff=None,
