@@ -17,19 +17,18 @@ import json
 import os
 import pickle
 import tempfile
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from crawlsched import __version__, render, timing
 from crawlsched.jobcache import _LAYOUT, FileKey, ParseCache
-from crawlsched.model import Job, JobFile, JobStatus, RunStatus, ScheduleKind
+from crawlsched.model import Job, JobFile, JobStatus, ScheduleKind
 from crawlsched.state import JobState
 
 __all__ = ["jobs_json"]
 
 FORMAT = 1
-_TINY = timedelta(microseconds=1)
 # job_dict's keys in order; (True) runs that depend on the job alone, (False) on the history and the clock.
 RUNS: tuple[tuple[bool, tuple[str, ...]], ...] = (
     (True, ("id", "name", "schedule", "kind", "start_date", "end_date", "timezone")),
@@ -87,30 +86,9 @@ def _next_run(row: tuple[Any, ...], state: JobState | None, now: datetime, memo:
     key = row[KIND:END + 1] + ((seen and state.anchor, seen) if every else ())  # type: ignore[union-attr]
     hit = memo.get(key)
     if hit is None:
-        job = _job(row)
-        # As render.view: a job the daemon has not seen yet is due now, not one interval later.
-        after = now if seen or not every else now - _TINY
-        fire = timing.next_fire(job, after, render.anchor_of(job, state, now))
+        fire = render.next_run_of(_job(row), state, now)
         hit = memo[key] = (fire, *timing.local_pair(fire, row[TZ]))
     return hit
-
-
-def _status(row: tuple[Any, ...], state: JobState | None, next_run: datetime | None) -> JobStatus:
-    """``render.view``'s status (SPEC §5: the first that applies wins); test_listing holds them equal."""
-    last = state.last_attempt if state is not None else None
-    if row[PAUSED]:
-        return JobStatus.PAUSED
-    if row[END] is not None and next_run is None:
-        return JobStatus.FINISHED
-    if state is not None and state.running:
-        return JobStatus.RUNNING
-    if state is not None and state.retry is not None:
-        return JobStatus.RETRYING
-    if last is not None and last.status == RunStatus.SUCCESS:
-        return JobStatus.SUCCESS
-    if last is not None:
-        return JobStatus.FAILED
-    return JobStatus.ACTIVE
 
 
 def dynamic(row: tuple[Any, ...], state: JobState | None, now: datetime, memo: dict[tuple[Any, ...], Any]) -> tuple[dict[str, Any], str]:
@@ -123,7 +101,7 @@ def dynamic(row: tuple[Any, ...], state: JobState | None, now: datetime, memo: d
         hit = memo.get(("no history", row[PAUSED], plain, iso, row[END] is None))
         if hit is not None:
             return hit
-    status = _status(row, state, next_run)
+    status = render.status_of(row[PAUSED], row[END], next_run, state)
     last = state.last_attempt if state is not None else None
     retry = state.retry if state is not None and status is JobStatus.RETRYING else None
     last_plain, last_iso = timing.local_pair(timing.from_epoch(last.started_at) if last else None, row[TZ])
