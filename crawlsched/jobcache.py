@@ -43,7 +43,7 @@ from crawlsched.validate import build_defaults, build_job
 
 __all__ = ["CACHE_MIN_BYTES", "FileKey", "ParseCache", "parse_segmented", "user_cache_dir"]
 
-CACHE_FORMAT = 3
+CACHE_FORMAT = 4
 CACHE_MIN_BYTES = 64 * 1024  # smaller files parse in milliseconds: no cache file for them
 
 # A cached JobFile is only good for the class layout that pickled it: a changed
@@ -131,17 +131,18 @@ def parse_segment(segment: str, defaults: Defaults, machine_tz: str) -> Job | No
 
 
 class ParseCache:
-    """One job file's cache file: the last ``JobFile`` with its ``FileKey``, head and segments.
+    """One job file's cache file: the last ``JobFile`` with its ``FileKey``, its head and the text
+    of each job's segment (``texts[i]`` is ``jobs[i]``'s; empty when the file was parsed whole).
 
-    ``parse`` remembers the head and segments of what it returned, so that ``put`` keeps them
-    with the next version (plus the segments a write added, ``extra``).
+    ``get`` and ``parse`` remember the head and texts of what they returned, so that ``put`` of
+    that ``JobFile`` keeps them; a write that appended a table gives its texts itself.
     """
 
     def __init__(self, cache_dir: Path | None, path: Path, machine_tz: str) -> None:
         self.cache_dir = cache_dir
         self.path = path
         self.machine_tz = machine_tz
-        self._segments: tuple[str, dict[str, Job]] | None = None
+        self._known: tuple[str, tuple[str, ...], tuple[Job, ...]] | None = None  # head, texts, their jobs
         self._entry: Any = False  # not read yet
 
     def file(self) -> Path | None:
@@ -156,7 +157,7 @@ class ParseCache:
     def _stamp(self) -> tuple[Any, ...]:
         return (CACHE_FORMAT, __version__, _LAYOUT, self.machine_tz, str(self.path.resolve()))
 
-    def _read(self) -> tuple[FileKey, JobFile, str, dict[str, Job]] | None:
+    def _read(self) -> tuple[FileKey, JobFile, str, tuple[str, ...]] | None:
         """The cache file's entry (read once per instance); None when there is none or it is not ours."""
         if self._entry is not False:
             return self._entry  # type: ignore[return-value]
@@ -170,17 +171,24 @@ class ParseCache:
         except Exception:
             return None
         if (stamp == self._stamp() and isinstance(entry, tuple) and len(entry) == 4
-                and isinstance(entry[1], JobFile) and isinstance(entry[3], dict)):
+                and isinstance(entry[1], JobFile) and isinstance(entry[3], tuple)):
             self._entry = entry
         return self._entry
+
+    def _remember(self, head: str, texts: tuple[str, ...], jobfile: JobFile) -> None:
+        self._known = (head, texts, jobfile.jobs) if len(texts) == len(jobfile.jobs) and texts else None
 
     def get(self, key: FileKey) -> JobFile | None:
         """The cached jobs when the file is the very version ``key`` they were parsed from."""
         entry = self._read() if key.size >= CACHE_MIN_BYTES else None
         if entry is None or entry[0] != key:
             return None
-        self._segments = (entry[2], entry[3])
+        self._remember(entry[2], entry[3], entry[1])
         return entry[1]
+
+    def texts_of(self, jobfile: JobFile) -> tuple[str, ...] | None:
+        """The segment texts of ``jobfile`` (the last one ``get`` or ``parse`` returned), else None."""
+        return self._known[1] if self._known is not None and self._known[2] is jobfile.jobs else None
 
     def parse(self, text: str, key: FileKey | None, label: str) -> JobFile:
         """``text`` parsed (the file at version ``key``, or a new text to be written: None);
@@ -190,31 +198,32 @@ class ParseCache:
             return parse_text(text, label, self.machine_tz)
         if key is not None and (cached := self.get(key)) is not None:
             return cached
-        known = self._segments
-        if known is None and (entry := self._read()) is not None:
-            known = (entry[2], entry[3])
-        result = parse_segmented(text, self.machine_tz, *(known or ()))
+        known = self._known
+        if known is None and (entry := self._read()) is not None and len(entry[3]) == len(entry[1].jobs):
+            known = (entry[2], entry[3], entry[1].jobs)
+        result = parse_segmented(text, self.machine_tz, *((known[0], dict(zip(known[1], known[2]))) if known else ()))
         if result is None:
-            self._segments = None
+            self._known = None
             return parse_text(text, label, self.machine_tz)
         jobfile, head, segments = result
-        self._segments = (head, segments)
+        self._remember(head, tuple(segments), jobfile)
         return jobfile
 
-    def put(self, key: FileKey | None, jobfile: JobFile, extra: Mapping[str, Job] | None = None) -> None:
-        """Keep ``jobfile`` as the parse of the file at version ``key``, with the segments of the
-        last ``parse``/``get`` and ``extra`` (segments a write appended, each checked on its own)."""
+    def put(self, key: FileKey | None, jobfile: JobFile, texts: tuple[str, ...] | None = None) -> None:
+        """Keep ``jobfile`` as the parse of the file at version ``key``, with the texts of its
+        segments: ``texts``, else those of the last ``get``/``parse`` when it returned ``jobfile``."""
         path = self.file()
         if path is None or key is None or key.size < CACHE_MIN_BYTES:
             return
-        head, segments = self._segments if self._segments is not None else ("", {})
-        if extra:
-            segments = {**segments, **extra}
+        head = self._known[0] if self._known is not None else ""
+        texts = texts if texts is not None else self.texts_of(jobfile)
+        if texts is None or len(texts) != len(jobfile.jobs):
+            head, texts = "", ()
         try:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # it holds the job file's contents
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
             with os.fdopen(fd, "wb") as fh:
-                pickle.dump((self._stamp(), (key, jobfile, head, segments)), fh, protocol=pickle.HIGHEST_PROTOCOL)
+                pickle.dump((self._stamp(), (key, jobfile, head, texts)), fh, protocol=pickle.HIGHEST_PROTOCOL)
             os.replace(tmp, path)
         except OSError:
             pass  # the cache is only a speed-up

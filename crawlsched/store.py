@@ -157,12 +157,17 @@ class JobStore:
             check_future(job, now)
             addition = render_table(table)
             if self._can_append(text, current):
-                self._write_text(append_text(text, addition))
-                # The new table's text is checked on its own before the cache may hold it as this job.
-                checked = parse_segment(addition, current.defaults, self.machine_tz)
-                extra = {addition: checked} if checked == job else None
+                new_text = append_text(text, addition)
+                self._write_text(new_text)
+                # The cache keeps each table's text with its job: the last one gained the separator,
+                # the new one is the addition, checked on its own first (it must parse to this job).
+                texts = cache.texts_of(current)
+                if texts and parse_segment(addition, current.defaults, self.machine_tz) == job:
+                    texts = (*texts[:-1], texts[-1] + new_text[len(text): len(new_text) - len(addition)], addition)
+                else:
+                    texts = None
                 cache.put(self.stat_key(), JobFile(current.defaults, current.jobs + (with_line(job, None),), current.raw_defaults),
-                          extra)
+                          texts)
                 return job
             jobfile = self._commit(append_with_tomlkit(text, table), cache)
             return jobfile.find(job.id) or job

@@ -135,3 +135,17 @@ def test_adding_to_a_fresh_copy_of_a_large_file_parses_no_table_again(tmp_path, 
     assert job.id == "new"
     loaded = JobStore(dst, cache_dir=tmp_path / "other-cache", machine_tz="UTC").load()
     assert [j.id for j in loaded.jobs][-2:] == ["j1499", "new"]
+
+
+def test_after_an_add_a_hand_edit_elsewhere_is_parsed_only_where_it_changed(tmp_path, parsed):
+    path = tmp_path / "jobs.toml"
+    path.write_text(_big().rstrip("\n") + "\n")  # the last table ends in one newline: add writes a blank line after it
+    cache = tmp_path / "cache"
+    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    JobStore(path, cache_dir=cache, machine_tz="UTC").add({"name": "new", "every": "1h"}, now=now)
+    edited = path.read_text().replace('every = "6m"', 'every = "7m"')
+    path.write_text(edited)
+    parsed["chars"] = 0
+    got = JobStore(path, cache_dir=cache, machine_tz="UTC").load()
+    assert parsed["chars"] <= len(HEAD) + 100  # the head and the one edited table: not the last one, not the new one
+    _same(got, parse_text(edited, "jobs.toml", "UTC"))
