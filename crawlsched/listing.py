@@ -3,12 +3,15 @@
 A job's dict has three runs of keys that depend only on the job file (its id,
 schedule, retry settings, crawl …) between the keys that depend on the history
 and the clock (next and last run, status, the pending retry, the last message).
-The static runs are encoded once per version of the job file and kept in the
-cache folder beside the parse cache (``list-….pickle``, keyed on the file's
-``FileKey``); each call encodes only the changing values and joins the pieces.
-The encoder is the one ``json.dumps(..., ensure_ascii=False)`` uses, and the
-pieces are cut from ``json.dumps`` of ``render.job_dict`` itself, so the two
-cannot drift: a test compares them byte for byte.
+The static runs are encoded once per version of the job file and kept, with what
+the changing values depend on (schedule, zone, window, pause), as one plain row
+per job in the cache folder beside the parse cache (``list-….pickle``, keyed on
+the file's ``FileKey`` and the machine's zone): for an unchanged file ``list
+--json`` reads neither the file nor the parse cache. Each call encodes only the
+changing values (the next run once per schedule, not per job) and joins the
+pieces. The encoder is the one ``json.dumps(..., ensure_ascii=False)`` uses, and
+the static pieces are cut from ``json.dumps`` of ``render.job_dict`` itself, so
+the two cannot drift: a test compares them byte for byte.
 """
 
 from __future__ import annotations
@@ -19,14 +22,15 @@ import pickle
 import tempfile
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from crawlsched import __version__, render, timing
 from crawlsched.jobcache import _LAYOUT, FileKey, ParseCache
 from crawlsched.model import Job, JobFile, JobStatus, ScheduleKind
-from crawlsched.state import JobState
+if TYPE_CHECKING:
+    from crawlsched.state import JobState
 
-__all__ = ["jobs_json"]
+__all__ = ["jobs_json", "kept_rows", "rows_json"]
 
 FORMAT = 1
 # job_dict's keys in order; (True) runs that depend on the job alone, (False) on the history and the clock.
