@@ -20,11 +20,9 @@ by ``main`` (only the module of the command being run) or by ``app`` (all) so th
 from __future__ import annotations
 
 import functools
-import json
 import os
 import sys
 import typing
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Callable, Optional
@@ -57,13 +55,20 @@ _app = typer.Typer(
 # --- the environment of one invocation -------------------------------------------------
 
 
-@dataclass
 class Env:
-    """Where the job file and the home are, and the state database once opened."""
+    """Where the job file and the home are, and the state database once opened.
 
-    jobs_file: Path
-    home: Path
-    _state: Any = field(default=None, repr=False)
+    A plain class, not a dataclass: ``dataclasses`` (and what it imports) would be the one
+    module ``crawlsched --help`` loads beyond Typer's own.
+    """
+
+    def __init__(self, jobs_file: Path, home: Path) -> None:
+        self.jobs_file = jobs_file
+        self.home = home
+        self._state: Any = None
+
+    def __repr__(self) -> str:
+        return f"Env(jobs_file={self.jobs_file!r}, home={self.home!r})"
 
     @property
     def db_path(self) -> Path:
@@ -137,6 +142,8 @@ def _root(
 
 
 def _emit(obj: dict[str, Any]) -> None:
+    import json
+
     typer.echo(json.dumps(obj, ensure_ascii=False, default=str))
 
 
