@@ -363,7 +363,7 @@ def demo(
 def _demo(console: Any, plain: bool, seconds: float, folder: Path | None) -> None:
     from rich.live import Live
 
-    from crawlsched import render
+    from crawlsched import tables
     from crawlsched.demo import run_demo
     from crawlsched.timing import machine_timezone
 
@@ -371,7 +371,7 @@ def _demo(console: Any, plain: bool, seconds: float, folder: Path | None) -> Non
         _use_env(Env(jobs_file, home))
         try:
             now = _now()
-            t = render.jobs_table(_job_dicts(_load(), now), now=now, width=console.width, plain=plain)
+            t = tables.jobs_table(_job_dicts(_load(), now), now=now, width=console.width, plain=plain)
         finally:
             env().close()
         t.title = f"crawlsched demo · {datetime.now().strftime('%H:%M:%S')}"
