@@ -170,7 +170,7 @@ def test_base_exception_in_wait_stops_the_group(tmp_path, monkeypatch):
             time.sleep(0.02)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(crawl, "_wait", boom)
+    monkeypatch.setattr(crawl.command, "_wait", boom)
     with pytest.raises(KeyboardInterrupt):
         run_command(f"sh -c 'echo $$ > {pidfile}; exec sleep 60'", tmp_path / "log", env=dict(os.environ),
                     timeout=60, kill_after=2)
@@ -238,7 +238,7 @@ def test_redirect_within_the_origin_keeps_the_headers(servers, tmp_path, monkeyp
     ("http://h.example/a", "http://h.example:80/b", False),
 ])
 def test_leaving_the_origin(old, new, leaves):
-    assert crawl._leaves_origin(old, new) is leaves
+    assert crawl.http.leaves_origin(old, new) is leaves
 
 
 # --- 4. exactly one ERROR line per failed run ---------------------------------------------------
