@@ -58,7 +58,7 @@ def test_a_fractional_second_gets_milliseconds_and_still_sorts_after_the_whole_s
 
 def test_manual_run_never_shares_a_scheduled_runs_folder(tmp_path):
     from crawlsched.model import Job
-    from crawlsched.runner import run_dir, run_log
+    from crawlsched.crawl.runs import run_dir, run_log
 
     job = Job.__new__(Job)
     object.__setattr__(job, "id", "j")

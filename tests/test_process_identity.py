@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from crawlsched import procs
-from crawlsched.crawl import run_command
+from crawlsched.crawl.command import run_command
 from crawlsched.state import State
 from daemon_helpers import DaemonProcess, runs, wait_for, write_jobs
 

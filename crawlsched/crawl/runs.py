@@ -1,6 +1,7 @@
 """What a run's files are called, and which runs a job keeps.
 
-A run is one fire of a job, named by its scheduled time in UTC (:func:`run_stamp`):
+A run is one fire of a job, named by its scheduled time in UTC (:func:`run_stamp`,
+plus the trigger for run-now and ``crawlsched run``: :func:`run_name`):
 its bodies go to ``data/<job>/<run>/`` and each attempt's command log to
 ``logs/runs/<job>/<run>-a<n>.log``. Names sort by time, so the newest runs are
 the last names, and :func:`prune_runs` can keep them without reading a database.
@@ -12,7 +13,17 @@ import re
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from crawlsched import timing
+from crawlsched.crawl.bodies import remove_partial_bodies
+
+if TYPE_CHECKING:
+    from crawlsched.model import Job
+
+#: Triggers whose time is not a schedule's: their run folder / log name carries the
+#: trigger (``20251108T020500_123Z-manual``), so they never share one with a scheduled fire.
+UNSCHEDULED_TRIGGERS = ("manual", "run")
 STAMP_RE = re.compile(r"^\d{8}T\d{6}(?:_\d{3})?Z")
 #: What follows a run's key in a run-log name: ``-a2.log``, ``-a3-on_failure.log``.
 ATTEMPT_SUFFIX_RE = re.compile(r"-a\d+(?:-on_failure)?$")
@@ -32,6 +43,27 @@ def run_stamp(scheduled_for: datetime) -> str:
     if utc.microsecond:
         return utc.strftime("%Y%m%dT%H%M%S") + f"_{utc.microsecond // 1000:03d}Z"
     return utc.strftime("%Y%m%dT%H%M%SZ")
+
+
+def run_name(scheduled_for: float, trigger: str = "schedule") -> str:
+    """The one place a run's name is built: its stamp, plus the trigger when it is not a schedule's."""
+    stamp = run_stamp(timing.from_epoch(scheduled_for))
+    return f"{stamp}-{trigger}" if trigger in UNSCHEDULED_TRIGGERS else stamp
+
+
+def run_dir(home: Path, job: Job, scheduled_for: float, trigger: str = "schedule") -> Path:
+    """``data/<job>/<run name>``; pass the run's trigger (recovery: ``run.trigger``) to find a manual run's."""
+    return home / "data" / job.id / run_name(scheduled_for, trigger)
+
+
+def run_log(home: Path, job: Job, scheduled_for: float, attempt: int, trigger: str = "schedule") -> Path:
+    """``logs/runs/<job>/<run name>-a<attempt>.log``: one command attempt's output."""
+    return home / "logs" / "runs" / job.id / f"{run_name(scheduled_for, trigger)}-a{attempt}.log"
+
+
+def end_run(home: Path, job_id: str, scheduled_for: float, trigger: str = "schedule") -> None:
+    """A run's chain ended (whatever ended it): its half-written bodies go (:func:`remove_partial_bodies`)."""
+    remove_partial_bodies(home / "data" / job_id / run_name(scheduled_for, trigger))
 
 
 def run_key(name: str) -> str:

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from crawlsched.crawl import body_name, run_stamp
+from crawlsched.crawl.bodies import body_name
+from crawlsched.crawl.runs import run_stamp
 from crawlsched.daemon import Daemon, InlineExecutor
 from crawlsched.state import State
 from crawlsched.store import JobStore
