@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from crawlsched.crawl.secrets import MissingVariable, expand_vars, redact_url, scrub
+from crawlsched.crawl.secrets import expand_vars, redact_url, scrub
+from crawlsched.errors import MissingVariable
 
 
 def test_expand_vars_fills_braced_names_only_and_a_missing_one_is_a_key_and_value_error():

@@ -12,22 +12,10 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping
 
-from crawlsched.errors import CrawlschedError
-from crawlsched.model import redact_url  # noqa: F401 - the masking of a URL for display lives with the model
+from crawlsched.errors import MissingVariable  # noqa: F401 - re-exported: expand_vars raises it
+from crawlsched.validate import redact_url  # noqa: F401 - the masking of a URL for display lives with the validators
 
 VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-class MissingVariable(CrawlschedError, KeyError, ValueError):
-    """A ``${VAR}`` in a URL or header is not set in the environment.
-
-    A KeyError (a lookup that failed) and a ValueError (a bad template) at once,
-    so callers catching either builtin see it.
-    """
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        super().__init__(f"environment variable {name} is not set (used as ${{{name}}})")
 
 
 def expand_vars(template: str, env: Mapping[str, str]) -> str:
