@@ -33,7 +33,7 @@ from crawlsched.fires import OUTCOMES, Fire, StripCache, job_fires, job_stats, s
 from crawlsched.model import Job, ScheduleKind
 from crawlsched.validate import ID_RE, check_int, check_name
 from crawlsched.runfiles import sniff
-from crawlsched.runner import run_dir, run_log
+from crawlsched.crawl.runs import run_dir, run_log
 from crawlsched.state import Run
 from crawlsched.web.payload import (ADD_KEYS, CONVERT, SCHEDULE_KEYS, _given, json_body, refuse_commands, refuse_environment,
                                     refuse_private_targets, schedule_fields)
