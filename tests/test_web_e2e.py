@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import shutil
@@ -10,14 +9,17 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
-from daemon_helpers import wait_for as wait_until  # one deadline poller for every real-process test
+from helpers.history import runs
+from helpers.jobs import write_jobs
+from helpers.process import cli
+from helpers.process import wait_for as wait_until  # one deadline poller for every real-process test
+from helpers.servers import Pages
 
 requests = pytest.importorskip("requests")
 
@@ -31,22 +33,9 @@ def free_port() -> int:
 
 @pytest.fixture
 def target() -> Iterator[str]:
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = b"<html>news</html>"
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/news"
-    server.shutdown()
-    server.server_close()
+    server = Pages({}, default=(200, b"<html>news</html>", None))
+    yield server.url("/news")
+    server.close()
 
 
 # The daemon with its wall clock moved to an instant (time-machine, ticking from there): the seed's
@@ -95,9 +84,10 @@ class Daemon:
 
 
 @pytest.fixture
-def home(tmp_path: Path) -> Path:
-    (tmp_path / "jobs.toml").write_text('[defaults]\ntimezone = "UTC"\n')
-    return tmp_path
+def home(home: Path) -> Path:
+    """The shared home, holding a job file of UTC defaults alone."""
+    write_jobs(home, '[defaults]\ntimezone = "UTC"\n', defaults=None)
+    return home
 
 
 def test_add_then_run_now_through_the_real_daemon(home, target):
@@ -247,19 +237,11 @@ def test_the_seeds_curl_examples_work_verbatim_once_defaults_names_a_crawl(home,
 
 
 def run_cli(home: Path, *args: str) -> subprocess.CompletedProcess:
-    environ = {**os.environ, "CRAWLSCHED_JOBS": str(home / "jobs.toml"), "CRAWLSCHED_HOME": str(home), "TZ": "UTC"}
-    return subprocess.run([sys.executable, "-m", "crawlsched", *args], capture_output=True, text=True, env=environ, timeout=60)
+    return cli(home, *args, env={"TZ": "UTC"})
 
 
 def attempts(home: Path, job_id: str) -> list[dict[str, Any]]:
-    import sqlite3
-
-    con = sqlite3.connect(home / "crawlsched.db", timeout=10)
-    con.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in con.execute("SELECT * FROM runs WHERE job_id = ? ORDER BY id", (job_id,))]
-    finally:
-        con.close()
+    return runs(home, job_id)
 
 
 @pytest.mark.slow
