@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,7 +15,8 @@ import pytest
 
 from helpers.history import runs
 from helpers.jobs import write_jobs
-from helpers.process import cli
+from helpers.process import cli, free_port
+from helpers.process import HttpDaemon as Daemon
 from helpers.process import wait_for as wait_until  # one deadline poller for every real-process test
 from helpers.servers import Pages
 
@@ -25,62 +24,11 @@ requests = pytest.importorskip("requests")
 
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def target() -> Iterator[str]:
     server = Pages({}, default=(200, b"<html>news</html>", None))
     yield server.url("/news")
     server.close()
-
-
-# The daemon with its wall clock moved to an instant (time-machine, ticking from there): the seed's
-# examples are dated November 2025, and an end date in the past is refused.
-TRAVELLING = ("import sys, datetime, time_machine; "
-              "time_machine.travel(datetime.datetime.fromisoformat(sys.argv.pop(1)), tick=True).start(); "
-              "from crawlsched.cli import main; sys.argv[0] = 'crawlsched'; main()")
-
-
-class Daemon:
-    def __init__(self, home: Path, *args: str, env: dict[str, str] | None = None, at: str | None = None) -> None:
-        self.home = home
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        environ = {**os.environ, "CRAWLSCHED_JOBS": str(home / "jobs.toml"), "CRAWLSCHED_HOME": str(home), "TZ": "UTC"}
-        environ.pop("CRAWLSCHED_TOKEN", None)
-        environ.update(env or {})
-        program = [sys.executable, "-c", TRAVELLING, at] if at else [sys.executable, "-m", "crawlsched"]
-        self.proc = subprocess.Popen(
-            [*program, "daemon", "--http", f"127.0.0.1:{self.port}", *args],
-            env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-
-    def wait_ready(self, headers: dict[str, str] | None = None, timeout: float = 15) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"daemon exited {self.proc.returncode}: {self.proc.stderr.read()}")
-            try:
-                if requests.get(f"{self.base}/healthz", timeout=1).status_code == 200:
-                    return
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError("daemon did not become healthy")
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
 
 
 @pytest.fixture
