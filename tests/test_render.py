@@ -12,7 +12,7 @@ import pytest
 from rich.console import Console
 
 from crawlsched import render
-from crawlsched.model import build_defaults, build_job
+from crawlsched.validate import build_defaults, build_job
 from crawlsched.state import JobState, Retry, Run
 
 NOW = datetime(2025, 11, 8, 8, 0, tzinfo=timezone.utc)

@@ -1,4 +1,4 @@
-"""The validators of single values (in crawlsched/model.py today; validate.py in the seams plan).
+"""The validators (crawlsched/validate.py): single values, and a whole job or [defaults] table.
 
 Each refusal names the field and the value (a secret is never echoed); each accepted value
 comes back in its one written form. The number, duration and date bounds are in test_model.py.
@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 
 from crawlsched.errors import InvalidValue
-from crawlsched.model import (
-    CatchUp,
+from crawlsched.model import CatchUp
+from crawlsched.validate import (
     build_defaults,
     build_job,
     check_catch_up,

@@ -21,10 +21,11 @@ from flask.testing import FlaskClient
 from crawlsched.daemon import Daemon, InlineExecutor
 from crawlsched.state import State
 from crawlsched.store import JobStore
+from crawlsched.errors import WebConfigError
+from crawlsched.web import MAX_BODY, create_app, start_server
 from helpers.clock import FakeClock
 from helpers.jobs import write_jobs
 from helpers.servers import Pages
-from crawlsched.web import MAX_BODY, WebConfigError, create_app, start_server
 
 UTC = timezone.utc
 START = datetime(2025, 11, 8, 8, 0, tzinfo=UTC)  # a Saturday, 08:00 UTC

@@ -37,7 +37,8 @@ def test_load_token_pops_the_environment_even_when_a_file_wins(tmp_path):
 
 
 def test_token_file_is_the_whole_content_stripped(tmp_path):
-    from crawlsched.web import WebConfigError, read_token_file
+    from crawlsched.errors import WebConfigError
+    from crawlsched.web import read_token_file
 
     path = tmp_path / "token"
     path.write_text("\n  tok3n  \n\n")
@@ -53,7 +54,7 @@ def test_token_file_is_the_whole_content_stripped(tmp_path):
 
 
 def test_read_token_file_raises_the_callers_error(tmp_path):
-    from crawlsched.cli import Refused
+    from crawlsched.errors import Refused
     from crawlsched.web import read_token_file
 
     path = tmp_path / "token"
