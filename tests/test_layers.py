@@ -272,11 +272,14 @@ def test_checker_finds_a_lower_layer_importing_a_higher_one(tmp_path):
         "web/api.py": "from crawlsched.daemon import Daemon\nfrom ..model import Job\n",
         "state.py": "def later():\n    from crawlsched.render import table\n",
         "render.py": "",
+        "timing.py": "try:\n    import crawlsched.cli.edit as edit\nexcept ImportError:\n    edit = None\n",
+        "cli/__init__.py": "", "cli/edit.py": "from crawlsched.daemon import Daemon\n",
     })
     bad = layer_violations(crawlsched_imports(root), LAYERS)
     assert [(i.source, i.target, i.module_level) for i in bad] == [
         ("crawlsched.model", "crawlsched.daemon", True),
         ("crawlsched.state", "crawlsched.render", False),  # a lazy import is still an import
+        ("crawlsched.timing", "crawlsched.cli.edit", True),  # a package's module has the package's layer
     ]
 
 
