@@ -235,9 +235,8 @@ def test_a_writer_waits_for_the_lock_and_then_sees_the_other_writers_job(store):
         thread = threading.Thread(target=add_b)
         thread.start()
         assert not done.wait(0.3), "the second writer did not wait for the lock"
-        # Still under the lock: write A as the holder would.
-        text, _ = store._current()
-        store._write_text(text + '\n[[jobs]]\nid = "a"\nname = "A"\nat = "09:05"\n')
+        # Still under the lock: the holder writes A.
+        store.path.write_text(store.path.read_text() + '\n[[jobs]]\nid = "a"\nname = "A"\nat = "09:05"\n')
     assert done.wait(10) and not errors
     thread.join()
     assert [t["id"] for t in tables(store)] == ["a", "b"]  # B was added to the file with A, not over it
@@ -253,19 +252,17 @@ def _big(home: Path) -> str:
 
 
 def test_a_large_file_is_read_from_the_cache_until_it_changes(home, monkeypatch):
-    import crawlsched.store as store_module
-
     write_jobs(home, _big(home), defaults=None)
     first = store_of(home).load()
     assert list((home / ".cache").glob("jobs-*.pickle"))
     parses = []
-    real = store_module.parse_text
-    monkeypatch.setattr(store_module, "parse_text", lambda *a, **k: parses.append(1) or real(*a, **k))
+    real = tomllib.loads
+    monkeypatch.setattr(tomllib, "loads", lambda *a, **k: parses.append(1) or real(*a, **k))
     assert store_of(home).load() == first and parses == []  # a fresh store (process) reads the cache
     time.sleep(0.01)
     write_jobs(home, _big(home).replace('id = "j0"', 'id = "zero"'), defaults=None)
     changed = store_of(home).load()
-    assert parses == [1] and changed.jobs[0].id == "zero"
+    assert parses and changed.jobs[0].id == "zero" and [j.id for j in changed.jobs[1:]] == [j.id for j in first.jobs[1:]]
 
 
 def test_a_small_file_leaves_no_cache_file(store):
