@@ -1172,7 +1172,7 @@ def test_the_api_serves_over_any_scheduler_view(tmp_path, monkeypatch):
     from crawlsched.control import SchedulerView
 
     monkeypatch.setenv("TZ", "UTC")
-    write_jobs(tmp_path, '[defaults]\ntimezone = "UTC"\ncommand = "true"\n')
+    write_jobs(tmp_path, '[defaults]\ntimezone = "UTC"\ncommand = "true"\n', defaults=None)
     scheduler = FakeScheduler(FakeClock(START))
     assert isinstance(scheduler, SchedulerView)
     state = State(tmp_path / "crawlsched.db").open()
