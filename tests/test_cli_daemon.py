@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from crawlsched.state import State
+from helpers.jobs import write_jobs
 
 TOKEN = "tok-SECRET-9f8e7d6c5b4a"
 
@@ -29,13 +30,6 @@ def no_proxy(monkeypatch):
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("NO_PROXY", "*")
-
-
-def write_jobs(home: Path, body: str) -> Path:
-    home.mkdir(parents=True, exist_ok=True)
-    path = home / "jobs.toml"
-    path.write_text(body)
-    return path
 
 
 def cli_env(home: Path, **extra: str) -> dict[str, str]:

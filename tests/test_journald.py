@@ -15,7 +15,8 @@ def lines(path: Path) -> list[str]:
 
 def test_daemon_writes_syslog_priorities_when_stderr_is_the_journal(tmp_path):
     """systemd sets JOURNAL_STREAM to the device:inode of the stream it hands the service."""
-    from daemon_helpers import DaemonProcess, wait_for, write_jobs
+    from helpers.jobs import write_jobs
+    from helpers.process import DaemonProcess, wait_for
 
     write_jobs(tmp_path, '[[jobs]]\nid = "broken"\nevery = "1s"\ncommand = "false"\nmax_retries = 0\n')
     daemon = DaemonProcess(tmp_path)

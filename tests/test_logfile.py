@@ -153,7 +153,8 @@ def test_daily_files_older_than_keep_logs_are_removed(tmp_path):
 @pytest.mark.slow
 def test_daemon_with_a_directory_where_its_log_file_should_be_says_so_once(tmp_path):
     """The issue's case: `mkdir` where the file was printed 24 logging-error tracebacks in 6 s."""
-    from daemon_helpers import DaemonProcess, wait_for, write_jobs
+    from helpers.jobs import write_jobs
+    from helpers.process import DaemonProcess, wait_for
 
     write_jobs(tmp_path, '[[jobs]]\nid = "tick"\nevery = "1s"\ncommand = "true"\n')
     logfile.log_file(tmp_path).mkdir(parents=True)
