@@ -13,18 +13,10 @@ from datetime import date, datetime, timezone
 import pytest
 
 from crawlsched.errors import InvalidValue
-from crawlsched.model import Defaults, MAX_INT, MAX_SECONDS
-from crawlsched.validate import (
-    HugeNumber,
-    build_defaults,
-    build_job,
-    check_date,
-    check_int,
-    check_seconds,
-    parse_cron,
-    parse_duration,
-    parse_every,
-)
+from crawlsched.durations import MAX_INT, MAX_SECONDS, HugeNumber, check_int, check_seconds, parse_duration, parse_every
+from crawlsched.model import Defaults
+from crawlsched.schedules import check_date, parse_cron
+from crawlsched.validate import build_defaults, build_job
 
 UTC = timezone.utc
 TEN_YEARS = 10 * 365 * 86400

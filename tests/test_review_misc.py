@@ -8,7 +8,8 @@ import threading
 import pytest
 
 from crawlsched.errors import InvalidValue
-from crawlsched.validate import check_headers, check_id, parse_at
+from crawlsched.schedules import parse_at
+from crawlsched.validate import check_headers, check_id
 
 # --- validators match the whole text (no "$" before a final newline) --------------------
 

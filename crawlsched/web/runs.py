@@ -28,7 +28,8 @@ from crawlsched import render, timing
 from crawlsched.errors import InvalidValue, RunNotFound, Unsupported
 from crawlsched.fires import OUTCOMES, Fire, StripCache, job_fires, job_stats, since_text
 from crawlsched.model import Job
-from crawlsched.validate import check_int, check_name
+from crawlsched.durations import check_int
+from crawlsched.validate import check_name
 from crawlsched.runfiles import sniff
 from crawlsched.runner import run_dir, run_log
 from crawlsched.state import Run
