@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from tests.helpers.postgres import find_binaries, remove_cluster, start_cluster
+from helpers.postgres import find_binaries, remove_cluster, start_cluster
 
 pytestmark = pytest.mark.skipif(find_binaries() is None, reason="PostgreSQL's server binaries are not installed "
                                 "(Debian: apt-get install postgresql)")

@@ -7,6 +7,7 @@
 - ``process``  the real daemon and CLI as subprocesses, with real signals; ``wait_for``
 - ``servers``  real HTTP targets on 127.0.0.1 (a free port each)
 - ``files``    a snapshot of a folder tree
+- ``postgres`` a throwaway PostgreSQL cluster (initdb in /tmp, a loopback port, stopped by pid)
 
 ``tests/`` is on ``sys.path`` (pytest's rootdir-relative import of test modules without
 ``__init__.py``; ``tests/reliability/conftest.py`` adds it for that folder), so a test
