@@ -13,7 +13,7 @@ import re
 from typing import Any, Mapping
 
 from crawlsched.errors import MissingVariable  # noqa: F401 - re-exported: expand_vars raises it
-from crawlsched.validate import redact_url  # noqa: F401 - the masking of a URL for display lives with the validators
+from crawlsched.urls import redact_url  # noqa: F401 - the masking of a URL for display lives in urls.py
 
 VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
