@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from crawlsched import __version__, logs, procs, timing
+from crawlsched.crawl.runs import UNSCHEDULED_TRIGGERS, end_run, run_dir, run_log, run_name  # noqa: F401 - re-exported
 from crawlsched.model import Job, RunStatus
 from crawlsched.state import AttemptKey, Retry, State, StorageUnavailable
 
@@ -28,10 +29,6 @@ from crawlsched.state import AttemptKey, Retry, State, StorageUnavailable
 #: else's code) has no business holding it. URL jobs still read ``${VAR}`` from the
 #: full environment. Extend this tuple for any other secret of crawlsched's own.
 CHILD_ENV_DENYLIST = ("CRAWLSCHED_TOKEN",)
-
-#: Triggers whose time is not a schedule's: their run folder / log name carries the
-#: trigger (``20251108T020500_123Z-manual``), so they never share one with a scheduled fire.
-UNSCHEDULED_TRIGGERS = ("manual", "run")
 
 
 def child_env(environ: Mapping[str, str]) -> dict[str, str]:
@@ -50,30 +47,6 @@ class AttemptResult:
     message: str
     retry_due: float | None = None
     final: bool = True
-
-
-def run_name(scheduled_for: float, trigger: str = "schedule") -> str:
-    """The one place a run's name is built: its stamp, plus the trigger when it is not a schedule's."""
-    from crawlsched.crawl import run_stamp
-
-    stamp = run_stamp(timing.from_epoch(scheduled_for))
-    return f"{stamp}-{trigger}" if trigger in UNSCHEDULED_TRIGGERS else stamp
-
-
-def run_dir(home: Path, job: Job, scheduled_for: float, trigger: str = "schedule") -> Path:
-    """``data/<job>/<run name>``; pass the run's trigger (recovery: ``run.trigger``) to find a manual run's."""
-    return home / "data" / job.id / run_name(scheduled_for, trigger)
-
-
-def end_run(home: Path, job_id: str, scheduled_for: float, trigger: str = "schedule") -> None:
-    """A run's chain ended (whatever ended it): its half-written bodies go (crawl.remove_partial_bodies)."""
-    from crawlsched.crawl import remove_partial_bodies
-
-    remove_partial_bodies(home / "data" / job_id / run_name(scheduled_for, trigger))
-
-
-def run_log(home: Path, job: Job, scheduled_for: float, attempt: int, trigger: str = "schedule") -> Path:
-    return home / "logs" / "runs" / job.id / f"{run_name(scheduled_for, trigger)}-a{attempt}.log"
 
 
 class AttemptRunner:

@@ -31,9 +31,10 @@ from crawlsched import control, render, timing
 from crawlsched.errors import InvalidValue, JobNotFound, RunNotFound, Unsupported
 from crawlsched.fires import OUTCOMES, Fire, StripCache, job_fires, job_stats, since_text
 from crawlsched.model import Job, ScheduleKind
-from crawlsched.validate import ID_RE, check_int, check_name
+from crawlsched.durations import check_int
+from crawlsched.validate import ID_RE, check_name
 from crawlsched.runfiles import sniff
-from crawlsched.runner import run_dir, run_log
+from crawlsched.crawl.runs import run_dir, run_log
 from crawlsched.state import Run
 from crawlsched.web.payload import (ADD_KEYS, CONVERT, SCHEDULE_KEYS, _given, json_body, refuse_commands, refuse_environment,
                                     refuse_private_targets, schedule_fields)
