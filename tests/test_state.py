@@ -28,5 +28,5 @@ def test_an_attempt_closed_after_the_file_was_replaced_gets_its_own_row_not_anot
     state.finish_attempt(key, status="success", finished_at=105.0, message="slow done")
     got = {(r.job_id, r.attempt): (r.status, r.message) for r in state.runs()}
     assert got == {("tick", 1): ("running", None), ("slow", 1): ("success", "slow done")}
-    assert state.daemon()["pid"] == os.getpid()  # the daemon row is back with the fresh file
+    assert state.daemon().pid == os.getpid()  # the daemon row is back with the fresh file
     state.close()

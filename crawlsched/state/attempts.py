@@ -10,6 +10,7 @@ the job's chain claim is refused (crawlsched.state.leases).
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from typing import Any
 
@@ -17,6 +18,8 @@ from crawlsched.errors import ChainBusy
 from crawlsched.state import leases
 from crawlsched.state.metrics import count_finished, count_not_run
 from crawlsched.state.records import CLAIM_DAEMON, LEASE_SECONDS, AttemptId, AttemptKey, Owner, Retry, Saved
+
+log = logging.getLogger("crawlsched")
 
 
 class AttemptWrites:
@@ -83,6 +86,8 @@ class AttemptWrites:
         def close(c: sqlite3.Connection) -> Saved | None:
             if isinstance(key, AttemptKey):
                 if leases.fenced(c, key):
+                    log.warning("job %s: attempt %d/%d's outcome (%s) is refused: its lease ended and another owner"
+                                " took the chain meanwhile", key.job_id, key.attempt, key.max_attempts, status)
                     return Saved.FENCED
                 row_id = _attempt_id(c, key)
                 if row_id is None:  # the file was replaced while it ran: its row again, then closed

@@ -140,7 +140,7 @@ class ChainLeases:
     def renew_leases(self, owner: Owner, now: float, *, ttl: float = LEASE_SECONDS) -> None:
         """Extend every lease ``owner`` holds (its chains and running attempts) to ``now + ttl``."""
         until = now + ttl
-        self.db.write_or_hold(lambda c: (
+        with self.db.write() as c:  # not held in trouble: the next renewal that lands covers it
             c.execute("UPDATE chain_claims SET lease_until = ? WHERE owner_id = ? AND lease_until IS NOT NULL",
-                      (until, owner.id)),
-            c.execute("UPDATE runs SET lease_until = ? WHERE owner_id = ? AND status = 'running'", (until, owner.id))))
+                      (until, owner.id))
+            c.execute("UPDATE runs SET lease_until = ? WHERE owner_id = ? AND status = 'running'", (until, owner.id))
