@@ -2,7 +2,10 @@
 
 Each test runs against each store (ids: ``sqlite``; PostgreSQL joins later). Owners
 here live on no host of this machine, so every store judges them by their lease
-alone; times are fixed instants passed as ``now``.
+alone. Times are fixed instants passed as ``now``; a lease is ended by ``impl.lapse``
+(its end moved into the past), so a store that judges leases by its own clock (the
+database's) passes the same tests. The few that check the caller's ``now`` against a
+lease's end run only where the store uses that clock (``impl.caller_clock``).
 """
 
 from __future__ import annotations
@@ -29,15 +32,24 @@ TTL = 30.0
 class Impl:
     make: Callable[[Path], StateStore]
     drop_rows: Callable[[StateStore, str], None]  # the rows of a job vanish (a file replaced, a restore)
+    lapse: Callable[[StateStore, Owner], None]  # the owner's leases end (it froze, was cut off)
+    caller_clock: bool  # leases end by the ``now`` callers pass (not by the database's clock)
 
 
-def _sqlite_drop(store: StateStore, job_id: str) -> None:
+def _sqlite(store: StateStore, sql: str, params: tuple) -> None:
     with sqlite3.connect(store.path) as c:  # type: ignore[attr-defined]
-        c.execute("DELETE FROM runs WHERE job_id = ?", (job_id,))
+        c.execute(sql, params)
     c.close()
 
 
-IMPLEMENTATIONS = {"sqlite": Impl(lambda folder: SqliteStore(folder / "state.db").open(), _sqlite_drop)}
+IMPLEMENTATIONS = {"sqlite": Impl(
+    make=lambda folder: SqliteStore(folder / "state.db").open(),
+    drop_rows=lambda store, job_id: _sqlite(store, "DELETE FROM runs WHERE job_id = ?", (job_id,)),
+    lapse=lambda store, owner: (
+        _sqlite(store, "UPDATE chain_claims SET lease_until = 0 WHERE owner_id = ? AND lease_until IS NOT NULL", (owner.id,)),
+        _sqlite(store, "UPDATE runs SET lease_until = 0 WHERE owner_id = ?", (owner.id,))),
+    caller_clock=True,
+)}
 
 
 @pytest.fixture(params=list(IMPLEMENTATIONS), ids=list(IMPLEMENTATIONS))
@@ -184,14 +196,17 @@ def test_the_owner_claiming_again_keeps_its_lease_and_epoch(store):
     assert again.epoch == first.epoch and again.until == T + 10 + TTL
 
 
-def test_a_lapsed_lease_is_taken_over_with_a_higher_epoch(store):
+def test_a_lapsed_lease_is_taken_over_with_a_higher_epoch(store, impl):
     first = store.claim_chain("j", A, T, ttl=TTL)
+    impl.lapse(store, A)
     assert store.claim("j", now=T + TTL + 1) is None
     second = store.claim_chain("j", B, T + TTL + 1, ttl=TTL)
     assert second.epoch > first.epoch and second.owner == B
 
 
-def test_a_renewed_lease_stays_live(store):
+def test_a_lease_ends_at_its_time_unless_renewed(store, impl):
+    if not impl.caller_clock:
+        pytest.skip("this store ends leases by its own clock")
     store.claim_chain("j", A, T, ttl=TTL)
     store.renew_leases(A, T + 25, ttl=TTL)
     with pytest.raises(ChainBusy):
@@ -224,9 +239,19 @@ def test_an_attempt_started_with_a_claim_is_refused_while_another_holds_the_chai
     assert store.runs("j") == [], "nothing written"
 
 
-def test_a_stale_owners_writes_are_fenced_once_another_claimed_the_chain(store):
+def test_a_renewed_lease_stays_live_until_it_lapses(store, impl):
+    store.claim_chain("j", A, T, ttl=TTL)
+    store.renew_leases(A, T + 25, ttl=TTL)
+    with pytest.raises(ChainBusy):
+        store.claim_chain("j", B, T + 26, ttl=TTL)
+    impl.lapse(store, A)
+    assert store.claim_chain("j", B, T + 27, ttl=TTL).owner == B
+
+
+def test_a_stale_owners_writes_are_fenced_once_another_claimed_the_chain(store, impl):
     key = start(store, owner=A).key
     assert key.epoch is not None
+    impl.lapse(store, A)
     store.claim_chain("j", B, T + TTL + 1, ttl=TTL)  # A froze past its lease; B took the chain
     retry = Retry("j", T, 2, 3, T + 500, "schedule")
     assert store.finish_attempt(key, status="success", finished_at=T + 100, message="late", retry=retry) is Saved.FENCED
@@ -242,18 +267,20 @@ def test_a_write_with_the_current_epoch_lands(store):
     assert store.finish_attempt(key, status="success", finished_at=T + 11, message="ok") is Saved.SAVED
 
 
-def test_a_running_attempt_counts_as_elsewhere_only_while_its_lease_is_live(store):
+def test_a_running_attempt_counts_as_elsewhere_only_while_its_lease_is_live(store, impl):
     start(store, owner=A)
     assert store.running_elsewhere("j", B, now=T + 1).job_id == "j"
     assert store.running_elsewhere("j", A, now=T + 1) is None, "not elsewhere for its own owner"
     assert store.stale_running(B, now=T + 1) == []
+    impl.lapse(store, A)
     assert store.running_elsewhere("j", B, now=T + TTL + 1) is None
     assert [r.job_id for r in store.stale_running(B, now=T + TTL + 1)] == ["j"]
     assert not store.job_states(["j"], now=T + TTL + 1)["j"].running
 
 
-def test_a_settled_row_closes_whoever_holds_the_chain_now(store):
+def test_a_settled_row_closes_whoever_holds_the_chain_now(store, impl):
     start(store, owner=A)
+    impl.lapse(store, A)
     store.claim_chain("j", B, T + TTL + 1, ttl=TTL)
     (stale,) = store.stale_running(B, now=T + TTL + 1)
     assert store.finish_attempt(AttemptKey.of(stale), status="interrupted", finished_at=T + TTL + 2,

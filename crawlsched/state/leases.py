@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import socket
 import sqlite3
+import time
 from typing import Any
 
 from crawlsched.errors import ChainBusy
@@ -132,8 +133,6 @@ class ChainLeases:
 
     def claim(self, job_id: str, now: float | None = None) -> Claim | None:
         """The live claim on the job's chain, if any (read only)."""
-        import time
-
         with self.db.lock:
             return blocking_claim(self.db.conn, job_id, NOBODY, time.time() if now is None else now)
 
