@@ -767,7 +767,7 @@ class Daemon:
         result: AttemptResult | None = None
         try:
             try:
-                other = self.state.running_elsewhere(job.id, self.pid)
+                other = self.state.running_elsewhere(job.id, self.runner.owner)
             except StorageUnavailable:
                 other = None  # the attempt cannot start without its row: the runner holds the fire as missed
             busy = f"running in another process (pid {other.owner_pid})" if other is not None else None

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 from crawlsched import logs, procs, timing
 from crawlsched.model import CatchUp, Job, RunStatus
 from crawlsched.runner import end_run, run_dir
-from crawlsched.state import AttemptKey, Retry, State
+from crawlsched.state import CLAIM_DAEMON, AttemptKey, Owner, Retry, State
 
 if TYPE_CHECKING:
     from crawlsched.daemon import Chain
@@ -60,7 +60,7 @@ def settle_stale_runs(state: State, jobs: Mapping[str, Job], home: Path, pid: in
     """Finish the running rows a dead daemon left: complete, or interrupted (with a retry if one is left)."""
     from crawlsched.crawl import bodies_complete, url_output
 
-    for run in state.stale_running(pid):
+    for run in state.stale_running(Owner(CLAIM_DAEMON, pid, procs.identity(pid))):
         if procs.stop_orphan_group(run.child_pgid, run.child_ident):
             # Killed outright (SIGKILL, OOM) outside systemd, the old daemon left its command
             # running; stop it before the chain's next attempt could run beside it.

@@ -104,8 +104,8 @@ class AttemptRunner:
         started = started_at if started_at is not None else self.clock()
         try:
             run_id = self.state.start_attempt(
-                job.id, scheduled_for, attempt, job.max_attempts, trigger=trigger, started_at=started, pid=self.pid,
-                ident=self.ident, claim=self.claim,
+                job.id, scheduled_for, attempt, job.max_attempts, trigger=trigger, started_at=started, owner=self.owner,
+                claim=self.claim is not None,
             )  # raises ChainBusy, writing nothing, when another live process holds the job's chain
         except StorageUnavailable:
             # Not run: without its row, a daemon killed now could not tell it ran. The fire is
@@ -296,13 +296,13 @@ def run_foreground(job: Job, state: State, home: Path, log: logging.Logger, *,
 
     pid = os.getpid()
     ident = procs.identity(pid)
-    other = state.running_elsewhere(job.id, pid)
+    owner = Owner(CLAIM_RUN, pid, ident)
+    other = state.running_elsewhere(job.id, owner)
     if other is not None:
         raise JobBusy(f"job {job.id} is running in another process (pid {other.owner_pid}); not starting it twice")
     # The whole chain, its retry waits included, is claimed: the daemon skips (and records)
     # a fire of this job until it ends; a daemon's chain that runs or waits for its retry
     # makes this refuse. Checked and taken in one transaction; a dead owner's claim is stale.
-    owner = Owner(CLAIM_RUN, pid, ident)
     try:
         state.claim_chain(job.id, owner, clock())
     except ChainBusy as busy:

@@ -23,9 +23,10 @@ def _owner(owner: Owner | int) -> Owner:
 
 
 def _is(row: Any, owner: Owner) -> bool:
-    if row["owner_id"] is not None and owner.kind:
-        return bool(row["owner_id"] == owner.id)
-    return row["owner_pid"] == owner.pid and row["owner_host"] in (None, owner.host)
+    """Is this row the owner's? A process's rows are all its own, whatever role it ran them in."""
+    if owner.pid:
+        return bool(row["owner_pid"] == owner.pid and row["owner_host"] in (None, owner.host))
+    return bool(row["owner_id"] == owner.id)
 
 
 class HistoryQueries:
