@@ -248,6 +248,14 @@ def test_a_renewed_lease_stays_live_until_it_lapses(store, impl):
     assert store.claim_chain("j", B, T + 27, ttl=TTL).owner == B
 
 
+def test_the_daemons_heartbeat_renews_its_leases(store):
+    store.daemon_started(A.pid, A.host, "1.0", T)  # the daemon is owner A
+    store.claim_chain("j", A, T, ttl=TTL)
+    store.heartbeat(T + 25, ttl=TTL)
+    with pytest.raises(ChainBusy):
+        store.claim_chain("j", B, T + TTL + 10, ttl=TTL)
+
+
 def test_a_stale_owners_writes_are_fenced_once_another_claimed_the_chain(store, impl):
     key = start(store, owner=A).key
     assert key.epoch is not None
