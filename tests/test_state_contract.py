@@ -30,7 +30,7 @@ TTL = 30.0
 
 @dataclass
 class Impl:
-    make: Callable[[Path], StateStore]
+    make: Callable[[pytest.FixtureRequest, Path], StateStore]  # (the test's request, for fixtures; a temp folder)
     drop_rows: Callable[[StateStore, str], None]  # the rows of a job vanish (a file replaced, a restore)
     lapse: Callable[[StateStore, Owner], None]  # the owner's leases end (it froze, was cut off)
     caller_clock: bool  # leases end by the ``now`` callers pass (not by the database's clock)
@@ -43,7 +43,7 @@ def _sqlite(store: StateStore, sql: str, params: tuple) -> None:
 
 
 IMPLEMENTATIONS = {"sqlite": Impl(
-    make=lambda folder: SqliteStore(folder / "state.db").open(),
+    make=lambda request, folder: SqliteStore(folder / "state.db").open(),
     drop_rows=lambda store, job_id: _sqlite(store, "DELETE FROM runs WHERE job_id = ?", (job_id,)),
     lapse=lambda store, owner: (
         _sqlite(store, "UPDATE chain_claims SET lease_until = 0 WHERE owner_id = ? AND lease_until IS NOT NULL", (owner.id,)),
@@ -58,8 +58,8 @@ def impl(request) -> Impl:
 
 
 @pytest.fixture
-def store(impl, tmp_path) -> StateStore:
-    s = impl.make(tmp_path)
+def store(impl, request, tmp_path) -> StateStore:
+    s = impl.make(request, tmp_path)
     yield s
     s.close()
 
