@@ -10,6 +10,7 @@ lease's end run only where the store uses that clock (``impl.caller_clock``).
 
 from __future__ import annotations
 
+import inspect
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +74,18 @@ def only_run(store: StateStore, job="j") -> Run:
     rows = store.runs(job)
     assert len(rows) == 1
     return rows[0]
+
+
+def test_the_store_has_every_operation_of_the_protocol(store):
+    operations = [name for name in vars(StateStore) if not name.startswith("_")]
+    assert len(operations) > 40
+    missing = [name for name in operations if not hasattr(store, name)]
+    assert missing == []
+    for name in operations:
+        wanted = vars(StateStore)[name]
+        if inspect.isfunction(wanted):
+            params = set(inspect.signature(wanted).parameters) - {"self"}
+            assert params <= set(inspect.signature(getattr(store, name)).parameters), name
 
 
 # --- attempts ------------------------------------------------------------------
