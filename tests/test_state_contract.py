@@ -200,6 +200,7 @@ def test_a_second_claimer_is_refused_while_the_lease_is_live(store):
     with pytest.raises(ChainBusy) as refused:
         store.claim_chain("j", B, T + TTL - 1, ttl=TTL)
     assert refused.value.claim.epoch == lease.epoch
+    assert "the daemon (on host-a) is running it" in str(refused.value)
     assert store.claim("j", now=T + 1).epoch == lease.epoch
 
 

@@ -58,7 +58,7 @@ def blocking_claim(c: sqlite3.Connection, job_id: str, owner: Owner, now: float)
         found = c.execute("SELECT * FROM retries WHERE job_id = ?", (job_id,)).fetchone()
         retry = _retry(found) if found is not None else None
     return Claim(row["job_id"], row["owner"], row["owner_pid"], row["owner_ident"], row["claimed_at"], retry,
-                 row["epoch"], row["lease_until"])
+                 row["epoch"], row["lease_until"], row["owner_host"])
 
 
 def take_claim(c: sqlite3.Connection, job_id: str, owner: Owner, now: float, ttl: float) -> int:

@@ -165,18 +165,22 @@ class Claim:
     retry: Retry | None = None
     epoch: int = 0
     lease_until: float | None = None
+    owner_host: str | None = None
 
     def describe(self, tz: str = "UTC") -> str:
         """Why the job is busy, for a person: who holds it and what it does."""
+        elsewhere = self.owner_host and self.owner_host != socket.gethostname()
+        where = " ".join(filter(None, (f"pid {self.owner_pid}" if self.owner_pid else "",
+                                       f"on {self.owner_host}" if elsewhere else "")))
         if self.owner == CLAIM_RUN:
-            return f"`crawlsched run` (pid {self.owner_pid}) is running it"
+            return f"`crawlsched run` ({where}) is running it"
         if self.retry is not None:
             from crawlsched import timing
 
             when = timing.format_local(timing.from_epoch(self.retry.due_at), tz)
-            return (f"the daemon (pid {self.owner_pid}) is waiting to retry it"
+            return (f"the daemon ({where}) is waiting to retry it"
                     f" (attempt {self.retry.next_attempt}/{self.retry.max_attempts} at {when})")
-        return f"the daemon (pid {self.owner_pid}) is running it"
+        return f"the daemon ({where}) is running it"
 
 
 @dataclass(frozen=True)
