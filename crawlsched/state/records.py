@@ -172,15 +172,16 @@ class Claim:
         elsewhere = self.owner_host and self.owner_host != socket.gethostname()
         where = " ".join(filter(None, (f"pid {self.owner_pid}" if self.owner_pid else "",
                                        f"on {self.owner_host}" if elsewhere else "")))
+        who = ("`crawlsched run`" if self.owner == CLAIM_RUN else "the daemon") + (f" ({where})" if where else "")
         if self.owner == CLAIM_RUN:
-            return f"`crawlsched run` ({where}) is running it"
+            return f"{who} is running it"
         if self.retry is not None:
             from crawlsched import timing
 
             when = timing.format_local(timing.from_epoch(self.retry.due_at), tz)
-            return (f"the daemon ({where}) is waiting to retry it"
+            return (f"{who} is waiting to retry it"
                     f" (attempt {self.retry.next_attempt}/{self.retry.max_attempts} at {when})")
-        return f"the daemon ({where}) is running it"
+        return f"{who} is running it"
 
 
 @dataclass(frozen=True)
