@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from crawlsched import __version__, logs, recovery, systemd, timing
-from crawlsched.errors import ChainBusy, CrawlschedError, JobFileError
+from crawlsched.errors import ChainBusy, DaemonLockError, JobFileError
 from crawlsched.executor import Burst, Executor, InlineExecutor, WarmPool
 from crawlsched.retention import GUARD, Retention
 from crawlsched.model import Job, JobFile, RunStatus, ScheduleKind
@@ -151,10 +151,6 @@ class Chain:
     future: Future | None = None
     retry_due: float | None = None
     begun: bool = False  # its worker has started (the attempt row follows at once)
-
-
-class DaemonLockError(CrawlschedError):
-    exit_code = 1
 
 
 class Daemon:
