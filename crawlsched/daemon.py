@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from crawlsched import __version__, logs, recovery, systemd, timing
+from crawlsched import __version__, control, logs, recovery, systemd, timing
 from crawlsched.errors import ChainBusy, DaemonLockError, JobFileError
 from crawlsched.executor import Burst, Executor, InlineExecutor, WarmPool
 from crawlsched.retention import GUARD, Retention
@@ -381,7 +381,7 @@ class Daemon:
     def acquire_lock(self) -> None:
         """Only one daemon per home: a second one refuses, naming the pid that holds it."""
         self.home.mkdir(parents=True, exist_ok=True)
-        path = self.home / ".crawlsched-daemon.lock"
+        path = control.lock_path(self.home)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -1046,3 +1046,32 @@ def trim_memory() -> None:
     except (OSError, AttributeError):
         pass
 
+
+
+class DaemonView:
+    """The daemon as the web API sees it (``control.SchedulerView``): read-only facts and two
+    requests. The web is given this, the store and the state, never the ``Daemon``."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self._daemon = daemon
+        self.clock = daemon.clock
+        self.monotonic = daemon.monotonic
+        self.request_reload = daemon.request_reload
+        self.request_wake = daemon.request_wake
+
+    started = property(lambda self: self._daemon.started)
+    stopping = property(lambda self: self._daemon.stopping)
+    config_error = property(lambda self: self._daemon.config_error)
+    jobs = property(lambda self: self._daemon.jobs)
+    defaults = property(lambda self: self._daemon.defaults)
+
+    @property
+    def pool_size(self) -> int:
+        daemon = self._daemon
+        return daemon._pool_size or (daemon.defaults.max_concurrent if daemon.defaults else 0)
+
+    def next_fires(self) -> dict[str, float]:
+        return dict(self._daemon.planned)
+
+    def is_busy(self, job_id: str) -> bool:
+        return job_id in self._daemon.chains

@@ -124,6 +124,18 @@ class HistoryQueries:
     def newest_run_id(self) -> int:
         return int(self.db.read("SELECT max(id) FROM runs")[0][0] or 0)
 
+    def oldest_run_id(self) -> int | None:
+        """The smallest row id (pruning removes the oldest rows first); None with no history."""
+        return self.db.read("SELECT min(id) FROM runs")[0][0]
+
+    def existing_run_ids(self, ids: list[int]) -> set[int]:
+        """Which of ``ids`` the history still has."""
+        present: set[int] = set()
+        for chunk in chunks(ids, 900):
+            present.update(r[0] for r in self.db.read(f"SELECT id FROM runs WHERE id IN ({','.join('?' * len(chunk))})",
+                                                      tuple(chunk)))
+        return present
+
     def strip_rows_after(self, after_id: int) -> list[StripRow]:
         """Rows written after ``after_id``, oldest first, with the columns a card's strip shows."""
         return [StripRow(*r) for r in self.db.read(f"SELECT {_STRIP} FROM runs WHERE id > ? ORDER BY id", (after_id,))]
