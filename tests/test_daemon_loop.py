@@ -9,67 +9,18 @@ from __future__ import annotations
 
 import logging
 import os
-import sqlite3
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
-from crawlsched.daemon import Daemon, InlineExecutor
 from crawlsched.state import State
-from crawlsched.store import JobStore
-from daemon_helpers import FakeClock
+from helpers.clock import FakeClock, iso
+from helpers.history import rows, runs
+from helpers.jobs import write_jobs
+from helpers.loop import make_daemon, run_until
 
 UTC = timezone.utc
-
-
-def write_jobs(home: Path, body: str) -> None:
-    (home / "jobs.toml").write_text('[defaults]\ntimezone = "UTC"\n\n' + body)
-
-
-def make_daemon(home: Path, clock: FakeClock) -> Daemon:
-    log = logging.getLogger("crawlsched.test")
-    store = JobStore(home / "jobs.toml", cache_dir=home / ".cache")
-    state = State(home / "crawlsched.db")
-    return Daemon(store, state, home, log, clock=clock.time, monotonic=clock.monotonic,
-                  executor=InlineExecutor(), notify=lambda _msg: False, duties=False)
-
-
-def run_until(daemon: Daemon, clock: FakeClock, until: datetime) -> None:
-    """Drive turns, moving the fake clock to each due time, up to ``until``."""
-    end = until.timestamp()
-    for _ in range(10_000):
-        wait = daemon.turn()
-        daemon._drain_inbox()
-        nxt = clock.time() + max(wait, 0.001)
-        if nxt > end:
-            clock.advance(end - clock.time())
-            daemon.turn()
-            daemon._drain_inbox()
-            return
-        clock.advance(nxt - clock.time())
-    raise AssertionError("loop did not reach the end time")
-
-
-def rows(home: Path, where: str = "1=1") -> list[tuple]:
-    con = sqlite3.connect(home / "crawlsched.db")
-    try:
-        return con.execute(
-            f"SELECT job_id, scheduled_for, attempt, status, trigger, missed_count FROM runs WHERE {where} ORDER BY id"
-        ).fetchall()
-    finally:
-        con.close()
-
-
-def iso(ts: float, tz: str = "UTC") -> str:
-    from zoneinfo import ZoneInfo
-
-    return datetime.fromtimestamp(ts, ZoneInfo(tz)).isoformat()
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    return tmp_path
 
 
 def test_jobs_fire_in_due_order_and_not_before(home):
@@ -111,8 +62,7 @@ def test_no_retry_is_scheduled_past_the_next_regular_fire(home):
     run_until(d, clock, datetime(2025, 11, 8, 9, 25, tzinfo=UTC))
     got = rows(home)
     assert [(r[2], r[3]) for r in got] == [(1, "failed"), (1, "failed"), (1, "failed")]
-    con = sqlite3.connect(home / "crawlsched.db")
-    assert "next run is due" in con.execute("SELECT message FROM runs ORDER BY id LIMIT 1").fetchone()[0]
+    assert "next run is due" in runs(home)[0]["message"]
 
 
 def test_a_fire_during_a_retry_wait_is_skipped(home):

@@ -451,7 +451,7 @@ class _Api:
         from crawlsched.state import State
         from crawlsched.store import JobStore
         from crawlsched.web import create_app
-        from daemon_helpers import FakeClock
+        from helpers.clock import FakeClock
 
         self.jobs_file = home / "jobs.toml"
         self.jobs_file.write_text('[defaults]\ntimezone = "UTC"\nurl = "https://example.com/"\n')
