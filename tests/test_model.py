@@ -7,7 +7,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from crawlsched.model import MAX_SECONDS, CatchUp, Defaults, JobFile, JobStatus, RunStatus, ScheduleKind, Trigger
+from crawlsched.durations import MAX_SECONDS
+from crawlsched.model import CatchUp, Defaults, JobFile, JobStatus, RunStatus, ScheduleKind, Trigger
 from crawlsched.validate import build_job
 
 UTC = timezone.utc

@@ -15,25 +15,18 @@ from datetime import date, datetime, timezone
 
 import pytest
 
+from crawlsched.durations import MAX_INT, MAX_SECONDS, HugeNumber, check_int, check_seconds, parse_duration, parse_every
 from crawlsched.errors import InvalidValue
-from crawlsched.model import MAX_INT, MAX_SECONDS, CatchUp, Defaults
+from crawlsched.model import CatchUp, Defaults
+from crawlsched.schedules import check_date, check_timezone, parse_at, parse_cron
+from crawlsched.urls import check_url
 from crawlsched.validate import (
-    HugeNumber,
     build_defaults,
     build_job,
     check_catch_up,
-    check_date,
     check_headers,
     check_id,
-    check_int,
     check_name,
-    check_seconds,
-    check_timezone,
-    check_url,
-    parse_at,
-    parse_cron,
-    parse_duration,
-    parse_every,
     slug_id,
 )
 

@@ -358,7 +358,7 @@ import json  # noqa: E402
 import tomllib  # noqa: E402
 
 from crawlsched.errors import InvalidValue  # noqa: E402
-from crawlsched.model import MAX_INT, MAX_SECONDS  # noqa: E402
+from crawlsched.durations import MAX_INT, MAX_SECONDS  # noqa: E402
 from crawlsched.validate import build_defaults  # noqa: E402
 
 NOW = datetime(2026, 12, 1, 21, 50, tzinfo=UTC)
