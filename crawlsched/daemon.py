@@ -237,8 +237,7 @@ class Daemon:
         # Read both clocks together: `now` is from before recovery and planning, which can
         # take seconds, and that real time would read as a jump forward at the first turn.
         self.offset = self.clock() - self.monotonic()
-        self.state.daemon_update(ready_at=self.clock(), config_ok=1, config_error=None, http=self.http_url,
-                                 handled_until=self._handled_until(now), **self._next_info())
+        self.state.daemon_ready(self.clock(), http=self.http_url, handled_until=self._handled_until(now), **self._next_info())
         self._keep_last_good(self.applied_key)
         self.started = True
         self.notify("READY=1")
@@ -358,7 +357,7 @@ class Daemon:
         self._release_claims()  # what it cannot release is stale once we exit
         now = self.clock()
         try:
-            self.state.daemon_update(heartbeat=now, stopped_at=now, handled_until=self._handled_until(now))
+            self.state.daemon_stopped(now, handled_until=self._handled_until(now))
         except Exception as exc:  # the database may be the reason we stop
             self.log.error("could not record the stop in the state database: %s", exc)
         if self.state.held and not self.state.flush_held():
@@ -460,7 +459,7 @@ class Daemon:
                 self.log.error("job file not applied, keeping the last good jobs: %s", exc)
             self.bad_key = key
             self.config_error = str(exc)
-            self.state.daemon_update(config_ok=0, config_error=str(exc))
+            self.state.config_status(str(exc))
             self._send_status()
             return False
         self.bad_key = None
@@ -469,7 +468,7 @@ class Daemon:
         self._apply(jobfile, self.clock())
         del jobfile
         self._settle_memory()
-        self.state.daemon_update(config_ok=1, config_error=None, **self._next_info())
+        self.state.config_status(None, **self._next_info())
         self._keep_last_good(key)
         self.log.info("job file reloaded: %d jobs", len(self.jobs))
         self._send_status()
@@ -494,7 +493,7 @@ class Daemon:
         message = f"{self.store.path.name}: the file is {how}"
         if self.config_error != message:
             self.log.error("job file not applied, keeping the last good jobs: %s", message)
-            self.state.daemon_update(config_ok=0, config_error=message)
+            self.state.config_status(message)
         self.config_error = message
         self._send_status()
         self.applied_key = None  # any file that appears is read again
@@ -602,7 +601,7 @@ class Daemon:
             self.planner.push_retry(retry.job_id, chain.token, retry.due_at)
         # A chain waiting for its retry is ours: `crawlsched run` refuses it meanwhile. One held by a
         # live `run` (started while no daemon was up) is checked again when the retry is due.
-        self.state.claim_chains([r.job_id for r in resumed], CLAIM_DAEMON, self.pid, self.runner.ident, now)
+        self.state.claim_chains([r.job_id for r in resumed], self.runner.owner, now)
 
     def _catch_up(self, job: Job, now: float, previous: catchup.LastRun, seen: catchup.Seen | None,
                   rowed: catchup.Rowed | None = None) -> None:
@@ -729,7 +728,7 @@ class Daemon:
         result: AttemptResult | None = None
         try:
             try:
-                other = self.state.running_elsewhere(job.id, self.pid)
+                other = self.state.running_elsewhere(job.id, self.runner.owner)
             except StorageUnavailable:
                 other = None  # the attempt cannot start without its row: the runner holds the fire as missed
             busy = f"running in another process (pid {other.owner_pid})" if other is not None else None
@@ -773,7 +772,7 @@ class Daemon:
             self.unclaim.clear()
             return
         try:
-            self.state.release_chains(ended, CLAIM_DAEMON, self.pid)
+            self.state.release_chains(ended, self.runner.owner)
         except StorageUnavailable:
             return  # tried again next turn; the storage episode is logged once, by the state
         except Exception as exc:  # a locked database: tried again next turn, logged once
@@ -905,7 +904,7 @@ class Daemon:
     def _duty_heartbeat(self) -> None:
         try:
             now = self.clock()
-            self.state.daemon_update(heartbeat=now, pid=self.pid, handled_until=self._handled_until(now), **self._next_info())
+            self.state.heartbeat(now, pid=self.pid, handled_until=self._handled_until(now), **self._next_info())
         except StorageUnavailable:
             pass  # logged once for the episode, by the state
         except Exception as exc:

@@ -282,7 +282,7 @@ def test_a_broken_file_keeps_the_last_good_jobs(home):
     (home / "jobs.toml").write_text("[[jobs]\nbroken")
     assert d.reload(force=True) is False
     assert d.config_error and "jobs.toml:1" in d.config_error
-    assert State(home / "crawlsched.db").daemon()["config_ok"] == 0
+    assert State(home / "crawlsched.db").daemon().config_ok == 0
     run_until(d, clock, datetime(2025, 11, 8, 9, 21, tzinfo=UTC))
     assert len(rows(home)) == 3
     write_jobs(home, '[[jobs]]\nid = "e2"\nname = "e2"\nevery = "10m"\ncommand = "true"\n')

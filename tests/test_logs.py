@@ -262,8 +262,10 @@ def _end_by_a_run_holding_the_chain_when_the_retry_is_due(home):
     from helpers.loop import run_until
 
     d, clock = _waiting_for_retry(home)
-    d.state.release_chains(["f"], "daemon", d.pid)  # as if the daemon had been killed, and ...
-    assert d.state.claim_chain("f", CLAIM_RUN, os.getpid(), procs.identity(os.getpid()), clock.time()) is None  # ... `run` began
+    from crawlsched.state import Owner
+
+    d.state.release_chains(["f"], d.runner.owner)  # as if the daemon had been killed, and ...
+    assert d.state.claim_chain("f", Owner(CLAIM_RUN, os.getpid(), procs.identity(os.getpid())), clock.time())  # ... `run` began
     run_until(d, clock, datetime(2025, 11, 8, 9, 5, tzinfo=ZoneInfo("UTC")))
 
 

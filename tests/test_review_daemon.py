@@ -18,7 +18,7 @@ import pytest
 import crawlsched.daemon as daemon_mod
 from crawlsched import watch
 from crawlsched.daemon import Daemon
-from crawlsched.state import State
+from crawlsched.state import Retry, State
 from tests.test_daemon_loop import UTC, FakeClock, make_daemon, rows, run_until, write_jobs
 
 
@@ -187,7 +187,7 @@ def test_shutdown_cancels_queued_attempts_before_the_grace_period(home):
     assert time.monotonic() - t0 < 1.0  # not the 5 s grace: nothing had begun
     assert ex.shutdowns[0]["cancel_futures"] is True
     assert rows(home) == []  # none started; handled_until makes the next start catch them up
-    assert State(home / "crawlsched.db").daemon()["handled_until"] <= datetime(2025, 11, 8, 9, 5, tzinfo=UTC).timestamp()
+    assert State(home / "crawlsched.db").daemon().handled_until <= datetime(2025, 11, 8, 9, 5, tzinfo=UTC).timestamp()
 
 
 def test_shutdown_waits_one_shared_deadline_and_a_bounded_cancel_wait(home, monkeypatch):
@@ -260,9 +260,7 @@ def test_a_new_chain_clears_a_leftover_retry_row_of_its_job(home, monkeypatch):
     sched = datetime(2025, 11, 8, 9, 5, tzinfo=UTC).timestamp()
 
     def crashes(job, scheduled_for, attempt, **kw):  # saved its retry, then failed inside crawlsched
-        with d.state.write() as c:
-            c.execute("INSERT INTO retries(job_id, scheduled_for, next_attempt, max_attempts, due_at, trigger)"
-                      " VALUES (?, ?, ?, ?, ?, 'schedule')", (job.id, scheduled_for, attempt + 1, job.max_attempts, scheduled_for + 60))
+        d.state.save_retry(Retry(job.id, scheduled_for, attempt + 1, job.max_attempts, scheduled_for + 60, "schedule"))
         raise RuntimeError("bug")
 
     monkeypatch.setattr(d.runner, "attempt", crashes)
@@ -298,7 +296,7 @@ def test_a_missing_job_file_keeps_the_jobs_and_their_retries_until_it_is_back(ho
     d.reload()
     clock.advance(1)
     assert d.reload() is True
-    assert d.config_error is None and State(home / "crawlsched.db").daemon()["config_ok"] == 1
+    assert d.config_error is None and State(home / "crawlsched.db").daemon().config_ok == 1
     assert "f" in d.chains  # the same job: its retry goes on
 
 

@@ -179,12 +179,10 @@ class RunsApi:
                   run_success_rate=stats.run_success_rate)
 
     def _row(self, job: Job, run_id: int) -> Run:
-        from crawlsched.state import _run
-
-        rows = self.state.read("SELECT * FROM runs WHERE id = ? AND job_id = ?", (run_id, job.id))
-        if not rows:
+        run = self.state.run(run_id)
+        if run is None or run.job_id != job.id:
             raise RunNotFound(f"job {job.id} has no run {run_id}")
-        return _run(rows[0])
+        return run
 
     def body(self, ref: str, run_id: int, index: int) -> Response:
         job = self._job(ref)
