@@ -48,7 +48,7 @@ from crawlsched.retention import GUARD, Retention
 from crawlsched.model import Job, JobFile, RunStatus
 from crawlsched.plan import Entry, EntryKind, Planner
 from crawlsched.runner import AttemptResult, AttemptRunner, end_run
-from crawlsched.state import CLAIM_DAEMON, Retry, State, StorageUnavailable
+from crawlsched.state import CLAIM_DAEMON, DaemonInfo, Retry, State, StorageUnavailable
 from crawlsched.store import FileKey, JobStore
 
 __all__ = ["Burst", "Chain", "Daemon", "DaemonLockError", "Executor", "InlineExecutor", "Waker", "WarmPool", "trim_memory"]
@@ -499,7 +499,7 @@ class Daemon:
         self.applied_key = None  # any file that appears is read again
         self.bad_key = None
 
-    def _apply(self, jobfile: JobFile, now: float, previous: dict[str, Any] | None = None) -> None:
+    def _apply(self, jobfile: JobFile, now: float, previous: DaemonInfo | None = None) -> None:
         """Diff the new jobs against the running ones and re-plan only what changed (``Planner.apply``)."""
         first = not self.started
         seen = recovery.seen_jobs(self.state)

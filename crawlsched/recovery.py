@@ -17,7 +17,7 @@ from crawlsched import logs, procs, timing
 from crawlsched.catchup import CATCH_UP_ALL_LIMIT, CATCH_UP_WINDOW, CatchUpPlan, LastRun, Missed, Rowed, Seen
 from crawlsched.model import Job, RunStatus
 from crawlsched.runner import end_run, run_dir
-from crawlsched.state import CLAIM_DAEMON, AttemptKey, Owner, Retry, State
+from crawlsched.state import CLAIM_DAEMON, AttemptKey, DaemonInfo, Owner, Retry, State
 
 if TYPE_CHECKING:
     from crawlsched.daemon import Chain
@@ -103,15 +103,15 @@ def _note_next_run_due(state: State, retry: Retry) -> None:
 
 
 def seen_jobs(state: State) -> dict[str, Seen]:
-    """What the store knows of each job (first sight by a daemon, anchor, last fire), as plain data."""
-    return {job_id: Seen(row["daemon_seen"], row["anchor"], row["last_fire"]) for job_id, row in state.seen().items()}
+    """What the store knows of each job (first sight by a daemon, anchor, last fire), as the planner takes it."""
+    return {job_id: Seen(row.daemon_seen, row.anchor, row.last_fire) for job_id, row in state.seen().items()}
 
 
-def last_run(previous: Mapping[str, Any] | None) -> LastRun | None:
+def last_run(previous: DaemonInfo | None) -> LastRun | None:
     """The previous daemon's row (``State.daemon_started``), as the catch-up needs it."""
     if previous is None:
         return None
-    return LastRun(previous.get("handled_until"), previous.get("stopped_at"), previous.get("heartbeat"))
+    return LastRun(previous.handled_until, previous.stopped_at, previous.heartbeat)
 
 
 def rows_after(state: State, previous: Mapping[str, Any] | None) -> dict[str, Rowed]:
