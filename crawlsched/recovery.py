@@ -1,7 +1,8 @@
 """What a start or a late wake owes: interrupted attempts, pending retries, missed fires.
 
 The daemon calls these with what they need (its state database, jobs,
-anchors, the time) and applies what they return to its heap and chains;
+anchors, the time) and applies what they return to its heap and chains
+(which fires a stop leaves owed is ``chains.Chains.handled_until``);
 the arithmetic of which fires were missed, which run and what the history
 says about it lives here.
 """
@@ -12,15 +13,12 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import Any, Mapping
 
 from crawlsched import logs, procs, timing
 from crawlsched.model import CatchUp, Job, RunStatus
 from crawlsched.runner import end_run, run_dir
 from crawlsched.state import AttemptKey, Retry, State
-
-if TYPE_CHECKING:
-    from crawlsched.daemon import Chain
 
 CATCH_UP_WINDOW = 24 * 3600.0
 CATCH_UP_ALL_LIMIT = 100
@@ -270,10 +268,3 @@ def coalesce(job: Job, scheduled: float, now: float, anchor: float | None) -> tu
         last = last_missed.timestamp() if last_missed else scheduled
         missed = Missed(job.id, count, scheduled, last, message)
     return newest.timestamp(), missed
-
-
-def handled_until(chains: Iterable[Chain], now: float) -> float:
-    """Every fire due before this has a row or a saved retry; a fire still queued for a
-    worker has neither, so a daemon killed now must catch it up at the next start."""
-    waiting = [c.scheduled_for for c in chains if not c.begun and c.attempt == 1 and c.retry_due is None]
-    return min([now, *waiting])

@@ -40,12 +40,12 @@ def run_until(daemon: Daemon, clock: FakeClock, until: datetime) -> None:
     end = until.timestamp()
     for _ in range(10_000):
         wait = daemon.turn()
-        daemon._drain_inbox()
+        daemon.collect()
         nxt = clock.time() + max(wait, 0.001)
         if nxt > end:
             clock.advance(end - clock.time())
             daemon.turn()
-            daemon._drain_inbox()
+            daemon.collect()
             return
         clock.advance(nxt - clock.time())
     raise AssertionError("loop did not reach the end time")
@@ -153,10 +153,10 @@ def _down_and_up(home: Path, catch_up: str, every: str = "5m", down: timedelta =
     d2 = make_daemon(home, clock)
     d2.start()
     d2.turn()
-    d2._drain_inbox()
+    d2.collect()
     for _ in range(200):
         d2.turn()
-        d2._drain_inbox()
+        d2.collect()
     return rows(home)[before:]
 
 
@@ -249,7 +249,7 @@ def test_clock_jump_forward_2h_coalesces_interval_fires(home):
     run_until(d, clock, datetime(2025, 11, 8, 8, 0, 30, tzinfo=UTC))
     clock.jump(2 * 3600)
     d.turn()
-    d._drain_inbox()
+    d.collect()
     got = rows(home)
     assert [r[3] for r in got] == ["success", "missed", "success"]
     assert got[1][5] == 11

@@ -90,7 +90,7 @@ def test_a_saved_retry_overtaken_by_the_next_fire_is_dropped_and_the_fire_is_cau
     d2.start()
     for _ in range(5):
         d2.turn()
-        d2._drain_inbox()
+        d2.collect()
     got = rows(home)
     day1 = datetime(2025, 11, 8, 9, 5, tzinfo=UTC).timestamp()
     day2 = datetime(2025, 11, 9, 9, 5, tzinfo=UTC).timestamp()
@@ -137,7 +137,7 @@ def test_a_failing_fire_is_popped_replanned_and_does_not_spin(home, monkeypatch)
 
     monkeypatch.setattr(d, "fire", fire)
     d.turn()
-    d._drain_inbox()
+    d.collect()
     assert d.turn() > 1  # nothing left due: no tight loop
     assert [r[0] for r in rows(home)] == ["b"]  # the other job of the turn still ran
     assert d.planned["a"] == datetime(2025, 11, 9, 9, 5, tzinfo=UTC).timestamp()  # and "a" has its next fire
@@ -238,7 +238,7 @@ def test_a_job_removed_while_its_attempt_runs_leaves_no_retry_row(home):
     write_jobs(home, KEEP)
     d.reload(force=True)  # removed while its future is not done yet
     ex.resolve()
-    d._drain_inbox()
+    d.collect()
     assert "f" not in d.chains
     assert State(home / "crawlsched.db").retries() == []
 
@@ -271,7 +271,7 @@ def test_a_new_chain_clears_a_leftover_retry_row_of_its_job(home, monkeypatch):
     assert [r.scheduled_for for r in State(home / "crawlsched.db").retries()] == [sched]
     monkeypatch.undo()
     d.fire(d.jobs["f"], clock.time(), "manual")  # attempt 1 of a new chain, which succeeds
-    d._drain_inbox()
+    d.collect()
     assert [(r[2], r[3]) for r in rows(home)] == [(1, "success")]
     assert State(home / "crawlsched.db").retries() == []  # not `retrying` forever
 
@@ -312,14 +312,14 @@ def test_an_interval_job_started_exactly_on_its_anchor_fires_once_there(home):
     anchor = d.anchors["e"]
     clock.advance(anchor - clock.time())
     d.turn()
-    d._drain_inbox()
+    d.collect()
     assert d.planned["e"] == anchor + 900  # not the anchor a second time
     assert d.fired == 1
     write_jobs(home, '[[jobs]]\nid = "e"\nname = "e"\nevery = "15m"\ncommand = "true"\nmax_retries = 1\n')
     d.reload(force=True)  # the changed job is re-planned at the same instant
     assert d.planned["e"] == anchor + 900
     d.turn()
-    d._drain_inbox()
+    d.collect()
     assert d.fired == 1
     run_until(d, clock, datetime(2025, 11, 8, 9, 10, tzinfo=UTC))
     assert [r[1] for r in rows(home)] == [anchor]
