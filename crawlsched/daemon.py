@@ -19,7 +19,6 @@ single turns with a fake clock and an inline executor.
 
 from __future__ import annotations
 
-import fcntl
 import heapq
 import gc
 import itertools
@@ -35,9 +34,10 @@ from typing import Any, Callable
 
 from crawlsched import __version__, recovery, systemd, timing
 from crawlsched.chains import Chain, Chains, Next
-from crawlsched.duties import HEARTBEAT_EVERY, HEARTBEAT_SLACK, Duties  # noqa: F401 - HEARTBEAT_EVERY: re-exported
-from crawlsched.errors import CrawlschedError
+from crawlsched.duties import HEARTBEAT_SLACK, Duties
+from crawlsched.errors import DaemonLockError
 from crawlsched.executor import AttemptSpec, Executor, InlineExecutor
+from crawlsched.homelock import HomeLock
 from crawlsched.local_executor import LocalExecutor
 from crawlsched.memory import settle_memory, trim_memory
 from crawlsched.model import Job, JobFile, RunStatus, ScheduleKind
@@ -59,11 +59,6 @@ WAKE_SLACK = 0.002  # wake a little after a duty is due, never just before it (t
 STEP_BACKOFF = 1.0  # seconds before the next turn after a step of the loop failed
 FLUSH_EVERY = 1.0  # seconds between tries to save held writes while the storage is in trouble
 CANCEL_WAIT = 10.0  # seconds, in all, for cancelled attempts to end after the grace period
-LOCK_NAME = ".crawlsched-daemon.lock"
-
-
-class DaemonLockError(CrawlschedError):
-    exit_code = 1
 
 
 class Daemon:
@@ -95,15 +90,12 @@ class Daemon:
         self.wake = Waker()
         self.stopping = self.reload_requested = self.requests_pending = False
         self.defaults = None
-        self.duties = Duties(self)
-        self.use_duties = duties
+        self.duties, self.use_duties, self.watch = Duties(self), duties, None
         self.offset: float | None = None
-        self.started = False
-        self._lock_fd: int | None = None
+        self.started = self.failed_step = False
+        self.lock = HomeLock(self.home)
         self.fired = 0
-        self.watch: Any = None
         self.http_url: str | None = None  # set by run_daemon when the web API is served
-        self.failed_step = False
         self.wake_for_fire = False  # the next wake is for a fire or retry: wait precisely (Waker.wait)
         self.owns_process = False  # run() was called: the process is the daemon's (its GC, its signals)
         # Every fire due at or before this instant was handed out (or accounted for at start):
@@ -264,22 +256,10 @@ class Daemon:
 
     def acquire_lock(self) -> None:
         """Only one daemon per home: a second one refuses, naming the pid that holds it."""
-        self.home.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.home / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise DaemonLockError(f"another crawlsched daemon (pid {holder}) is running for home {self.home}") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{self.pid}\n".encode(), 0)
-        self._lock_fd = fd
+        self.lock.acquire(self.pid)
 
     def release_lock(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        self.lock.release()
 
     def install_signals(self) -> None:
         signal.signal(signal.SIGTERM, self._on_stop)

@@ -83,6 +83,12 @@ class DaemonNotRunning(CrawlschedError):
     http_status = 503
 
 
+class DaemonLockError(CrawlschedError):
+    """Another daemon holds this home's lock (one daemon per home, SPEC §6)."""
+
+    exit_code = 1
+
+
 class JobBusy(CrawlschedError):
     """The job is running elsewhere (``run`` refuses, SPEC §5)."""
 
