@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from crawlsched import procs, targets
-from crawlsched.errors import CrawlschedError
-from crawlsched.model import SECRET_PARAM_RE, redact_url  # noqa: F401 - redact_url is part of this module's API
+from crawlsched.errors import MissingVariable
+from crawlsched.validate import SECRET_PARAM_RE, redact_url  # noqa: F401 - redact_url is part of this module's API
 
 MAX_MESSAGE = 300
 CHUNK = 64 * 1024
@@ -66,18 +66,6 @@ class Outcome:
         # Enforced here, not at each call site, so no path can put a multi-line
         # traceback or a megabyte of output into the state database.
         object.__setattr__(self, "message", _one_line(self.message))
-
-
-class MissingVariable(CrawlschedError, KeyError, ValueError):
-    """A ``${VAR}`` in a URL or header is not set in the environment.
-
-    A KeyError (a lookup that failed) and a ValueError (a bad template) at once,
-    so callers catching either builtin see it.
-    """
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        super().__init__(f"environment variable {name} is not set (used as ${{{name}}})")
 
 
 def expand_vars(template: str, env: Mapping[str, str]) -> str:

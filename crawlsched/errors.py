@@ -83,12 +83,6 @@ class DaemonNotRunning(CrawlschedError):
     http_status = 503
 
 
-class DaemonLockError(CrawlschedError):
-    """Another daemon holds this home's lock (one daemon per home, SPEC §6)."""
-
-    exit_code = 1
-
-
 class JobBusy(CrawlschedError):
     """The job is running elsewhere (``run`` refuses, SPEC §5)."""
 
@@ -121,6 +115,69 @@ class StateError(CrawlschedError):
     """The state database cannot be used."""
 
     exit_code = 1
+
+
+# ``StorageUnavailable`` (the database cannot be written now) stays in ``crawlsched.state``: it is
+# also a ``sqlite3.OperationalError``, and this module is on the path of ``crawlsched --help``,
+# which does not load sqlite3.
+
+
+class DaemonLockError(CrawlschedError):
+    """Another daemon holds this home's lock, or the lock file cannot be taken."""
+
+    exit_code = 1
+
+
+class Refused(CrawlschedError):
+    """A command that will not go ahead as asked (bad combination of options): exit 2."""
+
+    exit_code = 2
+
+
+class MissingVariable(CrawlschedError, KeyError, ValueError):
+    """A ``${VAR}`` in a URL or header is not set in the environment.
+
+    A KeyError (a lookup that failed) and a ValueError (a bad template) at once,
+    so callers catching either builtin see it.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"environment variable {name} is not set (used as ${{{name}}})")
+
+
+class SeedFileError(CrawlschedError):
+    """The seed file cannot be imported; nothing was written (exit 2)."""
+
+    exit_code = 2
+    http_status = 422
+
+
+class WebConfigError(CrawlschedError):
+    """``--http`` cannot be served as asked (non-loopback without a token, a bad address): exit 2."""
+
+    exit_code = 2
+
+
+class BadRequest(CrawlschedError):
+    """The body is not a JSON object (HTTP 400)."""
+
+    exit_code = 2
+    http_status = 400
+
+
+class Forbidden(CrawlschedError):
+    """A request this server will not serve: a foreign Host, a command without permission (403)."""
+
+    exit_code = 2
+    http_status = 403
+
+
+class Unsupported(CrawlschedError):
+    """A PATCH whose body is not JSON (415)."""
+
+    exit_code = 2
+    http_status = 415
 
 
 def _show(value: object) -> str:

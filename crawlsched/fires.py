@@ -20,11 +20,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, NamedTuple
 
+from crawlsched.model import JobStatus, RunStatus
 from crawlsched.state import Run, State, _run
 
 UTC = timezone.utc
-OUTCOMES = ("success", "failed", "interrupted", "skipped", "missed", "running", "retrying")
-ATTEMPT_OUTCOMES = ("success", "failed", "interrupted")
+ATTEMPT_OUTCOMES = (RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.INTERRUPTED)
+#: a run's outcomes: its newest row's status, or ``retrying`` while a retry of it is pending
+OUTCOMES = (*ATTEMPT_OUTCOMES, RunStatus.SKIPPED, RunStatus.MISSED, RunStatus.RUNNING, JobStatus.RETRYING)
 STRIP_LENGTH = 20  # runs on a card
 STRIP_ROWS = 60  # rows read per job to build its strip at first (about 20 runs of 3 attempts)
 SCAN_CHUNK = 200  # rows read at a time when paging a job's runs
@@ -50,8 +52,8 @@ class Fire:
     @property
     def status(self) -> str:
         last = max(self.rows, key=lambda r: (r.attempt, r.id))
-        if self.retry_pending and last.status != "running":
-            return "retrying"
+        if self.retry_pending and last.status != RunStatus.RUNNING:
+            return JobStatus.RETRYING.value
         return last.status
 
     @property
@@ -188,9 +190,9 @@ def job_stats(state: State, job_id: str, *, since: datetime, until: datetime, bu
     return Stats(
         buckets=buckets,
         runs=totals,
-        attempts={k: v for k, v in attempts.items() if k in ATTEMPT_OUTCOMES + ("running",)},
-        success_rate=attempts["success"] / finished if finished else None,
-        run_success_rate=sum(f.status == "success" for f in ended) / len(ended) if ended else None,
+        attempts={k: v for k, v in attempts.items() if k in (*ATTEMPT_OUTCOMES, RunStatus.RUNNING)},
+        success_rate=attempts[RunStatus.SUCCESS] / finished if finished else None,
+        run_success_rate=sum(f.status == RunStatus.SUCCESS for f in ended) / len(ended) if ended else None,
     )
 
 
@@ -273,7 +275,7 @@ class StripCache:
                     entry = self._jobs.get(run.job_id)
                     if entry is not None:
                         entry.rows.append(run)
-                        if run.status == "running":
+                        if run.status == RunStatus.RUNNING:
                             self._running.add(run.id)
                         if len(entry.rows) > STRIP_ROWS * 2:
                             del entry.rows[: len(entry.rows) - STRIP_ROWS]
@@ -289,7 +291,7 @@ class StripCache:
                             if old.id == row.id and old != row:
                                 entry.rows[i] = row
                                 touched.add(row.job_id)
-                        if row.status != "running":
+                        if row.status != RunStatus.RUNNING:
                             self._running.discard(row.id)
             else:
                 top = self.state.read("SELECT max(id) FROM runs")
@@ -299,7 +301,7 @@ class StripCache:
                     rows = self._read(f"SELECT {STRIP_COLUMNS} FROM runs WHERE job_id = ? AND id <= ? ORDER BY id DESC LIMIT ?",
                                       (job_id, self._max_id, STRIP_ROWS))
                     self._jobs[job_id] = _Entry(rows[::-1])
-                    self._running.update(r.id for r in rows if r.status == "running")
+                    self._running.update(r.id for r in rows if r.status == RunStatus.RUNNING)
                     touched.add(job_id)
             retries: dict[str, set[float]] = {}
             for job_id, scheduled_for in pending_retries(self.state):
@@ -347,8 +349,8 @@ class StripCache:
             " AND coalesce(started_at, finished_at, scheduled_for) >= ? GROUP BY status", (since,))
         counts = {r["status"]: r["n"] for r in rows}
         finished = sum(counts.get(o, 0) for o in ATTEMPT_OUTCOMES)
-        fleet = {"attempts_24h": finished, "successes_24h": counts.get("success", 0),
-                 "success_rate_24h": counts.get("success", 0) / finished if finished else None}
+        fleet = {"attempts_24h": finished, "successes_24h": counts.get(RunStatus.SUCCESS, 0),
+                 "success_rate_24h": counts.get(RunStatus.SUCCESS, 0) / finished if finished else None}
         with self._lock:
             self._fleet = (now, fleet)
         return fleet

@@ -12,7 +12,8 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Iterable
 
 from crawlsched.errors import InvalidValue, JobNotFound
-from crawlsched.model import RunStatus, parse_every, zone
+from crawlsched.model import RunStatus, zone
+from crawlsched.validate import parse_every
 from crawlsched.render import ATTEMPT_OUTCOMES
 
 if TYPE_CHECKING:
@@ -103,5 +104,5 @@ def rates(runs: Iterable[Run], state: State | None) -> Rates:
     keys = list({(r.job_id, r.scheduled_for) for r in attempts})
     outcomes = state.chain_outcomes(keys) if state is not None and keys else {}
     ended = [o for o in outcomes.values() if o != "open"]
-    return Rates(len(finished), sum(1 for r in finished if r.status == "success"),
-                 len(ended), ended.count("success"))
+    return Rates(len(finished), sum(1 for r in finished if r.status == RunStatus.SUCCESS),
+                 len(ended), ended.count(RunStatus.SUCCESS))

@@ -28,10 +28,9 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from crawlsched import timing
-from crawlsched.errors import CrawlschedError, InvalidValue, json_kind
-from crawlsched.model import (
-    Defaults,
-    Job,
+from crawlsched.errors import InvalidValue, SeedFileError, json_kind
+from crawlsched.model import Defaults, Job, zone
+from crawlsched.validate import (
     at_from_hour_minute,
     build_job,
     check_date,
@@ -42,20 +41,12 @@ from crawlsched.model import (
     check_timezone,
     check_urls,
     parse_json_int,
-    zone,
 )
 from crawlsched.state import State
 from crawlsched.store import JobStore
 
 PAUSED_STATUSES = ("paused", "stopped")
 SEED_TIME = "%Y-%m-%d %H:%M:%S"
-
-
-class SeedFileError(CrawlschedError):
-    """The seed file cannot be imported; nothing was written (exit 2)."""
-
-    exit_code = 2
-    http_status = 422
 
 
 @dataclass(frozen=True)

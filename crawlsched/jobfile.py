@@ -1,6 +1,6 @@
 """jobs.toml text → a validated ``JobFile``, with errors that name ``jobs.toml:LINE``.
 
-``tomllib`` parses; ``model.build_job`` validates each table. Line numbers
+``tomllib`` parses; ``validate.build_job`` validates each table. Line numbers
 are found only when an error needs one: the text is split into lines lazily
 (10,000 jobs are 60,000 lines), and the ``[[jobs]]`` headers are located by
 one regex search over the whole text.
@@ -13,7 +13,8 @@ import tomllib
 from typing import Any, Mapping
 
 from crawlsched.errors import InvalidValue, JobFileError
-from crawlsched.model import Job, JobFile, build_defaults, build_job
+from crawlsched.model import Job, JobFile
+from crawlsched.validate import build_defaults, build_job
 
 HEADER_RE = re.compile(r"^\s*\[")
 JOBS_HEADER_SEARCH = re.compile(r"^[ \t]*\[\[[ \t]*jobs[ \t]*\]\][ \t\r]*(#[^\n]*)?$", re.M)

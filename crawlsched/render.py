@@ -15,7 +15,8 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from crawlsched import timing
-from crawlsched.model import Defaults, Job, JobStatus, ScheduleKind, redact_url
+from crawlsched.model import Defaults, Job, JobStatus, RunStatus, ScheduleKind
+from crawlsched.validate import redact_url
 from crawlsched.state import JobState, Run
 
 if TYPE_CHECKING:  # rich is imported only by the functions that build tables
@@ -23,19 +24,19 @@ if TYPE_CHECKING:  # rich is imported only by the functions that build tables
     from rich.table import Table
 
 _TINY = timedelta(microseconds=1)
-ATTEMPT_OUTCOMES = ("success", "failed", "interrupted")  # what success_rate counts
+ATTEMPT_OUTCOMES = (RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.INTERRUPTED)  # what success_rate counts
 
-STATUS_STYLE = {
-    "active": "blue",
-    "success": "green",
-    "failed": "red",
-    "retrying": "yellow",
-    "running": "cyan",
-    "paused": "dim",
-    "finished": "dim",
-    "interrupted": "red",
-    "skipped": "dim",
-    "missed": "magenta",
+STATUS_STYLE = {  # a job's status (JobStatus) or a run's (RunStatus) -> its rich style
+    JobStatus.ACTIVE: "blue",
+    JobStatus.SUCCESS: "green",
+    JobStatus.FAILED: "red",
+    JobStatus.RETRYING: "yellow",
+    JobStatus.RUNNING: "cyan",
+    JobStatus.PAUSED: "dim",
+    JobStatus.FINISHED: "dim",
+    RunStatus.INTERRUPTED: "red",
+    RunStatus.SKIPPED: "dim",
+    RunStatus.MISSED: "magenta",
 }
 
 
@@ -77,7 +78,7 @@ def view(job: Job, state: JobState | None, now: datetime) -> JobView:
         status = JobStatus.RUNNING
     elif state is not None and state.retry is not None:
         status = JobStatus.RETRYING
-    elif last is not None and last.status == "success":
+    elif last is not None and last.status == RunStatus.SUCCESS:
         status = JobStatus.SUCCESS
     elif last is not None:
         # failed, interrupted, or "running" with its process gone: none of them succeeded.
@@ -161,7 +162,7 @@ def success_rate(runs: Iterable[Run]) -> float | None:
     outcomes = [r.status for r in runs if r.attempt > 0 and r.status in ATTEMPT_OUTCOMES]
     if not outcomes:
         return None
-    return outcomes.count("success") / len(outcomes)
+    return outcomes.count(RunStatus.SUCCESS) / len(outcomes)
 
 
 # --- JSON ----------------------------------------------------------------------------
@@ -289,7 +290,8 @@ def defaults_dict(defaults: Defaults) -> dict[str, Any]:
 # with the absolute time beside them where there is room.
 
 SORT_KEYS = ("file", "next", "name", "status", "last")
-STATUS_ORDER = ("failed", "retrying", "running", "active", "success", "paused", "finished")
+STATUS_ORDER = (JobStatus.FAILED, JobStatus.RETRYING, JobStatus.RUNNING, JobStatus.ACTIVE, JobStatus.SUCCESS,
+                JobStatus.PAUSED, JobStatus.FINISHED)
 
 
 def _zone_note(tz: str, machine_tz: str) -> str:
@@ -328,7 +330,7 @@ def _took(run: Mapping[str, Any]) -> str:
 def status_text(job: Mapping[str, Any], now: datetime) -> str:
     """``failed``, or for a job waiting for its retry ``retrying 2/4 in 4m`` (SPEC §5);
     a retry past its time reads ``due now`` (under a minute late) or ``due 5m ago``."""
-    if job["status"] == "retrying" and job.get("next_retry_iso"):
+    if job["status"] == JobStatus.RETRYING and job.get("next_retry_iso"):
         when = _relative(job["next_retry_iso"], now)
         if not when.startswith("in "):  # due: the daemon is starting it, or is not running
             when = "due now" if when == "now" or when.endswith("s ago") else f"due {when}"

@@ -31,13 +31,8 @@ from typing import Any, Callable, Iterator, Mapping
 from crawlsched import __version__, timing
 from crawlsched.errors import DuplicateName, InvalidValue, JobFileError, JobNotFound
 from crawlsched.jobfile import BOM, JOBS_HEADER_SEARCH, build_file, parse_text, with_line
-from crawlsched.model import (
-    Defaults,
-    Job,
-    JobFile,
-    build_job,
-    slug_id,
-)
+from crawlsched.model import Defaults, Job, JobFile
+from crawlsched.validate import build_job, slug_id
 from crawlsched.tomledit import (
     append_text,
     append_with_tomlkit,

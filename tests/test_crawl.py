@@ -23,7 +23,6 @@ import pytest
 
 from crawlsched import crawl
 from crawlsched.crawl import (
-    MissingVariable,
     Outcome,
     bodies_complete,
     body_name,
@@ -35,6 +34,7 @@ from crawlsched.crawl import (
     run_command,
     run_stamp,
 )
+from crawlsched.errors import MissingVariable
 
 SECRET = "s3cr3t-T0KEN-value"
 BIG = b"x" * 5000

@@ -13,10 +13,8 @@ from datetime import date, datetime, timezone
 import pytest
 
 from crawlsched.errors import InvalidValue
-from crawlsched.model import (
-    MAX_INT,
-    MAX_SECONDS,
-    Defaults,
+from crawlsched.model import Defaults, MAX_INT, MAX_SECONDS
+from crawlsched.validate import (
     HugeNumber,
     build_defaults,
     build_job,
@@ -178,7 +176,7 @@ def test_an_unknown_or_unsupported_macro_is_refused_by_name(macro):
 
 @pytest.mark.parametrize("value", ["Authorization: Bearer s3cret", ["Authorization: Bearer s3cret"]], ids=["text", "array"])
 def test_headers_that_are_no_table_are_refused_without_echoing_them(value):
-    from crawlsched.model import check_headers
+    from crawlsched.validate import check_headers
 
     with pytest.raises(InvalidValue) as caught:
         check_headers(value)

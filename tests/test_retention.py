@@ -12,7 +12,8 @@ import pytest
 from crawlsched import logs, retention
 from crawlsched.daemon import Daemon, InlineExecutor
 from crawlsched.errors import InvalidValue
-from crawlsched.model import Defaults, KeepHistory, build_defaults
+from crawlsched.model import Defaults, KeepHistory
+from crawlsched.validate import build_defaults
 from crawlsched.state import State
 from crawlsched.store import JobStore
 from daemon_helpers import FakeClock

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from crawlsched.errors import InvalidValue
-from crawlsched.model import check_headers, check_id, parse_at
+from crawlsched.validate import check_headers, check_id, parse_at
 
 # --- validators match the whole text (no "$" before a final newline) --------------------
 
@@ -72,7 +72,8 @@ def test_load_token_pops_the_environment_even_when_a_file_wins(tmp_path):
 
 
 def test_token_file_is_the_whole_content_stripped(tmp_path):
-    from crawlsched.web import WebConfigError, read_token_file
+    from crawlsched.errors import WebConfigError
+    from crawlsched.web import read_token_file
 
     path = tmp_path / "token"
     path.write_text("\n  tok3n  \n\n")
@@ -88,7 +89,7 @@ def test_token_file_is_the_whole_content_stripped(tmp_path):
 
 
 def test_read_token_file_raises_the_callers_error(tmp_path):
-    from crawlsched.cli import Refused
+    from crawlsched.errors import Refused
     from crawlsched.web import read_token_file
 
     path = tmp_path / "token"

@@ -13,7 +13,8 @@ import pytest
 
 from crawlsched import timing
 from crawlsched.errors import InvalidValue
-from crawlsched.model import Defaults, build_job, parse_cron
+from crawlsched.model import Defaults
+from crawlsched.validate import build_job, parse_cron
 
 UTC = timezone.utc
 

@@ -24,7 +24,8 @@ from crawlsched.daemon import Daemon, InlineExecutor
 from crawlsched.state import State
 from crawlsched.store import JobStore
 from daemon_helpers import FakeClock
-from crawlsched.web import MAX_BODY, WebConfigError, create_app, start_server
+from crawlsched.errors import WebConfigError
+from crawlsched.web import MAX_BODY, create_app, start_server
 
 UTC = timezone.utc
 START = datetime(2025, 11, 8, 8, 0, tzinfo=UTC)  # a Saturday, 08:00 UTC

@@ -53,12 +53,6 @@ app = typer.Typer(
 )
 
 
-class Refused(CrawlschedError):
-    """A command that will not go ahead as asked (bad combination of options): exit 2."""
-
-    exit_code = 2
-
-
 # --- the environment of one invocation -------------------------------------------------
 
 

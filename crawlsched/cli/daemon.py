@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from crawlsched import cli  # the package: read at call time what tests replace there
-from crawlsched.cli import Env, JsonOpt, Refused, _console, _emit, _find, _job_dicts, _load, _now, _say, _use_env, command, env
-from crawlsched.errors import CrawlschedError, DaemonNotRunning
+from crawlsched.cli import Env, JsonOpt, _console, _emit, _find, _job_dicts, _load, _now, _say, _use_env, command, env
+from crawlsched.errors import CrawlschedError, DaemonNotRunning, Refused
 
 if TYPE_CHECKING:
     import logging
@@ -139,6 +139,7 @@ def run(
     import threading
 
     from crawlsched.logs import setup_logging
+    from crawlsched.model import RunStatus
     from crawlsched.runner import run_foreground
 
     found = _find(_load(), job)
@@ -176,13 +177,13 @@ def run(
     except KeyboardInterrupt:
         message = f"job {found.id}: interrupted (Ctrl-C); the attempt was stopped and recorded as interrupted"
         if as_json:
-            _emit({"success": False, "job_id": found.id, "status": "interrupted", "message": message, "error": message})
+            _emit({"success": False, "job_id": found.id, "status": RunStatus.INTERRUPTED.value, "message": message, "error": message})
         else:
             print(f"crawlsched: {message}", file=sys.stderr)
         raise typer.Exit(130) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
-    ok = result.label == "success"
+    ok = result.status == RunStatus.SUCCESS
     if as_json:
         from crawlsched import render
 

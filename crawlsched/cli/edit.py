@@ -8,7 +8,7 @@ from typing import Annotated, Any, List, Optional
 import typer
 
 from crawlsched import cli  # the package: read at call time what tests replace there
-from crawlsched.cli import JsonOpt, Refused, _emit, _find, _job_dict, _load, _now, _say, command, env
+from crawlsched.cli import JsonOpt, _emit, _find, _job_dict, _load, _now, _say, command, env
 from crawlsched.cli.options import (
     AtOpt,
     BackoffOpt,
@@ -35,7 +35,7 @@ from crawlsched.cli.options import (
     _schedule,
     duration,
 )
-from crawlsched.errors import InvalidValue, JobFileError
+from crawlsched.errors import InvalidValue, JobFileError, Refused
 
 
 
@@ -226,7 +226,7 @@ def retry_config(
       crawlsched retry-config --max-retries 5 --retry-delay 600
     """
     from crawlsched import render
-    from crawlsched.model import build_defaults
+    from crawlsched.validate import build_defaults
     from crawlsched.render import _num
 
     changes = {k: v for k, v in {
@@ -277,7 +277,8 @@ def defaults(
     \b
       crawlsched defaults --url https://example.com/news --tz Asia/Jakarta
     """
-    from crawlsched.model import DEFAULT_KEYS, build_defaults
+    from crawlsched.model import DEFAULT_KEYS
+    from crawlsched.validate import build_defaults
 
     changes: dict[str, Any] = _options(
         urls=url, command=command_, start=None, end=None, max_retries=None, retry_delay=None, retry_backoff=None,

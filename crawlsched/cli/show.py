@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from crawlsched.cli import JsonOpt, Refused, _console, _emit, _find, _job_dict, _job_dicts, _load, _now, _say, command, env
+from crawlsched.cli import JsonOpt, _console, _emit, _find, _job_dict, _job_dicts, _load, _now, _say, command, env
 from crawlsched.cli.daemon import live_daemon
-from crawlsched.errors import CrawlschedError, DaemonNotRunning, InvalidValue
+from crawlsched.errors import CrawlschedError, DaemonNotRunning, InvalidValue, Refused
 
 if TYPE_CHECKING:
     from crawlsched.model import JobFile

@@ -28,6 +28,6 @@ request bodies into job fields, ``ops`` answers status, health and metrics,
 
 from crawlsched.web.app import create_app
 from crawlsched.web.guards import MAX_BODY
-from crawlsched.web.server import WebConfigError, WebServer, check_token, load_token, parse_bind, read_token_file, start_server
+from crawlsched.web.server import WebServer, check_token, load_token, parse_bind, read_token_file, start_server
 
-__all__ = ["MAX_BODY", "WebConfigError", "WebServer", "check_token", "create_app", "load_token", "parse_bind", "read_token_file", "start_server"]
+__all__ = ["MAX_BODY", "WebServer", "check_token", "create_app", "load_token", "parse_bind", "read_token_file", "start_server"]

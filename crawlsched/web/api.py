@@ -9,7 +9,8 @@ from flask import Flask, Response, request
 
 from crawlsched import control, render, timing
 from crawlsched.errors import InvalidValue, JobFileError, JobNotFound
-from crawlsched.model import Defaults, Job, JobFile, build_job, check_int, check_timezone
+from crawlsched.model import Defaults, Job, JobFile
+from crawlsched.validate import build_job, check_int, check_timezone
 from crawlsched.web.ops import MetricsExporter, health_problem, status_dict
 from crawlsched.web.payload import START_KEYS, _given, add_fields, api_urls, json_body, legacy_schedule, retry_changes
 from crawlsched.web.responses import _static_json, ok, reply

@@ -11,10 +11,10 @@ from flask import request
 
 from crawlsched import targets
 from crawlsched.crawl import VAR_RE, expand_vars
-from crawlsched.errors import InvalidValue, json_kind
+from crawlsched.errors import BadRequest, Forbidden, InvalidValue, json_kind
 from crawlsched.render import _num
-from crawlsched.model import (
-    Defaults,
+from crawlsched.model import Defaults
+from crawlsched.validate import (
     at_from_hour_minute,
     build_defaults,
     check_catch_up,
@@ -27,12 +27,11 @@ from crawlsched.model import (
     check_timezone,
     check_urls,
     normalize_every,
-    redact_url,
     parse_at,
     parse_cron,
     parse_json_int,
+    redact_url,
 )
-from crawlsched.web.responses import BadRequest, Forbidden
 
 
 def _seconds(name: str) -> Callable[[Any], Any]:

@@ -9,25 +9,8 @@ from typing import Any, Mapping
 
 from flask import Response, send_from_directory
 
-from crawlsched.errors import CrawlschedError
-
 STATIC_DIR = Path(__file__).parent.with_name("static")  # crawlsched/static (package data)
 USERINFO_RE = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]*):[^@\s/]*@")
-
-
-class BadRequest(CrawlschedError):
-    """The body is not a JSON object (HTTP 400)."""
-
-    exit_code = 2
-    http_status = 400
-
-
-class Forbidden(CrawlschedError):
-    """A request this server will not serve: a foreign Host, a command without permission (403)."""
-
-    exit_code = 2
-    http_status = 403
-
 
 
 def scrub(message: str) -> str:

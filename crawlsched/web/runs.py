@@ -25,9 +25,10 @@ from typing import TYPE_CHECKING, Any
 from flask import Response, request, send_file
 
 from crawlsched import render, timing
-from crawlsched.errors import CrawlschedError, InvalidValue
+from crawlsched.errors import InvalidValue, RunNotFound, Unsupported
 from crawlsched.fires import OUTCOMES, Fire, StripCache, job_fires, job_stats, since_text
-from crawlsched.model import Job, check_int, check_name
+from crawlsched.model import Job
+from crawlsched.validate import check_int, check_name
 from crawlsched.runfiles import sniff
 from crawlsched.runner import run_dir, run_log
 from crawlsched.state import Run
@@ -42,13 +43,6 @@ EDIT_KEYS = (*ADD_KEYS, "no_end")
 PREVIEW = 64 * 1024  # bytes of a body or log the page shows; the whole file is a link away
 MESSAGE_CUT = 160  # characters of a message in a strip's tooltip
 TEXT_TYPES = ("text/", "application/json", "application/xml")
-
-class Unsupported(CrawlschedError):
-    """A PATCH whose body is not JSON (415)."""
-
-    exit_code = 2
-    http_status = 415
-
 
 def _inside(path: Path, root: Path) -> Path | None:
     """``path`` resolved, if it is a regular file under ``root`` (symbolic links followed, then checked)."""
@@ -172,7 +166,7 @@ class RunsApi:
 
         rows = self.state.read("SELECT * FROM runs WHERE id = ? AND job_id = ?", (run_id, job.id))
         if not rows:
-            raise _NotFound(f"job {job.id} has no run {run_id}")
+            raise RunNotFound(f"job {job.id} has no run {run_id}")
         return _run(rows[0])
 
     def body(self, ref: str, run_id: int, index: int) -> Response:
@@ -180,11 +174,11 @@ class RunsApi:
         run = self._row(job, run_id)
         bodies = self._bodies(job, Fire([run]))
         if index >= len(bodies):
-            raise _NotFound(f"run {run_id} of job {job.id} has no saved body number {index}")
+            raise RunNotFound(f"run {run_id} of job {job.id} has no saved body number {index}")
         folder = run_dir(self.home, job, run.scheduled_for, run.trigger)
         real = _inside(folder / bodies[index]["name"], self.home / "data" / job.id)
         if real is None:
-            raise _NotFound(f"run {run_id} of job {job.id} has no saved body number {index}")
+            raise RunNotFound(f"run {run_id} of job {job.id} has no saved body number {index}")
         return _file(real, bodies[index]["name"])
 
     def log(self, ref: str, run_id: int) -> Response:
@@ -195,7 +189,7 @@ class RunsApi:
             real = _inside(run_log(self.home, job, run.scheduled_for, run.attempt, run.trigger),
                            self.home / "logs" / "runs" / job.id)
         if real is None:
-            raise _NotFound(f"run {run_id} of job {job.id} has no log")
+            raise RunNotFound(f"run {run_id} of job {job.id} has no log")
         return _file(real, real.name)
 
     def recent(self) -> Response:
@@ -282,11 +276,6 @@ def edit_changes(body: dict[str, Any], defaults: Any) -> tuple[dict[str, Any], t
     if not changes and not no_end:
         raise InvalidValue("body", "{}", "changes nothing; give at least one field of the add form")
     return changes, ("end_date",) if no_end else ()
-
-
-class _NotFound(CrawlschedError, LookupError):
-    exit_code = 1
-    http_status = 404
 
 
 def _field_error(exc: InvalidValue) -> Response:

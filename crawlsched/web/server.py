@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, MutableMapping
 
-from crawlsched.errors import CrawlschedError, _show
+from crawlsched.errors import CrawlschedError, WebConfigError, _show
 from crawlsched.web.app import create_app
 from crawlsched.web.guards import _url_host, is_loopback, split_host
 
@@ -38,12 +38,6 @@ CLEANUP_INTERVAL = 5
 ACCEPT_BATCH = 64  # connections accepted, and near the limit idle ones closed, per pass of the loop
 TOKEN_RULE = (f"at least 128 bits: {MIN_HEX_TOKEN} hex characters, or {MIN_TOKEN} characters when it uses "
               "other letters, digits or symbols (base64); make one with `openssl rand -hex 16`")
-
-
-class WebConfigError(CrawlschedError):
-    """``--http`` cannot be served as asked (non-loopback without a token, a bad address): exit 2."""
-
-    exit_code = 2
 
 
 def parse_bind(text: str) -> tuple[str, int]:

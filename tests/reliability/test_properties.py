@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 
 from crawlsched import timing
 from crawlsched.errors import JobFileError
-from crawlsched.model import Defaults, ScheduleKind, build_job, zone
+from crawlsched.model import Defaults, ScheduleKind, zone
+from crawlsched.validate import build_job
 from crawlsched.store import parse_text
 
 UTC = timezone.utc
@@ -357,7 +358,8 @@ import json  # noqa: E402
 import tomllib  # noqa: E402
 
 from crawlsched.errors import InvalidValue  # noqa: E402
-from crawlsched.model import MAX_INT, MAX_SECONDS, build_defaults  # noqa: E402
+from crawlsched.model import MAX_INT, MAX_SECONDS  # noqa: E402
+from crawlsched.validate import build_defaults  # noqa: E402
 
 NOW = datetime(2026, 12, 1, 21, 50, tzinfo=UTC)
 _extreme_numbers = st.one_of(
