@@ -108,7 +108,11 @@ class LocalExecutor:
             while True:
                 out.append(pop())
         except IndexError:
-            return out
+            pass
+        if self._cancelled:  # a cancel that came after its attempt ended: nothing is left to cancel
+            for outcome in out:
+                self._cancelled.discard(outcome.key)
+        return out
 
     def has_results(self) -> bool:
         return bool(self._results)
@@ -130,7 +134,9 @@ class LocalExecutor:
         if size > self._size:
             barrier = threading.Barrier(size - self._size + 1)
             for _ in range(size - self._size):
-                thread = threading.Thread(target=self._work, args=(barrier,), name=f"crawl_{self._names}")
+                # A daemon thread: an idle worker never keeps the process from exiting (``shutdown``
+                # is what waits for the running ones, with its grace).
+                thread = threading.Thread(target=self._work, args=(barrier,), name=f"crawl_{self._names}", daemon=True)
                 self._names += 1
                 thread.start()
                 self._threads.append(thread)

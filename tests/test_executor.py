@@ -266,3 +266,12 @@ def test_the_inline_executor_runs_at_once_and_hands_outcomes_over_once(tmp_path,
     assert woken.calls == 1 and executor.has_results()
     assert [o.status for o in executor.results()] == [RunStatus.SUCCESS]
     assert executor.results() == [] and list(executor.unstarted()) == []
+
+
+def test_idle_workers_never_keep_the_process_from_exiting():
+    import subprocess
+    import sys
+
+    code = "from crawlsched.local_executor import LocalExecutor; LocalExecutor(2); print('ok')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20)
+    assert out.stdout.strip() == "ok" and out.returncode == 0
