@@ -39,13 +39,13 @@ from crawlsched.errors import DaemonLockError
 from crawlsched.executor import AttemptSpec, Executor, InlineExecutor
 from crawlsched.homelock import HomeLock
 from crawlsched.local_executor import LocalExecutor
-from crawlsched.memory import settle_memory, trim_memory
+from crawlsched.memory import settle, settle_memory, trim_memory
 from crawlsched.model import Job, JobFile, RunStatus, ScheduleKind
 from crawlsched.reloads import Reloads
 from crawlsched.retention import GUARD, Retention
 from crawlsched.runner import AttemptRunner
 from crawlsched.state import CLAIM_DAEMON, State, StorageUnavailable
-from crawlsched.status import status_line
+from crawlsched.status import SystemdStatus, status_line
 from crawlsched.store import JobStore
 from crawlsched.waker import Waker
 
@@ -104,7 +104,7 @@ class Daemon:
         self.fired_until: float | None = None
         self.flush_at = 0.0  # monotonic: the next try to save what the state database holds back
         self.replacements = 0  # corrupt state files replaced under us, as far as the loop has caught up
-        self.status_sent: str | None = None  # the last STATUS= told to systemd
+        self.status = SystemdStatus(notify)
 
     @property
     def config_error(self) -> str | None:
@@ -262,6 +262,7 @@ class Daemon:
         self.lock.release()
 
     def install_signals(self) -> None:
+        """SIGTERM/SIGINT stop, SIGHUP reloads, SIGUSR1 reads run-now requests: each only sets a flag and wakes."""
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, lambda _signum, _frame: self.request_reload())
@@ -453,10 +454,7 @@ class Daemon:
     # --- firing and collecting ----------------------------------------------------
 
     def _settle_memory(self) -> None:
-        if self.owns_process:
-            settle_memory()  # a whole-process act: not for a daemon embedded in tests
-        else:
-            trim_memory()
+        settle(self.owns_process)
 
     def _clean_top(self) -> None:
         while self.heap and not self._current(self.heap[0]):
@@ -653,13 +651,11 @@ class Daemon:
         return {"next_job": self.heap[0][3], "next_due": self.heap[0][0]}
 
     def _send_status(self) -> None:
-        """``STATUS=`` to systemd when it changed since the last one sent (a no-op outside systemd)."""
-        if self.notify is systemd.notify and not os.environ.get("NOTIFY_SOCKET"):
-            return  # not under systemd: not even the text is worth building, once per turn
+        """``systemctl status``'s line, when it changed: what the daemon does now and next (SPEC §6)."""
+        self.status.send(self._status_text)
+
+    def _status_text(self) -> str:
         self._clean_top()
         due, _, kind, job_id, _ = self.heap[0] if self.heap else (None, 0, FIRE, None, 0)
-        text = status_line(self.jobs, has_file=self.reloads.applied_key is not None, config_error=self.config_error,
+        return status_line(self.jobs, has_file=self.reloads.applied_key is not None, config_error=self.config_error,
                            next_due=due, next_job=job_id, retry=kind == RETRY)
-        if text != self.status_sent:
-            self.status_sent = text
-            self.notify(f"STATUS={text}")

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import gc
 
-__all__ = ["settle_memory", "trim_memory"]
+__all__ = ["settle", "settle_memory", "trim_memory"]
+
+
+def settle(whole_process: bool) -> None:
+    """``settle_memory`` for a daemon that owns its process; only ``trim_memory`` for one embedded
+    in another program (tests): collecting and freezing are whole-process acts."""
+    if whole_process:
+        settle_memory()
+    else:
+        trim_memory()
 
 
 def settle_memory() -> None:

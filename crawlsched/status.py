@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+import os
+from typing import Callable, Mapping
 
-from crawlsched import timing
+from crawlsched import systemd, timing
 from crawlsched.model import Job
 
-__all__ = ["status_line"]
+__all__ = ["SystemdStatus", "status_line"]
+
+
+class SystemdStatus:
+    """``STATUS=`` to systemd, sent only when it changed since the last one (a no-op outside systemd)."""
+
+    def __init__(self, notify: Callable[[str], bool]) -> None:
+        self.notify = notify
+        self.sent: str | None = None
+
+    def send(self, text: Callable[[], str]) -> None:
+        if self.notify is systemd.notify and not os.environ.get("NOTIFY_SOCKET"):
+            return  # not under systemd: not even the text is worth building, once per turn
+        line = text()
+        if line != self.sent:
+            self.sent = line
+            self.notify(f"STATUS={line}")
 
 
 def status_line(jobs: Mapping[str, Job], *, has_file: bool, config_error: str | None,
