@@ -12,22 +12,30 @@ store (SPEC §10).
 
 Everything the loop asks of an executor is in :class:`Executor`: ``start``,
 ``submit``, ``results``, ``cancel``, ``unstarted``, ``capacity``/``resize``,
-``begin_burst``/``end_burst`` and ``shutdown(grace)``.
+``begin_burst``/``end_burst`` and ``shutdown(grace)``. An executor over a
+queue (workers on other machines) would queue ``spec_to_json(spec)`` in
+``submit`` (a burst's specs in one transaction), have each worker run
+``AttemptRunner.run(spec_from_json(...))`` against the shared state store and
+put the outcome where ``results()`` finds it, call ``wake`` from its listener,
+keep ``cancel`` as a flag the worker reads before saving a retry, and answer
+``unstarted`` with the specs still queued.
 """
 
 from __future__ import annotations
 
 import enum
 from collections import deque
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Collection, NamedTuple, Protocol
+from dataclasses import asdict, dataclass, fields
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Any, Callable, Collection, Mapping, NamedTuple, Protocol
 
-from crawlsched.model import Job, RunStatus
+from crawlsched.model import CatchUp, Job, RunStatus, ScheduleKind
 
 if TYPE_CHECKING:
     from crawlsched.runner import AttemptRunner
 
-__all__ = ["AttemptOutcome", "AttemptSpec", "ChainKey", "Executor", "InlineExecutor", "OutcomeKind"]
+__all__ = ["AttemptOutcome", "AttemptSpec", "ChainKey", "Executor", "InlineExecutor", "OutcomeKind", "outcome_from_json",
+           "outcome_to_json", "spec_from_json", "spec_to_json"]
 
 
 class ChainKey(NamedTuple):
@@ -109,6 +117,50 @@ class AttemptOutcome:
     def label(self) -> str:
         """The word a person reads: the row's status, or the kind when no row was written."""
         return self.status.value if self.status is not None else self.kind.value
+
+
+#: The Job fields whose values are not JSON as they are, and how each is read back.
+JOB_FIELDS_FROM_JSON: Mapping[str, Callable[[Any], Any]] = {
+    "kind": ScheduleKind, "catch_up": CatchUp, "urls": tuple, "explicit": frozenset,
+    "start_date": date.fromisoformat, "end_date": date.fromisoformat, "created_at": datetime.fromisoformat,
+}
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, (date, datetime)):
+        return value.isoformat()
+    if isinstance(value, frozenset):
+        return sorted(value)
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, Mapping):
+        return dict(value)
+    return value
+
+
+def spec_to_json(spec: AttemptSpec) -> dict[str, Any]:
+    """The spec as JSON values (for a queue that carries JSON): ``spec_from_json`` reads it back equal."""
+    data = {f.name: getattr(spec, f.name) for f in fields(spec) if f.name != "job"}
+    data["job"] = {f.name: _json_value(getattr(spec.job, f.name)) for f in fields(Job)}
+    return data
+
+
+def spec_from_json(data: Mapping[str, Any]) -> AttemptSpec:
+    job = {name: (JOB_FIELDS_FROM_JSON[name](value) if name in JOB_FIELDS_FROM_JSON and value is not None else value)
+           for name, value in data["job"].items()}
+    return AttemptSpec(**{k: v for k, v in data.items() if k != "job"}, job=Job(**job))
+
+
+def outcome_to_json(outcome: AttemptOutcome) -> dict[str, Any]:
+    return {**asdict(outcome), "kind": outcome.kind.value, "status": outcome.status.value if outcome.status else None}
+
+
+def outcome_from_json(data: Mapping[str, Any]) -> AttemptOutcome:
+    status = data.get("status")
+    return AttemptOutcome(**{**data, "kind": OutcomeKind(data["kind"]),
+                             "status": RunStatus(status) if status is not None else None})
 
 
 class Executor(Protocol):

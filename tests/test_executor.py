@@ -275,3 +275,20 @@ def test_idle_workers_never_keep_the_process_from_exiting():
     code = "from crawlsched.local_executor import LocalExecutor; LocalExecutor(2); print('ok')"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20)
     assert out.stdout.strip() == "ok" and out.returncode == 0
+
+
+def test_a_spec_and_an_outcome_cross_a_json_queue_unchanged(tmp_path):
+    import json
+
+    from crawlsched.executor import outcome_from_json, outcome_to_json, spec_from_json, spec_to_json
+
+    job = jobs_of(tmp_path, '[[jobs]]\nid = "u"\nname = "u"\nat = "09:05"\nurl = ["https://a.example/x", "https://b.example/"]\n'
+                            'headers = { Authorization = "Bearer ${TOKEN}" }\nstart_date = 2025-01-01\n'
+                            'end_date = 2026-12-31\ncatch_up = "all"\nverify = false\nmax_bytes = 1024\n')["u"]
+    spec = AttemptSpec.of(job, 1762592700.0, 3, "manual", anchor=None)
+    again = spec_from_json(json.loads(json.dumps(spec_to_json(spec))))
+    assert again == spec and again.job.explicit == job.explicit and again.job.line == job.line
+    assert "${TOKEN}" in json.dumps(spec_to_json(spec))  # the reference travels, never its value
+    for outcome in (AttemptOutcome("u", 1.0, 1, OutcomeKind.RAN, RunStatus.FAILED, "HTTP 503", retry_due=61.5),
+                    AttemptOutcome("u", 1.0, 1, OutcomeKind.DUPLICATE, None, "attempt exists already")):
+        assert outcome_from_json(json.loads(json.dumps(outcome_to_json(outcome)))) == outcome
