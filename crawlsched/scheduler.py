@@ -231,9 +231,9 @@ class Scheduler:
         collecting = burst and gc.isenabled()
         if collecting:
             gc.disable()  # no collection while a burst is handed out (the allocations would trigger some)
-        if burst:
-            self.executor.begin_burst()  # its attempts start together (local_executor.Burst)
         try:
+            if burst:
+                self.executor.begin_burst()  # its attempts start together (local_executor.Burst)
             # The entries are off the heap: one that fails is logged and the others still fire
             # and get their next fire planned (a failing entry is not retried in a tight loop).
             for scheduled, _, kind, job_id, _token in due:
