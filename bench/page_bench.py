@@ -111,7 +111,7 @@ def cpu_per_request(home: Path, job: str, n: int = 20) -> list[tuple[str, str]]:
     unlike the wall times above, what other processes on a loaded machine do does not count."""
     import logging
 
-    from crawlsched.daemon import Daemon, InlineExecutor
+    from crawlsched.daemon import Daemon, DaemonView, InlineExecutor
     from crawlsched.store import JobStore
     from crawlsched.web import create_app
 
@@ -119,7 +119,7 @@ def cpu_per_request(home: Path, job: str, n: int = 20) -> list[tuple[str, str]]:
                logging.getLogger("bench"), executor=InlineExecutor(), notify=lambda _m: False, duties=False)
     d.start()
     try:
-        app = create_app(d, None, "127.0.0.1", 80)
+        app = create_app(d.store, d.state, DaemonView(d), home=d.home, log=d.log, token=None, bind_host="127.0.0.1", bind_port=80)
         client = app.test_client()
         cached = app.view_functions[next(r.endpoint for r in app.url_map.iter_rules() if r.rule == "/api/scheduler/jobs")]
         out = []

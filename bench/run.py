@@ -6,7 +6,8 @@
 
 NAMES (comma-separated): crawlsched, apscheduler, schedule-tick, schedule-idle, floor,
 peers (= the four non-crawlsched ones), single (one job due every second, every target),
-cli, http, all.
+cli, http, all, celery (Celery beat + workers over a redis-server the bench starts; not in
+`all`: name it).
 Default: all (full) / crawlsched,peers,cli (--quick).
 
 Run with the project venv's python: crawlsched's daemon and CLI are started with it.
@@ -39,6 +40,7 @@ from common import (Watcher, lateness_summary, machine_info, measure_idle, next_
 PEERS_VENV = BENCH / ".venv-peers"
 PEERS_PY = PEERS_VENV / "bin" / "python"
 PEER_REQS = ["apscheduler==3.11.*", "schedule==1.2.*"]
+CELERY_REQS = ["celery[redis]==5.*", "celery-redbeat==2.*", "requests==2.*"]  # only for --only celery
 RESULTS = BENCH / "results"
 
 TARGETS = ["crawlsched", "apscheduler", "schedule-tick", "schedule-idle", "floor"]
@@ -46,7 +48,9 @@ PEERS = ["apscheduler", "schedule-tick", "schedule-idle", "floor"]
 REAL_PEERS = ["apscheduler", "schedule-tick", "schedule-idle"]  # "best peer" is one of these
 LABELS = {"crawlsched": "crawlsched", "apscheduler": "APScheduler", "schedule-tick": "schedule tick",
           "schedule-idle": "schedule idle", "floor": "floor"}
-ALL_NAMES = TARGETS + ["single", "cli", "http"]
+ALL_NAMES = TARGETS + ["single", "cli", "http", "celery"]
+IN_ALL = TARGETS + ["single", "cli", "http"]  # "celery" needs a redis-server: only when named
+CELERY_SKIP_EXIT = 3  # bench/celery_peer.py: it could not start Redis
 SINGLE = "single:"  # result group prefix of the one-job measurements
 
 FIGURES = [  # (label, key in a run's result, shown for the floor)
@@ -81,6 +85,46 @@ def ensure_peers_venv() -> dict:
         r = subprocess.run([str(PEERS_PY), "-c", check], capture_output=True, text=True, check=True)
         aps, sch = r.stdout.split()
     return {"APScheduler": aps, "schedule": sch}
+
+
+def ensure_celery() -> dict:
+    """Celery 5 and the redis client in the same peers' venv (installed on first use)."""
+    versions = ensure_peers_venv()
+    check = ("import importlib.metadata as m; print(m.version('celery'), m.version('redis'), "
+             "m.version('celery-redbeat'))")
+    r = subprocess.run([str(PEERS_PY), "-c", check], capture_output=True, text=True)
+    if r.returncode != 0 or not r.stdout.startswith("5."):
+        log(f"installing {' '.join(CELERY_REQS)} into {PEERS_VENV.relative_to(BENCH.parent)}")
+        subprocess.run([str(PEERS_PY), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                        *CELERY_REQS], check=True)
+        r = subprocess.run([str(PEERS_PY), "-c", check], capture_output=True, text=True, check=True)
+    celery, redis, redbeat = r.stdout.split()
+    return dict(versions, celery=celery, redis=redis, redbeat=redbeat)
+
+
+def run_celery(cfg, workdir: Path) -> dict:
+    """bench/celery_peer.py in the peers' venv; it starts and stops its own redis-server."""
+    wd = workdir / "celery"
+    wd.mkdir(parents=True, exist_ok=True)
+    out = wd / "result.json"
+    argv = [str(PEERS_PY), str(BENCH / "celery_peer.py"), "--out", str(out), "--workers", cfg.celery_workers,
+            "--beat", cfg.celery_beat,
+            "--jobs", str(cfg.jobs), "--burst", str(cfg.burst), "--workdir", str(wd)]
+    env = dict(os.environ, TZ="UTC", PYTHONDONTWRITEBYTECODE="1")
+    env.pop("PYTHONPATH", None)
+    with open(wd / "celery_peer.log", "w") as logf:
+        proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        for line in proc.stdout:
+            logf.write(line)
+            sys.stderr.write("  " + line)
+        rc = proc.wait()
+    if rc == CELERY_SKIP_EXIT:
+        reason = json.loads(out.read_text())["skipped"]
+        return {"skipped": reason, "warning": f"skipped: {reason}"}
+    if rc != 0:
+        raise RuntimeError(f"celery_peer.py exited {rc} (log: {wd / 'celery_peer.log'})")
+    return json.loads(out.read_text())
 
 
 # --------------------------------------------------------------------------- one peer run
@@ -422,7 +466,7 @@ def parse_only(s: str | None, quick: bool) -> list[str]:
     names: list[str] = []
     for part in s.split(","):
         part = part.strip()
-        expanded = {"all": ALL_NAMES, "peers": PEERS}.get(part, [part])
+        expanded = {"all": IN_ALL, "peers": PEERS}.get(part, [part])
         for n in expanded:
             if n not in ALL_NAMES:
                 raise SystemExit(f"--only: unknown name {n!r} (known: {', '.join(ALL_NAMES + ['peers', 'all'])})")
@@ -446,6 +490,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="burst instant of the peers: a whole minute like crawlsched's (default) or "
                         "any whole second (default with --quick; lets peers fill the waits)")
     p.add_argument("--floor-mode", choices=("inline", "threads"), default="inline")
+    p.add_argument("--celery-workers", default="1,2,4",
+                   help="`celery`: pool processes of the worker, one measurement each (default 1,2,4)")
+    p.add_argument("--celery-beat", default="default,redbeat",
+                   help="`celery`: beat schedulers, one pass each: default (PersistentScheduler), redbeat")
     p.add_argument("--single-fires", type=int,
                    help="fires of the one-job measurement (`single`) per run (default 60, 10 with --quick)")
     p.add_argument("--cli-reps", type=int)
@@ -485,6 +533,12 @@ def main(argv: list[str] | None = None) -> int:
     if any(n in PEERS or n == "single" for n in names):
         versions = ensure_peers_venv()
         print(f"peers: APScheduler {versions['APScheduler']}, schedule {versions['schedule']} "
+              f"({PEERS_VENV.relative_to(BENCH.parent)})", flush=True)
+
+    if "celery" in names:
+        versions.update(ensure_celery())
+        print(f"celery peer: Celery {versions['celery']}, celery-redbeat {versions['redbeat']}, "
+              f"redis-py {versions['redis']} "
               f"({PEERS_VENV.relative_to(BENCH.parent)})", flush=True)
 
     runner = Runner(cfg, workdir)
@@ -551,10 +605,23 @@ def main(argv: list[str] | None = None) -> int:
             fillers.append(Task(f"CLI: {name}", "plain", run, est=lambda est=est: est, group="cli",
                                 meta={"name": name}))
 
+    if "celery" in names:  # minutes long, with its own instants: after everything else
+        fillers.append(Task("Celery beat + workers over Redis", "plain", lambda: run_celery(cfg, workdir),
+                            est=lambda: 1e9, group="celery", meta={"run": 1}))
+
     runner.plan_and_run(timed, fillers)
 
     summary = summarize(runner.results)
     tbls = tables(summary, cfg)
+    celery = [r for r in runner.results.get("celery", []) if r.get("ok") and r.get("rows")]
+    if celery:
+        import cluster  # noqa: PLC0415
+        c = celery[0]
+        v = c["versions"]
+        tbls.append(cluster.table(
+            c["rows"], f"Queue systems: {cfg.burst} of {cfg.jobs:,} entries due together; tasks per s "
+                       f"(celery {v['celery']}, redis-server {v['redis-server']}, prefork pool, acks_late, "
+                       f"prefetch 1)"))
     print()
     if tbls:
         print_tables(tbls, cfg.markdown)

@@ -12,18 +12,87 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, runtime_checkable
 
 from crawlsched.errors import JobBusy, JobFileError
 
 if TYPE_CHECKING:
-    from crawlsched.model import Job, JobFile
+    from crawlsched.model import Defaults, Job, JobFile
     from crawlsched.state import JobState, State
     from crawlsched.store import JobStore
 
-DAEMON_FRESH = 90.0  # seconds: a daemon whose heartbeat is older is not up
+LOCK_FILE = ".crawlsched-daemon.lock"  # in the home: the daemon holds it (flock) and writes its pid there
+DAEMON_FRESH = 90.0  # seconds (three heartbeats of 30 s): a daemon whose heartbeat is older is not up, or stuck
+
+# The words the CLI and the API both say.
 HANDED_OVER = "▶️ Job '{name}' handed over to the daemon"
 QUEUED = "Job '{name}' queued; the daemon has not taken it within {wait:g} s and runs it as soon as it can"
+UPDATED = "✅ Job '{name}' updated"
+DELETED = "🗑️ Job '{name}' deleted"
+PAUSED = "⏸️ Job '{name}' paused"
+RESUMED = "▶️ Job '{name}' resumed"
+RETRY_CONFIG_UPDATED = "✅ Retry config updated"
+
+
+def lock_path(home: Path) -> Path:
+    """The home's daemon lock file."""
+    return Path(home) / LOCK_FILE
+
+
+# --- what the web knows of the scheduler ------------------------------------------------------
+
+
+@runtime_checkable
+class SchedulerView(Protocol):
+    """The scheduler as the web API sees it: facts to read, and two things it may ask for.
+
+    The web is given a job store, a state store and one of these, never the loop itself:
+    none of the values it returns is the loop's own to change (``jobs`` is replaced, never
+    changed, on a reload; ``next_fires`` is a copy). The daemon provides one
+    (``crawlsched.daemon.DaemonView``); a test may give its own.
+    """
+
+    def clock(self) -> float:
+        """The scheduler's wall clock (epoch seconds): what ``now`` is for the times shown."""
+
+    def monotonic(self) -> float:
+        """Its monotonic clock (for reusing a recent answer)."""
+
+    @property
+    def started(self) -> bool:
+        """The loop has started (recovered, loaded its jobs, planned)."""
+
+    @property
+    def stopping(self) -> bool:
+        """The loop is stopping (SIGTERM): it fires nothing more."""
+
+    @property
+    def config_error(self) -> str | None:
+        """Why the job file as it is now is not applied (it runs its last good one), else None."""
+
+    @property
+    def jobs(self) -> Mapping[str, Job]:
+        """The jobs the loop runs (its last good file), by id; a new mapping after each reload."""
+
+    @property
+    def defaults(self) -> Defaults | None:
+        """The ``[defaults]`` the loop runs with (None before its first load)."""
+
+    @property
+    def pool_size(self) -> int:
+        """Attempts that can run at once."""
+
+    def next_fires(self) -> dict[str, float]:
+        """Each planned job's next scheduled fire (epoch seconds), a copy."""
+
+    def is_busy(self, job_id: str) -> bool:
+        """The loop has a chain of this job (running, handed to a worker, or waiting for its retry)."""
+
+    def request_reload(self) -> None:
+        """Ask the loop to read the job file now (a write just changed it)."""
+
+    def request_wake(self) -> None:
+        """Ask the loop to look at its run-now requests now."""
 
 
 # --- is a daemon up? ------------------------------------------------------------------------
@@ -35,7 +104,7 @@ def live_daemon(state: State | None, now: float, home: Path) -> dict[str, Any] |
 
     Up means all of: the row says it runs on this machine (``host`` is
     ``socket.gethostname()``), its pid is alive, its heartbeat is fresh
-    (< 90 s), and the home's lock file ``.crawlsched-daemon.lock`` is held
+    (< ``DAEMON_FRESH``), and the home's lock file ``LOCK_FILE`` is held
     (a shared non-blocking flock fails) by that same pid (the daemon writes
     its pid there). A recycled pid, a row from another host sharing the home,
     or a daemon killed with SIGKILL is never signalled.
@@ -57,11 +126,11 @@ def live_daemon(state: State | None, now: float, home: Path) -> dict[str, Any] |
 
 
 def lock_holder(home: Path) -> int | None:
-    """The pid in ``<home>/.crawlsched-daemon.lock`` while a daemon holds that lock, else None."""
+    """The pid in the home's ``LOCK_FILE`` while a daemon holds that lock, else None."""
     import fcntl
 
     try:
-        fd = os.open(Path(home) / ".crawlsched-daemon.lock", os.O_RDONLY)
+        fd = os.open(lock_path(home), os.O_RDONLY)
     except OSError:
         return None
     try:

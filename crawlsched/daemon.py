@@ -338,3 +338,32 @@ class Daemon(Scheduler):
         due, _, kind, job_id, _ = self.heap[0] if self.heap else (None, 0, FIRE, None, 0)
         return status_line(self.jobs, has_file=self.reloads.applied_key is not None, config_error=self.config_error,
                            next_due=due, next_job=job_id, retry=kind == RETRY)
+
+
+class DaemonView:
+    """The daemon as the web API sees it (``control.SchedulerView``): read-only facts and two
+    requests. The web is given this, the store and the state, never the ``Daemon``."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self._daemon = daemon
+        self.clock = daemon.clock
+        self.monotonic = daemon.monotonic
+        self.request_reload = daemon.request_reload
+        self.request_wake = daemon.request_wake
+
+    started = property(lambda self: self._daemon.started)
+    stopping = property(lambda self: self._daemon.stopping)
+    config_error = property(lambda self: self._daemon.config_error)
+    jobs = property(lambda self: self._daemon.jobs)
+    defaults = property(lambda self: self._daemon.defaults)
+
+    @property
+    def pool_size(self) -> int:
+        daemon = self._daemon
+        return daemon._pool_size or (daemon.defaults.max_concurrent if daemon.defaults else 0)
+
+    def next_fires(self) -> dict[str, float]:
+        return dict(self._daemon.planned)
+
+    def is_busy(self, job_id: str) -> bool:
+        return job_id in self._daemon.chains

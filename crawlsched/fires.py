@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, NamedTuple
@@ -29,6 +30,7 @@ ATTEMPT_OUTCOMES = (RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.INTERRUPTED)
 OUTCOMES = (*ATTEMPT_OUTCOMES, RunStatus.SKIPPED, RunStatus.MISSED, RunStatus.RUNNING, JobStatus.RETRYING)
 STRIP_LENGTH = 20  # runs on a card
 STRIP_ROWS = 60  # rows read per job to build its strip at first (about 20 runs of 3 attempts)
+CHECK_KEPT_EVERY = 60.0  # seconds: the rows a strip holds are checked against the history this often
 SCAN_CHUNK = 200  # rows read at a time when paging a job's runs
 SCAN_CAP = 20_000  # rows one runs request may look at (a rare status over a long history)
 
@@ -245,11 +247,21 @@ class StripCache:
     version gets only the strips changed since (``changed_since``), each serialized
     once per change. The version starts with this cache's own random epoch: a
     client holding another daemon's version gets everything.
+
+    Rows go only through ``keep_history`` (``State.prune_history``, the oldest first). The
+    smallest row id is read on each update (one index lookup); when it moved, or every
+    ``CHECK_KEPT_EVERY`` s (a sweep by age may leave an older row, another job's newest
+    attempt, in place), each strip's oldest row is looked up (a job's rows go oldest first),
+    and the strips whose oldest row is gone have all their rows looked up and the missing dropped.
     """
 
-    def __init__(self, state: State, render: Callable[[str, list[Fire]], str]) -> None:
+    def __init__(self, state: State, render: Callable[[str, list[Fire]], str], *,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.state = state
         self.render = render  #: (job id, its runs newest first) -> the strip's JSON
+        self.monotonic = monotonic
+        self._min_id: int | None = None  #: the smallest row id at the last update
+        self._checked_at = monotonic()
         self.epoch = os.urandom(4).hex()
         self._lock = threading.Lock()
         self._jobs: dict[str, _Entry] = {}
@@ -293,9 +305,10 @@ class StripCache:
                                 touched.add(row.job_id)
                         if row.status != RunStatus.RUNNING:
                             self._running.discard(row.id)
+                touched |= self._drop_pruned()
             else:
-                top = self.state.read("SELECT max(id) FROM runs")
-                self._max_id = top[0][0] or 0
+                top = self.state.read("SELECT max(id), min(id) FROM runs")
+                self._max_id, self._min_id = top[0][0] or 0, top[0][1]
             for job_id in job_ids:
                 if job_id not in self._jobs:
                     rows = self._read(f"SELECT {STRIP_COLUMNS} FROM runs WHERE job_id = ? AND id <= ? ORDER BY id DESC LIMIT ?",
@@ -319,6 +332,33 @@ class StripCache:
                     entry.changed = self._version
                     entry.fragment = None
             return self.version
+
+    def _drop_pruned(self) -> set[str]:
+        """Drop the rows kept that the history no longer has; returns the jobs whose strips lost one."""
+        lowest = self.state.read("SELECT min(id) FROM runs")[0][0]
+        now = self.monotonic()
+        if lowest == self._min_id and now - self._checked_at < CHECK_KEPT_EVERY:
+            return set()
+        self._min_id, self._checked_at = lowest, now
+        oldest = [entry.rows[0].id for entry in self._jobs.values() if entry.rows]
+        present = self._present(oldest)
+        touched = set()
+        for job_id, entry in self._jobs.items():
+            if entry.rows and entry.rows[0].id not in present:
+                there = self._present([row.id for row in entry.rows])
+                self._running -= {row.id for row in entry.rows} - there
+                entry.rows = [row for row in entry.rows if row.id in there]
+                touched.add(job_id)
+        return touched
+
+    def _present(self, ids: list[int]) -> set[int]:
+        """Which of ``ids`` the history still has."""
+        present: set[int] = set()
+        for start in range(0, len(ids), 900):
+            chunk = ids[start:start + 900]
+            marks = ",".join("?" * len(chunk))
+            present.update(r[0] for r in self.state.read(f"SELECT id FROM runs WHERE id IN ({marks})", tuple(chunk)))
+        return present
 
     def changed_since(self, job_ids: list[str], version: str | None) -> tuple[bool, dict[str, str]]:
         """(whether this is every strip, {job id: strip JSON}) for the jobs changed after ``version``."""

@@ -1,4 +1,4 @@
-"""One daemon per home: an exclusive ``flock`` on ``<home>/.crawlsched-daemon.lock`` holding its pid.
+"""One daemon per home: an exclusive ``flock`` on ``control.lock_path(home)`` holding its pid.
 
 The kernel drops the lock when the process dies, however it dies (SIGKILL
 included), so a stale lock never keeps a new daemon from starting.
@@ -10,11 +10,10 @@ import fcntl
 import os
 from pathlib import Path
 
+from crawlsched.control import lock_path
 from crawlsched.errors import DaemonLockError
 
-__all__ = ["LOCK_NAME", "HomeLock"]
-
-LOCK_NAME = ".crawlsched-daemon.lock"
+__all__ = ["HomeLock"]
 
 
 class HomeLock:
@@ -25,7 +24,7 @@ class HomeLock:
     def acquire(self, pid: int) -> None:
         """Take the lock, or refuse naming the pid that holds it (``DaemonLockError``)."""
         self.home.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.home / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(lock_path(self.home), os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

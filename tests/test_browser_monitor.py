@@ -326,3 +326,49 @@ def test_the_schedulers_switch_stops_and_starts_the_whole_scheduler(page, server
     button.click()
     page.wait_for_function("() => document.getElementById('scheduler-state').textContent === 'running'")
     assert requests.get(f"{server.base}/api/scheduler/jobs", timeout=5).json()["scheduler_paused"] is False
+
+
+def test_a_removed_jobs_page_still_shows_its_runs_and_says_it_was_removed(page, site):
+    gone = site.server.add(name="Gone Soon", at="23:59", url="http://127.0.0.1:9/unreachable", max_retries=0)
+    requests.post(f"{site.base}/api/scheduler/run-now", json={"job_id": gone}, timeout=10).raise_for_status()
+    deadline = time.monotonic() + 20
+    runs: list[Any] = []
+    while time.monotonic() < deadline:
+        runs = requests.get(f"{site.base}/api/scheduler/job/{gone}/runs", timeout=5).json()["runs"]
+        if runs and runs[0]["status"] == "failed":
+            break
+        time.sleep(0.3)
+    assert runs and runs[0]["status"] == "failed"
+    requests.delete(f"{site.base}/api/scheduler/job/{gone}", timeout=5).raise_for_status()
+    page.goto(f"{site.base}/scheduler#job/{gone}")
+    page.locator('[data-testid="run"]').first.wait_for()
+    page.wait_for_function("() => document.querySelector('[data-testid=jv-status]').textContent === 'removed'")
+    assert "no longer in the job file" in page.locator('[data-testid="jv-summary"]').inner_text()
+    assert page.locator('[data-testid="run"]').first.get_attribute("data-status") == "failed"
+    assert page.locator('[data-testid="attempt-message"]').first.inner_text() == runs[0]["attempts"][-1]["message"]
+    assert not page.locator('[data-testid="edit-form"]').is_visible()
+    assert page.locator('[data-testid="jv-error"]').is_hidden()
+    # The one error is the browser's note of the page asking for the job itself (404: not in the file).
+    assert [m for m in errors(page) if "status of 404" not in m] == []
+    assert len(errors(page)) == 1
+
+
+def test_the_strips_past_the_first_screen_get_their_tooltips_too(page, site):
+    from crawlsched.state import State
+
+    ids = [site.server.add(name=f"Many {i:02d}", at="23:59", url="http://127.0.0.1:9/many", max_retries=0) for i in range(45)]
+    at = time.time() - 3600
+    state = State(site.home / "crawlsched.db").open()
+    try:
+        for job_id in ids:  # one finished attempt each, written as the daemon writes them
+            run_id = state.start_attempt(job_id, at, 1, 1, trigger="schedule", started_at=at, pid=os.getpid())
+            state.finish_attempt(run_id, status="failed", finished_at=at + 1, message=f"HTTP 503 for {job_id}")
+    finally:
+        state.close()
+    page.goto(f"{site.base}/scheduler")
+    last = f'[data-job-id="{ids[-1]}"] [data-testid="run-strip"] .cell'
+    page.wait_for_function("sel => { const c = document.querySelector(sel); return c && c.title; }", arg=last)
+    assert f"HTTP 503 for {ids[-1]}" in page.locator(last).get_attribute("title")
+    for job_id in ids:
+        requests.delete(f"{site.base}/api/scheduler/job/{job_id}", timeout=5).raise_for_status()
+    assert not errors(page)

@@ -481,6 +481,22 @@ def test_the_cli_path_imports_nothing_heavy(tmp_home, args):
     assert not {m for m in imported if m.split(".")[0] in HEAVY or m in HEAVY}
 
 
+@pytest.mark.parametrize("args, absent", [
+    (["list", "--json"], {"crawlsched.cli.edit", "crawlsched.cli.settings", "crawlsched.cli.logs"}),
+    (["-f", "jobs.toml", "validate"], {"crawlsched.cli.show", "crawlsched.cli.settings", "crawlsched.cli.daemon"}),
+    (["--help"], set()),
+], ids=["list", "validate", "help"])
+def test_a_command_imports_only_the_module_of_its_own_commands(tmp_home, args, absent):
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "crawlsched", *args], cwd=tmp_home.jobs_file.parent,
+                          capture_output=True, text=True, env={**os.environ}, timeout=60)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    commands = {m for m in imported if m.startswith("crawlsched.cli.") and m != "crawlsched.cli.options"}
+    assert not commands & absent
+    if not absent:  # the help lists every command
+        assert {"crawlsched.cli.edit", "crawlsched.cli.settings", "crawlsched.cli.show", "crawlsched.cli.logs"} <= commands
+
+
 def test_console_script_and_python_m_both_work(tmp_home):
     script = os.path.join(os.path.dirname(sys.executable), "crawlsched")
     for argv in ([script, "--help"], [sys.executable, "-m", "crawlsched", "--help"]):

@@ -19,7 +19,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from crawlsched import __version__
-from crawlsched.daemon import Daemon, InlineExecutor
+from crawlsched.daemon import Daemon, DaemonView, InlineExecutor
 from crawlsched.state import METRIC_COUNTER_COLUMNS, MIGRATIONS, State, _statements
 from crawlsched.store import JobStore
 from crawlsched.web import create_app
@@ -39,7 +39,7 @@ class Env:
         self.daemon = Daemon(JobStore(home / "jobs.toml", cache_dir=home / ".cache"), State(home / "crawlsched.db"), home,
                              logging.getLogger("crawlsched.test"), clock=self.clock.time, monotonic=self.clock.monotonic,
                              executor=InlineExecutor(), notify=lambda _m: False, duties=False)
-        self.app = create_app(self.daemon, None, "127.0.0.1", 5000)
+        self.app = create_app(self.daemon.store, self.daemon.state, DaemonView(self.daemon), home=self.daemon.home, log=self.daemon.log, token=None, bind_host="127.0.0.1", bind_port=5000)
         self.exporter = self.app.view_functions["metrics"].__self__.exporter
         self.exporter.REUSE_FOR = 0  # every scrape renders afresh (the reuse has a test of its own)
         self.client = self.app.test_client()

@@ -20,7 +20,7 @@ from typing import Any, Iterator
 import pytest
 from flask.testing import FlaskClient
 
-from crawlsched.daemon import Daemon, InlineExecutor
+from crawlsched.daemon import Daemon, DaemonView, InlineExecutor
 from crawlsched.state import State
 from crawlsched.store import JobStore
 from daemon_helpers import FakeClock
@@ -64,7 +64,7 @@ class Env:
         self.daemon = Daemon(JobStore(self.jobs_file, cache_dir=home / ".cache"), State(home / "crawlsched.db"), home,
                              logging.getLogger("crawlsched.test"), clock=self.clock.time, monotonic=self.clock.monotonic,
                              executor=InlineExecutor(), notify=lambda _m: False, duties=False)
-        self.app = create_app(self.daemon, token, "127.0.0.1", 5000)
+        self.app = create_app(self.daemon.store, self.daemon.state, DaemonView(self.daemon), home=self.daemon.home, log=self.daemon.log, token=token, bind_host="127.0.0.1", bind_port=5000)
         self.app.config["CRAWLSCHED_HANDOVER_WAIT"] = 0
         self.app.test_client_class = Client
         self.client = self.app.test_client()
@@ -882,10 +882,16 @@ def test_with_a_token_any_host_is_served(token_env):
     assert response.status_code == 200
 
 
+def serve(env: Env, bind: str, token: str | None = None) -> Any:
+    """``start_server`` over the env's daemon, as ``crawlsched daemon --http`` calls it."""
+    d = env.daemon
+    return start_server(d.store, d.state, DaemonView(d), bind, home=d.home, log=d.log, token=token)
+
+
 def test_start_server_refuses_a_non_loopback_address_without_a_token(env, monkeypatch):
     monkeypatch.delenv("CRAWLSCHED_TOKEN", raising=False)
     with pytest.raises(WebConfigError) as info:
-        start_server(env.daemon, "0.0.0.0:0")
+        serve(env, "0.0.0.0:0")
     assert info.value.exit_code == 2
     assert "token" in str(info.value) and "0.0.0.0:0" in str(info.value)
 
@@ -893,7 +899,7 @@ def test_start_server_refuses_a_non_loopback_address_without_a_token(env, monkey
 @pytest.mark.parametrize("bind", ["127.0.0.1", "127.0.0.1:99999", "nonsense", ":5000", ""])
 def test_start_server_refuses_a_malformed_address(env, bind):
     with pytest.raises(WebConfigError) as info:
-        start_server(env.daemon, bind)
+        serve(env, bind)
     assert info.value.exit_code == 2
 
 
@@ -901,7 +907,7 @@ def test_start_server_refuses_a_malformed_address(env, bind):
                                    "Zm9vYmFyYmF6cXV4cXV1eA"[:21]])
 def test_start_server_refuses_a_short_token_on_a_non_loopback_address(env, token):
     with pytest.raises(WebConfigError) as info:
-        start_server(env.daemon, "0.0.0.0:0", token=token)
+        serve(env, "0.0.0.0:0", token=token)
     message = str(info.value)
     assert info.value.exit_code == 2 and "128 bits" in message and "32 hex" in message and "22" in message
     assert len(token) < 5 or token not in message
@@ -909,7 +915,7 @@ def test_start_server_refuses_a_short_token_on_a_non_loopback_address(env, token
 
 @pytest.mark.parametrize("token", ["a", "short"])
 def test_a_short_token_is_fine_on_loopback(env, token):
-    server = start_server(env.daemon, "127.0.0.1:0", token=token)
+    server = serve(env, "127.0.0.1:0", token=token)
     server.close()
 
 
@@ -919,7 +925,7 @@ STRONG_TOKEN = "Zm9vYmFyYmF6cXV4cXV1eA"  # 22 base64 characters: 132 bits
 def test_start_server_serves_a_non_loopback_address_with_a_token(env):
     import requests
 
-    server = start_server(env.daemon, "0.0.0.0:0", token=STRONG_TOKEN)
+    server = serve(env, "0.0.0.0:0", token=STRONG_TOKEN)
     try:
         assert server.port > 0
         base = f"http://127.0.0.1:{server.port}"
@@ -935,7 +941,7 @@ def test_start_server_on_loopback_uses_the_token_from_the_environment(env, monke
     import requests
 
     monkeypatch.setenv("CRAWLSCHED_TOKEN", "from-env-token")
-    server = start_server(env.daemon, "127.0.0.1:0")
+    server = serve(env, "127.0.0.1:0")
     try:
         base = f"http://127.0.0.1:{server.port}"
         assert requests.get(f"{base}/api/scheduler/status", timeout=5).status_code == 401
@@ -1128,3 +1134,82 @@ def test_the_last_good_job_file_is_kept_in_the_home_when_the_daemon_applies_it(e
     env.daemon.reload(force=True)
     assert env.daemon.store.last_good_path(env.home).read_bytes() == good
     assert env.daemon.store.last_good_path(env.home).parent == env.home / ".cache"
+
+
+# --- the web knows the scheduler only through control.SchedulerView -------------------------
+
+
+def test_the_web_package_never_imports_the_daemon():
+    import ast
+
+    import crawlsched.web
+
+    for path in Path(crawlsched.web.__file__).parent.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n == "crawlsched.daemon" or n.startswith("crawlsched.daemon.") for n in names), path.name
+
+
+def test_the_daemons_view_is_a_scheduler_view(env):
+    from crawlsched.control import SchedulerView
+
+    view = DaemonView(env.daemon)
+    assert isinstance(view, SchedulerView)
+    assert view.started and not view.stopping and view.config_error is None
+    assert view.jobs is env.daemon.jobs and view.next_fires() == env.daemon.planned
+    assert view.next_fires() is not env.daemon.planned  # a copy: the web cannot change the loop's plan
+
+
+class FakeScheduler:
+    """A scheduler view that is not a daemon: what the web needs, and nothing more."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock, self.monotonic = clock.time, clock.monotonic
+        self.started, self.stopping, self.config_error = False, False, None
+        self.jobs: dict[str, Any] = {}
+        self.defaults = None
+        self.pool_size = 3
+        self.busy: set[str] = set()
+        self.reloads = self.wakes = 0
+
+    def next_fires(self) -> dict[str, float]:
+        return {}
+
+    def is_busy(self, job_id: str) -> bool:
+        return job_id in self.busy
+
+    def request_reload(self) -> None:
+        self.reloads += 1
+
+    def request_wake(self) -> None:
+        self.wakes += 1
+
+
+def test_the_api_serves_over_any_scheduler_view(tmp_path, monkeypatch):
+    from crawlsched.control import SchedulerView
+
+    monkeypatch.setenv("TZ", "UTC")
+    write_jobs(tmp_path, '[defaults]\ntimezone = "UTC"\ncommand = "true"\n')
+    scheduler = FakeScheduler(FakeClock(START))
+    assert isinstance(scheduler, SchedulerView)
+    state = State(tmp_path / "crawlsched.db").open()
+    try:
+        app = create_app(JobStore(tmp_path / "jobs.toml", cache_dir=tmp_path / ".cache"), state, scheduler,
+                         home=tmp_path, log=logging.getLogger("crawlsched.test"))
+        app.config["CRAWLSCHED_HANDOVER_WAIT"] = 0
+        app.test_client_class = Client
+        client = app.test_client()
+        assert client.get("/healthz").get_json() == {"ok": False, "error": "the scheduler loop has not started"}
+        added = client.post("/api/scheduler/job/add", json={"name": "probe", "every": "1m"})
+        assert added.status_code == 200 and scheduler.reloads == 1, added.get_json()
+        scheduler.busy.add("probe")
+        busy = client.post("/api/scheduler/run-now", json={"job_id": "probe"})
+        assert busy.status_code == 409 and scheduler.wakes == 0
+        scheduler.busy.clear()
+        queued = client.post("/api/scheduler/run-now", json={"job_id": "probe"})
+        assert queued.status_code == 200 and queued.get_json()["taken"] is False and scheduler.wakes == 1
+        assert "crawlsched_pool_size 3.0" in client.get("/metrics").get_data(as_text=True)
+    finally:
+        state.close()

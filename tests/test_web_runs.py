@@ -313,3 +313,97 @@ def test_reads_go_on_while_the_job_file_is_broken(env, job):
     assert job in env.client.get("/api/scheduler/recent").get_json()["recent"]
     response = env.client.patch(f"/api/scheduler/job/{job}", json={"max_retries": 1})
     assert response.status_code == 422 and "jobs.toml" in response.get_json()["error"]
+
+
+# --- the job list, written again only for the jobs that changed --------------------------------
+
+
+def _reference_body(env: Any) -> bytes:
+    """The job list as ``json.dumps`` writes it whole (what the answer was before it was kept per job)."""
+    import json
+    from datetime import datetime, timezone
+
+    from crawlsched import render
+
+    jobfile = env.daemon.store.load()
+    states = env.daemon.state.job_states([j.id for j in jobfile.jobs])
+    now = datetime.fromtimestamp(env.clock.time(), timezone.utc)
+    return json.dumps({"success": True, "jobs": [render.job_dict(j, states.get(j.id), now) for j in jobfile.jobs],
+                       "config_error": None, "default_crawl": bool(jobfile.defaults.url or jobfile.defaults.command),
+                       "scheduler_paused": jobfile.defaults.paused}, ensure_ascii=False, default=str).encode()
+
+
+def test_the_job_list_writes_again_only_the_job_that_changed_byte_for_byte(env, job):
+    ids = [job, env.add(name="Bérita ☕ «überall»", at="10:00", url="https://example.com/a",
+                        headers={"X-Key": "secret"})["job_id"],
+           env.add(name="Paused", cron="*/5 * * * *", url="https://example.com/b")["job_id"],
+           env.add(name="Ends today", at="08:30", url="https://example.com/c", end_date="2025-11-08")["job_id"]]
+    env.client.post(f"/api/scheduler/job/{ids[2]}/pause")
+    attempt(env, ids[1], T0, 1, "failed", "HTTP 503 «busy»", retry_due=T0 + 300)
+    cards = env.app.config["CRAWLSCHED_MONITOR"].api.cards
+    first = env.client.get("/api/scheduler/jobs")
+    assert first.data == _reference_body(env)
+    built = cards.built
+    attempt(env, job, T0 + 60, 1, "success", "saved 5 bytes")  # one job's state changes
+    again = env.client.get("/api/scheduler/jobs")
+    assert again.data == _reference_body(env) and again.data != first.data
+    assert cards.built == built + 1
+    env.clock.advance(3600)  # past the retry's due time and the last fire of "Ends today": their cards change by themselves
+    later = env.client.get("/api/scheduler/jobs")
+    assert later.data == _reference_body(env)
+    assert [j["status"] for j in later.get_json()["jobs"]][3] == "finished"
+
+
+# --- the strips after keep_history pruned the history --------------------------------------------
+
+
+def _strip_fires(env: Any, job_id: str) -> list[str]:
+    return [s[2] for s in env.client.get("/api/scheduler/recent").get_json()["recent"][job_id]]
+
+
+def test_the_strips_drop_the_runs_keep_history_removed(env, job):
+    flaky_history(env, job, 5)
+    assert len(_strip_fires(env, job)) == 6  # five fires and a skip
+    env.daemon.state.prune_history(0, keep_rows=4)  # the newest 4 rows stay: fires 3 (its skip, attempt 2) and 4
+    assert _strip_fires(env, job) == ["2025-11-08 12:00:00", "2025-11-08 11:30:00", "2025-11-08 11:00:00"]
+
+
+def test_the_strips_drop_pruned_runs_even_when_the_oldest_row_is_kept(env, job):
+    """The oldest row in the history is another job's newest attempt (never pruned): the
+    strips are still checked, within a minute."""
+    other = env.add(name="Other", at="10:00", url="https://example.com/other")["job_id"]
+    attempt(env, other, T0 - 86400 * 30, 1, "success", "long ago")
+    flaky_history(env, job, 3)
+    assert len(_strip_fires(env, job)) == 3
+    env.daemon.state.prune_history(0, older_than=T0 + 3600)  # fire 0 goes; the other job's only row stays
+    env.clock.advance(61)
+    assert _strip_fires(env, job) == ["2025-11-08 10:00:00", "2025-11-08 09:00:00"]
+    assert _strip_fires(env, other) == ["2025-10-09 08:00:00"]
+
+
+# --- a removed job's history --------------------------------------------------------------------
+
+
+def test_a_removed_jobs_history_can_still_be_read(env, job):
+    run_id = saved_body(env, job, b"kept after the job went")
+    attempt(env, job, T0 + 3600, 1, "failed", "HTTP 503 (later)", http_status=503)
+    assert env.client.delete(f"/api/scheduler/job/{job}").status_code == 200
+    assert env.client.get(f"/api/scheduler/job/{job}").status_code == 404  # not in the job file
+    runs = env.client.get(f"/api/scheduler/job/{job}/runs")
+    assert runs.status_code == 200
+    data = runs.get_json()
+    assert data["removed"] is True and data["job_id"] == job
+    messages = [a["message"] for r in data["runs"] for a in r["attempts"]]
+    assert messages == ["HTTP 503 (later)", "saved"]
+    assert env.client.get(f"/api/scheduler/job/{job}/stats?since=2d").get_json()["removed"] is True
+    body = env.client.get(f"/api/scheduler/job/{job}/runs/{run_id}/body/0")
+    assert body.status_code == 200 and body.data == b"kept after the job went"
+
+
+def test_a_job_in_the_file_is_not_marked_removed(env, job):
+    assert env.client.get(f"/api/scheduler/job/{job}/runs").get_json()["removed"] is False
+
+
+def test_an_id_with_no_history_and_no_job_is_still_not_found(env):
+    response = env.client.get("/api/scheduler/job/never-was/runs")
+    assert response.status_code == 404 and response.get_json()["error"] == 'no job with id or name "never-was"'

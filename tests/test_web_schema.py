@@ -13,7 +13,7 @@ schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis.errors import Unsatisfiable  # noqa: E402
 
-from crawlsched.daemon import Daemon, InlineExecutor  # noqa: E402
+from crawlsched.daemon import Daemon, DaemonView, InlineExecutor  # noqa: E402
 from crawlsched.state import State  # noqa: E402
 from crawlsched.store import JobStore  # noqa: E402
 from crawlsched.web import create_app  # noqa: E402
@@ -36,7 +36,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
 @pytest.fixture(scope="module")
 def api_schema(daemon: Daemon):
     # The WSGI client sends "Host: localhost" (port 80): the app is bound there for this test.
-    app = create_app(daemon, None, "127.0.0.1", 80)
+    app = create_app(daemon.store, daemon.state, DaemonView(daemon), home=daemon.home, log=daemon.log, token=None, bind_host="127.0.0.1", bind_port=80)
     app.config["CRAWLSCHED_HANDOVER_WAIT"] = 0
     return schemathesis.openapi.from_wsgi("/api/openapi.json", app)
 

@@ -12,18 +12,17 @@ database and rich are imported by the commands that use them, and
 
 This package holds the app, the environment of one invocation, the output
 helpers and the ``command`` decorator; the commands live by topic in
-``edit`` (the job file; its shared options in ``options``), ``show`` (jobs,
-runs, status) and ``daemon`` (the daemon and running jobs), imported at the
-end of this module so that they register.
+``edit`` (the job file; its shared options in ``options``), ``settings`` ([defaults]), ``show`` (jobs,
+runs, status) and ``daemon`` (the daemon and running jobs), imported
+by ``main`` (only the module of the command being run) or by ``app`` (all) so that they register.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import os
 import sys
-from dataclasses import dataclass, field
+import typing
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Callable, Optional
@@ -42,7 +41,7 @@ if TYPE_CHECKING:
 UTC = timezone.utc
 HANDOVER_WAIT = 5.0  # seconds `run-now` waits for the daemon to take the request
 
-app = typer.Typer(
+_app = typer.Typer(
     name="crawlsched",
     help="Schedule recurring crawl jobs: a readable jobs.toml, a daemon that fires on time and retries, and the history of every attempt.",
     no_args_is_help=True,
@@ -56,13 +55,20 @@ app = typer.Typer(
 # --- the environment of one invocation -------------------------------------------------
 
 
-@dataclass
 class Env:
-    """Where the job file and the home are, and the state database once opened."""
+    """Where the job file and the home are, and the state database once opened.
 
-    jobs_file: Path
-    home: Path
-    _state: Any = field(default=None, repr=False)
+    A plain class, not a dataclass: ``dataclasses`` (and what it imports) would be the one
+    module ``crawlsched --help`` loads beyond Typer's own.
+    """
+
+    def __init__(self, jobs_file: Path, home: Path) -> None:
+        self.jobs_file = jobs_file
+        self.home = home
+        self._state: Any = None
+
+    def __repr__(self) -> str:
+        return f"Env(jobs_file={self.jobs_file!r}, home={self.home!r})"
 
     @property
     def db_path(self) -> Path:
@@ -117,7 +123,7 @@ def _print_version(value: bool) -> None:
         raise typer.Exit(0)
 
 
-@app.callback()
+@_app.callback()
 def _root(
     jobs_file: Annotated[Optional[str], typer.Option("--jobs-file", "-f", metavar="PATH", help="The job file [default: $CRAWLSCHED_JOBS, else ./jobs.toml].", show_default=False)] = None,
     home: Annotated[Optional[str], typer.Option("--home", metavar="PATH", help="Folder for the state database, logs and data [default: $CRAWLSCHED_HOME, else the job file's folder].", show_default=False)] = None,
@@ -136,6 +142,8 @@ def _root(
 
 
 def _emit(obj: dict[str, Any]) -> None:
+    import json
+
     typer.echo(json.dumps(obj, ensure_ascii=False, default=str))
 
 
@@ -166,6 +174,11 @@ def command(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a command whose errors become one line and an exit code (or JSON with ``--json``)."""
 
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+        # The modules write `from __future__ import annotations`: Typer would evaluate each
+        # annotation's text four times (inspect.signature and get_type_hints, for the command
+        # and for its callback), about a third of `crawlsched --help`. Once, here.
+        fn.__annotations__ = typing.get_type_hints(fn, include_extras=True)
+
         @functools.wraps(fn)
         def run(*args: Any, **kwargs: Any) -> Any:
             as_json = bool(kwargs.get("as_json"))
@@ -187,7 +200,7 @@ def command(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
 
         # The summary in `crawlsched --help` is the docstring's first paragraph, whole:
         # Click would cut it to the room left beside the name, ending in "...".
-        return app.command(name, short_help=_summary(fn.__doc__))(run)
+        return _app.command(name, short_help=_summary(fn.__doc__))(run)
 
     return register
 
@@ -268,14 +281,53 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object ins
 
 # --- the commands, by topic -----------------------------------------------------------------
 
-from crawlsched.cli import daemon, edit, logs, show  # noqa: E402  (they register with `app`)
-
+# Which module registers each command. `crawlsched CMD` imports only CMD's module (and what it
+# imports): Typer turns every registered command into a Click command on each call, so the
+# others would only cost time. `crawlsched --help`, an unknown command and `app` load all.
+COMMAND_MODULES = {
+    "add": "edit", "edit": "edit", "rm": "edit", "pause": "edit", "resume": "edit", "validate": "edit",
+    "prune": "edit", "import": "edit", "retry-config": "settings", "defaults": "settings",
+    "list": "show", "show": "show", "history": "show", "status": "show", "logs": "logs",
+    "stop": "daemon", "run-now": "daemon", "run": "daemon", "daemon": "daemon", "demo": "daemon",
+}
 # `crawlsched --help` lists the commands in this order, whatever the modules' order.
 COMMAND_ORDER = (
     "add", "edit", "list", "show", "rm", "pause", "resume", "retry-config", "defaults", "validate", "prune",
     "history", "logs", "status", "stop", "run-now", "run", "daemon", "demo", "import",
 )
-app.registered_commands.sort(key=lambda info: COMMAND_ORDER.index(info.name))
+ROOT_OPTIONS_WITH_VALUE = ("-f", "--jobs-file", "--home")
+
+
+def _load_commands(names: list[str] | None = None) -> typer.Typer:
+    """Import the modules of the commands ``names`` (all when None); they register with the app."""
+    for module in sorted({COMMAND_MODULES[n] for n in names} if names is not None else set(COMMAND_MODULES.values())):
+        __import__(f"crawlsched.cli.{module}")  # the import statement's path: -X importtime sees it
+    _app.registered_commands.sort(key=lambda info: COMMAND_ORDER.index(info.name))
+    return _app
+
+
+def _command_named(argv: list[str]) -> str | None:
+    """The command ``argv`` runs, when it names a known one after the root options; else None."""
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in ROOT_OPTIONS_WITH_VALUE:
+            i += 2
+        elif arg.startswith(("--jobs-file=", "--home=")) or (arg.startswith("-f") and not arg.startswith("--")):
+            i += 1
+        elif arg == "--":
+            return argv[i + 1] if i + 1 < len(argv) and argv[i + 1] in COMMAND_MODULES else None
+        elif arg.startswith("-"):
+            return None  # --help, --version, an unknown option: the whole app answers
+        else:
+            return arg if arg in COMMAND_MODULES else None
+    return None
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":  # `from crawlsched.cli import app`: the app with every command
+        return _load_commands()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main() -> None:
@@ -289,8 +341,10 @@ def main() -> None:
     """
     argv = sys.argv[1:]
     as_json = "--json" in argv[: argv.index("--") if "--" in argv else None]
+    named = _command_named(argv)
+    _load_commands([named] if named is not None else None)
     try:
-        code = app(prog_name="crawlsched", standalone_mode=False)
+        code = _app(prog_name="crawlsched", standalone_mode=False)
     except Exception as exc:
         # Click's classes (Typer 0.28 vendors its own copy): UsageError, BadParameter,
         # NoSuchOption … derive from ClickException; Abort is Ctrl-C at a prompt.

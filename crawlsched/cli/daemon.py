@@ -311,14 +311,14 @@ def run_daemon(store: JobStore, state: State, home: Path, log: logging.Logger, *
     The CLI wires the two together: ``crawlsched.daemon`` knows nothing of the web
     (model ← … ← daemon ← cli, web).
     """
-    from crawlsched.daemon import Daemon
+    from crawlsched.daemon import Daemon, DaemonView
 
     daemon = Daemon(store, state, home, log, grace=grace)
     server = None
     if http:
         from crawlsched.web import start_server
 
-        server = start_server(daemon, http, token=token)
+        server = start_server(store, state, DaemonView(daemon), http, home=home, log=log, token=token)
         daemon.http_url = server.url
     try:
         return daemon.run()
@@ -363,7 +363,7 @@ def demo(
 def _demo(console: Any, plain: bool, seconds: float, folder: Path | None) -> None:
     from rich.live import Live
 
-    from crawlsched import render
+    from crawlsched import tables
     from crawlsched.demo import run_demo
     from crawlsched.timing import machine_timezone
 
@@ -371,7 +371,7 @@ def _demo(console: Any, plain: bool, seconds: float, folder: Path | None) -> Non
         _use_env(Env(jobs_file, home))
         try:
             now = _now()
-            t = render.jobs_table(_job_dicts(_load(), now), now=now, width=console.width, plain=plain)
+            t = tables.jobs_table(_job_dicts(_load(), now), now=now, width=console.width, plain=plain)
         finally:
             env().close()
         t.title = f"crawlsched demo · {datetime.now().strftime('%H:%M:%S')}"

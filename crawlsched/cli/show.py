@@ -59,7 +59,7 @@ def list_(
     \b
       crawlsched list --sort next
     """
-    from crawlsched import render
+    from crawlsched import render, tables
 
     if sort not in render.SORT_KEYS:
         raise InvalidValue("--sort", sort, f"is not a sort order (one of {', '.join(render.SORT_KEYS)})")
@@ -69,14 +69,43 @@ def list_(
         _watch(sort)
         return
     now = _now()
+    if as_json:
+        _list_json(now, sort)
+        return
     jobfile, error = _load_shown()
     jobs = render.sort_jobs(_job_dicts(jobfile, now), sort)
-    if as_json:
-        _emit(_with_error({"success": True, "jobs": jobs}, error))
-        _exit_if_broken(error)
-        return
     console = _console()
-    console.print(render.jobs_table(jobs, now=now, width=console.width, plain=not console.is_terminal))
+    console.print(tables.jobs_table(jobs, now=now, width=console.width, plain=not console.is_terminal))
+    _exit_if_broken(error)
+
+
+def _list_json(now: datetime, sort: str) -> None:
+    """``list --json``: ``{"success": true, "jobs": [...]}`` as ``_emit`` would print it, made by
+    ``listing``. What a version of the file shows is kept (``listing.kept_rows``): for a file
+    unchanged since, the jobs are not read at all."""
+    from crawlsched import listing
+
+    store = env().store()
+    before = store.stat_key()
+    rows = listing.kept_rows(store.cache_dir, store.path, before, store.machine_tz)
+    if rows is not None:  # that version was read without error: nothing of it to report
+        state = env().state()
+        states = state.job_states([r[listing.ID] for r in rows]) if state is not None else {}
+        store.load_fire_memo()  # next fires an earlier `list` computed: exact, and 10,000 jobs need them
+        text = listing.rows_json(rows, states, now, sort)
+        store.save_fire_memo(now.timestamp())
+        typer.echo(text)
+        return
+    jobfile, error = _load_shown()
+    # The rows belong to the version read only if the file did not change around the read.
+    key = before if error is None and before is not None and store.stat_key() == before else None
+    state = env().state()
+    states = state.job_states([j.id for j in jobfile.jobs]) if state is not None else {}
+    store.load_fire_memo()
+    text = listing.jobs_json(jobfile, states, now, sort, key=key, machine_tz=store.machine_tz, cache_dir=store.cache_dir,
+                             path=store.path, extra=[("config_error", error)] if error is not None else ())
+    store.save_fire_memo(now.timestamp())
+    typer.echo(text)
     _exit_if_broken(error)
 
 
@@ -85,7 +114,7 @@ def _watch(sort: str) -> None:
     from rich.live import Live
     from rich.text import Text
 
-    from crawlsched import render
+    from crawlsched import render, tables
 
     console = _console()
     plain = not console.is_terminal
@@ -95,11 +124,11 @@ def _watch(sort: str) -> None:
         try:
             jobfile, error = _load_shown(say=False)
             jobs = render.sort_jobs(_job_dicts(jobfile, now), sort)
-            table = render.jobs_table(jobs, now=now, width=console.width, plain=plain)
+            table = tables.jobs_table(jobs, now=now, width=console.width, plain=plain)
         except CrawlschedError as exc:  # e.g. the file is half-edited: say so and keep watching
             return Text(f"crawlsched: error: {exc}", style="red")
         title = f"crawlsched · {datetime.now().strftime('%H:%M:%S')} · Ctrl-C to stop · {env().jobs_file}"
-        parts = [Text(render.cut_line(title, console.width), style="" if plain else "bold"), table]
+        parts = [Text(tables.cut_line(title, console.width), style="" if plain else "bold"), table]
         if error is not None:
             from crawlsched import control
 
@@ -128,7 +157,7 @@ def show(
     \b
       crawlsched show daily-morning-crawl --limit 20
     """
-    from crawlsched import render
+    from crawlsched import render, tables
 
     now = _now()
     jobfile, error = _load_shown()
@@ -142,10 +171,10 @@ def show(
         return
     console = _console()
     plain = not console.is_terminal
-    console.print(render.job_details(data, now=now, width=console.width, plain=plain))
+    console.print(tables.job_details(data, now=now, width=console.width, plain=plain))
     console.print()
     if runs:
-        console.print(render.runs_table(runs, now=now, width=console.width, plain=plain, show_job=False,
+        console.print(tables.runs_table(runs, now=now, width=console.width, plain=plain, show_job=False,
                                         zones={found.id: found.timezone}))
     else:
         console.print("no runs yet")
@@ -173,7 +202,7 @@ def history(
       crawlsched history daily-morning-crawl --since 7d --status failed
     """
     from crawlsched import history as hist
-    from crawlsched import render
+    from crawlsched import render, tables
     from crawlsched.timing import machine_timezone
 
     now = _now()
@@ -197,7 +226,7 @@ def history(
         _exit_if_broken(error)
         return
     zones = {j.id: j.timezone for j in jobfile.jobs}
-    console.print(render.runs_table(rows, now=now, width=console.width, plain=not console.is_terminal,
+    console.print(tables.runs_table(rows, now=now, width=console.width, plain=not console.is_terminal,
                                     show_job=job_id is None, zones=zones))
     if rates.success_rate is None:
         console.print("success rate: - (no finished attempts listed)")
@@ -272,13 +301,13 @@ def status(as_json: JsonOpt = False) -> None:
     \b
       crawlsched status --json
     """
-    from crawlsched import render
+    from crawlsched import tables
 
     data = _status(_now())
     if as_json:
         _emit(data)
     else:
-        for line in render.status_lines(data):
+        for line in tables.status_lines(data):
             _say(line)
     if not data["running"]:
         raise typer.Exit(DaemonNotRunning.exit_code)

@@ -83,7 +83,7 @@
 
   function open(id) {
     var fresh = !current || current.id !== id;
-    current = { id: id, job: fresh ? null : current.job, before: null, pages: 1 };
+    current = { id: id, job: fresh ? null : current.job, removed: fresh ? false : current.removed, before: null, pages: 1 };
     els.main.hidden = true;
     els.view.hidden = false;
     if (fresh) {
@@ -116,9 +116,13 @@
   function loadAll(fillForm) {
     clearTimeout(timer);
     var id = current.id;
-    var job = ns.api("GET", path() + "?limit=1").then(function (data) {
+    // A removed job is asked for once (its 404); after that only its runs and chart are read.
+    var job = current.removed ? Promise.resolve() : ns.api("GET", path() + "?limit=1").then(function (data) {
       if (!current || current.id !== id) return;
       showJob(data.job, fillForm);
+    }, function (err) {
+      // Not in the job file: a removed job whose history is kept still has its runs (loadRuns says so).
+      if (!err || err.status !== 404) throw err;
     });
     var runs = current.pages === 1 ? loadRuns(false) : Promise.resolve();
     var chart = loadChart();
@@ -140,6 +144,7 @@
 
   function showJob(job, fillForm) {
     current.job = job;
+    els.form.closest("section").hidden = false;
     els.title.textContent = ns.text(job.name, job.id);
     els.jobId.textContent = "id " + job.id;
     els.status.className = "badge badge-" + job.status;
@@ -147,6 +152,19 @@
     els.summary.textContent = summary(job);
     document.title = ns.text(job.name, job.id) + " · crawlsched";
     if (fillForm) fill(job);
+  }
+
+  // A job no longer in the job file: its history stays readable, there is nothing to edit.
+  function showRemoved() {
+    current.job = null;
+    current.removed = true;
+    els.title.textContent = current.id;
+    els.jobId.textContent = "id " + current.id;
+    els.status.className = "badge badge-removed";
+    els.status.textContent = "removed";
+    els.summary.textContent = "This job is no longer in the job file; its history is kept.";
+    els.form.closest("section").hidden = true;
+    document.title = current.id + " (removed) · crawlsched";
   }
 
   function summary(job) {
@@ -173,6 +191,7 @@
     var before = append ? current.before : null;
     return ns.api("GET", runsQuery(before)).then(function (data) {
       if (!current || current.id !== id) return;
+      if (data.removed) showRemoved();
       var bodies = data.runs.map(runGroup);
       if (append) {
         bodies.forEach(function (b) {

@@ -19,6 +19,9 @@
     retrying: "failed, retry pending",
   };
   var strips = new Map(); // job id -> strip element
+  var EAGER_TITLES = 40; // strips whose cells get their tooltips at once (the first cards: on screen at load)
+  var pendingTitles = new Set(); // the other strips, titled in small batches once the cards are painted
+  var titleTimer = null;
   var etag = null;
   var version = null; // the strips' version this page has: the daemon sends only what changed since
   var latest = {}; // job id -> strip entries (newest first)
@@ -32,12 +35,20 @@
     return node;
   }
 
-  ns.buildStrip = function (id) {
+  // An empty strip, as a card's model holds it (the cards are copies of that model).
+  ns.stripModel = function () {
     var strip = el("div", "strip");
     strip.setAttribute("data-testid", "run-strip");
     strip.setAttribute("role", "img");
     strip.setAttribute("aria-label", "No runs yet");
+    return strip;
+  };
+
+  // Job ``id``'s strip: ``strip`` (a copy of the model) when given, else a new one.
+  ns.buildStrip = function (id, strip) {
+    strip = strip || ns.stripModel();
     strip._sig = "";
+    strip._eager = strips.size < EAGER_TITLES;
     strips.set(id, strip);
     if (latest[id]) paint(strip, latest[id]);
     return strip;
@@ -56,6 +67,32 @@
     return lines.join("\n");
   }
 
+  // Tooltips are only read on hover: the strips past the first screen get theirs a batch at a time
+  // after the cards are painted, rather than 20,000 of them before the first paint.
+  function setTitles() {
+    titleTimer = null;
+    var done = 0;
+    var it = pendingTitles.values();
+    for (var next = it.next(); !next.done && done < 100; next = it.next(), done++) {
+      var strip = next.value;
+      pendingTitles.delete(strip);
+      var runs = strip._runs;
+      var cells = strip.children;
+      for (var i = 0; i < cells.length; i++) cells[i].title = tooltip(runs[runs.length - 1 - i]);
+    }
+    if (pendingTitles.size) titleTimer = setTimeout(setTitles, 0);
+  }
+
+  var cellModels = {};
+  function cellModel(status) {
+    var cell = cellModels[status];
+    if (!cell) {
+      cell = cellModels[status] = el("span", "cell cell-" + status);
+      cell.setAttribute("data-status", status);
+    }
+    return cell;
+  }
+
   // Oldest on the left, newest on the right (as Airflow's grid reads).
   function paint(strip, runs) {
     var sig = runs.map(function (r) {
@@ -64,20 +101,24 @@
     if (sig === strip._sig) return;
     strip._sig = sig;
     var cells = [];
+    var statuses = [];
     var counts = {};
     for (var i = runs.length - 1; i >= 0; i--) {
       var run = runs[i];
       var status = OUTCOMES.indexOf(run[1]) >= 0 ? run[1] : "unknown";
-      var cell = el("span", "cell cell-" + status);
-      cell.title = tooltip(run);
-      cell.setAttribute("data-status", status);
+      var cell = cellModel(status).cloneNode(false);
+      if (strip._eager) cell.title = tooltip(run);
       cells.push(cell);
+      statuses.push(status);
       counts[status] = (counts[status] || 0) + 1;
     }
     strip.replaceChildren.apply(strip, cells);
-    strip.setAttribute("data-statuses", cells.map(function (c) {
-      return c.getAttribute("data-status");
-    }).join(" "));
+    strip._runs = runs;
+    if (!strip._eager) {
+      pendingTitles.add(strip);
+      if (titleTimer === null) titleTimer = setTimeout(setTitles, 50);
+    }
+    strip.setAttribute("data-statuses", statuses.join(" "));
     var parts = Object.keys(counts).map(function (k) {
       return counts[k] + " " + (LABELS[k] || k);
     });
@@ -95,7 +136,9 @@
     if (token) headers.Authorization = "Bearer " + token;
     if (etag) headers["If-None-Match"] = etag;
     var url = "/api/scheduler/recent" + (version ? "?changed_after=" + encodeURIComponent(version) : "");
-    fetch(url, { headers: headers, credentials: "same-origin", cache: "no-store" })
+    var early = ns.early && ns.early.recent; // boot.js asked already, as the page started
+    if (early) ns.early.recent = null;
+    (early || fetch(url, { headers: headers, credentials: "same-origin", cache: "no-store" }))
       .then(function (res) {
         if (res.status === 304) return null;
         if (!res.ok) throw new Error("HTTP " + res.status);

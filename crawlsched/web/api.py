@@ -1,8 +1,11 @@
-"""The endpoint handlers: each reads or writes through the daemon's store and state."""
+"""The endpoint handlers: each reads or writes through the job store and the state, and knows
+of the scheduler only its ``control.SchedulerView``."""
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from flask import Flask, Response, request
@@ -11,30 +14,38 @@ from crawlsched import control, render, timing
 from crawlsched.errors import InvalidValue, JobFileError, JobNotFound
 from crawlsched.model import Defaults, Job, JobFile
 from crawlsched.validate import build_job, check_int, check_timezone
+from crawlsched.web.joblist import JobCards
 from crawlsched.web.ops import MetricsExporter, health_problem, status_dict
 from crawlsched.web.payload import START_KEYS, _given, add_fields, api_urls, json_body, legacy_schedule, retry_changes
 from crawlsched.web.responses import _static_json, ok, reply
 
 if TYPE_CHECKING:
-    from crawlsched.daemon import Daemon
+    from crawlsched.control import SchedulerView
+    from crawlsched.state import State
+    from crawlsched.store import JobStore
 
 UTC = timezone.utc
 
 
 class Api:
-    """The routes: each reads or writes through the daemon's store and state."""
+    """The routes: each reads or writes through the job store and the state."""
 
-    def __init__(self, daemon: Daemon, app: Flask) -> None:
-        self.daemon = daemon
-        self.store = daemon.store
-        self.state = daemon.state
+    def __init__(self, store: JobStore, state: State, scheduler: SchedulerView, app: Flask, *,
+                 home: Path, log: logging.Logger) -> None:
+        self.store = store
+        self.state = state
+        self.scheduler = scheduler
+        self.home = Path(home)
+        self.log = log
         self.app = app
-        self.exporter = MetricsExporter(daemon)
+        self.exporter = MetricsExporter(state, scheduler)
+        self.cards = JobCards()  # the job list's JSON, per job
+        self._listed: tuple[Any, JobFile | None] = (None, None)  # (the file's stat key, its jobs) the list last read
 
     # --- shared -------------------------------------------------------------------
 
     def now(self) -> datetime:
-        return datetime.fromtimestamp(self.daemon.clock(), UTC)
+        return datetime.fromtimestamp(self.scheduler.clock(), UTC)
 
     def load(self) -> JobFile:
         """The job file as it is now, for a write: a broken file raises ``JobFileError`` (422)."""
@@ -46,7 +57,7 @@ class Api:
         try:
             return self.store.load(), None
         except JobFileError as exc:
-            running = JobFile(defaults=self.daemon.defaults or Defaults(), jobs=tuple(self.daemon.jobs.values()))
+            running = JobFile(defaults=self.scheduler.defaults or Defaults(), jobs=tuple(self.scheduler.jobs.values()))
             return running, str(exc)
 
     @staticmethod
@@ -70,15 +81,26 @@ class Api:
 
     def changed(self) -> None:
         """Tell the daemon the job file changed: it reloads at once, not at its next poll."""
-        self.daemon.request_reload()
+        self.scheduler.request_reload()
 
     # --- jobs ---------------------------------------------------------------------
 
     def jobs(self) -> Response:
+        """Every job (``render.job_dict``), written again only for the jobs that changed (``JobCards``).
+        The answer carries ``valid_until``: the first instant a job in it changes by itself."""
         now = self.now()
-        jobfile, error = self.load_for_read()
+        key = self.store.stat_key()
+        listed_key, jobfile = self._listed
+        error = None
+        if jobfile is None or key is None or key != listed_key:  # the same key: the same file (conditional.py)
+            jobfile, error = self.load_for_read()
+            self._listed = (key, jobfile if error is None else None)
         states = self.state.job_states([j.id for j in jobfile.jobs])
-        return ok(jobs=[render.job_dict(j, states.get(j.id), now) for j in jobfile.jobs], **self.file_facts(jobfile, error))
+        body, until = self.cards.body(jobfile.jobs, states, now, self.file_facts(jobfile, error))
+        response = Response(body, mimetype="application/json")
+        response.headers["Cache-Control"] = "no-store"
+        response.valid_until = until  # type: ignore[attr-defined]  # read by conditional.CachedJobs
+        return response
 
     def add(self) -> Response:
         body = json_body()
@@ -101,13 +123,13 @@ class Api:
     def delete(self, ref: str) -> Response:
         removed = self.store.remove(self.find(self.load(), ref).id)
         self.changed()
-        return ok(message=f"🗑️ Job '{removed.name}' deleted", removed=[removed.id])
+        return ok(message=control.DELETED.format(name=removed.name), removed=[removed.id])
 
     def _set_paused(self, ref: str, paused: bool) -> Response:
         _given(json_body(), (), "this request (it takes no fields)")
         job = self.store.set_paused(self.find(self.load(), ref).id, paused)
         self.changed()
-        message = f"⏸️ Job '{job.name}' paused" if paused else f"▶️ Job '{job.name}' resumed"
+        message = (control.PAUSED if paused else control.RESUMED).format(name=job.name)
         return ok(message=message, job=self.job_dict(job, self.now()))
 
     def pause(self, ref: str) -> Response:
@@ -127,7 +149,7 @@ class Api:
             return self.retry_config_get()
         defaults = self.store.set_defaults(changes)
         self.changed()
-        return ok(message="✅ Retry config updated", defaults=render.defaults_dict(defaults))
+        return ok(message=control.RETRY_CONFIG_UPDATED, defaults=render.defaults_dict(defaults))
 
     # --- the seed's legacy endpoints ------------------------------------------------
 
@@ -187,18 +209,19 @@ class Api:
         if not isinstance(ref, str):
             raise InvalidValue("job_id", ref, "must be a job id or name")
         job = self.find(self.load_for_read()[0], ref)  # a broken file: the daemon still runs its last good jobs
-        control.refuse_if_busy(self.state, job, chain_active=job.id in self.daemon.chains)  # 409
-        taken, message = control.hand_over(self.state, job, wake=self.daemon.request_wake,
+        control.refuse_if_busy(self.state, job, chain_active=self.scheduler.is_busy(job.id))  # 409
+        taken, message = control.hand_over(self.state, job, wake=self.scheduler.request_wake,
                                            wait=self.app.config["CRAWLSCHED_HANDOVER_WAIT"], source="api", poll=0.02)
         return ok(message=message, job_id=job.id, taken=taken)
 
     def status(self) -> Response:
-        return reply(status_dict(self.daemon, self.now(), self.app.config["CRAWLSCHED_BIND"]))
+        return reply(status_dict(self.store, self.state, self.scheduler, self.home, self.now(),
+                                 self.app.config["CRAWLSCHED_BIND"]))
 
     # --- operations -------------------------------------------------------------------
 
     def healthz(self) -> Response:
-        reason = health_problem(self.daemon, self.daemon.clock())
+        reason = health_problem(self.state, self.scheduler, self.scheduler.clock())
         if reason:
             return reply({"ok": False, "error": reason}, 503)
         return reply({"ok": True})

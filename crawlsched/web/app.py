@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,22 +16,26 @@ from crawlsched.web.guards import MAX_BODY
 from crawlsched.web.responses import _static, error
 
 if TYPE_CHECKING:
-    from crawlsched.daemon import Daemon
+    from crawlsched.control import SchedulerView
+    from crawlsched.state import State
+    from crawlsched.store import JobStore
 
 HANDOVER_WAIT = 1.0  # seconds run-now waits for the daemon to take the request
 STATIC_SUFFIXES = {".html", ".css", ".js", ".svg", ".png", ".ico"}
 
 
-def create_app(daemon: Daemon, token: str | None, bind_host: str, bind_port: int) -> Flask:
-    """The Flask app over one daemon's job file and state. ``bind_port`` may be updated later in ``app.config``."""
+def create_app(store: JobStore, state: State, scheduler: SchedulerView, *, home: Path, log: logging.Logger,
+               token: str | None = None, bind_host: str = "127.0.0.1", bind_port: int = 5000) -> Flask:
+    """The Flask app over a home's job file (``store``), its state and the scheduler serving it
+    (``control.SchedulerView``: what the web may read of the loop, and its two requests).
+    ``bind_port`` may be updated later in ``app.config``."""
     app = Flask("crawlsched.web", static_folder=None)
     app.config.update(
         MAX_CONTENT_LENGTH=MAX_BODY,
         CRAWLSCHED_BIND=(bind_host, bind_port),
         CRAWLSCHED_HANDOVER_WAIT=HANDOVER_WAIT,
     )
-    api = Api(daemon, app)
-    log = daemon.log
+    api = Api(store, state, scheduler, app, home=home, log=log)
     guards.install(app, token, log)
 
     @app.errorhandler(CrawlschedError)

@@ -57,7 +57,10 @@ class CachedJobs:
             body = response.get_data()
             if response.status_code != 200:
                 return response
-            until = min(now + MAX_AGE, _earliest_time(response.get_json(silent=True) or {}, now))
+            earliest = getattr(response, "valid_until", None)  # the job list says; else read it from the answer
+            if earliest is None:
+                earliest = _earliest_time(response.get_json(silent=True) or {}, now)
+            until = min(now + MAX_AGE, max(earliest, now + 0.5))
             etag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
             with self._lock:
                 self._key, self._body, self._until, self._etag = key, body, until, etag
@@ -93,6 +96,6 @@ def _earliest_time(data: dict[str, Any], now: float) -> float:
 def install(app: Any, api: Any) -> CachedJobs:
     """Put the cache in front of the job list's route (whatever that route puts in its answer)."""
     endpoint = next(rule.endpoint for rule in app.url_map.iter_rules() if rule.rule == "/api/scheduler/jobs")
-    cached = CachedJobs(app.view_functions[endpoint], api.store, api.state, api.daemon.clock)
+    cached = CachedJobs(app.view_functions[endpoint], api.store, api.state, api.scheduler.clock)
     app.view_functions[endpoint] = cached
     return cached

@@ -7,6 +7,7 @@ import threading
 import time
 import zlib
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
@@ -14,53 +15,56 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Met
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.utils import floatToGoString
 
-from crawlsched import __version__, render, timing
+from crawlsched import __version__, control, render, timing
 from crawlsched.errors import CrawlschedError
 from crawlsched.model import Job, ScheduleKind
 from crawlsched.state import HISTOGRAMS, State
 from crawlsched.web.guards import _url_host
 
 if TYPE_CHECKING:
-    from crawlsched.daemon import Daemon
+    from crawlsched.control import SchedulerView
+    from crawlsched.store import JobStore
 
-HEALTH_STALE = 90.0  # three daemon heartbeats (every 30 s); seconds without a heartbeat after which /healthz says the loop is stuck
+HEALTH_STALE = control.DAEMON_FRESH  # seconds without a heartbeat after which /healthz says the loop is stuck
 
 
-def status_dict(daemon: Daemon, now: datetime, bind: tuple[str, int]) -> dict[str, Any]:
+def status_dict(store: JobStore, state: State, scheduler: SchedulerView, home: Path, now: datetime,
+                bind: tuple[str, int]) -> dict[str, Any]:
     """``crawlsched status --json``'s shape (``render.status_dict``), seen from inside the daemon."""
-    running = bool(daemon.started and not daemon.stopping)
-    row = daemon.state.daemon() if running else None
-    config_error, jobfile = daemon.config_error, None
+    running = bool(scheduler.started and not scheduler.stopping)
+    row = state.daemon() if running else None
+    config_error, jobfile = scheduler.config_error, None
     try:
-        jobfile = daemon.store.load()
+        jobfile = store.load()
     except CrawlschedError as exc:
         config_error = config_error or str(exc)
-    states = daemon.state.job_states([j.id for j in jobfile.jobs]) if jobfile is not None else {}  # next: as of now
+    states = state.job_states([j.id for j in jobfile.jobs]) if jobfile is not None else {}  # next: as of now
     host, port = bind
+    defaults = scheduler.defaults
     return render.status_dict(
         row, jobfile, now, states=states, running=running, pid=os.getpid() if running else None,
         http=f"http://{_url_host(host)}:{port}", config_ok=config_error is None, config_error=config_error,
-        job_count=len(jobfile.jobs) if jobfile is not None else len(daemon.jobs),
-        jobs_file=str(daemon.store.path), home=str(daemon.home),
-        scheduler_paused=None if jobfile is not None else daemon.scheduler_paused)
+        job_count=len(jobfile.jobs) if jobfile is not None else len(scheduler.jobs),
+        jobs_file=str(store.path), home=str(home),
+        scheduler_paused=None if jobfile is not None else bool(defaults is not None and defaults.paused))
 
 
-def health_problem(daemon: Daemon, now: float) -> str | None:
+def health_problem(state: State, scheduler: SchedulerView, now: float) -> str | None:
     """Why the scheduler is not healthy, or None: the loop must be alive and the job file applied."""
-    if not daemon.started:
+    if not scheduler.started:
         return "the scheduler loop has not started"
-    if daemon.stopping:
+    if scheduler.stopping:
         return "the scheduler is stopping"
     try:
-        row = daemon.state.daemon() or {}
+        row = state.daemon() or {}
     except Exception as exc:
         return f"the state database cannot be read ({type(exc).__name__})"
     beat = row.get("heartbeat")
     if beat is None or now - beat > HEALTH_STALE:
         age = "never" if beat is None else f"{now - beat:.0f} s ago"
         return f"the scheduler loop looks stuck: its last heartbeat was {age}"
-    if daemon.config_error:
-        return f"the job file is not applied: {daemon.config_error}"
+    if scheduler.config_error:
+        return f"the job file is not applied: {scheduler.config_error}"
     return None
 
 
@@ -87,9 +91,9 @@ class DaemonCollector:
     string joins: the per-job counters and the histograms are running totals
     that the state database keeps in the same transaction as each history row
     (migration 006), and a scrape reads only the counters changed since the
-    last one (their ``seq``); the jobs and their next fires are the loop's own
-    dicts (the jobs dict is replaced, never changed, on a reload; the next
-    fires are copied whole, one C-level copy under the GIL). It reads
+    last one (their ``seq``); the jobs and their next fires come from the
+    scheduler's view (its jobs mapping is replaced, never changed, on a reload;
+    the next fires are a copy, one C-level copy under the GIL). It reads
     through a connection of its own, so it never waits for (nor holds) the
     lock the loop and the attempts write through; SQLite's WAL lets it read
     while they write.
@@ -102,8 +106,9 @@ class DaemonCollector:
     make each scrape of 10,000 jobs hold the GIL the loop needs for a second.
     """
 
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+    def __init__(self, state: State, scheduler: SchedulerView) -> None:
+        self.state = state
+        self.scheduler = scheduler
         self._reader: State | None = None
         self._reader_ino: int | None = None
         self._lock = threading.Lock()
@@ -123,7 +128,7 @@ class DaemonCollector:
 
     def _state(self) -> State:
         """The reader's own connection, reopened (and the caches dropped) when the daemon replaced a corrupt file."""
-        path = self.daemon.state.path
+        path = self.state.path
         ino = os.stat(path).st_ino
         if self._reader is None or ino != self._reader_ino:
             if self._reader is not None:
@@ -135,7 +140,7 @@ class DaemonCollector:
 
     def read(self) -> None:
         """Take what this scrape reports (called once per scrape, before ``collect`` and ``job_text``)."""
-        daemon = self.daemon
+        scheduler = self.scheduler
         changed: set[str] = set()
         try:
             state = self._state()
@@ -149,15 +154,15 @@ class DaemonCollector:
             changed.update(seen)
         except Exception:  # a broken database: say the daemon is not healthy, and no more
             gauges, histograms = None, {}
-        self._scrape = {"now": daemon.clock(), "jobs": daemon.jobs, "planned": dict(daemon.planned),
+        self._scrape = {"now": scheduler.clock(), "jobs": scheduler.jobs, "planned": scheduler.next_fires(),
                         "gauges": gauges, "histograms": histograms, "changed": changed}
 
     def collect(self) -> Iterator[Metric]:
-        daemon, scrape = self.daemon, self._scrape
+        scheduler, scrape = self.scheduler, self._scrape
         now, gauges = scrape["now"], scrape["gauges"]
         beat = gauges["heartbeat"] if gauges else None
-        alive = bool(daemon.started and not daemon.stopping and beat is not None and now - beat <= HEALTH_STALE)
-        yield _gauge("crawlsched_up", "1 while the scheduler loop's heartbeat is fresh (at most 90 s old), else 0.",
+        alive = bool(scheduler.started and not scheduler.stopping and beat is not None and now - beat <= HEALTH_STALE)
+        yield _gauge("crawlsched_up", f"1 while the scheduler loop's heartbeat is fresh (at most {HEALTH_STALE:g} s old), else 0.",
                      1 if alive else 0)
         yield _gauge("crawlsched_heartbeat_timestamp_seconds", "When the scheduler loop last wrote its heartbeat.",
                      beat or 0)
@@ -166,13 +171,12 @@ class DaemonCollector:
         yield info
         yield _gauge("crawlsched_jobs", "Jobs the daemon runs (its last good job file).", len(scrape["jobs"]))
         yield _gauge("crawlsched_config_reload_success", "1 when the job file as it is now is applied, 0 when it is broken.",
-                     0 if daemon.config_error else 1)
+                     0 if scheduler.config_error else 1)
         if gauges is not None:
             yield _gauge("crawlsched_retries_pending", "Failed attempts waiting for their retry.", gauges["retries_pending"])
             yield _gauge("crawlsched_attempts_running", "Attempts running now (this daemon's and `crawlsched run`'s).",
                          gauges["attempts_running"])
-        pool = daemon._pool_size or (daemon.defaults.max_concurrent if daemon.defaults else 0)
-        yield _gauge("crawlsched_pool_size", "Attempts that can run at once (max_concurrent).", pool)
+        yield _gauge("crawlsched_pool_size", "Attempts that can run at once (max_concurrent).", scheduler.pool_size)
         for name, metric, doc in (
             ("attempt_duration", "crawlsched_attempt_duration_seconds", "How long finished attempts took."),
             ("fire_lateness", "crawlsched_fire_lateness_seconds", "Start of a scheduled first attempt after its fire time."),
@@ -279,12 +283,12 @@ class MetricsExporter:
     content_type = CONTENT_TYPE_PLAIN_0_0_4
     REUSE_FOR = 1.0
 
-    def __init__(self, daemon: Daemon) -> None:
-        self.collector = DaemonCollector(daemon)
+    def __init__(self, state: State, scheduler: SchedulerView) -> None:
+        self.collector = DaemonCollector(state, scheduler)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.collector)
         ProcessCollector(registry=self.registry)
-        self.monotonic = daemon.monotonic
+        self.monotonic = scheduler.monotonic
         self._last: tuple[float, bytes, dict[str, bytes]] | None = None  # (monotonic time, body, its encodings)
 
     def render(self, encoding: str | None = None) -> bytes:

@@ -12,6 +12,9 @@
   and the fleet's last 24 h, with an ``ETag`` so an unchanged answer costs a 304;
 - ``PATCH /api/scheduler/job/<id>``: the add form's fields for an existing job, through
   ``JobStore.edit`` (the code ``crawlsched edit`` uses).
+
+The read routes also answer for a job removed from the file whose history is still kept
+(``"removed": true``): what it did stays readable after it is gone.
 """
 
 from __future__ import annotations
@@ -24,11 +27,11 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Response, request, send_file
 
-from crawlsched import render, timing
-from crawlsched.errors import InvalidValue, RunNotFound, Unsupported
+from crawlsched import control, render, timing
+from crawlsched.errors import InvalidValue, JobNotFound, RunNotFound, Unsupported
 from crawlsched.fires import OUTCOMES, Fire, StripCache, job_fires, job_stats, since_text
-from crawlsched.model import Job
-from crawlsched.validate import check_int, check_name
+from crawlsched.model import Job, ScheduleKind
+from crawlsched.validate import ID_RE, check_int, check_name
 from crawlsched.runfiles import sniff
 from crawlsched.runner import run_dir, run_log
 from crawlsched.state import Run
@@ -61,17 +64,29 @@ class RunsApi:
         self.state = api.state
         self._zones: dict[str, str] = {}
         self._jobs_key: Any = None
-        self.strips = StripCache(api.state, self._strip_json)
+        self.strips = StripCache(api.state, self._strip_json, monotonic=api.scheduler.monotonic)
 
     @property
     def home(self) -> Path:
-        return Path(self.api.daemon.home).resolve()
+        return self.api.home.resolve()
 
     # --- helpers -------------------------------------------------------------------
 
     def _job(self, ref: str) -> Job:
         """A job to read about: with a broken job file, one the daemon is running (reads never fail on it)."""
-        return self.api.find(self.api.load_for_read()[0], ref)
+        return self._job_or_removed(ref)[0]
+
+    def _job_or_removed(self, ref: str) -> tuple[Job, bool]:
+        """(the job, whether it was removed): an id no longer in the file whose history is kept
+        reads as a stand-in job of that id, in the file's zone (its own zone went with it)."""
+        jobfile = self.api.load_for_read()[0]
+        try:
+            return self.api.find(jobfile, ref), False
+        except JobNotFound:
+            if not ID_RE.fullmatch(ref) or not self.state.runs(ref, 1):
+                raise
+        zone = jobfile.defaults.timezone or self.api.store.machine_tz
+        return Job(id=ref, name=ref, kind=ScheduleKind.EVERY, spec="1d", timezone=zone), True
 
     def _bodies(self, job: Job, fire: Fire) -> list[dict[str, Any]]:
         if job.command is not None and not job.urls:
@@ -131,7 +146,7 @@ class RunsApi:
     # --- routes ----------------------------------------------------------------------
 
     def runs(self, ref: str) -> Response:
-        job = self._job(ref)
+        job, removed = self._job_or_removed(ref)
         args = request.args
         limit = check_int("limit", args.get("limit", "20"), 1, 200)
         before = check_int("before", args["before"], 1, 2**53) if "before" in args else None
@@ -140,10 +155,11 @@ class RunsApi:
         since = since_text(args["since"], now, job.timezone) if args.get("since") else None
         page = job_fires(self.state, job.id, limit=limit, before=before,
                          since=since.timestamp() if since else None, statuses=statuses)
-        return ok(job_id=job.id, runs=[self.fire_dict(job, f) for f in page.fires], next_before=page.next_before)
+        return ok(job_id=job.id, removed=removed, runs=[self.fire_dict(job, f) for f in page.fires],
+                  next_before=page.next_before)
 
     def stats(self, ref: str) -> Response:
-        job = self._job(ref)
+        job, removed = self._job_or_removed(ref)
         args = request.args
         now = self.api.now()
         bucket = args.get("bucket", "day")
@@ -156,7 +172,7 @@ class RunsApi:
         if now - since > limit:
             raise InvalidValue("since", args.get("since"), f"is more than {limit.days} days back for bucket {bucket}")
         stats = job_stats(self.state, job.id, since=since, until=now + timedelta(seconds=1), bucket=bucket, tz=job.tz)
-        return ok(job_id=job.id, bucket=bucket, since=since.astimezone(job.tz).isoformat(timespec="seconds"),
+        return ok(job_id=job.id, removed=removed, bucket=bucket, since=since.astimezone(job.tz).isoformat(timespec="seconds"),
                   until=now.astimezone(job.tz).isoformat(timespec="seconds"), buckets=stats.buckets,
                   runs=stats.runs, attempts=stats.attempts, success_rate=stats.success_rate,
                   run_success_rate=stats.run_success_rate)
@@ -195,7 +211,7 @@ class RunsApi:
     def recent(self) -> Response:
         ids = self._job_ids()
         version = self.strips.update(ids)
-        fleet = self.strips.fleet(self.api.daemon.clock())
+        fleet = self.strips.fleet(self.api.scheduler.clock())
         tag = f'"{version}-{fleet["attempts_24h"]}-{fleet["successes_24h"]}"'
         if tag in request.headers.get("If-None-Match", ""):
             response = Response(status=304)
@@ -225,7 +241,7 @@ class RunsApi:
                 self.strips.update(ids)
                 self.strips.changed_since(ids, None)  # and each strip's JSON
             except Exception:  # noqa: BLE001 -- a cold cache is only slower; the route reads it again
-                self.api.daemon.log.debug("warming the strips failed", exc_info=True)
+                self.api.log.debug("warming the strips failed", exc_info=True)
 
         threading.Thread(target=run, name="crawlsched-strips", daemon=True).start()
 
@@ -246,7 +262,7 @@ class RunsApi:
         except InvalidValue as exc:
             return _field_error(exc)
         self.api.changed()
-        return ok(message=f"✅ Job '{edited.name}' updated", job=self.api.job_dict(edited, now))
+        return ok(message=control.UPDATED.format(name=edited.name), job=self.api.job_dict(edited, now))
 
 
 def edit_changes(body: dict[str, Any], defaults: Any) -> tuple[dict[str, Any], tuple[str, ...]]:

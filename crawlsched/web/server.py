@@ -15,7 +15,9 @@ from crawlsched.web.app import create_app
 from crawlsched.web.guards import _url_host, is_loopback, split_host
 
 if TYPE_CHECKING:
-    from crawlsched.daemon import Daemon
+    from crawlsched.control import SchedulerView
+    from crawlsched.state import State
+    from crawlsched.store import JobStore
 
 SERVER_MAX_BODY = 1024 * 1024  # waitress cuts anything larger before Flask sees it
 # A token on a non-loopback address has at least 128 bits (SPEC §7), judged by length and
@@ -253,8 +255,10 @@ def _shedding_readable(listener: Any, readable: Any) -> Any:
     return shedding
 
 
-def start_server(daemon: Daemon, bind: str, token: str | None = None) -> WebServer:
-    """Serve the page and API on ``HOST:PORT`` (waitress, 4 threads) in a background thread.
+def start_server(store: JobStore, state: State, scheduler: SchedulerView, bind: str, *, home: Path,
+                 log: logging.Logger, token: str | None = None) -> WebServer:
+    """Serve the page and API on ``HOST:PORT`` (waitress, 4 threads) in a background thread, over
+    the job store, the state and the scheduler's view (``create_app``).
 
     Refuses (``WebConfigError``, exit 2) a non-loopback address without a token, or with one
     under 128 bits (``check_bind``).
@@ -266,7 +270,7 @@ def start_server(daemon: Daemon, bind: str, token: str | None = None) -> WebServ
     token = check_token(token) if token is not None else load_token(None)
     host, port = check_bind(bind, token)
     listen_host = "127.0.0.1" if host == "localhost" else host  # one socket, one port
-    app = create_app(daemon, token, host, port)
+    app = create_app(store, state, scheduler, home=home, log=log, token=token, bind_host=host, bind_port=port)
     try:
         server = waitress.create_server(app, host=listen_host, port=port, threads=4, ident="crawlsched",
                                         max_request_body_size=SERVER_MAX_BODY, asyncore_use_poll=True,
@@ -280,5 +284,5 @@ def start_server(daemon: Daemon, bind: str, token: str | None = None) -> WebServ
     handle = WebServer(server, host, real_port)
     handle.thread.start()
     app.config["CRAWLSCHED_MONITOR"].warm()  # the cards' strips, read once in the background
-    daemon.log.info("web API on %s/scheduler%s", handle.url, " (token required)" if token else "")
+    log.info("web API on %s/scheduler%s", handle.url, " (token required)" if token else "")
     return handle

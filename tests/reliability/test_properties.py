@@ -447,7 +447,7 @@ class _Api:
     def __init__(self, home) -> None:
         import logging
 
-        from crawlsched.daemon import Daemon, InlineExecutor
+        from crawlsched.daemon import Daemon, DaemonView, InlineExecutor
         from crawlsched.state import State
         from crawlsched.store import JobStore
         from crawlsched.web import create_app
@@ -459,7 +459,7 @@ class _Api:
         self.daemon = Daemon(JobStore(self.jobs_file, cache_dir=home / ".cache"), State(home / "crawlsched.db"), home,
                              logging.getLogger("crawlsched.test"), clock=clock.time, monotonic=clock.monotonic,
                              executor=InlineExecutor(), notify=lambda _m: False, duties=False)
-        self.app = create_app(self.daemon, None, "127.0.0.1", 5000)
+        self.app = create_app(self.daemon.store, self.daemon.state, DaemonView(self.daemon), home=self.daemon.home, log=self.daemon.log, token=None, bind_host="127.0.0.1", bind_port=5000)
         self.client = self.app.test_client()
         self.daemon.start()
 
