@@ -32,7 +32,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from crawlsched import procs, targets
 from crawlsched.errors import MissingVariable
-from crawlsched.validate import SECRET_PARAM_RE, redact_url  # noqa: F401 - redact_url is part of this module's API
+from crawlsched.urls import SECRET_PARAM_RE, redact_url  # noqa: F401 - redact_url is part of this module's API
 
 MAX_MESSAGE = 300
 CHUNK = 64 * 1024

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Iterable
 
 from crawlsched.errors import InvalidValue, JobNotFound
 from crawlsched.model import RunStatus, zone
-from crawlsched.validate import parse_every
+from crawlsched.durations import parse_every
 from crawlsched.render import ATTEMPT_OUTCOMES
 
 if TYPE_CHECKING:

@@ -30,18 +30,10 @@ from typing import Any, Callable, Mapping
 from crawlsched import timing
 from crawlsched.errors import InvalidValue, SeedFileError, json_kind
 from crawlsched.model import Defaults, Job, zone
-from crawlsched.validate import (
-    at_from_hour_minute,
-    build_job,
-    check_date,
-    check_id,
-    check_int,
-    check_name,
-    check_seconds,
-    check_timezone,
-    check_urls,
-    parse_json_int,
-)
+from crawlsched.durations import check_int, check_seconds, parse_json_int
+from crawlsched.schedules import at_from_hour_minute, check_date, check_timezone
+from crawlsched.urls import check_urls
+from crawlsched.validate import build_job, check_id, check_name
 from crawlsched.state import State
 from crawlsched.store import JobStore
 

@@ -1,7 +1,8 @@
 """Jobs, defaults and the words for their states: dataclasses and enums, no I/O.
 
 The types only; building them from a job file's tables, with a message that names
-the field, the value and what is allowed, is ``crawlsched.validate``.
+the field, the value and what is allowed, is ``crawlsched.validate`` (and the
+modules it uses: ``durations``, ``schedules``, ``urls``).
 """
 
 from __future__ import annotations
@@ -14,13 +15,12 @@ from functools import lru_cache
 from typing import Any, Mapping
 from zoneinfo import ZoneInfo
 
+from crawlsched.durations import MAX_SECONDS, parse_every
+
 MIB = 1024 * 1024
-# SPEC §7: bounds the whole program can hold. Ten years of seconds fits any deadline,
-# sleep and timestamp; 2^53 is the largest whole number a float (JSON, JavaScript)
-# and every TOML parser hold exactly; 9999-12-30 leaves a day for a window's end
-# (end_date + 1 day) and for any zone's offset before datetime runs out.
-MAX_SECONDS = 10 * 365 * 86400
-MAX_INT = 2**53
+# SPEC §7: bounds the whole program can hold (those of seconds and whole numbers are in
+# ``durations``). 9999-12-30 leaves a day for a window's end (end_date + 1 day) and for
+# any zone's offset before datetime runs out.
 MIN_DATE = date(1900, 1, 1)
 MAX_DATE = date(9999, 12, 30)
 
@@ -188,9 +188,6 @@ class Job:
 
     @property
     def every_seconds(self) -> float | None:
-        # Imported here: validate builds Jobs from this module, so this module cannot import it first.
-        from crawlsched.validate import parse_every
-
         return parse_every(self.spec) if self.kind is ScheduleKind.EVERY else None
 
     @property

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from crawlsched import timing
 from crawlsched.model import Defaults, Job, JobStatus, RunStatus, ScheduleKind
-from crawlsched.validate import redact_url
+from crawlsched.urls import redact_url
 from crawlsched.state import JobState, Run
 
 if TYPE_CHECKING:

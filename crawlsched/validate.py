@@ -1,47 +1,40 @@
-"""Validating what users write: a job file's tables into ``Job`` and ``Defaults``, and each value.
+"""Validating a job file's tables: ``[[jobs]]`` into ``Job``, ``[defaults]`` into ``Defaults``.
 
 Every value is checked where it is built (``build_job``, ``build_defaults``, the
-``check_*`` and ``parse_*`` functions the CLI and the API share), with a message
-that names the field, the value and what is allowed (``InvalidValue``).
+``check_*`` functions of a job's own fields, which the CLI and the API share),
+with a message that names the field, the value and what is allowed
+(``InvalidValue``). The checks of the other values live with their concept:
+durations and numbers in ``crawlsched.durations``, schedules, dates and zones in
+``crawlsched.schedules``, URLs in ``crawlsched.urls``.
 """
 
 from __future__ import annotations
 
-import math
 import re
 import unicodedata
-from datetime import date, datetime
+from datetime import datetime
 from functools import lru_cache
 from typing import Any, Mapping
-from urllib.parse import urlsplit
-from zoneinfo import ZoneInfoNotFoundError
 
+from crawlsched.durations import check_int, check_seconds
 from crawlsched.errors import InvalidValue
 from crawlsched.model import (
-    CRON_MACROS,
     DEFAULT_KEYS,
     JOB_KEYS,
     MAX_DATE,
-    MAX_INT,
-    MAX_SECONDS,
     MIN_DATE,
     CatchUp,
     Defaults,
     Job,
     KeepHistory,
     ScheduleKind,
-    vixie_cron,
-    zone,
 )
+from crawlsched.schedules import check_date, check_timezone, normalize_every, parse_at, parse_cron
+from crawlsched.urls import check_urls
 
-MAX_DIGITS = 30  # longer digit strings are refused before Python converts them (its limit is 4300)
-INT_TEXT_RE = re.compile(r"[+-]?[0-9]+")
 ID_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")  # always .fullmatch: "$" would accept a final "\n"
-AT_RE = re.compile(r"(\d{1,2}):(\d{2})")
-EVERY_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([smhd])")
-SECONDS_RE = re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?")  # a sign, so that "-5" is refused as below the minimum
-UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 HEADER_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_NAME = 200
 # What a job that names no crawl is told, by the CLI and the API alike (SPEC §8: say how to set one).
 NO_CRAWL = ("is missing: this job names no crawl (url or command) and [defaults] has no default crawl; "
@@ -78,174 +71,6 @@ def check_keep_logs(value: Any, field_name: str = "defaults.keep_logs") -> int:
         raise InvalidValue(field_name, value, 'takes days of log files to keep (30 or "30d", from 1 to 3653)')
     return value
 
-
-def check_timezone(value: Any, field_name: str = "timezone") -> str:
-    if not isinstance(value, str) or not value or value.startswith(("/", ".")) or "\x00" in value:
-        raise InvalidValue(field_name, value, "is not an IANA time zone name (e.g. Asia/Jakarta, UTC)")
-    try:
-        zone(value)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise InvalidValue(field_name, value, "is not a known IANA time zone (e.g. Asia/Jakarta, UTC)") from None
-    return value
-
-
-def parse_at(value: Any, field_name: str = "at") -> str:
-    """``"9:05"`` → ``"09:05"``."""
-    match = AT_RE.fullmatch(value) if isinstance(value, str) else None
-    if not match or int(match[1]) > 23 or int(match[2]) > 59:
-        raise InvalidValue(field_name, value, "is not a time of day (HH:MM, 00:00-23:59)")
-    return f"{int(match[1]):02d}:{int(match[2]):02d}"
-
-
-def at_from_hour_minute(hour: Any, minute: Any) -> str:
-    """``--hour 9 --minute 5`` → ``"09:05"``; ``--hour H`` alone means H:00."""
-    h = check_int("hour", hour, 0, 23)
-    m = check_int("minute", 0 if minute is None else minute, 0, 59)
-    return f"{h:02d}:{m:02d}"
-
-
-def parse_cron(value: Any, field_name: str = "cron") -> str:
-    """A five-field cron expression that can fire at least once, or one of cron's macros (``@daily``)."""
-    if isinstance(value, str) and value.strip().startswith("@"):
-        macro = value.strip().lower()
-        if macro not in CRON_MACROS:
-            raise InvalidValue(field_name, value, f"is not a cron macro this scheduler runs (allowed: {', '.join(CRON_MACROS)})")
-        return macro
-    if not isinstance(value, str) or len(value.split()) != 5:
-        raise InvalidValue(field_name, value, "is not a five-field cron expression (minute hour day month weekday) or a macro such as @daily")
-    expr = " ".join(value.split())
-    problem = _cron_problem(expr)
-    if problem is not None:
-        raise InvalidValue(field_name, value, f"is not a valid cron expression ({problem})")
-    return expr
-
-
-@lru_cache(maxsize=4096)
-def _cron_problem(expr: str) -> str | None:
-    """Why cronsim refuses ``expr``, or None. Cached: a big job file repeats its schedules."""
-    from cronsim import CronSim, CronSimError
-
-    try:
-        CronSim(vixie_cron(expr), datetime(2000, 1, 1, tzinfo=zone("UTC")))
-    except CronSimError as exc:
-        return str(exc)
-    return None
-
-
-def parse_duration(value: Any, field_name: str, minimum: float = 0) -> float:
-    """Seconds from a number, or text: ``"90"``, ``"1.5"``, ``"30s"``, ``"5m"``, ``"1h30m"``, ``"2d"``.
-
-    The one parser of ``--every``, ``--retry-delay``, ``--retry-max-delay`` and
-    ``--timeout`` (SPEC §5). At most ten years: the text is summed as floats, so
-    a 4,000-digit number is refused by the bound, never an OverflowError.
-    """
-    if isinstance(value, str) and SECONDS_RE.fullmatch(value.strip()):
-        seconds: float | None = float(value.strip())
-    elif isinstance(value, str) and value.strip() and EVERY_RE.sub("", value).strip() == "":
-        seconds = sum(float(n) * UNITS[u] for n, u in EVERY_RE.findall(value))
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = _seconds_of_number(value)
-    else:
-        seconds = None
-    if isinstance(value, int):
-        value = _shown_int(value)
-    if seconds is None or seconds != seconds:
-        raise InvalidValue(field_name, value, "is not a duration (seconds, or a number with s, m, h or d: 30s, 5m, 1h30m, 2d)")
-    if seconds < minimum:
-        raise InvalidValue(field_name, value, f"must be at least {minimum:g}s")
-    if seconds > MAX_SECONDS:
-        raise InvalidValue(field_name, value, f"is longer than ten years ({MAX_SECONDS} seconds), the longest allowed")
-    return seconds
-
-
-def _seconds_of_number(value: int | float) -> float:
-    """A number of seconds as a float; one too large for a float is infinite (and refused by the bound)."""
-    if isinstance(value, int) and not -MAX_INT <= value <= MAX_INT:
-        return math.inf if value > 0 else -math.inf
-    return float(value)
-
-
-def parse_every(value: Any, field_name: str = "every") -> float:
-    """``"15m"``, ``"1h30m"``, ``"90s"``, ``"2d"`` or a number of seconds → seconds (1 s to ten years)."""
-    return parse_duration(value, field_name, minimum=1)
-
-
-def normalize_every(value: Any) -> str:
-    """The text kept in the file: as written when it is text with units, else seconds as ``"Ns"``."""
-    seconds = parse_every(value)
-    if isinstance(value, str) and not SECONDS_RE.fullmatch(value.strip()):
-        return "".join(value.split())
-    return f"{int(seconds)}s" if seconds == int(seconds) else f"{seconds}s"
-
-
-def check_url(value: Any, field_name: str = "url") -> str:
-    """An http(s) URL; ``${VAR}`` parts are allowed and expanded only at run time."""
-    if not isinstance(value, str) or not value or any(c.isspace() or not c.isprintable() for c in value):
-        raise InvalidValue(field_name, redact_url(value) if isinstance(value, str) else value, "is not an http(s) URL")
-    try:
-        parts = urlsplit(value)
-    except ValueError as exc:  # e.g. "http://[bad": a refused value, not a crash
-        raise InvalidValue(field_name, redact_url(value), f"is not an http(s) URL ({exc})") from None
-    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
-        raise InvalidValue(field_name, redact_url(value), "is not an http(s) URL (http://… or https://…)")
-    try:
-        port_ok = "${" in parts.netloc or parts.port is None or parts.port > 0
-    except ValueError:
-        port_ok = False
-    if not parts.hostname or not port_ok:
-        raise InvalidValue(field_name, redact_url(value), "is not an http(s) URL (it needs a host, and a port is a number 1-65535)")
-    return value
-
-
-# Query parameters whose values are masked for display (substring match, any case).
-SECRET_PARAM_RE = re.compile(r"token|key|secret|pass|pwd|auth|sig|session|credential|code", re.I)
-_VAR_RE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}")
-ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-def redact_url(url: str) -> str:
-    """Mask the userinfo password and secret-looking query values of a URL for display.
-
-    ``https://user:pass@host/x?token=abc&page=2`` → ``https://user:***@host/x?token=***&page=2``.
-    Works on text (no parsing that could fail), so ``${VAR}`` templates pass
-    through unexpanded; a password is masked even when it is a template. The
-    one redaction for every place a URL is shown: ``list``, ``show``, the API,
-    messages and logs.
-    """
-    head, sep, rest = url.partition("://")
-    if not sep:
-        head, rest = "", url
-    authority_end = len(rest)
-    for stop in "/?#":
-        pos = rest.find(stop)
-        if pos != -1:
-            authority_end = min(authority_end, pos)
-    authority, tail = rest[:authority_end], rest[authority_end:]
-    userinfo, at, hostport = authority.rpartition("@")
-    if at and ":" in userinfo:
-        userinfo = userinfo.split(":", 1)[0] + ":***"
-    path, hashmark, fragment = tail.partition("#")
-    path, qmark, query = path.partition("?")
-    if qmark:
-        query = "&".join(_redact_param(p) for p in query.split("&"))
-    return f"{head}{sep}{userinfo}{at}{hostport}{path}{qmark}{query}{hashmark}{fragment}"
-
-
-def _redact_param(param: str) -> str:
-    name, eq, value = param.partition("=")
-    if eq and value and SECRET_PARAM_RE.search(name) and not _VAR_RE.fullmatch(value):
-        return f"{name}=***"
-    return param
-
-
-def check_urls(value: Any, field_name: str = "url") -> tuple[str, ...]:
-    if isinstance(value, str):
-        return (check_url(value, field_name),)
-    if isinstance(value, (list, tuple)) and value:
-        return tuple(check_url(v, field_name) for v in value)
-    raise InvalidValue(field_name, value, "must be a URL or a non-empty list of URLs")
-
-
 def check_command(value: Any, field_name: str = "command") -> str:
     import shlex
 
@@ -256,104 +81,6 @@ def check_command(value: Any, field_name: str = "command") -> str:
     except ValueError as exc:
         raise InvalidValue(field_name, value, f"cannot be split into arguments ({exc})") from None
     return value
-
-
-class HugeNumber(int):
-    """A JSON integer of more digits than any bound allows (Python refuses to convert past 4300).
-
-    It stands for the number where it was written (``json.loads(parse_int=parse_json_int)``)
-    so that the field's own check refuses it by name; its value is beyond every
-    bound, and it is shown by its length.
-    """
-
-    digits: int
-
-    def __new__(cls, digits: int, negative: bool = False) -> HugeNumber:
-        number = super().__new__(cls, -(10**MAX_DIGITS) if negative else 10**MAX_DIGITS)
-        number.digits = digits
-        return number
-
-    def __repr__(self) -> str:
-        return f"a {self.digits}-digit {'negative ' if self < 0 else ''}number"
-
-    __str__ = __repr__
-
-
-def parse_json_int(text: str) -> int:
-    """``json.loads``'s ``parse_int``: a number too long to hold becomes a ``HugeNumber``, refused by its field."""
-    digits = len(text.lstrip("-"))
-    return HugeNumber(digits, text.startswith("-")) if digits > MAX_DIGITS else int(text)
-
-
-def _shown_int(value: int) -> int:
-    """An int for a message: a long one by its length (``repr`` of 4300+ digits raises)."""
-    if isinstance(value, HugeNumber) or value.bit_length() <= 3 * MAX_DIGITS + 10:
-        return value
-    bits = value.bit_length()
-    digits = len(str(abs(value))) if bits < 14000 else int(bits * math.log10(2)) + 1
-    return HugeNumber(digits, value < 0)
-
-
-def check_int(field_name: str, value: Any, low: int | None = 0, high: int | None = MAX_INT) -> int:
-    """A whole number from ``low`` to ``high`` (never beyond 2^53); a decimal text such as ``"09"`` too."""
-    if isinstance(value, str):
-        text = value.strip()
-        if INT_TEXT_RE.fullmatch(text):
-            value = parse_json_int(text)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidValue(field_name, value, "must be a whole number")
-    high = MAX_INT if high is None else min(high, MAX_INT)
-    low = -MAX_INT if low is None else low
-    if value < low:
-        raise InvalidValue(field_name, _shown_int(value), f"must be at least {low}")
-    if value > high:
-        raise InvalidValue(field_name, _shown_int(value), f"must be at most {high}")
-    return int(value)
-
-
-def check_seconds(field_name: str, value: Any, low: float = 0, allow_none: bool = False) -> float | None:
-    """A number of seconds from ``low`` to ten years; a decimal text too."""
-    if value is None and allow_none:
-        return None
-    shown = value
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            pass
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-        raise InvalidValue(field_name, shown, "must be a number of seconds")
-    if isinstance(shown, int):
-        shown = _shown_int(shown)
-    seconds = _seconds_of_number(value)
-    if seconds < low:
-        raise InvalidValue(field_name, shown, f"must be at least {low:g} seconds")
-    if seconds > MAX_SECONDS:
-        raise InvalidValue(field_name, shown, f"must be at most ten years ({MAX_SECONDS} seconds)")
-    return seconds
-
-
-def check_date(field_name: str, value: Any) -> date | None:
-    """A date from 1900-01-01 to 9999-12-30 (TOML date or ``YYYY-MM-DD``)."""
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        raise InvalidValue(field_name, value.isoformat(), "must be a date (YYYY-MM-DD), not a date-time")
-    day = None
-    if isinstance(value, date):
-        day = value
-    elif isinstance(value, str):
-        try:
-            day = date.fromisoformat(value.strip())
-        except ValueError:
-            pass
-    if day is None:
-        raise InvalidValue(field_name, value, "is not a date (YYYY-MM-DD)")
-    if not MIN_DATE <= day <= MAX_DATE:
-        raise InvalidValue(field_name, value if isinstance(value, str) else day.isoformat(),
-                           f"is out of range (dates from {MIN_DATE.isoformat()} to {MAX_DATE.isoformat()})")
-    return day
-
 
 def check_env_names(field_name: str, value: Any) -> tuple[str, ...]:
     """A list of environment variable names, as ``${NAME}`` uses them."""

@@ -1,4 +1,8 @@
-"""Fixtures shared by the test modules: a private home, and the CLI run in-process."""
+"""Fixtures shared by the test modules: a private home, and the CLI run in-process.
+
+The helpers (clock, servers, the daemon process, ``write_jobs``, the history reader) are in
+``tests/helpers/``.
+"""
 
 from __future__ import annotations
 
@@ -33,11 +37,25 @@ class Home:
         return self.path / "crawlsched.db"
 
 
+def _home_folder(tmp_path: Path) -> Path:
+    path = tmp_path / "home"  # the test's other files stay outside it
+    path.mkdir(exist_ok=True)
+    return path
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """A fresh, empty home folder, ``tmp_path / "home"``, for the daemon and CLI run as
+    subprocesses (helpers.process) or in-process (helpers.loop). A module may extend it:
+    a fixture ``home(home)`` that writes its job file first."""
+    return _home_folder(tmp_path)
+
+
 @pytest.fixture
 def tmp_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Home:
-    """A fresh home folder; CRAWLSCHED_JOBS / CRAWLSCHED_HOME point at it and TZ is UTC."""
-    home = tmp_path / "home"
-    home.mkdir()
+    """The same home folder for the in-process CLI (the ``cli`` fixture): CRAWLSCHED_JOBS /
+    CRAWLSCHED_HOME point at it, TZ is UTC, and it is the working directory."""
+    home = _home_folder(tmp_path)
     monkeypatch.setenv("CRAWLSCHED_JOBS", str(home / "jobs.toml"))
     monkeypatch.setenv("CRAWLSCHED_HOME", str(home))
     monkeypatch.setenv("TZ", "UTC")  # the "machine's zone" jobs get when they name none

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import time
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+
+from helpers.process import HttpDaemon
 
 sync_api = pytest.importorskip("playwright.sync_api")
 requests = pytest.importorskip("requests")
@@ -28,12 +27,6 @@ CHROMIUM = os.environ.get("CRAWLSCHED_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
         "--disable-component-update", "--disable-sync"]  # fmt: skip
 XSS_NAME = '<img src=x onerror="window.__xss = 1">'
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -49,26 +42,12 @@ def browser() -> Iterator[Any]:
         b.close()
 
 
-class Server:
+class Server(HttpDaemon):
     """The real daemon in a subprocess, serving the page on a free loopback port."""
 
     def __init__(self, home: Path) -> None:
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "CRAWLSCHED_JOBS": str(home / "jobs.toml"), "CRAWLSCHED_HOME": str(home), "TZ": "UTC"}
-        env.pop("CRAWLSCHED_TOKEN", None)
-        self.proc = subprocess.Popen([sys.executable, "-m", "crawlsched", "daemon", "--http", f"127.0.0.1:{self.port}"],
-                                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"daemon exited: {self.proc.stderr.read()}")
-            try:
-                if requests.get(f"{self.base}/healthz", timeout=1).status_code == 200:
-                    return
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        raise AssertionError("daemon did not start")
+        super().__init__(home, stdout=subprocess.DEVNULL)
+        self.wait_ready()
 
     def add(self, **body: Any) -> str:
         response = requests.post(f"{self.base}/api/scheduler/job/add", json=body, timeout=5)
@@ -77,14 +56,6 @@ class Server:
 
     def jobs(self) -> list[dict[str, Any]]:
         return requests.get(f"{self.base}/api/scheduler/jobs", timeout=5).json()["jobs"]
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 @pytest.fixture

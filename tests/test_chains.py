@@ -10,22 +10,19 @@ import logging
 from datetime import datetime
 from types import SimpleNamespace
 
-import pytest
 
 from crawlsched.chains import Chains, Next, next_retry
 from crawlsched.executor import AttemptOutcome, ChainKey, OutcomeKind
 from crawlsched.model import RunStatus
 from crawlsched.state import CLAIM_DAEMON, State
 from crawlsched.store import JobStore
-from test_daemon_loop import (FAILING, UTC, FakeClock, HandExecutor, failing_job_waiting_for_its_retry, hand_daemon,
-                              make_daemon, rows, run_until, write_jobs)
+from helpers.clock import FakeClock
+from helpers.history import rows
+from helpers.jobs import write_jobs
+from helpers.loop import make_daemon, run_until
+from test_daemon_loop import FAILING, UTC, HandExecutor, failing_job_waiting_for_its_retry, hand_daemon
 
 KEEP = '[[jobs]]\nid = "k"\nname = "k"\nat = "10:00"\ncommand = "true"\nstart_date = 2025-01-01\n'
-
-
-@pytest.fixture
-def home(tmp_path):
-    return tmp_path
 
 
 def job_of(home, body: str):

@@ -532,7 +532,10 @@ def test_run_now_of_a_busy_job_exits_1_saying_why_and_queues_nothing(tmp_path):
     import json
     import sqlite3
 
-    from daemon_helpers import DaemonProcess, Target, cli as run, wait_for, write_jobs
+    from helpers.history import runs
+    from helpers.jobs import write_jobs
+    from helpers.process import cli as run, DaemonProcess, wait_for
+    from helpers.servers import Target
 
     target = Target()
     home = tmp_path / "home"
@@ -570,7 +573,7 @@ def test_run_now_of_a_busy_job_exits_1_saying_why_and_queues_nothing(tmp_path):
     finally:
         assert daemon.stop() == 0
         target.close()
-    skipped = sqlite3.connect(home / "crawlsched.db").execute("SELECT count(*) FROM runs WHERE status = 'skipped'").fetchone()[0]
+    skipped = len(runs(home, status="skipped"))
     assert skipped == 0
 
 
@@ -727,26 +730,12 @@ def test_list_watch_in_a_terminal_fits_and_stops_on_ctrl_c(tmp_home, varied_jobs
 @pytest.fixture
 def site():
     """A real HTTP server on 127.0.0.1: ``/page`` is HTML, ``/data`` JSON, anything else 503."""
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from helpers.servers import Pages
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):
-            body, kind = {"/page": (b"<!DOCTYPE html><html>hello</html>", "text/html"),
-                          "/data": (b'{"ok": true}', "application/json")}.get(self.path, (b"down", None))
-            self.send_response(200 if kind else 503)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    server = Pages({"/page": (200, b"<!DOCTYPE html><html>hello</html>", "text/html"),
+                    "/data": (200, b'{"ok": true}', "application/json")}, default=(503, b"down", None))
+    yield server.url("")
+    server.close()
 
 
 def test_logs_of_a_command_job_shows_each_attempts_log(cli, tmp_home):

@@ -18,38 +18,12 @@ import pytest
 from crawlsched.daemon import Daemon, InlineExecutor
 from crawlsched.executor import AttemptOutcome, AttemptSpec
 from crawlsched.state import State
-from crawlsched.store import JobStore
-from daemon_helpers import FakeClock
+from helpers.clock import FakeClock, iso
+from helpers.history import rows, runs
+from helpers.jobs import write_jobs
+from helpers.loop import make_daemon, run_until
 
 UTC = timezone.utc
-
-
-def write_jobs(home: Path, body: str) -> None:
-    (home / "jobs.toml").write_text('[defaults]\ntimezone = "UTC"\n\n' + body)
-
-
-def make_daemon(home: Path, clock: FakeClock) -> Daemon:
-    log = logging.getLogger("crawlsched.test")
-    store = JobStore(home / "jobs.toml", cache_dir=home / ".cache")
-    state = State(home / "crawlsched.db")
-    return Daemon(store, state, home, log, clock=clock.time, monotonic=clock.monotonic,
-                  executor=InlineExecutor(), notify=lambda _msg: False, duties=False)
-
-
-def run_until(daemon: Daemon, clock: FakeClock, until: datetime) -> None:
-    """Drive turns, moving the fake clock to each due time, up to ``until``."""
-    end = until.timestamp()
-    for _ in range(10_000):
-        wait = daemon.turn()
-        daemon.collect()
-        nxt = clock.time() + max(wait, 0.001)
-        if nxt > end:
-            clock.advance(end - clock.time())
-            daemon.turn()
-            daemon.collect()
-            return
-        clock.advance(nxt - clock.time())
-    raise AssertionError("loop did not reach the end time")
 
 
 class HandExecutor(InlineExecutor):
@@ -81,38 +55,13 @@ class HandExecutor(InlineExecutor):
 
 
 def hand_daemon(home: Path, clock: FakeClock, executor: InlineExecutor, grace: float | None = None) -> Daemon:
-    store = JobStore(home / "jobs.toml", cache_dir=home / ".cache")
-    return Daemon(store, State(home / "crawlsched.db"), home, logging.getLogger("crawlsched.test"), clock=clock.time,
-                  monotonic=clock.monotonic, executor=executor, grace=grace, notify=lambda _msg: False, duties=False)
+    d = make_daemon(home, clock, executor=executor)
+    d.grace = grace
+    return d
 
 
 def messages(home: Path) -> list[str]:
-    con = sqlite3.connect(home / "crawlsched.db")
-    try:
-        return [r[0] or "" for r in con.execute("SELECT message FROM runs ORDER BY id")]
-    finally:
-        con.close()
-
-
-def rows(home: Path, where: str = "1=1") -> list[tuple]:
-    con = sqlite3.connect(home / "crawlsched.db")
-    try:
-        return con.execute(
-            f"SELECT job_id, scheduled_for, attempt, status, trigger, missed_count FROM runs WHERE {where} ORDER BY id"
-        ).fetchall()
-    finally:
-        con.close()
-
-
-def iso(ts: float, tz: str = "UTC") -> str:
-    from zoneinfo import ZoneInfo
-
-    return datetime.fromtimestamp(ts, ZoneInfo(tz)).isoformat()
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    return tmp_path
+    return [r["message"] or "" for r in runs(home)]
 
 
 def test_jobs_fire_in_due_order_and_not_before(home):
@@ -154,8 +103,7 @@ def test_no_retry_is_scheduled_past_the_next_regular_fire(home):
     run_until(d, clock, datetime(2025, 11, 8, 9, 25, tzinfo=UTC))
     got = rows(home)
     assert [(r[2], r[3]) for r in got] == [(1, "failed"), (1, "failed"), (1, "failed")]
-    con = sqlite3.connect(home / "crawlsched.db")
-    assert "next run is due" in con.execute("SELECT message FROM runs ORDER BY id LIMIT 1").fetchone()[0]
+    assert "next run is due" in runs(home)[0]["message"]
 
 
 def test_a_fire_during_a_retry_wait_is_skipped(home):

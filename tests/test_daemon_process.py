@@ -13,7 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from daemon_helpers import DaemonProcess, Target, cli, runs, wait_for, write_jobs
+from helpers.history import retries, runs
+from helpers.jobs import write_jobs
+from helpers.process import cli, DaemonProcess, wait_for
+from helpers.servers import Target
 
 pytestmark = pytest.mark.slow
 
@@ -23,11 +26,6 @@ def target():
     t = Target()
     yield t
     t.close()
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    return tmp_path
 
 
 def test_interval_job_fires_repeatedly(home, target):
@@ -84,7 +82,7 @@ def test_job_added_while_running_fires_within_seconds(home, target):
     try:
         added = time.time()
         cli(home, "add", "Late comer", "--every", "1h", "--url", target.url("/ok"), check=True)
-        row = wait_for(lambda: runs(home, "job_id = 'late-comer'"), 10, "the new job's first attempt")
+        row = wait_for(lambda: runs(home, "late-comer"), 10, "the new job's first attempt")
         pickup = row[0]["started_at"] - added
         assert pickup < 5, f"picked up after {pickup:.2f}s"
     finally:
@@ -115,8 +113,7 @@ def test_sigterm_during_a_crawl_leaves_no_run_running(home):
     got = runs(home)
     assert [r["status"] for r in got] == ["interrupted"]
     # The chain resumes at the next start with the next attempt number.
-    state_retries = __import__("sqlite3").connect(home / "crawlsched.db").execute("SELECT next_attempt FROM retries").fetchall()
-    assert state_retries == [(2,)]
+    assert [(r["next_attempt"],) for r in retries(home)] == [(2,)]
 
 
 def test_overlapping_fires_are_skipped(home):
@@ -142,7 +139,7 @@ def test_corrupted_job_file_keeps_old_jobs_and_fixed_file_is_picked_up(home, tar
         n = len(runs(home))
         wait_for(lambda: len(runs(home)) >= n + 2, 10, "old job keeps firing")
         write_jobs(home, f'[[jobs]]\nid = "tock"\nname = "tock"\nevery = "1s"\nurl = "{target.url("/ok")}"\n')
-        wait_for(lambda: runs(home, "job_id = 'tock'"), 10, "the fixed file's job")
+        wait_for(lambda: runs(home, "tock"), 10, "the fixed file's job")
         assert json.loads(cli(home, "status", "--json").stdout)["config_ok"] is True
     finally:
         d.stop()
@@ -155,7 +152,7 @@ def test_run_now_starts_within_a_second(home, target):
         asked = time.time()
         result = cli(home, "run-now", "manual")
         assert result.returncode == 0, result.stderr
-        row = wait_for(lambda: runs(home, "job_id = 'manual'"), 10, "the manual run")
+        row = wait_for(lambda: runs(home, "manual"), 10, "the manual run")
         assert row[0]["trigger"] == "manual"
         assert row[0]["started_at"] - asked < 3
     finally:
@@ -235,7 +232,7 @@ def test_sighup_reloads_at_once(home, target):
     try:
         write_jobs(home, f'[[jobs]]\nid = "hup"\nname = "hup"\nevery = "1h"\nurl = "{target.url("/ok")}"\n')
         d.signal(signal.SIGHUP)
-        wait_for(lambda: runs(home, "job_id = 'hup'"), 10, "reload by SIGHUP")
+        wait_for(lambda: runs(home, "hup"), 10, "reload by SIGHUP")
     finally:
         d.stop()
 

@@ -12,6 +12,7 @@ from crawlsched.errors import CrawlschedError
 from crawlsched.importer import import_seed
 from crawlsched.state import State
 from crawlsched.store import JobStore
+from helpers.jobs import write_jobs
 
 UTC = timezone.utc
 NOW = datetime(2025, 11, 20, 3, 0, tzinfo=UTC)
@@ -43,9 +44,10 @@ def record(**fields: object) -> dict[str, object]:
 
 
 @pytest.fixture
-def home(tmp_path: Path) -> Path:
-    (tmp_path / "jobs.toml").write_text('# hand-written\n[defaults]\ntimezone = "Asia/Jakarta"\nurl = "https://example.com/news"\n')
-    return tmp_path
+def home(home: Path) -> Path:
+    """The shared home, holding a hand-written job file."""
+    write_jobs(home, '# hand-written\n[defaults]\ntimezone = "Asia/Jakarta"\nurl = "https://example.com/news"\n', defaults=None)
+    return home
 
 
 def store(home: Path) -> JobStore:

@@ -161,8 +161,9 @@ def test_retry_delay_is_whole_seconds(logger, tmp_path, seconds, shown):
 
 def _jobs(tmp_path: Path, body: str):
     from crawlsched.store import JobStore
+    from helpers.jobs import write_jobs
 
-    (tmp_path / "jobs.toml").write_text('[defaults]\ntimezone = "UTC"\n\n' + body)
+    write_jobs(tmp_path, body)
     return {j.id: j for j in JobStore(tmp_path / "jobs.toml").load().jobs}
 
 
@@ -212,9 +213,10 @@ def _error_lines(home: Path) -> list[str]:
 
 
 def _loop_daemon(home: Path, body: str):
-    from test_daemon_loop import make_daemon, write_jobs
+    from helpers.jobs import write_jobs
+    from helpers.loop import make_daemon
 
-    from daemon_helpers import FakeClock
+    from helpers.clock import FakeClock
 
     write_jobs(home, body)
     clock = FakeClock(START)
@@ -223,7 +225,7 @@ def _loop_daemon(home: Path, body: str):
 
 def _waiting_for_retry(home: Path, body: str = FAILING):
     """A daemon whose job ``f`` failed its first attempt and waits 60 s for its retry."""
-    from test_daemon_loop import run_until
+    from helpers.loop import run_until
 
     d, clock = _loop_daemon(home, body + "\n" + OTHER)
     d.start()
@@ -233,14 +235,14 @@ def _waiting_for_retry(home: Path, body: str = FAILING):
 
 
 def _end_by_spending_the_retries(home):
-    from test_daemon_loop import run_until
+    from helpers.loop import run_until
 
     d, clock = _waiting_for_retry(home)
     run_until(d, clock, datetime(2025, 11, 8, 9, 5, tzinfo=ZoneInfo("UTC")))
 
 
 def _end_by_the_next_run_being_due(home):
-    from test_daemon_loop import run_until
+    from helpers.loop import run_until
 
     d, clock = _loop_daemon(home, FAILING.replace("retry_delay = 60", "retry_delay = 7200"))
     d.start()
@@ -248,7 +250,7 @@ def _end_by_the_next_run_being_due(home):
 
 
 def _end_by_pausing_while_the_retry_waits(home):
-    from test_daemon_loop import write_jobs
+    from helpers.jobs import write_jobs
 
     d, _ = _waiting_for_retry(home)
     write_jobs(home, FAILING + "paused = true\n\n" + OTHER)
@@ -256,7 +258,7 @@ def _end_by_pausing_while_the_retry_waits(home):
 
 
 def _end_by_removing_while_the_retry_waits(home):
-    from test_daemon_loop import write_jobs
+    from helpers.jobs import write_jobs
 
     d, _ = _waiting_for_retry(home)
     write_jobs(home, OTHER)
@@ -264,7 +266,8 @@ def _end_by_removing_while_the_retry_waits(home):
 
 
 def _end_by_removing_while_the_daemon_was_down(home):
-    from test_daemon_loop import make_daemon, write_jobs
+    from helpers.jobs import write_jobs
+    from helpers.loop import make_daemon
 
     d, clock = _waiting_for_retry(home)
     d.shutdown()
@@ -273,7 +276,7 @@ def _end_by_removing_while_the_daemon_was_down(home):
 
 
 def _end_by_the_next_run_being_due_while_the_daemon_was_down(home):
-    from test_daemon_loop import make_daemon
+    from helpers.loop import make_daemon
 
     d, clock = _waiting_for_retry(home)
     d.shutdown()
@@ -299,22 +302,10 @@ def _end_by_an_interrupted_last_attempt(home):
 
 
 def _end_by_a_permanent_failure(home):
-    from http.server import BaseHTTPRequestHandler
+    from helpers.loop import run_until
+    from helpers.servers import Pages
 
-    from daemon_helpers import LocalServer
-    from test_daemon_loop import run_until
-
-    class NotFound(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
-            self.send_response(404)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = LocalServer()
-    server._serve(NotFound)
+    server = Pages({}, default=(404, b"", None))
     try:
         d, clock = _loop_daemon(home, FAILING.replace('command = "false"', f'url = "{server.url("/gone")}"'))
         d.start()
@@ -328,7 +319,7 @@ def _end_by_a_run_holding_the_chain_when_the_retry_is_due(home):
 
     from crawlsched import procs
     from crawlsched.state import CLAIM_RUN
-    from test_daemon_loop import run_until
+    from helpers.loop import run_until
 
     d, clock = _waiting_for_retry(home)
     d.state.release_chains(["f"], "daemon", d.pid)  # as if the daemon had been killed, and ...
@@ -359,7 +350,8 @@ def test_a_failed_chain_writes_exactly_one_error_line(logger, tmp_path, end):
 
 def test_daemon_writes_syslog_priorities_when_stderr_is_the_journal(tmp_path):
     """systemd sets JOURNAL_STREAM to the device:inode of the stream it hands the service."""
-    from daemon_helpers import DaemonProcess, wait_for, write_jobs
+    from helpers.jobs import write_jobs
+    from helpers.process import DaemonProcess, wait_for
 
     write_jobs(tmp_path, '[[jobs]]\nid = "broken"\nevery = "1s"\ncommand = "false"\nmax_retries = 0\n')
     daemon = DaemonProcess(tmp_path)
@@ -470,7 +462,8 @@ def test_daily_files_older_than_keep_logs_are_removed(tmp_path):
 @pytest.mark.slow
 def test_daemon_with_a_directory_where_its_log_file_should_be_says_so_once(tmp_path):
     """The issue's case: `mkdir` where the file was printed 24 logging-error tracebacks in 6 s."""
-    from daemon_helpers import DaemonProcess, wait_for, write_jobs
+    from helpers.jobs import write_jobs
+    from helpers.process import DaemonProcess, wait_for
 
     write_jobs(tmp_path, '[[jobs]]\nid = "tick"\nevery = "1s"\ncommand = "true"\n')
     logs.log_file(tmp_path).mkdir(parents=True)

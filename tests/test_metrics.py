@@ -23,7 +23,7 @@ from crawlsched.daemon import Daemon, DaemonView, InlineExecutor
 from crawlsched.state import METRIC_COUNTER_COLUMNS, MIGRATIONS, State, _statements
 from crawlsched.store import JobStore
 from crawlsched.web import create_app
-from daemon_helpers import FakeClock
+from helpers.clock import FakeClock
 
 START = datetime(2025, 11, 8, 8, 0, tzinfo=timezone.utc)
 JOBS = ('[defaults]\ntimezone = "UTC"\n\n'

@@ -18,7 +18,9 @@ import pytest
 from crawlsched import procs
 from crawlsched.crawl import run_command
 from crawlsched.state import State
-from daemon_helpers import DaemonProcess, runs, wait_for, write_jobs
+from helpers.history import runs
+from helpers.jobs import write_jobs
+from helpers.process import DaemonProcess, wait_for
 
 linux_only = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="identity needs /proc")
 
@@ -120,7 +122,7 @@ def test_a_command_left_running_by_a_killed_daemon_is_stopped_by_the_next(tmp_pa
     try:
         wait_for(lambda: not procs.group_alive(pgid), 15, "the orphan group stopped")
         assert f"left its command running (process group {pgid}); stopped it" in second.output()
-        got = runs(home, "id = ?", (row["id"],))[0]
+        [got] = [r for r in runs(home) if r["id"] == row["id"]]
         assert got["status"] == "interrupted"
     finally:
         assert second.stop() == 0

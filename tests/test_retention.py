@@ -16,7 +16,7 @@ from crawlsched.model import Defaults, KeepHistory
 from crawlsched.validate import build_defaults
 from crawlsched.state import State
 from crawlsched.store import JobStore
-from daemon_helpers import FakeClock
+from helpers.clock import FakeClock
 
 DAY = 86400.0
 START = datetime(2025, 11, 8, 8, 0, tzinfo=timezone.utc)

@@ -12,7 +12,10 @@ from crawlsched.executor import InlineExecutor
 from crawlsched.scheduler import Scheduler
 from crawlsched.state import State
 from crawlsched.store import JobStore
-from test_daemon_loop import UTC, FakeClock, rows, write_jobs
+from helpers.clock import FakeClock
+from helpers.history import rows
+from helpers.jobs import write_jobs
+from test_daemon_loop import UTC
 
 
 def test_a_scheduler_without_a_loop_fires_what_is_due_when_asked_and_retries_after_collect(tmp_path):

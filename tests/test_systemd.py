@@ -169,3 +169,16 @@ def test_install_steps_create_the_binary_the_unit_starts():
     for text in (UNIT.read_text(), readme):
         assert "python3 -m venv /opt/crawlsched/venv" in text
         assert f"ln -s /opt/crawlsched/venv/bin/crawlsched {binary}" in text
+
+
+# --- the unit file (contrib/crawlsched.service) ------------------------------------------------
+
+
+def test_the_units_cli_hint_names_the_home_the_daemon_uses():
+    from pathlib import Path
+
+    unit = (Path(__file__).resolve().parent.parent / "contrib" / "crawlsched.service").read_text()
+    hints = [line for line in unit.splitlines() if line.startswith("#") and "sudo -u crawlsched" in line]
+    assert hints and all("CRAWLSCHED_HOME=/var/lib/crawlsched" in h and "CRAWLSCHED_JOBS=/etc/crawlsched/jobs.toml" in h
+                         for h in hints)
+    assert "Environment=CRAWLSCHED_JOBS=/etc/crawlsched/jobs.toml CRAWLSCHED_HOME=/var/lib/crawlsched" in unit

@@ -14,7 +14,8 @@ import pytest
 from crawlsched import timing
 from crawlsched.errors import InvalidValue
 from crawlsched.model import Defaults
-from crawlsched.validate import build_job, parse_cron
+from crawlsched.schedules import parse_cron
+from crawlsched.validate import build_job
 
 UTC = timezone.utc
 

@@ -10,7 +10,10 @@ import pytest
 
 from crawlsched import waker as waker_mod
 from crawlsched.waker import Waker
-from test_daemon_loop import UTC, FakeClock, make_daemon, write_jobs
+from helpers.clock import FakeClock
+from helpers.jobs import write_jobs
+from helpers.loop import make_daemon
+from test_daemon_loop import UTC
 
 
 def test_a_signal_landing_while_the_wait_holds_its_lock_does_not_deadlock(tmp_path):

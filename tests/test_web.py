@@ -7,12 +7,10 @@ fire happens exactly when the test says.
 
 from __future__ import annotations
 
-import http.server
 import json
 import tomllib
 import os
 import logging
-import threading
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
@@ -23,9 +21,11 @@ from flask.testing import FlaskClient
 from crawlsched.daemon import Daemon, DaemonView, InlineExecutor
 from crawlsched.state import State
 from crawlsched.store import JobStore
-from daemon_helpers import FakeClock
 from crawlsched.errors import WebConfigError
 from crawlsched.web import MAX_BODY, create_app, start_server
+from helpers.clock import FakeClock
+from helpers.jobs import write_jobs
+from helpers.servers import Pages
 
 UTC = timezone.utc
 START = datetime(2025, 11, 8, 8, 0, tzinfo=UTC)  # a Saturday, 08:00 UTC
@@ -86,15 +86,11 @@ class Env:
         return self.jobs_file.read_bytes() if self.jobs_file.exists() else b""
 
 
-def write_jobs(home: Path, text: str) -> None:
-    (home / "jobs.toml").write_text(text)
-
-
 @pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     monkeypatch.setenv("TZ", "UTC")
     monkeypatch.delenv("CRAWLSCHED_TOKEN", raising=False)
-    write_jobs(tmp_path, '# my jobs\n[defaults]\ntimezone = "UTC"\n')
+    write_jobs(tmp_path, '# my jobs\n[defaults]\ntimezone = "UTC"\n', defaults=None)
     e = Env(tmp_path).start()
     yield e
     e.daemon.shutdown()
@@ -103,24 +99,9 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
 @pytest.fixture
 def target() -> Iterator[str]:
     """A local crawl target: GET /ok answers 200, anything else 404."""
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = b"hello" if self.path == "/ok" else b"no"
-            self.send_response(200 if self.path == "/ok" else 404)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    server = Pages({"/ok": (200, b"hello", None)}, default=(404, b"no", None))
+    yield server.url("")
+    server.close()
 
 
 # --- the seed's endpoints -------------------------------------------------------------------
@@ -184,7 +165,7 @@ def test_add_takes_at_cron_and_every(env, extra, schedule):
 
 
 def test_seed_body_without_url_uses_the_defaults_crawl(env):
-    write_jobs(env.home, '[defaults]\ntimezone = "UTC"\nurl = "https://example.com/all"\n')
+    write_jobs(env.home, '[defaults]\ntimezone = "UTC"\nurl = "https://example.com/all"\n', defaults=None)
     env.add(**SEED_BODY)
     job = env.client.get("/api/scheduler/job/crawl-pagi-hari").get_json()["job"]
     assert job["url"] == ["https://example.com/all"]
@@ -203,7 +184,7 @@ def test_seed_body_without_url_and_no_default_is_refused_saying_how_to_set_one(e
 
 def test_the_jobs_payload_says_whether_a_default_crawl_exists(env):
     assert env.client.get("/api/scheduler/jobs").get_json()["default_crawl"] is False
-    write_jobs(env.home, '[defaults]\ntimezone = "UTC"\nurl = "https://example.com/all"\n')
+    write_jobs(env.home, '[defaults]\ntimezone = "UTC"\nurl = "https://example.com/all"\n', defaults=None)
     assert env.client.get("/api/scheduler/jobs").get_json()["default_crawl"] is True
 
 
@@ -366,7 +347,7 @@ def test_run_now_of_an_unknown_job_is_404(env):
     ids=["daily", "daily-hour-only", "hourly", "interval", "custom"],
 )
 def test_legacy_start_mode_creates_the_job_default(env, body, field, value):
-    write_jobs(env.home, '[defaults]\ntimezone = "UTC"\nurl = "https://example.com/"\n')
+    write_jobs(env.home, '[defaults]\ntimezone = "UTC"\nurl = "https://example.com/"\n', defaults=None)
     response = env.client.post("/api/scheduler/start", json=body)
     assert response.status_code == 200, response.get_json()
     assert response.get_json()["job_id"] == "default"
@@ -374,7 +355,7 @@ def test_legacy_start_mode_creates_the_job_default(env, body, field, value):
 
 
 def test_legacy_start_twice_replaces_the_job_default(env):
-    write_jobs(env.home, '[defaults]\ntimezone = "UTC"\nurl = "https://example.com/"\n')
+    write_jobs(env.home, '[defaults]\ntimezone = "UTC"\nurl = "https://example.com/"\n', defaults=None)
     env.client.post("/api/scheduler/start", json={"mode": "daily", "hour": 9})
     env.client.post("/api/scheduler/start", json={"mode": "custom", "cron": "0 10 * * 1"})
     jobs = env.client.get("/api/scheduler/jobs").get_json()["jobs"]
@@ -582,7 +563,7 @@ def test_bad_retry_config_is_422_and_changes_nothing(env, body, prefix):
      ({"mode": "custom", "cron": "61 * * * *"}, "cron:"), ({"hour": 9}, "hour:")],
 )
 def test_bad_legacy_start_is_422_and_changes_nothing(env, body, prefix):
-    write_jobs(env.home, '[defaults]\ntimezone = "UTC"\nurl = "https://example.com/"\n\n[[jobs]]\nid = "a"\nat = "09:00"\npaused = true\n')
+    write_jobs(env.home, '[defaults]\ntimezone = "UTC"\nurl = "https://example.com/"\n\n[[jobs]]\nid = "a"\nat = "09:00"\npaused = true\n', defaults=None)
     before = env.file_bytes()
     response = env.client.post("/api/scheduler/start", json=body)
     assert response.status_code == 422
@@ -616,7 +597,7 @@ def test_command_is_refused_unless_the_job_file_allows_it(env):
 
 
 def test_command_is_accepted_when_allow_http_commands_is_true(env):
-    write_jobs(env.home, '[defaults]\ntimezone = "UTC"\nallow_http_commands = true\n')
+    write_jobs(env.home, '[defaults]\ntimezone = "UTC"\nallow_http_commands = true\n', defaults=None)
     env.add(name="C", hour=9, command="echo hi")
     assert env.client.get("/api/scheduler/job/c").get_json()["job"]["command"] == "echo hi"
 
@@ -635,7 +616,7 @@ ENV_THROUGH_API = [
 
 @pytest.mark.parametrize(("path", "body", "field"), ENV_THROUGH_API, ids=[f"{p.rsplit('/', 1)[1]}-{f}-{i}" for i, (p, _b, f) in enumerate(ENV_THROUGH_API)])
 def test_an_environment_variable_through_the_api_is_refused_unless_allowed(env, path, body, field):
-    write_jobs(env.home, '[defaults]\ntimezone = "UTC"\nallow_http_env = ["NEWS_TOKEN"]\n')
+    write_jobs(env.home, '[defaults]\ntimezone = "UTC"\nallow_http_env = ["NEWS_TOKEN"]\n', defaults=None)
     env.add(name="Existing", hour=1, url="https://example.com/")
     before = env.file_bytes()
     response = env.client.post(path, json=body)
@@ -647,7 +628,7 @@ def test_an_environment_variable_through_the_api_is_refused_unless_allowed(env, 
 
 
 def test_allowed_environment_variables_are_accepted_through_the_api(env):
-    write_jobs(env.home, '[defaults]\ntimezone = "UTC"\nallow_http_env = ["NEWS_TOKEN", "REGION"]\n')
+    write_jobs(env.home, '[defaults]\ntimezone = "UTC"\nallow_http_env = ["NEWS_TOKEN", "REGION"]\n', defaults=None)
     env.add(name="Ok", hour=9, url="https://${REGION}.example.com/news", headers={"Authorization": "Bearer ${NEWS_TOKEN}"})
     assert env.client.post("/api/scheduler/start", json={"mode": "hourly", "url": "https://example.com/?r=${REGION}"}).status_code == 200
     text = env.jobs_file.read_text()
@@ -662,7 +643,7 @@ def test_text_that_is_not_a_variable_is_not_refused(env):
 def test_a_bad_allow_http_env_names_the_key(env, value):
     from crawlsched.errors import JobFileError
 
-    write_jobs(env.home, f'[defaults]\ntimezone = "UTC"\nallow_http_env = {value}\n')
+    write_jobs(env.home, f'[defaults]\ntimezone = "UTC"\nallow_http_env = {value}\n', defaults=None)
     with pytest.raises(JobFileError) as info:
         JobStore(env.jobs_file).load()
     message = str(info.value)
@@ -679,7 +660,7 @@ PRIVATE_TARGETS = [
 
 @pytest.mark.parametrize(("url", "kind"), PRIVATE_TARGETS, ids=[u for u, _k in PRIVATE_TARGETS])
 def test_with_http_targets_public_the_api_refuses_a_private_target(env, url, kind):
-    write_jobs(env.home, '[defaults]\ntimezone = "UTC"\nhttp_targets = "public"\n')
+    write_jobs(env.home, '[defaults]\ntimezone = "UTC"\nhttp_targets = "public"\n', defaults=None)
     before = env.file_bytes()
     for path, body in (("/api/scheduler/job/add", {"name": "ssrf", "hour": 9, "url": ["https://example.com/", url]}),
                        ("/api/scheduler/start", {"mode": "daily", "hour": 9, "url": url})):
@@ -697,7 +678,7 @@ def test_by_default_the_api_may_add_a_loopback_target(env):
 def test_a_bad_http_targets_names_the_key(env):
     from crawlsched.errors import JobFileError
 
-    write_jobs(env.home, '[defaults]\ntimezone = "UTC"\nhttp_targets = "private"\n')
+    write_jobs(env.home, '[defaults]\ntimezone = "UTC"\nhttp_targets = "private"\n', defaults=None)
     with pytest.raises(JobFileError) as info:
         JobStore(env.jobs_file).load()
     assert "defaults.http_targets:" in str(info.value) and '"any" or "public"' in str(info.value)
@@ -705,7 +686,7 @@ def test_a_bad_http_targets_names_the_key(env):
 
 def test_secrets_never_appear_in_any_response(env, monkeypatch):
     monkeypatch.setenv("NEWS_TOKEN", "s3cr3t-token-value")
-    write_jobs(env.home, '[defaults]\ntimezone = "UTC"\nallow_http_env = ["NEWS_TOKEN"]\n')
+    write_jobs(env.home, '[defaults]\ntimezone = "UTC"\nallow_http_env = ["NEWS_TOKEN"]\n', defaults=None)
     env.add(name="Secret", hour=9, url="https://user:hunter2@example.com/news",
             headers={"Authorization": "Bearer ${NEWS_TOKEN}", "X-Key": "plain-secret-value"})
     env.turn()
@@ -807,7 +788,7 @@ def test_reads_from_another_site_are_not_refused_by_the_origin_check(env):
 @pytest.fixture
 def token_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     monkeypatch.setenv("TZ", "UTC")
-    write_jobs(tmp_path, '[defaults]\ntimezone = "UTC"\n')
+    write_jobs(tmp_path, '[defaults]\ntimezone = "UTC"\n', defaults=None)
     e = Env(tmp_path, token="s3cret-token").start()
     yield e
     e.daemon.shutdown()
@@ -1191,7 +1172,7 @@ def test_the_api_serves_over_any_scheduler_view(tmp_path, monkeypatch):
     from crawlsched.control import SchedulerView
 
     monkeypatch.setenv("TZ", "UTC")
-    write_jobs(tmp_path, '[defaults]\ntimezone = "UTC"\ncommand = "true"\n')
+    write_jobs(tmp_path, '[defaults]\ntimezone = "UTC"\ncommand = "true"\n', defaults=None)
     scheduler = FakeScheduler(FakeClock(START))
     assert isinstance(scheduler, SchedulerView)
     state = State(tmp_path / "crawlsched.db").open()

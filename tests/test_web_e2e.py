@@ -2,102 +2,40 @@
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
-from daemon_helpers import wait_for as wait_until  # one deadline poller for every real-process test
+from helpers.history import runs
+from helpers.jobs import write_jobs
+from helpers.process import cli, free_port
+from helpers.process import HttpDaemon as Daemon
+from helpers.process import wait_for as wait_until  # one deadline poller for every real-process test
+from helpers.servers import Pages
 
 requests = pytest.importorskip("requests")
 
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def target() -> Iterator[str]:
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = b"<html>news</html>"
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/news"
-    server.shutdown()
-    server.server_close()
-
-
-# The daemon with its wall clock moved to an instant (time-machine, ticking from there): the seed's
-# examples are dated November 2025, and an end date in the past is refused.
-TRAVELLING = ("import sys, datetime, time_machine; "
-              "time_machine.travel(datetime.datetime.fromisoformat(sys.argv.pop(1)), tick=True).start(); "
-              "from crawlsched.cli import main; sys.argv[0] = 'crawlsched'; main()")
-
-
-class Daemon:
-    def __init__(self, home: Path, *args: str, env: dict[str, str] | None = None, at: str | None = None) -> None:
-        self.home = home
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        environ = {**os.environ, "CRAWLSCHED_JOBS": str(home / "jobs.toml"), "CRAWLSCHED_HOME": str(home), "TZ": "UTC"}
-        environ.pop("CRAWLSCHED_TOKEN", None)
-        environ.update(env or {})
-        program = [sys.executable, "-c", TRAVELLING, at] if at else [sys.executable, "-m", "crawlsched"]
-        self.proc = subprocess.Popen(
-            [*program, "daemon", "--http", f"127.0.0.1:{self.port}", *args],
-            env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-
-    def wait_ready(self, headers: dict[str, str] | None = None, timeout: float = 15) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"daemon exited {self.proc.returncode}: {self.proc.stderr.read()}")
-            try:
-                if requests.get(f"{self.base}/healthz", timeout=1).status_code == 200:
-                    return
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError("daemon did not become healthy")
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+    server = Pages({}, default=(200, b"<html>news</html>", None))
+    yield server.url("/news")
+    server.close()
 
 
 @pytest.fixture
-def home(tmp_path: Path) -> Path:
-    (tmp_path / "jobs.toml").write_text('[defaults]\ntimezone = "UTC"\n')
-    return tmp_path
+def home(home: Path) -> Path:
+    """The shared home, holding a job file of UTC defaults alone."""
+    write_jobs(home, '[defaults]\ntimezone = "UTC"\n', defaults=None)
+    return home
 
 
 def test_add_then_run_now_through_the_real_daemon(home, target):
@@ -247,19 +185,11 @@ def test_the_seeds_curl_examples_work_verbatim_once_defaults_names_a_crawl(home,
 
 
 def run_cli(home: Path, *args: str) -> subprocess.CompletedProcess:
-    environ = {**os.environ, "CRAWLSCHED_JOBS": str(home / "jobs.toml"), "CRAWLSCHED_HOME": str(home), "TZ": "UTC"}
-    return subprocess.run([sys.executable, "-m", "crawlsched", *args], capture_output=True, text=True, env=environ, timeout=60)
+    return cli(home, *args, env={"TZ": "UTC"})
 
 
 def attempts(home: Path, job_id: str) -> list[dict[str, Any]]:
-    import sqlite3
-
-    con = sqlite3.connect(home / "crawlsched.db", timeout=10)
-    con.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in con.execute("SELECT * FROM runs WHERE job_id = ? ORDER BY id", (job_id,))]
-    finally:
-        con.close()
+    return runs(home, job_id)
 
 
 @pytest.mark.slow

@@ -14,7 +14,8 @@ import pytest
 
 from crawlsched.runner import run_dir, run_log
 from crawlsched.state import Retry
-from test_web import START, env, write_jobs  # noqa: F401 -- the shared fixture and helpers
+from helpers.jobs import write_jobs
+from test_web import START, env  # noqa: F401 -- the shared fixture and helpers
 
 T0 = START.timestamp()
 
@@ -231,7 +232,7 @@ def test_a_path_in_the_request_reaches_no_file(env, job, path):
 
 
 def test_a_command_jobs_log_is_served_per_attempt(env, job):
-    write_jobs(env.home, '[defaults]\ntimezone = "UTC"\nallow_http_commands = true\n')
+    write_jobs(env.home, '[defaults]\ntimezone = "UTC"\nallow_http_commands = true\n', defaults=None)
     cmd = env.add(name="Cmd", at="09:00", command="echo hi")["job_id"]
     run_id = attempt(env, cmd, T0, 1, "failed", "boom")
     log = run_log(env.home, env.daemon.store.load().find(cmd), T0, 1)

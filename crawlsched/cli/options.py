@@ -37,7 +37,7 @@ KeepRunsOpt = Annotated[Optional[int], typer.Option("--keep-runs", metavar="N", 
 
 def _schedule(at: str | None, hour: int | None, minute: int | None, cron: str | None, every: str | None, *, required: bool) -> dict[str, Any]:
     """Exactly one schedule option → ``{"at" | "cron" | "every": value}``."""
-    from crawlsched.validate import at_from_hour_minute, parse_at
+    from crawlsched.schedules import at_from_hour_minute, parse_at
 
     if minute is not None and hour is None:
         raise InvalidValue("minute", minute, "needs --hour (--hour H --minute M)")
@@ -62,7 +62,7 @@ def duration(field_name: str, text: str | None) -> int | float | None:
     """A duration option (seconds, ``30s``, ``5m``, ``1h30m``, ``2d``) → seconds as the file keeps them (300, 1.5)."""
     if text is None:
         return None
-    from crawlsched.validate import parse_duration
+    from crawlsched.durations import parse_duration
     from crawlsched.render import _num
 
     return _num(parse_duration(text, field_name))
@@ -89,7 +89,7 @@ def _options(
     user_agent: str | None, keep_runs: int | None,
 ) -> dict[str, Any]:
     """The job-table keys of the options that were given (None = not given)."""
-    from crawlsched.validate import check_date
+    from crawlsched.schedules import check_date
     from crawlsched.render import _num
 
     if urls and command is not None:

@@ -13,7 +13,9 @@ from flask import Flask, Response, request
 from crawlsched import control, render, timing
 from crawlsched.errors import InvalidValue, JobFileError, JobNotFound
 from crawlsched.model import Defaults, Job, JobFile
-from crawlsched.validate import build_job, check_int, check_timezone
+from crawlsched.durations import check_int
+from crawlsched.schedules import check_timezone
+from crawlsched.validate import build_job
 from crawlsched.web.joblist import JobCards
 from crawlsched.web.ops import MetricsExporter, health_problem, status_dict
 from crawlsched.web.payload import START_KEYS, _given, add_fields, api_urls, json_body, legacy_schedule, retry_changes

@@ -14,23 +14,22 @@ from crawlsched.crawl import VAR_RE, expand_vars
 from crawlsched.errors import BadRequest, Forbidden, InvalidValue, json_kind
 from crawlsched.render import _num
 from crawlsched.model import Defaults
-from crawlsched.validate import (
+from crawlsched.durations import check_int, check_seconds, parse_json_int
+from crawlsched.schedules import (
     at_from_hour_minute,
-    build_defaults,
-    check_catch_up,
-    check_command,
     check_date,
-    check_headers,
-    check_int,
-    check_name,
-    check_seconds,
     check_timezone,
-    check_urls,
     normalize_every,
     parse_at,
     parse_cron,
-    parse_json_int,
-    redact_url,
+)
+from crawlsched.urls import check_urls, redact_url
+from crawlsched.validate import (
+    build_defaults,
+    check_catch_up,
+    check_command,
+    check_headers,
+    check_name,
 )
 
 

@@ -24,9 +24,11 @@ import pytest
 from crawlsched.daemon import Daemon, InlineExecutor
 from crawlsched.state import State
 from crawlsched.store import JobStore
-from daemon_helpers import DaemonProcess, cli, wait_for, write_jobs
-from rel_helpers import quiet_logger
-from test_daemon_loop import FakeClock, iso, make_daemon, rows, run_until
+from helpers.clock import FakeClock, iso
+from helpers.history import rows
+from helpers.jobs import write_jobs
+from helpers.loop import make_daemon, quiet_logger, run_until
+from helpers.process import cli, DaemonProcess, wait_for
 
 UTC = timezone.utc
 

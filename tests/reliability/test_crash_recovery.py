@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,10 +19,11 @@ import pytest
 from crawlsched.crawl import body_name, run_stamp
 from crawlsched.daemon import Daemon, InlineExecutor
 from crawlsched.state import State
-from crawlsched.store import JobStore
-from daemon_helpers import DaemonProcess, runs, wait_for, write_jobs
-from rel_helpers import pid_gone, quiet_logger
-from test_daemon_loop import FakeClock, rows, run_until
+from helpers.clock import FakeClock
+from helpers.history import retries, rows, runs
+from helpers.jobs import write_jobs
+from helpers.loop import make_daemon, quiet_logger, run_until
+from helpers.process import DaemonProcess, pid_gone, wait_for
 
 UTC = timezone.utc
 DEAD_PID = 2**22 + 4242  # above Linux's pid_max: never alive
@@ -63,9 +63,7 @@ class QueueingExecutor(InlineExecutor):
 
 
 def _daemon(home: Path, clock: FakeClock, executor) -> Daemon:
-    store = JobStore(home / "jobs.toml", cache_dir=home / ".cache")
-    return Daemon(store, State(home / "crawlsched.db"), home, quiet_logger(), clock=clock.time,
-                  monotonic=clock.monotonic, executor=executor, notify=lambda _m: False, duties=False)
+    return make_daemon(home, clock, executor=executor, log=quiet_logger())
 
 
 def _die(d: Daemon) -> None:
@@ -159,8 +157,7 @@ def test_killed_after_the_body_was_saved_but_before_the_result_records_success(h
     assert [(r["attempt"], r["status"]) for r in runs(home) if r["attempt"] > 0] == [(1, "success")]
     assert "bodies in place" in got[0]["message"]
     assert target.hits["/ok"] == 0  # not fetched again
-    con = sqlite3.connect(home / "crawlsched.db")
-    assert con.execute("SELECT count(*) FROM retries").fetchone()[0] == 0
+    assert retries(home) == []
 
 
 @pytest.mark.slow
@@ -196,14 +193,14 @@ def test_killed_between_spawning_a_command_and_saving_its_group_the_command_neve
     write_jobs(home, '[[jobs]]\nid = "c"\nname = "c"\nevery = "1h"\nretry_delay = 1\n'
                      f'command = "sh -c \'echo $$ >> {marker}; exec sleep 30\'"\n')
     d1 = DaemonProcess(home, env={"CRAWLSCHED_FAULT_SPAWN_PAUSE": "3"}).start()
-    wait_for(lambda: runs(home, "job_id = 'c' AND status = 'running'"), 10, "the attempt row")
+    wait_for(lambda: runs(home, "c", status="running"), 10, "the attempt row")
     time.sleep(0.5)  # spawned, its group not saved yet
     d1.proc.kill()  # the daemon alone, as the OOM killer would
     d1.proc.wait(10)
     d1.stderr.close()
     d2 = DaemonProcess(home).start()
     try:
-        wait_for(lambda: runs(home, "job_id = 'c' AND attempt = 2 AND status = 'running'"), 15, "the retry running")
+        wait_for(lambda: runs(home, "c", attempt=2, status="running"), 15, "the retry running")
         wait_for(lambda: marker.exists() and marker.read_text().strip(), 5, "the retry's command")
         time.sleep(0.5)
         pids = [int(x) for x in marker.read_text().split()]
@@ -229,7 +226,7 @@ def test_killed_mid_body_with_no_attempt_left_leaves_no_part_file_after_restart(
     d1.kill()
     d2 = DaemonProcess(home).start()
     try:
-        row = wait_for(lambda: runs(home, "job_id = 'h' AND status != 'running'"), 10, "the attempt settled")
+        row = wait_for(lambda: runs(home, "h", settled=True), 10, "the attempt settled")
     finally:
         assert d2.stop() == 0
     assert [(r["attempt"], r["status"]) for r in row] == [(1, "interrupted")]
@@ -244,14 +241,14 @@ def test_killed_while_a_fire_waits_for_a_worker_and_later_fires_are_skipped_the_
                      '[[jobs]]\nid = "quick"\nname = "quick"\nevery = "2s"\ncommand = "true"\ncatch_up = "none"\n',
                defaults='timezone = "UTC"\nmax_concurrent = 1\n')
     d1 = DaemonProcess(home).start()
-    wait_for(lambda: len(runs(home, "job_id = 'quick' AND status = 'skipped'")) >= 2, 10, "quick's fires skipped")
+    wait_for(lambda: len(runs(home, "quick", status="skipped")) >= 2, 10, "quick's fires skipped")
     d1.kill()
     d2 = DaemonProcess(home).start()
     try:
         time.sleep(1)
     finally:
         assert d2.stop() == 0
-    quick = runs(home, "job_id = 'quick'")
+    quick = runs(home, "quick")
     skipped = [r["scheduled_for"] for r in quick if r["status"] == "skipped"]
     first = min(skipped) - 2
     covered = [r for r in quick if r["scheduled_for"] == first

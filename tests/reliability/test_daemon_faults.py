@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from daemon_helpers import DaemonProcess, runs, wait_for, write_jobs
-from rel_helpers import pid_gone
+from helpers.history import runs
+from helpers.jobs import write_jobs
+from helpers.process import DaemonProcess, pid_gone, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -114,8 +115,8 @@ def test_fires_due_during_the_sigterm_grace_period_are_recorded_after_restart(ho
                      'catch_up = "none"\n\n'
                      '[[jobs]]\nid = "slow"\nname = "slow"\nevery = "1h"\ncommand = "sleep 300"\nmax_retries = 0\n')
     d = DaemonProcess(home, "--grace", "3").start()
-    wait_for(lambda: runs(home, "job_id = 'slow' AND status = 'running'"), 10, "the slow command running")
-    wait_for(lambda: len(runs(home, "job_id = 'tick'")) >= 2, 10, "ticks")
+    wait_for(lambda: runs(home, "slow", status="running"), 10, "the slow command running")
+    wait_for(lambda: len(runs(home, "tick")) >= 2, 10, "ticks")
     t0 = time.monotonic()
     assert d.stop() == 0
     assert time.monotonic() - t0 >= 3  # it did wait out the grace period
@@ -124,7 +125,7 @@ def test_fires_due_during_the_sigterm_grace_period_are_recorded_after_restart(ho
         time.sleep(1.5)
     finally:
         assert d2.stop() == 0
-    ticks = runs(home, "job_id = 'tick'")
+    ticks = runs(home, "tick")
     accounted, due = _accounted(ticks)
     assert accounted == due, [(r["scheduled_for"], r["status"], r["missed_count"]) for r in ticks]
     assert any(r["status"] == "missed" for r in ticks)
@@ -150,7 +151,7 @@ def test_a_command_job_cannot_read_the_api_token_from_the_daemon(home, tmp_path)
         port = sock.getsockname()[1]
     d = DaemonProcess(home, "--http", f"127.0.0.1:{port}", env={"CRAWLSCHED_TOKEN": token}).start()
     try:
-        wait_for(lambda: runs(home, "job_id = 'peek' AND status = 'success'"), 10, "the command job")
+        wait_for(lambda: runs(home, "peek", status="success"), 10, "the command job")
         assert seen.read_bytes(), "the command did not read its parent's environment"
         assert token.encode() not in seen.read_bytes()
         assert token.encode() not in _environ_of(d.proc.pid)

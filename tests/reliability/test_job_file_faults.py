@@ -22,7 +22,9 @@ from pathlib import Path
 import pytest
 
 from crawlsched.store import JobStore
-from daemon_helpers import CRAWLSCHED, DaemonProcess, cli, runs, wait_for, write_jobs
+from helpers.history import runs
+from helpers.jobs import write_jobs
+from helpers.process import cli, CRAWLSCHED, DaemonProcess, wait_for
 
 UTC = timezone.utc
 
@@ -144,10 +146,10 @@ def test_a_file_broken_while_running_keeps_the_last_good_jobs_and_says_where(hom
         status = wait_for(lambda: (s := json.loads(cli(home, "status", "--json").stdout))["config_ok"] is False and s,
                           10, "the daemon to report the error")
         assert f"jobs.toml:{line}:" in status["config_error"], status["config_error"]
-        n = len(runs(home, "job_id = 'tick'"))
-        wait_for(lambda: len(runs(home, "job_id = 'tick'")) >= n + 2, 10, "the last good job to keep firing")
+        n = len(runs(home, "tick"))
+        wait_for(lambda: len(runs(home, "tick")) >= n + 2, 10, "the last good job to keep firing")
         write_jobs(home, '[[jobs]]\nid = "tock"\nname = "tock"\nevery = "1s"\ncommand = "true"\n')
-        wait_for(lambda: runs(home, "job_id = 'tock'"), 10, "the next good edit")
+        wait_for(lambda: runs(home, "tock"), 10, "the next good edit")
         assert json.loads(cli(home, "status", "--json").stdout)["config_ok"] is True
         assert d.proc.poll() is None
     finally:
@@ -177,7 +179,9 @@ def test_a_job_removed_or_paused_during_its_run_is_recorded_and_not_retried(home
 
 
 def test_a_job_paused_during_its_retry_wait_gets_no_further_retries(home):
-    from test_daemon_loop import FakeClock, make_daemon, rows, run_until
+    from helpers.clock import FakeClock
+    from helpers.history import rows
+    from helpers.loop import make_daemon, run_until
 
     (home / "jobs.toml").write_text('[[jobs]]\nid = "f"\nname = "f"\nat = "09:05"\ncommand = "false"\n'
                                     'start_date = 2025-01-01\nmax_retries = 2\nretry_delay = 60\n')
@@ -254,7 +258,7 @@ def test_a_dangling_link_gets_its_target_created_on_the_first_add(home):
 def _seen_within(home: Path, job_id: str, timeout: float) -> float:
     """Seconds until the daemon has run ``job_id`` (an `every` job fires when first seen)."""
     began = time.monotonic()
-    wait_for(lambda: runs(home, "job_id = ?", (job_id,)), timeout, f"the daemon to pick up {job_id}")
+    wait_for(lambda: runs(home, job_id), timeout, f"the daemon to pick up {job_id}")
     return time.monotonic() - began
 
 
@@ -299,7 +303,7 @@ def test_a_job_file_emptied_while_running_keeps_the_last_good_jobs_and_their_ret
                      "max_retries = 3\nretry_delay = 3600\n")
     d = DaemonProcess(home).start()
     try:
-        wait_for(lambda: runs(home, "job_id = 'flaky' AND status = 'failed'"), 10, "flaky's first attempt to fail")
+        wait_for(lambda: runs(home, "flaky", status="failed"), 10, "flaky's first attempt to fail")
         from crawlsched.state import State
 
         wait_for(lambda: State(home / "crawlsched.db").retries(), 10, "flaky's retry to be saved")
@@ -308,12 +312,12 @@ def test_a_job_file_emptied_while_running_keeps_the_last_good_jobs_and_their_ret
                           10, "the daemon to report the empty file")
         assert "empty" in status["config_error"], status["config_error"]
         time.sleep(1.5)  # well past the 0.5 s the daemon waits for a file to settle
-        n = len(runs(home, "job_id = 'tick'"))
-        wait_for(lambda: len(runs(home, "job_id = 'tick'")) >= n + 2, 10, "the last good job to keep firing")
+        n = len(runs(home, "tick"))
+        wait_for(lambda: len(runs(home, "tick")) >= n + 2, 10, "the last good job to keep firing")
         assert [r.job_id for r in State(home / "crawlsched.db").retries()] == ["flaky"]
         assert "job file not applied" in d.output() and "empty" in d.output()
         write_jobs(home, '[[jobs]]\nid = "tock"\nname = "tock"\nevery = "1s"\ncommand = "true"\n')
-        wait_for(lambda: runs(home, "job_id = 'tock'"), 10, "the next good file")
+        wait_for(lambda: runs(home, "tock"), 10, "the next good file")
         assert json.loads(cli(home, "status", "--json").stdout)["config_ok"] is True
     finally:
         assert d.stop() == 0
@@ -325,7 +329,7 @@ def test_an_empty_job_file_at_the_first_start_means_no_jobs(home):
     try:
         assert "0 jobs" in d.output()
         assert cli(home, "add", "later", "--every", "1h", "--command", "true").returncode == 0
-        wait_for(lambda: runs(home, "job_id = 'later'"), 10, "the job added to the empty file")
+        wait_for(lambda: runs(home, "later"), 10, "the job added to the empty file")
     finally:
         assert d.stop() == 0
 
@@ -362,7 +366,7 @@ def test_the_daemon_starts_from_a_job_file_with_a_byte_order_mark(home):
     (home / "jobs.toml").write_text(BOM_FILE.replace('every = "1h"', 'every = "1s"'), encoding="utf-8")
     d = DaemonProcess(home).start()
     try:
-        wait_for(lambda: runs(home, "job_id = 'a'"), 10, "the job of the file with a BOM to run")
+        wait_for(lambda: runs(home, "a"), 10, "the job of the file with a BOM to run")
     finally:
         assert d.stop() == 0
 
@@ -390,8 +394,8 @@ def test_a_value_out_of_bounds_added_while_running_is_a_config_error_not_a_crash
         status = wait_for(lambda: (s := json.loads(cli(home, "status", "--json").stdout))["config_ok"] is False and s,
                           10, "the daemon to report the bad value")
         assert key in status["config_error"] and "jobs.toml:" in status["config_error"], status["config_error"]
-        n = len(runs(home, "job_id = 'tick'"))
-        wait_for(lambda: len(runs(home, "job_id = 'tick'")) >= n + 2, 10, "the last good job to keep firing")
+        n = len(runs(home, "tick"))
+        wait_for(lambda: len(runs(home, "tick")) >= n + 2, 10, "the last good job to keep firing")
         assert "Traceback" not in d.output()
         validate = cli(home, "validate")
         assert validate.returncode == 2 and key in validate.stderr
@@ -403,7 +407,7 @@ def test_the_longest_interval_allowed_fires_and_then_lists_shows_and_plans_its_n
     write_jobs(home, '[[jobs]]\nid = "decade"\nname = "decade"\nevery = "3650d"\ncommand = "true"\n')
     d = DaemonProcess(home).start()
     try:
-        wait_for(lambda: [r for r in runs(home, "job_id = 'decade'") if r["status"] == "success"], 10, "the first fire")
+        wait_for(lambda: [r for r in runs(home, "decade") if r["status"] == "success"], 10, "the first fire")
         listed = json.loads(cli(home, "list", "--json", check=True).stdout)["jobs"][0]
         assert listed["status"] == "success" and listed["next_run"][:4] == str(datetime.now(UTC).year + 10)
         assert cli(home, "show", "decade").returncode == 0

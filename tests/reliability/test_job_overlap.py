@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from daemon_helpers import CRAWLSCHED, DaemonProcess, cli, runs, wait_for, write_jobs
+from helpers.history import runs
+from helpers.jobs import write_jobs
+from helpers.process import cli, CRAWLSCHED, DaemonProcess, wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -358,7 +358,7 @@ import json  # noqa: E402
 import tomllib  # noqa: E402
 
 from crawlsched.errors import InvalidValue  # noqa: E402
-from crawlsched.model import MAX_INT, MAX_SECONDS  # noqa: E402
+from crawlsched.durations import MAX_INT, MAX_SECONDS  # noqa: E402
 from crawlsched.validate import build_defaults  # noqa: E402
 
 NOW = datetime(2026, 12, 1, 21, 50, tzinfo=UTC)
@@ -451,7 +451,7 @@ class _Api:
         from crawlsched.state import State
         from crawlsched.store import JobStore
         from crawlsched.web import create_app
-        from daemon_helpers import FakeClock
+        from helpers.clock import FakeClock
 
         self.jobs_file = home / "jobs.toml"
         self.jobs_file.write_text('[defaults]\ntimezone = "UTC"\nurl = "https://example.com/"\n')

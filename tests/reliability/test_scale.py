@@ -18,8 +18,9 @@ import pytest
 
 from crawlsched import timing
 from crawlsched.store import JobStore
-from daemon_helpers import cli
-from test_daemon_loop import FakeClock, make_daemon
+from helpers.clock import FakeClock
+from helpers.loop import make_daemon
+from helpers.process import cli
 
 pytestmark = pytest.mark.slow
 UTC = timezone.utc

@@ -20,8 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from daemon_helpers import DaemonProcess, cli, runs, wait_for, write_jobs
-from rel_helpers import snapshot
+from helpers.files import snapshot
+from helpers.history import runs
+from helpers.jobs import write_jobs
+from helpers.process import cli, DaemonProcess, wait_for
 
 pytestmark = pytest.mark.slow
 

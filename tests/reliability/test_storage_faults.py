@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from daemon_helpers import DaemonProcess, cli, runs, wait_for, write_jobs
-from rel_helpers import LimitedDaemon
+from helpers.history import runs
+from helpers.jobs import write_jobs
+from helpers.process import cli, DaemonProcess, LimitedDaemon, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -107,18 +108,18 @@ def test_an_attempt_running_while_the_database_is_replaced_records_its_own_row(h
                      f'[[jobs]]\nid = "tick"\nname = "tick"\nevery = "1s"\nurl = "{target.url("/ok")}"\n')
     d = DaemonProcess(home).start()
     try:
-        wait_for(lambda: runs(home, "job_id = 'slow' AND status = 'running'"), 10, "the slow attempt running")
+        wait_for(lambda: runs(home, "slow", status="running"), 10, "the slow attempt running")
         _scribble_over_the_database(home)
         wait_for(lambda: list(home.glob("crawlsched.db.corrupt-*")), 10, "the corrupt file moved aside")
         # The daemon row is back at once (not at the next heartbeat, which only updated a row
         # that no longer existed): status, stop and run-now see the daemon that is up.
         wait_for(lambda: cli(home, "status").returncode == 0, 10, "status to say the daemon is up")
-        done = wait_for(lambda: runs(home, "job_id = 'slow' AND status != 'running'"), 15, "the slow attempt's row")
+        done = wait_for(lambda: runs(home, "slow", settled=True), 15, "the slow attempt's row")
     finally:
         assert d.stop() == 0
     assert [(r["attempt"], r["status"]) for r in done] == [(1, "success")]
     assert "/slow/4" in done[0]["message"]
-    ticks = runs(home, "job_id = 'tick'")
+    ticks = runs(home, "tick")
     assert ticks and not [r for r in ticks if "/slow/" in (r["message"] or "")], ticks
     assert all(r["status"] in ("success", "running") for r in ticks), [(r["status"], r["message"]) for r in ticks]
     con = sqlite3.connect(home / "crawlsched.db")
@@ -147,9 +148,9 @@ def test_a_body_larger_than_the_disk_allows_fails_clearly_and_the_daemon_stays_u
                      f'max_retries = 0\n\n[[jobs]]\nid = "small"\nname = "small"\nevery = "2s"\nurl = "{target.url("/ok")}"\n')
     d = LimitedDaemon(home, preexec=_limit_file_size(2 * 1024 * 1024)).start()
     try:
-        row = wait_for(lambda: [r for r in runs(home, "job_id = 'big'") if r["status"] != "running"], 15, "the big attempt")
-        n = len(runs(home, "job_id = 'small'"))
-        wait_for(lambda: len(runs(home, "job_id = 'small'")) >= n + 2, 10, "other jobs to go on")
+        row = wait_for(lambda: [r for r in runs(home, "big") if r["status"] != "running"], 15, "the big attempt")
+        n = len(runs(home, "small"))
+        wait_for(lambda: len(runs(home, "small")) >= n + 2, 10, "other jobs to go on")
         assert d.proc.poll() is None
     finally:
         assert d.stop() == 0
@@ -223,12 +224,12 @@ def test_an_attempt_that_ends_while_the_disk_is_full_is_recorded_when_space_is_b
     d.stderr_path = tmp_path / "daemon.stderr"  # not on the full disk
     d.start()
     try:
-        wait_for(lambda: runs(home, "job_id = 'slow' AND status = 'running'"), 10, "the slow attempt running")
+        wait_for(lambda: runs(home, "slow", status="running"), 10, "the slow attempt running")
         _fill(home / "filler")
         time.sleep(4)  # it ended, and the 1 s job fired 4 times, all while nothing could be written
         assert d.proc.poll() is None, d.output()[-3000:]
         (home / "filler").unlink()
-        done = wait_for(lambda: runs(home, "job_id = 'slow' AND status != 'running'"), 5, "the slow outcome saved")
+        done = wait_for(lambda: runs(home, "slow", settled=True), 5, "the slow outcome saved")
         assert [(r["attempt"], r["status"]) for r in done] == [(1, "success")]
         time.sleep(1.5)
         stuck = [r for r in runs(home) if r["status"] == "running" and time.time() - r["started_at"] > 2]

@@ -1,19 +1,67 @@
-"""Helpers of the reliability suite: a target with hostile routes, a tree snapshot, a fake-clock daemon."""
+"""Real HTTP targets on 127.0.0.1, each on a free port, serving from a thread."""
 
 from __future__ import annotations
 
-import logging
-import os
-import signal
-import subprocess
 import threading
 import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from daemon_helpers import CRAWLSCHED, DaemonProcess, LocalServer, wait_for
+
+class LocalServer:
+    """A real HTTP server on 127.0.0.1 (a free port) in a thread; subclasses give the handler."""
+
+    def _serve(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Target(LocalServer):
+    """A real HTTP server: /ok answers 200; /flaky/<key> fails twice per key, then answers; /fail always 500;
+    /slow/<s> waits s seconds before answering."""
+
+    def __init__(self) -> None:
+        counts: dict[str, int] = {}
+        lock = threading.Lock()
+        self.hits: list[tuple[float, str]] = []
+        hits = self.hits
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                hits.append((time.time(), self.path))
+                if self.path.startswith("/flaky"):
+                    with lock:
+                        counts[self.path] = counts.get(self.path, 0) + 1
+                        n = counts[self.path]
+                    code = 200 if n >= 3 else 503
+                elif self.path.startswith("/fail"):
+                    code = 500
+                elif self.path.startswith("/slow/"):
+                    time.sleep(float(self.path.rsplit("/", 1)[1]))
+                    code = 200
+                else:
+                    code = 200
+                body = f"{code} {self.path}\n".encode()
+                self.send_response(code)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._serve(Handler)
 
 
 class HostileTarget(LocalServer):
@@ -94,58 +142,27 @@ class HostileTarget(LocalServer):
         self._serve(Handler)
 
 
-def snapshot(root: Path, exclude: Path | None = None) -> set[str]:
-    """Every path under ``root`` (relative), except those under ``exclude``."""
-    out = set()
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            path = Path(dirpath) / name
-            if exclude is not None and (path == exclude or exclude in path.parents):
-                continue
-            out.add(str(path.relative_to(root)))
-    return out
+class Pages(LocalServer):
+    """Fixed answers by path: ``routes`` maps a path to (status, body, content type or None);
+    any other path gets ``default``. ``hits`` lists the paths asked for."""
 
+    def __init__(self, routes: dict[str, tuple[int, bytes, str | None]],
+                 default: tuple[int, bytes, str | None] = (404, b"", None)) -> None:
+        self.hits: list[str] = []
+        hits = self.hits
 
-class LimitedDaemon(DaemonProcess):
-    """A daemon subprocess with a ``preexec_fn`` (resource limits, ignored signals)."""
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                hits.append(self.path)
+                code, body, kind = routes.get(self.path, default)
+                self.send_response(code)
+                if kind:
+                    self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
 
-    def __init__(self, home: Path, *args: str, preexec: Callable[[], None] | None = None,
-                 env: dict[str, str] | None = None) -> None:
-        super().__init__(home, *args, env=env)
-        self.preexec = preexec
+            def log_message(self, *args: Any) -> None:
+                pass
 
-    def start(self, wait_ready: bool = True) -> "LimitedDaemon":
-        self.stderr = open(self.stderr_path, "wb")
-        def pre() -> None:
-            os.setsid()
-            if self.preexec:
-                self.preexec()
-        self.proc = subprocess.Popen(CRAWLSCHED + ["daemon", *self.args], env=self.env, stdout=self.stderr,
-                                     stderr=self.stderr, preexec_fn=pre)
-        if wait_ready:
-            wait_for(lambda: "daemon ready" in self.output() or self.proc.poll() is not None, 20, "daemon ready")
-            assert self.proc.poll() is None, self.output()
-        return self
-
-
-def quiet_logger() -> logging.Logger:
-    log = logging.getLogger("crawlsched.reliability")
-    log.propagate = True
-    return log
-
-
-def pid_gone(pid: int) -> bool:
-    """Gone or a zombie (dead, waiting to be reaped by init)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X")
-    except (FileNotFoundError, ProcessLookupError):
-        return True
-
-
-def kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=10)
+        self._serve(Handler)
