@@ -83,9 +83,9 @@ class Chains(dict[str, Chain]):
     ``ended``: jobs whose chain ended and whose claim is still to be released.
     """
 
-    def __init__(self, state: State, home: Path, log: logging.Logger, owner: str, pid: int) -> None:
+    def __init__(self, state: State, home: Path, log: logging.Logger, owner: Any) -> None:
         super().__init__()
-        self.state, self.home, self.log, self.owner, self.pid = state, Path(home), log, owner, pid
+        self.state, self.home, self.log, self.owner = state, Path(home), log, owner  # owner: state.Owner
         self.tokens = itertools.count(1)
         self.saved_retry: set[str] = set()
         self.ended: set[str] = set()
@@ -168,7 +168,7 @@ class Chains(dict[str, Chain]):
             self.ended.clear()
             return
         try:
-            self.state.release_chains(ended, self.owner, self.pid)
+            self.state.release_chains(ended, self.owner)
         except StorageUnavailable:
             return  # tried again next turn; the storage episode is logged once, by the state
         except Exception as exc:  # a locked database: tried again next turn, logged once

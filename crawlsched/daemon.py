@@ -104,8 +104,7 @@ class Daemon(Scheduler):
         # Read both clocks together: `now` is from before recovery and planning, which can
         # take seconds, and that real time would read as a jump forward at the first turn.
         self.offset = self.clock() - self.monotonic()
-        self.state.daemon_update(ready_at=self.clock(), config_ok=1, config_error=None, http=self.http_url,
-                                 handled_until=self.handled_until(now), **self.next_info())
+        self.state.daemon_ready(self.clock(), http=self.http_url, handled_until=self.handled_until(now), **self.next_info())
         self.reloads.keep_last_good()
         self.started = True
         self.notify("READY=1")
@@ -211,7 +210,7 @@ class Daemon(Scheduler):
         self.chains.release_claims()  # what it cannot release is stale once we exit
         now = self.clock()
         try:
-            self.state.daemon_update(heartbeat=now, stopped_at=now, handled_until=self.handled_until(now))
+            self.state.daemon_stopped(now, handled_until=self.handled_until(now))
         except Exception as exc:  # the database may be the reason we stop
             self.log.error("could not record the stop in the state database: %s", exc)
         if self.state.held and not self.state.flush_held():
@@ -274,7 +273,7 @@ class Daemon(Scheduler):
         for key in self.chains.in_flight():  # removed or paused: its attempt saves no retry
             if not self._wanted(key.job_id):
                 executor.cancel(key)
-        self.state.daemon_update(config_ok=1, config_error=None, **self.next_info())
+        self.state.config_status(None, **self.next_info())
         self.reloads.keep_last_good()
         self.log.info("job file reloaded: %d jobs", len(self.jobs))
         self._send_status()
@@ -321,7 +320,7 @@ class Daemon(Scheduler):
 
     def write_heartbeat(self) -> None:
         now = self.clock()
-        self.state.daemon_update(heartbeat=now, pid=self.pid, handled_until=self.handled_until(now), **self.next_info())
+        self.state.heartbeat(now, pid=self.pid, handled_until=self.handled_until(now), **self.next_info())
 
     def busy_soon(self) -> bool:
         """A fire or retry is due within retention.GUARD seconds, outcomes wait, or we are stopping."""

@@ -19,10 +19,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterable, NamedTuple
+from typing import Any, Callable, Iterable
 
 from crawlsched.model import JobStatus, RunStatus
-from crawlsched.state import Run, State, _run
+from crawlsched.state import Run, State, StripRow
 
 UTC = timezone.utc
 ATTEMPT_OUTCOMES = (RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.INTERRUPTED)
@@ -109,12 +109,10 @@ def job_fires(state: State, job_id: str, *, limit: int, before: int | None = Non
     scanned = 0
     done = False
     while not done and len(out) <= limit and scanned < SCAN_CAP:
-        rows = state.read("SELECT * FROM runs WHERE job_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
-                          (job_id, cursor, SCAN_CHUNK))
+        rows = state.job_rows_before(job_id, cursor, SCAN_CHUNK)
         if not rows:
             break
-        for raw in rows:
-            run = _run(raw)
+        for run in rows:
             scanned += 1
             cursor = run.id
             if since is not None and _recorded(run) < since:
@@ -124,9 +122,7 @@ def job_fires(state: State, job_id: str, *, limit: int, before: int | None = Non
                 if run.scheduled_for in seen:
                     continue
                 seen.add(run.scheduled_for)
-                attempts = [_run(r) for r in state.read(
-                    "SELECT * FROM runs WHERE job_id = ? AND scheduled_for = ? AND attempt > 0 ORDER BY attempt",
-                    (job_id, run.scheduled_for))]  # fmt: skip
+                attempts = state.chain_attempts(job_id, run.scheduled_for)
                 fire = Fire(attempts, (job_id, run.scheduled_for) in retries)
                 if before is not None and fire.id >= before:
                     continue  # its newest attempt was on an earlier page
@@ -159,10 +155,7 @@ class Stats:
 
 def job_stats(state: State, job_id: str, *, since: datetime, until: datetime, bucket: str, tz: Any) -> Stats:
     """Runs of ``job_id`` that happened in ``[since, until)``, counted per day or hour (in ``tz``)."""
-    rows = [_run(r) for r in state.read(
-        "SELECT * FROM runs WHERE job_id = ? AND coalesce(started_at, finished_at, scheduled_for) >= ?"
-        " AND coalesce(started_at, finished_at, scheduled_for) < ?",
-        (job_id, since.timestamp(), until.timestamp()))]  # fmt: skip
+    rows = state.runs_between(job_id, since.timestamp(), until.timestamp())
     fires = group(rows, pending_retries(state, job_id))
     step = timedelta(hours=1) if bucket == "hour" else timedelta(days=1)
     start = since.astimezone(tz)
@@ -212,23 +205,6 @@ def _bisect(stamps: list[float], t: float) -> int:
 # --- the cards' strips -------------------------------------------------------------
 
 
-STRIP_COLUMNS = "id, job_id, scheduled_for, attempt, max_attempts, status, started_at, finished_at, message"
-
-
-class StripRow(NamedTuple):
-    """The columns of a row a strip needs (a ``Run`` has them under the same names)."""
-
-    id: int
-    job_id: str
-    scheduled_for: float
-    attempt: int
-    max_attempts: int
-    status: str
-    started_at: float | None
-    finished_at: float | None
-    message: str | None
-
-
 @dataclass
 class _Entry:
     rows: list[StripRow] = field(default_factory=list)
@@ -275,15 +251,12 @@ class StripCache:
     def version(self) -> str:
         return f"{self.epoch}.{self._version}"
 
-    def _read(self, sql: str, params: tuple) -> list[StripRow]:
-        return [StripRow(*r) for r in self.state.read(sql, params)]
-
     def update(self, job_ids: list[str]) -> str:
         """Bring the strips of ``job_ids`` up to date; returns the version."""
         with self._lock:
             touched: set[str] = set()
             if self._jobs:
-                for run in self._read(f"SELECT {STRIP_COLUMNS} FROM runs WHERE id > ? ORDER BY id", (self._max_id,)):
+                for run in self.state.strip_rows_after(self._max_id):
                     entry = self._jobs.get(run.job_id)
                     if entry is not None:
                         entry.rows.append(run)
@@ -293,26 +266,20 @@ class StripCache:
                             del entry.rows[: len(entry.rows) - STRIP_ROWS]
                         touched.add(run.job_id)
                     self._max_id = max(self._max_id, run.id)
-                ids = list(self._running)
-                for start in range(0, len(ids), 900):
-                    chunk = ids[start:start + 900]
-                    marks = ",".join("?" * len(chunk))
-                    for row in self._read(f"SELECT {STRIP_COLUMNS} FROM runs WHERE id IN ({marks})", tuple(chunk)):
-                        entry = self._jobs[row.job_id]
-                        for i, old in enumerate(entry.rows):
-                            if old.id == row.id and old != row:
-                                entry.rows[i] = row
-                                touched.add(row.job_id)
-                        if row.status != RunStatus.RUNNING:
-                            self._running.discard(row.id)
+                for row in self.state.strip_rows(list(self._running)):
+                    entry = self._jobs[row.job_id]
+                    for i, old in enumerate(entry.rows):
+                        if old.id == row.id and old != row:
+                            entry.rows[i] = row
+                            touched.add(row.job_id)
+                    if row.status != RunStatus.RUNNING:
+                        self._running.discard(row.id)
                 touched |= self._drop_pruned()
             else:
-                top = self.state.read("SELECT max(id), min(id) FROM runs")
-                self._max_id, self._min_id = top[0][0] or 0, top[0][1]
+                self._max_id, self._min_id = self.state.newest_run_id(), self.state.oldest_run_id()
             for job_id in job_ids:
                 if job_id not in self._jobs:
-                    rows = self._read(f"SELECT {STRIP_COLUMNS} FROM runs WHERE job_id = ? AND id <= ? ORDER BY id DESC LIMIT ?",
-                                      (job_id, self._max_id, STRIP_ROWS))
+                    rows = self.state.job_strip_rows(job_id, self._max_id, STRIP_ROWS)
                     self._jobs[job_id] = _Entry(rows[::-1])
                     self._running.update(r.id for r in rows if r.status == RunStatus.RUNNING)
                     touched.add(job_id)
@@ -335,7 +302,7 @@ class StripCache:
 
     def _drop_pruned(self) -> set[str]:
         """Drop the rows kept that the history no longer has; returns the jobs whose strips lost one."""
-        lowest = self.state.read("SELECT min(id) FROM runs")[0][0]
+        lowest = self.state.oldest_run_id()
         now = self.monotonic()
         if lowest == self._min_id and now - self._checked_at < CHECK_KEPT_EVERY:
             return set()
@@ -353,12 +320,7 @@ class StripCache:
 
     def _present(self, ids: list[int]) -> set[int]:
         """Which of ``ids`` the history still has."""
-        present: set[int] = set()
-        for start in range(0, len(ids), 900):
-            chunk = ids[start:start + 900]
-            marks = ",".join("?" * len(chunk))
-            present.update(r[0] for r in self.state.read(f"SELECT id FROM runs WHERE id IN ({marks})", tuple(chunk)))
-        return present
+        return self.state.existing_run_ids(ids)
 
     def changed_since(self, job_ids: list[str], version: str | None) -> tuple[bool, dict[str, str]]:
         """(whether this is every strip, {job id: strip JSON}) for the jobs changed after ``version``."""
@@ -384,10 +346,7 @@ class StripCache:
                 return self._fleet[1]
         since = now - 86400
         # One pass over the rows of the last day, at most every ``max_age`` seconds (not per refresh).
-        rows = self.state.read(
-            "SELECT status, count(*) AS n FROM runs WHERE attempt > 0"
-            " AND coalesce(started_at, finished_at, scheduled_for) >= ? GROUP BY status", (since,))
-        counts = {r["status"]: r["n"] for r in rows}
+        counts = self.state.attempt_counts_since(since)
         finished = sum(counts.get(o, 0) for o in ATTEMPT_OUTCOMES)
         fleet = {"attempts_24h": finished, "successes_24h": counts.get(RunStatus.SUCCESS, 0),
                  "success_rate_24h": counts.get(RunStatus.SUCCESS, 0) / finished if finished else None}

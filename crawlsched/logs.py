@@ -20,28 +20,23 @@ Levels (the seed only ever shows INFO, so this is our choice):
   the job was paused or removed, the last attempt was interrupted). Alerting
   on ERROR catches each failed run exactly once.
 
-Under systemd, when stderr *is* the journal (``JOURNAL_STREAM`` names its
-device and inode), each stderr line starts with its syslog priority (``<3>``
-error, ``<4>`` warning, ``<6>`` info, ``<7>`` debug) and carries no timestamp
-(journald stamps it), so ``journalctl -p err`` shows exactly the ERROR lines.
-The daily file keeps the seed's format.
-
-Logging never prints Python's ``--- Logging error ---`` tracebacks: a daily
-file that cannot be opened or written (a directory in its place, the wrong
-owner after a logrotate ``create``, a full disk) is reported once on stderr,
-and once again when it can be written again; meanwhile its lines still reach
-stderr.
+Where the lines go: the daily file (:mod:`crawlsched.logfile`, in the seed's
+format) and standard error (:mod:`crawlsched.journald`: with syslog priorities
+when stderr is the journal, so ``journalctl -p err`` shows exactly the ERROR
+lines). Logging never prints Python's ``--- Logging error ---`` tracebacks: a
+daily file that cannot be opened or written (a directory in its place, the
+wrong owner after a logrotate ``create``, a full disk) is reported once on
+stderr, and once again when it can be written again; meanwhile its lines still
+reach stderr.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import re
-import sys
-import time
 from pathlib import Path
-from typing import Any, Callable, Mapping
+
+from crawlsched.journald import JournalFormatter, StderrHandler, stderr_is_journal
+from crawlsched.logfile import DailyFileHandler, log_file, own_record, remove_old_logs, report_on_stderr  # noqa: F401 - log_file, remove_old_logs: re-exported
 
 __all__ = [
     "LOGGER_NAME",
@@ -98,228 +93,6 @@ def _tagged(message: str, job_id: str | None) -> str:
 _OURS = "_crawlsched_handler"
 
 
-def log_file(home: Path, when: float | None = None) -> Path:
-    """The log file for the instant ``when`` (epoch seconds; default: now).
-
-    The name carries the *local* date, as the seed's ``crawler_YYYYMMDD.log``
-    did: an operator looks for today's file by the date on the wall.
-    """
-    stamp = time.strftime("%Y%m%d", time.localtime(when))
-    return Path(home) / "logs" / f"crawler_{stamp}.log"
-
-
-_LOG_NAME_RE = re.compile(r"crawler_(\d{8})\.log(\..*)?")
-
-
-def remove_old_logs(home: Path, keep_days: int, now: float | None = None) -> list[Path]:
-    """Delete the daily files (and logrotate's copies of them) older than ``keep_days`` days.
-
-    A file's age is the local date in its name, so ``keep_days = 30`` keeps
-    today's file and the 30 before it. Other files in ``logs/`` are left alone.
-    """
-    folder = Path(home) / "logs"
-    today = time.localtime(now)
-    cutoff = time.strftime("%Y%m%d", time.localtime(time.mktime((
-        today.tm_year, today.tm_mon, today.tm_mday - keep_days, 12, 0, 0, 0, 0, -1))))
-    removed = []
-    try:
-        entries = list(os.scandir(folder))
-    except OSError:
-        return removed
-    for entry in entries:
-        match = _LOG_NAME_RE.fullmatch(entry.name)
-        if match and match.group(1) < cutoff and entry.is_file(follow_symlinks=False):
-            try:
-                os.unlink(entry.path)
-                removed.append(Path(entry.path))
-            except OSError:
-                pass  # someone else's file, or gone already: the next sweep tries again
-    return sorted(removed)
-
-
-class DailyFileHandler(logging.StreamHandler):
-    """Append each record to ``home/logs/crawler_<local date of record>.log``.
-
-    Before every write it checks that the open stream still is the file at
-    that path (same ``st_dev``/``st_ino``, like ``WatchedFileHandler``): if
-    logrotate renamed it away or someone deleted it, the path is reopened, so
-    new lines never vanish into an unlinked file. One ``os.stat`` per record
-    is cheap next to a crawl. The date comes from the record's own timestamp,
-    so a line is never filed under the wrong day around midnight.
-
-    A file that cannot be opened or written is reported once through
-    ``report`` (a callable taking a level and a message; default: one line on
-    stderr), and once more when a later line gets through; in between every
-    line tries again (an ``open`` that fails costs microseconds), and nothing
-    raises or prints a traceback.
-
-    Thread-safe: ``Handler.handle`` holds the handler's lock around ``emit``.
-    """
-
-    terminator = "\n"
-
-    def __init__(self, home: Path, report: Callable[[int, str], None] | None = None) -> None:
-        super().__init__(stream=None)  # type: ignore[arg-type]
-        # StreamHandler.__init__ put sys.stderr there; we open lazily instead.
-        self.stream = None  # type: ignore[assignment]
-        self.home = Path(home)
-        self.path: Path | None = None
-        self._dev_ino: tuple[int, int] | None = None
-        self.report = report or _report_on_stderr
-        self.trouble: str | None = None  # why the file cannot be written, while it cannot
-
-    def emit(self, record: logging.LogRecord) -> None:
-        target: Path | None = None
-        try:
-            target = log_file(self.home, record.created)
-            if self.stream is None or target != self.path or self._moved():
-                self._open(target)
-            back = self.trouble is not None
-            if back:  # said first in the file, so the gap shows where it was
-                self.stream.write(self.format(_record(logging.INFO, self._back(target))) + self.terminator)
-            self.stream.write(self.format(record) + self.terminator)
-            self.stream.flush()
-        except RecursionError:
-            raise
-        except Exception as exc:
-            self._failed(target, exc)
-            return
-        if back:
-            self.trouble = None
-            self._report(logging.INFO, self._back(target))
-
-    def _failed(self, target: Path | None, exc: Exception) -> None:
-        try:
-            self._close_stream()
-        except Exception:
-            self.stream = None  # the buffered text is lost with the write that failed
-        if self.trouble is None:
-            self.trouble = f"{type(exc).__name__}: {exc}"
-            self._report(logging.ERROR, f"log file {target} cannot be written ({self.trouble});"
-                                        " its lines go to stderr only until it can")
-
-    @staticmethod
-    def _back(target: Path) -> str:
-        return f"log file {target} is written again"
-
-    def _report(self, level: int, message: str) -> None:
-        try:
-            self.report(level, message)
-        except Exception:
-            pass  # nowhere left to say it
-
-    def handleError(self, record: logging.LogRecord) -> None:  # never the traceback per line
-        pass
-
-    def _moved(self) -> bool:
-        """True when the path no longer names the file we have open."""
-        try:
-            st = os.stat(self.path)  # type: ignore[arg-type]
-        except FileNotFoundError:
-            return True
-        return (st.st_dev, st.st_ino) != self._dev_ino
-
-    def _open(self, target: Path) -> None:
-        self._close_stream()
-        target.parent.mkdir(parents=True, exist_ok=True)
-        stream = open(target, "a", encoding="utf-8")
-        st = os.fstat(stream.fileno())
-        self.stream, self.path = stream, target
-        self._dev_ino = (st.st_dev, st.st_ino)
-
-    def _close_stream(self) -> None:
-        stream, self.stream = self.stream, None
-        if stream is not None:
-            try:
-                stream.flush()
-            finally:
-                stream.close()
-
-    def close(self) -> None:
-        self.acquire()
-        try:
-            self._close_stream()
-        finally:
-            self.release()
-            logging.Handler.close(self)
-
-
-def _record(level: int, message: str) -> logging.LogRecord:
-    return logging.LogRecord(LOGGER_NAME, level, __file__, 0, message, None, None)
-
-
-def _report_on_stderr(level: int, message: str) -> None:
-    sys.stderr.write(f"{logging.getLevelName(level)} - {message}\n")
-    sys.stderr.flush()
-
-
-def syslog_priority(levelno: int) -> int:
-    """The syslog priority journald files a record under (``<N>`` at the start of a line)."""
-    if levelno >= logging.CRITICAL:
-        return 2
-    if levelno >= logging.ERROR:
-        return 3
-    if levelno >= logging.WARNING:
-        return 4
-    if levelno >= logging.INFO:
-        return 6
-    return 7
-
-
-class JournalFormatter(logging.Formatter):
-    """``<6>INFO - message``: the priority for journald, no timestamp (journald adds its own).
-
-    Every line of a multi-line record (a traceback) carries the prefix, since
-    journald files each line as an entry of its own.
-    """
-
-    def __init__(self) -> None:
-        super().__init__("%(levelname)s - %(message)s")
-
-    def format(self, record: logging.LogRecord) -> str:
-        prefix = f"<{syslog_priority(record.levelno)}>"
-        return "\n".join(prefix + line for line in super().format(record).split("\n"))
-
-
-def stderr_is_journal(stream: Any = None, environ: Mapping[str, str] | None = None) -> bool:
-    """True when ``stream`` (default: stderr) is the journal systemd connected (``JOURNAL_STREAM``).
-
-    systemd sets ``JOURNAL_STREAM=<device>:<inode>`` of the stream it hands
-    the service; a child whose stderr was redirected elsewhere inherits the
-    variable, so it counts only when the numbers match the stream itself.
-    """
-    value = (os.environ if environ is None else environ).get("JOURNAL_STREAM", "")
-    dev, _, ino = value.partition(":")
-    if not (dev.isdigit() and ino.isdigit()):
-        return False
-    try:
-        st = os.fstat((sys.stderr if stream is None else stream).fileno())
-    except (AttributeError, OSError, ValueError):
-        return False  # no real file descriptor (pytest's capture, a closed stream)
-    return (st.st_dev, st.st_ino) == (int(dev), int(ino))
-
-
-class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever ``sys.stderr`` is *now* (it may be swapped later,
-    by pytest for one), like ``logging.lastResort`` does. A stderr that
-    cannot be written (a closed pipe) drops the line silently: there is
-    nowhere left to complain."""
-
-    def __init__(self) -> None:
-        logging.Handler.__init__(self)
-
-    def handleError(self, record: logging.LogRecord) -> None:
-        pass
-
-    @property
-    def stream(self):  # type: ignore[override]
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value) -> None:  # StreamHandler.setStream would assign
-        pass
-
-
 def setup_logging(
     home: Path, *, stderr: bool = True, level: int = logging.INFO
 ) -> logging.Logger:
@@ -339,15 +112,15 @@ def setup_logging(
     for old in [h for h in logger.handlers if getattr(h, _OURS, False)]:
         logger.removeHandler(old)
         old.close()
-    to_stderr = _StderrHandler() if stderr else None
+    to_stderr = StderrHandler() if stderr else None
     if to_stderr is not None:
         to_stderr.setFormatter(JournalFormatter() if stderr_is_journal() else formatter)
 
     def report(level: int, message: str) -> None:
         if to_stderr is not None:
-            to_stderr.handle(_record(level, message))
+            to_stderr.handle(own_record(level, message))
         else:
-            _report_on_stderr(level, message)
+            report_on_stderr(level, message)
 
     daily = DailyFileHandler(home, report)
     daily.setFormatter(formatter)

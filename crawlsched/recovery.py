@@ -18,7 +18,7 @@ from typing import Any, Mapping
 from crawlsched import logs, procs, timing
 from crawlsched.model import CatchUp, Job, RunStatus
 from crawlsched.runner import end_run, run_dir
-from crawlsched.state import AttemptKey, Retry, State
+from crawlsched.state import CLAIM_DAEMON, AttemptKey, Owner, Retry, State
 
 CATCH_UP_WINDOW = 24 * 3600.0
 CATCH_UP_ALL_LIMIT = 100
@@ -58,7 +58,7 @@ def settle_stale_runs(state: State, jobs: Mapping[str, Job], home: Path, pid: in
     """Finish the running rows a dead daemon left: complete, or interrupted (with a retry if one is left)."""
     from crawlsched.crawl import bodies_complete, url_output
 
-    for run in state.stale_running(pid):
+    for run in state.stale_running(Owner(CLAIM_DAEMON, pid, procs.identity(pid))):
         if procs.stop_orphan_group(run.child_pgid, run.child_ident):
             # Killed outright (SIGKILL, OOM) outside systemd, the old daemon left its command
             # running; stop it before the chain's next attempt could run beside it.
@@ -121,11 +121,7 @@ def retries_to_resume(state: State, jobs: Mapping[str, Job], anchors: Mapping[st
 
 def _note_next_run_due(state: State, retry: Retry) -> None:
     """Say on the chain's last attempt row why no further attempt follows."""
-    note = " (next run is due)"
-    with state.write() as c:
-        c.execute("UPDATE runs SET message = coalesce(message, '') || ? WHERE job_id = ? AND scheduled_for = ? AND attempt = ?"
-                  " AND status != 'running' AND instr(coalesce(message, ''), 'next run is due') = 0",
-                  (note, retry.job_id, retry.scheduled_for, retry.next_attempt - 1))
+    state.note_chain_end(retry.job_id, retry.scheduled_for, retry.next_attempt - 1, " (next run is due)")
 
 
 @dataclass(frozen=True)
@@ -152,13 +148,11 @@ def rows_after(state: State, previous: Mapping[str, Any] | None) -> dict[str, Ro
         return {}
     instants: dict[str, set[float]] = {}
     ranges: dict[str, list[tuple[float, float]]] = {}
-    for row in state.read("SELECT job_id, scheduled_for, status, first_missed, last_missed FROM runs"
-                          " WHERE (scheduled_for >= ? OR last_missed >= ?) AND trigger NOT IN ('manual', 'run')",
-                          (handled - 1e-6, handled - 1e-6)):
-        if row["status"] == RunStatus.MISSED.value and row["first_missed"] is not None:
-            ranges.setdefault(row["job_id"], []).append((row["first_missed"], row["last_missed"]))
+    for row in state.fire_marks_after(handled - 1e-6):
+        if row.status == RunStatus.MISSED.value and row.first_missed is not None:
+            ranges.setdefault(row.job_id, []).append((row.first_missed, row.last_missed))
         else:
-            instants.setdefault(row["job_id"], set()).add(row["scheduled_for"])
+            instants.setdefault(row.job_id, set()).add(row.scheduled_for)
     return {j: Rowed(frozenset(instants.get(j, ())), tuple(ranges.get(j, ()))) for j in {*instants, *ranges}}
 
 

@@ -86,7 +86,7 @@ class Reloads:
                 self.log.error("job file not applied, keeping the last good jobs: %s", exc)
             self.bad_key = key
             self.config_error = str(exc)
-            self.state.daemon_update(config_ok=0, config_error=str(exc))
+            self.state.config_status(str(exc))
             self.on_error()
             return None
         self.bad_key = None
@@ -114,7 +114,7 @@ class Reloads:
         message = f"{self.store.path.name}: the file is {how}"
         if self.config_error != message:
             self.log.error("job file not applied, keeping the last good jobs: %s", message)
-            self.state.daemon_update(config_ok=0, config_error=message)
+            self.state.config_status(message)
         self.config_error = message
         self.on_error()
         self.applied_key = None  # any file that appears is read again

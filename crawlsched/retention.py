@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from crawlsched.logs import remove_old_logs
+from crawlsched.logfile import remove_old_logs
 from crawlsched.model import Defaults
 from crawlsched.state import State
 

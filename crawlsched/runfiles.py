@@ -2,7 +2,7 @@
 
 A run is one fire of a job, named by its scheduled time (``20261201T020500Z``,
 ``…_123Z-manual`` for run-now, ``…-run`` for ``crawlsched run``; see
-``runner.run_name``). Its files are ``logs/runs/<job>/<run>-a<n>.log`` (one per
+``crawl.runs.run_name``). Its files are ``logs/runs/<job>/<run>-a<n>.log`` (one per
 attempt of a command job) and ``data/<job>/<run>/NN-<host-path>.body`` (a URL
 job's bodies). The runs are those the history knows and those on disk (a run
 whose history rows were pruned still has its files), newest first by name,
@@ -95,7 +95,7 @@ def sniff(path: Path) -> str | None:
 
 
 def _disk_runs(home: Path, job_id: str) -> set[str]:
-    from crawlsched.crawl import STAMP_RE, run_key
+    from crawlsched.crawl.runs import STAMP_RE, run_key
 
     names: set[str] = set()
     for folder in (home / "data" / job_id, home / "logs" / "runs" / job_id):
@@ -114,7 +114,7 @@ def _disk_runs(home: Path, job_id: str) -> set[str]:
 
 
 def _history_runs(state: State | None, job_id: str) -> dict[str, list[Run]]:
-    from crawlsched.runner import run_name
+    from crawlsched.crawl.runs import run_name
 
     out: dict[str, list[Run]] = {}
     if state is None:

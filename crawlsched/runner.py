@@ -21,10 +21,11 @@ from typing import Callable, Mapping
 
 from crawlsched import __version__, logs, procs, timing
 from crawlsched.chains import next_retry
+from crawlsched.crawl.runs import UNSCHEDULED_TRIGGERS, end_run, run_dir, run_log, run_name  # noqa: F401 - re-exported
 from crawlsched.errors import ChainBusy
 from crawlsched.executor import AttemptOutcome, AttemptSpec, OutcomeKind
 from crawlsched.model import Job, RunStatus
-from crawlsched.state import AttemptKey, Retry, State, StorageUnavailable
+from crawlsched.state import CLAIM_DAEMON, AttemptKey, Owner, Retry, State, StorageUnavailable
 
 
 #: Environment variables never passed to a crawl command or an ``on_failure`` command.
@@ -33,38 +34,10 @@ from crawlsched.state import AttemptKey, Retry, State, StorageUnavailable
 #: full environment. Extend this tuple for any other secret of crawlsched's own.
 CHILD_ENV_DENYLIST = ("CRAWLSCHED_TOKEN",)
 
-#: Triggers whose time is not a schedule's: their run folder / log name carries the
-#: trigger (``20251108T020500_123Z-manual``), so they never share one with a scheduled fire.
-UNSCHEDULED_TRIGGERS = ("manual", "run")
-
 
 def child_env(environ: Mapping[str, str]) -> dict[str, str]:
     """A copy of ``environ`` for a child process, without :data:`CHILD_ENV_DENYLIST`."""
     return {k: v for k, v in environ.items() if k not in CHILD_ENV_DENYLIST}
-
-
-def run_name(scheduled_for: float, trigger: str = "schedule") -> str:
-    """The one place a run's name is built: its stamp, plus the trigger when it is not a schedule's."""
-    from crawlsched.crawl import run_stamp
-
-    stamp = run_stamp(timing.from_epoch(scheduled_for))
-    return f"{stamp}-{trigger}" if trigger in UNSCHEDULED_TRIGGERS else stamp
-
-
-def run_dir(home: Path, job: Job, scheduled_for: float, trigger: str = "schedule") -> Path:
-    """``data/<job>/<run name>``; pass the run's trigger (recovery: ``run.trigger``) to find a manual run's."""
-    return home / "data" / job.id / run_name(scheduled_for, trigger)
-
-
-def end_run(home: Path, job_id: str, scheduled_for: float, trigger: str = "schedule") -> None:
-    """A run's chain ended (whatever ended it): its half-written bodies go (crawl.remove_partial_bodies)."""
-    from crawlsched.crawl import remove_partial_bodies
-
-    remove_partial_bodies(home / "data" / job_id / run_name(scheduled_for, trigger))
-
-
-def run_log(home: Path, job: Job, scheduled_for: float, attempt: int, trigger: str = "schedule") -> Path:
-    return home / "logs" / "runs" / job.id / f"{run_name(scheduled_for, trigger)}-a{attempt}.log"
 
 
 class AttemptRunner:
@@ -82,6 +55,7 @@ class AttemptRunner:
         self.persist_retries = persist_retries
         self.pid = os.getpid()
         self.ident = procs.identity(self.pid)
+        self.owner = Owner(claim or CLAIM_DAEMON, self.pid, self.ident)  # whose lease each attempt runs under
 
     def run(self, spec: AttemptSpec, *, started_at: float | None = None, cancel: threading.Event | None = None,
             still_wanted: Callable[[], bool] = lambda: True) -> AttemptOutcome:
@@ -91,7 +65,7 @@ class AttemptRunner:
         started = started_at if started_at is not None else self.clock()
         try:
             try:
-                other = self.state.running_elsewhere(spec.job_id, self.pid)
+                other = self.state.running_elsewhere(spec.job_id, self.owner)
             except StorageUnavailable:
                 other = None  # the attempt cannot start without its row: ``attempt`` holds the fire as missed
             busy = f"running in another process (pid {other.owner_pid})" if other is not None else None
@@ -132,8 +106,8 @@ class AttemptRunner:
         started = started_at if started_at is not None else self.clock()
         try:
             run_id = self.state.start_attempt(
-                job.id, scheduled_for, attempt, job.max_attempts, trigger=trigger, started_at=started, pid=self.pid,
-                ident=self.ident, claim=self.claim,
+                job.id, scheduled_for, attempt, job.max_attempts, trigger=trigger, started_at=started, owner=self.owner,
+                claim=self.claim is not None,
             )  # raises ChainBusy, writing nothing, when another live process holds the job's chain
         except StorageUnavailable:
             # Not run: without its row, a daemon killed now could not tell it ran. The fire is
@@ -148,7 +122,7 @@ class AttemptRunner:
             return AttemptOutcome(job.id, scheduled_for, attempt, OutcomeKind.DUPLICATE, None, "attempt exists already")
         # The row is addressed by what the attempt is, never by its number alone: a number
         # names another job's row once a corrupt file was replaced while this one ran.
-        key = AttemptKey(job.id, scheduled_for, attempt, job.max_attempts, trigger, started, self.pid, self.ident)
+        key: AttemptKey = run_id.key  # with the epoch of the chain's lease: a stale owner's writes are refused
         logs.log_started(self.log, job.id, attempt - 1, job.max_retries)
         try:
             outcome = self._execute(job, scheduled_for, attempt, cancel, trigger, key)
@@ -299,25 +273,27 @@ def run_foreground(job: Job, state: State, home: Path, log: logging.Logger, *,
     Each attempt is told once, by the log lines (the seed's ``Retry attempt: k/R``
     counter); ``progress`` gets one line when the chain ends, its outcome.
     """
-    from crawlsched.errors import JobBusy
+    from crawlsched.errors import ChainBusy, JobBusy
     from crawlsched.state import CLAIM_RUN
 
     pid = os.getpid()
     ident = procs.identity(pid)
-    other = state.running_elsewhere(job.id, pid)
+    owner = Owner(CLAIM_RUN, pid, ident)
+    other = state.running_elsewhere(job.id, owner)
     if other is not None:
         raise JobBusy(f"job {job.id} is running in another process (pid {other.owner_pid}); not starting it twice")
     # The whole chain, its retry waits included, is claimed: the daemon skips (and records)
     # a fire of this job until it ends; a daemon's chain that runs or waits for its retry
     # makes this refuse. Checked and taken in one transaction; a dead owner's claim is stale.
-    blocker = state.claim_chain(job.id, CLAIM_RUN, pid, ident, clock())
-    if blocker is not None:
-        raise JobBusy(f"job {job.id} is busy: {blocker.describe(job.timezone)}; not starting it twice"
-                      " (runs of one job never overlap)")
+    try:
+        state.claim_chain(job.id, owner, clock())
+    except ChainBusy as busy:
+        raise JobBusy(f"job {job.id} is busy: {busy.claim.describe(job.timezone)}; not starting it twice"  # type: ignore[attr-defined]
+                      " (runs of one job never overlap)") from None
     try:
         return _run_chain(job, state, home, log, progress, wait, clock, cancel)
     finally:
-        state.release_chains([job.id], CLAIM_RUN, pid)
+        state.release_chains([job.id], owner)
 
 
 def _run_chain(job: Job, state: State, home: Path, log: logging.Logger, progress: Callable[[str], None],

@@ -46,7 +46,7 @@ class Scheduler:
         self.clock, self.monotonic = clock, monotonic
         self.pid = os.getpid()
         self.runner = AttemptRunner(state, home, log, clock=clock, environ=environ, claim=CLAIM_DAEMON)
-        self.chains = Chains(state, home, log, CLAIM_DAEMON, self.pid)
+        self.chains = Chains(state, home, log, self.runner.owner)
         self._wake = wake  # what the executor calls when an outcome is ready
         self._executor = executor
         self._pool_size = 0  # the size of the scheduler's own pool (0 while the executor is an injected one)
@@ -176,7 +176,7 @@ class Scheduler:
             heapq.heappush(self.heap, (retry.due_at, next(self.seq), RETRY, retry.job_id, chain.token))
         # A chain waiting for its retry is ours: `crawlsched run` refuses it meanwhile. One held by a
         # live `run` (started while no daemon was up) is checked again when the retry is due.
-        self.state.claim_chains([r.job_id for r in resumed], CLAIM_DAEMON, self.pid, self.runner.ident, now)
+        self.state.claim_chains([r.job_id for r in resumed], self.runner.owner, now)
 
     def _catch_up(self, job: Job, now: float, previous: dict[str, Any], seen: Any,
                   rowed: recovery.Rowed | None = None) -> None:

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 from crawlsched.chains import Chains, Next, next_retry
 from crawlsched.executor import AttemptOutcome, ChainKey, OutcomeKind
 from crawlsched.model import RunStatus
-from crawlsched.state import CLAIM_DAEMON, State
+from crawlsched.state import CLAIM_DAEMON, Owner, Retry, State
 from crawlsched.store import JobStore
 from helpers.clock import FakeClock
 from helpers.history import rows
@@ -57,7 +57,7 @@ def test_no_retry_is_due_at_or_after_the_next_regular_fire(home):
 # --- Chains.follow: an outcome against the chain it belongs to ----------------------------------------
 
 def chains_in(home) -> Chains:
-    return Chains(State(home / "crawlsched.db").open(), home, logging.getLogger("crawlsched.test"), CLAIM_DAEMON, 1)
+    return Chains(State(home / "crawlsched.db").open(), home, logging.getLogger("crawlsched.test"), Owner(CLAIM_DAEMON, 1, None))
 
 
 def outcome(attempt: int = 1, retry_due: float | None = None, kind: OutcomeKind = OutcomeKind.RAN,
@@ -173,10 +173,8 @@ def test_a_new_chain_clears_a_leftover_retry_row_of_its_job(home, monkeypatch):
     sched = datetime(2025, 11, 8, 9, 5, tzinfo=UTC).timestamp()
 
     def crashes(spec, **kw):  # saved its retry, then failed inside crawlsched
-        with d.state.write() as c:
-            c.execute("INSERT INTO retries(job_id, scheduled_for, next_attempt, max_attempts, due_at, trigger)"
-                      " VALUES (?, ?, ?, ?, ?, 'schedule')",
-                      (spec.job_id, spec.scheduled_for, spec.attempt + 1, spec.max_attempts, spec.scheduled_for + 60))
+        d.state.save_retry(Retry(spec.job_id, spec.scheduled_for, spec.attempt + 1, spec.max_attempts,
+                                 spec.scheduled_for + 60, "schedule"))
         raise RuntimeError("bug")
 
     monkeypatch.setattr(d.runner, "attempt", crashes)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -355,7 +356,7 @@ def test_status_reports_a_broken_file_when_the_daemon_is_down(cli, tmp_home):
 
 def test_status_with_a_live_daemon_is_exit_0(cli, state, fake_daemon, monkeypatch):
     add(cli, "Next", "--start", "2026-11-30")
-    state.daemon_update(config_ok=1, config_error=None, next_job="next", next_due=T0)
+    state.config_status(None, next_job="next", next_due=T0)
     result = _status_json(cli, monkeypatch)
     assert result.exit_code == 0, result.output
     data = result.json()
@@ -366,7 +367,7 @@ def test_status_with_a_live_daemon_is_exit_0(cli, state, fake_daemon, monkeypatc
 
 
 def test_status_with_a_stale_heartbeat_is_down(cli, state, fake_daemon):
-    state.daemon_update(heartbeat=time.time() - 200)
+    state.heartbeat(time.time() - 200)
     assert cli("status", "--json").json()["running"] is False
     assert cli("status").exit_code == 3
 
@@ -466,8 +467,8 @@ def test_status_json_is_exactly_as_before_without_a_daemon(cli, tmp_home, monkey
 
 def test_status_json_is_exactly_as_before_with_a_daemon(cli, tmp_home, state, fake_daemon, monkeypatch):
     add(cli, "Next", "--start", "2026-11-30")
-    state.daemon_update(config_ok=0, config_error="jobs.toml:1: broken", next_job="next", next_due=T0,
-                        http="http://127.0.0.1:5000")
+    state.daemon_ready(time.time(), http="http://127.0.0.1:5000")
+    state.config_status("jobs.toml:1: broken", next_job="next", next_due=T0)
     monkeypatch.setattr("crawlsched.cli.show.live_daemon", lambda st, now, home=None: st.daemon())  # up, whatever the lock
     result = _status_json(cli, monkeypatch)
     assert result.exit_code == 0, result.output
@@ -483,7 +484,7 @@ def test_status_json_is_exactly_as_before_with_a_daemon(cli, tmp_home, state, fa
 def test_status_says_what_is_next_as_of_now_not_as_of_the_daemons_last_heartbeat(cli, state, fake_daemon, monkeypatch):
     add(cli, "Next", "--start", "2026-11-30")  # 09:05 Jakarta = 02:05 UTC
     # The row's "next" was written at a heartbeat a day ago: a time long past.
-    state.daemon_update(next_job="next", next_due=FIXED_NOW.timestamp() - 86400)
+    state.heartbeat(time.time(), next_job="next", next_due=FIXED_NOW.timestamp() - 86400)
     data = _status_json(cli, monkeypatch).json()
     assert (data["next_job"], data["next_run_iso"]) == ("next", "2026-11-30T09:05:00+07:00")
 
@@ -583,7 +584,9 @@ def test_run_now_of_a_busy_job_exits_1_saying_why_and_queues_nothing(tmp_path):
 def _claim(state, job_id, owner, pid):
     from crawlsched import procs
 
-    assert state.claim_chain(job_id, owner, pid, procs.identity(pid), time.time()) is None
+    from crawlsched.state import Owner
+
+    assert state.claim_chain(job_id, Owner(owner, pid, procs.identity(pid)), time.time()).epoch >= 1
 
 
 def test_run_refuses_while_the_daemon_waits_to_retry_the_job(cli, state, fake_daemon):
@@ -599,8 +602,9 @@ def test_run_refuses_while_the_daemon_waits_to_retry_the_job(cli, state, fake_da
 def test_run_goes_on_when_the_chains_owner_is_dead_and_releases_its_claim(cli, state):
     assert cli("add", "Cmd", "--every", "1h", "--command", "true").exit_code == 0
     _claim(state, "cmd", "daemon", os.getpid())
-    with state.write() as c:  # the claim of a daemon that was killed: its pid is gone
+    with sqlite3.connect(state.path) as c:  # the claim of a daemon that was killed: its pid is gone
         c.execute("UPDATE chain_claims SET owner_pid = ?", (dead_pid(),))
+    c.close()
     result = cli("run", "cmd")
     assert result.exit_code == 0, result.output
     assert [(r.trigger, r.status) for r in state.runs("cmd")] == [("run", "success")]
@@ -616,7 +620,7 @@ def test_run_now_refuses_while_a_run_chain_in_another_process_holds_the_job(cli,
         assert result.exit_code == 1
         assert result.json()["error"] == (f"job cmd is busy: `crawlsched run` (pid {helper.pid}) is running it; "
                                           "nothing was queued (runs of one job never overlap)")
-        assert state.read("SELECT count(*) AS n FROM requests")[0]["n"] == 0
+        assert state.count_requests() == 0
     finally:
         helper.kill()
         helper.wait()

@@ -323,7 +323,7 @@ def test_a_broken_file_keeps_the_last_good_jobs(home):
     (home / "jobs.toml").write_text("[[jobs]\nbroken")
     assert d.reload(force=True) is False
     assert d.config_error and "jobs.toml:1" in d.config_error
-    assert State(home / "crawlsched.db").daemon()["config_ok"] == 0
+    assert State(home / "crawlsched.db").daemon().config_ok == 0
     run_until(d, clock, datetime(2025, 11, 8, 9, 21, tzinfo=UTC))
     assert len(rows(home)) == 3
     write_jobs(home, '[[jobs]]\nid = "e2"\nname = "e2"\nevery = "10m"\ncommand = "true"\n')
@@ -434,7 +434,7 @@ def test_shutdown_cancels_queued_attempts_before_the_grace_period(home):
     assert time.monotonic() - t0 < 1.0  # not the 5 s grace: nothing had begun
     assert ex.shutdowns == [(5, daemon_mod.CANCEL_WAIT)]  # one shared grace, then the bounded cancel wait
     assert rows(home) == []  # none started; handled_until makes the next start catch them up
-    assert State(home / "crawlsched.db").daemon()["handled_until"] <= datetime(2025, 11, 8, 9, 5, tzinfo=UTC).timestamp()
+    assert State(home / "crawlsched.db").daemon().handled_until <= datetime(2025, 11, 8, 9, 5, tzinfo=UTC).timestamp()
 
 
 @pytest.mark.slow
@@ -488,14 +488,14 @@ def test_a_missing_job_file_keeps_the_jobs_and_their_retries_until_it_is_back(ho
     assert set(d.jobs) == {"f"} and "f" in d.chains
     assert d.config_error == "jobs.toml: the file is missing"
     row = State(home / "crawlsched.db").daemon()
-    assert row["config_ok"] == 0 and row["config_error"] == "jobs.toml: the file is missing"
+    assert row.config_ok == 0 and row.config_error == "jobs.toml: the file is missing"
     assert len(State(home / "crawlsched.db").retries()) == 1
     (home / "jobs.toml").write_text(text)
     clock.advance(1)
     d.reload()
     clock.advance(1)
     assert d.reload() is True
-    assert d.config_error is None and State(home / "crawlsched.db").daemon()["config_ok"] == 1
+    assert d.config_error is None and State(home / "crawlsched.db").daemon().config_ok == 1
     assert "f" in d.chains  # the same job: its retry goes on
 
 

@@ -65,7 +65,9 @@ def drain(executor, count: int, timeout: float = 20.0) -> list[AttemptOutcome]:
 
 
 def statuses(runner: AttemptRunner) -> list[tuple[str, int, str]]:
-    return [(r[0], r[1], r[2]) for r in runner.state.read("SELECT job_id, attempt, status FROM runs ORDER BY id")]
+    from helpers.history import runs
+
+    return [(r["job_id"], r["attempt"], r["status"]) for r in runs(runner.home)]
 
 
 def test_a_spec_is_plain_data_that_survives_pickling(tmp_path):
@@ -214,7 +216,9 @@ def test_the_attempts_of_a_burst_wait_until_the_burst_is_handed_out(tmp_path, ru
         handed_out = time.time()
         executor.end_burst()
         drain(executor, 3)
-        started = [r[0] for r in runner.state.read("SELECT started_at FROM runs")]
+        from helpers.history import runs
+
+        started = [r["started_at"] for r in runs(runner.home)]
         assert len(started) == 3 and all(t < handed_out for t in started)  # lateness: taken before the gate
     finally:
         executor.shutdown(1, 1)

@@ -20,7 +20,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from crawlsched import __version__
 from crawlsched.daemon import Daemon, DaemonView, InlineExecutor
-from crawlsched.state import METRIC_COUNTER_COLUMNS, MIGRATIONS, State, _statements
+from crawlsched.state import METRIC_COUNTER_COLUMNS, MIGRATIONS, State
+from crawlsched.state.migrations import statements as _statements
 from crawlsched.store import JobStore
 from crawlsched.web import create_app
 from helpers.clock import FakeClock
@@ -142,9 +143,9 @@ def test_scrape_reads_no_history_table_scan(env):
     env.scrape()  # opens the collector's own connection
     collector = env.exporter.collector
     statements: list[str] = []
-    collector._reader.conn.set_trace_callback(statements.append)
+    collector._reader.db.conn.set_trace_callback(statements.append)
     env.scrape()
-    collector._reader.conn.set_trace_callback(None)
+    collector._reader.db.conn.set_trace_callback(None)
     assert statements
     probe = sqlite3.connect(env.home / "crawlsched.db")
     for sql in statements:
@@ -158,7 +159,7 @@ def test_scrape_never_waits_for_the_lock_the_loop_writes_through(env):
     held, release = threading.Event(), threading.Event()
 
     def hold() -> None:
-        with env.daemon.state._lock:
+        with env.daemon.state.db.lock:
             held.set()
             release.wait(10)
 
@@ -230,7 +231,10 @@ def test_migration_fills_the_counters_from_the_history_there_is(tmp_path):
     old.commit()
     old.close()
     state = State(path).open()
-    counters = {r["job_id"]: {k: r[k] for k in r.keys() if k != "seq"} for r in state.read("SELECT * FROM job_counters")}
+    probe = sqlite3.connect(path)
+    probe.row_factory = sqlite3.Row
+    counters = {r["job_id"]: {k: r[k] for k in r.keys() if k != "seq"} for r in probe.execute("SELECT * FROM job_counters")}
+    probe.close()
     assert counters["news"] == {"job_id": "news", "success": 1, "failed": 1, "interrupted": 0, "skipped": 1, "missed": 4,
                                 "last_success": 3.5, "last_failure": 2.2}
     assert counters["other"]["interrupted"] == 1 and counters["other"]["last_failure"] == 5.0

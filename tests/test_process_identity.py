@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from crawlsched import procs
-from crawlsched.crawl import run_command
+from crawlsched.crawl.command import run_command
 from crawlsched.state import State
 from helpers.history import runs
 from helpers.jobs import write_jobs

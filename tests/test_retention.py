@@ -54,7 +54,7 @@ def fill(state: State, job_id: str, times: list[float]) -> list[int]:
 
 
 def remaining(state: State) -> list[int]:
-    return [r[0] for r in state.read("SELECT id FROM runs ORDER BY id")]
+    return sorted(r.id for r in state.runs(limit=2**62))
 
 
 def test_rows_older_than_the_cutoff_go_but_a_running_one_and_each_jobs_newest_stay(tmp_path):

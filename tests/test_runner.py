@@ -15,7 +15,7 @@ from crawlsched import procs
 from crawlsched.executor import AttemptSpec, OutcomeKind
 from crawlsched.model import RunStatus
 from crawlsched.runner import AttemptRunner, run_foreground
-from crawlsched.state import CLAIM_DAEMON, CLAIM_RUN, State
+from crawlsched.state import CLAIM_DAEMON, CLAIM_RUN, Owner, State
 from test_executor import command_job, jobs_of, statuses
 
 LOG = logging.getLogger("crawlsched.test")
@@ -32,13 +32,15 @@ def test_a_spec_runs_its_command_and_comes_back_as_a_ran_outcome(tmp_path, runne
     job = jobs_of(tmp_path, command_job("a", "true"))["a"]
     got = runner.run(AttemptSpec.of(job, 1000.0, 1, "schedule"), started_at=999.5)
     assert (got.kind, got.status, got.final, got.label) == (OutcomeKind.RAN, RunStatus.SUCCESS, True, "success")
-    assert runner.state.read("SELECT started_at FROM runs")[0][0] == 999.5  # the worker's start, taken before I/O
+    from helpers.history import runs
+
+    assert [r["started_at"] for r in runs(tmp_path)] == [999.5]  # the worker's start, taken before I/O
 
 
 def test_a_job_whose_chain_another_process_holds_is_recorded_skipped_as_a_busy_outcome(tmp_path, runner):
     job = jobs_of(tmp_path, command_job("a", "true"))["a"]
     # A live `crawlsched run` of it (this very process, as another owner kind) holds its chain.
-    assert runner.state.claim_chain("a", CLAIM_RUN, os.getpid(), procs.identity(os.getpid()), 1000.0) is None
+    runner.state.claim_chain("a", Owner(CLAIM_RUN, os.getpid(), procs.identity(os.getpid())), 1000.0)
     got = runner.run(AttemptSpec.of(job, 1000.0, 1, "schedule"))
     assert (got.kind, got.status) == (OutcomeKind.BUSY, RunStatus.SKIPPED)
     assert statuses(runner) == [("a", 0, "skipped")]

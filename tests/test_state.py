@@ -1,11 +1,16 @@
-"""The state database's write paths when the file is replaced under a running daemon."""
+"""The SQLite state file: its write paths when the file is replaced under a running daemon, its migrations."""
 
 from __future__ import annotations
 
 import os
+import sqlite3
 from pathlib import Path
 
-from crawlsched.state import AttemptKey, State
+import pytest
+
+from crawlsched.errors import ChainBusy
+from crawlsched.procs import identity
+from crawlsched.state import CLAIM_RUN, MIGRATIONS, AttemptKey, Owner, State, statements
 
 
 def _scribble(path: Path) -> None:
@@ -28,5 +33,26 @@ def test_an_attempt_closed_after_the_file_was_replaced_gets_its_own_row_not_anot
     state.finish_attempt(key, status="success", finished_at=105.0, message="slow done")
     got = {(r.job_id, r.attempt): (r.status, r.message) for r in state.runs()}
     assert got == {("tick", 1): ("running", None), ("slow", 1): ("success", "slow done")}
-    assert state.daemon()["pid"] == os.getpid()  # the daemon row is back with the fresh file
+    assert state.daemon().pid == os.getpid()  # the daemon row is back with the fresh file
     state.close()
+
+
+def test_a_claim_from_before_leases_still_holds_while_its_process_lives(tmp_path):
+    path = tmp_path / "crawlsched.db"
+    old = sqlite3.connect(path)
+    for number, (name, script) in enumerate(MIGRATIONS):
+        if name.startswith("006"):
+            break
+        for statement in statements(script):
+            old.execute(statement)
+        old.execute(f"PRAGMA user_version = {number + 1}")
+    old.execute("INSERT INTO chain_claims(job_id, owner, owner_pid, owner_ident, claimed_at) VALUES ('j', 'run', ?, ?, 1.0)",
+                (os.getpid(), identity(os.getpid())))
+    old.commit()
+    old.close()
+    state = State(path).open()
+    assert state.claim("j").owner_pid == os.getpid(), "alive: still held, though its time is long past"
+    with pytest.raises(ChainBusy):
+        state.claim_chain("j", Owner("daemon", 1, None), 100.0)
+    state.release_chains(["j"], Owner(CLAIM_RUN, os.getpid(), identity(os.getpid())))
+    assert state.claim("j") is None

@@ -1034,7 +1034,7 @@ def test_status_json_is_exactly_as_before(env):
                           "heartbeat", "heartbeat_iso", "http", "config_ok", "config_error", "scheduler_paused", "job_count",
                           "next_job", "next_run", "next_run_iso", "jobs_file", "home"]
     assert data == {
-        "success": True, "running": True, "pid": os.getpid(), "host": row["host"], "version": row["version"],
+        "success": True, "running": True, "pid": os.getpid(), "host": row.host, "version": row.version,
         "started_at": "2025-11-08 08:00:00", "started_at_iso": "2025-11-08T08:00:00+00:00",
         "heartbeat": data["heartbeat"], "heartbeat_iso": data["heartbeat_iso"],
         "http": "http://127.0.0.1:5000", "config_ok": True, "config_error": None, "scheduler_paused": False, "job_count": 2,
@@ -1056,13 +1056,13 @@ def test_run_now_of_a_job_waiting_for_its_retry_is_409_and_queues_nothing(env):
     env.client.post("/api/scheduler/run-now", json={"job_id": "flaky"})
     env.turn()  # the first attempt fails: its retry waits 300 s
     assert env.client.get("/api/scheduler/job/flaky").get_json()["job"]["status"] == "retrying"
-    queued = env.daemon.state.read("SELECT count(*) AS n FROM requests")[0]["n"]
+    queued = env.daemon.state.count_requests()
     response = env.client.post("/api/scheduler/run-now", json={"job_id": "flaky"})
     assert response.status_code == 409
     assert response.get_json() == {"success": False, "error": (
         "job flaky is waiting for its retry (attempt 2/3 at 2025-11-08 08:05:00); "
         "nothing was queued (runs of one job never overlap)")}
-    assert env.daemon.state.read("SELECT count(*) AS n FROM requests")[0]["n"] == queued
+    assert env.daemon.state.count_requests() == queued
 
 
 # --- a broken job file -------------------------------------------------------------------------

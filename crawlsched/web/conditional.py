@@ -39,13 +39,7 @@ class CachedJobs:
         self._until = 0.0
 
     def key(self) -> tuple:
-        marks = self.state.read(
-            "SELECT (SELECT max(id) FROM runs) AS top,"
-            " (SELECT group_concat(id || status) FROM runs WHERE status = 'running') AS running,"
-            " (SELECT group_concat(job_id || ':' || next_attempt || ':' || due_at) FROM retries) AS retries,"
-            " (SELECT count(anchor) || ':' || total(anchor) || ':' || count(*) FROM jobs_seen) AS seen")
-        row = marks[0]
-        return (self.store.stat_key(), row["top"], row["running"], row["retries"], row["seen"])
+        return (self.store.stat_key(), *self.state.jobs_view_marks())
 
     def __call__(self) -> Response:
         now = self.clock()

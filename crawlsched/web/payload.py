@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterable, Mapping
 from flask import request
 
 from crawlsched import targets
-from crawlsched.crawl import VAR_RE, expand_vars
+from crawlsched.crawl.secrets import VAR_RE, expand_vars
 from crawlsched.errors import BadRequest, Forbidden, InvalidValue, json_kind
 from crawlsched.render import _num
 from crawlsched.model import Defaults

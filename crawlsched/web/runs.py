@@ -34,7 +34,7 @@ from crawlsched.model import Job, ScheduleKind
 from crawlsched.durations import check_int
 from crawlsched.validate import ID_RE, check_name
 from crawlsched.runfiles import sniff
-from crawlsched.runner import run_dir, run_log
+from crawlsched.crawl.runs import run_dir, run_log
 from crawlsched.state import Run
 from crawlsched.web.payload import (ADD_KEYS, CONVERT, SCHEDULE_KEYS, _given, json_body, refuse_commands, refuse_environment,
                                     refuse_private_targets, schedule_fields)
@@ -179,12 +179,10 @@ class RunsApi:
                   run_success_rate=stats.run_success_rate)
 
     def _row(self, job: Job, run_id: int) -> Run:
-        from crawlsched.state import _run
-
-        rows = self.state.read("SELECT * FROM runs WHERE id = ? AND job_id = ?", (run_id, job.id))
-        if not rows:
+        run = self.state.run(run_id)
+        if run is None or run.job_id != job.id:
             raise RunNotFound(f"job {job.id} has no run {run_id}")
-        return _run(rows[0])
+        return run
 
     def body(self, ref: str, run_id: int, index: int) -> Response:
         job = self._job(ref)

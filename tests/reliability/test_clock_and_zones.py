@@ -118,7 +118,7 @@ def test_heartbeat_and_file_polling_keep_running_after_a_wall_clock_jump(home, j
         assert d.duties.idle_seconds is not None and d.duties.idle_seconds <= longest  # rebuilt, not a day away
         # Heartbeats continue on the new clock ...
         _turns(d, 3)
-        beat = State(home / "crawlsched.db").open().daemon()["heartbeat"]
+        beat = State(home / "crawlsched.db").open().daemon().heartbeat
         assert jumped_at <= beat <= time.time()
         # ... and so does polling the job file: a job written now is loaded within a few seconds.
         write_jobs(home, '[[jobs]]\nid = "late"\nname = "late"\ncron = "0 0 1 1 *"\ncommand = "true"\n')

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from crawlsched.crawl import body_name, run_stamp
+from crawlsched.crawl.bodies import body_name
+from crawlsched.crawl.runs import run_stamp
 from crawlsched.daemon import Daemon, InlineExecutor
 from crawlsched.state import State
 from helpers.clock import FakeClock

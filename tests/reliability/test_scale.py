@@ -42,7 +42,7 @@ class Counter:
 @contextmanager
 def counting(d, monkeypatch):
     c = Counter()
-    real_next, real_write = timing.next_fire, d.state.write
+    real_next, real_write = timing.next_fire, d.state.db.write  # the SQLite store's transactions
 
     def next_fire(*a, **kw):
         c.next_fire += 1
@@ -53,10 +53,10 @@ def counting(d, monkeypatch):
         return real_write(*a, **kw)
 
     monkeypatch.setattr(timing, "next_fire", next_fire)
-    monkeypatch.setattr(d.state, "write", write)
+    monkeypatch.setattr(d.state.db, "write", write)
     yield c
     monkeypatch.setattr(timing, "next_fire", real_next)
-    monkeypatch.setattr(d.state, "write", real_write)
+    monkeypatch.setattr(d.state.db, "write", real_write)
 
 
 def _work_of_one_fire(home: Path, n: int, monkeypatch) -> tuple[int, int, int, int]:

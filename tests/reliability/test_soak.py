@@ -84,7 +84,7 @@ def _write_run(folder: Path, t0: float, fires: list[float], running: float | Non
         run_id = state.start_attempt("tick", fire, 1, 1, trigger="schedule", started_at=fire + 0.01, pid=1)
         if fire != running:
             state.finish_attempt(run_id, status="success", finished_at=fire + 0.5, message="HTTP 200")
-    state.daemon_update(handled_until=t0 + 10)
+    state.heartbeat(t0 - 1, handled_until=t0 + 10)
     state.close()
     with open(folder / "target-requests.jsonl", "w") as f:
         for req in requests:

@@ -1,11 +1,11 @@
-"""Fixes from the crawl/runner review: real `crawlsched run` processes, real local servers.
+"""cli/daemon.py's commands with real processes: `crawlsched run` (signals, the child's environment,
+its ERROR lines) against a real local server, and `stop` / `run-now` signalling only our daemon.
 
 Linux-only where process groups are checked (/proc).
 """
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import signal
@@ -14,20 +14,15 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from crawlsched import crawl
-from crawlsched.crawl import fetch_urls, prune_runs, run_command, run_stamp
 from crawlsched.state import State
+from helpers.jobs import write_jobs
 
 TOKEN = "tok-SECRET-9f8e7d6c5b4a"
-
-
-# --- helpers ----------------------------------------------------------------------------------
 
 
 @pytest.fixture(autouse=True)
@@ -35,13 +30,6 @@ def no_proxy(monkeypatch):
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("NO_PROXY", "*")
-
-
-def write_jobs(home: Path, body: str) -> Path:
-    home.mkdir(parents=True, exist_ok=True)
-    path = home / "jobs.toml"
-    path.write_text(body)
-    return path
 
 
 def cli_env(home: Path, **extra: str) -> dict[str, str]:
@@ -82,6 +70,7 @@ def error_lines(home: Path) -> list[str]:
             if " - ERROR - " in line]
 
 
+
 class Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):  # quiet
         pass
@@ -112,15 +101,14 @@ def start_server() -> ThreadingHTTPServer:
 
 
 @pytest.fixture
-def servers():
-    made = [start_server(), start_server()]
-    yield made
-    for srv in made:
-        srv.shutdown()
-        srv.server_close()
+def server():
+    srv = start_server()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
 
 
-# --- 1. Ctrl-C / SIGTERM during `crawlsched run` ----------------------------------------------
+# --- run: Ctrl-C / SIGTERM stop the command's group ----------------------------------------------
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
@@ -162,22 +150,7 @@ command = "sh -c 'echo $$ > {pidfile}; exec sleep 60'"
     assert len(error_lines(home)) == 1
 
 
-def test_base_exception_in_wait_stops_the_group(tmp_path, monkeypatch):
-    pidfile = tmp_path / "pid"
-
-    def boom(proc, timeout, cancel):
-        while not pidfile.exists() or not pidfile.read_text().strip():
-            time.sleep(0.02)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(crawl, "_wait", boom)
-    with pytest.raises(KeyboardInterrupt):
-        run_command(f"sh -c 'echo $$ > {pidfile}; exec sleep 60'", tmp_path / "log", env=dict(os.environ),
-                    timeout=60, kill_after=2)
-    assert not group_alive(int(pidfile.read_text()))
-
-
-# --- 2. the API token never reaches a crawl command ---------------------------------------------
+# --- run: the API token never reaches a crawl command ---------------------------------------------
 
 
 def test_token_is_not_in_a_command_jobs_environment(tmp_path):
@@ -202,49 +175,10 @@ on_failure = "env"
     assert any("MARKER_PRESENT=yes" in log.read_text() for log in logs)  # other variables still pass
 
 
-# --- 3. configured headers never leave their origin ---------------------------------------------
+# --- run: exactly one ERROR line per failed run ---------------------------------------------------
 
 
-def test_redirect_to_another_port_drops_every_configured_header(servers, tmp_path, monkeypatch):
-    a, b = servers
-    a.location = f"{b.url}/ok"
-    monkeypatch.setenv("TOK", TOKEN)
-    monkeypatch.setenv("KEY", "key-SECRET-1234")
-    out = fetch_urls([f"{a.url}/redirect"], tmp_path / "run",
-                     headers={"Authorization": "Bearer ${TOK}", "X-Api-Key": "${KEY}", "Cookie": "s=1"},
-                     user_agent="crawlsched/test")
-    assert out.ok, out.message
-    (_, first), = a.seen
-    assert first["Authorization"] == f"Bearer {TOKEN}" and first["X-Api-Key"] == "key-SECRET-1234"
-    (_, second), = b.seen
-    assert "Authorization" not in second and "X-Api-Key" not in second and "Cookie" not in second, second
-    assert second["User-Agent"] == "crawlsched/test"
-
-
-def test_redirect_within_the_origin_keeps_the_headers(servers, tmp_path, monkeypatch):
-    a, _ = servers
-    a.location = f"{a.url}/ok"
-    monkeypatch.setenv("KEY", "key-SECRET-1234")
-    out = fetch_urls([f"{a.url}/redirect"], tmp_path / "run", headers={"X-Api-Key": "${KEY}"})
-    assert out.ok, out.message
-    assert [h.get("X-Api-Key") for _, h in a.seen] == ["key-SECRET-1234"] * 2
-
-
-@pytest.mark.parametrize(("old", "new", "leaves"), [
-    ("https://h.example/a", "http://h.example/b", True),  # downgrade: clear text
-    ("https://h.example/a", "https://h.example:8443/b", True),
-    ("https://h.example/a", "https://other.example/b", True),
-    ("https://h.example/a", "https://H.EXAMPLE:443/b", False),
-    ("http://h.example/a", "http://h.example:80/b", False),
-])
-def test_leaving_the_origin(old, new, leaves):
-    assert crawl._leaves_origin(old, new) is leaves
-
-
-# --- 4. exactly one ERROR line per failed run ---------------------------------------------------
-
-
-def test_permanent_404_logs_exactly_one_error_and_run_json_has_error(servers, tmp_path):
+def test_permanent_404_logs_exactly_one_error_and_run_json_has_error(server, tmp_path):
     home = tmp_path / "home"
     write_jobs(home, f'''[[jobs]]
 id = "gone"
@@ -253,7 +187,7 @@ every = "1d"
 timezone = "UTC"
 max_retries = 3
 retry_delay = 1
-url = "{servers[0].url}/missing"
+url = "{server.url}/missing"
 ''')
     result = crawlsched(home, "run", "gone", "--json")
     assert result.returncode == 1, result.stderr
@@ -264,7 +198,7 @@ url = "{servers[0].url}/missing"
     assert "❌ Job gone failed: HTTP 404" in errors[0] and "(not retried)" in errors[0]
 
 
-def test_exhausted_retries_keep_the_seed_line(servers, tmp_path):
+def test_exhausted_retries_log_only_the_seeds_max_retries_line(server, tmp_path):
     home = tmp_path / "home"
     write_jobs(home, f'''[[jobs]]
 id = "flaky"
@@ -273,79 +207,14 @@ every = "1d"
 timezone = "UTC"
 max_retries = 1
 retry_delay = 0
-url = "{servers[0].url}/broken"
+url = "{server.url}/broken"
 ''')
     assert crawlsched(home, "run", "flaky").returncode == 1
     errors = error_lines(home)
     assert len(errors) == 1 and errors[0].endswith("❌ Max retries reached for job flaky"), errors
 
 
-# --- 5. keep_runs counts runs ------------------------------------------------------------------
-
-
-def test_prune_groups_attempt_logs_by_run(tmp_path):
-    stamps = ["20251101T010000Z", "20251102T010000Z", "20251103T010000_250Z-manual"]
-    for stamp in stamps:
-        for n in (1, 2, 3):
-            (tmp_path / f"{stamp}-a{n}.log").write_text("x")
-        (tmp_path / f"{stamp}-a3-on_failure.log").write_text("x")
-    (tmp_path / "notes.txt").write_text("mine")
-    assert prune_runs(tmp_path, 2) == 4
-    left = sorted(p.name for p in tmp_path.iterdir())
-    assert not [n for n in left if n.startswith(stamps[0])]
-    assert len([n for n in left if n.startswith((stamps[1], stamps[2]))]) == 8
-    assert "notes.txt" in left
-
-
-# --- 6. no two runs share a folder ---------------------------------------------------------------
-
-
-def test_run_stamp_has_milliseconds_and_sorts():
-    whole = datetime(2025, 11, 8, 2, 5, tzinfo=timezone.utc)
-    frac = datetime(2025, 11, 8, 2, 5, 0, 123456, tzinfo=timezone.utc)
-    later = datetime(2025, 11, 8, 2, 5, 1, tzinfo=timezone.utc)
-    assert run_stamp(whole) == "20251108T020500Z"
-    assert run_stamp(frac) == "20251108T020500_123Z"
-    names = [run_stamp(whole), run_stamp(frac), run_stamp(later)]
-    assert sorted(names) == names
-
-
-def test_manual_run_never_shares_a_scheduled_runs_folder(tmp_path):
-    from crawlsched.model import Job
-    from crawlsched.runner import run_dir, run_log
-
-    job = Job.__new__(Job)
-    object.__setattr__(job, "id", "j")
-    t = 1762567500.0  # a whole second, as a scheduled fire
-    scheduled, manual = run_dir(tmp_path, job, t), run_dir(tmp_path, job, t, "manual")
-    assert scheduled != manual and manual.name == f"{scheduled.name}-manual"
-    assert run_dir(tmp_path, job, t, "catch_up") == scheduled
-    assert run_log(tmp_path, job, t, 2, "run").name == f"{scheduled.name}-run-a2.log"
-    assert sorted([manual.name, scheduled.name]) == [scheduled.name, manual.name]
-
-
-# --- 7. spawn errors ----------------------------------------------------------------------------
-
-
-def test_enoexec_at_spawn_is_permanent(tmp_path):
-    script = tmp_path / "garbage"
-    script.write_bytes(b"\x7fELF not really\n")
-    script.chmod(0o755)
-    out = run_command(str(script), tmp_path / "log", env=dict(os.environ))
-    assert not out.ok and out.permanent, out
-
-
-@pytest.mark.parametrize("code", [errno.EAGAIN, errno.ENOMEM])
-def test_resource_errors_at_spawn_are_retryable(tmp_path, monkeypatch, code):
-    def refuse(*args, **kwargs):
-        raise OSError(code, os.strerror(code))
-
-    monkeypatch.setattr(subprocess, "Popen", refuse)
-    out = run_command("true", tmp_path / "log", env=dict(os.environ))
-    assert not out.ok and not out.permanent and os.strerror(code) in out.message
-
-
-# --- 8. stop / run-now signal only our daemon ---------------------------------------------------
+# --- stop / run-now signal only our daemon ---------------------------------------------------
 
 HOLDER = """
 import fcntl, os, signal, sys, time

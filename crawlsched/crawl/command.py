@@ -1,0 +1,183 @@
+"""A command job's attempt: run the command in its own process group, its output to a log.
+
+The command is an argument list (``shlex.split``), never given to a shell. It
+runs in its own session, so its whole process group, grandchildren too, can be
+stopped on timeout or cancel: SIGTERM, then SIGKILL ``kill_after`` seconds
+later. With ``on_spawn`` it starts through :data:`GATE`, held until the runner
+has recorded the group, so a daemon killed at any moment leaves no command the
+next daemon does not know about.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Mapping
+
+from crawlsched import procs
+from crawlsched.crawl.outcome import Outcome, disk_message, secs
+
+#: Spawn errors that a retry cannot fix; anything else (EAGAIN, ENOMEM, EMFILE, …) is retried.
+PERMANENT_SPAWN_ERRORS = {errno.ENOENT, errno.EACCES, errno.ENOEXEC, errno.ENOTDIR}
+#: How much of the end of a log is read for the last line (the Outcome's message).
+TAIL = 64 * 1024
+
+
+#: What a command is started through when its group must be recorded first: ``sh`` waits for
+#: one line on its stdin (the runner's go-ahead, written once the group is in the database),
+#: then becomes the command. The command's words are ``sh``'s arguments ("$@"), never parsed
+#: by it. When the daemon dies before the go-ahead, the pipe ends and the command never runs.
+GATE = ("/bin/sh", "-c", 'read -r _ || exit 111; exec "$@" </dev/null', "crawlsched-gate")
+
+
+def run_command(command: str, log_path: Path, *, env: Mapping[str, str], timeout: float = 300,
+                cancel: threading.Event | None = None, kill_after: float = 5.0,
+                on_spawn: Callable[[int], object] | None = None) -> Outcome:
+    """Run ``command`` as an argument list (never a shell), output appended to ``log_path``.
+
+    It gets its own session, so its whole process group (grandchildren too)
+    can be stopped on timeout or cancel: SIGTERM, then SIGKILL ``kill_after``
+    seconds later if anything in the group is still alive. With ``on_spawn(pgid)``
+    the command does not start until that call returned: the runner records the
+    group there, so a daemon killed at any moment leaves either no command, or
+    one whose group the next daemon knows and stops (:data:`GATE`).
+    """
+    output = str(log_path)
+    try:
+        argv = shlex.split(command)
+    except ValueError as exc:
+        return Outcome(False, f"command does not parse: {exc}", permanent=True, output=output)
+    if not argv:
+        return Outcome(False, "command is empty", permanent=True, output=output)
+    gated = on_spawn is not None
+    if gated:
+        refused = _spawn_check(argv[0], env, output)
+        if refused is not None:
+            return refused
+    try:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(log_path, "ab")  # noqa: SIM115 - closed below, after the child is gone
+    except OSError as exc:
+        return Outcome(False, disk_message(exc, f"cannot open log {log_path}"), output=output)
+    with log:
+        start = log.seek(0, os.SEEK_END)
+        try:
+            proc = subprocess.Popen([*GATE, *argv] if gated else argv, stdin=subprocess.PIPE if gated else subprocess.DEVNULL,
+                                    stdout=log, stderr=subprocess.STDOUT, env=dict(env), start_new_session=True,
+                                    close_fds=True)
+        except FileNotFoundError:
+            return Outcome(False, f"command not found: {argv[0]}", permanent=True, output=output)
+        except PermissionError:
+            return Outcome(False, f"command is not executable: {argv[0]}", permanent=True, output=output)
+        except OSError as exc:
+            # Only what a retry cannot fix is permanent; EAGAIN, ENOMEM, EMFILE … pass.
+            return Outcome(False, f"cannot start {argv[0]}: {exc.strerror or type(exc).__name__}",
+                           permanent=exc.errno in PERMANENT_SPAWN_ERRORS, output=output)
+        try:
+            if on_spawn is not None:
+                _fault_pause()
+                try:
+                    on_spawn(proc.pid)
+                except Exception:  # noqa: BLE001 - a failed note must not fail the command
+                    pass
+                _go_ahead(proc)
+            stopped = _wait(proc, timeout, cancel)
+        except BaseException:
+            # Ctrl-C, SIGTERM turned into an exception, a bug: the child runs in its own
+            # session, so nobody else would stop it. Stop its group, note it, re-raise.
+            _stop_group(proc, kill_after)
+            try:
+                log.write(b"[crawlsched] interrupted; process group stopped\n")
+            except OSError:
+                pass
+            raise
+        if stopped:
+            _stop_group(proc, kill_after)
+            note = "interrupted" if stopped == "cancel" else f"timed out after {secs(timeout)}s"
+            log.write(f"[crawlsched] {note}; process group stopped\n".encode())
+            return Outcome(False, note, interrupted=stopped == "cancel", exit_code=proc.returncode, output=output)
+    code = proc.returncode
+    message = _last_line(log_path, start) or f"exit code {code}"
+    return Outcome(code == 0, message, exit_code=code, output=output)
+
+
+def _spawn_check(program: str, env: Mapping[str, str], output: str) -> Outcome | None:
+    """What Popen would say of a program that cannot start, said before the gate execs it."""
+    if "/" in program:
+        if not os.path.exists(program):
+            return Outcome(False, f"command not found: {program}", permanent=True, output=output)
+        if os.path.isdir(program) or not os.access(program, os.X_OK):
+            return Outcome(False, f"command is not executable: {program}", permanent=True, output=output)
+        return None
+    if shutil.which(program, path=env.get("PATH", os.defpath)) is None:
+        return Outcome(False, f"command not found: {program}", permanent=True, output=output)
+    return None
+
+
+def _go_ahead(proc: subprocess.Popen[bytes]) -> None:
+    """Let the gated command start (see GATE)."""
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(b"\n")
+        proc.stdin.close()
+    except OSError:
+        pass  # it is gone already (stopped from outside): _wait sees its exit
+
+
+def _fault_pause() -> None:
+    """A test hook: ``CRAWLSCHED_FAULT_SPAWN_PAUSE`` seconds between spawning a command and
+    recording its group, so that a test can kill the daemon in that window."""
+    pause = os.environ.get("CRAWLSCHED_FAULT_SPAWN_PAUSE")
+    if pause:
+        time.sleep(float(pause))
+
+
+def _wait(proc: subprocess.Popen[bytes], timeout: float, cancel: threading.Event | None) -> str | None:
+    """Wait for the child; returns "timeout" or "cancel" when it has to be stopped, else None."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return "timeout"
+        try:
+            proc.wait(timeout=min(0.1, left))
+            return None
+        except subprocess.TimeoutExpired:
+            pass
+        if cancel is not None and cancel.is_set():
+            return "cancel"
+
+
+def _stop_group(proc: subprocess.Popen[bytes], kill_after: float) -> None:
+    """SIGTERM the group, give it ``kill_after`` s, then SIGKILL whatever is left."""
+    pgid = proc.pid  # start_new_session: the child leads its own group
+    procs.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + kill_after
+    while time.monotonic() < deadline:
+        proc.poll()  # reap the leader, or its zombie keeps the group "alive"
+        if not procs.group_alive(pgid):
+            break
+        time.sleep(0.05)
+    else:
+        procs.killpg(pgid, signal.SIGKILL)
+    proc.wait()
+
+
+def _last_line(log_path: Path, start: int) -> str:
+    """The last non-empty line this run wrote to the log (only its last 64 KiB are read)."""
+    try:
+        with open(log_path, "rb") as log:
+            end = log.seek(0, os.SEEK_END)
+            log.seek(max(start, end - TAIL))
+            tail = log.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    lines = [line.strip() for line in tail.splitlines() if line.strip()]
+    return lines[-1] if lines else ""

@@ -1,0 +1,156 @@
+"""crawl/command.py: run_command with real processes; no mocks but one failing Popen.
+
+Process-group checks read /proc, so those tests are Linux-only.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from crawlsched.crawl import command
+from crawlsched.crawl.command import run_command
+
+
+def env_with(**extra):
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **extra}
+
+
+def alive(pid: int) -> bool:
+    """Running (not gone, not a zombie waiting for init to reap it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
+
+
+def group_members(pgid: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rpartition(")")[2].split()
+            except OSError:
+                continue
+            if fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
+                pids.append(int(entry.name))
+    return pids
+
+
+def test_command_success_appends_to_its_log(tmp_path):
+    log = tmp_path / "logs" / "run.log"
+    out = run_command("sh -c 'echo first; echo done'", log, env=env_with())
+    assert out.ok and out.exit_code == 0 and out.message == "done" and out.output == str(log)
+    run_command("echo again", log, env=env_with())
+    assert log.read_text() == "first\ndone\nagain\n"
+
+
+def test_command_failure_reports_its_last_line(tmp_path):
+    out = run_command("sh -c 'echo one; echo last words >&2; echo; exit 3'", tmp_path / "r.log", env=env_with())
+    assert not out.ok and not out.permanent and out.exit_code == 3 and out.message == "last words"
+
+
+def test_command_without_output_reports_exit_code(tmp_path):
+    out = run_command("sh -c 'exit 4'", tmp_path / "r.log", env=env_with())
+    assert out.message == "exit code 4"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_timeout_kills_the_whole_group_even_what_ignores_sigterm(tmp_path):
+    log = tmp_path / "r.log"
+    start = time.monotonic()
+    # The trap makes sh and both sleeps ignore SIGTERM (ignored signals are inherited);
+    # the first sleep is a backgrounded grandchild.
+    out = run_command("""sh -c 'trap "" TERM; sleep 100 & echo "$$ $!"; sleep 100'""", log,
+                      env=env_with(), timeout=1, kill_after=1)
+    assert time.monotonic() - start < 8
+    assert not out.ok and out.message == "timed out after 1s" and out.exit_code == -9
+    leader, grandchild = map(int, log.read_text().split()[:2])
+    time.sleep(0.1)
+    assert not alive(grandchild) and not alive(leader)
+    assert group_members(leader) == []
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_timeout_needs_no_sigkill_when_sigterm_is_enough(tmp_path):
+    log = tmp_path / "r.log"
+    start = time.monotonic()
+    out = run_command("""sh -c 'sleep 100 & echo "$$"; sleep 100'""", log, env=env_with(), timeout=0.5,
+                      kill_after=30)
+    assert time.monotonic() - start < 5
+    assert out.exit_code == -15 and "timed out" in out.message
+    assert group_members(int(log.read_text().split()[0])) == []
+
+
+def test_cancel_stops_a_command(tmp_path):
+    cancel = threading.Event()
+    threading.Timer(0.3, cancel.set).start()
+    out = run_command("sleep 100", tmp_path / "r.log", env=env_with(), cancel=cancel)
+    assert out.interrupted and not out.ok
+
+
+def test_command_not_found_is_permanent(tmp_path):
+    out = run_command("no-such-command-xyz --flag", tmp_path / "r.log", env=env_with())
+    assert not out.ok and out.permanent and out.message == "command not found: no-such-command-xyz"
+
+
+def test_command_gets_exactly_the_env_it_is_given(tmp_path, monkeypatch):
+    monkeypatch.setenv("CRAWLSCHED_LEAK", "leaked")
+    out = run_command("""sh -c 'echo "$CRAWLSCHED_JOB_ID/$CRAWLSCHED_LEAK/"'""", tmp_path / "r.log",
+                      env=env_with(CRAWLSCHED_JOB_ID="news"))
+    assert out.message == "news//"
+
+
+def test_command_is_never_given_to_a_shell(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "x").mkdir()
+    out = run_command("echo $HOME; rm -rf x", tmp_path / "r.log", env=env_with(HOME="/home/h"))
+    assert out.ok and out.message == "$HOME; rm -rf x"
+    assert (tmp_path / "x").is_dir()
+
+
+def test_unparsable_command_is_permanent(tmp_path):
+    out = run_command("echo 'unclosed", tmp_path / "r.log", env=env_with())
+    assert out.permanent and "does not parse" in out.message
+
+
+
+def test_ctrl_c_while_waiting_stops_the_commands_group(tmp_path, monkeypatch):
+    pidfile = tmp_path / "pid"
+
+    def boom(proc, timeout, cancel):
+        while not pidfile.exists() or not pidfile.read_text().strip():
+            time.sleep(0.02)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(command, "_wait", boom)
+    with pytest.raises(KeyboardInterrupt):
+        run_command(f"sh -c 'echo $$ > {pidfile}; exec sleep 60'", tmp_path / "log", env=dict(os.environ),
+                    timeout=60, kill_after=2)
+    assert group_members(int(pidfile.read_text())) == []
+
+
+
+def test_enoexec_at_spawn_is_permanent(tmp_path):
+    script = tmp_path / "garbage"
+    script.write_bytes(b"\x7fELF not really\n")
+    script.chmod(0o755)
+    out = run_command(str(script), tmp_path / "log", env=dict(os.environ))
+    assert not out.ok and out.permanent, out
+
+
+@pytest.mark.parametrize("code", [errno.EAGAIN, errno.ENOMEM])
+def test_resource_errors_at_spawn_are_retryable(tmp_path, monkeypatch, code):
+    def refuse(*args, **kwargs):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+    out = run_command("true", tmp_path / "log", env=dict(os.environ))
+    assert not out.ok and not out.permanent and os.strerror(code) in out.message
