@@ -2,7 +2,8 @@
 pending retries, missed fires recorded.
 
 The daemon calls these with what they need (its state database, jobs,
-anchors, the time) and applies what they return to its plan and chains. The
+anchors, the time) and applies what they return to its plan and chains
+(which fires a stop leaves owed is ``chains.Chains.handled_until``). The
 arithmetic of which fires were missed and which run is pure and lives in
 ``crawlsched.catchup``; here is what reads it from the store and writes it back.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import Any, Mapping
 
 from crawlsched import logs, procs, timing
 from crawlsched.catchup import CATCH_UP_ALL_LIMIT, CATCH_UP_WINDOW, CatchUpPlan, LastRun, Missed, Rowed, Seen
@@ -19,10 +20,7 @@ from crawlsched.model import Job, RunStatus
 from crawlsched.runner import end_run, run_dir
 from crawlsched.state import CLAIM_DAEMON, AttemptKey, DaemonInfo, Owner, Retry, State
 
-if TYPE_CHECKING:
-    from crawlsched.daemon import Chain
-
-__all__ = ["CATCH_UP_ALL_LIMIT", "CATCH_UP_WINDOW", "CatchUpPlan", "Missed", "Rowed", "handled_until", "last_run",
+__all__ = ["CATCH_UP_ALL_LIMIT", "CATCH_UP_WINDOW", "CatchUpPlan", "Missed", "Rowed", "last_run",
            "record_missed", "retries_to_resume", "rows_after", "seen_jobs", "settle_stale_runs"]
 
 
@@ -128,9 +126,3 @@ def rows_after(state: State, previous: Mapping[str, Any] | None) -> dict[str, Ro
             instants.setdefault(row.job_id, set()).add(row.scheduled_for)
     return {j: Rowed(frozenset(instants.get(j, ())), tuple(ranges.get(j, ()))) for j in {*instants, *ranges}}
 
-
-def handled_until(chains: Iterable[Chain], now: float) -> float:
-    """Every fire due before this has a row or a saved retry; a fire still queued for a
-    worker has neither, so a daemon killed now must catch it up at the next start."""
-    waiting = [c.scheduled_for for c in chains if not c.begun and c.attempt == 1 and c.retry_due is None]
-    return min([now, *waiting])

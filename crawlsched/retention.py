@@ -1,6 +1,6 @@
 """Retention: history rows past ``keep_history`` and daily log files past ``keep_logs`` go, off the hot path.
 
-A daemon duty (``Daemon._duty_retention``) calls ``Retention.sweep`` once a
+A daemon duty (``duties.Duties.retention``) calls ``Retention.sweep`` once a
 minute. History goes in batches of ``BATCH`` rows, each its own short
 transaction, for at most ``BUDGET`` seconds a sweep, and not at all while a
 fire or retry is due within ``GUARD`` seconds (or finished attempts wait to be

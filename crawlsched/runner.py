@@ -1,11 +1,13 @@
-"""One attempt of one job, recorded and logged; and what follows it (a retry, or the end).
+"""One attempt of one job, from its spec to its outcome: recorded and logged, its retry saved.
 
-Shared by the daemon and ``crawlsched run``: the same rows, the same log
-lines, the same retry rule (SPEC §4). The row is written as ``running`` before
-the crawl starts and closed after it; the due time of the next retry is saved
-in the same transaction that closes the failed attempt, so a process killed at
-any moment leaves enough behind to resume the chain without running an
-attempt twice.
+Shared by the daemon's executors and ``crawlsched run``: the same rows, the
+same log lines, the same retry rule (SPEC §4, ``chains.next_retry``). The row
+is written as ``running`` before the crawl starts and closed after it; the due
+time of the next retry is saved in the same transaction that closes the
+failed attempt, so a process killed at any moment leaves enough behind to
+resume the chain without running an attempt twice. Whatever runs an
+:class:`~crawlsched.executor.AttemptSpec` (a thread of the daemon, a worker
+elsewhere) calls ``AttemptRunner.run`` with it and hands back the outcome.
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
 from crawlsched import __version__, logs, procs, timing
+from crawlsched.chains import next_retry
 from crawlsched.crawl.runs import UNSCHEDULED_TRIGGERS, end_run, run_dir, run_log, run_name  # noqa: F401 - re-exported
+from crawlsched.errors import ChainBusy
+from crawlsched.executor import AttemptOutcome, AttemptSpec, OutcomeKind
 from crawlsched.model import Job, RunStatus
 from crawlsched.state import CLAIM_DAEMON, AttemptKey, Owner, Retry, State, StorageUnavailable
 
@@ -34,19 +38,6 @@ CHILD_ENV_DENYLIST = ("CRAWLSCHED_TOKEN",)
 def child_env(environ: Mapping[str, str]) -> dict[str, str]:
     """A copy of ``environ`` for a child process, without :data:`CHILD_ENV_DENYLIST`."""
     return {k: v for k, v in environ.items() if k not in CHILD_ENV_DENYLIST}
-
-
-@dataclass(frozen=True)
-class AttemptResult:
-    """What happened, and what comes next: ``retry_due`` (epoch) or the end of the chain."""
-
-    job_id: str
-    scheduled_for: float
-    attempt: int
-    status: str  # a RunStatus value, or "duplicate" when the attempt existed already
-    message: str
-    retry_due: float | None = None
-    final: bool = True
 
 
 class AttemptRunner:
@@ -66,14 +57,52 @@ class AttemptRunner:
         self.ident = procs.identity(self.pid)
         self.owner = Owner(claim or CLAIM_DAEMON, self.pid, self.ident)  # whose lease each attempt runs under
 
-    def attempt(self, job: Job, scheduled_for: float, attempt: int, *, trigger: str = "schedule",
-                cancel: threading.Event | None = None, still_wanted: Callable[[], bool] = lambda: True,
-                anchor: float | None = None, started_at: float | None = None) -> AttemptResult:
-        """Run attempt number ``attempt`` (1-based) of the run scheduled for ``scheduled_for``.
+    def run(self, spec: AttemptSpec, *, started_at: float | None = None, cancel: threading.Event | None = None,
+            still_wanted: Callable[[], bool] = lambda: True) -> AttemptOutcome:
+        """The daemon's attempt: run and record it, unless another process runs the job (then
+        it is recorded skipped). Never raises: a failure inside crawlsched is logged and comes
+        back as ``CRASHED``."""
+        started = started_at if started_at is not None else self.clock()
+        try:
+            try:
+                other = self.state.running_elsewhere(spec.job_id, self.owner)
+            except StorageUnavailable:
+                other = None  # the attempt cannot start without its row: ``attempt`` holds the fire as missed
+            busy = f"running in another process (pid {other.owner_pid})" if other is not None else None
+            if busy is None:
+                try:
+                    return self.attempt(spec, cancel=cancel, still_wanted=still_wanted, started_at=started)
+                except ChainBusy as exc:  # a `crawlsched run` of it holds its chain
+                    busy = exc.claim.describe(spec.job.timezone)
+            return self._skip_busy(spec, busy)
+        except StorageUnavailable:  # not run and not recorded: the episode is logged once, by the state
+            message = "the state database could not be written"
+        except Exception as exc:
+            self.log.exception("attempt %d of job %s failed inside crawlsched", spec.attempt, spec.job_id)
+            message = f"internal error: {type(exc).__name__}"
+        return AttemptOutcome(spec.job_id, spec.scheduled_for, spec.attempt, OutcomeKind.CRASHED, None, message)
+
+    def _skip_busy(self, spec: AttemptSpec, busy: str) -> AttemptOutcome:
+        """Another process runs this job (a `crawlsched run`): the fire, or the retry, is recorded skipped."""
+        job, attempt = spec.job, spec.attempt
+        self.state.record_not_run(job.id, spec.scheduled_for, RunStatus.SKIPPED.value,
+                                  f"skipped: {busy} (runs of one job never overlap)", now=self.clock())
+        self.log.warning("job %s: %s for %s skipped: %s", job.id, "fire" if attempt == 1 else f"attempt {attempt}",
+                         timing.format_local(timing.from_epoch(spec.scheduled_for), job.timezone), busy)
+        if attempt > 1:
+            self.state.clear_retry(job.id)  # the chain ends here, failed: its saved retry goes too
+            logs.log_final_failure(self.log, job.id, f"its retry was skipped: {busy}")
+        return AttemptOutcome(job.id, spec.scheduled_for, attempt, OutcomeKind.BUSY, RunStatus.SKIPPED, busy)
+
+    def attempt(self, spec: AttemptSpec, *, cancel: threading.Event | None = None,
+                still_wanted: Callable[[], bool] = lambda: True, started_at: float | None = None) -> AttemptOutcome:
+        """Run attempt number ``spec.attempt`` (1-based) of the run scheduled for ``spec.scheduled_for``.
 
         ``started_at`` is when the attempt began in its worker, taken before any
-        I/O (lateness is measured from it); now, when not given.
+        I/O (lateness is measured from it); now, when not given. ``still_wanted``
+        is asked before a retry is saved; ``cancel`` set stops the crawl.
         """
+        job, scheduled_for, attempt, trigger = spec.job, spec.scheduled_for, spec.attempt, spec.trigger
         started = started_at if started_at is not None else self.clock()
         try:
             run_id = self.state.start_attempt(
@@ -86,11 +115,11 @@ class AttemptRunner:
             message = "missed: the state database could not be written when it was due"
             self.state.record_not_run(job.id, scheduled_for, RunStatus.MISSED.value, message, now=self.clock(),
                                       missed_count=1, first_missed=scheduled_for, last_missed=scheduled_for)
-            return AttemptResult(job.id, scheduled_for, attempt, RunStatus.MISSED.value, message)
+            return AttemptOutcome(job.id, scheduled_for, attempt, OutcomeKind.MISSED, RunStatus.MISSED, message)
         if run_id is None:
             self.log.warning("attempt %d of job %s for %s exists already; not running it twice",
                              attempt, job.id, timing.format_local(timing.from_epoch(scheduled_for), job.timezone))
-            return AttemptResult(job.id, scheduled_for, attempt, "duplicate", "attempt exists already")
+            return AttemptOutcome(job.id, scheduled_for, attempt, OutcomeKind.DUPLICATE, None, "attempt exists already")
         # The row is addressed by what the attempt is, never by its number alone: a number
         # names another job's row once a corrupt file was replaced while this one ran.
         key: AttemptKey = run_id.key  # with the epoch of the chain's lease: a stale owner's writes are refused
@@ -102,7 +131,7 @@ class AttemptRunner:
             # close the row, so it does not stay `running` forever, then let it propagate.
             self._close_interrupted(job, key)
             raise
-        return self._conclude(job, scheduled_for, attempt, key, outcome, trigger, still_wanted, anchor)
+        return self._conclude(job, scheduled_for, attempt, key, outcome, trigger, still_wanted, spec.anchor)
 
     def _child_recorder(self, key: AttemptKey) -> Callable[[int], bool]:
         def record(pgid: int) -> bool:
@@ -151,7 +180,7 @@ class AttemptRunner:
         }
 
     def _conclude(self, job: Job, scheduled_for: float, attempt: int, key: AttemptKey, outcome, trigger: str,
-                  still_wanted: Callable[[], bool], anchor: float | None = None) -> AttemptResult:
+                  still_wanted: Callable[[], bool], anchor: float | None = None) -> AttemptOutcome:
         now = self.clock()
         fields = dict(http_status=outcome.http_status, exit_code=outcome.exit_code, bytes=outcome.bytes, output=outcome.output)
         if outcome.ok:
@@ -159,7 +188,7 @@ class AttemptRunner:
             logs.log_success(self.log, job.id)
             end_run(self.home, job.id, scheduled_for, trigger)
             self._prune(job)
-            return AttemptResult(job.id, scheduled_for, attempt, RunStatus.SUCCESS.value, outcome.message)
+            return AttemptOutcome(job.id, scheduled_for, attempt, OutcomeKind.RAN, RunStatus.SUCCESS, outcome.message)
 
         if outcome.interrupted:
             # Stopped from outside: a shutdown resumes the chain at start-up with the next
@@ -173,10 +202,10 @@ class AttemptRunner:
             if retry is None:
                 logs.log_final_failure(self.log, job.id, outcome.message or "interrupted")
                 end_run(self.home, job.id, scheduled_for, trigger)
-            return AttemptResult(job.id, scheduled_for, attempt, RunStatus.INTERRUPTED.value, outcome.message,
-                                 retry_due=retry.due_at if retry else None, final=retry is None)
+            return AttemptOutcome(job.id, scheduled_for, attempt, OutcomeKind.RAN, RunStatus.INTERRUPTED, outcome.message,
+                                  retry_due=retry.due_at if retry else None)
 
-        due, reason = self.next_retry(job, scheduled_for, attempt, outcome, now, anchor)
+        due, reason = next_retry(job, scheduled_for, attempt, outcome, now, anchor)
         if due is not None and not still_wanted():
             due, reason = None, "job was removed or paused"
         message = outcome.message if not reason else f"{outcome.message} ({reason})"
@@ -186,7 +215,7 @@ class AttemptRunner:
         logs.log_failed(self.log, outcome.message, job.id)
         if retry is not None:
             logs.log_retry_scheduled(self.log, attempt, due - now, job.id)
-            return AttemptResult(job.id, scheduled_for, attempt, RunStatus.FAILED.value, message, retry_due=due, final=False)
+            return AttemptOutcome(job.id, scheduled_for, attempt, OutcomeKind.RAN, RunStatus.FAILED, message, retry_due=due)
         if attempt >= job.max_attempts:
             logs.log_max_retries(self.log, job.id)
         else:  # the chain ended early: still exactly one ERROR line per failed run
@@ -195,27 +224,7 @@ class AttemptRunner:
         self.on_failure(job, scheduled_for, attempt, message, trigger)
         end_run(self.home, job.id, scheduled_for, trigger)
         self._prune(job)
-        return AttemptResult(job.id, scheduled_for, attempt, RunStatus.FAILED.value, message)
-
-    @staticmethod
-    def next_retry(job: Job, scheduled_for: float, attempt: int, outcome, now: float,
-                   anchor: float | None = None) -> tuple[float | None, str | None]:
-        """When the next attempt is due, or None with the reason the chain ends (SPEC §4)."""
-        if attempt >= job.max_attempts:
-            return None, None
-        if outcome.permanent:
-            return None, "permanent failure, not retried"
-        wait = job.retry_wait(attempt)
-        if outcome.retry_after is not None:
-            # The server asked for a longer pause: honour it, up to the cap.
-            wait = max(wait, outcome.retry_after)
-            if job.retry_max_delay is not None:
-                wait = min(wait, job.retry_max_delay)
-        due = now + wait
-        regular = timing.next_fire(job, timing.from_epoch(max(now, scheduled_for)), timing.from_epoch(anchor))
-        if regular is not None and due >= regular.timestamp():
-            return None, "next run is due"
-        return due, None
+        return AttemptOutcome(job.id, scheduled_for, attempt, OutcomeKind.RAN, RunStatus.FAILED, message)
 
     def on_failure(self, job: Job, scheduled_for: float, attempt: int, message: str, trigger: str = "schedule") -> None:
         """Run the job's ``on_failure`` command once after the final failed attempt (no shell)."""
@@ -244,7 +253,7 @@ class AttemptRunner:
             self.log.warning("could not prune old runs of job %s: %s", job.id, exc)
 
 
-__all__ = ["CHILD_ENV_DENYLIST", "AttemptResult", "AttemptRunner", "child_env", "end_run", "run_dir", "run_foreground",
+__all__ = ["CHILD_ENV_DENYLIST", "AttemptRunner", "child_env", "end_run", "run_dir", "run_foreground",
            "run_log", "run_name"]
 
 
@@ -252,7 +261,7 @@ def run_foreground(job: Job, state: State, home: Path, log: logging.Logger, *,
                    progress: Callable[[str], None] = lambda _line: None,
                    wait: Callable[[float], bool] | None = None,
                    clock: Callable[[], float] = time.time,
-                   cancel: threading.Event | None = None) -> AttemptResult:
+                   cancel: threading.Event | None = None) -> AttemptOutcome:
     """``crawlsched run``: the whole chain in this process, the daemon's rules and records.
 
     Retries are not saved for the daemon to resume (trigger ``run``): if this
@@ -289,7 +298,7 @@ def run_foreground(job: Job, state: State, home: Path, log: logging.Logger, *,
 
 def _run_chain(job: Job, state: State, home: Path, log: logging.Logger, progress: Callable[[str], None],
                wait: Callable[[float], bool] | None, clock: Callable[[], float],
-               cancel: threading.Event | None) -> AttemptResult:
+               cancel: threading.Event | None) -> AttemptOutcome:
     from crawlsched.state import CLAIM_RUN
 
     runner = AttemptRunner(state, home, log, clock=clock, persist_retries=False, claim=CLAIM_RUN)
@@ -298,7 +307,7 @@ def _run_chain(job: Job, state: State, home: Path, log: logging.Logger, progress
     scheduled_for = round(clock(), 3)
     attempt = 1
     while True:
-        result = runner.attempt(job, scheduled_for, attempt, trigger="run", cancel=cancel,
+        result = runner.attempt(AttemptSpec.of(job, scheduled_for, attempt, "run"), cancel=cancel,
                                 still_wanted=lambda: cancel is None or not cancel.is_set())
         if result.retry_due is None:
             break
@@ -308,5 +317,5 @@ def _run_chain(job: Job, state: State, home: Path, log: logging.Logger, progress
             break
         attempt += 1
     tried = f" after {attempt} attempts" if attempt > 1 else ""
-    progress(f"{result.status}{tried}: {result.message}")
+    progress(f"{result.label}{tried}: {result.message}")
     return result

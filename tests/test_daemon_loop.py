@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
+from crawlsched.daemon import Daemon, InlineExecutor
+from crawlsched.executor import AttemptOutcome, AttemptSpec
 from crawlsched.state import State
 from helpers.clock import FakeClock, iso
 from helpers.history import rows, runs
@@ -21,6 +24,44 @@ from helpers.jobs import write_jobs
 from helpers.loop import make_daemon, run_until
 
 UTC = timezone.utc
+
+
+class HandExecutor(InlineExecutor):
+    """Queues specs; the test runs them (``run_queued``) and hands their outcomes over (``resolve``) when it wants."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queued: list[AttemptSpec] = []
+        self.done: list[AttemptOutcome] = []
+        self.shutdowns: list[tuple[float, float]] = []
+
+    def submit(self, spec: AttemptSpec) -> None:
+        self.queued.append(spec)
+
+    def run_queued(self) -> None:
+        self.done += [self.run(spec) for spec in self.queued]
+        self.queued = []
+
+    def resolve(self) -> None:
+        for outcome in self.done:
+            self.deliver(outcome)
+        self.done = []
+
+    def unstarted(self) -> list:
+        return [spec.key for spec in self.queued]
+
+    def shutdown(self, grace: float, cancel_wait: float) -> None:
+        self.shutdowns.append((grace, cancel_wait))  # the queued specs stay unstarted: never begun
+
+
+def hand_daemon(home: Path, clock: FakeClock, executor: InlineExecutor, grace: float | None = None) -> Daemon:
+    d = make_daemon(home, clock, executor=executor)
+    d.grace = grace
+    return d
+
+
+def messages(home: Path) -> list[str]:
+    return [r["message"] or "" for r in runs(home)]
 
 
 def test_jobs_fire_in_due_order_and_not_before(home):
@@ -103,10 +144,10 @@ def _down_and_up(home: Path, catch_up: str, every: str = "5m", down: timedelta =
     d2 = make_daemon(home, clock)
     d2.start()
     d2.turn()
-    d2._drain_inbox()
+    d2.collect()
     for _ in range(200):
         d2.turn()
-        d2._drain_inbox()
+        d2.collect()
     return rows(home)[before:]
 
 
@@ -199,7 +240,7 @@ def test_clock_jump_forward_2h_coalesces_interval_fires(home):
     run_until(d, clock, datetime(2025, 11, 8, 8, 0, 30, tzinfo=UTC))
     clock.jump(2 * 3600)
     d.turn()
-    d._drain_inbox()
+    d.collect()
     got = rows(home)
     assert [r[3] for r in got] == ["success", "missed", "success"]
     assert got[1][5] == 11
@@ -300,3 +341,263 @@ def test_nothing_is_done_per_turn_for_jobs_that_are_not_due(home):
     wait = d.turn()
     assert d.heap == heap_before  # an idle turn touches no job
     assert 0 < wait <= 60
+
+
+# --- a saved retry never swallows the next regular run ---------------------------------------------
+
+def test_a_saved_retry_overtaken_by_the_next_fire_is_dropped_and_the_fire_is_caught_up(home):
+    write_jobs(home, '[[jobs]]\nid = "f"\nname = "f"\nat = "09:05"\ncommand = "false"\nstart_date = 2025-01-01\n'
+                     'max_retries = 2\nretry_delay = 300\n')
+    clock = FakeClock(datetime(2025, 11, 8, 9, 0, tzinfo=UTC))
+    d = make_daemon(home, clock)
+    d.start()
+    run_until(d, clock, datetime(2025, 11, 8, 9, 6, tzinfo=UTC))
+    assert [(r[2], r[3]) for r in rows(home)] == [(1, "failed")]
+    assert len(State(home / "crawlsched.db").retries()) == 1  # due 09:10
+    d.shutdown()
+    clock.advance((datetime(2025, 11, 9, 10, 6, tzinfo=UTC) - datetime(2025, 11, 8, 9, 6, tzinfo=UTC)).total_seconds())
+    d2 = make_daemon(home, clock)
+    d2.start()
+    for _ in range(5):
+        d2.turn()
+        d2.collect()
+    got = rows(home)
+    day1 = datetime(2025, 11, 8, 9, 5, tzinfo=UTC).timestamp()
+    day2 = datetime(2025, 11, 9, 9, 5, tzinfo=UTC).timestamp()
+    assert [(r[2], r[3]) for r in got if r[1] == day1] == [(1, "failed")]  # no attempt 2, 25 h late
+    assert [(r[2], r[4]) for r in got if r[1] == day2] == [(1, "catch_up")]  # today's run is not swallowed
+    assert "(next run is due)" in messages(home)[0]
+
+
+# --- one failing step does not kill the loop ----------------------------------------------------------
+
+def test_a_database_error_in_a_step_is_logged_and_the_loop_goes_on(home, monkeypatch, caplog):
+    write_jobs(home, '[[jobs]]\nid = "a"\nname = "a"\nat = "09:05"\ncommand = "true"\nstart_date = 2025-01-01\n')
+    clock = FakeClock(datetime(2025, 11, 8, 9, 0, tzinfo=UTC))
+    d = make_daemon(home, clock)
+    d.start()
+
+    def broken(now):
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(d.state, "take_requests", broken)
+    d.requests_pending = True
+    with caplog.at_level("ERROR", logger="crawlsched.test"):
+        wait = d.turn()
+    assert 0 < wait <= 1.0  # tried again soon, not in a tight loop
+    assert any("run-now requests" in r.getMessage() and r.exc_info for r in caplog.records)
+    monkeypatch.undo()
+    run_until(d, clock, datetime(2025, 11, 8, 9, 6, tzinfo=UTC))
+    assert [r[3] for r in rows(home)] == ["success"]
+
+
+def test_a_failing_fire_is_popped_replanned_and_does_not_spin(home, monkeypatch):
+    write_jobs(home, '[[jobs]]\nid = "a"\nname = "a"\nat = "09:05"\ncommand = "true"\nstart_date = 2025-01-01\n\n'
+                     '[[jobs]]\nid = "b"\nname = "b"\nat = "09:05"\ncommand = "true"\nstart_date = 2025-01-01\n')
+    clock = FakeClock(datetime(2025, 11, 8, 9, 4, 59, tzinfo=UTC))
+    d = make_daemon(home, clock)
+    d.start()
+    clock.advance(1)
+    real = d.fire
+
+    def fire(job, *args, **kwargs):
+        if job.id == "a":
+            raise sqlite3.OperationalError("database is locked")
+        return real(job, *args, **kwargs)
+
+    monkeypatch.setattr(d, "fire", fire)
+    d.turn()
+    d.collect()
+    assert d.turn() > 1  # nothing left due: no tight loop
+    assert [r[0] for r in rows(home)] == ["b"]  # the other job of the turn still ran
+    assert d.planned["a"] == datetime(2025, 11, 9, 9, 5, tzinfo=UTC).timestamp()  # and "a" has its next fire
+    assert "a" not in d.chains
+
+
+# --- shutdown: attempts not begun are dropped first, the grace goes to the executor ---------------------
+
+def test_shutdown_cancels_queued_attempts_before_the_grace_period(home):
+    import time
+
+    from crawlsched import daemon as daemon_mod
+
+    write_jobs(home, "".join(f'[[jobs]]\nid = "j{i}"\nname = "j{i}"\nat = "09:05"\ncommand = "true"\n\n' for i in range(3)))
+    clock = FakeClock(datetime(2025, 11, 8, 9, 4, 59, tzinfo=UTC))
+    ex = HandExecutor()
+    d = hand_daemon(home, clock, ex, grace=5)
+    d.start()
+    clock.advance(1)
+    d.turn()
+    assert len(ex.queued) == 3
+    t0 = time.monotonic()
+    d.shutdown()
+    assert time.monotonic() - t0 < 1.0  # not the 5 s grace: nothing had begun
+    assert ex.shutdowns == [(5, daemon_mod.CANCEL_WAIT)]  # one shared grace, then the bounded cancel wait
+    assert rows(home) == []  # none started; handled_until makes the next start catch them up
+    assert State(home / "crawlsched.db").daemon().handled_until <= datetime(2025, 11, 8, 9, 5, tzinfo=UTC).timestamp()
+
+
+@pytest.mark.slow
+def test_shutdown_interrupts_attempts_still_running_after_the_grace(home):
+    import time
+
+    from crawlsched.local_executor import LocalExecutor
+
+    write_jobs(home, "".join(f'[[jobs]]\nid = "j{i}"\nname = "j{i}"\nat = "09:05"\ncommand = "sleep 30"\n\n'
+                             for i in range(3)))
+    clock = FakeClock(datetime(2025, 11, 8, 9, 4, 59, tzinfo=UTC))
+    d = hand_daemon(home, clock, LocalExecutor(3), grace=0.3)
+    d.start()
+    clock.advance(1)
+    d.turn()
+    deadline = time.monotonic() + 10
+    while len(rows(home)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    t0 = time.monotonic()
+    d.shutdown()
+    assert time.monotonic() - t0 < 3  # grace 0.3 once, then their process groups are stopped
+    assert [r[3] for r in rows(home)] == ["interrupted"] * 3
+
+
+# --- a missing job file keeps the last good jobs --------------------------------------------------------
+
+FAILING = ('[[jobs]]\nid = "f"\nname = "f"\nat = "09:05"\ncommand = "false"\nstart_date = 2025-01-01\n'
+           'max_retries = 2\nretry_delay = 60\n')
+
+
+def failing_job_waiting_for_its_retry(home: Path) -> tuple[Daemon, FakeClock]:
+    """Job ``f`` failed its 09:05 attempt 1 and waits for attempt 2 (09:06); the clock is at 09:05:30."""
+    write_jobs(home, FAILING)
+    clock = FakeClock(datetime(2025, 11, 8, 9, 0, tzinfo=UTC))
+    d = make_daemon(home, clock)
+    d.start()
+    run_until(d, clock, datetime(2025, 11, 8, 9, 5, 30, tzinfo=UTC))
+    return d, clock
+
+
+def test_a_missing_job_file_keeps_the_jobs_and_their_retries_until_it_is_back(home):
+    d, clock = failing_job_waiting_for_its_retry(home)
+    assert d.chains["f"].retry_due is not None
+    text = (home / "jobs.toml").read_text()
+    (home / "jobs.toml").unlink()
+    assert d.reload(force=True) is False
+    clock.advance(1)
+    d.reload()
+    clock.advance(1)
+    d.reload()  # the poll path, after STABLE_FOR
+    assert set(d.jobs) == {"f"} and "f" in d.chains
+    assert d.config_error == "jobs.toml: the file is missing"
+    row = State(home / "crawlsched.db").daemon()
+    assert row.config_ok == 0 and row.config_error == "jobs.toml: the file is missing"
+    assert len(State(home / "crawlsched.db").retries()) == 1
+    (home / "jobs.toml").write_text(text)
+    clock.advance(1)
+    d.reload()
+    clock.advance(1)
+    assert d.reload() is True
+    assert d.config_error is None and State(home / "crawlsched.db").daemon().config_ok == 1
+    assert "f" in d.chains  # the same job: its retry goes on
+
+
+# --- an interval job fires once at its first instant ------------------------------------------------------
+
+def test_an_interval_job_started_exactly_on_its_anchor_fires_once_there(home):
+    write_jobs(home, '[[jobs]]\nid = "e"\nname = "e"\nevery = "15m"\ncommand = "true"\n')
+    clock = FakeClock(datetime(2025, 11, 8, 9, 0, 0, tzinfo=UTC))
+    d = make_daemon(home, clock)
+    d.start()
+    anchor = d.anchors["e"]
+    clock.advance(anchor - clock.time())
+    d.turn()
+    d.collect()
+    assert d.planned["e"] == anchor + 900  # not the anchor a second time
+    assert d.fired == 1
+    write_jobs(home, '[[jobs]]\nid = "e"\nname = "e"\nevery = "15m"\ncommand = "true"\nmax_retries = 1\n')
+    d.reload(force=True)  # the changed job is re-planned at the same instant
+    assert d.planned["e"] == anchor + 900
+    d.turn()
+    d.collect()
+    assert d.fired == 1
+    run_until(d, clock, datetime(2025, 11, 8, 9, 10, tzinfo=UTC))
+    assert [r[1] for r in rows(home)] == [anchor]
+
+
+# --- the daemon does not import the web -------------------------------------------------------------------
+
+def test_the_daemon_module_does_not_depend_on_the_web():
+    import inspect
+
+    import crawlsched.daemon as daemon_mod
+    from crawlsched.cli import daemon as cli_daemon
+
+    assert "crawlsched.web" not in inspect.getsource(daemon_mod)
+    assert not hasattr(daemon_mod, "run_daemon")
+    assert callable(cli_daemon.run_daemon)
+
+
+# --- the loop's wait: precise only for a fire --------------------------------------------------------------
+
+def test_only_a_wait_for_a_fire_is_cut_into_precise_selects(home):
+    write_jobs(home, '[[jobs]]\nid = "soon"\nname = "soon"\nat = "09:05"\ncommand = "true"\n')
+    clock = FakeClock(datetime(2025, 11, 8, 9, 4, 50, tzinfo=UTC))
+    d = make_daemon(home, clock)
+    d.start()
+    assert d.turn() == pytest.approx(10.0)
+    assert d.wake_for_fire, "the next wake is the 09:05 fire"
+    d.reloads.recheck_at = clock.monotonic() + 3  # a duty (the job file's re-check) comes first
+    assert d.turn() == pytest.approx(3.0)
+    assert not d.wake_for_fire
+    d.reloads.recheck_at = None
+    clock.advance(10)
+    d.turn()  # fires 09:05; the next fire is tomorrow
+    assert not d.wake_for_fire, "a 60 s re-check of the clock needs no precision"
+
+
+# --- garbage collection: never in the middle of a burst ----------------------------------------------------
+
+def test_a_burst_is_handed_out_with_the_collector_paused_and_it_is_back_after(home, monkeypatch):
+    import gc
+
+    write_jobs(home, "".join(f'[[jobs]]\nid = "j{i}"\nname = "j{i}"\nat = "09:05"\ncommand = "true"\n' for i in range(3)))
+    clock = FakeClock(datetime(2025, 11, 8, 9, 4, 59, tzinfo=UTC))
+    executor = HandExecutor()
+    d = hand_daemon(home, clock, executor)
+    d.start()
+    seen: list[bool] = []
+    real_submit = executor.submit
+
+    def submit(spec):
+        seen.append(gc.isenabled())
+        if len(seen) == 2:
+            raise RuntimeError("a fire failing inside crawlsched")
+        return real_submit(spec)
+
+    monkeypatch.setattr(executor, "submit", submit)
+    clock.advance(1)
+    assert gc.isenabled()
+    assert d.fire_due(clock.time()) == 3
+    assert seen == [False, False, False], "no collection while the burst is handed out"
+    assert gc.isenabled(), "and the collector is back after it, a failing fire included"
+    assert "j1" not in d.chains  # never handed over: a later fire starts a new chain
+
+
+def test_a_burst_is_handed_to_the_executor_as_one(home, monkeypatch):
+    write_jobs(home, "".join(f'[[jobs]]\nid = "j{i}"\nname = "j{i}"\nat = "09:05"\ncommand = "true"\n' for i in range(3)))
+    clock = FakeClock(datetime(2025, 11, 8, 9, 4, 59, tzinfo=UTC))
+    executor = HandExecutor()
+    d = hand_daemon(home, clock, executor)
+    d.start()
+    calls: list[str] = []
+    monkeypatch.setattr(executor, "begin_burst", lambda: calls.append("begin"))
+    monkeypatch.setattr(executor, "end_burst", lambda: calls.append("end"))
+    real_submit = executor.submit
+    monkeypatch.setattr(executor, "submit", lambda spec: calls.append(spec.job_id) or real_submit(spec))
+    clock.advance(1)
+    assert d.fire_due(clock.time()) == 3
+    assert calls == ["begin", "j0", "j1", "j2", "end"]
+    write_jobs(home, '[[jobs]]\nid = "one"\nname = "one"\nat = "09:06"\ncommand = "true"\n')
+    d.reload(force=True)
+    calls.clear()
+    clock.advance(60)
+    assert d.fire_due(clock.time()) == 1
+    assert calls == ["one"]  # a single fire needs no gate

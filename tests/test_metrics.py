@@ -47,7 +47,7 @@ class Env:
 
     def turn(self) -> None:
         self.daemon.turn()
-        self.daemon._drain_inbox()
+        self.daemon.collect()
 
     def scrape(self) -> dict[str, dict[tuple, float]]:
         """name -> {sorted labels: value}, for every sample, through prometheus_client's parser."""

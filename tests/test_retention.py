@@ -109,12 +109,12 @@ def test_the_duty_prunes_nothing_while_a_fire_is_due_soon(env):
     now = env.clock.time()
     ids = fill(state, "old", [now - 40 * DAY, now - 39 * DAY, now - 1])
     env.clock.advance(60 - retention.GUARD + 1)  # 08:01 is due in less than GUARD seconds
-    env.daemon._duty_retention()
+    env.daemon.duties.retention()
     assert remaining(state) == ids
     env.clock.advance(retention.GUARD)  # it fired
     env.daemon.turn()
-    env.daemon._drain_inbox()
-    env.daemon._duty_retention()  # the next fire is a day away
+    env.daemon.collect()
+    env.daemon.duties.retention()  # the next fire is a day away
     assert ids[0] not in remaining(state) and ids[1] not in remaining(state) and ids[2] in remaining(state)
 
 
@@ -126,7 +126,7 @@ def test_the_duty_works_a_backlog_down_in_batches_within_its_budget(env, monkeyp
     calls = []
     real = state.prune_history
     monkeypatch.setattr(state, "prune_history", lambda *a, **k: calls.append(k["batch"]) or real(*a, **k))
-    env.daemon._duty_retention()
+    env.daemon.duties.retention()
     assert calls and set(calls) == {10}
     assert len(remaining(state)) == 1  # "old"'s newest attempt
 
@@ -136,6 +136,6 @@ def test_the_duty_removes_log_files_older_than_keep_logs(env):
     folder.mkdir(exist_ok=True)
     (folder / "crawler_20251001.log").write_text("old\n")
     (folder / "crawler_20251030.log").write_text("recent\n")
-    env.daemon._duty_retention()
+    env.daemon.duties.retention()
     assert not (folder / "crawler_20251001.log").exists()
     assert (folder / "crawler_20251030.log").exists() and logs.log_file(env.daemon.home, env.clock.time()).name.startswith("crawler_")

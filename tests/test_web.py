@@ -75,7 +75,7 @@ class Env:
 
     def turn(self) -> None:
         self.daemon.turn()
-        self.daemon._drain_inbox()
+        self.daemon.collect()
 
     def add(self, **body: Any) -> dict[str, Any]:
         response = self.client.post("/api/scheduler/job/add", json=body)

@@ -188,7 +188,7 @@ def run(
         from crawlsched import render
 
         runs = [render.run_dict(r, found) for r in state.runs(found.id, limit=found.max_attempts)]
-        payload = {"success": ok, "job_id": found.id, "status": result.status, "message": result.message, "runs": runs}
+        payload = {"success": ok, "job_id": found.id, "status": result.label, "message": result.message, "runs": runs}
         if not ok:
             payload["error"] = result.message
         _emit(payload)

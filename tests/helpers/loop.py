@@ -28,12 +28,12 @@ def run_until(daemon: Daemon, clock: FakeClock, until: datetime) -> None:
     end = until.timestamp()
     for _ in range(10_000):
         wait = daemon.turn()
-        daemon._drain_inbox()
+        daemon.collect()
         nxt = clock.time() + max(wait, 0.001)
         if nxt > end:
             clock.advance(end - clock.time())
             daemon.turn()
-            daemon._drain_inbox()
+            daemon.collect()
             return
         clock.advance(nxt - clock.time())
     raise AssertionError("loop did not reach the end time")

@@ -103,9 +103,9 @@ def _turns(d: Daemon, seconds: float) -> None:
 def test_heartbeat_and_file_polling_keep_running_after_a_wall_clock_jump(home, jump, monkeypatch):
     import time_machine
 
-    from crawlsched import daemon as daemon_module
+    from crawlsched import duties as duties_module
 
-    monkeypatch.setattr(daemon_module, "HEARTBEAT_EVERY", 2)  # the duty's interval, shortened for the test
+    monkeypatch.setattr(duties_module, "HEARTBEAT_EVERY", 2)  # the duty's interval, shortened for the test
     write_jobs(home, "")
     with time_machine.travel(datetime(2025, 11, 8, 9, 0, tzinfo=UTC), tick=True) as traveller:
         d = _real_clock_daemon(home)
@@ -114,7 +114,7 @@ def test_heartbeat_and_file_polling_keep_running_after_a_wall_clock_jump(home, j
         traveller.shift(jump)
         jumped_at = time.time()
         _turns(d, 0.3)
-        longest = max(job.interval * {"seconds": 1, "minutes": 60}[job.unit] for job in d.duties.jobs)
+        longest = max(job.interval * {"seconds": 1, "minutes": 60}[job.unit] for job in d.duties.scheduler.jobs)
         assert d.duties.idle_seconds is not None and d.duties.idle_seconds <= longest  # rebuilt, not a day away
         # Heartbeats continue on the new clock ...
         _turns(d, 3)

@@ -38,27 +38,29 @@ class DyingExecutor(InlineExecutor):
     """Runs attempts inline until ``die_on`` submissions; that one kills the 'process' before the row is written."""
 
     def __init__(self, die_on: int = 1) -> None:
+        super().__init__()
         self.count = 0
         self.die_on = die_on
 
-    def submit(self, fn, /, *args, **kwargs):
+    def submit(self, spec):
         self.count += 1
         if self.count == self.die_on:
             raise Killed()
-        return super().submit(fn, *args, **kwargs)
+        super().submit(spec)
 
 
 class QueueingExecutor(InlineExecutor):
     """A pool whose workers are all busy: submissions wait in its queue, never start."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.queued = []
 
-    def submit(self, fn, /, *args, **kwargs):
-        from concurrent.futures import Future
+    def submit(self, spec):
+        self.queued.append(spec)
 
-        self.queued.append((fn, args, kwargs))
-        return Future()
+    def unstarted(self):
+        return [spec.key for spec in self.queued]
 
 
 def _daemon(home: Path, clock: FakeClock, executor) -> Daemon:
@@ -96,10 +98,10 @@ def test_killed_while_a_fire_waits_in_a_full_pool_the_fire_is_not_lost(home, tar
     d1 = _daemon(home, clock, QueueingExecutor())
     d1.start()
     run_until(d1, clock, datetime(2025, 11, 8, 9, 5, 1, tzinfo=UTC))
-    assert d1.chains["a"].future is not None  # fired into the pool, waiting for a worker
+    assert d1.chains["a"].handed  # fired into the pool, waiting for a worker
     for _ in range(12):  # a minute of heartbeats while every worker is busy elsewhere
         clock.advance(5)
-        d1._duty_heartbeat()
+        d1.duties.heartbeat()
     _die(d1)
     clock.advance(60)
     d2 = _daemon(home, clock, InlineExecutor())
@@ -263,13 +265,9 @@ def test_killed_while_a_fire_waits_for_a_worker_and_later_fires_are_skipped_the_
 class BeginningExecutor(InlineExecutor):
     """Workers that begin each attempt (its row is written, as by a process now dead) and never end it."""
 
-    def submit(self, fn, job, chain, attempt, gate=None):
-        from concurrent.futures import Future
-
-        chain.begun = True
-        fn.__self__.state.start_attempt(job.id, chain.scheduled_for, attempt, job.max_attempts, trigger=chain.trigger,
-                                        started_at=chain.scheduled_for, pid=DEAD_PID)
-        return Future()
+    def submit(self, spec):
+        self.runner.state.start_attempt(spec.job_id, spec.scheduled_for, spec.attempt, spec.max_attempts,
+                                        trigger=spec.trigger, started_at=spec.scheduled_for, pid=DEAD_PID)
 
 
 def test_killed_while_catch_up_fires_wait_in_the_backlog_they_are_not_lost(home, target):
@@ -286,7 +284,7 @@ def test_killed_while_catch_up_fires_wait_in_the_backlog_they_are_not_lost(home,
     d2.start()
     assert d2.backlog.get("a")  # the later owed fires wait behind the first, which runs
     clock.advance(5)
-    d2._duty_heartbeat()
+    d2.duties.heartbeat()
     _die(d2)
     clock.advance(5)
     d3 = _daemon(home, clock, InlineExecutor())

@@ -73,7 +73,7 @@ def _work_of_one_fire(home: Path, n: int, monkeypatch) -> tuple[int, int, int, i
     due = sum(1 for i in range(n) if i % 720 == 0)
     with counting(d, monkeypatch) as fire:
         d.turn()
-        d._drain_inbox()
+        d.collect()
     return idle.next_fire + idle.writes, fire.next_fire // due, fire.writes // due, len(d.heap)
 
 

@@ -1,0 +1,41 @@
+"""The daemon's memory after (re)loading the jobs: collected, frozen, given back (docs/BENCHMARKS.md)."""
+
+from __future__ import annotations
+
+import gc
+
+__all__ = ["settle", "settle_memory", "trim_memory"]
+
+
+def settle(whole_process: bool) -> None:
+    """``settle_memory`` for a daemon that owns its process; only ``trim_memory`` for one embedded
+    in another program (tests): collecting and freezing are whole-process acts."""
+    if whole_process:
+        settle_memory()
+    else:
+        trim_memory()
+
+
+def settle_memory() -> None:
+    """After (re)loading the jobs: collect, freeze what is left, give freed memory back.
+
+    The jobs and the plan live as long as the daemon; frozen, the garbage
+    collector never walks them again. Without it, a full collection (133 ms
+    measured with 100,000 jobs) lands at a moment the allocations of a burst
+    happen to trigger, and whatever is due then waits for it. A reload
+    unfreezes first, so the jobs it replaced can be collected.
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+    trim_memory()
+
+
+def trim_memory() -> None:
+    """Give the memory a big parse freed back to the system (glibc keeps it otherwise)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass

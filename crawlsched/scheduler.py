@@ -1,0 +1,320 @@
+"""The scheduler, driven by calls: what is due, handing it to the executor, and what follows.
+
+``Scheduler`` holds the plan (the heap of next fires and pending retries, one
+entry per job: a turn costs nothing that grows with the number of jobs), the
+chains in progress (``crawlsched.chains``) and the executor
+(``crawlsched.executor``): ``fire_due(now)`` hands every due attempt out as an
+``AttemptSpec``, ``collect()`` takes the ``AttemptOutcome``\\ s back, ``_apply``
+re-plans what a new job file changed, ``take_requests`` fires run-now
+requests. It has no lock, signals, wait or duties and never reads the clock
+on its own schedule: ``crawlsched.daemon.Daemon`` runs it as a process's loop.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+from collections import deque
+from pathlib import Path
+from typing import Any, Callable
+
+from crawlsched import catchup, recovery, timing
+from crawlsched.chains import Chain, Chains, Next
+from crawlsched.duties import HEARTBEAT_SLACK
+from crawlsched.executor import AttemptSpec, Executor
+from crawlsched.local_executor import LocalExecutor
+from crawlsched.model import Job, JobFile, RunStatus
+from crawlsched.plan import Entry, EntryKind, Planner
+from crawlsched.runner import AttemptRunner
+from crawlsched.state import CLAIM_DAEMON, DaemonInfo, State
+from crawlsched.store import JobStore
+
+__all__ = ["FIRE", "RETRY", "Scheduler"]
+
+FIRE, RETRY = EntryKind.FIRE, EntryKind.RETRY
+
+
+class Scheduler:
+    """The jobs of one home, their plan and chains, and the executor their attempts go to."""
+
+    def __init__(self, store: JobStore, state: State, home: Path, log: logging.Logger, *,
+                 clock: Callable[[], float], monotonic: Callable[[], float], executor: Executor | None,
+                 environ: dict[str, str] | None, wake: Callable[[], None]) -> None:
+        self.store, self.state, self.home, self.log = store, state, Path(home), log
+        self.clock, self.monotonic = clock, monotonic
+        self.pid = os.getpid()
+        self.runner = AttemptRunner(state, home, log, clock=clock, environ=environ, claim=CLAIM_DAEMON)
+        self.chains = Chains(state, home, log, self.runner.owner)
+        self._wake = wake  # what the executor calls when an outcome is ready
+        self._executor = executor
+        self._pool_size = 0  # the size of the scheduler's own pool (0 while the executor is an injected one)
+        self._executor_started = False
+        self.planner = Planner()  # jobs, next fires, anchors, catch-up backlogs and the heap (pure: crawlsched.plan)
+        self.defaults = None
+        self.started = False
+        self.fired = 0
+        # Every fire due at or before this instant was handed out (or accounted for at start):
+        # the ``now`` of the last ``fire_due``. A stop records it as ``handled_until``, so the
+        # fires that come due while running attempts get their grace period count as downtime.
+        self.fired_until: float | None = None
+
+    @property
+    def executor(self) -> Executor:
+        """The injected executor, or the daemon's warm pool of max_concurrent threads (resized when that changes)."""
+        size = self.defaults.max_concurrent if self.defaults else 8
+        if self._executor is None:
+            self._executor = LocalExecutor(size)
+            self._pool_size = size
+        elif self._pool_size and size != self._pool_size:
+            self._executor.resize(size)  # running attempts finish; the pool has `size` workers from now on
+            self._pool_size = size
+        if not self._executor_started:
+            self._executor_started = True
+            self._executor.start(self.runner, self._wake)
+        return self._executor
+
+    def _apply(self, jobfile: JobFile, now: float, previous: DaemonInfo | None = None) -> None:
+        """Diff the new jobs against the running ones and re-plan only what changed (``Planner.apply``)."""
+        first = not self.started
+        seen = recovery.seen_jobs(self.state)
+        change = self.planner.apply(jobfile.jobs, jobfile.defaults.paused, seen, now)
+        # The scheduler's own switch ([defaults] paused, the legacy stop/start): flipping it
+        # re-plans every job, as if each had been paused or resumed on its own.
+        self.defaults = jobfile.defaults
+        if change.switched or (first and jobfile.defaults.paused):
+            self.log.info("scheduler stopped ([defaults] paused = true): no job fires until it is started again"
+                          if jobfile.defaults.paused else "scheduler started ([defaults] paused removed)")
+        for job_id in change.removed:
+            self._drop_retry(job_id, "removed from the job file")
+        if change.unseen:
+            self.state.mark_seen_many(change.unseen)
+        rowed = recovery.rows_after(self.state, previous) if first else {}
+        last_run = recovery.last_run(previous) if first else None
+        if first:
+            self._recover(now)
+        for job in change.changed:
+            chain = self.chains.get(job.id)
+            if chain is not None and chain.retry_due is not None and chain.attempt > job.max_attempts:
+                self._drop_retry(job.id, f"now has at most {job.max_attempts} attempt(s)")
+            if not self.planner.may_fire(job):
+                self._drop_retry(job.id, "paused" if job.paused else "paused with the scheduler")
+                continue
+            if last_run is not None:
+                self._catch_up(job, now, last_run, seen.get(job.id), rowed.get(job.id))
+            self._plan(job, now)
+
+    # The planner's tables, as the loop, the web API and tests read them (``Planner`` owns them).
+
+    @property
+    def jobs(self) -> dict[str, Job]:
+        return self.planner.jobs
+
+    @property
+    def heap(self) -> list[Entry]:
+        return self.planner.heap
+
+    @property
+    def planned(self) -> dict[str, float]:
+        return self.planner.planned
+
+    @property
+    def gen(self) -> dict[str, int]:
+        return self.planner.gen
+
+    @property
+    def anchors(self) -> dict[str, float]:
+        return self.planner.anchors
+
+    @property
+    def last_fire(self) -> dict[str, float]:
+        return self.planner.last_fire
+
+    @property
+    def backlog(self) -> dict[str, deque[tuple[float, str]]]:
+        return self.planner.backlog
+
+    @property
+    def scheduler_paused(self) -> bool:
+        """``[defaults] paused``: no scheduled fire, no catch-up, no retry; a run-now still runs."""
+        return bool(self.defaults is not None and self.defaults.paused)
+
+    def _drop_retry(self, job_id: str, why: str) -> None:
+        """No further attempts: a running one finishes and is recorded; a pending retry is cancelled."""
+        self.chains.drop_retry(job_id, why)
+
+    def _plan(self, job: Job, now: float) -> None:
+        """Push the job's next fire after now (and after its last fire: never the same instant twice)."""
+        self.planner.plan(job, now)
+
+    def _recover(self, now: float) -> None:
+        """Account for what a dead daemon left: running rows and pending retries."""
+        recovery.settle_stale_runs(self.state, self.jobs, self.home, self.pid, now, self.log)
+        resumed = recovery.retries_to_resume(self.state, self.jobs, self.anchors, now, self.log, self.home)
+        for retry in resumed:
+            chain = self.chains.resume(retry.job_id, retry.scheduled_for, retry.trigger, retry.next_attempt, retry.due_at)
+            self.planner.push_retry(retry.job_id, chain.token, retry.due_at)
+        # A chain waiting for its retry is ours: `crawlsched run` refuses it meanwhile. One held by a
+        # live `run` (started while no daemon was up) is checked again when the retry is due.
+        self.state.claim_chains([r.job_id for r in resumed], self.runner.owner, now)
+
+    def _catch_up(self, job: Job, now: float, previous: catchup.LastRun, seen: catchup.Seen | None,
+                  rowed: catchup.Rowed | None = None) -> None:
+        """Fires missed while the daemon was down: recorded as missed; the catch-up policy runs some."""
+        if job.id in self.chains:
+            return
+        plan = catchup.catch_up(job, now, previous, seen, self.planner.anchors.get(job.id), heartbeat_slack=HEARTBEAT_SLACK,
+                                rowed=rowed)
+        if plan is None:
+            return
+        for missed in plan.extra_missed:
+            recovery.record_missed(self.state, self.log, missed, now)
+        if plan.missed is not None:
+            recovery.record_missed(self.state, self.log, plan.missed, now)
+        if self.planner.caught_up(job.id, plan):
+            self._next_from_backlog(job.id)
+
+    def _next_from_backlog(self, job_id: str) -> None:
+        following = self.planner.next_from_backlog(job_id)
+        if following is not None:
+            self.fire(*following)
+
+    def _clean_top(self) -> None:
+        self.planner.clean_top(self.chains)
+
+    def _current(self, entry: Entry) -> bool:
+        return self.planner.current(entry, self.chains)
+
+    def fire_due(self, now: float) -> int:
+        """Fire every entry due at ``now``. Attempts are submitted first, next fires planned after."""
+        self.fired_until = now if self.fired_until is None else max(self.fired_until, now)
+        planner = self.planner
+        due = planner.pop_due(now, self.chains)
+        replan: list[Job] = []
+        burst = len(due) > 1
+        collecting = burst and gc.isenabled()
+        if collecting:
+            gc.disable()  # no collection while a burst is handed out (the allocations would trigger some)
+        try:
+            if burst:
+                self.executor.begin_burst()  # its attempts start together (local_executor.Burst)
+            # The entries are off the heap: one that fails is logged and the others still fire
+            # and get their next fire planned (a failing entry is not retried in a tight loop).
+            for scheduled, _, kind, job_id, _token in due:
+                job = self.jobs.get(job_id)
+                try:
+                    if job is None:
+                        continue
+                    if kind is RETRY:
+                        chain = self.chains[job_id]
+                        chain.retry_due = None
+                        self._submit(job, chain)
+                        continue
+                    planner.take(job_id)
+                    replan.append(job)
+                    scheduled = self._coalesce(job, scheduled, now)
+                    planner.fired(job_id, scheduled)
+                    self.fire(job, scheduled, "schedule")
+                except Exception:
+                    self.log.exception("job %s: its %s failed inside crawlsched", job_id, "retry" if kind is RETRY else "fire")
+                    chain = self.chains.get(job_id)
+                    if chain is not None and not chain.handed and chain.retry_due is None:
+                        self.chains.end(job_id)  # never handed over: a later fire starts a new chain
+        finally:
+            if burst:
+                self.executor.end_burst()
+            if collecting:
+                gc.enable()
+        for job in replan:
+            try:
+                planner.plan(job, now)
+            except Exception:
+                self.log.exception("job %s: planning its next fire failed", job.id)
+        if due:
+            self.fired += len(due)
+        return len(due)
+
+    def _coalesce(self, job: Job, scheduled: float, now: float) -> float:
+        """Woken late (suspend, clock jump): run the newest due fire once; the older ones are missed."""
+        if now - scheduled < 1.0:
+            return scheduled  # fires are at least 1 s apart: nothing else can be due yet
+        newest, missed = catchup.coalesce(job, scheduled, now, self.planner.anchors.get(job.id))
+        if missed is not None:
+            recovery.record_missed(self.state, self.log, missed, now)
+        return newest
+
+    def fire(self, job: Job, scheduled_for: float, trigger: str) -> bool:
+        """Start a run of ``job``, unless one is still going: then the fire is recorded as skipped."""
+        chain = self.chains.get(job.id)
+        if chain is not None:
+            reason = "a retry is pending" if chain.retry_due is not None else "the previous run is still running"
+            self.state.record_not_run(job.id, scheduled_for, RunStatus.SKIPPED.value,
+                                      f"skipped: {reason} (runs of one job never overlap)", now=self.clock())
+            self.log.warning("job %s: fire for %s skipped: %s", job.id,
+                             timing.format_local(timing.from_epoch(scheduled_for), job.timezone), reason)
+            return False
+        self._submit(job, self.chains.begin(job.id, scheduled_for, trigger))
+        return True
+
+    def _submit(self, job: Job, chain: Chain) -> None:
+        """Hand the chain's next attempt to the executor, as data; its outcome comes back through ``collect``."""
+        self.executor.submit(
+            AttemptSpec(job.id, chain.scheduled_for, chain.attempt, job.max_attempts, chain.trigger, job,
+                        self.anchors.get(job.id)))
+        chain.handed = True
+
+    def collect(self, rearm: bool = True) -> None:
+        """Take the outcomes the executor has: re-arm a retry, or end the chain (and fire the next catch-up)."""
+        if self._executor is None:
+            return
+        for outcome in self._executor.results():
+            decision, chain = self.chains.follow(outcome, self._wants_attempt, rearm)
+            if decision is Next.RETRY:
+                self.planner.push_retry(outcome.job_id, chain.token, chain.retry_due)
+            elif rearm and decision in (Next.END, Next.VOID):
+                self._next_from_backlog(outcome.job_id)
+
+    def _wanted(self, job_id: str) -> bool:
+        """The job is still planned: in the job file, not paused, the scheduler not paused."""
+        job = self.jobs.get(job_id)
+        return job is not None and not job.paused and not self.scheduler_paused
+
+    def _wants_attempt(self, job_id: str, attempt: int) -> bool:
+        job = self.jobs.get(job_id)
+        return self._wanted(job_id) and job is not None and attempt <= job.max_attempts
+
+    def _restore_after_replace(self) -> None:
+        """A corrupt file was replaced by a fresh one: write back what the loop knows, so a
+        restart still catches up this daemon's jobs and resumes its pending retries."""
+        now = self.clock()
+        self.state.restore_seen([(j, now, self.anchors.get(j), self.last_fire.get(j)) for j in self.jobs])
+        retries = self.chains.restore_retries(self.jobs)
+        self.log.info("state database replaced: %d jobs and %d pending retries written to the fresh one", len(self.jobs),
+                      retries)
+
+    def take_requests(self) -> None:
+        """Run-now requests left by the CLI or the web API: each fires its job now (trigger ``manual``)."""
+        now = self.clock()
+        for _, job_id, _ in self.state.take_requests(now):
+            job = self.jobs.get(job_id)
+            if job is None:
+                self.log.warning("run-now: no job %s", job_id)
+                continue
+            self.log.info("run-now: firing job %s", job_id)
+            self.fire(job, round(now, 3), "manual")
+
+    def handled_until(self, now: float) -> float:
+        """Fires due after the last ``fire_due`` were not handed out (a stop's grace period, a
+        turn still to come), nor those still waiting for a worker: the next start must treat
+        them as downtime."""
+        until = now if self.fired_until is None else min(now, self.fired_until)
+        # A catch-up backlog's fires (``catch_up = "all"``) have no row until their turn comes.
+        waiting = self.planner.backlog_times()
+        unstarted = self._executor.unstarted() if self._executor is not None else ()
+        return self.chains.handled_until(min([until, *waiting]), unstarted)
+
+    def next_info(self) -> dict[str, Any]:
+        self._clean_top()
+        if not self.heap:
+            return {"next_job": None, "next_due": None}
+        return {"next_job": self.heap[0][3], "next_due": self.heap[0][0]}
