@@ -308,15 +308,3 @@ def sort_jobs(jobs: list[Mapping[str, Any]], key: str) -> list[Mapping[str, Any]
 
         return sorted(jobs, key=soonest)
     raise ValueError(f"sort: {key!r} is not one of {', '.join(SORT_KEYS)}")
-
-
-# The tables moved to crawlsched.tables; their old names here still answer.
-_MOVED = frozenset(('STATUS_STYLE', 'jobs_table', 'runs_table', 'job_details', 'status_text', 'status_lines', 'cut_line', 'period', 'retries'))
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        from crawlsched import tables
-
-        return getattr(tables, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

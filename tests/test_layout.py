@@ -9,7 +9,7 @@ import pytest
 from rich.console import Console
 
 from crawlsched.layout import Column, Step, cut, fit, relative
-from crawlsched.render import jobs_table, status_text
+from crawlsched.tables import jobs_table, status_text
 
 NOW = datetime(2026, 12, 1, 2, 5, tzinfo=timezone.utc)
 

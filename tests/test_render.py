@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 import pytest
 from rich.console import Console
 
-from crawlsched import render
+from crawlsched import render, tables
 from crawlsched.validate import build_defaults, build_job
 from crawlsched.state import JobState, Retry, Run
 
@@ -79,9 +79,9 @@ def test_a_retrying_job_dict_says_when_and_which_attempt_comes_next():
     d = render.job_dict(job(), JobState("daily", last_attempt=run("failed", message="HTTP 503"), retry=retry), NOW)
     assert (d["status"], d["attempt"], d["next_retry_iso"], d["last_message"]) == (
         "retrying", 2, "2025-11-08T08:04:00+00:00", "HTTP 503")
-    assert render.status_text(d, NOW) == "retrying 2/4 in 4m"
+    assert tables.status_text(d, NOW) == "retrying 2/4 in 4m"
     late = render.job_dict(job(), JobState("daily", retry=Retry("daily", T, 2, 4, T - 300, "schedule")), NOW)
-    assert render.status_text(late, NOW) == "retrying 2/4 due 5m ago"
+    assert tables.status_text(late, NOW) == "retrying 2/4 due 5m ago"
 
 
 def test_a_run_dict_is_in_the_jobs_zone_and_shows_missed_fields_only_for_missed_fires():
@@ -131,40 +131,3 @@ def test_an_unknown_sort_key_is_refused_naming_the_allowed_ones():
 
 
 # --- tables for people --------------------------------------------------------------------------------
-
-
-def test_the_jobs_table_keeps_name_status_next_and_last_when_narrow():
-    jobs = [render.job_dict(job(), JobState("daily", last_attempt=run("failed", message="HTTP 503 " * 10)), NOW)]
-    wide = text(render.jobs_table(jobs, now=NOW, width=200, plain=True, machine_tz="UTC"), 200)
-    assert "Crawl Pagi (daily)" in wide and "failed" in wide and "in 1h" in wide and "HTTP 503" in wide
-    narrow = text(render.jobs_table(jobs, now=NOW, width=40, plain=True, machine_tz="UTC"), 40)
-    assert all(len(line) <= 40 for line in narrow.splitlines())
-    assert "failed" in narrow and "in 1h" in narrow and "1h ago" in narrow and "HTTP" not in narrow
-    assert "Crawl Pagi" in narrow or "daily" in narrow
-
-
-def test_an_empty_jobs_table_says_how_to_add_one():
-    assert "crawlsched add" in text(render.jobs_table([], now=NOW, plain=True, machine_tz="UTC"))
-
-
-def test_the_runs_table_shows_attempts_and_a_dash_for_fires_that_did_not_run():
-    runs = [render.run_dict(run("skipped", attempt=0, message="still running")), render.run_dict(run("failed"))]
-    out = text(render.runs_table(runs, now=NOW, plain=True, machine_tz="UTC"))
-    lines = [line for line in out.splitlines() if "daily" in line]
-    assert "-" in lines[0].split() and "skipped" in lines[0] and "1/4" in lines[1] and "failed" in lines[1]
-    alone = text(render.runs_table(runs, now=NOW, plain=True, show_job=False, machine_tz="UTC"))
-    assert "daily" not in alone
-
-
-def test_show_lists_header_names_with_values_hidden():
-    d = render.job_dict(job(headers={"Authorization": "Bearer s3cret"}), None, NOW)
-    out = text(render.job_details(d, now=NOW, plain=True, machine_tz="UTC"))
-    assert "Authorization (values hidden)" in out and "s3cret" not in out
-    assert "09:05 (UTC, this machine)" in out and "3 × 300s" in out
-
-
-def test_status_lines_for_a_stopped_daemon_and_a_broken_file():
-    lines = render.status_lines({"running": False, "next_job": None, "config_ok": False,
-                                 "config_error": "jobs.toml:3: bad", "jobs_file": "/x/jobs.toml"})
-    assert lines == ["daemon: not running", "next: nothing scheduled", "config: ERROR jobs.toml:3: bad",
-                     "jobs file: /x/jobs.toml"]
