@@ -59,8 +59,10 @@ class RunStatus(str, enum.Enum):
     INTERRUPTED = "interrupted"  #: the process running it stopped before it ended
 
 
-class Trigger(str, enum.Enum):
-    """What started a run (its first attempt); stored by value in the history (SPEC §5)."""
+class Trigger(enum.StrEnum):
+    """What started a run (its first attempt); stored by value in the history (SPEC §5).
+
+    A ``StrEnum``: it formats as its value, so it can name a run's folder (``…-manual``)."""
 
     SCHEDULE = "schedule"  #: the job's own schedule
     CATCH_UP = "catch_up"  #: a fire missed while the daemon was down, run on start (``catch_up = "all"``)

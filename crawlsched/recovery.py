@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 from crawlsched import logs, procs, timing
 from crawlsched.catchup import CATCH_UP_ALL_LIMIT, CATCH_UP_WINDOW, CatchUpPlan, LastRun, Missed, Rowed, Seen
-from crawlsched.model import Job, RunStatus
+from crawlsched.model import Job, RunStatus, Trigger
 from crawlsched.runner import end_run, run_dir
 from crawlsched.state import CLAIM_DAEMON, AttemptKey, DaemonInfo, Owner, Retry, State
 
@@ -83,7 +83,7 @@ def retries_to_resume(state: State, jobs: Mapping[str, Job], anchors: Mapping[st
                                    f"{retry.max_attempts}) waited; the retry is cancelled")
             continue
         superseded = timing.next_fire(job, timing.from_epoch(retry.scheduled_for), timing.from_epoch(anchors.get(job.id)))
-        if retry.trigger != "manual" and superseded is not None and superseded.timestamp() <= now:
+        if retry.trigger != Trigger.MANUAL and superseded is not None and superseded.timestamp() <= now:
             state.clear_retry(job.id)
             _note_next_run_due(state, retry)
             if home is not None:

@@ -24,7 +24,7 @@ from crawlsched.chains import next_retry
 from crawlsched.crawl.runs import UNSCHEDULED_TRIGGERS, end_run, run_dir, run_log, run_name  # noqa: F401 - re-exported
 from crawlsched.errors import ChainBusy
 from crawlsched.executor import AttemptOutcome, AttemptSpec, OutcomeKind
-from crawlsched.model import Job, RunStatus
+from crawlsched.model import Job, RunStatus, Trigger
 from crawlsched.state import CLAIM_DAEMON, AttemptKey, Owner, Retry, State, StorageUnavailable
 
 
@@ -149,7 +149,7 @@ class AttemptRunner:
             self.log.exception("could not record the interrupted attempt of job %s", job.id)
 
     def _execute(self, job: Job, scheduled_for: float, attempt: int, cancel: threading.Event | None,
-                 trigger: str = "schedule", key: AttemptKey | None = None):
+                 trigger: str = Trigger.SCHEDULE, key: AttemptKey | None = None):
         from crawlsched import crawl
 
         environ = os.environ if self.environ is None else self.environ
@@ -226,7 +226,7 @@ class AttemptRunner:
         self._prune(job)
         return AttemptOutcome(job.id, scheduled_for, attempt, OutcomeKind.RAN, RunStatus.FAILED, message)
 
-    def on_failure(self, job: Job, scheduled_for: float, attempt: int, message: str, trigger: str = "schedule") -> None:
+    def on_failure(self, job: Job, scheduled_for: float, attempt: int, message: str, trigger: str = Trigger.SCHEDULE) -> None:
         """Run the job's ``on_failure`` command once after the final failed attempt (no shell)."""
         if not job.on_failure:
             return

@@ -24,7 +24,7 @@ from crawlsched.chains import Chain, Chains, Next
 from crawlsched.duties import HEARTBEAT_SLACK
 from crawlsched.executor import AttemptSpec, Executor
 from crawlsched.local_executor import LocalExecutor
-from crawlsched.model import Job, JobFile, RunStatus
+from crawlsched.model import Job, JobFile, RunStatus, Trigger
 from crawlsched.plan import Entry, EntryKind, Planner
 from crawlsched.runner import AttemptRunner
 from crawlsched.state import CLAIM_DAEMON, DaemonInfo, State
@@ -214,7 +214,7 @@ class Scheduler:
                     replan.append(job)
                     scheduled = self._coalesce(job, scheduled, now)
                     planner.fired(job_id, scheduled)
-                    self.fire(job, scheduled, "schedule")
+                    self.fire(job, scheduled, Trigger.SCHEDULE)
                 except Exception:
                     self.log.exception("job %s: its %s failed inside crawlsched", job_id, "retry" if kind is RETRY else "fire")
                     chain = self.chains.get(job_id)
@@ -301,7 +301,7 @@ class Scheduler:
                 self.log.warning("run-now: no job %s", job_id)
                 continue
             self.log.info("run-now: firing job %s", job_id)
-            self.fire(job, round(now, 3), "manual")
+            self.fire(job, round(now, 3), Trigger.MANUAL)
 
     def handled_until(self, now: float) -> float:
         """Fires due after the last ``fire_due`` were not handed out (a stop's grace period, a

@@ -67,3 +67,11 @@ def test_a_job_built_at_a_fixed_instant_keeps_its_created_at():
 
 def test_max_seconds_is_ten_years():
     assert MAX_SECONDS == 10 * 365 * 86400
+
+
+def test_a_trigger_formats_as_its_value_so_it_names_a_manual_runs_folder():
+    from crawlsched.crawl.runs import run_name
+    from crawlsched.model import Trigger
+
+    assert f"{Trigger.MANUAL}" == "manual" and str(Trigger.CATCH_UP) == "catch_up"
+    assert run_name(1762567500.123, Trigger.MANUAL) == run_name(1762567500.123, "manual") == "20251108T020500_123Z-manual"

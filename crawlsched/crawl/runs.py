@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from crawlsched import timing
+from crawlsched.model import Trigger
 from crawlsched.crawl.bodies import remove_partial_bodies
 
 if TYPE_CHECKING:
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 
 #: Triggers whose time is not a schedule's: their run folder / log name carries the
 #: trigger (``20251108T020500_123Z-manual``), so they never share one with a scheduled fire.
-UNSCHEDULED_TRIGGERS = ("manual", "run")
+UNSCHEDULED_TRIGGERS = (Trigger.MANUAL, Trigger.RUN)
 STAMP_RE = re.compile(r"^\d{8}T\d{6}(?:_\d{3})?Z")
 #: What follows a run's key in a run-log name: ``-a2.log``, ``-a3-on_failure.log``.
 ATTEMPT_SUFFIX_RE = re.compile(r"-a\d+(?:-on_failure)?$")
@@ -45,23 +46,23 @@ def run_stamp(scheduled_for: datetime) -> str:
     return utc.strftime("%Y%m%dT%H%M%SZ")
 
 
-def run_name(scheduled_for: float, trigger: str = "schedule") -> str:
+def run_name(scheduled_for: float, trigger: str = Trigger.SCHEDULE) -> str:
     """The one place a run's name is built: its stamp, plus the trigger when it is not a schedule's."""
     stamp = run_stamp(timing.from_epoch(scheduled_for))
     return f"{stamp}-{trigger}" if trigger in UNSCHEDULED_TRIGGERS else stamp
 
 
-def run_dir(home: Path, job: Job, scheduled_for: float, trigger: str = "schedule") -> Path:
+def run_dir(home: Path, job: Job, scheduled_for: float, trigger: str = Trigger.SCHEDULE) -> Path:
     """``data/<job>/<run name>``; pass the run's trigger (recovery: ``run.trigger``) to find a manual run's."""
     return home / "data" / job.id / run_name(scheduled_for, trigger)
 
 
-def run_log(home: Path, job: Job, scheduled_for: float, attempt: int, trigger: str = "schedule") -> Path:
+def run_log(home: Path, job: Job, scheduled_for: float, attempt: int, trigger: str = Trigger.SCHEDULE) -> Path:
     """``logs/runs/<job>/<run name>-a<attempt>.log``: one command attempt's output."""
     return home / "logs" / "runs" / job.id / f"{run_name(scheduled_for, trigger)}-a{attempt}.log"
 
 
-def end_run(home: Path, job_id: str, scheduled_for: float, trigger: str = "schedule") -> None:
+def end_run(home: Path, job_id: str, scheduled_for: float, trigger: str = Trigger.SCHEDULE) -> None:
     """A run's chain ended (whatever ended it): its half-written bodies go (:func:`remove_partial_bodies`)."""
     remove_partial_bodies(home / "data" / job_id / run_name(scheduled_for, trigger))
 

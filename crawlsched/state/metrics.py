@@ -11,6 +11,8 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
+from crawlsched.model import Trigger
+
 DURATION_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 LATENESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 HISTOGRAMS = {"attempt_duration": DURATION_BUCKETS, "fire_lateness": LATENESS_BUCKETS}
@@ -47,7 +49,7 @@ def count_finished(c: sqlite3.Connection, run_id: int, status: str, finished_at:
     if row["started_at"] is None:
         return
     observe(c, "attempt_duration", max(finished_at - row["started_at"], 0.0))
-    if row["attempt"] == 1 and row["trigger"] == "schedule":
+    if row["attempt"] == 1 and row["trigger"] == Trigger.SCHEDULE:
         observe(c, "fire_lateness", max(row["started_at"] - row["scheduled_for"], 0.0))
 
 
