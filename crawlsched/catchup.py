@@ -152,7 +152,15 @@ def with_holes(job: Job, holes: list[float], plan: CatchUpPlan | None, anchor_dt
     newest = max(holes[-1], plan.newest if plan else holes[-1])
     if job.catch_up is CatchUp.ALL:
         runs = (holes + (plan.runs if plan else []))[-CATCH_UP_ALL_LIMIT:]
-        return CatchUpPlan(newest, runs, plan.missed if plan else None, extra_missed=())
+        dropped = [t for t in holes if t < runs[0]]  # the oldest holes, past the limit: missed, never lost
+        extra = _missed_stretches(job, dropped, anchor_dt) if dropped else ()
+        return CatchUpPlan(newest, runs, plan.missed if plan else None, extra_missed=extra)
+    return CatchUpPlan(newest, plan.runs if plan else [], plan.missed if plan else None,
+                       extra_missed=_missed_stretches(job, holes, anchor_dt))
+
+
+def _missed_stretches(job: Job, holes: list[float], anchor_dt: datetime | None) -> tuple[Missed, ...]:
+    """One missed row per stretch of consecutive fires that waited for a worker."""
     groups: list[list[float]] = []
     for t in holes:
         prev = timing.prev_fire(job, timing.from_epoch(t) - _TINY, anchor_dt)
@@ -160,12 +168,11 @@ def with_holes(job: Job, holes: list[float], plan: CatchUpPlan | None, anchor_dt
             groups[-1].append(t)
         else:
             groups.append([t])
-    extra = tuple(
+    return tuple(
         Missed(job.id, len(g), g[0], g[-1],
                f"missed {len(g)} fire{'s' if len(g) != 1 else ''} ({_local(job, g[0])} to {_local(job, g[-1])}):"
                " it waited for a worker when the daemon stopped")
         for g in groups)
-    return CatchUpPlan(newest, plan.runs if plan else [], plan.missed if plan else None, extra_missed=extra)
 
 
 def coalesce(job: Job, scheduled: float, now: float, anchor: float | None) -> tuple[float, Missed | None]:

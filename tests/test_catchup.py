@@ -204,3 +204,13 @@ def test_rowed_holds_instants_and_ranges():
     rowed = Rowed(frozenset({5.0}), ((10.0, 20.0),))
     assert rowed.holds(5.0) and rowed.holds(10.0) and rowed.holds(20.0) and not rowed.holds(21.0)
     assert rowed.newest() == 20.0 and Rowed().newest() is None
+
+
+def test_with_catch_up_all_holes_beyond_the_newest_100_are_recorded_missed_not_dropped():
+    j = job(every="5m", catch_up="all")
+    rowed = Rowed(frozenset({T0 + 1200}))  # T0 + 300, 600 and 900 waited for a worker and never got a row
+    now = T0 + 1200 + 150 * 300  # then 150 fires of downtime: the newest 100 run, the rest are missed
+    plan = catchup.catch_up(j, now, LastRun(handled_until=T0 + 60), Seen(T0, T0, T0), T0,
+                            heartbeat_slack=SLACK, rowed=rowed)
+    assert len(plan.runs) == CATCH_UP_ALL_LIMIT
+    assert [(m.count, m.first, m.last) for m in plan.extra_missed] == [(3, T0 + 300, T0 + 900)]
