@@ -1,39 +1,17 @@
-"""What a person and a program see (crawlsched/render.py): job and run dicts, status, and tables.
+"""What a person and a program see (crawlsched/render.py): job and run dicts, status, sort orders.
 
 Pure functions of a job, its history and ``now``: no files, no database, no clock.
 """
 
 from __future__ import annotations
 
-import io
-from datetime import datetime, timezone
-
 import pytest
-from rich.console import Console
 
 from crawlsched import render, tables
-from crawlsched.validate import build_defaults, build_job
-from crawlsched.state import JobState, Retry, Run
+from crawlsched.validate import build_defaults
+from crawlsched.state import JobState, Retry
+from helpers.records import NOW, T, job, run
 
-NOW = datetime(2025, 11, 8, 8, 0, tzinfo=timezone.utc)
-T = NOW.timestamp()
-DEFAULTS = build_defaults({"timezone": "UTC", "url": "https://example.com/"})
-
-
-def job(**fields):
-    table = {"id": "daily", "name": "Crawl Pagi", "at": "09:05", **fields}
-    return build_job({k: v for k, v in table.items() if v is not None}, DEFAULTS)
-
-
-def run(status="success", attempt=1, *, at=T - 3600, **fields) -> Run:
-    return Run(id=1, job_id="daily", scheduled_for=at, attempt=attempt, max_attempts=4, trigger="schedule",
-               status=status, started_at=at if attempt else None, finished_at=at + 2 if attempt else None, **fields)
-
-
-def text(table, width: int = 200) -> str:
-    out = io.StringIO()
-    Console(file=out, width=width, color_system=None, legacy_windows=False).print(table)
-    return out.getvalue()
 
 
 # --- a job's status (SPEC §5: the first that applies wins) ---------------------------------------

@@ -2,35 +2,11 @@
 
 from __future__ import annotations
 
-import io
-from datetime import datetime, timezone
 
-import pytest
-from rich.console import Console
 
 from crawlsched import render, tables
-from crawlsched.validate import build_defaults, build_job
-from crawlsched.state import JobState, Retry, Run
-
-NOW = datetime(2025, 11, 8, 8, 0, tzinfo=timezone.utc)
-T = NOW.timestamp()
-DEFAULTS = build_defaults({"timezone": "UTC", "url": "https://example.com/"})
-
-
-def job(**fields):
-    table = {"id": "daily", "name": "Crawl Pagi", "at": "09:05", **fields}
-    return build_job({k: v for k, v in table.items() if v is not None}, DEFAULTS)
-
-
-def run(status="success", attempt=1, *, at=T - 3600, **fields) -> Run:
-    return Run(id=1, job_id="daily", scheduled_for=at, attempt=attempt, max_attempts=4, trigger="schedule",
-               status=status, started_at=at if attempt else None, finished_at=at + 2 if attempt else None, **fields)
-
-
-def text(table, width: int = 200) -> str:
-    out = io.StringIO()
-    Console(file=out, width=width, color_system=None, legacy_windows=False).print(table)
-    return out.getvalue()
+from crawlsched.state import JobState
+from helpers.records import NOW, job, run, text
 
 
 def test_the_jobs_table_keeps_name_status_next_and_last_when_narrow():
