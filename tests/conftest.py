@@ -94,3 +94,15 @@ def cli(tmp_home: Home) -> Callable[..., Result]:
         return Result(result.exit_code, result.stdout, result.stderr)
 
     return invoke
+
+
+@pytest.fixture
+def logger(tmp_path: Path):
+    """crawlsched's logger writing its daily file under ``tmp_path`` (no stderr), closed after."""
+    from crawlsched import logs
+
+    log = logs.setup_logging(tmp_path, stderr=False)
+    yield log
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+        handler.close()

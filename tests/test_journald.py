@@ -4,13 +4,9 @@ import logging
 import os
 import re
 import sys
-from pathlib import Path
 
 from crawlsched import journald, logfile
-
-
-def lines(path: Path) -> list[str]:
-    return path.read_text(encoding="utf-8").splitlines()
+from helpers.files import lines
 
 
 def test_daemon_writes_syslog_priorities_when_stderr_is_the_journal(tmp_path):

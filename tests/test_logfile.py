@@ -4,28 +4,15 @@ import re
 import threading
 import time
 from datetime import datetime
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 import time_machine
 
 from crawlsched import logfile, logs
+from helpers.files import lines
 
 JAKARTA = ZoneInfo("Asia/Jakarta")  # UTC+7, no daylight saving
-
-
-@pytest.fixture
-def logger(tmp_path):
-    log = logs.setup_logging(tmp_path, stderr=False)
-    yield log
-    for handler in list(log.handlers):
-        log.removeHandler(handler)
-        handler.close()
-
-
-def lines(path: Path) -> list[str]:
-    return path.read_text(encoding="utf-8").splitlines()
 
 
 def test_file_name_uses_the_local_date_not_utc(logger, tmp_path):

@@ -10,21 +10,9 @@ import pytest
 import time_machine
 
 from crawlsched import logs
+from helpers.files import lines
 
 JAKARTA = ZoneInfo("Asia/Jakarta")  # UTC+7, no daylight saving
-
-
-@pytest.fixture
-def logger(tmp_path):
-    log = logs.setup_logging(tmp_path, stderr=False)
-    yield log
-    for handler in list(log.handlers):
-        log.removeHandler(handler)
-        handler.close()
-
-
-def lines(path: Path) -> list[str]:
-    return path.read_text(encoding="utf-8").splitlines()
 
 
 def test_line_format_is_the_seeds(logger, tmp_path):

@@ -1,4 +1,4 @@
-"""Folder trees, to see that a test wrote nothing where it must not."""
+"""Folder trees, to see that a test wrote nothing where it must not; a text file's lines."""
 
 from __future__ import annotations
 
@@ -16,3 +16,8 @@ def snapshot(root: Path, exclude: Path | None = None) -> set[str]:
                 continue
             out.add(str(path.relative_to(root)))
     return out
+
+
+def lines(path: Path) -> list[str]:
+    """A UTF-8 text file (a log, say) as its lines."""
+    return path.read_text(encoding="utf-8").splitlines()
