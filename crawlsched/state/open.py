@@ -24,8 +24,8 @@ from crawlsched.errors import InvalidValue, MissingVariable, StateError
 if TYPE_CHECKING:
     from crawlsched.state.protocol import StateStore
 
-__all__ = ["ENV_VAR", "SQLITE_FILE", "StateChoice", "check_executor", "choose_state", "open_state", "redact_dsn",
-           "store_for"]
+__all__ = ["ENV_VAR", "SQLITE_FILE", "StateChoice", "check_executor", "choose_state", "open_choice", "open_state",
+           "label_of", "redact_dsn", "store_for", "unreachable"]
 
 ENV_VAR = "CRAWLSCHED_STATE"
 SQLITE_FILE = "crawlsched.db"
@@ -102,7 +102,9 @@ def store_for(choice: StateChoice, environ: Mapping[str, str] | None = None) -> 
     if not choice.postgres:
         from crawlsched.state.sqlite import SqliteStore
 
-        return SqliteStore(choice.path)
+        store = SqliteStore(choice.path)
+        store.state_label = choice.label  # type: ignore[attr-defined]
+        return store
     dsn = _expanded(choice, environ)
     try:
         import importlib
@@ -114,7 +116,17 @@ def store_for(choice: StateChoice, environ: Mapping[str, str] | None = None) -> 
         raise StateError(
             f"PostgreSQL state needs {PG_MODULE} and psycopg 3 (pip install 'psycopg[binary]' psycopg-pool), "
             f"which could not be loaded ({missing} is missing); state {choice.label} from {choice.source}") from None
-    return store_class(dsn)
+    store = store_class(dsn)
+    store.state_label = choice.label  # what the API's status shows: the DSN as written, without its password
+    return store
+
+
+def label_of(store: object) -> str | None:
+    """How ``store`` is shown (``status``): the label it was opened under, else a SQLite store's path."""
+    label = getattr(store, "state_label", None)
+    if label is None and getattr(store, "path", None) is not None and not getattr(store, "dsn", None):
+        label = str(store.path)  # type: ignore[attr-defined]
+    return label
 
 
 def open_state(home: Path, defaults_state: str | None, *, daemon: bool = False,
@@ -128,16 +140,55 @@ def open_state(home: Path, defaults_state: str | None, *, daemon: bool = False,
     redacted DSN; the password and the expanded values never appear in it.
     """
     environ = os.environ if environ is None else environ
-    choice = choose_state(home, defaults_state, environ)
+    return open_choice(choose_state(home, defaults_state, environ), daemon=daemon, environ=environ)
+
+
+def open_choice(choice: StateChoice, *, daemon: bool = False, environ: Mapping[str, str] | None = None) -> StateStore:
+    """``open_state`` for a state already chosen (``choose_state``)."""
+    environ = os.environ if environ is None else environ
     store = store_for(choice, environ)
-    if daemon:
-        return store
-    if not choice.postgres:
-        return store.open()
+    if daemon or not choice.postgres:
+        return store if daemon else store.open()
     try:
         return store.open()
     except InvalidValue:
         raise
     except Exception as exc:  # psycopg's errors, a refused schema, …: one line, nothing secret in it
-        detail = scrub(" ".join(str(exc).split()), choice, environ) or type(exc).__name__
-        raise StateError(f"the state {choice.label} (from {choice.source}) cannot be opened: {detail}") from None
+        raise StateError(unreachable(choice, exc, environ)) from None
+
+
+def unreachable(choice: StateChoice, exc: BaseException, environ: Mapping[str, str] | None = None) -> str:
+    """The one-line message for a state that cannot be opened or read: redacted, scrubbed."""
+    environ = os.environ if environ is None else environ
+    detail = scrub(" ".join(str(exc).split()), choice, environ) or type(exc).__name__
+    return f"the state {choice.label} (from {choice.source}) cannot be opened: {detail}"
+
+
+class RedactingFilter:
+    """A logging filter for the daemon's handlers: a line that would carry the state's password or an
+    expanded ``${VAR}`` of its DSN carries ``***`` instead (a last guard; messages are built redacted)."""
+
+    def __init__(self, choice: StateChoice, environ: Mapping[str, str] | None = None) -> None:
+        self.choice = choice
+        self.environ = os.environ if environ is None else environ
+
+    def filter(self, record: object) -> bool:
+        import logging
+
+        assert isinstance(record, logging.LogRecord)
+        text = record.getMessage()
+        clean = scrub(text, self.choice, self.environ)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = scrub(record.exc_text, self.choice, self.environ)
+        if clean != text:
+            record.msg, record.args = clean, None
+        return True
+
+
+def guard_log(log: object, choice: StateChoice) -> None:
+    """Put a :class:`RedactingFilter` on every handler of ``log`` (a PostgreSQL state only)."""
+    if choice.postgres:
+        for handler in getattr(log, "handlers", []):
+            handler.addFilter(RedactingFilter(choice))
