@@ -993,3 +993,15 @@ def test_a_daemons_log_lines_never_carry_the_states_password(tmp_path):
         del os.environ["PGPASS"]
     assert lines and all(SECRET not in line for line in lines)
     assert "cannot connect to postgresql://u@db/x" in lines[0]
+
+
+def test_a_bad_crawlsched_state_is_refused_naming_the_variable(cli, tmp_home, monkeypatch):
+    add(cli, "News")
+    monkeypatch.setenv("CRAWLSCHED_STATE", f"mysql://crawlsched:{SECRET}@db/x")
+    listed = cli("list")
+    assert listed.exit_code == 2 and listed.stderr.startswith("crawlsched: error: $CRAWLSCHED_STATE: ")
+    status = cli("status", "--json")
+    assert status.exit_code == 3
+    data = status.json()
+    assert "state" not in data and data["state_error"].startswith("$CRAWLSCHED_STATE: ")
+    assert SECRET not in listed.output + status.output + cli("status").output
