@@ -1005,3 +1005,28 @@ def test_a_bad_crawlsched_state_is_refused_naming_the_variable(cli, tmp_home, mo
     data = status.json()
     assert "state" not in data and data["state_error"].startswith("$CRAWLSCHED_STATE: ")
     assert SECRET not in listed.output + status.output + cli("status").output
+
+
+def test_list_history_and_status_work_against_a_real_postgresql_state(tmp_path, request):
+    pytest.importorskip("crawlsched.state.postgres", reason="the PostgreSQL store is not in this tree")
+    try:
+        dsn = request.getfixturevalue("pg_dsn")  # tests/conftest.py: a fresh database in a throwaway cluster
+    except pytest.FixtureLookupError:
+        pytest.skip("no pg_dsn fixture in this tree")
+    from crawlsched.dsn import redact_dsn
+
+    home = tmp_path / "home"
+    home.mkdir()
+    environ = {"CRAWLSCHED_STATE": dsn}
+    added = _crawlsched(home, "add", "News", "--every", "1h", "--url", "https://example.com/", environ=environ)
+    assert added.returncode == 0, added.stderr
+    listed = _crawlsched(home, "list", "--json", environ=environ)
+    assert listed.returncode == 0, listed.stderr
+    assert [j["id"] for j in json.loads(listed.stdout)["jobs"]] == ["news"]
+    history = _crawlsched(home, "history", "--json", environ=environ)
+    assert history.returncode == 0 and json.loads(history.stdout)["runs"] == [], history.stderr
+    status = _crawlsched(home, "status", "--json", environ=environ)
+    assert status.returncode == 3, status.stderr  # no daemon up
+    data = json.loads(status.stdout)
+    assert data["state"] == redact_dsn(dsn) and "state_error" not in data, data
+    assert not (home / "crawlsched.db").exists(), "the state is PostgreSQL's, not a file in the home"
