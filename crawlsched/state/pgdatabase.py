@@ -161,6 +161,8 @@ class PgDatabase:
         with self.lock:
             if self.pool is not None:
                 return
+            # The pool warns at each failed reconnection; an outage is one episode, logged once (ours).
+            logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
             pool = ConnectionPool(
                 self.dsn, min_size=1, max_size=self.max_size, open=False, timeout=self.pool_timeout,
                 kwargs={"autocommit": True, "connect_timeout": max(1, int(self.connect_timeout)),
