@@ -1,119 +1,22 @@
 """The StateStore contract (SPEC §4, §6 at the store level), for every implementation.
 
-Each test runs against each store (ids: ``sqlite``, ``postgresql`` on a throwaway server). Owners
-here live on no host of this machine, so every store judges them by their lease
-alone. Times are fixed instants passed as ``now``; a lease is ended by ``impl.lapse``
-(its end moved into the past), so a store that judges leases by its own clock (the
-database's) passes the same tests. The few that check the caller's ``now`` against a
+Each test runs against each store (ids: ``sqlite``, ``postgresql`` on a throwaway server;
+helpers.stores). Owners here live on no host of this machine, so every store judges them by
+their lease alone. Times are fixed instants passed as ``now``; a lease is ended by
+``impl.lapse`` (its end moved into the past), so a store that judges leases by its own clock
+(the database's) passes the same tests. The few that check the caller's ``now`` against a
 lease's end run only where the store uses that clock (``impl.caller_clock``).
 """
 
 from __future__ import annotations
 
 import inspect
-import sqlite3
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable
 
 import pytest
 
 from crawlsched.errors import ChainBusy
-from crawlsched.state import (
-    AttemptKey, DaemonInfo, JobSeen, Owner, Retry, Run, Saved, SqliteStore, StateStore,
-)
-
-A = Owner("daemon", None, None, "host-a")
-B = Owner("daemon", None, None, "host-b")
-T = 1_000_000.0  # a fixed instant
-TTL = 30.0
-
-
-@dataclass
-class Impl:
-    make: Callable[[pytest.FixtureRequest, Path], StateStore]  # (the test's request, for fixtures; a temp folder)
-    drop_rows: Callable[[StateStore, str], None]  # the rows of a job vanish (a file replaced, a restore)
-    lapse: Callable[[StateStore, Owner], None]  # the owner's leases end (it froze, was cut off)
-    caller_clock: bool  # leases end by the ``now`` callers pass (not by the database's clock)
-    again: Callable[[StateStore], StateStore]  # another store on the same state (another process or host)
-
-
-def _sqlite(store: StateStore, sql: str, params: tuple) -> None:
-    with sqlite3.connect(store.path) as c:  # type: ignore[attr-defined]
-        c.execute(sql, params)
-    c.close()
-
-
-def _pg_store(request: pytest.FixtureRequest, folder: Path) -> StateStore:
-    from crawlsched.state.postgres import PostgresStore
-
-    return PostgresStore(request.getfixturevalue("pg_dsn")).open()
-
-
-def _pg(store: StateStore, sql: str, params: tuple) -> None:
-    import psycopg
-
-    with psycopg.connect(store.db.dsn, autocommit=True) as c:  # type: ignore[attr-defined]
-        c.execute(sql.replace("?", "%s"), params)
-
-
-def _pg_lapse(store: StateStore, owner: Owner) -> None:
-    """The owner's leases end a second ago by the database's clock (what judges them there)."""
-    _pg(store, "UPDATE chain_claims SET lease_until = extract(epoch from clock_timestamp()) - 1"
-        " WHERE owner_id = ? AND lease_until IS NOT NULL", (owner.id,))
-    _pg(store, "UPDATE runs SET lease_until = extract(epoch from clock_timestamp()) - 1 WHERE owner_id = ?", (owner.id,))
-
-
-IMPLEMENTATIONS = {
-    "sqlite": Impl(
-        make=lambda request, folder: SqliteStore(folder / "state.db").open(),
-        drop_rows=lambda store, job_id: _sqlite(store, "DELETE FROM runs WHERE job_id = ?", (job_id,)),
-        lapse=lambda store, owner: (
-            _sqlite(store, "UPDATE chain_claims SET lease_until = 0 WHERE owner_id = ? AND lease_until IS NOT NULL",
-                    (owner.id,)),
-            _sqlite(store, "UPDATE runs SET lease_until = 0 WHERE owner_id = ?", (owner.id,))),
-        caller_clock=True,
-        again=lambda store: SqliteStore(store.path).open(),  # type: ignore[attr-defined]
-    ),
-    "postgresql": Impl(
-        make=_pg_store,
-        drop_rows=lambda store, job_id: _pg(store, "DELETE FROM runs WHERE job_id = ?", (job_id,)),
-        lapse=_pg_lapse,
-        caller_clock=False,
-        again=lambda store: type(store)(store.db.dsn).open(),  # type: ignore[attr-defined]
-    ),
-}
-
-
-@pytest.fixture(params=list(IMPLEMENTATIONS), ids=list(IMPLEMENTATIONS))
-def impl(request) -> Impl:
-    return IMPLEMENTATIONS[request.param]
-
-
-@pytest.fixture
-def store(impl, request, tmp_path) -> StateStore:
-    s = impl.make(request, tmp_path)
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def other(impl, store) -> StateStore:
-    """A second store on the same state, as another daemon (another host) has."""
-    s = impl.again(store)
-    yield s
-    s.close()
-
-
-def start(store: StateStore, job="j", at=T, attempt=1, of=3, owner=A, claim=True, now=None):
-    return store.start_attempt(job, at, attempt, of, trigger="schedule", started_at=now if now is not None else at,
-                               owner=owner, claim=claim, ttl=TTL)
-
-
-def only_run(store: StateStore, job="j") -> Run:
-    rows = store.runs(job)
-    assert len(rows) == 1
-    return rows[0]
+from crawlsched.state import AttemptKey, DaemonInfo, JobSeen, Retry, Saved, StateStore
+from helpers.stores import A, B, T, TTL, impl, only_run, start, store  # noqa: F401  (impl, store: fixtures)
 
 
 def test_the_store_has_every_operation_of_the_protocol(store):
@@ -352,60 +255,6 @@ def test_a_settled_row_closes_whoever_holds_the_chain_now(store, impl):
     assert store.finish_attempt(AttemptKey.of(stale), status="interrupted", finished_at=T + TTL + 2,
                                 message="interrupted") is Saved.SAVED
     assert only_run(store).status == "interrupted"
-
-
-# --- many processes (hosts) on one state --------------------------------------------------------
-
-
-def test_a_claim_through_one_store_blocks_another_store_on_the_same_state(store, other, impl):
-    lease = store.claim_chain("j", A, T, ttl=TTL)
-    with pytest.raises(ChainBusy) as refused:
-        other.claim_chain("j", B, T + 1, ttl=TTL)
-    assert refused.value.claim.epoch == lease.epoch
-    with pytest.raises(ChainBusy):
-        start(other, owner=B, now=T + 2)
-    impl.lapse(store, A)
-    assert other.claim_chain("j", B, T + TTL + 1, ttl=TTL).epoch > lease.epoch
-
-
-def test_racing_stores_claim_each_chain_and_start_each_attempt_once(store, other):
-    import threading
-
-    jobs = [f"job-{n}" for n in range(15)]
-    won: dict[str, list[str]] = {"a": [], "b": []}
-    started: dict[str, list[str]] = {"a": [], "b": []}
-    gate = threading.Barrier(2)
-
-    def race(name: str, s: StateStore, owner: Owner) -> None:
-        gate.wait()
-        for job in jobs:
-            try:
-                s.claim_chain(job, owner, T, ttl=TTL)
-                won[name].append(job)
-            except ChainBusy:
-                pass
-            if start(s, job=job, at=T + 60, owner=owner, claim=False) is not None:
-                started[name].append(job)
-
-    threads = [threading.Thread(target=race, args=("a", store, A)), threading.Thread(target=race, args=("b", other, B))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert sorted(won["a"] + won["b"]) == sorted(jobs), "each chain claimed by exactly one of them"
-    assert sorted(started["a"] + started["b"]) == sorted(jobs), "each attempt started exactly once"
-    assert len(store.runs(limit=100)) == len(jobs)
-
-
-def test_the_databases_clock_decides_a_lease_not_the_callers_now(store, other, impl):
-    if impl.caller_clock:
-        pytest.skip("this store ends leases by the now its callers pass")
-    store.claim_chain("j", A, T, ttl=TTL)  # a host whose clock says 1970
-    with pytest.raises(ChainBusy):
-        other.claim_chain("j", B, T + 10**9, ttl=TTL)  # a host whose clock runs decades ahead
-    start(store, job="k", owner=A, claim=False)
-    assert other.running_elsewhere("k", B, now=T + 10**9) is not None, "its attempt's lease is live"
-    assert other.stale_running(B, now=T + 10**9) == []
 
 
 # --- the daemon's row and run-now requests ------------------------------------------------

@@ -138,7 +138,7 @@ LOST = (psycopg.OperationalError, psycopg.InterfaceError)  # PoolTimeout is an O
 
 
 class PgDatabase:
-    def __init__(self, dsn: str, *, pool_timeout: float = 5.0, connect_timeout: float = 5.0, max_size: int = 4) -> None:
+    def __init__(self, dsn: str, *, pool_timeout: float = 5.0, connect_timeout: float = 5.0, max_size: int = 8) -> None:
         self.dsn = dsn
         self.where = redact_dsn(dsn)
         self._secret = _password(dsn)
@@ -146,6 +146,7 @@ class PgDatabase:
         self.connect_timeout = connect_timeout
         self.max_size = max_size
         self.lock = threading.RLock()
+        self._episode_lock = threading.Lock()
         self.pool: ConnectionPool | None = None
         self.recover_corrupt = False  # the daemon's mode: losing the database holds writes
         self.on_replaced: Write | None = None  # (SQLite replaces corrupt files; a server does not)
@@ -167,7 +168,9 @@ class PgDatabase:
                 self.dsn, min_size=1, max_size=self.max_size, open=False, timeout=self.pool_timeout,
                 kwargs={"autocommit": True, "connect_timeout": max(1, int(self.connect_timeout)),
                         "application_name": "crawlsched"},
-                check=ConnectionPool.check_connection, reconnect_timeout=24 * 3600.0, name="crawlsched-state")
+                check=ConnectionPool.check_connection, name="crawlsched-state",
+                # a give-up after 5 s lets the next request start afresh: no backoff grown over a long outage
+                reconnect_timeout=5.0)
             try:
                 pool.open(wait=True, timeout=self.connect_timeout)
                 with pool.connection() as conn:
@@ -205,7 +208,8 @@ class PgDatabase:
         """The database is out of reach: storage trouble in the daemon, a plain error elsewhere."""
         why = self.scrub(exc).splitlines()[0]
         if self.recover_corrupt:
-            self.episode.began(why)
+            with self._episode_lock:  # readers on other threads: the episode is logged once
+                self.episode.began(why)
             return StorageUnavailable(f"{self.where}: {why}")
         return StateError(f"{self.where}: cannot use the state database ({why})")
 

@@ -25,7 +25,7 @@ class PostgresStore(AttemptWrites, ChainLeases, JobRecords, DaemonRows, HistoryQ
 
     path = None  # no file: ``where`` names the database
 
-    def __init__(self, dsn: str, *, pool_timeout: float = 5.0, connect_timeout: float = 5.0, max_size: int = 4) -> None:
+    def __init__(self, dsn: str, *, pool_timeout: float = 5.0, connect_timeout: float = 5.0, max_size: int = 8) -> None:
         self.db = PgDatabase(dsn, pool_timeout=pool_timeout, connect_timeout=connect_timeout, max_size=max_size)
         self._daemon: DaemonInfo | None = None
         self.daemon_owner: Owner | None = None
