@@ -101,3 +101,33 @@ def test_after_a_fast_restart_of_the_server_the_next_write_lands_on_a_fresh_conn
     store.claim_chain("after", A, T)
     assert [r.status for r in store.runs("j")] == ["skipped"] and store.held == 0
     store.close()
+
+
+def test_every_migration_has_a_postgresql_text_and_its_number_is_its_place_in_the_list():
+    from crawlsched.state.pgmigrations import PG_MIGRATIONS
+
+    names = [name for name, _ in MIGRATIONS]
+    assert names == [f"{n:03d}_{name[4:]}" for n, name in enumerate(names, 1)]
+    assert set(names) <= set(PG_MIGRATIONS)
+
+
+def test_an_old_sqlite_file_and_a_fresh_postgresql_database_end_with_the_same_tables_and_columns(tmp_path, pg_dsn):
+    import sqlite3
+
+    from crawlsched.state import SqliteStore
+
+    SqliteStore(tmp_path / "s.db").open().close()
+    with sqlite3.connect(tmp_path / "s.db") as c:
+        tables = [r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'table'"
+                                          " AND name NOT LIKE 'sqlite_%'")]
+        sqlite_cols = {t: {r[1] for r in c.execute(f"PRAGMA table_info({t})")} for t in tables}
+    c.close()
+    pg = PostgresStore(pg_dsn).open()
+    rows = pg.db.read_tuples("SELECT table_name, column_name FROM information_schema.columns"
+                             " WHERE table_schema = 'public' AND table_name != 'crawlsched_migrations'")
+    pg_cols: dict[str, set[str]] = {}
+    for table, column in rows:
+        pg_cols.setdefault(table, set()).add(column)
+    pg_cols["jobs_seen"].discard("rowid")  # SQLite's is implicit
+    assert pg_cols == sqlite_cols
+    pg.close()
