@@ -131,3 +131,31 @@ def test_an_old_sqlite_file_and_a_fresh_postgresql_database_end_with_the_same_ta
     pg_cols["jobs_seen"].discard("rowid")  # SQLite's is implicit
     assert pg_cols == sqlite_cols
     pg.close()
+
+
+@pytest.mark.slow
+def test_a_process_frozen_inside_a_write_holds_the_other_hosts_up_for_seconds_not_for_ever(pg_dsn):
+    frozen, other = PostgresStore(pg_dsn).open(recover_corrupt=True), PostgresStore(pg_dsn).open()
+    inside = threading.Event()
+    outcome: list[BaseException] = []
+
+    def freeze() -> None:
+        try:
+            with frozen.db.write() as c:
+                c.execute("SELECT 1")
+                inside.set()
+                time.sleep(8)  # SIGSTOPped with the write lock held
+        except BaseException as exc:  # noqa: BLE001 - the test looks at it
+            outcome.append(exc)
+
+    thread = threading.Thread(target=freeze)
+    thread.start()
+    assert inside.wait(10)
+    began = time.monotonic()
+    other.claim_chain("j", A, T)
+    waited = time.monotonic() - began
+    thread.join(20)
+    assert waited < 7.5, f"the other host waited {waited:.1f} s for the frozen one's lock"
+    assert outcome and isinstance(outcome[0], StorageUnavailable), "the frozen write was cut, not committed late"
+    frozen.close()
+    other.close()

@@ -134,7 +134,17 @@ def _password(dsn: str) -> str | None:
         return None
 
 
-LOST = (psycopg.OperationalError, psycopg.InterfaceError)  # PoolTimeout is an OperationalError too
+#: A process frozen inside a write (SIGSTOP, a swap storm) holds the write lock of every host: the
+#: server ends its session after this long idle in its transaction, and the others go on.
+IDLE_IN_WRITE_MS = 5000
+
+
+def _configure(conn: psycopg.Connection) -> None:
+    conn.execute(f"SET idle_in_transaction_session_timeout = {IDLE_IN_WRITE_MS}")
+
+
+LOST = (psycopg.OperationalError, psycopg.InterfaceError,  # PoolTimeout is an OperationalError too
+        psycopg.errors.IdleInTransactionSessionTimeout)  # our session was ended while frozen in a write
 
 
 class PgDatabase:
@@ -168,7 +178,7 @@ class PgDatabase:
                 self.dsn, min_size=1, max_size=self.max_size, open=False, timeout=self.pool_timeout,
                 kwargs={"autocommit": True, "connect_timeout": max(1, int(self.connect_timeout)),
                         "application_name": "crawlsched"},
-                check=ConnectionPool.check_connection, name="crawlsched-state",
+                check=ConnectionPool.check_connection, name="crawlsched-state", configure=_configure,
                 # a give-up after 5 s lets the next request start afresh: no backoff grown over a long outage
                 reconnect_timeout=5.0)
             try:
