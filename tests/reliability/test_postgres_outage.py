@@ -1,0 +1,225 @@
+"""One daemon on a PostgreSQL state, end to end, and losing that database (SPEC §10 "State unreachable").
+
+The real daemon as a subprocess, a real throwaway PostgreSQL server (the session's ``pg_cluster``,
+stopped and started by these tests), a real HTTP target. A daemon that cannot reach the database
+keeps trying, fires nothing unrecorded, logs it once at ERROR and answers ``/healthz`` 503; once the
+database is back, what came due meanwhile is handled as downtime (SPEC §4): one ``missed`` row per
+job for the stretch, and ``catch_up`` runs the newest once.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from helpers.jobs import write_jobs
+from helpers.process import DaemonProcess, cli, free_port, wait_for
+from helpers.servers import Target
+
+pytestmark = pytest.mark.slow
+
+SECRET = "s3cret-pw"
+
+
+def _with_password(dsn: str) -> str:
+    return dsn.replace("crawlsched@", f"crawlsched:{SECRET}@")  # the test server trusts any password
+
+
+@pytest.fixture
+def target():
+    t = Target()
+    yield t
+    t.close()
+
+
+@pytest.fixture
+def server(pg_cluster):
+    """The session's server, started again after a test that stopped it."""
+    yield pg_cluster
+    if pg_cluster.pid() is None:
+        pg_cluster.start()
+
+
+def rows(dsn: str) -> list[dict]:
+    import psycopg
+    from psycopg.rows import dict_row
+
+    with psycopg.connect(dsn, connect_timeout=5, row_factory=dict_row) as conn:
+        return conn.execute("SELECT * FROM runs ORDER BY id").fetchall()
+
+
+def health(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(f"{url}/healthz", timeout=5) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def errors_in(text: str) -> list[str]:
+    return [line for line in text.splitlines() if " - ERROR - " in line]
+
+
+def _daemon(home: Path, dsn: str, *args: str) -> DaemonProcess:
+    return DaemonProcess(home, *args, env={"CRAWLSCHED_STATE": dsn})
+
+
+def test_a_daemon_on_postgresql_records_fires_and_retries_that_another_home_reads(tmp_path, pg_dsn, target):
+    home = tmp_path / "daemon-host"
+    jobs = write_jobs(home, f'[[jobs]]\nid = "tick"\nname = "tick"\nevery = "1s"\nurl = "{target.url("/ok")}"\n'
+                            f'[[jobs]]\nid = "bad"\nname = "bad"\nevery = "1h"\nurl = "{target.url("/fail")}"\n'
+                            "max_retries = 1\nretry_delay = 1\n")
+    port = free_port()
+    d = _daemon(home, _with_password(pg_dsn), "--http", f"127.0.0.1:{port}").start()
+    try:
+        other = tmp_path / "other-host"
+        other.mkdir()
+        env = {"CRAWLSCHED_STATE": pg_dsn, "CRAWLSCHED_JOBS": str(jobs)}
+        wait_for(lambda: sum(r["job_id"] == "tick" and r["status"] == "success" for r in rows(pg_dsn)) >= 3, 20,
+                 "three successes of tick")
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/api/scheduler/run-now", method="POST",
+                                         data=json.dumps({"job_id": "bad"}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert answer.status == 200
+        wait_for(lambda: [r["attempt"] for r in rows(pg_dsn) if r["job_id"] == "bad" and r["status"] == "failed"
+                          and r["trigger"] == "manual"] == [1, 2], 20, "both attempts of the run-now recorded failed")
+        history = cli(other, "history", "--json", env=env)
+        assert history.returncode == 0, history.stderr
+        seen = json.loads(history.stdout)
+        runs_of = seen["runs"] if isinstance(seen, dict) else seen
+        assert {r["job_id"] for r in runs_of} >= {"tick", "bad"}
+        chains = {}
+        for r in runs_of:
+            if r["job_id"] == "bad":
+                chains.setdefault(r["scheduled_for"], []).append(r["attempt"])
+        assert chains and all(sorted(a) == [1, 2] for a in chains.values()), chains  # each retried once
+        status = cli(other, "status", "--json", env=env)
+        assert SECRET not in status.stdout + status.stderr
+        api = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/scheduler/status", timeout=5).read())
+        assert SECRET not in json.dumps(api)
+        assert health(f"http://127.0.0.1:{port}")[0] == 200
+    finally:
+        assert d.stop() == 0
+    got = rows(pg_dsn)
+    keys = Counter((r["job_id"], r["scheduled_for"], r["attempt"]) for r in got if r["attempt"] > 0)
+    assert max(keys.values()) == 1, "no attempt twice"
+    assert not [r for r in got if r["status"] == "running"]
+    assert SECRET not in d.output()
+
+
+def test_a_daemon_started_while_postgresql_is_down_waits_for_it_and_then_starts(tmp_path, server, pg_dsn, target):
+    home = tmp_path / "home"
+    write_jobs(home, f'[[jobs]]\nid = "tick"\nname = "tick"\nevery = "1s"\nurl = "{target.url("/ok")}"\n')
+    port = free_port()
+    server.stop()
+    d = _daemon(home, _with_password(pg_dsn), "--http", f"127.0.0.1:{port}").start(wait_ready=False)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        code, body = wait_for(lambda: _try(lambda: health(url)), 20, "/healthz answering")
+        assert code == 503 and "state database" in body["error"], body
+        assert SECRET not in json.dumps(body)
+        time.sleep(3)
+        assert d.proc.poll() is None, d.output()
+        assert len(errors_in(d.output())) == 1, d.output()
+        assert "Traceback" not in d.output()
+        began = time.monotonic()
+        server.start()
+        d.wait_ready(timeout=30)
+        ready_after = time.monotonic() - began
+        wait_for(lambda: any(r["status"] == "success" for r in rows(pg_dsn)), 15, "a fire once the database is there")
+        assert health(url)[0] == 200
+    finally:
+        assert d.stop() == 0
+    assert SECRET not in d.output()
+    print(f"database back -> daemon ready: {ready_after:.2f} s")
+
+
+def _try(fn):
+    try:
+        return fn()
+    except OSError:
+        return None
+
+
+def test_a_daemon_that_loses_postgresql_fires_nothing_unrecorded_and_handles_the_outage_as_downtime(
+        tmp_path, server, pg_dsn, target):
+    home = tmp_path / "home"
+    write_jobs(home, f'[[jobs]]\nid = "tick"\nname = "tick"\nevery = "1s"\nurl = "{target.url("/ok")}"\n')
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    d = _daemon(home, _with_password(pg_dsn), "--http", f"127.0.0.1:{port}").start()
+    try:
+        wait_for(lambda: sum(r["status"] == "success" for r in rows(pg_dsn)) >= 2, 20, "two successes")
+        server.stop()
+        down_at = time.time()
+        code, body = wait_for(lambda: (lambda h: h if h[0] == 503 else None)(health(url)), 15, "/healthz unhealthy")
+        unhealthy_after = time.time() - down_at
+        assert "state database" in body["error"] and SECRET not in json.dumps(body), body
+        requests_before = len(target.requests) if hasattr(target, "requests") else None
+        time.sleep(5)
+        assert d.proc.poll() is None, d.output()
+        if requests_before is not None:
+            assert len(target.requests) == requests_before, "nothing fired while the database was down"
+        server.start()
+        up_at = time.time()
+        wait_for(lambda: health(url)[0] == 200, 20, "/healthz healthy again")
+        healthy_after = time.time() - up_at
+        wait_for(lambda: any(r["trigger"] == "catch_up" and r["status"] == "success" for r in rows(pg_dsn)), 20,
+                 "the newest missed fire run once")
+        time.sleep(2)
+    finally:
+        assert d.stop() == 0
+    got = rows(pg_dsn)
+    keys = Counter((r["job_id"], r["scheduled_for"], r["attempt"]) for r in got if r["attempt"] > 0)
+    assert max(keys.values()) == 1, "no attempt twice"
+    assert not [r for r in got if r["status"] == "running"], "no attempt left running"
+    during = [r for r in got if r["attempt"] > 0 and down_at + 1 < r["scheduled_for"] < up_at - 1]
+    caught = [r for r in got if r["trigger"] == "catch_up"]
+    assert len(caught) == 1, caught
+    assert [r for r in during if r["trigger"] != "catch_up"] == [], "nothing ran while the database was down"
+    missed = [r for r in got if r["status"] == "missed"]
+    assert len(missed) == 1, missed  # one row for the stretch
+    assert missed[0]["missed_count"] >= 3
+    covered = {round(missed[0]["first_missed"]), round(missed[0]["last_missed"])}
+    assert min(covered) <= down_at + 2 and max(covered) >= up_at - 3, (missed[0], down_at, up_at)
+    # every 1 s fire from the first to the last is accounted for: a row, or inside the missed stretch
+    scheduled = sorted({r["scheduled_for"] for r in got if r["attempt"] > 0})
+    inside = set(range(round(missed[0]["first_missed"]), round(missed[0]["last_missed"]) + 1))
+    for t in range(round(scheduled[0]), round(scheduled[-1]) + 1):
+        assert t in inside or any(abs(s - t) < 0.01 for s in scheduled), f"fire at {t} has no row"
+    assert len(errors_in(d.output())) == 1, d.output()
+    assert "Traceback" not in d.output() and SECRET not in d.output()
+    print(f"db stopped -> /healthz 503: {unhealthy_after:.2f} s; db back -> /healthz 200: {healthy_after:.2f} s")
+
+
+def test_a_fast_restart_of_postgresql_under_the_daemon_loses_no_fire(tmp_path, server, pg_dsn, target):
+    home = tmp_path / "home"
+    write_jobs(home, f'[[jobs]]\nid = "tick"\nname = "tick"\nevery = "1s"\nurl = "{target.url("/ok")}"\n')
+    d = _daemon(home, _with_password(pg_dsn)).start()
+    try:
+        wait_for(lambda: sum(r["status"] == "success" for r in rows(pg_dsn)) >= 2, 20, "two successes")
+        began = time.time()
+        server.restart()
+        restarted = time.time() - began
+        wait_for(lambda: any(r["status"] == "success" and r["scheduled_for"] > began + restarted + 1
+                             for r in rows(pg_dsn)), 20, "fires going on after the restart")
+    finally:
+        assert d.stop() == 0
+    got = rows(pg_dsn)
+    keys = Counter((r["job_id"], r["scheduled_for"], r["attempt"]) for r in got if r["attempt"] > 0)
+    assert max(keys.values()) == 1
+    assert not [r for r in got if r["status"] == "running"]
+    scheduled = sorted({r["scheduled_for"] for r in got if r["attempt"] > 0})
+    stretches = [(round(r["first_missed"]), round(r["last_missed"])) for r in got if r["status"] == "missed"]
+    for t in range(round(scheduled[0]), round(scheduled[-1]) + 1):
+        assert any(abs(s - t) < 0.01 for s in scheduled) or any(a <= t <= b for a, b in stretches), f"fire at {t} lost"
+    assert len(errors_in(d.output())) <= 1, d.output()
+    assert "Traceback" not in d.output()
+    print(f"pg_ctl restart -m fast took {restarted:.2f} s")
