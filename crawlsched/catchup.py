@@ -19,6 +19,9 @@ from crawlsched.model import CatchUp, Job
 CATCH_UP_WINDOW = 24 * 3600.0  #: ``catch_up = "latest"`` runs the newest missed fire only this recent
 CATCH_UP_ALL_LIMIT = 100  #: ``catch_up = "all"`` runs at most this many, the newest ones
 _TINY = timing.timedelta(microseconds=1)
+DAEMON_DOWN = "the daemon was down"  #: why a stretch of fires was missed, in its row's message
+STATE_LOST = "the state database could not be reached"
+HOLE_WHY = "it waited for a worker when the daemon stopped"
 
 
 class Seen(NamedTuple):
@@ -80,7 +83,7 @@ class Rowed:
 
 
 def catch_up(job: Job, now: float, previous: LastRun, seen: Seen | None, anchor: float | None, *,
-             heartbeat_slack: float, rowed: Rowed | None = None) -> CatchUpPlan | None:
+             heartbeat_slack: float, rowed: Rowed | None = None, down: str = DAEMON_DOWN) -> CatchUpPlan | None:
     """Fires missed while the daemon was down: some are run (the catch-up policy), the rest recorded missed.
 
     From ``handled_until`` on, a fire is owed when it has no row (``rowed``): fires that
@@ -110,14 +113,14 @@ def catch_up(job: Job, now: float, previous: LastRun, seen: Seen | None, anchor:
                 holes.append(t.timestamp())
             t = timing.next_fire(job, t, anchor_dt)
         lo = max(lo, newest_rowed)
-    plan = downtime(job, now, lo, anchor_dt) if lo < now else None
+    plan = downtime(job, now, lo, anchor_dt, down) if lo < now else None
     if not holes:
         return plan
     assert rowed is not None
-    return with_holes(job, holes, plan, anchor_dt)
+    return with_holes(job, holes, plan, anchor_dt, HOLE_WHY if down == DAEMON_DOWN else f"{down} when it was due")
 
 
-def downtime(job: Job, now: float, lo: float, anchor_dt: datetime | None) -> CatchUpPlan | None:
+def downtime(job: Job, now: float, lo: float, anchor_dt: datetime | None, down: str = DAEMON_DOWN) -> CatchUpPlan | None:
     """The fires in ``(lo, now]``: the catch-up policy's runs and one missed row for the rest."""
     lo_dt, now_dt = timing.from_epoch(lo), timing.from_epoch(now)
     count = timing.count_fires(job, lo_dt, now_dt, anchor_dt)
@@ -140,26 +143,28 @@ def downtime(job: Job, now: float, lo: float, anchor_dt: datetime | None) -> Cat
     if count_missed > 0:
         last_missed = timing.prev_fire(job, timing.from_epoch(runs[0]) - _TINY, anchor_dt) if runs else newest
         assert last_missed is not None
-        message = (f"missed {count_missed} fire{'s' if count_missed != 1 else ''} while the daemon was down"
+        message = (f"missed {count_missed} fire{'s' if count_missed != 1 else ''} while {down}"
                    f" ({_local(job, first)} to {_local(job, last_missed)}); catch_up = {job.catch_up.value}")
         missed = Missed(job.id, count_missed, first.timestamp(), last_missed.timestamp(), message)
     return CatchUpPlan(newest.timestamp(), runs, missed)
 
 
-def with_holes(job: Job, holes: list[float], plan: CatchUpPlan | None, anchor_dt: datetime | None) -> CatchUpPlan:
+def with_holes(job: Job, holes: list[float], plan: CatchUpPlan | None, anchor_dt: datetime | None,
+               why: str | None = None) -> CatchUpPlan:
     """Fires that never got a row though later ones did: run them (``all``) or record them missed,
     one row per stretch of consecutive fires, so no missed range holds an instant with a row."""
     newest = max(holes[-1], plan.newest if plan else holes[-1])
     if job.catch_up is CatchUp.ALL:
         runs = (holes + (plan.runs if plan else []))[-CATCH_UP_ALL_LIMIT:]
         dropped = [t for t in holes if t < runs[0]]  # the oldest holes, past the limit: missed, never lost
-        extra = _missed_stretches(job, dropped, anchor_dt) if dropped else ()
+        extra = _missed_stretches(job, dropped, anchor_dt, why) if dropped else ()
         return CatchUpPlan(newest, runs, plan.missed if plan else None, extra_missed=extra)
     return CatchUpPlan(newest, plan.runs if plan else [], plan.missed if plan else None,
-                       extra_missed=_missed_stretches(job, holes, anchor_dt))
+                       extra_missed=_missed_stretches(job, holes, anchor_dt, why))
 
 
-def _missed_stretches(job: Job, holes: list[float], anchor_dt: datetime | None) -> tuple[Missed, ...]:
+def _missed_stretches(job: Job, holes: list[float], anchor_dt: datetime | None,
+                      why: str | None = None) -> tuple[Missed, ...]:
     """One missed row per stretch of consecutive fires that waited for a worker."""
     groups: list[list[float]] = []
     for t in holes:
@@ -171,7 +176,7 @@ def _missed_stretches(job: Job, holes: list[float], anchor_dt: datetime | None) 
     return tuple(
         Missed(job.id, len(g), g[0], g[-1],
                f"missed {len(g)} fire{'s' if len(g) != 1 else ''} ({_local(job, g[0])} to {_local(job, g[-1])}):"
-               " it waited for a worker when the daemon stopped")
+               f" {why or HOLE_WHY}")
         for g in groups)
 
 

@@ -22,10 +22,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from crawlsched import __version__, systemd
+from crawlsched import __version__, catchup, recovery, systemd
 from crawlsched.chains import Chain
 from crawlsched.duties import Duties
-from crawlsched.errors import DaemonLockError
+from crawlsched.errors import DaemonLockError, StateError
 from crawlsched.executor import Executor, InlineExecutor
 from crawlsched.homelock import HomeLock
 from crawlsched.local_executor import LocalExecutor
@@ -47,6 +47,7 @@ WAKE_SLACK = 0.002  # wake a little after a duty is due, never just before it (t
 STEP_BACKOFF = 1.0  # seconds before the next turn after a step of the loop failed
 FLUSH_EVERY = 1.0  # seconds between tries to save held writes while the storage is in trouble
 CANCEL_WAIT = 10.0  # seconds, in all, for cancelled attempts to end after the grace period
+STATE_RETRY = 1.0  # seconds between tries to reach a lost (PostgreSQL) state database
 
 
 class Daemon(Scheduler):
@@ -74,6 +75,9 @@ class Daemon(Scheduler):
         self.flush_at = 0.0  # monotonic: the next try to save what the state database holds back
         self.replacements = 0  # corrupt state files replaced under us, as far as the loop has caught up
         self.status = SystemdStatus(notify)
+        self.waiting_for_state: str | None = None  # why the state could not be opened at start (waiting for it)
+        self.outage_since: float | None = None  # the state was lost: fires due after this wait (handled as downtime)
+        self.probe_at = 0.0  # monotonic: the next try to reach the lost state
 
     @property
     def config_error(self) -> str | None:
@@ -82,10 +86,13 @@ class Daemon(Scheduler):
 
     # --- life cycle ----------------------------------------------------------
 
-    def start(self) -> None:
-        """Lock the home, recover what a dead daemon left, load the jobs and plan; then READY."""
+    def start(self) -> bool:
+        """Lock the home, recover what a dead daemon left, load the jobs and plan; then READY.
+
+        False when SIGTERM came while it waited for a PostgreSQL state that did not answer."""
         self.acquire_lock()
-        self.state.open(recover_corrupt=True)
+        if not self._open_state():
+            return False  # stopped (SIGTERM) while waiting for the database
         jobfile = self.reloads.first()  # a bad file at start is fatal: JobFileError
         now = self.clock()
         previous = self.state.daemon_started(self.pid, socket.gethostname(), __version__, now)
@@ -108,6 +115,32 @@ class Daemon(Scheduler):
         self.notify("READY=1")
         self._send_status()
         self.log.info("crawlsched daemon ready: %d jobs, home %s (pid %d)", len(self.jobs), self.home, self.pid)
+        return True
+
+    def _open_state(self) -> bool:
+        """Open the state; a PostgreSQL one that cannot be reached is waited for (SPEC §10), said once
+        at ERROR, until it answers or SIGTERM comes (False). A SQLite file's trouble is raised as before."""
+        while True:
+            try:
+                self.state.open(recover_corrupt=True)
+            except StateError as exc:
+                if not getattr(self.state, "outage_is_downtime", False):
+                    raise
+                why = " ".join(str(exc).split())  # redacted and scrubbed by the store
+                if self.waiting_for_state is None:
+                    self.log.error("%s; waiting for it, trying every %g s: the daemon starts once it answers"
+                                   " (logged once until then)", why, STATE_RETRY)
+                self.waiting_for_state = why
+                if not self.stopping:
+                    self.wake.wait(STATE_RETRY)
+                    self.wake.clear()
+                if self.stopping:
+                    return False
+                continue
+            if self.waiting_for_state is not None:
+                self.waiting_for_state = None
+                self.log.info("state database %s answers again; starting", getattr(self.state, "where", ""))
+            return True
 
     def run(self) -> int:
         """Start, loop until SIGTERM/SIGINT, shut down gracefully. Returns the exit code."""
@@ -116,7 +149,10 @@ class Daemon(Scheduler):
         # Hand the GIL over more often than every 5 ms: the loop thread must get it
         # back quickly to dispatch a burst while workers run Python code.
         sys.setswitchinterval(0.0005)
-        self.start()
+        if not self.start():
+            self.release_lock()
+            self.log.info("crawlsched daemon stopped before it started (the state database never answered)")
+            return 0
         try:
             while not self.stopping:
                 timeout = self.turn()
@@ -149,7 +185,8 @@ class Daemon(Scheduler):
             self.flush_at = self.monotonic() + FLUSH_EVERY
             self._step("saving held writes", self.state.flush_held)
         self._step("collecting finished attempts", self.collect)
-        self._step("firing due jobs", lambda: self.fire_due(self.clock()))  # jobs first: a duty due at the same moment can wait
+        if not self._step("checking the state database", self._state_lost):
+            self._step("firing due jobs", lambda: self.fire_due(self.clock()))  # jobs first: a duty due at the same moment can wait
         if self.chains.ended:
             self._step("releasing the claims of ended chains", self.chains.release_claims)
         if self.started:
@@ -174,6 +211,67 @@ class Daemon(Scheduler):
             self.log.exception("daemon loop: %s failed; going on", what)
             return None
 
+    # --- a lost (PostgreSQL) state: fires wait, then are handled as downtime ------------------
+
+    def _state_lost(self) -> bool:
+        """True while the state database is out of reach: nothing fires (an attempt without its row
+        could run twice). Tried every ``STATE_RETRY`` s; when it is back, what came due meanwhile is
+        handled as downtime (``_after_outage``), once. SQLite's storage trouble is not this."""
+        state = self.state
+        if not getattr(state, "outage_is_downtime", False):
+            return False
+        if self.outage_since is None:
+            if not state.unreachable and self.deferred_since is None:  # type: ignore[attr-defined]
+                return False
+            handed = [t for t in (self.fired_until, self.deferred_since) if t is not None]
+            self.outage_since = min(handed) if handed else self.clock()
+            self.probe_at = self.monotonic()
+        elif self.deferred_since is not None and self.deferred_since < self.outage_since:
+            self.outage_since = self.deferred_since  # an attempt handed out before the loss was noticed
+        if self.monotonic() < self.probe_at:
+            return True
+        self.probe_at = self.monotonic() + STATE_RETRY
+        if not state.probe():  # type: ignore[attr-defined]
+            return True
+        self._after_outage(self.clock())
+        return False
+
+    def _after_outage(self, now: float) -> None:
+        """The state is back: every job owed fires since ``outage_since`` gets its downtime handling
+        (one missed row for the stretch, ``catch_up``), as at a start; rows written meanwhile (held
+        writes, landed first) are not counted twice."""
+        since, self.outage_since, self.deferred_since = self.outage_since, None, None
+        assert since is not None
+        rowed = recovery.rows_after(self.state, {"handled_until": since})
+        seen = recovery.seen_jobs(self.state)
+        last = catchup.LastRun(since, None, None)
+        owed = 0
+        for job in list(self.jobs.values()):
+            if job.id in self.chains or not self.planner.may_fire(job):
+                continue  # a running chain's fires are its own (skipped); a paused job owes none
+            due = self.planned.get(job.id)
+            if not (due is not None and due <= now or self.last_fire.get(job.id, 0.0) >= since):
+                continue
+            owed += 1
+            self.planner.unplan(job.id)
+            self._catch_up(job, now, last, seen.get(job.id), rowed.get(job.id), down=catchup.STATE_LOST)
+            self._plan(job, now)
+        self.fired_until = now
+        self.log.info("state database back: the fires of %d job(s) due in the %.0f s it was out of reach are"
+                      " handled as downtime (missed rows, catch_up)", owed, now - since)
+
+    def state_problem(self) -> str | None:
+        """Why the state cannot be used now (for ``/healthz``), or None."""
+        if self.waiting_for_state is not None:
+            return f"{self.waiting_for_state}; the daemon waits for it and starts once it answers"
+        episode = getattr(getattr(self.state, "db", None), "episode", None)
+        why = getattr(episode, "why", None) if getattr(self.state, "outage_is_downtime", False) else None
+        if why is not None or self.outage_since is not None:
+            where = getattr(self.state, "where", "")
+            return (f"the state database {where} cannot be reached ({why or 'trying again'}); nothing fires until"
+                    " it answers, then what was due meanwhile is handled as downtime")
+        return None
+
     def _wait_time(self, now: float) -> float:
         wait = MAX_WAIT
         self._clean_top()
@@ -187,6 +285,8 @@ class Daemon(Scheduler):
             wait = min(wait, max(0.0, self.reloads.recheck_at - self.monotonic()))
         if self.state.held:
             wait = min(wait, max(0.0, self.flush_at - self.monotonic()))
+        if self.outage_since is not None:
+            wait = min(wait, max(0.0, self.probe_at - self.monotonic()))
         if self._executor is not None and self._executor.has_results():
             wait = 0
         self.wake_for_fire = fire_wait is not None and fire_wait <= wait  # what wakes the loop is a fire
@@ -340,6 +440,7 @@ class DaemonView:
         self.request_wake = daemon.request_wake
 
     started = property(lambda self: self._daemon.started)
+    state_problem = property(lambda self: self._daemon.state_problem())
     stopping = property(lambda self: self._daemon.stopping)
     config_error = property(lambda self: self._daemon.config_error)
     jobs = property(lambda self: self._daemon.jobs)

@@ -82,6 +82,7 @@ class OutcomeKind(enum.Enum):
     RAN = "ran"  #: it ran and its row is closed: ``status`` is success, failed or interrupted
     BUSY = "busy"  #: another process holds the job's chain: the fire (or retry) is recorded skipped
     MISSED = "missed"  #: the state database took no write when it was due: held as missed, not run
+    DEFERRED = "deferred"  #: the (PostgreSQL) state was lost when it was due: not run, no row; handled as downtime
     DUPLICATE = "duplicate"  #: this attempt has a row already: not run twice, nothing written
     CRASHED = "crashed"  #: failed inside crawlsched (a bug, logged): it may have saved a retry
 

@@ -110,8 +110,13 @@ class AttemptRunner:
                 claim=self.claim is not None,
             )  # raises ChainBusy, writing nothing, when another live process holds the job's chain
         except StorageUnavailable:
-            # Not run: without its row, a daemon killed now could not tell it ran. The fire is
-            # held as missed until the database takes writes (the episode is logged once).
+            # Not run: without its row, a daemon killed now could not tell it ran.
+            if attempt == 1 and trigger != Trigger.MANUAL and getattr(self.state, "outage_is_downtime", False):
+                # A lost PostgreSQL state: no row now; the loop holds its fires and, once the database
+                # is back, handles the stretch from this one on as downtime (missed rows, catch_up).
+                return AttemptOutcome(job.id, scheduled_for, attempt, OutcomeKind.DEFERRED, None,
+                                      "the state database could not be reached when it was due")
+            # The fire is held as missed until the database takes writes (the episode is logged once).
             message = "missed: the state database could not be written when it was due"
             self.state.record_not_run(job.id, scheduled_for, RunStatus.MISSED.value, message, now=self.clock(),
                                       missed_count=1, first_missed=scheduled_for, last_missed=scheduled_for)

@@ -22,7 +22,7 @@ from typing import Any, Callable
 from crawlsched import catchup, recovery, timing
 from crawlsched.chains import Chain, Chains, Next
 from crawlsched.duties import HEARTBEAT_SLACK
-from crawlsched.executor import AttemptSpec, Executor
+from crawlsched.executor import AttemptSpec, Executor, OutcomeKind
 from crawlsched.local_executor import LocalExecutor
 from crawlsched.model import Job, JobFile, RunStatus, Trigger
 from crawlsched.plan import Entry, EntryKind, Planner
@@ -58,6 +58,8 @@ class Scheduler:
         # the ``now`` of the last ``fire_due``. A stop records it as ``handled_until``, so the
         # fires that come due while running attempts get their grace period count as downtime.
         self.fired_until: float | None = None
+        # The oldest fire not run because the (PostgreSQL) state was lost when it was due (no row).
+        self.deferred_since: float | None = None
 
     @property
     def executor(self) -> Executor:
@@ -159,12 +161,12 @@ class Scheduler:
         self.state.claim_chains([r.job_id for r in resumed], self.runner.owner, now)
 
     def _catch_up(self, job: Job, now: float, previous: catchup.LastRun, seen: catchup.Seen | None,
-                  rowed: catchup.Rowed | None = None) -> None:
+                  rowed: catchup.Rowed | None = None, down: str = catchup.DAEMON_DOWN) -> None:
         """Fires missed while the daemon was down: recorded as missed; the catch-up policy runs some."""
         if job.id in self.chains:
             return
         plan = catchup.catch_up(job, now, previous, seen, self.planner.anchors.get(job.id), heartbeat_slack=HEARTBEAT_SLACK,
-                                rowed=rowed)
+                                rowed=rowed, down=down)
         if plan is None:
             return
         for missed in plan.extra_missed:
@@ -269,6 +271,9 @@ class Scheduler:
             return
         for outcome in self._executor.results():
             decision, chain = self.chains.follow(outcome, self._wants_attempt, rearm)
+            if outcome.kind is OutcomeKind.DEFERRED:  # the state was lost: owed, handled as downtime once it is back
+                self.deferred_since = min(outcome.scheduled_for, self.deferred_since or outcome.scheduled_for)
+                continue
             if decision is Next.RETRY:
                 self.planner.push_retry(outcome.job_id, chain.token, chain.retry_due)
             elif rearm and decision in (Next.END, Next.VOID):

@@ -29,6 +29,7 @@ from psycopg import conninfo as pg_conninfo
 from psycopg.rows import tuple_row
 from psycopg_pool import ConnectionPool
 
+from crawlsched.dsn import redact_dsn
 from crawlsched.errors import StateError
 from crawlsched.state import trouble
 from crawlsched.state.pgmigrations import migrate_pg
@@ -112,19 +113,7 @@ class _Autocommit:
         return _Answer(self.db.read(sql, params))
 
 
-# --- redaction ---------------------------------------------------------------------------
-
-
-def redact_dsn(dsn: str) -> str:
-    """The DSN as ``postgresql://user@host:port/db``, its password never shown (a local stand-in for
-    the state configuration's ``redact_dsn``)."""
-    try:
-        parts = pg_conninfo.conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError:
-        return "(a PostgreSQL connection string that could not be read; not shown)"
-    user = f"{parts['user']}@" if parts.get("user") else ""
-    port = f":{parts['port']}" if parts.get("port") else ""
-    return f"postgresql://{user}{parts.get('host') or ''}{port}/{parts.get('dbname') or ''}"
+# --- redaction (crawlsched.dsn.redact_dsn shows the DSN; this blanks the password in errors) ---
 
 
 def _password(dsn: str) -> str | None:
@@ -170,6 +159,9 @@ class PgDatabase:
     def open(self, *, recover_corrupt: bool = False) -> None:
         """Connect and migrate (under the write lock: two daemons starting at once migrate once)."""
         with self.lock:
+            if recover_corrupt:
+                # the daemon's mode, also when a reader (its web API, on another thread) opened the pool first
+                self.recover_corrupt = True
             if self.pool is not None:
                 return
             # The pool warns at each failed reconnection; an outage is one episode, logged once (ours).
@@ -189,7 +181,7 @@ class PgDatabase:
                 pool.close()
                 raise StateError(f"{self.where}: cannot use the state database ({self.scrub(exc)})") from None
             self.pool = pool
-            self.recover_corrupt = recover_corrupt
+            self.recover_corrupt = self.recover_corrupt or recover_corrupt
 
     def close(self) -> None:
         with self.lock:
@@ -284,6 +276,20 @@ class PgDatabase:
     def _trouble_ended(self) -> None:
         if not self._held:
             self.episode.ended()
+
+    @property
+    def unreachable(self) -> bool:
+        """The daemon lost the database (an episode is on): its fires wait, to be handled as downtime."""
+        return self.episode.why is not None
+
+    def probe(self) -> bool:
+        """One empty write (the held ones first): True when the database takes writes again."""
+        try:
+            with self.write():
+                pass
+        except StateError:
+            return False
+        return True
 
     # --- reads and the clock ------------------------------------------------------------------
 

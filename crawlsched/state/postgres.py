@@ -15,7 +15,8 @@ from crawlsched.state.daemonrow import DaemonRows
 from crawlsched.state.jobs import JobRecords
 from crawlsched.state.leases import ChainLeases
 from crawlsched.state.metrics import MetricQueries
-from crawlsched.state.pgdatabase import PgDatabase, redact_dsn
+from crawlsched.dsn import redact_dsn
+from crawlsched.state.pgdatabase import PgDatabase
 from crawlsched.state.queries import HistoryQueries
 from crawlsched.state.records import DaemonInfo, Owner
 
@@ -24,6 +25,10 @@ class PostgresStore(AttemptWrites, ChainLeases, JobRecords, DaemonRows, HistoryQ
     """The state in one PostgreSQL database (implements ``crawlsched.state.protocol.StateStore``)."""
 
     path = None  # no file: ``where`` names the database
+    #: A fire whose attempt row cannot be written while the database is lost is not recorded missed on
+    #: its own: the daemon holds every fire until the database is back and handles the stretch as
+    #: downtime (SPEC §10: missed rows, ``catch_up``). SQLite's storage trouble holds one missed row a fire.
+    outage_is_downtime = True
 
     def __init__(self, dsn: str, *, pool_timeout: float = 5.0, connect_timeout: float = 5.0, max_size: int = 8) -> None:
         self.db = PgDatabase(dsn, pool_timeout=pool_timeout, connect_timeout=connect_timeout, max_size=max_size)
@@ -57,6 +62,15 @@ class PostgresStore(AttemptWrites, ChainLeases, JobRecords, DaemonRows, HistoryQ
 
     def flush_held(self) -> bool:
         return self.db.flush_held()
+
+    @property
+    def unreachable(self) -> bool:
+        """The daemon lost the database: an episode of trouble is on (logged once, at ERROR)."""
+        return self.db.unreachable
+
+    def probe(self) -> bool:
+        """Is the database back? One empty write, the held writes first; True when it took them."""
+        return self.db.probe()
 
     def clock(self) -> float:
         """The database's clock (epoch seconds), which decides every lease."""

@@ -53,6 +53,9 @@ def status_dict(store: JobStore, state: State, scheduler: SchedulerView, home: P
 
 def health_problem(state: State, scheduler: SchedulerView, now: float) -> str | None:
     """Why the scheduler is not healthy, or None: the loop must be alive and the job file applied."""
+    lost = getattr(scheduler, "state_problem", None)  # a PostgreSQL state out of reach (never its password)
+    if lost:
+        return lost
     if not scheduler.started:
         return "the scheduler loop has not started"
     if scheduler.stopping:
