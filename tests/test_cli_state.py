@@ -848,6 +848,36 @@ def _crawlsched(home, *args, environ=None):
                           timeout=60)
 
 
+def _waiting_daemon(home, environ, seconds=3.0):
+    """``crawlsched daemon`` on a state that does not answer: still up after ``seconds``, then SIGTERM (exit 0)."""
+    import signal
+    import time
+
+    env = {**os.environ, "CRAWLSCHED_JOBS": str(home / "jobs.toml"), "CRAWLSCHED_HOME": str(home), "TZ": "UTC",
+           **(environ or {})}
+    env.pop("CRAWLSCHED_DEBUG", None)
+    proc = subprocess.Popen([sys.executable, "-m", "crawlsched", "daemon"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    time.sleep(seconds)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def test_a_one_shot_command_on_an_unreachable_postgresql_state_fails_within_seconds(tmp_path):
+    import time
+
+    home = tmp_path / "home"
+    home.mkdir()
+    began = time.monotonic()
+    result = _crawlsched(home, "history", environ={"CRAWLSCHED_STATE": f"postgresql://crawlsched:{SECRET}@127.0.0.1:1/x"})
+    took = time.monotonic() - began
+    assert result.returncode == 1 and "127.0.0.1:1" in result.stderr and SECRET not in result.stderr
+    assert took < 3.0, f"a read against a closed port took {took:.1f} s"
+
+
 def test_status_on_an_unreachable_postgresql_state_is_down_and_shows_no_password(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
@@ -882,8 +912,8 @@ def test_an_unreachable_postgresql_state_is_reported_without_its_password(tmp_pa
         message = json.loads(result.stdout)["error"] if "--json" in args else result.stderr
         assert CLOSED_PG_SHOWN in message and message.count("\n") <= 1
         outputs.append(result)
-    daemon = _crawlsched(home, "daemon", environ=environ)
-    assert daemon.returncode != 0 and "Traceback" not in daemon.stderr
+    daemon = _waiting_daemon(home, environ)  # SPEC §10: it keeps trying, it does not exit
+    assert "Traceback" not in daemon.stderr and CLOSED_PG_SHOWN in daemon.stderr
     outputs.append(daemon)
     for result in outputs:
         assert SECRET not in result.stdout + result.stderr

@@ -103,8 +103,13 @@ def scrub(message: str, choice: StateChoice, environ: Mapping[str, str]) -> str:
     return message
 
 
-def store_for(choice: StateChoice, environ: Mapping[str, str] | None = None) -> StateStore:
-    """The store of ``choice``, not opened yet."""
+#: A one-shot command's patience with a PostgreSQL state (seconds): it fails fast and clearly; the
+#: daemon keeps its pool's longer waits and, when the database is lost, keeps trying.
+COMMAND_TIMEOUT = 2.0
+
+
+def store_for(choice: StateChoice, environ: Mapping[str, str] | None = None, *, daemon: bool = True) -> StateStore:
+    """The store of ``choice``, not opened yet (``daemon`` False: a one-shot command's short timeouts)."""
     environ = os.environ if environ is None else environ
     if not choice.postgres:
         from crawlsched.state.sqlite import SqliteStore
@@ -123,7 +128,7 @@ def store_for(choice: StateChoice, environ: Mapping[str, str] | None = None) -> 
         raise StateError(
             f"PostgreSQL state needs {PG_MODULE} and psycopg 3 (pip install 'psycopg[binary]' psycopg-pool), "
             f"which could not be loaded ({missing} is missing); state {choice.label} from {choice.source}") from None
-    store = store_class(dsn)
+    store = store_class(dsn) if daemon else store_class(dsn, pool_timeout=COMMAND_TIMEOUT, connect_timeout=COMMAND_TIMEOUT)
     store.state_label = choice.label  # what the API's status shows: the DSN as written, without its password
     return store
 
@@ -153,7 +158,7 @@ def open_state(home: Path, defaults_state: str | None, *, daemon: bool = False,
 def open_choice(choice: StateChoice, *, daemon: bool = False, environ: Mapping[str, str] | None = None) -> StateStore:
     """``open_state`` for a state already chosen (``choose_state``)."""
     environ = os.environ if environ is None else environ
-    store = store_for(choice, environ)
+    store = store_for(choice, environ, daemon=daemon)
     if daemon or not choice.postgres:
         return store if daemon else store.open()
     try:

@@ -174,9 +174,17 @@ class PgDatabase:
                 # a give-up after 5 s lets the next request start afresh: no backoff grown over a long outage
                 reconnect_timeout=5.0)
             try:
-                pool.open(wait=True, timeout=self.connect_timeout)
-                with pool.connection() as conn:
-                    migrate_pg(conn, WRITE_LOCK)
+                if self.recover_corrupt:
+                    pool.open(wait=True, timeout=self.connect_timeout)
+                    with pool.connection() as conn:
+                        migrate_pg(conn, WRITE_LOCK)
+                else:
+                    # A one-shot command: one connection try (a refused one fails at once, a silent host
+                    # after connect_timeout), not the pool's retries until its timeout.
+                    with psycopg.connect(self.dsn, autocommit=True, connect_timeout=max(1, int(self.connect_timeout)),
+                                         application_name="crawlsched") as conn:
+                        migrate_pg(conn, WRITE_LOCK)
+                    pool.open(wait=False)
             except (psycopg.Error, OSError) as exc:
                 pool.close()
                 raise StateError(f"{self.where}: cannot use the state database ({self.scrub(exc)})") from None
