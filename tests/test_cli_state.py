@@ -888,7 +888,7 @@ def test_status_on_an_unreachable_postgresql_state_is_down_and_shows_no_password
     assert SECRET not in status.stdout + status.stderr
 
 
-@pytest.mark.slow  # each command waits for the pool to give up on the closed port (about 5 s)
+@pytest.mark.slow  # seven commands, and a daemon that must still be waiting for the database after 3 s
 @pytest.mark.parametrize("where", ["environment", "job file"])
 def test_an_unreachable_postgresql_state_is_reported_without_its_password(tmp_path, where):
     home = tmp_path / "home"

@@ -105,6 +105,9 @@ def test_a_daemon_on_postgresql_records_fires_and_retries_that_another_home_read
         api = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/scheduler/status", timeout=5).read())
         assert SECRET not in json.dumps(api)
         assert health(f"http://127.0.0.1:{port}")[0] == 200
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        assert 'crawlsched_attempts_total{job="tick",outcome="success"}' in metrics, metrics[:2000]
+        print("status --json from another home:", {k: json.loads(status.stdout).get(k) for k in ("running", "state")})
     finally:
         assert d.stop() == 0
     got = rows(pg_dsn)
