@@ -102,6 +102,8 @@ class Duties:
         try:
             if self.loop.defaults is not None:
                 self.loop.retention.sweep(self.loop.defaults, self.loop.busy_soon)
+        except StorageUnavailable:
+            pass  # logged once for the episode, by the state; swept at a later turn
         except Exception as exc:
             self.loop.log.error("retention sweep failed: %s", exc)
 
