@@ -233,17 +233,21 @@ class Daemon(Scheduler):
         self.probe_at = self.monotonic() + STATE_RETRY
         if not state.probe():  # type: ignore[attr-defined]
             return True
-        self._after_outage(self.clock())
+        try:
+            self._after_outage(self.clock())
+        except StorageUnavailable:
+            return True  # lost again before the downtime was handled: handled at the next try, from the same instant
         return False
 
     def _after_outage(self, now: float) -> None:
         """The state is back: every job owed fires since ``outage_since`` gets its downtime handling
         (one missed row for the stretch, ``catch_up``), as at a start; rows written meanwhile (held
         writes, landed first) are not counted twice."""
-        since, self.outage_since, self.deferred_since = self.outage_since, None, None
+        since = self.outage_since
         assert since is not None
         rowed = recovery.rows_after(self.state, {"handled_until": since})
         seen = recovery.seen_jobs(self.state)
+        self.outage_since = self.deferred_since = None
         last = catchup.LastRun(since, None, None)
         owed = 0
         for job in list(self.jobs.values()):
