@@ -972,7 +972,7 @@ def shared_state(tmp_path, monkeypatch):
     shared = tmp_path / "shared.db"
 
     class SharedStore(SqliteStore):
-        def __init__(self, dsn: str) -> None:
+        def __init__(self, dsn: str, **timeouts: float) -> None:
             given.append(dsn)
             super().__init__(shared)
 

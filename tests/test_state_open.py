@@ -19,8 +19,9 @@ class FakePostgresStore:
 
     made: list[str] = []
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, **timeouts: float) -> None:
         self.dsn = dsn
+        self.timeouts = timeouts  # a one-shot command's short waits (open.COMMAND_TIMEOUT)
         self.opened = False
         FakePostgresStore.made.append(dsn)
 
@@ -117,3 +118,13 @@ def test_workers_need_a_postgresql_state(tmp_path):
     assert caught.value.exit_code == 2
     assert message.startswith('defaults.executor: "workers" needs a PostgreSQL state')
     assert "CRAWLSCHED_STATE" in message and "[defaults] state" in message
+
+
+def test_a_command_gets_short_waits_and_the_daemon_the_stores_own(tmp_path, fake_pg):
+    from crawlsched.state.open import COMMAND_TIMEOUT
+
+    environ = {"CRAWLSCHED_STATE": "postgresql://u@db/x"}
+    command = open_state(tmp_path, None, environ=environ)
+    daemon = open_state(tmp_path, None, daemon=True, environ=environ)
+    assert command.timeouts == {"pool_timeout": COMMAND_TIMEOUT, "connect_timeout": COMMAND_TIMEOUT}
+    assert daemon.timeouts == {} and COMMAND_TIMEOUT <= 2
