@@ -25,7 +25,7 @@ from typing import Any, Callable
 from crawlsched import __version__, catchup, recovery, systemd
 from crawlsched.chains import Chain
 from crawlsched.duties import Duties
-from crawlsched.errors import DaemonLockError, StateError
+from crawlsched.errors import DaemonLockError
 from crawlsched.executor import Executor, InlineExecutor
 from crawlsched.homelock import HomeLock
 from crawlsched.local_executor import LocalExecutor
@@ -34,6 +34,7 @@ from crawlsched.reloads import Reloads
 from crawlsched.retention import GUARD, Retention
 from crawlsched.scheduler import FIRE, RETRY, Scheduler
 from crawlsched.state import State, StorageUnavailable
+from crawlsched.state.trouble import StateUnreachable
 from crawlsched.status import SystemdStatus, status_line
 from crawlsched.store import JobStore
 from crawlsched.waker import Waker
@@ -119,13 +120,12 @@ class Daemon(Scheduler):
 
     def _open_state(self) -> bool:
         """Open the state; a PostgreSQL one that cannot be reached is waited for (SPEC §10), said once
-        at ERROR, until it answers or SIGTERM comes (False). A SQLite file's trouble is raised as before."""
+        at ERROR, until it answers or SIGTERM comes (False). Any other error (a SQLite file's trouble,
+        a schema the database refuses) is raised as before."""
         while True:
             try:
                 self.state.open(recover_corrupt=True)
-            except StateError as exc:
-                if not getattr(self.state, "outage_is_downtime", False):
-                    raise
+            except StateUnreachable as exc:  # a server down or cut off; a refused schema still ends the start
                 why = " ".join(str(exc).split())  # redacted and scrubbed by the store
                 if self.waiting_for_state is None:
                     self.log.error("%s; waiting for it, trying every %g s: the daemon starts once it answers"

@@ -187,7 +187,9 @@ class PgDatabase:
                     pool.open(wait=False)
             except (psycopg.Error, OSError) as exc:
                 pool.close()
-                raise StateError(f"{self.where}: cannot use the state database ({self.scrub(exc)})") from None
+                lost = isinstance(exc, (*LOST, OSError))  # not reached (down, cut, refused), not a refused schema
+                raise (trouble.StateUnreachable if lost else StateError)(
+                    f"{self.where}: cannot use the state database ({self.scrub(exc)})") from None
             self.pool = pool
             self.recover_corrupt = self.recover_corrupt or recover_corrupt
 

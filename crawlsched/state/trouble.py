@@ -34,6 +34,10 @@ class StorageUnavailable(StateError, sqlite3.OperationalError):
     """The database cannot be written now (full disk, I/O error, read-only files); already logged."""
 
 
+class StateUnreachable(StateError):
+    """The state's database server cannot be reached (a PostgreSQL state at open): the daemon waits for it."""
+
+
 def storage_trouble(exc: BaseException) -> bool:
     """Is ``exc`` the storage failing (disk full, I/O, read-only, corrupt), not a busy lock or a bug?"""
     if isinstance(exc, StorageUnavailable) or isinstance(exc, OSError):
