@@ -87,7 +87,7 @@ class NullExecutor:
         pass
 
     def end_burst(self) -> None:
-        pass
+        self.handed = time.perf_counter()  # the whole burst is handed out (its next fires not planned yet)
 
     def shutdown(self, grace: float, cancel_wait: float) -> None:
         pass
@@ -140,9 +140,9 @@ def end_chains(d: Daemon) -> None:
     d.chains.release_claims()
 
 
-def run_null(args) -> list[float]:
+def run_null(args) -> tuple[list[float], list[float]]:
     ex = NullExecutor()
-    per_fire = []
+    per_fire, handing = [], []
     with tempfile.TemporaryDirectory() as tmp:
         d, clock = build(Path(tmp), args.jobs, args.burst, ex)
         for i in range(args.reps + 1):
@@ -155,8 +155,9 @@ def run_null(args) -> list[float]:
             end_chains(d)
             if i:  # the first turn warms caches
                 per_fire.append(dt / n * 1e6)
+                handing.append((ex.handed - t0) / n * 1e6)
         d.state.close()
-    return per_fire
+    return per_fire, handing
 
 
 def run_threads(args) -> list[list[float]]:
@@ -208,10 +209,11 @@ def main() -> int:
     args = p.parse_args()
     gc.collect()
     if args.mode == "null":
-        per = run_null(args)
-        print(f"null executor, {args.jobs:,} jobs, {args.burst} due: fire_due {statistics.median(per):.2f} µs a fire"
-              f" (median of {len(per)}; min {min(per):.2f}, max {max(per):.2f});"
-              f" {statistics.median(per) * args.burst / 1000:.2f} ms for the burst")
+        per, handing = run_null(args)
+        print(f"null executor, {args.jobs:,} jobs, {args.burst} due: handing out {statistics.median(handing):.2f} µs"
+              f" a fire ({statistics.median(handing) * args.burst / 1000:.2f} ms for the burst; min"
+              f" {min(handing):.2f} µs); with planning the next fires, fire_due {statistics.median(per):.2f} µs a fire"
+              f" (median of {len(per)}; min {min(per):.2f})")
     else:
         runs = run_threads(args)
         handed = [r.pop() for r in runs]
