@@ -233,3 +233,32 @@ def test_a_fast_restart_of_postgresql_under_the_daemon_loses_no_fire(tmp_path, s
     assert len(errors_in(d.output())) <= 1, d.output()
     assert "Traceback" not in d.output()
     print(f"pg_ctl restart -m fast took {restarted:.2f} s")
+
+
+def test_a_daemon_stopped_while_postgresql_is_lost_exits_and_its_next_start_handles_the_outage_once(
+        tmp_path, server, pg_dsn, target):
+    home = tmp_path / "home"
+    write_jobs(home, f'[[jobs]]\nid = "tick"\nname = "tick"\nevery = "1s"\nurl = "{target.url("/ok")}"\n')
+    d = _daemon(home, _with_password(pg_dsn)).start()
+    wait_for(lambda: sum(r["status"] == "success" for r in rows(pg_dsn)) >= 2, 20, "two successes")
+    server.stop()
+    time.sleep(7)
+    assert d.stop(timeout=60) == 0, d.output()  # SIGTERM during the outage: a clean exit
+    server.start()
+    again = _daemon(home, _with_password(pg_dsn)).start()
+    try:
+        wait_for(lambda: any(r["trigger"] == "catch_up" for r in rows(pg_dsn)), 20, "the newest missed fire run once")
+        time.sleep(2)
+    finally:
+        assert again.stop() == 0
+    got = rows(pg_dsn)
+    keys = Counter((r["job_id"], r["scheduled_for"], r["attempt"]) for r in got if r["attempt"] > 0)
+    assert max(keys.values()) == 1, "no attempt twice"
+    assert not [r for r in got if r["status"] == "running"]
+    assert len([r for r in got if r["trigger"] == "catch_up"]) == 1
+    stretches = [(round(r["first_missed"]), round(r["last_missed"])) for r in got if r["status"] == "missed"]
+    instants = [round(r["scheduled_for"]) for r in got if r["status"] != "missed"]
+    assert not [t for t in instants if any(a <= t <= b for a, b in stretches)], "no fire both missed and recorded"
+    for t in range(min(instants), max(instants) + 1):
+        assert t in instants or any(a <= t <= b for a, b in stretches), f"fire at {t} has no row"
+    assert "Traceback" not in d.output() + again.output() and SECRET not in d.output() + again.output()
