@@ -37,9 +37,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from crawlsched import __version__, timing
+from crawlsched.fasttoml import jobs_table
 from crawlsched.jobfile import BOM, JOBS_HEADER_SEARCH, parse_text, with_line
 from crawlsched.model import Defaults, Job, JobFile
-from crawlsched.validate import build_defaults, build_job
+from crawlsched.validate import JobBuilder, build_defaults, build_job
 
 __all__ = ["CACHE_MIN_BYTES", "FileKey", "ParseCache", "parse_segmented", "user_cache_dir"]
 
@@ -100,10 +101,12 @@ def parse_segmented(text: str, machine_tz: str, known_head: str | None = None,
     segments: dict[str, Job] = {}
     ids: set[str] = set()
     names: set[str] = set()
+    shared: dict[Any, Any] = {}  # equal values of different tables: one object
+    build = JobBuilder(defaults, machine_tz)
     for line, segment in parts:
         job = known.get(segment)
         if job is None:
-            job = parse_segment(segment, defaults, machine_tz)
+            job = parse_segment(segment, defaults, machine_tz, shared, build)
             if job is None:
                 return None
         if job.id in ids or job.name in names:
@@ -115,17 +118,25 @@ def parse_segmented(text: str, machine_tz: str, known_head: str | None = None,
     return JobFile(defaults=defaults, jobs=tuple(jobs), raw_defaults=dict(raw_defaults)), head, segments
 
 
-def parse_segment(segment: str, defaults: Defaults, machine_tz: str) -> Job | None:
-    """One ``[[jobs]]`` table's text on its own, validated; None unless it is exactly one valid job."""
+def parse_segment(segment: str, defaults: Defaults, machine_tz: str, shared: dict[Any, Any] | None = None,
+                  build: JobBuilder | None = None) -> Job | None:
+    """One ``[[jobs]]`` table's text on its own, validated; None unless it is exactly one valid job.
+
+    A plain table is read by ``fasttoml`` (``shared``: its values seen before in this parse), any other by
+    ``tomllib``; ``build`` is the parse's ``JobBuilder`` (tables alike are validated once).
+    """
+    table = jobs_table(segment, shared)
+    if table is None:
+        try:
+            data = tomllib.loads(segment)
+        except Exception:
+            return None
+        tables = data.get("jobs")
+        if len(data) != 1 or not isinstance(tables, list) or len(tables) != 1 or not isinstance(tables[0], dict):
+            return None
+        table = tables[0]
     try:
-        data = tomllib.loads(segment)
-    except Exception:
-        return None
-    tables = data.get("jobs")
-    if len(data) != 1 or not isinstance(tables, list) or len(tables) != 1 or not isinstance(tables[0], dict):
-        return None
-    try:
-        return build_job(tables[0], defaults, machine_tz)
+        return build(table) if build is not None else build_job(table, defaults, machine_tz)
     except Exception:
         return None
 
