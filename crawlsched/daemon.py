@@ -108,6 +108,8 @@ class Daemon(Scheduler):
         self.notify("READY=1")
         self._send_status()
         self.log.info("crawlsched daemon ready: %d jobs, home %s (pid %d)", len(self.jobs), self.home, self.pid)
+        self.store.save_cache_later()  # for the next start and reload; nothing before READY needs it
+        trim_memory()
 
     def run(self) -> int:
         """Start, loop until SIGTERM/SIGINT, shut down gracefully. Returns the exit code."""

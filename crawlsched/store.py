@@ -50,6 +50,7 @@ class JobStore:
         self.machine_tz = machine_tz or timing.machine_timezone()
         self.cache_dir = cache_dir
         self.label = self.path.name
+        self._cache_later: tuple[ParseCache, FileKey, JobFile] | None = None  # a parse cache to write (load)
 
     # --- reading -------------------------------------------------------------
 
@@ -62,8 +63,12 @@ class JobStore:
     def _cache(self) -> ParseCache:
         return ParseCache(self.cache_dir, self.path, self.machine_tz)  # cache_dir may be set after __init__
 
-    def load(self) -> JobFile:
-        """The current jobs; a missing file means no jobs. Raises ``JobFileError``."""
+    def load(self, *, cache_later: bool = False) -> JobFile:
+        """The current jobs; a missing file means no jobs. Raises ``JobFileError``.
+
+        ``cache_later``: the parse cache is written by ``save_cache_later`` instead (a daemon
+        writes it once it is ready: 100,000 jobs take a while to pickle, and only a later read needs them).
+        """
         key = self.stat_key()
         if key is None:
             return JobFile(defaults=Defaults(), jobs=())
@@ -74,8 +79,18 @@ class JobStore:
         text = self._read_text()
         jobfile = cache.parse(text, None, self.label)
         if self.stat_key() == key:
-            cache.put(key, jobfile)
+            if cache_later:
+                self._cache_later = (cache, key, jobfile)
+            else:
+                cache.put(key, jobfile)
         return jobfile
+
+    def save_cache_later(self) -> None:
+        """Write the parse cache that ``load(cache_later=True)`` left for later, if any."""
+        later, self._cache_later = self._cache_later, None
+        if later is not None:
+            cache, key, jobfile = later
+            cache.put(key, jobfile)  # the parse of the file at version `key`, whatever the file is now
 
     def _read_text(self) -> str:
         """The file's text (a byte-order mark dropped); a missing file is empty."""

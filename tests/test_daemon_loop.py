@@ -601,3 +601,15 @@ def test_a_burst_is_handed_to_the_executor_as_one(home, monkeypatch):
     clock.advance(60)
     assert d.fire_due(clock.time()) == 1
     assert calls == ["one"]  # a single fire needs no gate
+
+
+def test_a_started_daemon_has_written_its_parse_cache_for_the_next_start(home):
+    from crawlsched.jobcache import CACHE_MIN_BYTES
+
+    body = "".join(f'[[jobs]]\nid = "j{i}"\nevery = "1h"\ncommand = "true"\n\n' for i in range(CACHE_MIN_BYTES // 40))
+    (home / "jobs.toml").write_text(body)
+    daemon = make_daemon(home, FakeClock(datetime(2025, 1, 1, tzinfo=timezone.utc)))
+    daemon.start()
+    assert list((home / ".cache").glob("jobs-*.pickle")), "the next start reads the jobs from the cache"
+    assert daemon.store.load().jobs == tuple(daemon.jobs.values())
+    daemon.shutdown()

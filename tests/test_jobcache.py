@@ -149,3 +149,35 @@ def test_after_an_add_a_hand_edit_elsewhere_is_parsed_only_where_it_changed(tmp_
     got = JobStore(path, cache_dir=cache, machine_tz="UTC").load()
     assert parsed["chars"] <= len(HEAD) + 100  # the head and the one edited table: not the last one, not the new one
     _same(got, parse_text(edited, "jobs.toml", "UTC"))
+
+
+def test_a_load_that_caches_later_writes_the_parse_cache_only_when_told(tmp_path, parsed):
+    path = tmp_path / "jobs.toml"
+    path.write_text(_big())
+    cache = tmp_path / "cache"
+    store = JobStore(path, cache_dir=cache, machine_tz="UTC")
+    first = store.load(cache_later=True)
+    assert not list(cache.glob("jobs-*.pickle")), "nothing written before it is asked for"
+    store.save_cache_later()
+    store.save_cache_later()  # once only: nothing left to write
+    parsed["chars"] = 0
+    again = JobStore(path, cache_dir=cache, machine_tz="UTC").load()
+    assert parsed["chars"] == 0, "the next read is the cache's"
+    _same(again, first)
+
+
+def test_the_parse_cache_writes_its_jobs_as_the_default_pickle_does(tmp_path):
+    import io
+    import pickle
+
+    from crawlsched import jobcache
+
+    path = tmp_path / "jobs.toml"
+    path.write_text(_big())
+    jobfile = JobStore(path, cache_dir=tmp_path / "cache", machine_tz="UTC").load()
+    out = io.BytesIO()
+    pickler = pickle.Pickler(out, protocol=pickle.HIGHEST_PROTOCOL)
+    pickler.dispatch_table = jobcache._DISPATCH
+    pickler.dump(jobfile)
+    assert out.getvalue() == pickle.dumps(jobfile, protocol=pickle.HIGHEST_PROTOCOL)  # caches written before still read
+    _same(pickle.loads(next((tmp_path / "cache").glob("jobs-*.pickle")).read_bytes())[1][1], jobfile)
