@@ -613,3 +613,19 @@ def test_a_started_daemon_has_written_its_parse_cache_for_the_next_start(home):
     assert list((home / ".cache").glob("jobs-*.pickle")), "the next start reads the jobs from the cache"
     assert daemon.store.load().jobs == tuple(daemon.jobs.values())
     daemon.shutdown()
+
+
+def test_a_daemon_that_owns_its_process_loads_and_plans_its_jobs_with_the_collector_paused(home, monkeypatch):
+    import gc
+
+    write_jobs(home, '[[jobs]]\nid = "a"\nevery = "1h"\ncommand = "true"\n')
+    daemon = make_daemon(home, FakeClock(datetime(2025, 1, 1, tzinfo=timezone.utc)))
+    daemon.owns_process = True
+    monkeypatch.setattr(daemon, "_settle_memory", lambda: None)  # no freeze of the test process
+    seen = []
+    real_load, real_apply = daemon.store.load, daemon._apply
+    monkeypatch.setattr(daemon.store, "load", lambda **kw: seen.append(("load", gc.isenabled())) or real_load(**kw))
+    monkeypatch.setattr(daemon, "_apply", lambda *a, **kw: seen.append(("apply", gc.isenabled())) or real_apply(*a, **kw))
+    daemon.start()
+    assert seen == [("load", False), ("apply", False)] and gc.isenabled()
+    daemon.shutdown()
