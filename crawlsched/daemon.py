@@ -58,6 +58,7 @@ class Daemon(Scheduler):
                  environ: dict[str, str] | None = None, notify: Callable[[str], bool] = systemd.notify,
                  duties: bool = True) -> None:
         self.wake = Waker()
+        store.compact_cache = True  # its jobs live as long as the daemon: read back from the cache without a dict each
         super().__init__(store, state, home, log, clock=clock, monotonic=monotonic, executor=executor, environ=environ,
                          wake=self.wake.set)
         self.grace, self.notify = grace, notify

@@ -151,7 +151,8 @@ class ParseCache:
     that ``JobFile`` keeps them; a write that appended a table gives its texts itself.
     """
 
-    def __init__(self, cache_dir: Path | None, path: Path, machine_tz: str) -> None:
+    def __init__(self, cache_dir: Path | None, path: Path, machine_tz: str, *, compact: bool = False) -> None:
+        self.compact = compact  # jobs written to be read back without a dict each (a daemon's cache)
         self.cache_dir = cache_dir
         self.path = path
         self.machine_tz = machine_tz
@@ -237,7 +238,7 @@ class ParseCache:
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
             with os.fdopen(fd, "wb") as fh:
                 pickler = pickle.Pickler(fh, protocol=pickle.HIGHEST_PROTOCOL)
-                pickler.dispatch_table = _DISPATCH
+                pickler.dispatch_table = _COMPACT if self.compact else _DISPATCH
                 pickler.dump((self._stamp(), (key, jobfile, head, texts)))
             os.replace(tmp, path)
         except OSError:
@@ -256,6 +257,22 @@ def _reduce_job(job: Job) -> tuple[Any, ...]:
 
 
 _DISPATCH = {**copyreg.dispatch_table, Job: _reduce_job}
+
+
+def _reduce_jobfile_compact(jobfile: JobFile) -> tuple[Any, ...]:
+    """A ``JobFile`` written as its jobs' fields, a column a field: read back, each job is built by
+    ``Job.__init__``, as the parse builds it, so it keeps its attributes without a dict (the default
+    pickle's jobs each get one), and what reading leaves behind is a few big columns, not a small
+    object a job scattered between the jobs. Slower to read, so only for a daemon's cache."""
+    columns = tuple(zip(*map(_job_values, jobfile.jobs)))
+    return _jobfile_from_columns, (jobfile.defaults, columns, dict(jobfile.raw_defaults))
+
+
+def _jobfile_from_columns(defaults: Defaults, columns: tuple[tuple[Any, ...], ...], raw_defaults: dict[str, Any]) -> JobFile:
+    return JobFile(defaults=defaults, jobs=tuple(Job(*row) for row in zip(*columns)), raw_defaults=raw_defaults)
+
+
+_COMPACT = {**copyreg.dispatch_table, JobFile: _reduce_jobfile_compact}
 
 
 # --- next fires an earlier process computed ------------------------------------------------

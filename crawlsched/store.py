@@ -51,6 +51,7 @@ class JobStore:
         self.cache_dir = cache_dir
         self.label = self.path.name
         self._cache_later: tuple[ParseCache, FileKey, JobFile] | None = None  # a parse cache to write (load)
+        self.compact_cache = False  # a daemon's store: its cache is read back into jobs that hold no dict each
 
     # --- reading -------------------------------------------------------------
 
@@ -61,7 +62,8 @@ class JobStore:
             return None
 
     def _cache(self) -> ParseCache:
-        return ParseCache(self.cache_dir, self.path, self.machine_tz)  # cache_dir may be set after __init__
+        # cache_dir may be set after __init__
+        return ParseCache(self.cache_dir, self.path, self.machine_tz, compact=self.compact_cache)
 
     def load(self, *, cache_later: bool = False) -> JobFile:
         """The current jobs; a missing file means no jobs. Raises ``JobFileError``.

@@ -181,3 +181,31 @@ def test_the_parse_cache_writes_its_jobs_as_the_default_pickle_does(tmp_path):
     pickler.dump(jobfile)
     assert out.getvalue() == pickle.dumps(jobfile, protocol=pickle.HIGHEST_PROTOCOL)  # caches written before still read
     _same(pickle.loads(next((tmp_path / "cache").glob("jobs-*.pickle")).read_bytes())[1][1], jobfile)
+
+
+def test_a_daemon_s_parse_cache_reads_back_into_jobs_as_small_as_parsed_ones(tmp_path):
+    import gc
+    import tracemalloc
+
+    path = tmp_path / "jobs.toml"
+    path.write_text(_big(3000))
+
+    def loaded_bytes(store: JobStore) -> tuple[float, object]:
+        gc.collect()
+        tracemalloc.start()
+        jobfile = store.load()
+        gc.collect()
+        size = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+        return size / len(jobfile.jobs), jobfile
+
+    parsed_size, parsed = loaded_bytes(JobStore(path, cache_dir=tmp_path / "fresh", machine_tz="UTC"))
+    daemon_store = JobStore(path, cache_dir=tmp_path / "daemon", machine_tz="UTC")
+    daemon_store.compact_cache = True
+    daemon_store.load()  # writes the cache
+    again = JobStore(path, cache_dir=tmp_path / "daemon", machine_tz="UTC")
+    again.compact_cache = True
+    cached_size, cached = loaded_bytes(again)
+    _same(cached, parsed)
+    # Read back with the default pickle, each job also holds a dict of its fields (64 bytes more on 3.11).
+    assert cached_size <= parsed_size + 60, (cached_size, parsed_size)
