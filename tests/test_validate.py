@@ -366,3 +366,23 @@ def test_equal_values_of_other_types_are_not_taken_for_each_other(first, second)
     assert _error(build, table) == _error(build_job, table, BUILDER_DEFAULTS, "UTC")
     if _error(build_job, table, BUILDER_DEFAULTS, "UTC") is None:
         assert build(table) == build_job(table, BUILDER_DEFAULTS, "UTC")
+
+
+def test_defaults_take_a_postgresql_state_and_an_executor():
+    d = build_defaults({"state": "postgresql://crawlsched@db.internal/crawlsched", "executor": "workers"})
+    assert (d.state, d.executor) == ("postgresql://crawlsched@db.internal/crawlsched", "workers")
+    assert (build_defaults({}).state, build_defaults({}).executor) == (None, "local")
+
+
+@pytest.mark.parametrize(("raw", "expect"), [
+    ({"executor": "celery"}, ['defaults.executor: "celery"', '"local"', '"workers"']),
+    ({"executor": True}, ["defaults.executor: true", '"local"']),
+    ({"state": "sqlite:///x.db"}, ['defaults.state: "sqlite:///x.db"', "postgresql://"]),
+    ({"state": "mysql://u:hunter2@db/x"}, ["defaults.state", "not shown"]),
+])  # fmt: skip
+def test_a_bad_state_or_executor_in_defaults_is_refused(raw, expect):
+    with pytest.raises(InvalidValue) as caught:
+        build_defaults(raw)
+    for text in expect:
+        assert text in str(caught.value)
+    assert "hunter2" not in str(caught.value)
