@@ -55,6 +55,7 @@ class JobStore:
         self.label = self.path.name
         self._cache_later: tuple[ParseCache, FileKey, JobFile] | None = None  # a parse cache to write (load)
         self.compact_cache = False  # a daemon's store: its cache is read back into jobs that hold no dict each
+        self._last: tuple[FileKey, JobFile] | None = None  # the last load of a large file (``_remember``)
 
     # --- reading -------------------------------------------------------------
 
@@ -77,9 +78,12 @@ class JobStore:
         key = self.stat_key()
         if key is None:
             return JobFile(defaults=Defaults(), jobs=())
+        if self._last is not None and self._last[0] == key:
+            return self._last[1]  # the same version as the last load (a large file: what the parse cache trusts)
         cache = self._cache()
         cached = cache.get(key)
         if cached is not None:
+            self._remember(key, cached)
             return cached
         text = self._read_text()
         jobfile = cache.parse(text, None, self.label)
@@ -88,13 +92,20 @@ class JobStore:
                 self._cache_later = (cache, key, jobfile)
             else:
                 cache.put(key, jobfile)
+            self._remember(key, jobfile)
         return jobfile
+
+    def _remember(self, key: FileKey, jobfile: JobFile) -> None:
+        """Keep the last load of a large file: the daemon's start reads the file twice (the state's
+        executor, then the jobs), and 100,000 jobs must not be parsed, or read from the cache, twice."""
+        self._last = (key, jobfile) if key.size >= CACHE_MIN_BYTES else None
 
     def save_cache_later(self) -> None:
         """Write the parse cache that ``load(cache_later=True)`` left for later, if any."""
         later, self._cache_later = self._cache_later, None
         if later is not None:
             cache, key, jobfile = later
+            cache.compact = self.compact_cache  # set by the daemon, maybe after the load
             cache.put(key, jobfile)  # the parse of the file at version `key`, whatever the file is now
 
     def defaults_state(self, home: Path | None = None) -> Any:
