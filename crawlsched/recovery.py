@@ -64,15 +64,16 @@ def settle_stale_runs(state: State, jobs: Mapping[str, Job], home: Path, pid: in
 
 
 def retries_to_resume(state: State, jobs: Mapping[str, Job], anchors: Mapping[str, float], now: float,
-                      log: logging.Logger, home: Path | None = None) -> list[Retry]:
+                      log: logging.Logger, home: Path | None = None, saved: list[Retry] | None = None) -> list[Retry]:
     """The saved retries that still stand; the others (job gone, paused, overtaken by its next run) are cleared.
 
     A retry never runs after the job's next regular fire (SPEC §4): when that fire is
     already due at the start, the chain ends as it is ("next run is due") and the
-    catch-up accounts for the newer fires like for any other job.
+    catch-up accounts for the newer fires like for any other job. ``saved``: only these
+    retries (the leader adopting those another daemon saved), not all the state's.
     """
     keep = []
-    for retry in state.retries():
+    for retry in state.retries() if saved is None else saved:
         job = jobs.get(retry.job_id)
         if job is None or job.paused:
             state.clear_retry(retry.job_id)
