@@ -48,10 +48,10 @@ class Membership:
     """This daemon's place among those sharing the state."""
 
     def __init__(self, state: State, daemon_id: str, pid: int, home: Path, log: logging.Logger, *,
-                 clock: Callable[[], float], monotonic: Callable[[], float]) -> None:
+                 clock: Callable[[], float], monotonic: Callable[[], float], shared: bool | None = None) -> None:
         self.state, self.id, self.pid, self.home, self.log = state, daemon_id, pid, Path(home), log
         self.clock, self.monotonic = clock, monotonic
-        self.shared = bool(getattr(state, "shared", False))
+        self.shared = bool(getattr(state, "shared", False)) if shared is None else shared
         self.role = LEADER if not self.shared else STANDBY
         self.epoch: int | None = None
         self.valid_until = float("inf") if not self.shared else 0.0  # monotonic: the lease as far as we know
