@@ -66,8 +66,8 @@ class Membership:
     def join(self, now: float, jobs_digest: str | None) -> None:
         """Write this daemon's row; on a shared state, take the lease if nobody holds it."""
         self.digest = jobs_digest
-        try:
-            self.state.forget_daemons(now - FORGET_AFTER)
+        try:  # on one host's file, the daemons before this one are gone (the home's lock says so)
+            self.state.forget_daemons(now - FORGET_AFTER if self.shared else now)
         except Exception as exc:  # a housekeeping write: never what stops a start
             self.log.warning("could not drop the rows of daemons long gone: %s", exc)
         self.state.register_daemon(DaemonEntry(self.id, socket.gethostname(), self.pid, now, now, self.role,

@@ -87,7 +87,8 @@ def status_dict(row: Mapping[str, Any] | None, jobfile: JobFile | None, now: dat
                 states: Mapping[str, JobState], running: bool, pid: int | None, http: str | None,
                 config_ok: bool, config_error: str | None, jobs_file: str, home: str,
                 job_count: int | None = None, state_error: str | None = None,
-                jobs_file_missing: bool = False, scheduler_paused: bool | None = None) -> dict[str, Any]:
+                jobs_file_missing: bool = False, scheduler_paused: bool | None = None,
+                roster: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """``crawlsched status --json`` and ``GET /api/scheduler/status``: one shape, built here for both.
 
     ``row`` is the daemon's row (None when it is not known to be up). What is next is worked
@@ -145,6 +146,8 @@ def status_dict(row: Mapping[str, Any] | None, jobfile: JobFile | None, now: dat
         "jobs_file": jobs_file,
         "home": home,
     })
+    if roster is not None:  # the daemons and workers on the state (crawlsched.roster, SPEC §10)
+        out.update(roster)
     if jobs_file_missing:
         out["jobs_file_missing"] = True
     if state_error is not None:

@@ -96,6 +96,8 @@ class DaemonRegistry:
             elif row[1] is None or float(row[1]) <= t:
                 epoch = int(row[2]) + 1
                 c.execute("UPDATE leader SET owner = ?, lease_until = ?, epoch = ? WHERE id = 1", (daemon_id, t + ttl, epoch))
+                # The one it replaces (dead, frozen, cut off) no longer leads, whatever its row said.
+                c.execute("UPDATE daemons SET role = ? WHERE role = ? AND id != ?", (STANDBY, LEADER, daemon_id))
                 got = Leadership(LEADER, epoch)
             else:
                 got = Leadership(STANDBY, int(row[2]))
