@@ -308,6 +308,10 @@ def status_lines(status: Mapping[str, Any], now: float | None = None) -> list[st
     lines.append("config: ok" if status["config_ok"] else f"config: ERROR {status['config_error']}")
     missing = " (missing: no jobs until it is created)" if status.get("jobs_file_missing") else ""
     lines.append(f"jobs file: {status['jobs_file']}{missing}")
+    if status.get("state"):
+        lines.append(f"state: {status['state']}")
+    if status.get("state_error"):
+        lines.append(f"state: ERROR {status['state_error']}")
     from crawlsched.roster import roster_lines
 
     lines += roster_lines(status, time.time() if now is None else now)
