@@ -1,0 +1,109 @@
+"""Two real daemons (subprocesses, real signals) with their own homes on one PostgreSQL state.
+
+One leads and fires, the other stands by; each (job, scheduled time, attempt) happens
+once; a SIGKILLed leader is replaced and the next due fire handled within 15 s; a
+leader frozen past its lease (SIGSTOP) that wakes writes nothing over what the new
+leader did, and steps down. The same logic in-process, with a fake clock:
+tests/test_cluster_daemon.py.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from helpers.jobs import write_jobs
+from helpers.process import DaemonProcess, wait_for
+
+pytestmark = pytest.mark.slow
+
+JOBS = "".join(f'[[jobs]]\nid = "j{n}"\nname = "j{n}"\nevery = "2s"\ncommand = "true"\n\n' for n in range(3))
+
+
+def _runs(dsn: str):
+    from crawlsched.state.postgres import PostgresStore
+
+    store = PostgresStore(dsn).open()
+    try:
+        return store.runs(limit=100_000)
+    finally:
+        store.close()
+
+
+def _daemon(root: Path, name: str, dsn: str) -> DaemonProcess:
+    home = root / name
+    write_jobs(home, JOBS)
+    return DaemonProcess(home, env={"CRAWLSCHED_STATE": dsn})
+
+
+def _assert_each_fire_once(dsn: str) -> list:
+    rows = _runs(dsn)
+    attempts = Counter((r.job_id, r.scheduled_for, r.attempt) for r in rows if r.attempt > 0)
+    assert [k for k, n in attempts.items() if n > 1] == []
+    fired = {(r.job_id, r.scheduled_for) for r in rows if r.attempt > 0}
+    for r in rows:  # a fire that did not run is never also a fire that ran
+        if r.attempt == 0:
+            assert (r.job_id, r.scheduled_for) not in fired, r
+            if r.first_missed is not None:
+                assert not [t for j, t in fired if j == r.job_id and r.first_missed <= t <= r.last_missed], r
+    return rows
+
+
+@pytest.fixture
+def pair(tmp_path, pg_dsn):
+    a = _daemon(tmp_path, "a", pg_dsn).start()
+    b = _daemon(tmp_path, "b", pg_dsn).start()
+    yield a, b
+    for d in (a, b):
+        if d.proc.poll() is None:
+            try:
+                d.proc.send_signal(signal.SIGCONT)
+                d.stop(timeout=40)
+            except Exception:
+                d.kill()
+
+
+def _by(rows, pid):
+    return [r for r in rows if r.attempt > 0 and r.owner_pid == pid]
+
+
+def test_only_the_leader_fires_and_each_job_time_happens_once(pair, pg_dsn):
+    a, b = pair
+    time.sleep(7)
+    rows = _assert_each_fire_once(pg_dsn)
+    assert len(_by(rows, a.proc.pid)) >= 6
+    assert _by(rows, b.proc.pid) == []
+    assert "standing by" in b.output() and "AUTO CRAWL STARTED" not in b.output()
+
+
+def test_a_killed_leader_is_replaced_and_the_next_fire_handled_within_15_s(pair, pg_dsn):
+    a, b = pair
+    time.sleep(3)
+    a.kill()
+    killed = time.time()
+    first = wait_for(lambda: sorted(r.started_at for r in _by(_runs(pg_dsn), b.proc.pid)), 25, "a fire by the new leader")
+    failover = first[0] - killed
+    print(f"failover (SIGKILL of the leader -> next fire handled): {failover:.1f} s")
+    assert failover <= 15, failover
+    time.sleep(3)
+    _assert_each_fire_once(pg_dsn)
+
+
+def test_a_leader_frozen_past_its_lease_writes_nothing_over_the_new_leader_and_steps_down(pair, pg_dsn):
+    a, b = pair
+    time.sleep(3)
+    a.signal(signal.SIGSTOP)
+    time.sleep(12)
+    assert _by(_runs(pg_dsn), b.proc.pid), "the standby took over while the leader was frozen"
+    a.signal(signal.SIGCONT)
+    woke = time.time()
+    wait_for(lambda: "lost the leader lease" in a.output(), 10, "the old leader stepping down")
+    time.sleep(4)
+    rows = _assert_each_fire_once(pg_dsn)
+    late = [r for r in _by(rows, a.proc.pid) if r.started_at > woke]
+    assert late == [], late
+    assert "AUTO CRAWL STARTED" in b.output()
