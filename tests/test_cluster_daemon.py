@@ -152,3 +152,49 @@ def test_each_daemons_row_has_its_job_files_digest(tmp_path, clock):
         for d in (a, b):
             d.stopping = True
             d.shutdown()
+
+
+def test_a_retry_pending_when_the_leader_froze_runs_once_under_the_new_leader(tmp_path, clock):
+    jobs = '[[jobs]]\nid = "f"\nname = "f"\nevery = "10m"\ncommand = "false"\nmax_retries = 1\nretry_delay = 20\n'
+    state_file = tmp_path / "shared.db"
+    a = cluster_daemon(tmp_path, "a", clock, state_file, jobs)
+    b = cluster_daemon(tmp_path, "b", clock, state_file, jobs)
+    a.start()
+    b.start()
+    try:
+        turns(clock, 1, a, b)  # a fires 09:00: attempt 1 fails, its retry saved for 09:00:20
+        turns(clock, 12, b)  # a frozen: b takes over and resumes the saved retry
+        assert b.role == "leader" and "f" in b.chains
+        turns(clock, 30, a, b)  # a wakes and steps down; b runs attempt 2 at 09:00:20
+        assert a.role == "standby" and "f" not in a.chains
+        assert [(n, s) for _, _, n, s in scheduled(state_file)] == [(1, "failed"), (2, "failed")]
+    finally:
+        for d in (a, b):
+            d.stopping = True
+            d.shutdown()
+
+
+def test_a_retry_another_daemon_saves_after_the_takeover_is_adopted_by_the_leader(tmp_path, clock):
+    from crawlsched.state import Retry
+
+    jobs = '[[jobs]]\nid = "f"\nname = "f"\nevery = "10m"\ncommand = "true"\nmax_retries = 2\nretry_delay = 20\n'
+    state_file = tmp_path / "shared.db"
+    a = cluster_daemon(tmp_path, "a", clock, state_file, jobs)
+    b = cluster_daemon(tmp_path, "b", clock, state_file, jobs)
+    a.start()
+    b.start()
+    try:
+        turns(clock, 1, a, b)  # 09:00 fired by a
+        turns(clock, 12, b)  # a frozen: b takes over
+        assert b.role == "leader" and "f" not in b.chains
+        fired = START.timestamp()
+        # a's attempt ends after it lost the lead (it ran on): its retry lands in the state unknown to b.
+        a.state.save_retry(Retry("f", fired, 2, 3, clock.time() + 5, "schedule"))
+        turns(clock, 3, a, b)  # b's next renewal adopts it
+        assert "f" in b.chains and b.chains["f"].retry_due is not None
+        turns(clock, 6, a, b)
+        assert [(n, s) for _, t, n, s in scheduled(state_file) if t == fired] == [(1, "success"), (2, "success")]
+    finally:
+        for d in (a, b):
+            d.stopping = True
+            d.shutdown()
