@@ -136,10 +136,16 @@ def pg_dsn(pg_cluster) -> str:
     URL; dropped after the test (its connections cut first)."""
     import secrets
 
+    import psycopg
+
+    def admin(sql: str) -> None:  # psycopg, not psql: no process spawned per test
+        with psycopg.connect(pg_cluster.dsn(), autocommit=True, connect_timeout=10) as conn:
+            conn.execute(sql)
+
     name = f"t_{secrets.token_hex(6)}"
-    pg_cluster.psql(f"CREATE DATABASE {name}")
+    admin(f"CREATE DATABASE {name}")
     yield pg_cluster.dsn(name)
     try:
-        pg_cluster.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    except RuntimeError:
+        admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    except psycopg.OperationalError:
         pass  # the server is down (a test stopped it): the session's end removes it all
