@@ -107,3 +107,19 @@ def test_a_leader_frozen_past_its_lease_writes_nothing_over_the_new_leader_and_s
     late = [r for r in _by(rows, a.proc.pid) if r.started_at > woke]
     assert late == [], late
     assert "AUTO CRAWL STARTED" in b.output()
+
+
+def test_status_and_stop_on_the_standbys_home_find_the_standby(pair, pg_dsn):
+    from helpers.process import cli
+
+    a, b = pair
+    result = cli(b.home, "status", "--json", env={"CRAWLSCHED_STATE": pg_dsn})
+    import json
+
+    data = json.loads(result.stdout)
+    assert result.returncode == 0 and data["running"] is True and data["pid"] == b.proc.pid
+    assert sorted(d["role"] for d in data["daemons"]) == ["leader", "standby"]
+    stopped = cli(b.home, "stop", env={"CRAWLSCHED_STATE": pg_dsn})
+    assert stopped.returncode == 0, stopped.stderr
+    assert b.proc.wait(timeout=40) == 0
+    assert a.proc.poll() is None
