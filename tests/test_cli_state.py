@@ -849,6 +849,17 @@ def _crawlsched(home, *args, environ=None):
                           timeout=60)
 
 
+def test_status_on_an_unreachable_postgresql_state_is_down_and_shows_no_password(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    status = _crawlsched(home, "status", "--json", environ={"CRAWLSCHED_STATE": CLOSED_PG})
+    assert status.returncode == 3, status.stderr  # SPEC §5: not up
+    data = json.loads(status.stdout)
+    assert (data["state"], data["running"]) == (CLOSED_PG_SHOWN, False) and CLOSED_PG_SHOWN in data["state_error"]
+    assert SECRET not in status.stdout + status.stderr
+
+
+@pytest.mark.slow  # each command waits for the pool to give up on the closed port (about 5 s)
 @pytest.mark.parametrize("where", ["environment", "job file"])
 def test_an_unreachable_postgresql_state_is_reported_without_its_password(tmp_path, where):
     home = tmp_path / "home"
