@@ -337,6 +337,8 @@ class Daemon(Scheduler):
             self.member.beat(now)  # a shared state's rows beat with each look at the lease
         if self.member.leading:  # the cluster's row (its handled_until) is the leader's to write
             self.state.heartbeat(now, pid=self.pid, handled_until=self.handled_until(now), **self.next_info())
+            if self.member.shared:
+                self._settle_lapsed(now)
         elif self.chains:  # stepped down: the attempts it still runs keep their leases until they end
             self.state.renew_leases(self.runner.owner, now)
 
@@ -379,6 +381,14 @@ class Daemon(Scheduler):
             del self.chains[job_id]  # its retry row stays: the leader adopts it
         self.chains.ended.update(waiting)
         self.chains.release_claims()
+
+    def _settle_lapsed(self, now: float) -> None:
+        """Attempts whose owner's lease lapsed since the takeover (a leader that died on another
+        host: its leases outlive it by up to LEASE_SECONDS) are settled as a start settles them;
+        their retries are adopted at the next renewal."""
+        from crawlsched import recovery
+
+        recovery.settle_stale_runs(self.state, self.jobs, self.home, 0, now, self.log)  # pid 0: nobody's own rows
 
     def _adopt_retries(self, now: float) -> None:
         """Retries another daemon saved (an attempt it ran when it lost the lead) are this leader's to run."""

@@ -10,6 +10,7 @@ tests/test_cluster_processes.py.
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -198,3 +199,30 @@ def test_a_retry_another_daemon_saves_after_the_takeover_is_adopted_by_the_leade
         for d in (a, b):
             d.stopping = True
             d.shutdown()
+
+
+def test_an_attempt_of_a_leader_dead_on_another_host_is_settled_once_its_lease_lapses(tmp_path):
+    from crawlsched.state import Owner
+
+    clock = FakeClock(datetime.fromtimestamp(int(time.time()), UTC))  # leases of rows are judged by the real clock
+    state_file = tmp_path / "shared.db"
+    a = cluster_daemon(tmp_path, "a", clock, state_file, EVERY_MINUTE.replace('"1m"', '"1h"'))
+    a.start()
+    try:
+        turns(clock, 1, a)
+        (fired,) = [t for _, t, _, _ in scheduled(state_file)]
+        # Attempt 2 of that run, started by a leader on another host that died since.
+        elsewhere = Owner("daemon", 4_000_000, None, "another-host")
+        foreign = State(state_file).open()  # that daemon's store
+        foreign.start_attempt("m", fired, 2, 4, trigger="schedule", started_at=time.time(), owner=elsewhere, ttl=2)
+        foreign.close()
+        a.write_heartbeat()  # the lease is still live: the row is left running
+        assert [s for _, t, n, s in scheduled(state_file) if n == 2] == ["running"]
+        time.sleep(2.1)
+        a.write_heartbeat()  # lapsed: interrupted, its retry saved for the leader
+        turns(clock, 3, a)  # adopted and run at once (its due time is now)
+        assert [(n, s) for _, t, n, s in scheduled(state_file) if t == fired] == [
+            (1, "success"), (2, "interrupted"), (3, "success")]
+    finally:
+        a.stopping = True
+        a.shutdown()
