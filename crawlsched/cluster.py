@@ -117,6 +117,16 @@ class Membership:
         if jobs_digest is not None and jobs_digest != self.digest:
             self.beat(self.clock(), jobs_digest)
 
+    def still_leads(self) -> bool:
+        """At a stop: does this daemon hold the lease still? (Its grace period can outlast the
+        lease: a standby has taken over meanwhile, and the cluster's row is the new leader's.)"""
+        if not self.shared:
+            return True
+        if self.role != LEADER:
+            return False
+        lease = self.state.leader()
+        return lease is not None and lease[0] == self.id and lease[2] == self.epoch
+
     def leave(self, now: float) -> None:
         """Stopping: a leader resigns (a standby takes over at its next look); the row says stopped."""
         if self.shared and self.role == LEADER:

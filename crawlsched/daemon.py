@@ -228,7 +228,7 @@ class Daemon(Scheduler):
         self.chains.release_claims()  # what it cannot release is stale once we exit
         now = self.clock()
         try:
-            if self.member.role == LEADER:  # the cluster's row: a standby's stop leaves it to the leader
+            if self.member.still_leads():  # the cluster's row: a standby's stop leaves it to the leader
                 self.state.daemon_stopped(now, handled_until=self.handled_until(now))
             self.member.leave(now)  # a leader resigns: a standby takes over at its next look
         except Exception as exc:  # the database may be the reason we stop

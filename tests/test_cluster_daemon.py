@@ -226,3 +226,15 @@ def test_an_attempt_of_a_leader_dead_on_another_host_is_settled_once_its_lease_l
     finally:
         a.stopping = True
         a.shutdown()
+
+
+def test_a_leader_whose_grace_period_outlasts_its_lease_leaves_the_new_leaders_row_alone(pair, clock):
+    a, b, state_file = pair
+    turns(clock, 1, a, b)
+    turns(clock, 12, b)  # a's stop: its grace period (no turns) outlasts the lease, b takes over
+    assert b.role == "leader"
+    a.stopping = True
+    a.shutdown()
+    row = b.state.daemon()
+    assert (row.pid, row.stopped_at) == (b.pid, None)  # b's, not a's stop
+    assert {d.id: d.role for d in b.state.daemons()}["b"] == "leader"
