@@ -127,6 +127,13 @@ class Membership:
         lease = self.state.leader()
         return lease is not None and lease[0] == self.id and lease[2] == self.epoch
 
+    def resign(self) -> None:
+        """Give the lease up now (a stop): this daemon fires nothing more, a standby takes over."""
+        if self.shared and self.role == LEADER:
+            self.state.resign(self.id)
+            self.role = STANDBY
+            self.state.leader_epoch = 0
+
     def leave(self, now: float) -> None:
         """Stopping: a leader resigns (a standby takes over at its next look); the row says stopped."""
         if self.shared and self.role == LEADER:

@@ -221,6 +221,7 @@ class Daemon(Scheduler):
         ``CANCEL_WAIT`` seconds in all (systemd's TimeoutStopSec is 45 s).
         """
         self.notify("STOPPING=1")
+        self._step("handing the lead over", self._hand_over_lead)  # the others fire while our attempts finish
         grace = self.grace if self.grace is not None else (self.defaults.grace_period if self.defaults else 30.0)
         if self._executor is not None:
             self._executor.shutdown(grace, CANCEL_WAIT)
@@ -367,6 +368,16 @@ class Daemon(Scheduler):
         self.fired_until = now
         self.state.daemon_ready(self.clock(), http=self.http_url, handled_until=self.handled_until(now), **self.next_info())
         self._send_status()
+
+    def _hand_over_lead(self) -> None:
+        """Stopping on a shared state: say until when every fire was handled, and resign the lease
+        now, so a standby takes over at its next look (not after this daemon's grace period)."""
+        if not (self.member.shared and self.member.leading):
+            return
+        now = self.clock()
+        self.state.heartbeat(now, pid=self.pid, handled_until=self.handled_until(now), **self.next_info())
+        self.member.resign()
+        self.log.info("stopping: the leader lease is handed over; the attempts running here finish in their grace period")
 
     def _step_down(self) -> None:
         """Another daemon leads: fire nothing more. Attempts already running finish and are recorded;

@@ -123,3 +123,26 @@ def test_status_and_stop_on_the_standbys_home_find_the_standby(pair, pg_dsn):
     assert stopped.returncode == 0, stopped.stderr
     assert b.proc.wait(timeout=40) == 0
     assert a.proc.poll() is None
+
+
+def test_a_stopping_leader_hands_over_at_once_while_its_attempts_finish(tmp_path, pg_dsn):
+    jobs = '[[jobs]]\nid = "slow"\nname = "slow"\nevery = "1h"\ncommand = "sleep 15"\n\n' + JOBS
+    homes = []
+    for name in ("a", "b"):
+        write_jobs(tmp_path / name, jobs)
+        homes.append(DaemonProcess(tmp_path / name, "--grace", "30", env={"CRAWLSCHED_STATE": pg_dsn}).start())
+    a, b = homes
+    try:
+        time.sleep(2)  # a runs `sleep 15`
+        a.signal(signal.SIGTERM)
+        stopped = time.time()
+        first = wait_for(lambda: sorted(r.started_at for r in _by(_runs(pg_dsn), b.proc.pid)), 10, "a fire by b")
+        assert first[0] - stopped < 4, first[0] - stopped  # not after a's grace period, nor its lease
+        assert a.proc.wait(timeout=30) == 0
+        slow = [r for r in _runs(pg_dsn) if r.job_id == "slow" and r.attempt > 0]
+        assert [(r.attempt, r.status, r.owner_pid) for r in slow] == [(1, "success", a.proc.pid)]
+        _assert_each_fire_once(pg_dsn)
+    finally:
+        for d in homes:
+            if d.proc.poll() is None:
+                d.stop(timeout=40)
