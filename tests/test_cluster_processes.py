@@ -146,3 +146,23 @@ def test_a_stopping_leader_hands_over_at_once_while_its_attempts_finish(tmp_path
         for d in homes:
             if d.proc.poll() is None:
                 d.stop(timeout=40)
+
+
+def test_when_the_database_comes_back_each_fire_stays_once_and_the_gap_is_downtime(pair, pg_cluster, pg_dsn):
+    a, b = pair
+    time.sleep(3)
+    pg_cluster.stop()
+    lost = time.time()
+    try:
+        time.sleep(15)
+    finally:
+        pg_cluster.start()
+    back = time.time()
+    wait_for(lambda: [r for r in _runs(pg_dsn) if r.attempt > 0 and (r.started_at or 0) > back], 30, "fires again")
+    time.sleep(3)
+    assert a.proc.poll() is None and b.proc.poll() is None
+    rows = _assert_each_fire_once(pg_dsn)
+    during = [r for r in rows if r.attempt > 0 and lost + 1 < (r.started_at or 0) < back - 1]
+    assert during == [], during  # nothing ran unrecorded while the state was gone
+    missed = [r for r in rows if r.status == "missed"]
+    assert missed, "the fires due while the database was gone are recorded missed"
