@@ -38,6 +38,8 @@ from crawlsched.tomledit import (
     tomlkit_value,
 )
 
+_DEFAULTS_LATER = re.compile(r"^[ \t]*\[[ \t]*defaults[ \t]*\]", re.M)  # a [defaults] after the jobs (unusual)
+
 __all__ = ["CACHE_MIN_BYTES", "FileKey", "JobStore", "build_file", "check_future", "parse_text", "render_table", "resolve_paths",
            "user_cache_dir"]
 
@@ -76,6 +78,36 @@ class JobStore:
         if self.stat_key() == key:
             cache.put(key, jobfile)
         return jobfile
+
+    def defaults_state(self, home: Path | None = None) -> Any:
+        """``[defaults] state`` as written (None when unset), for choosing the state before the jobs are needed.
+
+        Read from the file's head (what comes before the first ``[[jobs]]``) when it parses on its
+        own and holds ``[defaults]`` (or no ``[defaults]`` follows): 10,000 jobs are not parsed for
+        one key. Otherwise the file is loaded whole; a broken file gives its last good copy's
+        (the daemon's, in ``home``), so the commands read the state the daemon uses.
+        """
+        import tomllib
+
+        try:
+            text = self._read_text()
+        except JobFileError:
+            text = None
+        if text is not None:
+            found = JOBS_HEADER_SEARCH.search(text)
+            head, rest = (text[: found.start()], text[found.start():]) if found else (text, "")
+            try:
+                raw = tomllib.loads(head)
+            except tomllib.TOMLDecodeError:
+                raw = None
+            if raw is not None and "jobs" not in raw and ("defaults" in raw or not _DEFAULTS_LATER.search(rest)):
+                table = raw.get("defaults")
+                return table.get("state") if isinstance(table, dict) else None
+        try:
+            return self.load().defaults.state
+        except JobFileError:
+            last = self.load_last_good(home) if home is not None else None
+            return last.defaults.state if last is not None else None
 
     def _read_text(self) -> str:
         """The file's text (a byte-order mark dropped); a missing file is empty."""

@@ -60,6 +60,7 @@ def tmp_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Home:
     monkeypatch.setenv("CRAWLSCHED_HOME", str(home))
     monkeypatch.setenv("TZ", "UTC")  # the "machine's zone" jobs get when they name none
     monkeypatch.delenv("CRAWLSCHED_DEBUG", raising=False)
+    monkeypatch.delenv("CRAWLSCHED_STATE", raising=False)  # the home's SQLite file, unless a test names another state
     monkeypatch.chdir(home)
     return Home(home)
 
