@@ -63,9 +63,15 @@ class Scheduler:
     def executor(self) -> Executor:
         """The injected executor, or the daemon's warm pool of max_concurrent threads (resized when that changes)."""
         size = self.defaults.max_concurrent if self.defaults else 8
+        if self._executor is None and getattr(self.defaults, "executor", "local") == "workers":
+            from crawlsched.workers.executor import WorkersExecutor  # PostgreSQL only: imported only then
+
+            self._executor = WorkersExecutor(self.state, self.log)
         if self._executor is None:
             self._executor = LocalExecutor(size)
             self._pool_size = size
+        if self.defaults is not None and hasattr(self._executor, "grace_period"):
+            self._executor.grace_period = self.defaults.grace_period  # carried to the workers with each attempt
         elif self._pool_size and size != self._pool_size:
             self._executor.resize(size)  # running attempts finish; the pool has `size` workers from now on
             self._pool_size = size

@@ -1,0 +1,254 @@
+"""The store's side of ``executor = "workers"``: queued attempts, their take-over by a worker,
+worker leases, lapsed leases settled, closed attempts drained, the worker registry.
+
+Every operation is one write transaction (serialized like every other), its SQL portable
+(crawlsched.state.portable); leases are judged and written by the database's clock
+(``db.lease_now``). The flow of one attempt:
+
+1. :func:`start_queued` (the daemon): the ``running`` row, owned by the queue (:data:`QUEUE_OWNER`)
+   with a lease the daemon renews while the job waits, the job's chain claimed, and the queue
+   job deferred by the caller's ``defer`` in the same transaction;
+2. :func:`take_over` (a worker, before it crawls): the row becomes the worker's, with a lease and
+   the next fencing epoch of the job's chain; a row that is closed already (settled meanwhile)
+   or someone else's is refused and the job dropped;
+3. :func:`renew` (the worker, every few seconds): the rows it still holds; a row missing from the
+   answer was lost (settled): its command is stopped and nothing more is written;
+4. the worker closes the row (``finish_attempt`` with its key, fenced by the epoch), or
+   :func:`settle_lapsed` (the leading daemon) closes it ``interrupted`` with the next attempt
+   when its lease lapsed, and bumps the epoch, so the late owner's writes are refused;
+5. closing a queued row records it in ``attempt_outcomes`` (a trigger in PostgreSQL, which also
+   NOTIFYs): :func:`drain_closed` hands the daemon its rows and saved retries.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from crawlsched.state import leases
+from crawlsched.state.attempts import _point_job_at, _save_retry
+from crawlsched.state.jobs import chunks, run_of, running_alive
+from crawlsched.state.metrics import count_finished
+from crawlsched.state.portable import one
+from crawlsched.state.records import AttemptKey, Claim, Owner, Retry, Run
+
+__all__ = ["QUEUE_OWNER", "QUEUE_TTL", "WORKER_TTL", "Queued", "drain_closed", "list_workers", "register_worker",
+           "renew", "renew_queued", "settle_lapsed", "start_queued", "take_over", "unregister_worker"]
+
+QUEUE_OWNER = Owner("queue", None, None, "")  #: who owns a queued row until a worker takes it over
+QUEUE_TTL = 30.0  #: seconds: a queued row's lease (the leading daemon renews it while its job waits)
+WORKER_TTL = 10.0  #: seconds: a worker's lease on an attempt (renewed every 2 s)
+
+
+@dataclass(frozen=True)
+class Queued:
+    """What :func:`start_queued` did with one attempt: queued (``run_id``), or not, and why."""
+
+    run_id: int | None = None
+    busy: str | None = None  #: another owner runs the job: the fire is recorded skipped
+    claim: Claim | None = None
+    duplicate: bool = False  #: this (job, scheduled time, attempt) has a row already
+
+
+def start_queued(store: Any, attempts: list[dict[str, Any]], claimer: Owner, defer: Callable[[Any, list[dict]], list[int]],
+                 *, started_at: float, ttl: float = QUEUE_TTL, claim_ttl: float | None = None) -> list[Queued]:
+    """Write each attempt's ``running`` row (owned by the queue) and defer its queue job, all in one transaction.
+
+    ``attempts`` are dicts with ``job_id, scheduled_for, attempt, max_attempts, trigger`` and
+    ``payload`` (the task's arguments, to which ``run_id`` is added). The job's chain is claimed
+    for ``claimer`` (the daemon) as ``start_attempt(claim=True)`` does.
+    """
+    db = store.db
+    claim_ttl = claim_ttl if claim_ttl is not None else leases.LEASE_SECONDS
+
+    def write(c: Any) -> list[Queued]:
+        now = db.lease_now(c, started_at)
+        out: list[Queued] = []
+        queued: list[tuple[int, dict]] = []
+        for a in attempts:
+            job_id = a["job_id"]
+            other = _live_running(c, job_id, now)
+            if other is not None:
+                where = f" on {other.owner_host}" if other.owner_host else ""
+                who = f"pid {other.owner_pid}{where}" if other.owner_pid else "the queue"
+                out.append(Queued(busy=f"running in another process ({who})"))
+                continue
+            blocker = leases.blocking_claim(c, job_id, claimer, now)
+            if blocker is not None:
+                out.append(Queued(busy=blocker.describe(), claim=blocker))
+                continue
+            epoch = leases.take_claim(c, job_id, claimer, now, claim_ttl)
+            row = one(c.execute(
+                "INSERT INTO runs(job_id, scheduled_for, attempt, max_attempts, trigger, status, started_at,"
+                " owner_pid, owner_ident, owner_id, owner_host, lease_until, epoch)"
+                " VALUES (?, ?, ?, ?, ?, 'running', ?, NULL, NULL, ?, NULL, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
+                (job_id, a["scheduled_for"], a["attempt"], a["max_attempts"], a["trigger"], started_at,
+                 QUEUE_OWNER.id, now + ttl, epoch)))
+            if row is None:
+                out.append(Queued(duplicate=True))
+                continue
+            run_id = int(row[0])
+            _point_job_at(c, job_id, run_id, a["scheduled_for"], started_at)
+            c.execute("DELETE FROM retries WHERE job_id = ? AND scheduled_for = ? AND next_attempt <= ?",
+                      (job_id, a["scheduled_for"], a["attempt"]))
+            queued.append((run_id, {**a["payload"], "run_id": run_id}))
+            out.append(Queued(run_id=run_id))
+        job_ids = defer(c, [payload for _, payload in queued])
+        for (run_id, _), job in zip(queued, job_ids):
+            c.execute("UPDATE runs SET queue_job = ? WHERE id = ?", (job, run_id))
+        return out
+
+    return db.write_with(write)
+
+
+def _live_running(c: Any, job_id: str, now: float) -> Run | None:
+    for row in c.execute("SELECT * FROM runs WHERE job_id = ? AND status = 'running'", (job_id,)).fetchall():
+        if running_alive(row, now):
+            return run_of(row)
+    return None
+
+
+def renew_queued(store: Any, run_ids: list[int], *, ttl: float = QUEUE_TTL) -> None:
+    """The leading daemon renews the queue's lease on rows whose job still waits for a worker."""
+    if not run_ids:
+        return
+    db = store.db
+    with db.write() as c:
+        until = db.lease_now(c, time.time()) + ttl
+        for chunk in chunks(run_ids, 500):
+            c.execute(f"UPDATE runs SET lease_until = ? WHERE status = 'running' AND owner_id = ?"
+                      f" AND id IN ({','.join('?' * len(chunk))})", (until, QUEUE_OWNER.id, *chunk))
+
+
+def queued_rows(store: Any) -> list[Run]:
+    """Rows the queue still owns (no worker took them over yet)."""
+    return [run_of(r) for r in store.db.read("SELECT * FROM runs WHERE status = 'running' AND owner_id = ?",
+                                              (QUEUE_OWNER.id,))]
+
+
+def take_over(store: Any, run_id: int, owner: Owner, home: str, *, started_at: float,
+              ttl: float = WORKER_TTL) -> AttemptKey | None:
+    """A worker takes a queued row over before it crawls: its owner, a lease by the database's clock,
+    the chain's next fencing epoch. None (nothing written) when the row is closed already (its lease
+    lapsed and it was settled) or is not the queue's: the job is dropped, never crawled."""
+    db = store.db
+
+    def write(c: Any) -> AttemptKey | None:
+        row = c.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None or row["status"] != "running" or row["owner_id"] != QUEUE_OWNER.id:
+            return None
+        now = db.lease_now(c, started_at)
+        epoch = _next_epoch(c, row["job_id"], row["epoch"], now)
+        c.execute("UPDATE runs SET owner_id = ?, owner_host = ?, owner_pid = ?, owner_ident = ?, lease_until = ?,"
+                  " epoch = ?, started_at = ?, run_home = ? WHERE id = ?",
+                  (owner.id, owner.host, owner.pid, owner.ident, now + ttl, epoch, started_at, home, run_id))
+        return AttemptKey(row["job_id"], row["scheduled_for"], row["attempt"], row["max_attempts"], row["trigger"],
+                          started_at, owner.pid, owner.ident, epoch)
+
+    return db.write_with(write)
+
+
+def _next_epoch(c: Any, job_id: str, row_epoch: int | None, now: float) -> int:
+    """Bump the job's chain epoch (its claim stays with its holder): writes under an older one are refused."""
+    claim = c.execute("SELECT epoch FROM chain_claims WHERE job_id = ?", (job_id,)).fetchone()
+    epoch = max(int(claim[0]) if claim is not None else 0, int(row_epoch or 0)) + 1
+    if claim is not None:
+        c.execute("UPDATE chain_claims SET epoch = ? WHERE job_id = ?", (epoch, job_id))
+    else:  # a released claim that only carries the epoch
+        c.execute("INSERT INTO chain_claims(job_id, owner, owner_pid, claimed_at, epoch) VALUES (?, 'queue', 0, ?, ?)",
+                  (job_id, now, epoch))
+    return epoch
+
+
+def renew(store: Any, owner: Owner, run_ids: list[int], *, ttl: float = WORKER_TTL) -> set[int]:
+    """A worker renews its leases (and its registry heartbeat); the ids it still holds.
+    An id missing from the answer was settled meanwhile: the worker lost it."""
+    db = store.db
+    with db.write() as c:
+        now = db.lease_now(c, time.time())
+        held: set[int] = set()
+        for chunk in chunks(run_ids, 500):
+            rows = c.execute(f"UPDATE runs SET lease_until = ? WHERE owner_id = ? AND status = 'running'"
+                             f" AND id IN ({','.join('?' * len(chunk))}) RETURNING id",
+                             (now + ttl, owner.id, *chunk)).fetchall()
+            held.update(int(r[0]) for r in rows)
+        c.execute("UPDATE workers SET heartbeat = ? WHERE id = ?", (now, owner.id))
+    return held
+
+
+def settle_lapsed(store: Any, decide: Callable[[Run], tuple[str, str, Retry | None, str | None]],
+                  now: float | None = None) -> list[Run]:
+    """Close every queued attempt whose lease lapsed (its worker was killed, frozen or cut off, or a
+    fetched job was never taken over): ``decide(run)`` gives (status, message, retry, output), the
+    retry saved in the same transaction. The chain's epoch is bumped: the late owner's writes are
+    refused. Returns the rows settled (as they were)."""
+    db = store.db
+    finished = time.time() if now is None else now
+
+    def write(c: Any) -> list[Run]:
+        lease_now = db.lease_now(c, finished)
+        rows = [run_of(r) for r in c.execute(
+            "SELECT * FROM runs WHERE status = 'running' AND queue_job IS NOT NULL AND lease_until < ?",
+            (lease_now,)).fetchall()]
+        for run in rows:
+            status, message, retry, output = decide(run)
+            count_finished(c, run.id, status, finished)
+            c.execute("UPDATE runs SET status = ?, finished_at = ?, message = ?, lease_until = NULL,"
+                      " output = coalesce(?, output) WHERE id = ?", (status, finished, message, output, run.id))
+            _next_epoch(c, run.job_id, run.epoch, lease_now)
+            if retry is not None:
+                _save_retry(c, retry)
+        return rows
+
+    return db.write_with(write)
+
+
+def drain_closed(store: Any) -> list[tuple[Run, Retry | None]]:
+    """The queued attempts closed since the last drain (taken out), each with the retry its closing saved."""
+    db = store.db
+
+    def write(c: Any) -> list[tuple[Run, Retry | None]]:
+        ids = sorted({int(r[0]) for r in c.execute("DELETE FROM attempt_outcomes RETURNING run_id").fetchall()})
+        out: list[tuple[Run, Retry | None]] = []
+        for chunk in chunks(ids, 500):
+            marks = ",".join("?" * len(chunk))
+            runs = [run_of(r) for r in c.execute(f"SELECT * FROM runs WHERE id IN ({marks}) ORDER BY id", tuple(chunk))]
+            job_ids = sorted({r.job_id for r in runs})
+            retries = {}
+            for jchunk in chunks(job_ids, 500):
+                for r in c.execute(f"SELECT * FROM retries WHERE job_id IN ({','.join('?' * len(jchunk))})",
+                                   tuple(jchunk)).fetchall():
+                    retries[r["job_id"]] = Retry(r["job_id"], r["scheduled_for"], r["next_attempt"], r["max_attempts"],
+                                                 r["due_at"], r["trigger"])
+            for run in runs:
+                retry = retries.get(run.job_id)
+                if retry is not None and (retry.scheduled_for != run.scheduled_for or retry.next_attempt != run.attempt + 1):
+                    retry = None
+                out.append((run, retry))
+        return out
+
+    return db.write_with(write)
+
+
+# --- the worker registry ----------------------------------------------------------------------
+
+
+def register_worker(store: Any, owner: Owner, *, concurrency: int, home: str, started_at: float) -> None:
+    db = store.db
+    with db.write() as c:
+        now = db.lease_now(c, started_at)
+        c.execute("INSERT INTO workers(id, host, pid, started_at, heartbeat, concurrency, home) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                  " ON CONFLICT(id) DO UPDATE SET heartbeat = excluded.heartbeat, concurrency = excluded.concurrency,"
+                  " home = excluded.home", (owner.id, owner.host, owner.pid or 0, started_at, now, concurrency, home))
+
+
+def unregister_worker(store: Any, owner: Owner) -> None:
+    with store.db.write() as c:
+        c.execute("DELETE FROM workers WHERE id = ?", (owner.id,))
+
+
+def list_workers(store: Any) -> list[dict[str, Any]]:
+    """The registry (``status --json``'s ``workers``): id, host, pid, started_at, heartbeat, concurrency, home."""
+    return [{k: r[k] for k in ("id", "host", "pid", "started_at", "heartbeat", "concurrency", "home")}
+            for r in store.db.read("SELECT * FROM workers ORDER BY started_at")]
