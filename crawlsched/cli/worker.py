@@ -10,6 +10,8 @@ import typer
 from crawlsched.cli import command, env
 from crawlsched.errors import Refused
 
+IDLE_TX_MS = 5000  #: the server ends a worker's session left idle inside a transaction this long (ms)
+
 
 @command("worker")
 def worker(
@@ -35,6 +37,9 @@ def worker(
     from crawlsched.logs import setup_logging
     from crawlsched.state.open import ENV_VAR, _expanded, guard_log, open_choice
 
+    # A worker frozen (SIGSTOP, a VM paused) inside a write transaction would hold the store's write
+    # lock for as long as its connection lives: the server ends such a session after a few seconds.
+    os.environ["PGOPTIONS"] = f"{os.environ.get('PGOPTIONS', '')} -c idle_in_transaction_session_timeout={IDLE_TX_MS}".strip()
     choice = env().state_choice()
     if not choice.postgres:
         raise Refused(f"crawlsched worker needs a PostgreSQL state (the queue lives in it): set ${ENV_VAR} or"
