@@ -220,3 +220,17 @@ def test_sigterm_past_the_grace_period_gives_the_attempt_back(pg_state, daemon, 
     other = workers("w2")
     assert wait_for(lambda: row(pg_state, "stuck", 2, status="running", owner_pid=other.pid), 20,
                     "the next attempt taken by another worker")
+
+
+def test_a_restarted_daemon_follows_the_chain_a_worker_was_running(request, home, pg_dsn, pg_state, daemon, workers):
+    w = workers("w1")
+    first = daemon('[[jobs]]\nid = "chain"\nname = "chain"\nevery = "1h"\n'
+                   'command = "sh -c \'sleep 4; echo no-luck; exit 1\'"\nmax_retries = 1\nretry_delay = 1\n')
+    wait_for(lambda: row(pg_state, "chain", 1, status="running", owner_pid=w.pid), 20, "attempt 1 in the worker")
+    assert first.stop() == 0
+    again = DaemonProcess(home, env={"CRAWLSCHED_STATE": pg_dsn}).start()
+    request.addfinalizer(again.stop)
+    wait_for(lambda: row(pg_state, "chain", 1, status="failed"), 20, "attempt 1 failed in the worker")
+    second = wait_for(lambda: row(pg_state, "chain", 2), 15, "attempt 2 queued by the new daemon")
+    assert second.scheduled_for == row(pg_state, "chain", 1).scheduled_for
+    assert len(rows(pg_state, "chain", 1)) == 1

@@ -91,7 +91,7 @@ def test_a_lapsed_lease_is_settled_interrupted_with_the_next_attempt_and_the_lat
     row = store.runs("j")[0]
     assert row.status == "interrupted"
     assert [r.next_attempt for r in store.retries()] == [2]
-    late = store.finish_attempt(key, status="success", finished_at=time.time(), message="late")
+    late = q.finish_owned(store, key, WORKER, status="success", finished_at=time.time(), message="late")
     assert late is Saved.FENCED
     assert store.runs("j")[0].status == "interrupted"  # what the settle recorded stands
     assert q.settle_lapsed(store, interrupted) == []  # exactly once
@@ -114,7 +114,8 @@ def test_closed_queued_rows_are_drained_once_with_the_retry_their_close_saved(st
     [queued] = q.start_queued(store, [attempt()], DAEMON, defer, started_at=time.time())
     key = q.take_over(store, queued.run_id, WORKER, "/w", started_at=time.time())
     retry = Retry("j", 1000.0, 2, JOB.max_attempts, 5000.0, "schedule")
-    assert store.finish_attempt(key, status="failed", finished_at=time.time(), message="exit code 1", retry=retry)
+    assert q.finish_owned(store, key, WORKER, status="failed", finished_at=time.time(), message="exit code 1",
+                          retry=retry)
     [(run, saved)] = q.drain_closed(store)
     assert (run.id, run.status, saved.due_at) == (queued.run_id, "failed", 5000.0)
     assert q.drain_closed(store) == []
@@ -127,3 +128,13 @@ def test_an_attempt_that_has_a_row_already_is_not_queued_twice(store):
     [again] = q.start_queued(store, [attempt()], DAEMON, defer, started_at=time.time())
     assert again.duplicate and again.run_id is None
     assert len(queue_jobs(store)) == 1
+
+
+def test_a_new_daemon_taking_the_chain_claim_over_does_not_void_a_running_worker_attempt(store):
+    [queued] = q.start_queued(store, [attempt()], DAEMON, defer, started_at=time.time(), claim_ttl=0.1)
+    key = q.take_over(store, queued.run_id, WORKER, "/w", started_at=time.time())
+    time.sleep(0.2)
+    successor = Owner(CLAIM_DAEMON, 4343, "boot/9", "other-daemon-host")
+    store.claim_chain("j", successor, time.time())  # the old daemon's claim lapsed: taken over, new epoch
+    saved = q.finish_owned(store, key, WORKER, status="success", finished_at=time.time(), message="done")
+    assert saved is Saved.SAVED and store.runs("j")[0].status == "success"

@@ -13,7 +13,7 @@ Every operation is one write transaction (serialized like every other), its SQL 
    or someone else's is refused and the job dropped;
 3. :func:`renew` (the worker, every few seconds): the rows it still holds; a row missing from the
    answer was lost (settled): its command is stopped and nothing more is written;
-4. the worker closes the row (``finish_attempt`` with its key, fenced by the epoch), or
+4. the worker closes the row (:func:`finish_owned`: only while the row is still its own), or
    :func:`settle_lapsed` (the leading daemon) closes it ``interrupted`` with the next attempt
    when its lease lapsed, and bumps the epoch, so the late owner's writes are refused;
 5. closing a queued row records it in ``attempt_outcomes`` (a trigger in PostgreSQL, which also
@@ -22,6 +22,7 @@ Every operation is one write transaction (serialized like every other), its SQL 
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -31,10 +32,13 @@ from crawlsched.state.attempts import _point_job_at, _save_retry
 from crawlsched.state.jobs import chunks, run_of, running_alive
 from crawlsched.state.metrics import count_finished
 from crawlsched.state.portable import one
-from crawlsched.state.records import AttemptKey, Claim, Owner, Retry, Run
+from crawlsched.state.records import AttemptKey, Claim, Owner, Retry, Run, Saved
 
-__all__ = ["QUEUE_OWNER", "QUEUE_TTL", "WORKER_TTL", "Queued", "drain_closed", "list_workers", "register_worker",
-           "renew", "renew_queued", "settle_lapsed", "start_queued", "take_over", "unregister_worker"]
+log = logging.getLogger("crawlsched")
+
+__all__ = ["QUEUE_OWNER", "QUEUE_TTL", "WORKER_TTL", "Queued", "drain_closed", "finish_owned", "list_workers",
+           "note_child_owned", "queued_running", "register_worker", "renew", "renew_queued", "settle_lapsed",
+           "start_queued", "take_over", "unregister_worker"]
 
 QUEUE_OWNER = Owner("queue", None, None, "")  #: who owns a queued row until a worker takes it over
 QUEUE_TTL = 30.0  #: seconds: a queued row's lease (the leading daemon renews it while its job waits)
@@ -121,10 +125,10 @@ def renew_queued(store: Any, run_ids: list[int], *, ttl: float = QUEUE_TTL) -> N
                       f" AND id IN ({','.join('?' * len(chunk))})", (until, QUEUE_OWNER.id, *chunk))
 
 
-def queued_rows(store: Any) -> list[Run]:
-    """Rows the queue still owns (no worker took them over yet)."""
-    return [run_of(r) for r in store.db.read("SELECT * FROM runs WHERE status = 'running' AND owner_id = ?",
-                                              (QUEUE_OWNER.id,))]
+def queued_running(store: Any) -> list[Run]:
+    """Queued attempts still open: waiting for a worker, or running in one (a new daemon adopts their chains)."""
+    return [run_of(r) for r in store.db.read("SELECT * FROM runs WHERE status = 'running' AND queue_job IS NOT NULL"
+                                              " ORDER BY id")]
 
 
 def take_over(store: Any, run_id: int, owner: Owner, home: str, *, started_at: float,
@@ -159,6 +163,53 @@ def _next_epoch(c: Any, job_id: str, row_epoch: int | None, now: float) -> int:
         c.execute("INSERT INTO chain_claims(job_id, owner, owner_pid, claimed_at, epoch) VALUES (?, 'queue', 0, ?, ?)",
                   (job_id, now, epoch))
     return epoch
+
+
+def _owned_row(c: Any, key: AttemptKey, owner: Owner) -> int | None:
+    """The id of the attempt's row while ``owner`` still holds it (running, its own), else None."""
+    row = c.execute("SELECT id, status, owner_id FROM runs WHERE job_id = ? AND scheduled_for = ? AND attempt = ?",
+                    (key.job_id, key.scheduled_for, key.attempt)).fetchone()
+    if row is None or row["status"] != "running" or row["owner_id"] != owner.id:
+        return None
+    return int(row["id"])
+
+
+def finish_owned(store: Any, key: AttemptKey, owner: Owner, *, status: str, finished_at: float, message: str | None,
+                 http_status: int | None = None, exit_code: int | None = None, bytes: int | None = None,
+                 output: str | None = None, retry: Retry | None = None) -> Saved:
+    """A worker closes its attempt (``finish_attempt`` with the worker's fence): only while the row is
+    still running and its own. Once the row was settled (the lease lapsed) the late result is refused,
+    ``Saved.FENCED``, nothing written. Fenced by the row, not by the chain's claim: a new leading
+    daemon taking the chain's claim over does not void a worker's running attempt."""
+
+    def close(c: Any) -> Saved | None:
+        row_id = _owned_row(c, key, owner)
+        if row_id is None:
+            log.warning("job %s: attempt %d/%d's outcome (%s) is refused: its lease lapsed and the attempt was"
+                        " settled meanwhile", key.job_id, key.attempt, key.max_attempts, status)
+            return Saved.FENCED
+        count_finished(c, row_id, status, finished_at)
+        c.execute("UPDATE runs SET status = ?, finished_at = ?, message = ?, http_status = ?, exit_code = ?,"
+                  " bytes = ?, output = ?, lease_until = NULL WHERE id = ?",
+                  (status, finished_at, message, http_status, exit_code, bytes, output, row_id))
+        if retry is not None:
+            _save_retry(c, retry)
+        return None
+
+    return store.db.write_or_hold(close)
+
+
+def note_child_owned(store: Any, key: AttemptKey, owner: Owner, pgid: int, ident: str | None) -> Saved:
+    """``set_child`` for a worker's attempt, fenced like :func:`finish_owned`."""
+
+    def note(c: Any) -> Saved | None:
+        row_id = _owned_row(c, key, owner)
+        if row_id is None:
+            return Saved.FENCED
+        c.execute("UPDATE runs SET child_pgid = ?, child_ident = ? WHERE id = ?", (pgid, ident, row_id))
+        return None
+
+    return store.db.write_or_hold(note)
 
 
 def renew(store: Any, owner: Owner, run_ids: list[int], *, ttl: float = WORKER_TTL) -> set[int]:

@@ -42,21 +42,27 @@ CLAIM_WORKER = "worker"  #: the owner kind of a worker's rows
 EXIT_AFTER = 15.0  #: seconds after the grace period before a worker whose attempts would not stop exits anyway
 
 
-class FencedCount:
-    """The runner's store, counting the writes refused because the lease was lost (a late result)."""
+class WorkerStore:
+    """The runner's store in a worker: its attempt's writes fenced by the row (still running, still
+    this worker's: crawlsched.state.queue.finish_owned), the refused ones counted."""
 
-    def __init__(self, store: Any, on_fenced: Callable[[AttemptKey], None]) -> None:
+    def __init__(self, store: Any, owner: Owner, on_fenced: Callable[[AttemptKey], None]) -> None:
         self._store = store
+        self._owner = owner
         self._on_fenced = on_fenced
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
     def finish_attempt(self, run: Any, **kwargs: Any) -> Saved:
-        saved = self._store.finish_attempt(run, **kwargs)
+        key = getattr(run, "key", run)
+        saved = q.finish_owned(self._store, key, self._owner, **kwargs)
         if saved is Saved.FENCED:
-            self._on_fenced(getattr(run, "key", run))
+            self._on_fenced(key)
         return saved
+
+    def set_child(self, run: Any, pgid: int, ident: str | None) -> Saved:
+        return q.note_child_owned(self._store, getattr(run, "key", run), self._owner, pgid, ident)
 
 
 class WorkerRunner(AttemptRunner):
@@ -91,7 +97,7 @@ class Worker:
         self.owner = Owner(CLAIM_WORKER, pid, procs.identity(pid), HOST)
         self.keeper = LeaseKeeper(store, self.owner, log)
         self.fenced = 0  # late results refused: the lease was lost meanwhile
-        self.runner = WorkerRunner(FencedCount(store, self._fenced), self.home, log, keeper=self.keeper)
+        self.runner = WorkerRunner(WorkerStore(store, self.owner, self._fenced), self.home, log, keeper=self.keeper)
         self.runner.owner = self.owner
         self.stopping_at: float | None = None  # monotonic: when SIGTERM came
         self._pg: Any = None  # procrastinate's worker
