@@ -108,8 +108,8 @@ class JobRecords:
         def restore(c: sqlite3.Connection) -> None:
             c.executemany(
                 "INSERT INTO jobs_seen(job_id, first_seen, daemon_seen, anchor, last_fire) VALUES (?, ?, ?, ?, ?)"
-                " ON CONFLICT(job_id) DO UPDATE SET daemon_seen = coalesce(daemon_seen, excluded.daemon_seen),"
-                " anchor = coalesce(anchor, excluded.anchor),"
+                " ON CONFLICT(job_id) DO UPDATE SET daemon_seen = coalesce(jobs_seen.daemon_seen, excluded.daemon_seen),"
+                " anchor = coalesce(jobs_seen.anchor, excluded.anchor),"
                 f" last_fire = {greatest('coalesce(jobs_seen.last_fire, 0)', 'coalesce(excluded.last_fire, 0)')}",
                 [(i, n, n, a, f) for i, n, a, f in items],
             )
