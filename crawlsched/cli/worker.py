@@ -29,7 +29,8 @@ def worker(
     Example:
 
     \b
-      CRAWLSCHED_STATE=postgresql://crawlsched@db.internal/crawlsched crawlsched worker --concurrency 8
+      export CRAWLSCHED_STATE=postgresql://crawlsched@db.internal/crawlsched
+      crawlsched worker --concurrency 8
     """
     import faulthandler
     import os
