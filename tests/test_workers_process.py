@@ -157,6 +157,7 @@ def test_sigkill_a_worker_mid_crawl_interrupts_and_starts_the_retry_within_the_l
     retry = wait_for(lambda: row(pg_state, "slow", 2, status="running", owner_pid=second.pid), SETTLE + 5,
                      "attempt 2 started in worker 2")
     took = time.monotonic() - killed
+    print(f"worker SIGKILL -> retry started in another worker: {took:.1f} s")  # a figure (pytest -s)
     assert took <= SETTLE, f"the retry started {took:.1f}s after the kill"
     interrupted = row(pg_state, "slow", 1)
     assert interrupted.status == "interrupted" and "lease lapsed" in interrupted.message

@@ -45,6 +45,17 @@ QUEUE_TTL = 30.0  #: seconds: a queued row's lease (the leading daemon renews it
 WORKER_TTL = 10.0  #: seconds: a worker's lease on an attempt (renewed every 2 s)
 
 
+def _not_leading(c: Any, store: Any, now: float) -> bool:
+    """Many daemons on one state: is this store's daemon no longer the leader (its fires fenced)?
+    (crawlsched.state.daemons.fire_fenced, when that module is there; never, otherwise.)"""
+    epoch = getattr(store, "leader_epoch", None)
+    if epoch is None:
+        return False
+    from crawlsched.state.daemons import fire_fenced  # type: ignore[import-not-found]
+
+    return bool(fire_fenced(c, store.db, epoch, now))
+
+
 @dataclass(frozen=True)
 class Queued:
     """What :func:`start_queued` did with one attempt: queued (``run_id``), or not, and why."""
@@ -53,6 +64,7 @@ class Queued:
     busy: str | None = None  #: another owner runs the job: the fire is recorded skipped
     claim: Claim | None = None
     duplicate: bool = False  #: this (job, scheduled time, attempt) has a row already
+    fenced: bool = False  #: this daemon no longer leads: nothing written
 
 
 def start_queued(store: Any, attempts: list[dict[str, Any]], claimer: Owner, defer: Callable[[Any, list[dict]], list[int]],
@@ -67,6 +79,8 @@ def start_queued(store: Any, attempts: list[dict[str, Any]], claimer: Owner, def
     claim_ttl = claim_ttl if claim_ttl is not None else leases.LEASE_SECONDS
 
     def write(c: Any) -> list[Queued]:
+        if _not_leading(c, store, started_at):
+            return [Queued(fenced=True) for _ in attempts]
         now = db.lease_now(c, started_at)
         out: list[Queued] = []
         queued: list[tuple[int, dict]] = []
@@ -260,6 +274,8 @@ def drain_closed(store: Any) -> list[tuple[Run, Retry | None]]:
     db = store.db
 
     def write(c: Any) -> list[tuple[Run, Retry | None]]:
+        if _not_leading(c, store, time.time()):
+            return []  # the leader's to take: a daemon that woke up late leaves them
         ids = sorted({int(r[0]) for r in c.execute("DELETE FROM attempt_outcomes RETURNING run_id").fetchall()})
         out: list[tuple[Run, Retry | None]] = []
         for chunk in chunks(ids, 500):

@@ -158,6 +158,10 @@ class WorkersExecutor:
         for spec, result in zip(specs, done):
             if result.run_id is not None:
                 self._inflight[result.run_id] = spec
+            elif result.fenced:
+                self.log.warning("attempt %d of job %s not queued: this daemon no longer leads", spec.attempt, spec.job_id)
+                self._local.append(AttemptOutcome(spec.job_id, spec.scheduled_for, spec.attempt, OutcomeKind.DUPLICATE,
+                                                  None, "not queued: this daemon no longer leads"))
             elif result.busy is not None:
                 self._local.append(runner._skip_busy(spec, result.busy))
             else:
