@@ -148,7 +148,7 @@ def test_a_fire_runs_in_a_worker_and_its_row_says_host_and_path(home, pg_dsn, pg
 
 def test_sigkill_a_worker_mid_crawl_interrupts_and_starts_the_retry_within_the_lease(pg_state, daemon, workers, target):
     first = workers("w1")
-    daemon(f'[[jobs]]\nid = "slow"\nname = "slow"\nevery = "1h"\nurl = "{target.url("/slow/20")}"\n'
+    daemon(f'[[jobs]]\nid = "slow"\nname = "slow"\nevery = "1h"\nurl = "{target.url("/slow/12")}"\n'
            'max_retries = 1\nretry_delay = 1\n')
     wait_for(lambda: row(pg_state, "slow", 1, status="running", owner_pid=first.pid), 20, "attempt 1 in worker 1")
     second = workers("w2")
@@ -163,8 +163,8 @@ def test_sigkill_a_worker_mid_crawl_interrupts_and_starts_the_retry_within_the_l
     assert interrupted.status == "interrupted" and "lease lapsed" in interrupted.message
     assert retry.scheduled_for == interrupted.scheduled_for
     assert len(rows(pg_state, "slow", 1)) == 1 and len(rows(pg_state, "slow", 2)) == 1  # each attempt once
-    wait_for(lambda: sum(1 for _, path in target.hits if path == "/slow/20") >= 2, 10, "attempt 2's request")
-    assert sum(1 for _, path in target.hits if path == "/slow/20") == 2  # one request per attempt
+    wait_for(lambda: sum(1 for _, path in target.hits if path == "/slow/12") >= 2, 10, "attempt 2's request")
+    assert sum(1 for _, path in target.hits if path == "/slow/12") == 2  # one request per attempt
 
 
 def test_a_worker_frozen_past_its_lease_has_its_late_result_refused(pg_state, daemon, workers):
