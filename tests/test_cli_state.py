@@ -848,6 +848,17 @@ def _crawlsched(home, *args, environ=None):
                           timeout=60)
 
 
+def test_status_on_an_unreachable_postgresql_state_is_down_and_shows_no_password(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    status = _crawlsched(home, "status", "--json", environ={"CRAWLSCHED_STATE": CLOSED_PG})
+    assert status.returncode == 3, status.stderr  # SPEC §5: not up
+    data = json.loads(status.stdout)
+    assert (data["state"], data["running"]) == (CLOSED_PG_SHOWN, False) and CLOSED_PG_SHOWN in data["state_error"]
+    assert SECRET not in status.stdout + status.stderr
+
+
+@pytest.mark.slow  # each command waits for the pool to give up on the closed port (about 5 s)
 @pytest.mark.parametrize("where", ["environment", "job file"])
 def test_an_unreachable_postgresql_state_is_reported_without_its_password(tmp_path, where):
     home = tmp_path / "home"
@@ -917,3 +928,116 @@ def test_the_daemon_refuses_workers_without_a_postgresql_state(tmp_path):
     assert result.returncode == 2, result.stderr
     assert 'defaults.executor: "workers" needs a PostgreSQL state' in result.stderr
     assert result.stderr.count("\n") == 1
+
+
+@pytest.fixture
+def shared_state(tmp_path, monkeypatch):
+    """A stand-in for crawlsched.state.postgres.PostgresStore: a SQLite store outside the home, opened
+    for any DSN, which records the DSN it was given. What every command reads when a DSN is set."""
+    import types
+
+    from crawlsched.state import SqliteStore
+
+    given: list[str] = []
+    shared = tmp_path / "shared.db"
+
+    class SharedStore(SqliteStore):
+        def __init__(self, dsn: str) -> None:
+            given.append(dsn)
+            super().__init__(shared)
+
+    module = types.ModuleType("crawlsched.state.postgres")
+    module.PostgresStore = SharedStore
+    monkeypatch.setitem(sys.modules, "crawlsched.state.postgres", module)
+    st = SqliteStore(shared).open()
+    yield st, given
+    st.close()
+
+
+def test_every_command_reads_the_state_that_crawlsched_state_names(cli, tmp_home, shared_state, monkeypatch):
+    st, given = shared_state
+    job_id = add(cli, "News")
+    home_db = State(tmp_home.db).open()  # a history in the home's SQLite file that must not be read
+    attempt(home_db, job_id, "failed", message="from the home's file")
+    home_db.close()
+    attempt(st, job_id, "success", message="from the shared state")
+    monkeypatch.setenv("PGPASS", SECRET)
+    monkeypatch.setenv("CRAWLSCHED_STATE", "postgresql://crawlsched:${PGPASS}@db.internal/crawlsched")
+
+    [job] = cli("list", "--json").json()["jobs"]
+    assert (job["status"], job["last_message"]) == ("success", "from the shared state")
+    runs = cli("history", "--json").json()["runs"]
+    assert [r["message"] for r in runs] == ["from the shared state"]
+    assert cli("show", job_id, "--json").json()["runs"][0]["message"] == "from the shared state"
+    status = cli("status", "--json")
+    assert status.json()["state"] == "postgresql://crawlsched@db.internal/crawlsched"
+    assert "state_error" not in status.json()
+    assert set(given) == {f"postgresql://crawlsched:{SECRET}@db.internal/crawlsched"}, "expanded only to open it"
+    for args in (["list"], ["history"], ["status"], ["show", job_id]):
+        assert SECRET not in cli(*args).output
+
+
+def test_a_daemons_log_lines_never_carry_the_states_password(tmp_path):
+    import logging
+
+    from crawlsched.state.open import choose_state, guard_log
+
+    choice = choose_state(tmp_path, "postgresql://u:${PGPASS}@db/x", {})
+    log = logging.getLogger("crawlsched.test-guard")
+    log.propagate = False
+    lines: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            lines.append(self.format(record))
+
+    log.addHandler(Keep())
+    os.environ["PGPASS"] = SECRET
+    try:
+        guard_log(log, choice)
+        log.error("cannot connect to %s", f"postgresql://u:{SECRET}@db/x")
+        try:
+            raise OSError(f"password {SECRET} refused")
+        except OSError:
+            log.exception("start failed")
+    finally:
+        del os.environ["PGPASS"]
+    assert lines and all(SECRET not in line for line in lines)
+    assert "cannot connect to postgresql://u@db/x" in lines[0]
+
+
+def test_a_bad_crawlsched_state_is_refused_naming_the_variable(cli, tmp_home, monkeypatch):
+    add(cli, "News")
+    monkeypatch.setenv("CRAWLSCHED_STATE", f"mysql://crawlsched:{SECRET}@db/x")
+    listed = cli("list")
+    assert listed.exit_code == 2 and listed.stderr.startswith("crawlsched: error: $CRAWLSCHED_STATE: ")
+    status = cli("status", "--json")
+    assert status.exit_code == 3
+    data = status.json()
+    assert "state" not in data and data["state_error"].startswith("$CRAWLSCHED_STATE: ")
+    assert SECRET not in listed.output + status.output + cli("status").output
+
+
+def test_list_history_and_status_work_against_a_real_postgresql_state(tmp_path, request):
+    pytest.importorskip("crawlsched.state.postgres", reason="the PostgreSQL store is not in this tree")
+    try:
+        dsn = request.getfixturevalue("pg_dsn")  # tests/conftest.py: a fresh database in a throwaway cluster
+    except pytest.FixtureLookupError:
+        pytest.skip("no pg_dsn fixture in this tree")
+    from crawlsched.dsn import redact_dsn
+
+    home = tmp_path / "home"
+    home.mkdir()
+    environ = {"CRAWLSCHED_STATE": dsn}
+    added = _crawlsched(home, "add", "News", "--every", "1h", "--url", "https://example.com/", environ=environ)
+    assert added.returncode == 0, added.stderr
+    listed = _crawlsched(home, "list", "--json", environ=environ)
+    assert listed.returncode == 0, listed.stderr
+    assert [j["id"] for j in json.loads(listed.stdout)["jobs"]] == ["news"]
+    history = _crawlsched(home, "history", "--json", environ=environ)
+    assert history.returncode == 0 and json.loads(history.stdout)["runs"] == [], history.stderr
+    status = _crawlsched(home, "status", "--json", environ=environ)
+    assert status.returncode == 3, status.stderr  # no daemon up
+    data = json.loads(status.stdout)
+    assert data["state"] == redact_dsn(dsn) and "state_error" not in data, data
+    assert not (home / "crawlsched.db").exists(), "the state is PostgreSQL's, not a file in the home"

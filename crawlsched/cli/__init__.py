@@ -91,12 +91,13 @@ class Env:
                 raise
         return self._choice
 
-    def state_label(self) -> str:
-        """The state as messages show it: the SQLite path, or the PostgreSQL DSN without its password."""
+    def state_label(self) -> str | None:
+        """The state as messages show it: the SQLite path, or the PostgreSQL DSN without its password;
+        None when the setting itself is refused (``state()`` raises the reason)."""
         try:
             return self.state_choice().label
         except CrawlschedError:
-            return str(self.db_path)
+            return None
 
     def store(self) -> JobStore:
         from crawlsched.store import JobStore, user_cache_dir

@@ -283,12 +283,12 @@ def _status(now: datetime) -> dict[str, Any]:
     return data
 
 
-def _state_trouble(label: str, exc: Exception) -> str:
+def _state_trouble(label: str | None, exc: Exception) -> str:
     """Why the state could not be read, as ``state_error`` says it: naming the state, never its password."""
     from crawlsched.errors import CrawlschedError
 
     message = " ".join(str(exc).split())
-    if isinstance(exc, CrawlschedError) and label in message:
+    if label is None or isinstance(exc, CrawlschedError) and label in message:
         return message  # it names the state already (a PostgreSQL state's messages are redacted where made)
     return f"{label}: {message}"
 

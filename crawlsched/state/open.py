@@ -14,7 +14,6 @@ CLI's and the SQLite daemon's paths never load psycopg.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
@@ -32,13 +31,21 @@ SQLITE_FILE = "crawlsched.db"
 PG_MODULE = "crawlsched.state.postgres"
 
 
-@dataclass(frozen=True)
 class StateChoice:
-    """The state chosen: a PostgreSQL DSN as written (``dsn``, with where it came from), or the home's SQLite file."""
+    """The state chosen: a PostgreSQL DSN as written (``dsn``, with where it came from), or the home's SQLite file.
 
-    path: Path  # the home's SQLite file (the state when ``dsn`` is None)
-    dsn: str | None = None
-    source: str | None = None  # "$CRAWLSCHED_STATE" or "defaults.state"
+    A plain class (not a dataclass): it is made on the path of every command.
+    """
+
+    __slots__ = ("dsn", "path", "source")
+
+    def __init__(self, path: Path, dsn: str | None = None, source: str | None = None) -> None:
+        self.path = path  # the home's SQLite file (the state when ``dsn`` is None)
+        self.dsn = dsn
+        self.source = source  # "$CRAWLSCHED_STATE" or "defaults.state"
+
+    def __repr__(self) -> str:
+        return f"StateChoice({self.label!r}, source={self.source!r})"  # never the DSN as written: it may hold a password
 
     @property
     def postgres(self) -> bool:
