@@ -235,3 +235,16 @@ def test_a_restarted_daemon_follows_the_chain_a_worker_was_running(request, home
     second = wait_for(lambda: row(pg_state, "chain", 2), 15, "attempt 2 queued by the new daemon")
     assert second.scheduled_for == row(pg_state, "chain", 1).scheduled_for
     assert len(rows(pg_state, "chain", 1)) == 1
+
+
+def test_a_worker_started_after_one_was_sigkilled_stops_the_command_it_left(pg_state, daemon, workers):
+    w = workers("w1")
+    daemon('[[jobs]]\nid = "left"\nname = "left"\nevery = "1h"\ncommand = "sleep 120"\nmax_retries = 0\n')
+    running = wait_for(lambda: (r := row(pg_state, "left", 1, status="running", owner_pid=w.pid)) and r.child_pgid and r,
+                       20, "the command running")
+    w.kill()
+    killed = time.monotonic()
+    successor = workers("w2")  # on the same host, before the dead worker's lease lapsed
+    assert "left running by a dead worker" in successor.output()
+    assert pid_gone(running.child_pgid)
+    assert time.monotonic() - killed < WORKER_TTL  # not the daemon's settle: the successor's start did it

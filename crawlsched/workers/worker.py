@@ -39,6 +39,7 @@ from crawlsched.workers.queue import QUEUE, TASK, make_app
 __all__ = ["CLAIM_WORKER", "Worker", "WorkerRunner", "run_worker"]
 
 CLAIM_WORKER = "worker"  #: the owner kind of a worker's rows
+ORPHAN_WINDOW = 24 * 3600.0  #: seconds: attempts this recent are checked for commands a dead worker left
 EXIT_AFTER = 15.0  #: seconds after the grace period before a worker whose attempts would not stop exits anyway
 
 
@@ -163,7 +164,25 @@ class Worker:
 
     # --- the process -----------------------------------------------------------------------------
 
+    def stop_orphans(self) -> int:
+        """Commands a dead worker of this host left running (SIGKILL, OOM, outside systemd's cgroup
+        kill): stopped before this worker takes jobs. Only provably that group (crawlsched.procs)."""
+        rows = self.store.db.read(
+            "SELECT job_id, attempt, owner_pid, owner_ident, child_pgid, child_ident FROM runs WHERE owner_host = ?"
+            " AND owner_id LIKE ? AND child_pgid IS NOT NULL AND (status = 'running' OR finished_at > ?)",
+            (HOST, f"{CLAIM_WORKER}@%", time.time() - ORPHAN_WINDOW))
+        stopped = 0
+        for r in rows:
+            if r["owner_pid"] == self.owner.pid or procs.pid_alive(r["owner_pid"], r["owner_ident"]):
+                continue  # its worker lives and stops its own commands
+            if procs.stop_orphan_group(r["child_pgid"], r["child_ident"]):
+                stopped += 1
+                self.log.warning("job %s: attempt %d's command was left running by a dead worker (process group %d);"
+                                 " stopped it", r["job_id"], r["attempt"], r["child_pgid"])
+        return stopped
+
     def run(self) -> int:
+        self.stop_orphans()
         q.register_worker(self.store, self.owner, concurrency=self.concurrency, home=str(self.home),
                           started_at=time.time())
         self.keeper.start()
