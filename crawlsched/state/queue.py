@@ -28,10 +28,10 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from crawlsched.state import leases
-from crawlsched.state.attempts import _point_job_at, _save_retry
+from crawlsched.state.attempts import _save_retry
 from crawlsched.state.jobs import chunks, run_of, running_alive
 from crawlsched.state.metrics import count_finished
-from crawlsched.state.portable import one
+from crawlsched.state.portable import greatest
 from crawlsched.state.records import AttemptKey, Claim, Owner, Retry, Run, Saved
 
 log = logging.getLogger("crawlsched")
@@ -82,49 +82,85 @@ def start_queued(store: Any, attempts: list[dict[str, Any]], claimer: Owner, def
         if _not_leading(c, store, started_at):
             return [Queued(fenced=True) for _ in attempts]
         now = db.lease_now(c, started_at)
-        out: list[Queued] = []
-        queued: list[tuple[int, dict]] = []
+        # Set-based, a statement per step and not per attempt: a burst of 200 is one short transaction.
+        job_ids = sorted({a["job_id"] for a in attempts})
+        running: dict[str, Run] = {}
+        claims: dict[str, Any] = {}
+        for chunk in chunks(job_ids, 500):
+            marks = ",".join("?" * len(chunk))
+            for r in c.execute(f"SELECT * FROM runs WHERE status = 'running' AND job_id IN ({marks})", tuple(chunk)).fetchall():
+                if r["job_id"] not in running and running_alive(r, now):
+                    running[r["job_id"]] = run_of(r)
+            for r in c.execute(f"SELECT * FROM chain_claims WHERE job_id IN ({marks})", tuple(chunk)).fetchall():
+                claims[r["job_id"]] = r
+        out: list[Queued | None] = []
+        claim_rows, wanted, taken = [], [], set()
         for a in attempts:
             job_id = a["job_id"]
-            other = _live_running(c, job_id, now)
-            if other is not None:
-                where = f" on {other.owner_host}" if other.owner_host else ""
-                who = f"pid {other.owner_pid}{where}" if other.owner_pid else "the queue"
+            other = running.get(job_id)
+            if other is not None or job_id in taken:
+                where = f" on {other.owner_host}" if other is not None and other.owner_host else ""
+                who = f"pid {other.owner_pid}{where}" if other is not None and other.owner_pid else "the queue"
                 out.append(Queued(busy=f"running in another process ({who})"))
                 continue
-            blocker = leases.blocking_claim(c, job_id, claimer, now)
-            if blocker is not None:
-                out.append(Queued(busy=blocker.describe(), claim=blocker))
+            row = claims.get(job_id)
+            if row is not None and row["lease_until"] is not None and not leases._ours(row, claimer):
+                blocker = leases.blocking_claim(c, job_id, claimer, now)
+                if blocker is not None:
+                    out.append(Queued(busy=blocker.describe(), claim=blocker))
+                    continue
+            until = now + claim_ttl
+            if row is not None and row["lease_until"] is not None and leases._ours(row, claimer):
+                epoch, claimed_at, until = int(row["epoch"]), row["claimed_at"], max(until, float(row["lease_until"]))
+            else:
+                epoch, claimed_at = (int(row["epoch"]) + 1 if row is not None else 1), now
+            claim_rows.append((job_id, claimer.kind, claimer.pid or 0, claimer.ident, claimed_at, claimer.id, claimer.host,
+                               until, epoch))
+            wanted.append((len(out), a, epoch))
+            taken.add(job_id)
+            out.append(None)
+        if claim_rows:
+            c.executemany(
+                "INSERT INTO chain_claims(job_id, owner, owner_pid, owner_ident, claimed_at, owner_id, owner_host,"
+                " lease_until, epoch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(job_id) DO UPDATE SET"
+                " owner = excluded.owner, owner_pid = excluded.owner_pid, owner_ident = excluded.owner_ident,"
+                " claimed_at = excluded.claimed_at, owner_id = excluded.owner_id, owner_host = excluded.owner_host,"
+                " lease_until = excluded.lease_until, epoch = excluded.epoch", claim_rows)
+        ids: dict[tuple[str, float, int], int] = {}
+        for chunk in chunks(wanted, 200):
+            values = ", ".join("(?, ?, ?, ?, ?, 'running', ?, ?, ?, ?)" for _ in chunk)
+            params: list[Any] = []
+            for _, a, epoch in chunk:
+                params += [a["job_id"], a["scheduled_for"], a["attempt"], a["max_attempts"], a["trigger"], started_at,
+                           QUEUE_OWNER.id, now + ttl, epoch]
+            for r in c.execute(
+                    "INSERT INTO runs(job_id, scheduled_for, attempt, max_attempts, trigger, status, started_at,"
+                    f" owner_id, lease_until, epoch) VALUES {values} ON CONFLICT DO NOTHING"
+                    " RETURNING id, job_id, scheduled_for, attempt", tuple(params)).fetchall():
+                ids[(r["job_id"], float(r["scheduled_for"]), int(r["attempt"]))] = int(r["id"])
+        queued: list[tuple[int, dict]] = []
+        seen, pointed, cleared = [], [], []
+        for index, a, _ in wanted:
+            run_id = ids.get((a["job_id"], float(a["scheduled_for"]), int(a["attempt"])))
+            if run_id is None:
+                out[index] = Queued(duplicate=True)
                 continue
-            epoch = leases.take_claim(c, job_id, claimer, now, claim_ttl)
-            row = one(c.execute(
-                "INSERT INTO runs(job_id, scheduled_for, attempt, max_attempts, trigger, status, started_at,"
-                " owner_pid, owner_ident, owner_id, owner_host, lease_until, epoch)"
-                " VALUES (?, ?, ?, ?, ?, 'running', ?, NULL, NULL, ?, NULL, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
-                (job_id, a["scheduled_for"], a["attempt"], a["max_attempts"], a["trigger"], started_at,
-                 QUEUE_OWNER.id, now + ttl, epoch)))
-            if row is None:
-                out.append(Queued(duplicate=True))
-                continue
-            run_id = int(row[0])
-            _point_job_at(c, job_id, run_id, a["scheduled_for"], started_at)
-            c.execute("DELETE FROM retries WHERE job_id = ? AND scheduled_for = ? AND next_attempt <= ?",
-                      (job_id, a["scheduled_for"], a["attempt"]))
+            out[index] = Queued(run_id=run_id)
             queued.append((run_id, {**a["payload"], "run_id": run_id}))
-            out.append(Queued(run_id=run_id))
-        job_ids = defer(c, [payload for _, payload in queued])
-        for (run_id, _), job in zip(queued, job_ids):
-            c.execute("UPDATE runs SET queue_job = ? WHERE id = ?", (job, run_id))
-        return out
+            seen.append((a["job_id"], started_at))
+            pointed.append((run_id, a["scheduled_for"], a["scheduled_for"], a["job_id"]))
+            cleared.append((a["job_id"], a["scheduled_for"], a["attempt"]))
+        if queued:
+            c.executemany("INSERT INTO jobs_seen(job_id, first_seen) VALUES (?, ?) ON CONFLICT DO NOTHING", seen)
+            c.executemany(f"UPDATE jobs_seen SET last_attempt_id = ?, last_fire = {greatest('coalesce(last_fire, 0)', '?')}"
+                          " WHERE job_id = ?", pointed)
+            c.executemany("DELETE FROM retries WHERE job_id = ? AND scheduled_for = ? AND next_attempt <= ?", cleared)
+            job_numbers = defer(c, [payload for _, payload in queued])
+            c.executemany("UPDATE runs SET queue_job = ? WHERE id = ?",
+                          [(job, run_id) for (run_id, _), job in zip(queued, job_numbers)])
+        return [r if r is not None else Queued(duplicate=True) for r in out]
 
     return db.write_with(write)
-
-
-def _live_running(c: Any, job_id: str, now: float) -> Run | None:
-    for row in c.execute("SELECT * FROM runs WHERE job_id = ? AND status = 'running'", (job_id,)).fetchall():
-        if running_alive(row, now):
-            return run_of(row)
-    return None
 
 
 def renew_queued(store: Any, run_ids: list[int], *, ttl: float = QUEUE_TTL) -> None:
