@@ -248,3 +248,13 @@ def test_a_worker_started_after_one_was_sigkilled_stops_the_command_it_left(pg_s
     assert "left running by a dead worker" in successor.output()
     assert pid_gone(running.child_pgid)
     assert time.monotonic() - killed < WORKER_TTL  # not the daemon's settle: the successor's start did it
+
+
+def test_a_url_attempt_takes_its_variables_from_the_workers_environment(home, pg_state, daemon, workers, target):
+    w = workers("w1")  # its environment has SECRET_WORD; the daemon's has not
+    daemon(f'[[jobs]]\nid = "secret"\nname = "secret"\nevery = "1h"\nurl = "{target.url("/ok")}?key=${{SECRET_WORD}}"\n')
+    done = wait_for(lambda: row(pg_state, "secret", 1, status="success"), 20, "the attempt's success")
+    assert any(path == "/ok?key=s3cr3t-from-the-worker" for _, path in target.hits)
+    daemon_log = "".join(p.read_text() for p in (home / "logs").glob("crawler_*.log"))
+    worker_log = "".join(p.read_text() for p in (w.home / "logs").glob("crawler_*.log"))
+    assert "s3cr3t-from-the-worker" not in (done.message or "") + (done.output or "") + daemon_log + worker_log
