@@ -151,6 +151,7 @@ def test_sigkill_a_worker_mid_crawl_interrupts_and_starts_the_retry_within_the_l
     daemon(f'[[jobs]]\nid = "slow"\nname = "slow"\nevery = "1h"\nurl = "{target.url("/slow/12")}"\n'
            'max_retries = 1\nretry_delay = 1\n')
     wait_for(lambda: row(pg_state, "slow", 1, status="running", owner_pid=first.pid), 20, "attempt 1 in worker 1")
+    wait_for(lambda: any(path == "/slow/12" for _, path in target.hits), 10, "attempt 1's request")  # mid-crawl
     second = workers("w2")
     killed = time.monotonic()
     first.kill()
