@@ -65,9 +65,15 @@ class Scheduler:
     def executor(self) -> Executor:
         """The injected executor, or the daemon's warm pool of max_concurrent threads (resized when that changes)."""
         size = self.defaults.max_concurrent if self.defaults else 8
+        if self._executor is None and getattr(self.defaults, "executor", "local") == "workers":
+            from crawlsched.workers.executor import WorkersExecutor  # PostgreSQL only: imported only then
+
+            self._executor = WorkersExecutor(self.state, self.log)
         if self._executor is None:
             self._executor = LocalExecutor(size)
             self._pool_size = size
+        if self.defaults is not None and hasattr(self._executor, "grace_period"):
+            self._executor.grace_period = self.defaults.grace_period  # carried to the workers with each attempt
         elif self._pool_size and size != self._pool_size:
             self._executor.resize(size)  # running attempts finish; the pool has `size` workers from now on
             self._pool_size = size
@@ -76,9 +82,15 @@ class Scheduler:
             self._executor.start(self.runner, self._wake)
         return self._executor
 
-    def _apply(self, jobfile: JobFile, now: float, previous: DaemonInfo | None = None) -> None:
-        """Diff the new jobs against the running ones and re-plan only what changed (``Planner.apply``)."""
-        first = not self.started
+    def _apply(self, jobfile: JobFile, now: float, previous: DaemonInfo | None = None, *,
+               recover: bool | None = None) -> None:
+        """Diff the new jobs against the running ones and re-plan only what changed (``Planner.apply``).
+
+        The first time (or ``recover``: a standby taking the lead) it also does what a start
+        owes: recovery of what a dead daemon left, its retries resumed, the downtime caught up;
+        ``recover`` False (a standby's start) only plans.
+        """
+        first = not self.started if recover is None else recover
         seen = recovery.seen_jobs(self.state)
         change = self.planner.apply(jobfile.jobs, jobfile.defaults.paused, seen, now)
         # The scheduler's own switch ([defaults] paused, the legacy stop/start): flipping it
@@ -156,9 +168,23 @@ class Scheduler:
         for retry in resumed:
             chain = self.chains.resume(retry.job_id, retry.scheduled_for, retry.trigger, retry.next_attempt, retry.due_at)
             self.planner.push_retry(retry.job_id, chain.token, retry.due_at)
+        adopted = self._adopt_queued() if getattr(self.defaults, "executor", "local") == "workers" else []
         # A chain waiting for its retry is ours: `crawlsched run` refuses it meanwhile. One held by a
         # live `run` (started while no daemon was up) is checked again when the retry is due.
-        self.state.claim_chains([r.job_id for r in resumed], self.runner.owner, now)
+        self.state.claim_chains([r.job_id for r in resumed] + adopted, self.runner.owner, now)
+
+    def _adopt_queued(self) -> list[str]:
+        """executor = "workers": attempts a previous daemon queued that a worker still runs (or will):
+        their chains are this daemon's now, waiting for the outcome (crawlsched.workers)."""
+        from crawlsched.state.queue import queued_running
+
+        adopted = []
+        for run in queued_running(self.state):
+            if run.job_id in self.jobs and run.job_id not in self.chains:
+                chain = self.chains.begin(run.job_id, run.scheduled_for, run.trigger)
+                chain.attempt, chain.handed = run.attempt, True
+                adopted.append(run.job_id)
+        return adopted
 
     def _catch_up(self, job: Job, now: float, previous: catchup.LastRun, seen: catchup.Seen | None,
                   rowed: catchup.Rowed | None = None, down: str = catchup.DAEMON_DOWN) -> None:
