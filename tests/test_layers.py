@@ -25,8 +25,9 @@ LAYERS: dict[str, int] = {
     "__init__": 0, "errors": 0, "model": 0, "timing": 0, "durations": 0,
     # 1 - pure helpers over the vocabulary
     "validate": 1, "dsn": 1, "schedules": 1, "urls": 1, "jobfile": 1, "fasttoml": 1, "tomledit": 1, "targets": 1, "procs": 1, "layout": 1,
-    # 2 - storage and the crawl itself (jobcache, safewrite: the job file's parse cache and atomic writes)
-    "store": 2, "jobcache": 2, "safewrite": 2, "state": 2, "crawl": 2, "runfiles": 2,
+    # 2 - storage and the crawl itself (jobcache, jobread, safewrite: the job file's parse cache, reads and
+    # atomic writes)
+    "store": 2, "jobcache": 2, "jobread": 2, "safewrite": 2, "state": 2, "crawl": 2, "runfiles": 2,
     # 3 - what the loop, the CLI and the web are built from (duties, homelock, memory, outage, reloads,
     # roles, scheduler, signals, status, waker: pieces of the loop split out of daemon.py)
     "executor": 3, "local_executor": 3, "pool": 3, "runner": 3, "plan": 3, "catchup": 3,
