@@ -140,6 +140,7 @@ class RequestCount:
     over: list[str] = field(default_factory=list)  #: attempts that made more requests than the job has URLs
     stray: list[str] = field(default_factory=list)  #: requests no attempt of their job was running for
     excess: int = 0  #: requests beyond the URLs of their attempts, strays included
+    excess_at: list[float] = field(default_factory=list)  #: when each of those requests arrived
 
     def findings(self, allowed: int = 0) -> list[str]:
         """Nothing, when the excess is within ``allowed`` (one per fenced zombie)."""
@@ -162,7 +163,7 @@ def count_requests(rows: Iterable[Mapping[str, Any]], hits: Iterable[tuple[float
             attempts[r["job_id"]].append(r)
     for chain in attempts.values():
         chain.sort(key=lambda r: r["started_at"])
-    per: Counter = Counter()
+    per: dict[tuple[str, int, int], list[float]] = defaultdict(list)
     out = RequestCount()
     for when, job in sorted(hits):
         if job not in urls:
@@ -174,10 +175,12 @@ def count_requests(rows: Iterable[Mapping[str, Any]], hits: Iterable[tuple[float
         if owner is None:
             out.stray.append(f"{job}: a request at {when:.3f} while no attempt of it ran")
             out.excess += 1
+            out.excess_at.append(when)
             continue
-        per[(job, _t(owner["scheduled_for"]), owner["attempt"])] += 1
-    for (job, t, a), n in sorted(per.items()):
-        if n > urls[job]:
-            out.over.append(f"{job} @ {t * TICK:.3f} attempt {a}: {n} requests for {urls[job]} URL(s)")
-            out.excess += n - urls[job]
+        per[(job, _t(owner["scheduled_for"]), owner["attempt"])].append(when)
+    for (job, t, a), times in sorted(per.items()):
+        if len(times) > urls[job]:
+            out.over.append(f"{job} @ {t * TICK:.3f} attempt {a}: {len(times)} requests for {urls[job]} URL(s)")
+            out.excess += len(times) - urls[job]
+            out.excess_at += times[urls[job]:]
     return out

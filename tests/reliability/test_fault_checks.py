@@ -98,6 +98,7 @@ def test_requests_are_counted_against_the_attempt_running_then():
     assert (ok.excess, ok.findings()) == (0, [])
     over = count_requests(rows, [(T0 + 0.5, "a"), (T0 + 0.6, "a"), (T0 + 2.5, "a")], {"a": 1})
     assert over.excess == 1 and "2 requests for 1 URL(s)" in over.over[0]
+    assert over.excess_at == [T0 + 0.6]  # the one beyond the URLs: the later
     assert over.findings(allowed=1) == []  # one fenced zombie may make one more
     assert len(over.findings(allowed=0)) == 2
 
@@ -105,4 +106,5 @@ def test_requests_are_counted_against_the_attempt_running_then():
 def test_a_request_while_no_attempt_of_its_job_ran_is_stray():
     rows = [row(at=T0, started=T0, finished=T0 + 1)]
     res = count_requests(rows, [(T0 + 1.8, "a"), (T0 + 0.5, "other")], {"a": 1})
+    assert res.excess_at == [T0 + 1.8]
     assert res.excess == 1 and res.stray == [f"a: a request at {T0 + 1.8:.3f} while no attempt of it ran"]
