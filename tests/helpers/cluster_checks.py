@@ -21,6 +21,9 @@ TICK = 0.001  # two instants this close are the same due time (every job's times
 CLOSED = ("success", "failed", "interrupted")
 RETRIED = ("failed", "interrupted")
 NOT_DUE = ("manual", "run")  # triggers whose scheduled time is a request's instant, not a due time
+#: a chain that ended before its max attempts says why in its last attempt's message (SPEC §4: a
+#: retry never goes past the next fire; a permanent failure is not retried)
+ENDED_EARLY = ("(next run is due)", "not retried)")
 
 
 def _t(value: float) -> int:
@@ -99,7 +102,8 @@ def lost_fires(rows: Iterable[Mapping[str, Any]], periods: Mapping[str, float], 
 def incomplete_chains(rows: Iterable[Mapping[str, Any]], pending: Iterable[tuple[str, float, int]] = ()) -> list[str]:
     """Every chain (the attempts of one job and scheduled time) is complete: numbered 1..n without a
     gap, each attempt before the last failed or interrupted, and the last one succeeded, or failed
-    or was interrupted at its max attempts, or continues: ``pending`` holds (job, scheduled time,
+    or was interrupted at its max attempts or ended early saying why (:data:`ENDED_EARLY`), or
+    continues: ``pending`` holds (job, scheduled time,
     next attempt) of each saved retry. A chain still ``running`` is a finding (the caller lets the
     run settle first)."""
     chains: dict[tuple[str, int], list[Mapping[str, Any]]] = defaultdict(list)
@@ -122,7 +126,7 @@ def incomplete_chains(rows: Iterable[Mapping[str, Any]], pending: Iterable[tuple
         n, status = last["attempt"], last["status"]
         if status == "success":
             continue
-        if status in RETRIED and n >= last["max_attempts"]:
+        if status in RETRIED and (n >= last["max_attempts"] or any(why in (last["message"] or "") for why in ENDED_EARLY)):
             continue
         if status in RETRIED and (job, t, n + 1) in waiting:
             continue

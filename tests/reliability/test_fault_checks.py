@@ -9,14 +9,14 @@ T0 = 1_900_000_000.0
 
 
 def row(job="a", at=T0, attempt=1, status="success", *, max_attempts=2, started=None, finished=None,
-        trigger="schedule", first=None, last=None, count=None):
+        trigger="schedule", first=None, last=None, count=None, message=None):
     if started is None and attempt > 0:
         started = at + 0.01
     if finished is None and started is not None and status != "running":
         finished = started + 0.1
     return {"job_id": job, "scheduled_for": at, "attempt": attempt, "max_attempts": max_attempts,
             "trigger": trigger, "status": status, "started_at": started, "finished_at": finished,
-            "missed_count": count, "first_missed": first, "last_missed": last}
+            "missed_count": count, "first_missed": first, "last_missed": last, "message": message}
 
 
 def clean_history():
@@ -81,6 +81,14 @@ def test_a_failed_attempt_with_no_next_attempt_and_no_saved_retry_is_an_incomple
     assert incomplete_chains(rows) == [f"a @ {T0:.3f}: attempt 1/3 failed and no attempt 2 (row or saved retry)"]
     assert incomplete_chains(rows, pending=[("a", T0, 2)]) == []  # it continues
     assert incomplete_chains([row(status="failed", max_attempts=1)]) == []  # its last attempt
+
+
+def test_a_chain_that_ended_early_saying_why_is_complete():
+    due = row(status="failed", max_attempts=3, message="HTTP 500 from http://h/x (next run is due)")
+    permanent = row(status="failed", max_attempts=3, message="HTTP 404 from http://h/x (permanent failure, not retried)")
+    silent = row(status="failed", max_attempts=3, message="HTTP 500 from http://h/x")
+    assert incomplete_chains([due]) == [] and incomplete_chains([permanent]) == []
+    assert len(incomplete_chains([silent])) == 1
 
 
 def test_a_gap_a_retry_after_success_and_a_row_left_running_are_incomplete_chains():
