@@ -93,11 +93,13 @@ JOB_KEYS = (
     "timeout", "headers", "catch_up", "on_failure", "max_bytes", "verify",
     "user_agent", "keep_runs", "paused", "created_at",
 )  # fmt: skip
+EXECUTORS = ("local", "workers")
 DEFAULT_KEYS = (
     "max_retries", "retry_delay", "retry_backoff", "retry_max_delay", "timezone",
     "max_concurrent", "catch_up", "url", "command", "timeout", "headers",
     "on_failure", "max_bytes", "verify", "user_agent", "keep_runs",
     "allow_http_commands", "grace_period", "allow_http_env", "http_targets", "keep_history", "keep_logs", "paused",
+    "state", "executor",
 )  # fmt: skip
 
 
@@ -128,6 +130,8 @@ class Defaults:
     keep_history: KeepHistory = field(default_factory=lambda: KeepHistory(days=365))
     keep_logs: int = 30  # days of daily log files
     paused: bool = False  #: the scheduler's own switch (legacy stop/start): no job fires; jobs keep their own ``paused``
+    state: str | None = None  #: a PostgreSQL DSN as written (``${VAR}`` unexpanded); None: the home's SQLite file
+    executor: str = "local"  #: "local" (this daemon's threads) or "workers" (``crawlsched worker`` processes)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 from typing import Callable
 
-from crawlsched.errors import JobFileError
+from crawlsched.errors import CrawlschedError, JobFileError
 from crawlsched.model import JobFile
 from crawlsched.state import State
 from crawlsched.store import FileKey, JobStore
@@ -39,11 +39,14 @@ class Reloads:
         self.config_error: str | None = None
         self.recheck_at: float | None = None  # monotonic: look again then (a change still settling)
         self.changed = False  # the watch saw the file change
+        self.placement: tuple[str | None, str] | None = None  # (state, executor) this daemon started with
+        self.placement_said: tuple[str | None, str] | None = None
 
     def first(self) -> JobFile:
         """The file at start: a bad one is fatal (``JobFileError``); a missing one is no jobs, said loudly."""
         jobfile = self.store.load()
         self.applied_key = self.store.stat_key()
+        self.placement = self.placement_said = self._placement(jobfile)
         if self.applied_key is None:  # not an error (it may come later), but never a silent "0 jobs"
             self.log.warning("job file %s does not exist: no jobs until it is created (it is read as soon as it is)",
                              self.store.path)
@@ -92,7 +95,30 @@ class Reloads:
         self.bad_key = None
         self.config_error = None
         self.applied_key = key
+        self._say_placement(jobfile)
         return jobfile
+
+    def _placement(self, jobfile: JobFile) -> tuple[str | None, str]:
+        """Where the state is (as shown: redacted) and who runs the attempts, as this file says."""
+        from crawlsched.state.open import choose_state, label_of
+
+        try:
+            label: str | None = choose_state(self.home, jobfile.defaults.state).label
+        except CrawlschedError:
+            label = label_of(self.state)
+        return label, jobfile.defaults.executor
+
+    def _say_placement(self, jobfile: JobFile) -> None:
+        """A changed ``[defaults] state`` or ``executor`` takes effect at the next start: said once per change."""
+        if self.placement is None:
+            return
+        now = self._placement(jobfile)
+        if now != self.placement and now != self.placement_said:
+            (state, executor), (new_state, new_executor) = self.placement, now
+            self.log.warning("[defaults] state or executor changed in the job file (state %s, executor %s); this daemon"
+                             " keeps state %s and executor %s until it is restarted", new_state, new_executor,
+                             state, executor)
+        self.placement_said = now
 
     def keep_last_good(self) -> None:
         """Keep the bytes of the file just applied in ``<home>/.cache``: while the file is broken,

@@ -87,7 +87,8 @@ def status_dict(row: Mapping[str, Any] | None, jobfile: JobFile | None, now: dat
                 states: Mapping[str, JobState], running: bool, pid: int | None, http: str | None,
                 config_ok: bool, config_error: str | None, jobs_file: str, home: str,
                 job_count: int | None = None, state_error: str | None = None,
-                jobs_file_missing: bool = False, scheduler_paused: bool | None = None) -> dict[str, Any]:
+                jobs_file_missing: bool = False, scheduler_paused: bool | None = None,
+                state: str | None = None) -> dict[str, Any]:
     """``crawlsched status --json`` and ``GET /api/scheduler/status``: one shape, built here for both.
 
     ``row`` is the daemon's row (None when it is not known to be up). What is next is worked
@@ -97,7 +98,8 @@ def status_dict(row: Mapping[str, Any] | None, jobfile: JobFile | None, now: dat
     ``job_count`` (the API's), ``state_error`` (the database could not be read) and
     ``jobs_file_missing`` (no job file: no jobs, not an error) appear only when given.
     ``scheduler_paused`` (``[defaults] paused``, the legacy stop) is read from ``jobfile`` unless given;
-    while it is on, nothing is next.
+    while it is on, nothing is next. ``state`` is the state in use as shown (the SQLite file, or the
+    PostgreSQL DSN without its password: ``crawlsched.dsn.redact_dsn``), the last key.
     """
     local = timing.machine_timezone()
     if scheduler_paused is None:
@@ -149,6 +151,8 @@ def status_dict(row: Mapping[str, Any] | None, jobfile: JobFile | None, now: dat
         out["jobs_file_missing"] = True
     if state_error is not None:
         out["state_error"] = state_error
+    if state is not None:
+        out["state"] = state
     return out
 
 

@@ -307,4 +307,8 @@ def status_lines(status: Mapping[str, Any]) -> list[str]:
     lines.append("config: ok" if status["config_ok"] else f"config: ERROR {status['config_error']}")
     missing = " (missing: no jobs until it is created)" if status.get("jobs_file_missing") else ""
     lines.append(f"jobs file: {status['jobs_file']}{missing}")
+    if status.get("state"):
+        lines.append(f"state: {status['state']}")
+    if status.get("state_error"):
+        lines.append(f"state: ERROR {status['state_error']}")
     return lines

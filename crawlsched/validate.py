@@ -16,10 +16,12 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any, Mapping
 
+from crawlsched.dsn import check_dsn
 from crawlsched.durations import check_int, check_seconds
 from crawlsched.errors import InvalidValue
 from crawlsched.model import (
     DEFAULT_KEYS,
+    EXECUTORS,
     JOB_KEYS,
     MAX_DATE,
     MIN_DATE,
@@ -181,7 +183,19 @@ def build_defaults(raw: Mapping[str, Any]) -> Defaults:
         kw["keep_logs"] = check_keep_logs(raw["keep_logs"])
     if "paused" in raw:
         kw["paused"] = check_bool("defaults.paused", raw["paused"])
+    if "state" in raw:
+        kw["state"] = check_dsn(raw["state"], "defaults.state")
+    if "executor" in raw:
+        kw["executor"] = check_executor(raw["executor"])
     return Defaults(**kw)
+
+
+def check_executor(value: Any, field_name: str = "defaults.executor") -> str:
+    """Who runs the attempts: ``local`` (the daemon's threads) or ``workers`` (needs a PostgreSQL state)."""
+    if value not in EXECUTORS or not isinstance(value, str):
+        raise InvalidValue(field_name, value, 'must be "local" (the daemon runs the attempts) or "workers" '
+                           '(`crawlsched worker` processes run them; needs a PostgreSQL state)')
+    return value
 
 
 def _common(raw: Mapping[str, Any], kw: dict[str, Any], prefix: str = "") -> None:

@@ -60,6 +60,7 @@ def tmp_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Home:
     monkeypatch.setenv("CRAWLSCHED_HOME", str(home))
     monkeypatch.setenv("TZ", "UTC")  # the "machine's zone" jobs get when they name none
     monkeypatch.delenv("CRAWLSCHED_DEBUG", raising=False)
+    monkeypatch.delenv("CRAWLSCHED_STATE", raising=False)  # the home's SQLite file, unless a test names another state
     monkeypatch.chdir(home)
     return Home(home)
 
@@ -106,3 +107,45 @@ def logger(tmp_path: Path):
     for handler in list(log.handlers):
         log.removeHandler(handler)
         handler.close()
+
+
+# --- PostgreSQL: one throwaway server per session, a fresh database per test ------------------
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A real PostgreSQL server for the session (tests/helpers/postgres.py), stopped at the end;
+    skipped with the reason where the server's binaries are not installed."""
+    from helpers.postgres import find_binaries, remove_cluster, start_cluster
+
+    if find_binaries() is None:
+        pytest.skip("PostgreSQL's server binaries (initdb, pg_ctl, postgres) are not installed "
+                    "(Debian: apt-get install postgresql)")
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        pytest.skip("psycopg 3 is not installed (pip install 'psycopg[binary]' psycopg-pool)")
+    cluster = start_cluster()
+    yield cluster
+    remove_cluster(cluster)
+
+
+@pytest.fixture
+def pg_dsn(pg_cluster) -> str:
+    """A fresh, empty database in the session's server (``CREATE DATABASE t_<random>``), as a libpq
+    URL; dropped after the test (its connections cut first)."""
+    import secrets
+
+    import psycopg
+
+    def admin(sql: str) -> None:  # psycopg, not psql: no process spawned per test
+        with psycopg.connect(pg_cluster.dsn(), autocommit=True, connect_timeout=10) as conn:
+            conn.execute(sql)
+
+    name = f"t_{secrets.token_hex(6)}"
+    admin(f"CREATE DATABASE {name}")
+    yield pg_cluster.dsn(name)
+    try:
+        admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    except psycopg.OperationalError:
+        pass  # the server is down (a test stopped it): the session's end removes it all

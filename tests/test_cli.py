@@ -469,7 +469,8 @@ def test_top_level_help_lists_the_commands(cli):
         assert name in result.stdout
 
 
-HEAVY = ("requests", "schedule", "flask", "crawlsched.daemon", "crawlsched.crawl", "pydantic")
+HEAVY = ("requests", "schedule", "flask", "crawlsched.daemon", "crawlsched.crawl", "pydantic",
+         "psycopg", "psycopg_pool", "procrastinate")  # the PostgreSQL state: loaded only for one
 
 
 @pytest.mark.parametrize("args", [["--help"], ["list", "--json"], ["status", "--json"]], ids=["help", "list", "status"])

@@ -76,10 +76,15 @@ BYTES_TOO_MANY = '[[jobs]]\nid = "a"\nname = "A"\nat = "09:00"\nmax_bytes = 1844
 DELAY_INFINITE = '[[jobs]]\nid = "a"\nname = "A"\nat = "09:00"\nretry_delay = inf\nurl = ["https://example.com/"]\n'
 RETRIES_5000_DIGITS = '[[jobs]]\nid = "a"\nname = "A"\nat = "09:00"\nmax_retries = ' + "9" * 5000 + '\nurl = ["https://example.com/"]\n'
 GRACE_TOO_LONG = '[defaults]\ngrace_period = 1e400\n'
+EXECUTOR_UNKNOWN = '[defaults]\nexecutor = "celery"\n'
+STATE_NOT_POSTGRESQL = '[defaults]\nstate = "mysql://u:hunter2@db/x"\n'
+WORKERS_ON_POSTGRESQL = '[defaults]\nstate = "postgresql://crawlsched@db.internal/crawlsched"\nexecutor = "workers"\n'
 
 FILES = {"none": None, "one job": ONE_JOB, "two jobs": TWO_JOBS, "syntax error": SYNTAX_ERROR, "bad value": BAD_VALUE, "duplicate id": DUPLICATE_ID,
          "every too long": EVERY_TOO_LONG, "end too late": END_TOO_LATE, "bytes too many": BYTES_TOO_MANY,
-         "delay infinite": DELAY_INFINITE, "retries 5000 digits": RETRIES_5000_DIGITS, "grace too long": GRACE_TOO_LONG}
+         "delay infinite": DELAY_INFINITE, "retries 5000 digits": RETRIES_5000_DIGITS, "grace too long": GRACE_TOO_LONG,
+         "executor unknown": EXECUTOR_UNKNOWN, "state not postgresql": STATE_NOT_POSTGRESQL,
+         "workers on postgresql": WORKERS_ON_POSTGRESQL}
 
 
 @dataclass
@@ -163,6 +168,17 @@ CASES = [
     Case("cron-reboot-macro", add("--cron", "@reboot", "--url", URL), ["cron", '"@reboot"', "@daily"]),
     Case("edit-every-beyond-ten-years", ["edit", "taken", "--every", "3000000000d"], ["every", '"3000000000d"'], file="one job"),
     Case("retry-config-delay-beyond-ten-years", ["retry-config", "--retry-delay", "3651d"], ["retry_delay", '"3651d"'], file="one job"),
+    # [defaults] state and executor (SPEC §10): a password is never echoed; workers need PostgreSQL.
+    Case("defaults-unknown-executor", ["defaults", "--executor", "celery"], ["defaults.executor", '"celery"', '"local"', '"workers"'],
+         file="one job"),
+    Case("defaults-state-not-postgresql", ["defaults", "--state", "mysql://u:hunter2@db/x"],
+         ["defaults.state", "postgresql://", "key=value"], file="one job", absent=["hunter2"]),
+    Case("defaults-state-sqlite-path", ["defaults", "--state", "/srv/crawlsched.db"],
+         ["defaults.state", '"/srv/crawlsched.db"', "postgresql://"], file="one job"),
+    Case("defaults-workers-without-postgresql", ["defaults", "--executor", "workers"],
+         ["defaults.executor", '"workers"', "needs a PostgreSQL state", "CRAWLSCHED_STATE"], file="one job"),
+    Case("defaults-unset-the-state-workers-need", ["defaults", "--unset", "state"],
+         ["defaults.executor", '"workers"', "needs a PostgreSQL state"], file="workers on postgresql"),
     Case("rm-without-yes-when-not-a-tty", ["rm", "taken"], ["--yes", '"taken"', "not a terminal"], file="one job"),
 ]
 
@@ -177,9 +193,11 @@ for name, content_key, expect in [
     ("retry-delay-inf", "delay infinite", ["jobs.toml:5:", "retry_delay", "inf", "ten years"]),
     ("max-retries-of-5000-digits", "retries 5000 digits", ["jobs.toml:5:", "4300 digits"]),
     ("grace-period-1e400", "grace too long", ["jobs.toml:2:", "grace_period", "ten years"]),
+    ("executor-celery", "executor unknown", ["jobs.toml:2:", "defaults.executor", '"celery"', '"workers"']),
+    ("state-not-postgresql", "state not postgresql", ["jobs.toml:2:", "defaults.state", "postgresql://"]),
 ]:
     for command in (["list"], ["add", "X", "--at", "09:00", "--url", URL], ["validate"]):
-        CASES.append(Case(f"broken-file-{name}-{command[0]}", command, expect, file=content_key))
+        CASES.append(Case(f"broken-file-{name}-{command[0]}", command, expect, file=content_key, absent=["hunter2"]))
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -458,11 +459,11 @@ def test_status_json_is_exactly_as_before_without_a_daemon(cli, tmp_home, monkey
         "started_at": None, "started_at_iso": None, "heartbeat": None, "heartbeat_iso": None, "http": None,
         "config_ok": True, "config_error": None, "scheduler_paused": False, "next_job": "soonest",
         "next_run": "2026-11-30 09:05:00", "next_run_iso": "2026-11-30T09:05:00+07:00",
-        "jobs_file": str(tmp_home.jobs_file), "home": str(tmp_home.path),
+        "jobs_file": str(tmp_home.jobs_file), "home": str(tmp_home.path), "state": str(tmp_home.db),
     }
     assert list(result.json()) == ["success", "running", "pid", "host", "version", "started_at", "started_at_iso",
                                    "heartbeat", "heartbeat_iso", "http", "config_ok", "config_error", "scheduler_paused", "next_job",
-                                   "next_run", "next_run_iso", "jobs_file", "home"]
+                                   "next_run", "next_run_iso", "jobs_file", "home", "state"]
 
 
 def test_status_json_is_exactly_as_before_with_a_daemon(cli, tmp_home, state, fake_daemon, monkeypatch):
@@ -821,3 +822,222 @@ def test_status_adds_no_zone_to_a_next_run_in_the_machines_zone(cli, tmp_home):
     assert result.exit_code == 0, result.output
     line = next(line for line in cli("status").stdout.splitlines() if line.startswith("next:"))
     assert line.endswith("09:05:00"), line
+
+
+# --- which state: the home's SQLite file, or $CRAWLSCHED_STATE / [defaults] state (SPEC §10) -------------
+
+SECRET = "hunter2-not-for-eyes"
+CLOSED_PG = f"postgresql://crawlsched:{SECRET}@127.0.0.1:1/crawlsched?connect_timeout=2"
+CLOSED_PG_SHOWN = "postgresql://crawlsched@127.0.0.1:1/crawlsched?connect_timeout=2"
+
+
+def test_status_names_the_sqlite_state_in_use(cli, tmp_home):
+    add(cli, "News")
+    result = cli("status", "--json")
+    assert result.exit_code == 3
+    assert result.json()["state"] == str(tmp_home.db)
+    text = cli("status")
+    assert f"state: {tmp_home.db}" in text.stdout.splitlines()
+
+
+def _crawlsched(home, *args, environ=None):
+    env = {**os.environ, "CRAWLSCHED_JOBS": str(home / "jobs.toml"), "CRAWLSCHED_HOME": str(home), "TZ": "UTC",
+           **(environ or {})}
+    env.pop("CRAWLSCHED_DEBUG", None)
+    return subprocess.run([sys.executable, "-m", "crawlsched", *args], env=env, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_status_on_an_unreachable_postgresql_state_is_down_and_shows_no_password(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    status = _crawlsched(home, "status", "--json", environ={"CRAWLSCHED_STATE": CLOSED_PG})
+    assert status.returncode == 3, status.stderr  # SPEC §5: not up
+    data = json.loads(status.stdout)
+    assert (data["state"], data["running"]) == (CLOSED_PG_SHOWN, False) and CLOSED_PG_SHOWN in data["state_error"]
+    assert SECRET not in status.stdout + status.stderr
+
+
+@pytest.mark.slow  # each command waits for the pool to give up on the closed port (about 5 s)
+@pytest.mark.parametrize("where", ["environment", "job file"])
+def test_an_unreachable_postgresql_state_is_reported_without_its_password(tmp_path, where):
+    home = tmp_path / "home"
+    home.mkdir()
+    defaults = f'[defaults]\nstate = "{CLOSED_PG}"\n' if where == "job file" else ""
+    (home / "jobs.toml").write_text(defaults + '[[jobs]]\nid = "a"\nname = "A"\nat = "09:00"\nurl = "https://example.com/"\n')
+    environ = {"CRAWLSCHED_STATE": CLOSED_PG} if where == "environment" else {}
+
+    status = _crawlsched(home, "status", "--json", environ=environ)
+    assert status.returncode == 3, status.stderr  # SPEC §5: not up
+    data = json.loads(status.stdout)
+    assert data["state"] == CLOSED_PG_SHOWN and data["running"] is False and data["state_error"]
+    assert CLOSED_PG_SHOWN in data["state_error"]
+    text = _crawlsched(home, "status", environ=environ)
+    assert text.returncode == 3 and f"state: {CLOSED_PG_SHOWN}" in text.stdout
+    outputs = [status, text]
+    for args in (["list"], ["history"], ["show", "a"], ["logs", "a"], ["list", "--json"]):
+        result = _crawlsched(home, *args, environ=environ)
+        assert result.returncode == 1, (args, result.stdout, result.stderr)
+        assert "Traceback" not in result.stderr
+        message = json.loads(result.stdout)["error"] if "--json" in args else result.stderr
+        assert CLOSED_PG_SHOWN in message and message.count("\n") <= 1
+        outputs.append(result)
+    daemon = _crawlsched(home, "daemon", environ=environ)
+    assert daemon.returncode != 0 and "Traceback" not in daemon.stderr
+    outputs.append(daemon)
+    for result in outputs:
+        assert SECRET not in result.stdout + result.stderr
+    for log in (home / "logs").glob("*"):
+        assert SECRET not in log.read_text(errors="replace")
+    assert not (home / "crawlsched.db").exists(), "no SQLite state besides the PostgreSQL one"
+
+
+def test_defaults_shows_the_state_without_its_password(cli, tmp_home):
+    tmp_home.jobs_file.write_text(f'[defaults]\nstate = "{CLOSED_PG}"\nexecutor = "workers"\n')
+    text = cli("defaults")
+    assert text.exit_code == 0, text.output
+    assert f'state = "{CLOSED_PG_SHOWN}"' in text.stdout and 'executor = "workers"' in text.stdout
+    data = cli("defaults", "--json").json()
+    assert (data["defaults"]["state"], data["defaults"]["executor"]) == (CLOSED_PG_SHOWN, "workers")
+    assert SECRET not in text.output + json.dumps(data)
+
+
+def test_defaults_sets_state_and_executor(cli, tmp_home):
+    result = cli("defaults", "--state", "postgresql://crawlsched@db.internal/crawlsched", "--executor", "workers")
+    assert result.exit_code == 0, result.output
+    text = tmp_home.jobs_file.read_text()
+    assert 'state = "postgresql://crawlsched@db.internal/crawlsched"' in text and 'executor = "workers"' in text
+    assert cli("defaults", "--unset", "executor").exit_code == 0
+    assert "executor" not in tmp_home.jobs_file.read_text()
+
+
+def test_validate_refuses_workers_without_a_postgresql_state_and_accepts_it_from_the_environment(cli, tmp_home, monkeypatch):
+    tmp_home.jobs_file.write_text('[defaults]\nexecutor = "workers"\n')
+    refused = cli("validate")
+    assert refused.exit_code == 2
+    assert 'defaults.executor: "workers" needs a PostgreSQL state' in refused.stderr
+    monkeypatch.setenv("CRAWLSCHED_STATE", "postgresql://crawlsched@db.internal/crawlsched")
+    assert cli("validate").exit_code == 0
+
+
+def test_the_daemon_refuses_workers_without_a_postgresql_state(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "jobs.toml").write_text('[defaults]\nexecutor = "workers"\n')
+    result = _crawlsched(home, "daemon")
+    assert result.returncode == 2, result.stderr
+    assert 'defaults.executor: "workers" needs a PostgreSQL state' in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+@pytest.fixture
+def shared_state(tmp_path, monkeypatch):
+    """A stand-in for crawlsched.state.postgres.PostgresStore: a SQLite store outside the home, opened
+    for any DSN, which records the DSN it was given. What every command reads when a DSN is set."""
+    import types
+
+    from crawlsched.state import SqliteStore
+
+    given: list[str] = []
+    shared = tmp_path / "shared.db"
+
+    class SharedStore(SqliteStore):
+        def __init__(self, dsn: str) -> None:
+            given.append(dsn)
+            super().__init__(shared)
+
+    module = types.ModuleType("crawlsched.state.postgres")
+    module.PostgresStore = SharedStore
+    monkeypatch.setitem(sys.modules, "crawlsched.state.postgres", module)
+    st = SqliteStore(shared).open()
+    yield st, given
+    st.close()
+
+
+def test_every_command_reads_the_state_that_crawlsched_state_names(cli, tmp_home, shared_state, monkeypatch):
+    st, given = shared_state
+    job_id = add(cli, "News")
+    home_db = State(tmp_home.db).open()  # a history in the home's SQLite file that must not be read
+    attempt(home_db, job_id, "failed", message="from the home's file")
+    home_db.close()
+    attempt(st, job_id, "success", message="from the shared state")
+    monkeypatch.setenv("PGPASS", SECRET)
+    monkeypatch.setenv("CRAWLSCHED_STATE", "postgresql://crawlsched:${PGPASS}@db.internal/crawlsched")
+
+    [job] = cli("list", "--json").json()["jobs"]
+    assert (job["status"], job["last_message"]) == ("success", "from the shared state")
+    runs = cli("history", "--json").json()["runs"]
+    assert [r["message"] for r in runs] == ["from the shared state"]
+    assert cli("show", job_id, "--json").json()["runs"][0]["message"] == "from the shared state"
+    status = cli("status", "--json")
+    assert status.json()["state"] == "postgresql://crawlsched@db.internal/crawlsched"
+    assert "state_error" not in status.json()
+    assert set(given) == {f"postgresql://crawlsched:{SECRET}@db.internal/crawlsched"}, "expanded only to open it"
+    for args in (["list"], ["history"], ["status"], ["show", job_id]):
+        assert SECRET not in cli(*args).output
+
+
+def test_a_daemons_log_lines_never_carry_the_states_password(tmp_path):
+    import logging
+
+    from crawlsched.state.open import choose_state, guard_log
+
+    choice = choose_state(tmp_path, "postgresql://u:${PGPASS}@db/x", {})
+    log = logging.getLogger("crawlsched.test-guard")
+    log.propagate = False
+    lines: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            lines.append(self.format(record))
+
+    log.addHandler(Keep())
+    os.environ["PGPASS"] = SECRET
+    try:
+        guard_log(log, choice)
+        log.error("cannot connect to %s", f"postgresql://u:{SECRET}@db/x")
+        try:
+            raise OSError(f"password {SECRET} refused")
+        except OSError:
+            log.exception("start failed")
+    finally:
+        del os.environ["PGPASS"]
+    assert lines and all(SECRET not in line for line in lines)
+    assert "cannot connect to postgresql://u@db/x" in lines[0]
+
+
+def test_a_bad_crawlsched_state_is_refused_naming_the_variable(cli, tmp_home, monkeypatch):
+    add(cli, "News")
+    monkeypatch.setenv("CRAWLSCHED_STATE", f"mysql://crawlsched:{SECRET}@db/x")
+    listed = cli("list")
+    assert listed.exit_code == 2 and listed.stderr.startswith("crawlsched: error: $CRAWLSCHED_STATE: ")
+    status = cli("status", "--json")
+    assert status.exit_code == 3
+    data = status.json()
+    assert "state" not in data and data["state_error"].startswith("$CRAWLSCHED_STATE: ")
+    assert SECRET not in listed.output + status.output + cli("status").output
+
+
+def test_list_history_and_status_work_against_a_real_postgresql_state(tmp_path, request):
+    pytest.importorskip("crawlsched.state.postgres", reason="the PostgreSQL store is not in this tree")
+    try:
+        dsn = request.getfixturevalue("pg_dsn")  # tests/conftest.py: a fresh database in a throwaway cluster
+    except pytest.FixtureLookupError:
+        pytest.skip("no pg_dsn fixture in this tree")
+    from crawlsched.dsn import redact_dsn
+
+    home = tmp_path / "home"
+    home.mkdir()
+    environ = {"CRAWLSCHED_STATE": dsn}
+    added = _crawlsched(home, "add", "News", "--every", "1h", "--url", "https://example.com/", environ=environ)
+    assert added.returncode == 0, added.stderr
+    listed = _crawlsched(home, "list", "--json", environ=environ)
+    assert listed.returncode == 0, listed.stderr
+    assert [j["id"] for j in json.loads(listed.stdout)["jobs"]] == ["news"]
+    history = _crawlsched(home, "history", "--json", environ=environ)
+    assert history.returncode == 0 and json.loads(history.stdout)["runs"] == [], history.stderr
+    status = _crawlsched(home, "status", "--json", environ=environ)
+    assert status.returncode == 3, status.stderr  # no daemon up
+    data = json.loads(status.stdout)
+    assert data["state"] == redact_dsn(dsn) and "state_error" not in data, data
+    assert not (home / "crawlsched.db").exists(), "the state is PostgreSQL's, not a file in the home"

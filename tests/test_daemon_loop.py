@@ -601,3 +601,20 @@ def test_a_burst_is_handed_to_the_executor_as_one(home, monkeypatch):
     clock.advance(60)
     assert d.fire_due(clock.time()) == 1
     assert calls == ["one"]  # a single fire needs no gate
+
+
+def test_a_reload_that_changes_the_state_or_executor_is_applied_at_the_next_start_and_said(home, caplog):
+    write_jobs(home, '[[jobs]]\nid = "e"\nname = "e"\nevery = "10m"\ncommand = "true"\n')
+    clock = FakeClock(datetime(2025, 11, 8, 9, 0, tzinfo=UTC))
+    d = make_daemon(home, clock)
+    d.start()
+    write_jobs(home, '[[jobs]]\nid = "e"\nname = "e"\nevery = "10m"\ncommand = "true"\n',
+               defaults='timezone = "UTC"\nstate = "postgresql://crawlsched:hunter2@db.internal/crawlsched"\n')
+    with caplog.at_level(logging.WARNING, logger="crawlsched.test"):
+        assert d.reload(force=True) is True
+        assert d.reload(force=True) is True  # said once per change, not at every reload
+    said = [r.getMessage() for r in caplog.records if "restart" in r.getMessage()]
+    assert len(said) == 1, said
+    assert "postgresql://crawlsched@db.internal/crawlsched" in said[0] and str(home / "crawlsched.db") in said[0]
+    assert "hunter2" not in " ".join(r.getMessage() for r in caplog.records)
+    assert set(d.jobs) == {"e"}, "the jobs are applied; only the state waits for the restart"

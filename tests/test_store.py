@@ -299,3 +299,28 @@ def test_the_last_good_copy_round_trips_and_a_broken_one_is_none(store):
     os.chmod(store.last_good_path(home), 0o600)
     store.last_good_path(home).write_text("[[jobs]]\nid = ")
     assert store.load_last_good(home) is None
+
+
+# --- [defaults] state, read before the jobs are (crawlsched.state.open chooses the state from it) ----------
+
+
+@pytest.mark.parametrize(("text", "state"), [
+    ('[defaults]\nstate = "postgresql://db/x"\n\n[[jobs]]\nid = "a"\n', "postgresql://db/x"),
+    ('[[jobs]]\nid = "a"\nname = "A"\nat = "09:00"\nurl = "https://example.com/"\n', None),
+    ('# no defaults here\n', None),
+    ('[[jobs]]\nid = "a"\nname = "A"\nat = "09:00"\nurl = "https://example.com/"\n\n[defaults]\nstate = "host=db"\n', "host=db"),
+])  # fmt: skip
+def test_the_defaults_state_is_read_from_the_file_as_written(tmp_path, text, state):
+    path = tmp_path / "jobs.toml"
+    path.write_text(text)
+    assert JobStore(path).defaults_state() == state
+
+
+def test_a_broken_file_gives_the_state_of_the_daemons_last_good_copy(tmp_path):
+    path = tmp_path / "jobs.toml"
+    store = JobStore(path)
+    store.last_good_path(tmp_path).parent.mkdir(parents=True, exist_ok=True)
+    store.last_good_path(tmp_path).write_text('[defaults]\nstate = "postgresql://db/x"\n')
+    path.write_text('[defaults\nstate = "postgresql://other/y"\n')
+    assert store.defaults_state(tmp_path) == "postgresql://db/x"
+    assert JobStore(tmp_path / "missing.toml").defaults_state(tmp_path) is None

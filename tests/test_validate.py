@@ -313,3 +313,23 @@ def test_headers_that_are_no_table_are_refused_without_echoing_them(value):
     message = str(caught.value)
     assert message.startswith("headers: ") and "must be a table of header names" in message
     assert "s3cret" not in message, message
+
+
+def test_defaults_take_a_postgresql_state_and_an_executor():
+    d = build_defaults({"state": "postgresql://crawlsched@db.internal/crawlsched", "executor": "workers"})
+    assert (d.state, d.executor) == ("postgresql://crawlsched@db.internal/crawlsched", "workers")
+    assert (build_defaults({}).state, build_defaults({}).executor) == (None, "local")
+
+
+@pytest.mark.parametrize(("raw", "expect"), [
+    ({"executor": "celery"}, ['defaults.executor: "celery"', '"local"', '"workers"']),
+    ({"executor": True}, ["defaults.executor: true", '"local"']),
+    ({"state": "sqlite:///x.db"}, ['defaults.state: "sqlite:///x.db"', "postgresql://"]),
+    ({"state": "mysql://u:hunter2@db/x"}, ["defaults.state", "not shown"]),
+])  # fmt: skip
+def test_a_bad_state_or_executor_in_defaults_is_refused(raw, expect):
+    with pytest.raises(InvalidValue) as caught:
+        build_defaults(raw)
+    for text in expect:
+        assert text in str(caught.value)
+    assert "hunter2" not in str(caught.value)

@@ -1032,14 +1032,14 @@ def test_status_json_is_exactly_as_before(env):
     row = env.daemon.state.daemon()
     assert list(data) == ["success", "running", "pid", "host", "version", "started_at", "started_at_iso",
                           "heartbeat", "heartbeat_iso", "http", "config_ok", "config_error", "scheduler_paused", "job_count",
-                          "next_job", "next_run", "next_run_iso", "jobs_file", "home"]
+                          "next_job", "next_run", "next_run_iso", "jobs_file", "home", "state"]
     assert data == {
         "success": True, "running": True, "pid": os.getpid(), "host": row.host, "version": row.version,
         "started_at": "2025-11-08 08:00:00", "started_at_iso": "2025-11-08T08:00:00+00:00",
         "heartbeat": data["heartbeat"], "heartbeat_iso": data["heartbeat_iso"],
         "http": "http://127.0.0.1:5000", "config_ok": True, "config_error": None, "scheduler_paused": False, "job_count": 2,
         "next_job": "a", "next_run": "2025-11-08 09:00:00", "next_run_iso": "2025-11-08T09:00:00+00:00",
-        "jobs_file": str(env.jobs_file), "home": str(env.home),
+        "jobs_file": str(env.jobs_file), "home": str(env.home), "state": str(env.daemon.state.path),
     }
     env.jobs_file.write_text("[[jobs]\n")
     env.daemon.reload(force=True)

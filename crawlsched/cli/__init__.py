@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
     from crawlsched.model import Job, JobFile
     from crawlsched.state import State
+    from crawlsched.state.open import StateChoice
     from crawlsched.store import JobStore
 
 UTC = timezone.utc
@@ -66,13 +67,37 @@ class Env:
         self.jobs_file = jobs_file
         self.home = home
         self._state: Any = None
+        self._choice: Any = None
 
     def __repr__(self) -> str:
         return f"Env(jobs_file={self.jobs_file!r}, home={self.home!r})"
 
     @property
     def db_path(self) -> Path:
+        """The home's SQLite file: the state unless $CRAWLSCHED_STATE or [defaults] state names PostgreSQL."""
         return self.home / "crawlsched.db"
+
+    def state_choice(self) -> StateChoice:
+        """Which state this invocation uses (``crawlsched.state.open.choose_state``); bad settings: exit 2."""
+        if self._choice is None:
+            from crawlsched.state.open import ENV_VAR, choose_state
+
+            named = None if os.environ.get(ENV_VAR, "").strip() else self.store().defaults_state(self.home)
+            try:
+                self._choice = choose_state(self.home, named)
+            except CrawlschedError:
+                if named is not None:
+                    self.store().load()  # a bad [defaults] state is the job file's error: jobs.toml:LINE
+                raise
+        return self._choice
+
+    def state_label(self) -> str | None:
+        """The state as messages show it: the SQLite path, or the PostgreSQL DSN without its password;
+        None when the setting itself is refused (``state()`` raises the reason)."""
+        try:
+            return self.state_choice().label
+        except CrawlschedError:
+            return None
 
     def store(self) -> JobStore:
         from crawlsched.store import JobStore, user_cache_dir
@@ -82,13 +107,15 @@ class Env:
         return JobStore(self.jobs_file, cache_dir=user_cache_dir())
 
     def state(self, *, create: bool = False) -> State | None:
-        """The state database; None when it does not exist and ``create`` is false (no history yet)."""
+        """The state (``crawlsched.state.open``): PostgreSQL when named, else the home's SQLite file, which
+        is None when it does not exist and ``create`` is false (no history yet)."""
         if self._state is None:
-            if not create and not self.db_path.exists():
+            choice = self.state_choice()
+            if not choice.postgres and not create and not choice.path.exists():
                 return None
-            from crawlsched.state import State
+            from crawlsched.state.open import open_choice
 
-            self._state = State(self.db_path).open()
+            self._state = open_choice(choice)
         return self._state
 
     def close(self) -> None:

@@ -216,7 +216,6 @@ def daemon(
       crawlsched daemon --http 127.0.0.1:5000
     """
     from crawlsched.logs import setup_logging
-    from crawlsched.state import State
 
     _reexec_without_token()  # from here on, /proc/<pid>/environ holds no token
     handed = _token_handed_over()
@@ -241,8 +240,19 @@ def daemon(
     faulthandler.enable()
     store = env().store()
     store.cache_dir = home / ".cache"  # the daemon owns its home
-    code = run_daemon(store, State(env().db_path), home, log, grace=grace, http=http, token=token)
-    if State.unsafe_to_close():
+    state = _daemon_state(store)
+    from crawlsched.state.open import guard_log, scrub
+
+    choice = env().state_choice()
+    guard_log(log, choice)
+    try:
+        code = run_daemon(store, state, home, log, grace=grace, http=http, token=token)
+    except Exception as exc:  # e.g. a PostgreSQL state that cannot be reached at start: said without its password
+        if not choice.postgres or os.environ.get("CRAWLSCHED_DEBUG"):
+            raise
+        detail = scrub(" ".join(str(exc).split()), choice, os.environ) or type(exc).__name__
+        raise CrawlschedError(f"the daemon could not start on the state {choice.label}: {detail}") from None
+    if getattr(state, "unsafe_to_close", lambda: False)():
         # Connections were set aside on database files that are still read-only: closing
         # them at exit writes to their -shm map, which is SIGBUS. Exit without closing.
         import logging
@@ -252,6 +262,24 @@ def daemon(
         sys.stderr.flush()
         os._exit(code)
     raise typer.Exit(code)
+
+
+def _daemon_state(store: JobStore) -> State:
+    """The daemon's state store, not opened yet (the daemon opens it as its first step).
+
+    ``executor = "workers"`` without a PostgreSQL state is refused here, before anything
+    starts (exit 2). A job file that does not load is the daemon's to report, as always.
+    """
+    from crawlsched.state.open import check_executor, open_choice
+
+    choice = env().state_choice()
+    try:
+        executor = store.load().defaults.executor
+    except CrawlschedError:
+        executor = None
+    if executor is not None:
+        check_executor(executor, choice)
+    return open_choice(choice, daemon=True)  # type: ignore[return-value]
 
 
 def _reexec_without_token() -> None:

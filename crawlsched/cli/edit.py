@@ -211,7 +211,8 @@ def resume(job: Annotated[str, typer.Argument(metavar="JOB", help="Job id or exa
 def validate(as_json: JsonOpt = False) -> None:
     """Check the job file.
 
-    Exit 0 when it is valid, 2 with `jobs.toml:LINE: …` when not.
+    Exit 0 when it is valid, 2 with `jobs.toml:LINE: …` when not (and when
+    [defaults] executor = "workers" has no PostgreSQL state, $CRAWLSCHED_STATE counting).
 
     Example:
 
@@ -220,8 +221,11 @@ def validate(as_json: JsonOpt = False) -> None:
     """
     from crawlsched import timing
 
+    from crawlsched.state.open import check_executor
+
     path = env().jobs_file
     jobfile = _load()
+    check_executor(jobfile.defaults.executor, env().state_choice())  # workers need PostgreSQL ($CRAWLSCHED_STATE counts)
     now = _now()
     finished = [j.id for j in jobfile.jobs if timing.is_finished(j, now)]
     if not path.exists():

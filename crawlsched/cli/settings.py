@@ -63,13 +63,16 @@ def defaults(
     timeout: Annotated[Optional[str], typer.Option("--timeout", metavar="DUR", help="How long one attempt may take, for jobs that set none: seconds, or 30s, 10m, 1h [default: 300].", show_default=False)] = None,
     catch_up: CatchUpOpt = None,
     max_concurrent: Annotated[Optional[int], typer.Option("--max-concurrent", metavar="N", help="Attempts running at once [default: 8].", show_default=False)] = None,
+    state: Annotated[Optional[str], typer.Option("--state", metavar="DSN", help="A PostgreSQL state shared by daemons and workers: postgresql://user@host/db or key=value pairs; ${VAR} is read when it is opened (keep a password in ${VAR} or ~/.pgpass) [default: the home's SQLite file; $CRAWLSCHED_STATE wins].", show_default=False)] = None,
+    executor: Annotated[Optional[str], typer.Option("--executor", metavar="local|workers", help="Who runs the attempts: local (this daemon) or workers (`crawlsched worker`; needs a PostgreSQL state) [default: local].", show_default=False)] = None,
     unset: Annotated[Optional[List[str]], typer.Option("--unset", metavar="KEY", help="Remove this key from [defaults] (repeatable), e.g. --unset url.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Show or set the default crawl, zone and more.
 
     The keys of [defaults] besides the retry settings (`retry-config`): the
-    default crawl, the time zone, the timeout, catch-up and the pool size.
+    default crawl, the time zone, the timeout, catch-up, the pool size, and
+    where the state lives and who runs the attempts (--state, --executor).
 
     The default crawl (--url, repeatable, or --command) is what a job runs when it
     names none, as the seed's one crawler did for every schedule: with it, the seed's
@@ -93,6 +96,10 @@ def defaults(
     changes.pop("start_date", None)
     if max_concurrent is not None:
         changes["max_concurrent"] = max_concurrent
+    if state is not None:
+        changes["state"] = state
+    if executor is not None:
+        changes["executor"] = executor
     removed = list(dict.fromkeys(unset or []))
     for key in removed:
         if key not in DEFAULT_KEYS:
@@ -110,7 +117,9 @@ def defaults(
     if "command" in changes:
         edits.setdefault("url", None)
     store = env().store()
-    store.load()  # a broken file is reported as itself (jobs.toml:LINE), never rewritten
+    current = store.load()  # a broken file is reported as itself (jobs.toml:LINE), never rewritten
+    if {"state", "executor"} & edits.keys():
+        _check_executor(current, edits)
     try:
         store.set_defaults(edits)  # the whole new file is checked first
     except JobFileError as exc:  # e.g. --unset url while a job relies on the default crawl
@@ -120,6 +129,22 @@ def defaults(
     _show_defaults(jobfile.defaults, dict(jobfile.raw_defaults), "✅ Defaults updated", as_json)
 
 
+def _check_executor(current: Any, edits: dict[str, Any]) -> None:
+    """``executor = "workers"`` after these edits needs a PostgreSQL state (``$CRAWLSCHED_STATE`` counts): exit 2."""
+    from crawlsched.state.open import ENV_VAR, check_executor, choose_state
+
+    def after(key: str, now: Any, default: Any) -> Any:
+        if key not in edits:
+            return now
+        return default if edits[key] is None else edits[key]
+
+    executor = after("executor", current.defaults.executor, "local")
+    state = after("state", current.defaults.state, None)
+    import os
+
+    check_executor(executor, choose_state(env().home, None if os.environ.get(ENV_VAR, "").strip() else state))
+
+
 def _show_defaults(values: Any, raw: dict[str, Any], message: str, as_json: bool) -> None:
     """``defaults`` output: the keys [defaults] sets, as written (URL passwords and header values hidden)."""
     import json
@@ -127,8 +152,11 @@ def _show_defaults(values: Any, raw: dict[str, Any], message: str, as_json: bool
     from crawlsched import render
 
     if as_json:
+        from crawlsched.dsn import redact_dsn
+
         data = {**render.defaults_dict(values), "paused": values.paused, "allow_http_commands": values.allow_http_commands,
-                "grace_period": render._num(values.grace_period)}
+                "grace_period": render._num(values.grace_period),
+                "state": redact_dsn(values.state) if values.state is not None else None, "executor": values.executor}
         _emit({"success": True, "message": message, "defaults": data, "keys_set": sorted(raw)})
         return
     if not raw:
@@ -139,6 +167,10 @@ def _show_defaults(values: Any, raw: dict[str, Any], message: str, as_json: bool
         if key == "url":
             urls = [value] if isinstance(value, str) else list(value)
             shown = json.dumps([render.mask_url(u) for u in urls], ensure_ascii=False)
+        elif key == "state" and isinstance(value, str):
+            from crawlsched.dsn import redact_dsn
+
+            shown = json.dumps(redact_dsn(value), ensure_ascii=False)
         elif key == "headers" and isinstance(value, dict):
             shown = "{ " + ", ".join(f"{name} = (hidden)" for name in value) + " }"
         elif isinstance(value, bool):

@@ -245,12 +245,13 @@ def _status(now: datetime) -> dict[str, Any]:
     from crawlsched.errors import JobFileError
 
     row, state, state_error, pid = None, None, None, None
+    label = env().state_label()
     try:
         state = env().state()
         row = live_daemon(state, now.timestamp())
         pid = row.get("pid") if row else None
     except Exception as exc:  # sqlite3.DatabaseError, OSError, a refused schema: status must still answer
-        state, state_error = None, f"{env().db_path}: {exc}"
+        state, state_error = None, _state_trouble(label, exc)
         # A daemon holding the home's lock is up even if we cannot read its row.
         holder = getattr(cli_daemon, "lock_holder", None)
         pid = holder(env().home) if holder is not None else None
@@ -269,17 +270,27 @@ def _status(now: datetime) -> dict[str, Any]:
             try:
                 states = state.job_states([j.id for j in jobfile.jobs])
             except Exception as exc:
-                state_error = state_error or f"{env().db_path}: {exc}"
+                state_error = state_error or _state_trouble(label, exc)
         store = env().store()
         store.load_fire_memo()  # next fires an earlier `list` computed: exact, and 10,000 jobs need them
     data = render.status_dict(
         row, jobfile, now, states=states, running=row is not None or pid is not None, pid=pid,
         http=row.get("http") if row else None, config_ok=config_ok, config_error=config_error,
         jobs_file=str(env().jobs_file), home=str(env().home), state_error=state_error,
-        jobs_file_missing=not env().jobs_file.exists(), scheduler_paused=_scheduler_paused(jobfile, row))
+        jobs_file_missing=not env().jobs_file.exists(), scheduler_paused=_scheduler_paused(jobfile, row), state=label)
     if store is not None:
         store.save_fire_memo(now.timestamp())
     return data
+
+
+def _state_trouble(label: str | None, exc: Exception) -> str:
+    """Why the state could not be read, as ``state_error`` says it: naming the state, never its password."""
+    from crawlsched.errors import CrawlschedError
+
+    message = " ".join(str(exc).split())
+    if label is None or isinstance(exc, CrawlschedError) and label in message:
+        return message  # it names the state already (a PostgreSQL state's messages are redacted where made)
+    return f"{label}: {message}"
 
 
 def _scheduler_paused(jobfile: JobFile | None, row: dict[str, Any] | None) -> bool:

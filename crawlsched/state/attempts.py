@@ -17,6 +17,7 @@ from typing import Any
 from crawlsched.errors import ChainBusy
 from crawlsched.state import leases
 from crawlsched.state.metrics import count_finished, count_not_run
+from crawlsched.state.portable import greatest, one
 from crawlsched.state.records import CLAIM_DAEMON, LEASE_SECONDS, AttemptId, AttemptKey, Owner, Retry, Saved
 
 log = logging.getLogger("crawlsched")
@@ -45,22 +46,22 @@ class AttemptWrites:
 
         def insert(c: sqlite3.Connection) -> AttemptId | None:
             epoch = None
+            now = self.db.lease_now(c, started_at)  # leases by the database's clock where it has one
             if claim:
-                blocker = leases.blocking_claim(c, job_id, owner, started_at)
+                blocker = leases.blocking_claim(c, job_id, owner, now)
                 if blocker is not None:
                     raise ChainBusy(blocker, f"job {job_id}: {blocker.describe()}")
-                epoch = leases.take_claim(c, job_id, owner, started_at, ttl)
-            try:
-                cur = c.execute(
-                    "INSERT INTO runs(job_id, scheduled_for, attempt, max_attempts, trigger, status, started_at,"
-                    " owner_pid, owner_ident, owner_id, owner_host, lease_until, epoch)"
-                    " VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?)",
-                    (job_id, scheduled_for, attempt, max_attempts, trigger, started_at, owner.pid, owner.ident,
-                     owner.id, owner.host, started_at + ttl, epoch),
-                )
-            except sqlite3.IntegrityError:
+                epoch = leases.take_claim(c, job_id, owner, now, ttl)
+            row = one(c.execute(
+                "INSERT INTO runs(job_id, scheduled_for, attempt, max_attempts, trigger, status, started_at,"
+                " owner_pid, owner_ident, owner_id, owner_host, lease_until, epoch)"
+                " VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
+                (job_id, scheduled_for, attempt, max_attempts, trigger, started_at, owner.pid, owner.ident,
+                 owner.id, owner.host, now + ttl, epoch),
+            ))
+            if row is None:  # this (job, scheduled time, attempt) exists already
                 return None
-            run_id = int(cur.lastrowid or 0)
+            run_id = int(row[0])
             _point_job_at(c, job_id, run_id, scheduled_for, started_at)
             c.execute("DELETE FROM retries WHERE job_id = ? AND scheduled_for = ? AND next_attempt <= ?",
                       (job_id, scheduled_for, attempt))
@@ -140,8 +141,9 @@ class AttemptWrites:
                 (job_id, scheduled_for, status, now, message, missed_count, first_missed, last_missed),
             )
             count_not_run(c, job_id, status, missed_count)
-            c.execute("INSERT OR IGNORE INTO jobs_seen(job_id, first_seen) VALUES (?, ?)", (job_id, now))
-            c.execute("UPDATE jobs_seen SET last_fire = max(coalesce(last_fire, 0), ?) WHERE job_id = ?", (scheduled_for, job_id))
+            c.execute("INSERT INTO jobs_seen(job_id, first_seen) VALUES (?, ?) ON CONFLICT DO NOTHING", (job_id, now))
+            c.execute(f"UPDATE jobs_seen SET last_fire = {greatest('coalesce(last_fire, 0)', '?')} WHERE job_id = ?",
+                      (scheduled_for, scheduled_for, job_id))
 
         return self.db.write_or_hold(insert)
 
@@ -164,9 +166,9 @@ class AttemptWrites:
 
 
 def _point_job_at(c: sqlite3.Connection, job_id: str, run_id: int, scheduled_for: float, now: float) -> None:
-    c.execute("INSERT OR IGNORE INTO jobs_seen(job_id, first_seen) VALUES (?, ?)", (job_id, now))
-    c.execute("UPDATE jobs_seen SET last_attempt_id = ?, last_fire = max(coalesce(last_fire, 0), ?) WHERE job_id = ?",
-              (run_id, scheduled_for, job_id))
+    c.execute("INSERT INTO jobs_seen(job_id, first_seen) VALUES (?, ?) ON CONFLICT DO NOTHING", (job_id, now))
+    c.execute(f"UPDATE jobs_seen SET last_attempt_id = ?, last_fire = {greatest('coalesce(last_fire, 0)', '?')}"
+              " WHERE job_id = ?", (run_id, scheduled_for, scheduled_for, job_id))
 
 
 def _attempt_id(c: sqlite3.Connection, key: AttemptKey) -> int | None:
@@ -177,13 +179,12 @@ def _attempt_id(c: sqlite3.Connection, key: AttemptKey) -> int | None:
 
 def _insert_attempt(c: sqlite3.Connection, key: AttemptKey) -> int:
     """Write an attempt's row again, running (its file was replaced while it ran), and point its job at it."""
-    cur = c.execute(
+    run_id = int(one(c.execute(
         "INSERT INTO runs(job_id, scheduled_for, attempt, max_attempts, trigger, status, started_at,"
-        " owner_pid, owner_ident, epoch) VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?)",
+        " owner_pid, owner_ident, epoch) VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?) RETURNING id",
         (key.job_id, key.scheduled_for, key.attempt, key.max_attempts, key.trigger, key.started_at,
          key.owner_pid, key.owner_ident, key.epoch),
-    )
-    run_id = int(cur.lastrowid or 0)
+    ))[0])
     _point_job_at(c, key.job_id, run_id, key.scheduled_for, key.started_at)
     return run_id
 

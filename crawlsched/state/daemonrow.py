@@ -13,10 +13,12 @@ from dataclasses import replace
 from typing import Any
 
 from crawlsched.procs import identity
+from crawlsched.state.portable import one
 from crawlsched.state.records import CLAIM_DAEMON, DAEMON_FIELDS, LEASE_SECONDS, DaemonInfo, Owner, RunRequest
 from crawlsched.state.trouble import StorageUnavailable
 
 _KEEP: Any = object()  # "leave this field as it is"
+_SET_ALL = ", ".join(f"{k} = excluded.{k}" for k in DAEMON_FIELDS)  # the row written whole
 
 
 def _info(row: sqlite3.Row) -> DaemonInfo:
@@ -24,8 +26,8 @@ def _info(row: sqlite3.Row) -> DaemonInfo:
 
 
 def _insert_row(c: sqlite3.Connection, info: DaemonInfo) -> None:
-    c.execute(f"INSERT OR REPLACE INTO daemon(id, {', '.join(DAEMON_FIELDS)}) VALUES (1, {', '.join('?' * len(DAEMON_FIELDS))})",
-              tuple(getattr(info, k) for k in DAEMON_FIELDS))
+    c.execute(f"INSERT INTO daemon(id, {', '.join(DAEMON_FIELDS)}) VALUES (1, {', '.join('?' * len(DAEMON_FIELDS))})"
+              f" ON CONFLICT(id) DO UPDATE SET {_SET_ALL}", tuple(getattr(info, k) for k in DAEMON_FIELDS))
 
 
 class DaemonRows:
@@ -97,8 +99,8 @@ class DaemonRows:
 
     def request_run(self, job_id: str, now: float, source: str = "cli") -> int:
         with self.db.write() as c:
-            cur = c.execute("INSERT INTO requests(job_id, requested_at, source) VALUES (?, ?, ?)", (job_id, now, source))
-            return int(cur.lastrowid or 0)
+            return int(one(c.execute("INSERT INTO requests(job_id, requested_at, source) VALUES (?, ?, ?) RETURNING id",
+                                     (job_id, now, source)))[0])
 
     def take_requests(self, now: float) -> list[RunRequest]:
         """The requests not taken yet, oldest first, each taken once (whoever else asks gets none of them)."""

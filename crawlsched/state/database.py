@@ -208,6 +208,12 @@ class Database:
         if not self._held:
             self.episode.ended()
 
+    @staticmethod
+    def lease_now(conn: sqlite3.Connection | None, now: float) -> float:
+        """The instant leases are judged and written by: on one host, the caller's ``now``
+        (PostgreSQL's store answers its database's clock instead)."""
+        return now
+
     # --- reads -------------------------------------------------------------------
 
     def read(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:

@@ -7,6 +7,7 @@ import time
 from typing import Any, Iterator
 
 from crawlsched.state.leases import holder_alive
+from crawlsched.state.portable import greatest
 from crawlsched.state.records import RUN_COLUMNS, JobSeen, JobState, Retry, Run
 
 
@@ -46,7 +47,7 @@ class JobRecords:
 
     def job_states(self, job_ids: list[str] | None = None, now: float | None = None) -> dict[str, JobState]:
         """Per job: newest attempt, pending retry, whether an attempt is running now."""
-        now = time.time() if now is None else now
+        now = self.db.lease_now(None, time.time() if now is None else now)
         seen = {r["job_id"]: seen_of(r) for r in self.db.read("SELECT * FROM jobs_seen")}
         last_ids = [s.last_attempt_id for s in seen.values() if s.last_attempt_id]
         last: dict[int, Run] = {}
@@ -80,7 +81,7 @@ class JobRecords:
 
     def remember_id(self, job_id: str, now: float) -> None:
         with self.db.write() as c:
-            c.execute("INSERT OR IGNORE INTO jobs_seen(job_id, first_seen) VALUES (?, ?)", (job_id, now))
+            c.execute("INSERT INTO jobs_seen(job_id, first_seen) VALUES (?, ?) ON CONFLICT DO NOTHING", (job_id, now))
 
     def mark_seen(self, job_id: str, now: float, anchor: float | None = None) -> None:
         """First sight of a job by the daemon; an ``every`` job's anchor is kept once set."""
@@ -88,7 +89,7 @@ class JobRecords:
 
     def mark_seen_many(self, items: list[tuple[str, float, float | None]], *, hold: bool = True) -> None:
         def mark(c: sqlite3.Connection) -> None:
-            c.executemany("INSERT OR IGNORE INTO jobs_seen(job_id, first_seen) VALUES (?, ?)", [(i, n) for i, n, _ in items])
+            c.executemany("INSERT INTO jobs_seen(job_id, first_seen) VALUES (?, ?) ON CONFLICT DO NOTHING", [(i, n) for i, n, _ in items])
             c.executemany("UPDATE jobs_seen SET daemon_seen = ? WHERE job_id = ? AND daemon_seen IS NULL",
                           [(n, i) for i, n, _ in items])
             c.executemany("UPDATE jobs_seen SET anchor = ? WHERE job_id = ? AND anchor IS NULL",
@@ -107,9 +108,9 @@ class JobRecords:
         def restore(c: sqlite3.Connection) -> None:
             c.executemany(
                 "INSERT INTO jobs_seen(job_id, first_seen, daemon_seen, anchor, last_fire) VALUES (?, ?, ?, ?, ?)"
-                " ON CONFLICT(job_id) DO UPDATE SET daemon_seen = coalesce(daemon_seen, excluded.daemon_seen),"
-                " anchor = coalesce(anchor, excluded.anchor),"
-                " last_fire = max(coalesce(last_fire, 0), coalesce(excluded.last_fire, 0))",
+                " ON CONFLICT(job_id) DO UPDATE SET daemon_seen = coalesce(jobs_seen.daemon_seen, excluded.daemon_seen),"
+                " anchor = coalesce(jobs_seen.anchor, excluded.anchor),"
+                f" last_fire = {greatest('coalesce(jobs_seen.last_fire, 0)', 'coalesce(excluded.last_fire, 0)')}",
                 [(i, n, n, a, f) for i, n, a, f in items],
             )
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from crawlsched.errors import ChainBusy
 from crawlsched.procs import pid_alive
+from crawlsched.state.portable import greatest
 from crawlsched.state.records import CLAIM_DAEMON, LEASE_SECONDS, AttemptKey, Claim, Lease, Owner, Retry
 
 HOST = socket.gethostname()
@@ -66,8 +67,8 @@ def take_claim(c: sqlite3.Connection, job_id: str, owner: Owner, now: float, ttl
     row = c.execute("SELECT * FROM chain_claims WHERE job_id = ?", (job_id,)).fetchone()
     until = now + ttl
     if row is not None and row["lease_until"] is not None and _ours(row, owner):
-        c.execute("UPDATE chain_claims SET lease_until = max(coalesce(lease_until, 0), ?), owner_id = ?, owner_host = ?"
-                  " WHERE job_id = ?", (until, owner.id, owner.host, job_id))
+        c.execute(f"UPDATE chain_claims SET lease_until = {greatest('coalesce(lease_until, 0)', '?')}, owner_id = ?,"
+                  " owner_host = ? WHERE job_id = ?", (until, until, owner.id, owner.host, job_id))
         return int(row["epoch"])
     epoch = int(row["epoch"]) + 1 if row is not None else 1
     c.execute(
@@ -101,6 +102,7 @@ class ChainLeases:
         whose lease ended (or whose holder is known gone) is taken over, with a higher epoch.
         """
         with self.db.write() as c:
+            now = self.db.lease_now(c, now)  # the database's clock where it has one
             blocker = blocking_claim(c, job_id, owner, now)
             if blocker is not None:
                 raise ChainBusy(blocker, f"job {job_id}: {blocker.describe()}")
@@ -113,6 +115,7 @@ class ChainLeases:
         if not job_ids:
             return blocked
         with self.db.write() as c:
+            now = self.db.lease_now(c, now)
             for job_id in job_ids:
                 blocker = blocking_claim(c, job_id, owner, now)
                 if blocker is None:
@@ -134,12 +137,13 @@ class ChainLeases:
     def claim(self, job_id: str, now: float | None = None) -> Claim | None:
         """The live claim on the job's chain, if any (read only)."""
         with self.db.lock:
-            return blocking_claim(self.db.conn, job_id, NOBODY, time.time() if now is None else now)
+            conn = self.db.conn
+            return blocking_claim(conn, job_id, NOBODY, self.db.lease_now(conn, time.time() if now is None else now))
 
     def renew_leases(self, owner: Owner, now: float, *, ttl: float = LEASE_SECONDS) -> None:
         """Extend every lease ``owner`` holds (its chains and running attempts) to ``now + ttl``."""
-        until = now + ttl
         with self.db.write() as c:  # not held in trouble: the next renewal that lands covers it
+            until = self.db.lease_now(c, now) + ttl
             c.execute("UPDATE chain_claims SET lease_until = ? WHERE owner_id = ? AND lease_until IS NOT NULL",
                       (until, owner.id))
             c.execute("UPDATE runs SET lease_until = ? WHERE owner_id = ? AND status = 'running'", (until, owner.id))

@@ -12,6 +12,7 @@ import sqlite3
 from typing import Any
 
 from crawlsched.model import Trigger
+from crawlsched.state.portable import greatest
 
 DURATION_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 LATENESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
@@ -44,7 +45,8 @@ def count_finished(c: sqlite3.Connection, run_id: int, status: str, finished_at:
     last = "last_success" if status == "success" else "last_failure"
     c.execute(
         f"INSERT INTO job_counters(job_id, {status}, {last}, seq) VALUES (?, 1, ?, {_NEXT_SEQ}) ON CONFLICT(job_id) DO UPDATE SET"
-        f" {status} = {status} + 1, {last} = max(coalesce({last}, 0), excluded.{last}), seq = excluded.seq",
+        f" {status} = job_counters.{status} + 1, {last} = {greatest(f'coalesce(job_counters.{last}, 0)', f'excluded.{last}')},"
+        " seq = excluded.seq",
         (row["job_id"], finished_at))
     if row["started_at"] is None:
         return
@@ -58,12 +60,12 @@ def count_not_run(c: sqlite3.Connection, job_id: str, status: str, missed_count:
         return
     n = (missed_count or 1) if status == "missed" else 1
     c.execute(f"INSERT INTO job_counters(job_id, {status}, seq) VALUES (?, ?, {_NEXT_SEQ}) ON CONFLICT(job_id) DO UPDATE SET"
-              f" {status} = {status} + excluded.{status}, seq = excluded.seq", (job_id, n))
+              f" {status} = job_counters.{status} + excluded.{status}, seq = excluded.seq", (job_id, n))
 
 
 def observe(c: sqlite3.Connection, name: str, value: float) -> None:
     c.execute("INSERT INTO histograms(name, le, n, total) VALUES (?, ?, 1, ?) ON CONFLICT(name, le) DO UPDATE SET"
-              " n = n + 1, total = total + excluded.total", (name, bucket(value, HISTOGRAMS[name]), value))
+              " n = histograms.n + 1, total = histograms.total + excluded.total", (name, bucket(value, HISTOGRAMS[name]), value))
 
 
 class MetricQueries:

@@ -1,7 +1,14 @@
-"""The SQLite schema, built by numbered migrations recorded in ``PRAGMA user_version``.
+"""The schema, built by numbered migrations: SQLite counts them in ``PRAGMA user_version``,
+PostgreSQL records their names in ``crawlsched_migrations`` (crawlsched.state.pgmigrations).
 
-Migrations apply in list order (``user_version`` counts them): a new one is appended,
-numbered by its place in this list.
+Adding one (numbers are handed out: never take another helper's):
+1. append ``("NNN_what", "<SQLite text>")`` to :data:`MIGRATIONS`; its number is its
+   place in the list (checked below), since SQLite knows only how many ran;
+2. add ``"NNN_what": "<PostgreSQL text>"`` to ``PG_MIGRATIONS`` in pgmigrations.py
+   (``BIGINT`` identities, ``DOUBLE PRECISION`` instants; a callable ``fn(conn)`` may stand
+   instead of a text; importing it fails while a name lacks its PostgreSQL text);
+3. SQL the store's operations run stays portable (crawlsched.state.portable).
+A migration one engine does not need is a comment alone there (nothing runs, it counts).
 """
 
 from __future__ import annotations
@@ -180,7 +187,10 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE runs ADD COLUMN epoch INTEGER;
         """,
     ),
+    ("007_postgresql", "-- The PostgreSQL store joins (pgmigrations.py): nothing changes in SQLite."),
 ]
+_misnumbered = [name for n, (name, _) in enumerate(MIGRATIONS, 1) if not name.startswith(f"{n:03d}_")]
+assert not _misnumbered, f"a migration's number is its place in MIGRATIONS: {_misnumbered}"
 
 
 def migrate(conn: sqlite3.Connection) -> None:

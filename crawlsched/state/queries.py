@@ -100,7 +100,7 @@ class HistoryQueries:
 
     def running_elsewhere(self, job_id: str, owner: Owner | int, now: float | None = None) -> Run | None:
         """A live attempt of the job that another owner runs (``owner``: an Owner, or a pid on this host)."""
-        me, now = _owner(owner), time.time() if now is None else now
+        me, now = _owner(owner), self.db.lease_now(None, time.time() if now is None else now)
         for row in self.db.read("SELECT * FROM runs WHERE job_id = ? AND status = 'running'", (job_id,)):
             if not _is(row, me) and running_alive(row, now):
                 return run_of(row)
@@ -108,7 +108,7 @@ class HistoryQueries:
 
     def stale_running(self, owner: Owner | int, now: float | None = None) -> list[Run]:
         """Attempts left ``running`` by ``owner`` itself (a previous life) or by an owner whose lease is gone."""
-        me, now = _owner(owner), time.time() if now is None else now
+        me, now = _owner(owner), self.db.lease_now(None, time.time() if now is None else now)
         rows = self.db.read("SELECT * FROM runs WHERE status = 'running'")
         return [run_of(r) for r in rows if _is(r, me) or not running_alive(r, now)]
 
@@ -155,12 +155,13 @@ class HistoryQueries:
     def jobs_view_marks(self) -> tuple:
         """A value that changes whenever the job list's answer may: the newest row, the running
         attempts, the pending retries and the jobs' anchors (a few indexed reads)."""
-        row = self.db.read(
-            "SELECT (SELECT max(id) FROM runs) AS top,"
-            " (SELECT group_concat(id || status) FROM runs WHERE status = 'running') AS running,"
-            " (SELECT group_concat(job_id || ':' || next_attempt || ':' || due_at) FROM retries) AS retries,"
-            " (SELECT count(anchor) || ':' || total(anchor) || ':' || count(*) FROM jobs_seen) AS seen")[0]
-        return (row["top"], row["running"], row["retries"], row["seen"])
+        read = self.db.read  # portable: no group_concat (each part read apart, in one lock)
+        with self.db.lock:
+            top = read("SELECT max(id) FROM runs")[0][0]
+            running = tuple(r[0] for r in read("SELECT id FROM runs WHERE status = 'running' ORDER BY id"))
+            retries = tuple(tuple(r) for r in read("SELECT job_id, next_attempt, due_at FROM retries ORDER BY job_id"))
+            seen = tuple(read("SELECT count(anchor), coalesce(sum(anchor), 0), count(*) FROM jobs_seen")[0])
+        return (top, running, retries, seen)
 
     # --- retention -----------------------------------------------------------------------
 

@@ -18,7 +18,8 @@ from prometheus_client.utils import floatToGoString
 from crawlsched import __version__, control, render, timing
 from crawlsched.errors import CrawlschedError
 from crawlsched.model import Job, ScheduleKind
-from crawlsched.state import HISTOGRAMS, State
+from crawlsched.state import HISTOGRAMS, SqliteStore, State
+from crawlsched.state.open import label_of
 from crawlsched.web.guards import _url_host
 
 if TYPE_CHECKING:
@@ -46,7 +47,8 @@ def status_dict(store: JobStore, state: State, scheduler: SchedulerView, home: P
         http=f"http://{_url_host(host)}:{port}", config_ok=config_error is None, config_error=config_error,
         job_count=len(jobfile.jobs) if jobfile is not None else len(scheduler.jobs),
         jobs_file=str(store.path), home=str(home),
-        scheduler_paused=None if jobfile is not None else bool(defaults is not None and defaults.paused))
+        scheduler_paused=None if jobfile is not None else bool(defaults is not None and defaults.paused),
+        state=label_of(state))
 
 
 def health_problem(state: State, scheduler: SchedulerView, now: float) -> str | None:
@@ -127,7 +129,12 @@ class DaemonCollector:
         self._lines: list[dict[str, str]] = [{} for _ in JOB_FAMILIES]
 
     def _state(self) -> State:
-        """The reader's own connection, reopened (and the caches dropped) when the daemon replaced a corrupt file."""
+        """The reader's own connection, reopened (and the caches dropped) when the daemon replaced a corrupt file.
+
+        A SQLite file gets a store of its own (a connection that never waits for the loop's writes);
+        any other state (PostgreSQL: a pool, reads never wait for the write lock) is read as it is."""
+        if not isinstance(self.state, SqliteStore):
+            return self.state
         path = self.state.path
         ino = os.stat(path).st_ino
         if self._reader is None or ino != self._reader_ino:
