@@ -200,12 +200,12 @@ class Db:
         except psycopg.Error:
             return []
 
-    def running(self, pids: set[int], jobs: list[str]) -> list[tuple]:
-        """(run id, job, scheduled_for, attempt, owner pid, started_at) of attempts running in one of ``pids``."""
+    def running(self, pids: set[int], jobs: list[str], retried: bool = True) -> list[tuple]:
+        """(run id, job, scheduled_for, attempt, owner pid, started_at) of attempts running in one of
+        ``pids`` (with ``retried``, only those with an attempt left after them)."""
         rows = self.query("SELECT id, job_id, scheduled_for, attempt, owner_pid, started_at FROM runs"
-                          " WHERE status = 'running' AND attempt < max_attempts AND job_id = ANY(%s)"
-                          " AND owner_pid = ANY(%s)",
-                          (jobs, list(pids)))
+                          " WHERE status = 'running' AND job_id = ANY(%s) AND owner_pid = ANY(%s)"
+                          + (" AND attempt < max_attempts" if retried else ""), (jobs, list(pids)))
         return sorted(rows)
 
     def newest_id(self) -> int:
@@ -310,11 +310,12 @@ class Run:
 
         return poll("a leader in status --json", ask, 30, every=0.5)
 
-    def wait_running(self, pool: list[Proc], jobs: list[str], timeout: float = 20) -> tuple[Proc, tuple]:
-        """A worker of ``pool`` running an attempt of one of ``jobs`` that started just now."""
+    def wait_running(self, pool: list[Proc], jobs: list[str], timeout: float = 30,
+                     retried: bool = True) -> tuple[Proc, tuple]:
+        """A worker of ``pool`` running an attempt of one of ``jobs`` (one that a retry may follow)."""
         by_pid = {p.pid: p for p in pool}
         row = poll(f"an attempt of {jobs[0]}… running in a worker",
-                   lambda: self.db.running(set(by_pid), jobs), timeout, every=0.05)[0]
+                   lambda: self.db.running(set(by_pid), jobs, retried), timeout, every=0.05)[0]
         return by_pid[row[4]], row
 
     def next_fire_after(self, after_id: int, instant: float) -> float:
@@ -355,7 +356,7 @@ def test_two_daemons_and_three_workers_through_kills_freezes_and_a_database_rest
         report["worker SIGKILL -> retry started (s)"] = round(retry[0][0] - killed_at, 2)
 
         # ---- a worker SIGKILLed during a command: the command does not outlive its attempt
-        victim, row = run.wait_running(run.workers, ["cmd-long"])
+        victim, row = run.wait_running(run.workers, ["cmd-long"], retried=False)
         pidfile = run.pids / f"{row[1]}.pid"
 
         def started_command() -> int | None:  # this attempt's, not an earlier one's: written after it started
