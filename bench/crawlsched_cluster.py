@@ -135,8 +135,8 @@ class Procs:
         (home / "jobs.toml").write_text(jobs_text)
         return self.spawn(name, ["daemon"], home)
 
-    def workers(self, n: int, dsn: str, tag: str) -> list[subprocess.Popen]:
-        return [self.spawn(f"worker-{tag}-{i}", ["worker", "--concurrency", "1", "--home", str(self.wd / f"w-{tag}-{i}")],
+    def workers(self, n: int, dsn: str, tag: str, concurrency: int = 1) -> list[subprocess.Popen]:
+        return [self.spawn(f"worker-{tag}-{i}", ["worker", "--concurrency", str(concurrency), "--home", str(self.wd / f"w-{tag}-{i}")],
                            self.wd / f"w-{tag}-{i}", dsn)[0] for i in range(n)]
 
     def wait_line(self, proc: subprocess.Popen, needle: str, timeout: float) -> float:
@@ -192,10 +192,10 @@ def wait_rows(dsn: str, sql: str, want: int, timeout: float, procs: list[subproc
 # --------------------------------------------------------------------------- the System
 
 class CrawlschedCluster:
-    name = "crawlsched"
-
-    def __init__(self, tmp: Path, pg) -> None:
+    def __init__(self, tmp: Path, pg, concurrency: int = 1) -> None:
         self.tmp, self.pg = tmp, pg
+        self.concurrency = concurrency  # attempts each worker process runs at once (1: as Celery's pool process)
+        self.name = "crawlsched" if concurrency == 1 else f"crawlsched (--concurrency {concurrency})"
         self.n = 0
         self.ready_seen: list[float] = []
         server = pg.psql("SHOW server_version").split()[0]
@@ -217,7 +217,7 @@ class CrawlschedCluster:
             queued = wait_rows(dsn, "SELECT count(*) FROM runs WHERE attempt = 1", n, 60 + n * 0.05, [daemon])
             if queued < n:
                 raise RuntimeError(f"only {queued} of {n} attempts were queued")
-            ws = procs.workers(workers, dsn, f"{kind}-{self.n}")
+            ws = procs.workers(workers, dsn, f"{kind}-{self.n}", self.concurrency)
             wait_rows(dsn, "SELECT count(*) FROM runs WHERE attempt = 1 AND status <> 'running'", n,
                       60 + n * 0.2, [daemon, *ws])
             rows = query(dsn, "SELECT job_id, started_at, finished_at FROM runs WHERE attempt = 1 AND status <> 'running'")
@@ -237,7 +237,7 @@ class CrawlschedCluster:
         text = cluster_defaults((home / "jobs.toml").read_text(), dsn)
         procs = Procs(wd)
         try:
-            ws = procs.workers(workers, dsn, f"burst-{self.n}")
+            ws = procs.workers(workers, dsn, f"burst-{self.n}", self.concurrency)
             daemon, _ = procs.daemon(f"daemon-burst-{self.n}", home, text)
             ready = procs.wait_line(daemon, "daemon ready", 300)
             self.ready_seen.append(ready)
@@ -255,7 +255,7 @@ class CrawlschedCluster:
                               " AND owner_pid IS NOT NULL", (at,))
         finally:
             procs.stop()
-        return cluster.BurstResult(starts_of(rows, at), ready, {"workers_concurrency": 1})
+        return cluster.BurstResult(starts_of(rows, at), ready, {"workers_concurrency": self.concurrency})
 
     def failover(self, wd: Path) -> dict:
         """Daemon SIGKILL → next fire handled; worker SIGKILL → interrupted, and the retry started."""
@@ -337,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--burst", type=int, default=200)
     p.add_argument("--noop-tasks", type=int, default=2000)
     p.add_argument("--http-tasks-per-worker", type=int, default=100)
+    p.add_argument("--concurrency", type=int, default=1, help="each worker's --concurrency (default 1)")
     p.add_argument("--no-failover", action="store_true")
     p.add_argument("--workdir", type=Path)
     a = p.parse_args(argv)
@@ -351,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp.mkdir(parents=True, exist_ok=True)
     pg = start_cluster()
     try:
-        system = CrawlschedCluster(tmp, pg)
+        system = CrawlschedCluster(tmp, pg, a.concurrency)
         log(f"crawlsched cluster: {system.versions}, work dir {tmp}")
         rows = cluster.measure(system, tmp, workers=[int(x) for x in a.workers.split(",")], jobs=a.jobs,
                                burst=a.burst, noop_tasks=a.noop_tasks, http_tasks_per_worker=a.http_tasks_per_worker,
@@ -365,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         remove_cluster(pg)
     a.out.write_text(json.dumps({"system": "crawlsched", "versions": system.versions,
-                                 "config": {"jobs": a.jobs, "burst": a.burst, "worker_concurrency": 1},
+                                 "config": {"jobs": a.jobs, "burst": a.burst, "worker_concurrency": a.concurrency},
                                  "rows": cluster.rows_json(rows), "failover": failover}, indent=1))
     return 0
 

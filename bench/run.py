@@ -136,7 +136,8 @@ def run_cluster(cfg, workdir: Path) -> dict:
     wd.mkdir(parents=True, exist_ok=True)
     out = wd / "result.json"
     argv = [sys.executable, str(BENCH / "crawlsched_cluster.py"), "--out", str(out), "--workers", cfg.cluster_workers,
-            "--jobs", str(cfg.jobs), "--burst", str(cfg.burst), "--workdir", str(wd)]
+            "--jobs", str(cfg.jobs), "--burst", str(cfg.burst), "--workdir", str(wd),
+            "--concurrency", str(cfg.cluster_concurrency)]
     env = dict(os.environ, TZ="UTC", PYTHONDONTWRITEBYTECODE="1")
     with open(wd / "crawlsched_cluster.log", "w") as logf:
         proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -532,6 +533,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="`celery`: beat schedulers, one pass each: default (PersistentScheduler), redbeat")
     p.add_argument("--cluster-workers", default="1,2,4",
                    help="`cluster`: `crawlsched worker --concurrency 1` processes, one measurement each (default 1,2,4)")
+    p.add_argument("--cluster-concurrency", type=int, default=1,
+                   help="`cluster`: each worker's --concurrency (default 1: one attempt at a time, as a pool process)")
     p.add_argument("--single-fires", type=int,
                    help="fires of the one-job measurement (`single`) per run (default 60, 10 with --quick)")
     p.add_argument("--cli-reps", type=int)
@@ -664,7 +667,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             v = done[0]["versions"]
             about.append(f"crawlsched {v['crawlsched']} on PostgreSQL {v['postgresql']}, procrastinate "
-                         f"{v['procrastinate']}, workers with --concurrency 1" if group == "cluster" else
+                         f"{v['procrastinate']}, workers with --concurrency {cfg.cluster_concurrency}"
+                         if group == "cluster" else
                          f"celery {v['celery']}, redis-server {v['redis-server']}, prefork pool, acks_late, prefetch 1")
         tbls.append(cluster.table(
             queued, f"Queue systems: {cfg.burst} of {cfg.jobs:,} entries due together; tasks per s ({'; '.join(about)})"))
