@@ -35,35 +35,44 @@ class Burst:
     workers' I/O (SQLite, process spawns) holds the GIL while the loop is
     still dispatching, and the last attempts of a burst of 200 start a
     hundred milliseconds late. Its size is known when the burst is closed.
+
+    A worker's wait is one blocking ``Lock.acquire`` (each passes the lock on
+    to the next as it leaves), not an ``Event``: the GIL is held from a
+    worker's start time until it blocks, and the next worker's start waits for
+    it, so a condition variable's Python-level bookkeeping per waiter would add
+    up over the burst (docs/BENCHMARKS.md).
     """
 
     def __init__(self) -> None:
         self.size: int | None = None
         self.count = 0
         self.lock = threading.Lock()
-        self.all_in = threading.Event()
-        self.go = threading.Event()
+        self.all_in = threading.Lock()  # held until the last attempt of the burst arrived
+        self.all_in.acquire()
+        self.go = threading.Lock()  # held until the loop releases the burst
+        self.go.acquire()
 
     def arrive(self) -> None:
         with self.lock:
             self.count += 1
-            if self.size is not None and self.count >= self.size:
-                self.all_in.set()
+            if self.size is not None and self.count == self.size:
+                self.all_in.release()
 
     def arrive_and_wait(self) -> None:
         self.arrive()
-        self.go.wait(0.2)
+        if self.go.acquire(True, 0.2):
+            self.go.release()  # on to the next waiter
 
     def close(self, size: int) -> None:
         """All ``size`` attempts of the burst are handed out."""
         with self.lock:
             self.size = size
             if self.count >= size:
-                self.all_in.set()
+                self.all_in.release()
 
     def release(self, timeout: float = 0.05) -> None:
-        self.all_in.wait(timeout)
-        self.go.set()
+        self.all_in.acquire(True, timeout)
+        self.go.release()
 
 
 class LocalExecutor:

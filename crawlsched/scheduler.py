@@ -191,8 +191,10 @@ class Scheduler:
         planner = self.planner
         due = planner.pop_due(now, self.chains)
         replan: list[Job] = []
-        burst = len(due) > 1
-        collecting = burst and gc.isenabled()
+        # Gated even when only one is due: the loop then waits for its worker to take its start
+        # time before planning the next fire (that worker would wait for the GIL meanwhile).
+        burst = bool(due)
+        collecting = len(due) > 1 and gc.isenabled()
         if collecting:
             gc.disable()  # no collection while a burst is handed out (the allocations would trigger some)
         try:

@@ -13,9 +13,10 @@ import os
 import select
 import time
 
-__all__ = ["PRECISE_WAIT", "Waker", "wait_step"]
+__all__ = ["PRECISE_WAIT", "SPIN", "Waker", "wait_step"]
 
 PRECISE_WAIT = 0.05  # seconds: a select this short wakes within the 50 µs timer slack (Waker.wait)
+SPIN = 0.0003  # seconds: a wait for a fire spins this last part instead of sleeping (Waker.wait)
 
 
 class Waker:
@@ -44,21 +45,27 @@ class Waker:
         ``threading.Event`` uses) has only the 50 µs timer slack. So a
         ``precise`` wait (for a fire) is cut: a select that ends safely short
         of the deadline, then short ones (see ``wait_step``) whose slack is the
-        50 µs floor. Other waits (duties, the 60 s re-check) are one select:
+        50 µs floor, and its last ``SPIN`` is spun (a wake-up from sleep
+        costs 0.1-0.2 ms on a VM). Other waits (duties, the 60 s re-check) are one select:
         an idle daemon wakes no more often than it must.
         """
         if timeout is None or not precise:
             ready, _, _ = select.select([self._r], [], [], timeout)
             return bool(ready)
-        deadline = time.monotonic() + timeout
+        monotonic = time.monotonic
+        deadline = monotonic() + timeout
         remaining = max(0.0, timeout)
-        while True:  # one select even for a zero timeout: a pending wake is seen
-            ready, _, _ = select.select([self._r], [], [], wait_step(remaining))
+        while remaining > SPIN:
+            ready, _, _ = select.select([self._r], [], [], wait_step(remaining - SPIN))
             if ready:
                 return True
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
+            remaining = deadline - monotonic()
+        # The last ``SPIN`` seconds are spun, not slept: a sleeping thread on this kind of VM
+        # wakes 0.1-0.2 ms after its timer (docs/BENCHMARKS.md). At most SPIN of CPU a fire.
+        while monotonic() < deadline:
+            pass
+        ready, _, _ = select.select([self._r], [], [], 0)  # a wake that came meanwhile is seen
+        return bool(ready)
 
     def clear(self) -> None:
         try:

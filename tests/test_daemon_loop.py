@@ -600,7 +600,7 @@ def test_a_burst_is_handed_to_the_executor_as_one(home, monkeypatch):
     calls.clear()
     clock.advance(60)
     assert d.fire_due(clock.time()) == 1
-    assert calls == ["one"]  # a single fire needs no gate
+    assert calls == ["begin", "one", "end"]  # gated too: its next fire is planned after it started
 
 
 def test_a_reload_that_changes_the_state_or_executor_is_applied_at_the_next_start_and_said(home, caplog):
