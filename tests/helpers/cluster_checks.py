@@ -173,9 +173,12 @@ def count_requests(rows: Iterable[Mapping[str, Any]], hits: Iterable[tuple[float
         if job not in urls:
             continue
         owner = None
-        for r in attempts.get(job, []):
-            if r["started_at"] - slack <= when and (r["finished_at"] is None or when <= r["finished_at"] + slack):
-                owner = r  # the latest one that covers it: a retry started right as the last ended
+        for pad in (0.0, slack):  # the attempt running then; only failing that, one within the slack
+            for r in attempts.get(job, []):
+                if r["started_at"] - pad <= when and (r["finished_at"] is None or when <= r["finished_at"] + pad):
+                    owner = r  # the latest one that covers it: a retry started right as the last ended
+            if owner is not None:
+                break
         if owner is None:
             out.stray.append(f"{job}: a request at {when:.3f} while no attempt of it ran")
             out.excess += 1

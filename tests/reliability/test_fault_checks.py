@@ -111,6 +111,12 @@ def test_requests_are_counted_against_the_attempt_running_then():
     assert len(over.findings(allowed=0)) == 2
 
 
+def test_a_request_goes_to_the_attempt_running_then_not_to_the_next_one_starting_within_the_slack():
+    rows = [row(at=T0, started=T0, finished=T0 + 0.10), row(at=T0 + 1, started=T0 + 0.20, finished=T0 + 0.30)]
+    res = count_requests(rows, [(T0 + 0.05, "a"), (T0 + 0.25, "a")], {"a": 1})
+    assert (res.excess, res.over) == (0, [])
+
+
 def test_a_request_while_no_attempt_of_its_job_ran_is_stray():
     rows = [row(at=T0, started=T0, finished=T0 + 1)]
     res = count_requests(rows, [(T0 + 1.8, "a"), (T0 + 0.5, "other")], {"a": 1})
