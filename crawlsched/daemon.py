@@ -29,7 +29,7 @@ from crawlsched.errors import DaemonLockError
 from crawlsched.executor import Executor, InlineExecutor
 from crawlsched.homelock import HomeLock
 from crawlsched.local_executor import LocalExecutor
-from crawlsched.memory import settle, settle_memory, trim_memory
+from crawlsched.memory import collector_paused, settle, settle_memory, trim_memory
 from crawlsched.reloads import Reloads
 from crawlsched.retention import GUARD, Retention
 from crawlsched.scheduler import FIRE, RETRY, Scheduler
@@ -58,6 +58,7 @@ class Daemon(Scheduler):
                  environ: dict[str, str] | None = None, notify: Callable[[str], bool] = systemd.notify,
                  duties: bool = True) -> None:
         self.wake = Waker()
+        store.compact_cache = True  # its jobs live as long as the daemon: read back from the cache without a dict each
         super().__init__(store, state, home, log, clock=clock, monotonic=monotonic, executor=executor, environ=environ,
                          wake=self.wake.set)
         self.grace, self.notify = grace, notify
@@ -86,12 +87,13 @@ class Daemon(Scheduler):
         """Lock the home, recover what a dead daemon left, load the jobs and plan; then READY."""
         self.acquire_lock()
         self.state.open(recover_corrupt=True)
-        jobfile = self.reloads.first()  # a bad file at start is fatal: JobFileError
-        now = self.clock()
-        previous = self.state.daemon_started(self.pid, socket.gethostname(), __version__, now)
-        self._apply(jobfile, now, previous=previous)
-        self.fired_until = now  # the catch-up accounted for everything due until now
-        del jobfile
+        with collector_paused(self.owns_process):
+            jobfile = self.reloads.first()  # a bad file at start is fatal: JobFileError
+            now = self.clock()
+            previous = self.state.daemon_started(self.pid, socket.gethostname(), __version__, now)
+            self._apply(jobfile, now, previous=previous)
+            self.fired_until = now  # the catch-up accounted for everything due until now
+            del jobfile
         self._settle_memory()
         self.executor  # noqa: B018 - build, start and warm the pool (max_concurrent) before the first fire
         if self.use_duties:
@@ -108,6 +110,8 @@ class Daemon(Scheduler):
         self.notify("READY=1")
         self._send_status()
         self.log.info("crawlsched daemon ready: %d jobs, home %s (pid %d)", len(self.jobs), self.home, self.pid)
+        self.store.save_cache_later()  # for the next start and reload; nothing before READY needs it
+        trim_memory()
 
     def run(self) -> int:
         """Start, loop until SIGTERM/SIGINT, shut down gracefully. Returns the exit code."""
@@ -261,11 +265,12 @@ class Daemon(Scheduler):
 
     def reload(self, force: bool = False) -> bool:
         """Apply the job file if it changed and is good; keep the last good jobs otherwise."""
-        jobfile = self.reloads.take(force, self.started)
-        if jobfile is None:
-            return False
-        self._apply(jobfile, self.clock())
-        del jobfile
+        with collector_paused(self.owns_process):
+            jobfile = self.reloads.take(force, self.started)
+            if jobfile is None:
+                return False
+            self._apply(jobfile, self.clock())
+            del jobfile
         self._settle_memory()
         executor = self.executor  # resized when max_concurrent changed
         for key in self.chains.in_flight():  # removed or paused: its attempt saves no retry

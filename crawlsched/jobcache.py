@@ -26,6 +26,8 @@ ignored.
 
 from __future__ import annotations
 
+import copyreg
+import operator
 import os
 import pickle
 import re
@@ -37,9 +39,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from crawlsched import __version__, timing
+from crawlsched.fasttoml import jobs_table
 from crawlsched.jobfile import BOM, JOBS_HEADER_SEARCH, parse_text, with_line
 from crawlsched.model import Defaults, Job, JobFile
-from crawlsched.validate import build_defaults, build_job
+from crawlsched.validate import JobBuilder, build_defaults, build_job
 
 __all__ = ["CACHE_MIN_BYTES", "FileKey", "ParseCache", "parse_segmented", "user_cache_dir"]
 
@@ -100,10 +103,12 @@ def parse_segmented(text: str, machine_tz: str, known_head: str | None = None,
     segments: dict[str, Job] = {}
     ids: set[str] = set()
     names: set[str] = set()
+    shared: dict[Any, Any] = {}  # equal values of different tables: one object
+    build = JobBuilder(defaults, machine_tz)
     for line, segment in parts:
         job = known.get(segment)
         if job is None:
-            job = parse_segment(segment, defaults, machine_tz)
+            job = parse_segment(segment, defaults, machine_tz, shared, build)
             if job is None:
                 return None
         if job.id in ids or job.name in names:
@@ -115,17 +120,25 @@ def parse_segmented(text: str, machine_tz: str, known_head: str | None = None,
     return JobFile(defaults=defaults, jobs=tuple(jobs), raw_defaults=dict(raw_defaults)), head, segments
 
 
-def parse_segment(segment: str, defaults: Defaults, machine_tz: str) -> Job | None:
-    """One ``[[jobs]]`` table's text on its own, validated; None unless it is exactly one valid job."""
+def parse_segment(segment: str, defaults: Defaults, machine_tz: str, shared: dict[Any, Any] | None = None,
+                  build: JobBuilder | None = None) -> Job | None:
+    """One ``[[jobs]]`` table's text on its own, validated; None unless it is exactly one valid job.
+
+    A plain table is read by ``fasttoml`` (``shared``: its values seen before in this parse), any other by
+    ``tomllib``; ``build`` is the parse's ``JobBuilder`` (tables alike are validated once).
+    """
+    table = jobs_table(segment, shared)
+    if table is None:
+        try:
+            data = tomllib.loads(segment)
+        except Exception:
+            return None
+        tables = data.get("jobs")
+        if len(data) != 1 or not isinstance(tables, list) or len(tables) != 1 or not isinstance(tables[0], dict):
+            return None
+        table = tables[0]
     try:
-        data = tomllib.loads(segment)
-    except Exception:
-        return None
-    tables = data.get("jobs")
-    if len(data) != 1 or not isinstance(tables, list) or len(tables) != 1 or not isinstance(tables[0], dict):
-        return None
-    try:
-        return build_job(tables[0], defaults, machine_tz)
+        return build(table) if build is not None else build_job(table, defaults, machine_tz)
     except Exception:
         return None
 
@@ -138,7 +151,8 @@ class ParseCache:
     that ``JobFile`` keeps them; a write that appended a table gives its texts itself.
     """
 
-    def __init__(self, cache_dir: Path | None, path: Path, machine_tz: str) -> None:
+    def __init__(self, cache_dir: Path | None, path: Path, machine_tz: str, *, compact: bool = False) -> None:
+        self.compact = compact  # jobs written to be read back without a dict each (a daemon's cache)
         self.cache_dir = cache_dir
         self.path = path
         self.machine_tz = machine_tz
@@ -223,10 +237,42 @@ class ParseCache:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # it holds the job file's contents
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
             with os.fdopen(fd, "wb") as fh:
-                pickle.dump((self._stamp(), (key, jobfile, head, texts)), fh, protocol=pickle.HIGHEST_PROTOCOL)
+                pickler = pickle.Pickler(fh, protocol=pickle.HIGHEST_PROTOCOL)
+                pickler.dispatch_table = _COMPACT if self.compact else _DISPATCH
+                pickler.dump((self._stamp(), (key, jobfile, head, texts)))
             os.replace(tmp, path)
         except OSError:
             pass  # the cache is only a speed-up
+
+
+_JOB_FIELDS = tuple(f.name for f in fields(Job))
+_job_values = operator.attrgetter(*_JOB_FIELDS)
+
+
+def _reduce_job(job: Job) -> tuple[Any, ...]:
+    """What pickle writes for a ``Job`` by default (``copyreg.__newobj__``, its fields by name), read
+    without asking for the job's ``__dict__``: Python 3.11 keeps an object's attributes without a dict
+    until one is asked for, and 100,000 jobs' dicts are 6 MiB the daemon would then hold."""
+    return copyreg.__newobj__, (Job,), dict(zip(_JOB_FIELDS, _job_values(job)))
+
+
+_DISPATCH = {**copyreg.dispatch_table, Job: _reduce_job}
+
+
+def _reduce_jobfile_compact(jobfile: JobFile) -> tuple[Any, ...]:
+    """A ``JobFile`` written as its jobs' fields, a column a field: read back, each job is built by
+    ``Job.__init__``, as the parse builds it, so it keeps its attributes without a dict (the default
+    pickle's jobs each get one), and what reading leaves behind is a few big columns, not a small
+    object a job scattered between the jobs. Slower to read, so only for a daemon's cache."""
+    columns = tuple(zip(*map(_job_values, jobfile.jobs)))
+    return _jobfile_from_columns, (jobfile.defaults, columns, dict(jobfile.raw_defaults))
+
+
+def _jobfile_from_columns(defaults: Defaults, columns: tuple[tuple[Any, ...], ...], raw_defaults: dict[str, Any]) -> JobFile:
+    return JobFile(defaults=defaults, jobs=tuple(Job(*row) for row in zip(*columns)), raw_defaults=raw_defaults)
+
+
+_COMPACT = {**copyreg.dispatch_table, JobFile: _reduce_jobfile_compact}
 
 
 # --- next fires an earlier process computed ------------------------------------------------

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 from crawlsched.errors import InvalidValue, JobFileError
 from crawlsched.model import Job, JobFile
-from crawlsched.validate import build_defaults, build_job
+from crawlsched.validate import JobBuilder, build_defaults
 
 HEADER_RE = re.compile(r"^\s*\[")
 JOBS_HEADER_SEARCH = re.compile(r"^[ \t]*\[\[[ \t]*jobs[ \t]*\]\][ \t\r]*(#[^\n]*)?$", re.M)
@@ -105,10 +105,11 @@ def build_file(data: Mapping[str, Any], text: str, label: str, machine_tz: str) 
     jobs: list[Job] = []
     seen_ids: dict[str, int] = {}
     seen_names: dict[str, int] = {}
+    build_job = JobBuilder(defaults, machine_tz)
     for index, raw in enumerate(raw_jobs):
         start = headers[index] if index < len(headers) and len(headers) == len(raw_jobs) else None
         try:
-            job = build_job(raw, defaults, machine_tz)
+            job = build_job(raw)
         except InvalidValue as exc:
             key = exc.field.split(".")[0]
             line = None

@@ -3,8 +3,28 @@
 from __future__ import annotations
 
 import gc
+from contextlib import contextmanager
+from typing import Iterator
 
-__all__ = ["settle", "settle_memory", "trim_memory"]
+__all__ = ["collector_paused", "settle", "settle_memory", "trim_memory"]
+
+
+@contextmanager
+def collector_paused(whole_process: bool) -> Iterator[None]:
+    """No garbage collection while the jobs are loaded and planned (``settle`` collects right after).
+
+    Loading 100,000 jobs allocates millions of objects that all live on: the collections they
+    trigger walk them again and again, for nothing (0.3 s of a 2.7 s start, measured). Only for
+    a daemon that owns its process: the collector is a whole-process switch.
+    """
+    pause = whole_process and gc.isenabled()
+    if pause:
+        gc.disable()
+    try:
+        yield
+    finally:
+        if pause:
+            gc.enable()
 
 
 def settle(whole_process: bool) -> None:

@@ -50,6 +50,7 @@ class Entry(NamedTuple):
 # Builds an Entry without the Python-level ``__new__`` a NamedTuple has (a fire pushes one: keep it cheap).
 _entry = tuple.__new__
 _FIRE, _RETRY = EntryKind.FIRE, EntryKind.RETRY
+_UNKNOWN = object()
 
 
 class Waiting(Protocol):
@@ -91,6 +92,8 @@ class Planner:
         self.anchors: dict[str, float] = {}  #: ``every`` jobs: the first fire (SPEC §3)
         self.last_fire: dict[str, float] = {}  #: job id -> its newest fire handed out or accounted for
         self.backlog: dict[str, deque[tuple[float, str]]] = {}  #: catch-up fires waiting their turn
+        self._memo_now: float | None = None  #: the ``now`` of ``_memo``: next fires worked out at that instant
+        self._memo: dict[tuple[object, ...], float | None] = {}
 
     # --- a job file ------------------------------------------------------------
 
@@ -159,14 +162,22 @@ class Planner:
         last = self.last_fire.get(job.id, 0.0)
         after = max(now, last)
         anchor = self.anchors.get(job.id)
-        if job.kind is ScheduleKind.EVERY and anchor is not None and after == now and anchor >= now and last < anchor:
-            after_dt = timing.from_epoch(anchor) - timing.timedelta(microseconds=1)  # the anchor itself fires
-        else:
-            after_dt = timing.from_epoch(after)
-        fire = timing.next_fire(job, after_dt, timing.from_epoch(anchor))  # type: ignore[arg-type]
-        if fire is None:
+        from_anchor = job.kind is ScheduleKind.EVERY and anchor is not None and after == now and anchor >= now and last < anchor
+        # The next fire is a function of the schedule, the window, the instant and the anchor alone:
+        # jobs planned at the same ``now`` (a start, a burst) that share them share the answer.
+        if now != self._memo_now:
+            self._memo_now, self._memo = now, {}
+        key = (job.kind, job.spec, job.timezone, job.start_date, job.end_date, from_anchor, after, anchor)
+        due = self._memo.get(key, _UNKNOWN)
+        if due is _UNKNOWN:
+            if from_anchor:
+                after_dt = timing.from_epoch(anchor) - timing.timedelta(microseconds=1)  # the anchor itself fires
+            else:
+                after_dt = timing.from_epoch(after)
+            fire = timing.next_fire(job, after_dt, timing.from_epoch(anchor))  # type: ignore[arg-type]
+            due = self._memo[key] = None if fire is None else fire.timestamp()
+        if due is None:
             return None
-        due = fire.timestamp()
         self.planned[job.id] = due
         heapq.heappush(self.heap, _entry(Entry, (due, next(self._seq), _FIRE, job.id, self.gen.get(job.id, 0))))
         return due

@@ -44,7 +44,7 @@ class Reloads:
 
     def first(self) -> JobFile:
         """The file at start: a bad one is fatal (``JobFileError``); a missing one is no jobs, said loudly."""
-        jobfile = self.store.load()
+        jobfile = self.store.load(cache_later=True)  # the daemon writes the parse cache once ready
         self.applied_key = self.store.stat_key()
         self.placement = self.placement_said = self._placement(jobfile)
         if self.applied_key is None:  # not an error (it may come later), but never a silent "0 jobs"

@@ -144,16 +144,23 @@ def run_output(home: Path, state: State | None, job_id: str, run: str | None = N
         raise RunNotFound(f"job {job_id} has no run {run!r}" + (f"; its newest: {newest}" if newest else "; it has no runs yet"))
     rows = sorted(history.get(run, []), key=lambda r: r.attempt)
     out = RunOutput(job_id, run, status=rows[-1].status if rows else None, attempts=len(rows))
-    logs_dir = home / "logs" / "runs" / job_id
-    for path in sorted(logs_dir.glob(f"{run}-a*.log"), key=lambda p: _attempt_of(p, run) or 0):
-        number = _attempt_of(path, run)
-        if number is not None:
-            out.logs.append(OutputFile(path, path.stat().st_size, attempt=number))
-    body_dir = home / "data" / job_id / run
-    if body_dir.is_dir():
-        for path in sorted(body_dir.iterdir()):
-            if path.is_file() and not path.name.startswith("."):  # .part files are unfinished bodies
-                out.bodies.append(OutputFile(path, path.stat().st_size, content_type=sniff(path)))
+    # A worker (executor = "workers") wrote under its own home, which its rows name: read there
+    # too when that path is reachable from here (the same host, or a shared folder).
+    homes = [home, *dict.fromkeys(Path(r.run_home) for r in rows if getattr(r, "run_home", None))]
+    logs = {}
+    for folder in homes:
+        for path in (folder / "logs" / "runs" / job_id).glob(f"{run}-a*.log"):
+            number = _attempt_of(path, run)
+            if number is not None and number not in logs:
+                logs[number] = OutputFile(path, path.stat().st_size, attempt=number)
+    out.logs = [logs[n] for n in sorted(logs)]
+    for folder in homes:
+        body_dir = folder / "data" / job_id / run
+        if body_dir.is_dir():
+            for path in sorted(body_dir.iterdir()):
+                if path.is_file() and not path.name.startswith("."):  # .part files are unfinished bodies
+                    out.bodies.append(OutputFile(path, path.stat().st_size, content_type=sniff(path)))
+            break
     return out
 
 

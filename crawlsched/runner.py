@@ -123,6 +123,13 @@ class AttemptRunner:
         # The row is addressed by what the attempt is, never by its number alone: a number
         # names another job's row once a corrupt file was replaced while this one ran.
         key: AttemptKey = run_id.key  # with the epoch of the chain's lease: a stale owner's writes are refused
+        return self.run_started(spec, key, cancel=cancel, still_wanted=still_wanted)
+
+    def run_started(self, spec: AttemptSpec, key: AttemptKey, *, cancel: threading.Event | None = None,
+                    still_wanted: Callable[[], bool] = lambda: True) -> AttemptOutcome:
+        """Run the attempt whose ``running`` row exists already under ``key`` (written by ``attempt``,
+        or by the daemon and taken over by a worker), and close the row."""
+        job, scheduled_for, attempt, trigger = spec.job, spec.scheduled_for, spec.attempt, spec.trigger
         logs.log_started(self.log, job.id, attempt - 1, job.max_retries)
         try:
             outcome = self._execute(job, scheduled_for, attempt, cancel, trigger, key)

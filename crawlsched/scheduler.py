@@ -63,9 +63,15 @@ class Scheduler:
     def executor(self) -> Executor:
         """The injected executor, or the daemon's warm pool of max_concurrent threads (resized when that changes)."""
         size = self.defaults.max_concurrent if self.defaults else 8
+        if self._executor is None and getattr(self.defaults, "executor", "local") == "workers":
+            from crawlsched.workers.executor import WorkersExecutor  # PostgreSQL only: imported only then
+
+            self._executor = WorkersExecutor(self.state, self.log)
         if self._executor is None:
             self._executor = LocalExecutor(size)
             self._pool_size = size
+        if self.defaults is not None and hasattr(self._executor, "grace_period"):
+            self._executor.grace_period = self.defaults.grace_period  # carried to the workers with each attempt
         elif self._pool_size and size != self._pool_size:
             self._executor.resize(size)  # running attempts finish; the pool has `size` workers from now on
             self._pool_size = size
@@ -154,9 +160,23 @@ class Scheduler:
         for retry in resumed:
             chain = self.chains.resume(retry.job_id, retry.scheduled_for, retry.trigger, retry.next_attempt, retry.due_at)
             self.planner.push_retry(retry.job_id, chain.token, retry.due_at)
+        adopted = self._adopt_queued() if getattr(self.defaults, "executor", "local") == "workers" else []
         # A chain waiting for its retry is ours: `crawlsched run` refuses it meanwhile. One held by a
         # live `run` (started while no daemon was up) is checked again when the retry is due.
-        self.state.claim_chains([r.job_id for r in resumed], self.runner.owner, now)
+        self.state.claim_chains([r.job_id for r in resumed] + adopted, self.runner.owner, now)
+
+    def _adopt_queued(self) -> list[str]:
+        """executor = "workers": attempts a previous daemon queued that a worker still runs (or will):
+        their chains are this daemon's now, waiting for the outcome (crawlsched.workers)."""
+        from crawlsched.state.queue import queued_running
+
+        adopted = []
+        for run in queued_running(self.state):
+            if run.job_id in self.jobs and run.job_id not in self.chains:
+                chain = self.chains.begin(run.job_id, run.scheduled_for, run.trigger)
+                chain.attempt, chain.handed = run.attempt, True
+                adopted.append(run.job_id)
+        return adopted
 
     def _catch_up(self, job: Job, now: float, previous: catchup.LastRun, seen: catchup.Seen | None,
                   rowed: catchup.Rowed | None = None) -> None:

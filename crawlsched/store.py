@@ -53,6 +53,9 @@ class JobStore:
         self.machine_tz = machine_tz or timing.machine_timezone()
         self.cache_dir = cache_dir
         self.label = self.path.name
+        self._cache_later: tuple[ParseCache, FileKey, JobFile] | None = None  # a parse cache to write (load)
+        self.compact_cache = False  # a daemon's store: its cache is read back into jobs that hold no dict each
+        self._last: tuple[FileKey, JobFile] | None = None  # the last load of a large file (``_remember``)
 
     # --- reading -------------------------------------------------------------
 
@@ -63,22 +66,47 @@ class JobStore:
             return None
 
     def _cache(self) -> ParseCache:
-        return ParseCache(self.cache_dir, self.path, self.machine_tz)  # cache_dir may be set after __init__
+        # cache_dir may be set after __init__
+        return ParseCache(self.cache_dir, self.path, self.machine_tz, compact=self.compact_cache)
 
-    def load(self) -> JobFile:
-        """The current jobs; a missing file means no jobs. Raises ``JobFileError``."""
+    def load(self, *, cache_later: bool = False) -> JobFile:
+        """The current jobs; a missing file means no jobs. Raises ``JobFileError``.
+
+        ``cache_later``: the parse cache is written by ``save_cache_later`` instead (a daemon
+        writes it once it is ready: 100,000 jobs take a while to pickle, and only a later read needs them).
+        """
         key = self.stat_key()
         if key is None:
             return JobFile(defaults=Defaults(), jobs=())
+        if self._last is not None and self._last[0] == key:
+            return self._last[1]  # the same version as the last load (a large file: what the parse cache trusts)
         cache = self._cache()
         cached = cache.get(key)
         if cached is not None:
+            self._remember(key, cached)
             return cached
         text = self._read_text()
         jobfile = cache.parse(text, None, self.label)
         if self.stat_key() == key:
-            cache.put(key, jobfile)
+            if cache_later:
+                self._cache_later = (cache, key, jobfile)
+            else:
+                cache.put(key, jobfile)
+            self._remember(key, jobfile)
         return jobfile
+
+    def _remember(self, key: FileKey, jobfile: JobFile) -> None:
+        """Keep the last load of a large file: the daemon's start reads the file twice (the state's
+        executor, then the jobs), and 100,000 jobs must not be parsed, or read from the cache, twice."""
+        self._last = (key, jobfile) if key.size >= CACHE_MIN_BYTES else None
+
+    def save_cache_later(self) -> None:
+        """Write the parse cache that ``load(cache_later=True)`` left for later, if any."""
+        later, self._cache_later = self._cache_later, None
+        if later is not None:
+            cache, key, jobfile = later
+            cache.compact = self.compact_cache  # set by the daemon, maybe after the load
+            cache.put(key, jobfile)  # the parse of the file at version `key`, whatever the file is now
 
     def defaults_state(self, home: Path | None = None) -> Any:
         """``[defaults] state`` as written (None when unset), for choosing the state before the jobs are needed.

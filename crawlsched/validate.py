@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from datetime import datetime
+from datetime import date, datetime
 from functools import lru_cache
 from typing import Any, Mapping
 
@@ -104,7 +104,7 @@ def check_name(value: Any) -> str:
         raise InvalidValue("name", value, "must be a non-empty text")
     if len(value) > MAX_NAME:
         raise InvalidValue("name", value, f"is longer than {MAX_NAME} characters")
-    if any(not c.isprintable() for c in value):
+    if not value.isprintable():
         raise InvalidValue("name", value, "must not contain control characters (NUL, newlines, tabs)")
     return value.strip()
 
@@ -298,18 +298,7 @@ def build_job(raw: Mapping[str, Any], defaults: Defaults, machine_tz: str = "UTC
     else:
         raise InvalidValue("url", None, NO_CRAWL)
 
-    created = raw.get("created_at")
-    if created is not None and not isinstance(created, datetime):
-        if isinstance(created, str):
-            try:
-                created = datetime.fromisoformat(created)
-            except ValueError:
-                raise InvalidValue("created_at", created, "is not a date-time (YYYY-MM-DD HH:MM:SS)") from None
-        else:
-            raise InvalidValue("created_at", created, "is not a date-time (YYYY-MM-DD HH:MM:SS)")
-    if created is not None and not MIN_DATE <= created.date() <= MAX_DATE:
-        raise InvalidValue("created_at", created.isoformat(), f"is out of range (dates from {MIN_DATE.isoformat()} to {MAX_DATE.isoformat()})")
-
+    created = check_created_at(raw.get("created_at"))
     return Job(
         id=job_id,
         name=name,
@@ -324,6 +313,72 @@ def build_job(raw: Mapping[str, Any], defaults: Defaults, machine_tz: str = "UTC
         explicit=_key_set(tuple(raw)),
         **kw,
     )
+
+
+def check_created_at(created: Any) -> datetime | None:
+    if created is not None and not isinstance(created, datetime):
+        if isinstance(created, str):
+            try:
+                created = datetime.fromisoformat(created)
+            except ValueError:
+                raise InvalidValue("created_at", created, "is not a date-time (YYYY-MM-DD HH:MM:SS)") from None
+        else:
+            raise InvalidValue("created_at", created, "is not a date-time (YYYY-MM-DD HH:MM:SS)")
+    if created is not None and not MIN_DATE <= created.date() <= MAX_DATE:
+        raise InvalidValue("created_at", created.isoformat(), f"is out of range (dates from {MIN_DATE.isoformat()} to {MAX_DATE.isoformat()})")
+    return created
+
+
+# The keys whose values are checked on their own in each job (``JobBuilder``); every other key's value
+# is checked together with the others, in ``build_job``.
+_OWN_KEYS = frozenset(("id", "name", "created_at"))
+_PLAIN_TYPES = (str, int, bool, date)  # exact types: 1 == 1.0 == True, and equal datetimes may differ in zone
+
+
+class JobBuilder:
+    """``build_job`` for the many tables of one job file, under one ``[defaults]``.
+
+    Tables of a big file repeat themselves: 100,000 jobs may hold a few hundred
+    schedules and one crawl. A table that differs from one already built only in
+    ``id``, ``name`` and ``created_at`` (the same keys in the same order, every
+    other value the same plain text, number, boolean or date) gives that job with
+    its own three values, checked as ``build_job`` checks them; any other table,
+    and any table with a problem, goes through ``build_job`` itself, so the result
+    and every error are ``build_job``'s.
+    """
+
+    def __init__(self, defaults: Defaults, machine_tz: str = "UTC") -> None:
+        self.defaults, self.machine_tz = defaults, machine_tz
+        self._built: dict[tuple[Any, ...], dict[str, Any]] = {}  # shape -> the other fields of its job
+
+    def __call__(self, raw: Mapping[str, Any]) -> Job:
+        shape = self._shape(raw)
+        fields = self._built.get(shape) if shape is not None else None
+        if fields is not None:
+            try:
+                job_id = check_id(raw["id"])
+                return Job(id=job_id, name=check_name(raw.get("name", job_id)),
+                           created_at=check_created_at(raw.get("created_at")), **fields)
+            except InvalidValue:
+                pass  # build_job raises it, with everything it checks first
+        job = build_job(raw, self.defaults, self.machine_tz)
+        if shape is not None:
+            self._built[shape] = {k: v for k, v in job.__dict__.items() if k not in _OWN_KEYS and k != "line"}
+        return job
+
+    @staticmethod
+    def _shape(raw: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        """The keys in order and the other keys' values with their types; None when a value is not plain
+        (a list of URLs, a table of headers, a float, a date-time)."""
+        if not isinstance(raw, dict):
+            return None
+        shape: list[Any] = [tuple(raw)]
+        for key, value in raw.items():
+            if key not in _OWN_KEYS:
+                if type(value) not in _PLAIN_TYPES:
+                    return None
+                shape.append((type(value), value))
+        return tuple(shape)
 
 
 @lru_cache(maxsize=256)

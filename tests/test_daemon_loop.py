@@ -603,6 +603,34 @@ def test_a_burst_is_handed_to_the_executor_as_one(home, monkeypatch):
     assert calls == ["begin", "one", "end"]  # gated too: its next fire is planned after it started
 
 
+def test_a_started_daemon_has_written_its_parse_cache_for_the_next_start(home):
+    from crawlsched.jobcache import CACHE_MIN_BYTES
+
+    body = "".join(f'[[jobs]]\nid = "j{i}"\nevery = "1h"\ncommand = "true"\n\n' for i in range(CACHE_MIN_BYTES // 40))
+    (home / "jobs.toml").write_text(body)
+    daemon = make_daemon(home, FakeClock(datetime(2025, 1, 1, tzinfo=timezone.utc)))
+    daemon.start()
+    assert list((home / ".cache").glob("jobs-*.pickle")), "the next start reads the jobs from the cache"
+    assert daemon.store.load().jobs == tuple(daemon.jobs.values())
+    daemon.shutdown()
+
+
+def test_a_daemon_that_owns_its_process_loads_and_plans_its_jobs_with_the_collector_paused(home, monkeypatch):
+    import gc
+
+    write_jobs(home, '[[jobs]]\nid = "a"\nevery = "1h"\ncommand = "true"\n')
+    daemon = make_daemon(home, FakeClock(datetime(2025, 1, 1, tzinfo=timezone.utc)))
+    daemon.owns_process = True
+    monkeypatch.setattr(daemon, "_settle_memory", lambda: None)  # no freeze of the test process
+    seen = []
+    real_load, real_apply = daemon.store.load, daemon._apply
+    monkeypatch.setattr(daemon.store, "load", lambda **kw: seen.append(("load", gc.isenabled())) or real_load(**kw))
+    monkeypatch.setattr(daemon, "_apply", lambda *a, **kw: seen.append(("apply", gc.isenabled())) or real_apply(*a, **kw))
+    daemon.start()
+    assert seen == [("load", False), ("apply", False)] and gc.isenabled()
+    daemon.shutdown()
+
+
 def test_a_reload_that_changes_the_state_or_executor_is_applied_at_the_next_start_and_said(home, caplog):
     write_jobs(home, '[[jobs]]\nid = "e"\nname = "e"\nevery = "10m"\ncommand = "true"\n')
     clock = FakeClock(datetime(2025, 11, 8, 9, 0, tzinfo=UTC))

@@ -149,3 +149,63 @@ def test_after_an_add_a_hand_edit_elsewhere_is_parsed_only_where_it_changed(tmp_
     got = JobStore(path, cache_dir=cache, machine_tz="UTC").load()
     assert parsed["chars"] <= len(HEAD) + 100  # the head and the one edited table: not the last one, not the new one
     _same(got, parse_text(edited, "jobs.toml", "UTC"))
+
+
+def test_a_load_that_caches_later_writes_the_parse_cache_only_when_told(tmp_path, parsed):
+    path = tmp_path / "jobs.toml"
+    path.write_text(_big())
+    cache = tmp_path / "cache"
+    store = JobStore(path, cache_dir=cache, machine_tz="UTC")
+    first = store.load(cache_later=True)
+    assert not list(cache.glob("jobs-*.pickle")), "nothing written before it is asked for"
+    store.save_cache_later()
+    store.save_cache_later()  # once only: nothing left to write
+    parsed["chars"] = 0
+    again = JobStore(path, cache_dir=cache, machine_tz="UTC").load()
+    assert parsed["chars"] == 0, "the next read is the cache's"
+    _same(again, first)
+
+
+def test_the_parse_cache_writes_its_jobs_as_the_default_pickle_does(tmp_path):
+    import io
+    import pickle
+
+    from crawlsched import jobcache
+
+    path = tmp_path / "jobs.toml"
+    path.write_text(_big())
+    jobfile = JobStore(path, cache_dir=tmp_path / "cache", machine_tz="UTC").load()
+    out = io.BytesIO()
+    pickler = pickle.Pickler(out, protocol=pickle.HIGHEST_PROTOCOL)
+    pickler.dispatch_table = jobcache._DISPATCH
+    pickler.dump(jobfile)
+    assert out.getvalue() == pickle.dumps(jobfile, protocol=pickle.HIGHEST_PROTOCOL)  # caches written before still read
+    _same(pickle.loads(next((tmp_path / "cache").glob("jobs-*.pickle")).read_bytes())[1][1], jobfile)
+
+
+def test_a_daemon_s_parse_cache_reads_back_into_jobs_as_small_as_parsed_ones(tmp_path):
+    import gc
+    import tracemalloc
+
+    path = tmp_path / "jobs.toml"
+    path.write_text(_big(3000))
+
+    def loaded_bytes(store: JobStore) -> tuple[float, object]:
+        gc.collect()
+        tracemalloc.start()
+        jobfile = store.load()
+        gc.collect()
+        size = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+        return size / len(jobfile.jobs), jobfile
+
+    parsed_size, parsed = loaded_bytes(JobStore(path, cache_dir=tmp_path / "fresh", machine_tz="UTC"))
+    daemon_store = JobStore(path, cache_dir=tmp_path / "daemon", machine_tz="UTC")
+    daemon_store.compact_cache = True
+    daemon_store.load()  # writes the cache
+    again = JobStore(path, cache_dir=tmp_path / "daemon", machine_tz="UTC")
+    again.compact_cache = True
+    cached_size, cached = loaded_bytes(again)
+    _same(cached, parsed)
+    # Read back with the default pickle, each job also holds a dict of its fields (64 bytes more on 3.11).
+    assert cached_size <= parsed_size + 60, (cached_size, parsed_size)

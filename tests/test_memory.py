@@ -11,3 +11,28 @@ def test_settling_memory_freezes_what_the_daemon_keeps():
             "n = gc.get_freeze_count(); settle_memory(); print(n > 1000, gc.get_freeze_count() > 1000)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.split() == ["True", "True"]
+
+
+def test_the_collector_is_paused_while_jobs_load_and_on_again_after_even_on_an_error():
+    import gc
+
+    import pytest
+
+    from crawlsched.memory import collector_paused
+
+    assert gc.isenabled()
+    with collector_paused(True):
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(ValueError), collector_paused(True):
+        raise ValueError("a bad job file")
+    assert gc.isenabled()
+    with collector_paused(False):
+        assert gc.isenabled(), "embedded in another program: the collector is not ours to switch"
+    gc.disable()
+    try:
+        with collector_paused(True):
+            pass
+        assert not gc.isenabled(), "paused by someone else: left as it was"
+    finally:
+        gc.enable()

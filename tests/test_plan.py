@@ -303,3 +303,22 @@ def test_stale_entries_are_dropped_from_the_top_only():
     assert [e.job_id for e in planner.heap] == ["b"]
     assert heapq.nsmallest(1, planner.heap)[0].kind is EntryKind.FIRE
 
+
+
+def test_jobs_alike_planned_at_one_instant_share_one_answer_and_each_gets_its_own(monkeypatch):
+    from crawlsched import timing
+
+    calls = []
+    real = timing.next_fire
+    monkeypatch.setattr(timing, "next_fire", lambda *a: calls.append(a) or real(*a))
+    kinds = [{"at": "09:05"}, {"cron": "*/7 * * * *"}, {"every": "15m"}]
+    jobs = [job(f"j{i}", **kinds[i % 3], start_date="2025-01-01") for i in range(300)]
+    jobs += [job("other-zone", at="09:05", timezone="Asia/Tokyo"), job("ended", at="09:05", end_date="2025-01-01"),
+             job("later", at="09:05", start_date="2025-07-01")]
+    planner, now = Planner(), at(2025, 6, 1, 12, 0, 30)
+    apply(planner, jobs, now, seen={"j1": Seen(daemon_seen=at(2025, 5, 1), last_fire=at(2025, 6, 1, 12, 3))})
+    assert len(calls) <= 3 + 3 + 1  # the three schedules, the three other jobs, j1's own last fire
+    for j in jobs:  # each job's plan is what it would be alone
+        alone = Planner()
+        apply(alone, [j], now, seen={"j1": Seen(daemon_seen=at(2025, 5, 1), last_fire=at(2025, 6, 1, 12, 3))} if j.id == "j1" else None)
+        assert planner.planned.get(j.id) == alone.planned.get(j.id), j.id

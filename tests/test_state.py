@@ -56,3 +56,13 @@ def test_a_claim_from_before_leases_still_holds_while_its_process_lives(tmp_path
         state.claim_chain("j", Owner("daemon", 1, None), 100.0)
     state.release_chains(["j"], Owner(CLAIM_RUN, os.getpid(), identity(os.getpid())))
     assert state.claim("j") is None
+
+
+def test_marking_jobs_seen_keeps_each_first_sight_and_anchor_once_set(tmp_path):
+    state = State(tmp_path / "crawlsched.db").open()
+    state.remember_id("added", 10.0)  # by the CLI: seen, not yet by a daemon
+    state.mark_seen_many([("added", 20.0, None), ("every", 20.0, 25.0), ("cron", 20.0, None)], hold=False)
+    state.mark_seen_many([("added", 30.0, 35.0), ("every", 30.0, 36.0), ("cron", 30.0, None)], hold=False)
+    seen = {job_id: (s.first_seen, s.daemon_seen, s.anchor) for job_id, s in state.seen().items()}
+    assert seen == {"added": (10.0, 20.0, 35.0), "every": (20.0, 20.0, 25.0), "cron": (20.0, 20.0, None)}
+    state.close()

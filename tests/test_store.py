@@ -324,3 +324,19 @@ def test_a_broken_file_gives_the_state_of_the_daemons_last_good_copy(tmp_path):
     path.write_text('[defaults\nstate = "postgresql://other/y"\n')
     assert store.defaults_state(tmp_path) == "postgresql://db/x"
     assert JobStore(tmp_path / "missing.toml").defaults_state(tmp_path) is None
+
+
+def test_a_large_file_loaded_twice_unchanged_is_parsed_once_and_changed_is_read_again(tmp_path, monkeypatch):
+    from crawlsched import jobcache
+
+    path = tmp_path / "jobs.toml"
+    body = "".join(f'[[jobs]]\nid = "j{i}"\nevery = "1h"\ncommand = "true"\n\n' for i in range(jobcache.CACHE_MIN_BYTES // 40))
+    path.write_text(body)
+    store = JobStore(path, cache_dir=tmp_path / "cache", machine_tz="UTC")
+    parses = []
+    real = jobcache.ParseCache.parse
+    monkeypatch.setattr(jobcache.ParseCache, "parse", lambda self, *a: parses.append(1) or real(self, *a))
+    first = store.load(cache_later=True)
+    assert store.load() is first and len(parses) == 1, "the same version: the same jobs, not parsed again"
+    path.write_text(body.replace('id = "j0"', 'id = "first"'))
+    assert store.load().jobs[0].id == "first", "a new version is read"

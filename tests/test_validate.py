@@ -315,6 +315,59 @@ def test_headers_that_are_no_table_are_refused_without_echoing_them(value):
     assert "s3cret" not in message, message
 
 
+# --- JobBuilder: tables alike validated once, with build_job's jobs and errors ----------------
+
+BUILDER_DEFAULTS = build_defaults({"command": "true", "timezone": "UTC"})
+
+
+def _error(fn, *args):
+    try:
+        fn(*args)
+    except InvalidValue as exc:
+        return exc.field, str(exc)
+    return None
+
+
+def test_tables_alike_build_the_jobs_build_job_builds():
+    from crawlsched.validate import JobBuilder
+
+    build = JobBuilder(BUILDER_DEFAULTS, "UTC")
+    tables = [{"id": f"j{i}", "name": f"Job {i}", "cron": f"{i % 3} 3 * * *", "start_date": date(2025, 1, 1),
+               "created_at": datetime(2025, 1, 1, 10, i, tzinfo=timezone.utc)} for i in range(9)]
+    tables += [{"id": "k1", "cron": "0 3 * * *", "start_date": date(2025, 1, 1)},  # no name: the id
+               {"id": "k2", "cron": "0 3 * * *", "start_date": date(2025, 1, 1)},
+               {"id": "k3", "cron": "0 3 * * *", "url": ["https://example.org/"]},
+               {"id": "k4", "cron": "0 3 * * *", "url": ["https://example.org/"]}]
+    for table in tables:
+        job, expected = build(table), build_job(table, BUILDER_DEFAULTS, "UTC")
+        assert job == expected
+        assert job.explicit == expected.explicit and job.created_at == expected.created_at
+
+
+@pytest.mark.parametrize("bad", [{"id": "Bad Id"}, {"name": ""}, {"name": "a\nb"}, {"created_at": "yesterday"},
+                                 {"created_at": 5}, {"name": "x" * 201}])
+def test_a_table_like_a_good_one_but_bad_gets_build_jobs_error(bad):
+    from crawlsched.validate import JobBuilder
+
+    build = JobBuilder(BUILDER_DEFAULTS, "UTC")
+    good = {"id": "j1", "name": "Job 1", "cron": "0 3 * * *", "created_at": "2025-01-01 10:00:00"}
+    build(good)
+    table = {**good, "id": "j2", "name": "Job 2", **bad}
+    assert _error(build, table) == _error(build_job, table, BUILDER_DEFAULTS, "UTC") is not None
+
+
+@pytest.mark.parametrize("first, second", [(1, True), (True, 1), (0, False), (False, 0), ("1", 1)])
+def test_equal_values_of_other_types_are_not_taken_for_each_other(first, second):
+    from crawlsched.validate import JobBuilder
+
+    build = JobBuilder(BUILDER_DEFAULTS, "UTC")
+    _error(build, {"id": "j1", "cron": "0 3 * * *", "paused": first})
+    table = {"id": "j2", "cron": "0 3 * * *", "paused": second}
+    assert _error(build, table) == _error(build_job, table, BUILDER_DEFAULTS, "UTC")
+    if _error(build_job, table, BUILDER_DEFAULTS, "UTC") is None:
+        assert build(table) == build_job(table, BUILDER_DEFAULTS, "UTC")
+
+
 def test_defaults_take_a_postgresql_state_and_an_executor():
     d = build_defaults({"state": "postgresql://crawlsched@db.internal/crawlsched", "executor": "workers"})
     assert (d.state, d.executor) == ("postgresql://crawlsched@db.internal/crawlsched", "workers")

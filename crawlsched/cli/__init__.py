@@ -316,11 +316,12 @@ COMMAND_MODULES = {
     "prune": "edit", "import": "edit", "retry-config": "settings", "defaults": "settings",
     "list": "show", "show": "show", "history": "show", "status": "show", "logs": "logs",
     "stop": "daemon", "run-now": "daemon", "run": "daemon", "daemon": "daemon", "demo": "daemon",
+    "worker": "worker",
 }
 # `crawlsched --help` lists the commands in this order, whatever the modules' order.
 COMMAND_ORDER = (
     "add", "edit", "list", "show", "rm", "pause", "resume", "retry-config", "defaults", "validate", "prune",
-    "history", "logs", "status", "stop", "run-now", "run", "daemon", "demo", "import",
+    "history", "logs", "status", "stop", "run-now", "run", "daemon", "worker", "demo", "import",
 )
 ROOT_OPTIONS_WITH_VALUE = ("-f", "--jobs-file", "--home")
 

@@ -274,7 +274,7 @@ def _daemon_state(store: JobStore) -> State:
 
     choice = env().state_choice()
     try:
-        executor = store.load().defaults.executor
+        executor = store.load(cache_later=True).defaults.executor  # the daemon's start loads it again: kept (store)
     except CrawlschedError:
         executor = None
     if executor is not None:

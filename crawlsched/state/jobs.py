@@ -89,11 +89,13 @@ class JobRecords:
 
     def mark_seen_many(self, items: list[tuple[str, float, float | None]], *, hold: bool = True) -> None:
         def mark(c: sqlite3.Connection) -> None:
-            c.executemany("INSERT INTO jobs_seen(job_id, first_seen) VALUES (?, ?) ON CONFLICT DO NOTHING", [(i, n) for i, n, _ in items])
-            c.executemany("UPDATE jobs_seen SET daemon_seen = ? WHERE job_id = ? AND daemon_seen IS NULL",
-                          [(n, i) for i, n, _ in items])
-            c.executemany("UPDATE jobs_seen SET anchor = ? WHERE job_id = ? AND anchor IS NULL",
-                          [(a, i) for i, _, a in items if a is not None])
+            # One statement a job (100,000 at a first start): first_seen, daemon_seen and anchor are each kept once set.
+            c.executemany(
+                "INSERT INTO jobs_seen(job_id, first_seen, daemon_seen, anchor) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT(job_id) DO UPDATE SET daemon_seen = coalesce(jobs_seen.daemon_seen, excluded.daemon_seen),"
+                " anchor = coalesce(jobs_seen.anchor, excluded.anchor)",
+                [(i, n, n, a) for i, n, a in items],
+            )
 
         if hold:
             self.db.write_or_hold(mark)

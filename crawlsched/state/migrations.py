@@ -188,6 +188,33 @@ MIGRATIONS: list[tuple[str, str]] = [
         """,
     ),
     ("007_postgresql", "-- The PostgreSQL store joins (pgmigrations.py): nothing changes in SQLite."),
+    (
+        "008_workers",
+        """
+        -- executor = "workers" (crawlsched.workers, PostgreSQL only; harmless and unused in SQLite).
+        -- An attempt handed to the queue: its row says which queue job carries it and, once a
+        -- worker took it over, that worker's home (where its bodies and run logs are).
+        ALTER TABLE runs ADD COLUMN queue_job INTEGER;
+        ALTER TABLE runs ADD COLUMN run_home TEXT;
+        -- The workers alive (``crawlsched worker``): one row each, its heartbeat renewed with its leases.
+        CREATE TABLE workers (
+            id TEXT PRIMARY KEY,
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            started_at REAL NOT NULL,
+            heartbeat REAL NOT NULL,
+            concurrency INTEGER NOT NULL,
+            home TEXT
+        );
+        -- Queued attempts whose row was closed (by their worker, or settled after its lease
+        -- lapsed), written in the closing transaction (a trigger in PostgreSQL, with a NOTIFY);
+        -- the leading daemon drains them as the executor's outcomes.
+        CREATE TABLE attempt_outcomes (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            run_id INTEGER NOT NULL
+        );
+        """,
+    ),
 ]
 _misnumbered = [name for n, (name, _) in enumerate(MIGRATIONS, 1) if not name.startswith(f"{n:03d}_")]
 assert not _misnumbered, f"a migration's number is its place in MIGRATIONS: {_misnumbered}"

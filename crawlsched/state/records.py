@@ -21,7 +21,7 @@ RUN_COLUMNS = (
     "id", "job_id", "scheduled_for", "attempt", "max_attempts", "trigger", "status",
     "started_at", "finished_at", "message", "http_status", "exit_code", "bytes",
     "output", "owner_pid", "missed_count", "first_missed", "last_missed",
-    "owner_ident", "child_pgid", "child_ident", "epoch",
+    "owner_ident", "child_pgid", "child_ident", "epoch", "owner_host", "queue_job", "run_home",
 )  # fmt: skip
 
 
@@ -103,6 +103,9 @@ class Run:
     child_pgid: int | None = None  #: a command's process group, while it may run
     child_ident: str | None = None  #: that group leader's identity
     epoch: int | None = None  #: the chain lease's epoch it was started under (None: unfenced)
+    owner_host: str | None = None  #: the host of the process that runs (or ran) it
+    queue_job: int | None = None  #: executor = "workers": the queue job that carried it
+    run_home: str | None = None  #: the home its bodies and run logs went to, when not the daemon's (a worker's)
 
 
 @dataclass(frozen=True)

@@ -83,8 +83,10 @@ def test_work_per_fire_is_the_same_for_60_and_10000_jobs(tmp_path, monkeypatch):
     small = _work_of_one_fire(tmp_path / "small", 60, monkeypatch)
     large = _work_of_one_fire(tmp_path / "large", 10_000, monkeypatch)
     assert small[0] == large[0] == 0  # idle: no fire computed, nothing written
-    assert small[1:3] == large[1:3]  # per fire: the same number of next_fire calls and writes
-    assert large[1] <= 3
+    assert small[2] == large[2]  # per fire: the same number of writes
+    # and no more next_fire calls: jobs due together that share a schedule share one (Planner.plan),
+    # so the 14 jobs due at 10:00 of the large file cost one call in all, the small file's one job one
+    assert large[1] <= small[1] <= 3
 
 
 def test_10000_jobs_start_reload_one_edit_and_list(home, monkeypatch):

@@ -1,0 +1,361 @@
+"""The store's side of ``executor = "workers"``: queued attempts, their take-over by a worker,
+worker leases, lapsed leases settled, closed attempts drained, the worker registry.
+
+Every operation is one write transaction (serialized like every other), its SQL portable
+(crawlsched.state.portable); leases are judged and written by the database's clock
+(``db.lease_now``). The flow of one attempt:
+
+1. :func:`start_queued` (the daemon): the ``running`` row, owned by the queue (:data:`QUEUE_OWNER`)
+   with a lease the daemon renews while the job waits, the job's chain claimed, and the queue
+   job deferred by the caller's ``defer`` in the same transaction;
+2. :func:`take_over` (a worker, before it crawls): the row becomes the worker's, with a lease and
+   the next fencing epoch of the job's chain; a row that is closed already (settled meanwhile)
+   or someone else's is refused and the job dropped;
+3. :func:`renew` (the worker, every few seconds): the rows it still holds; a row missing from the
+   answer was lost (settled): its command is stopped and nothing more is written;
+4. the worker closes the row (:func:`finish_owned`: only while the row is still its own), or
+   :func:`settle_lapsed` (the leading daemon) closes it ``interrupted`` with the next attempt
+   when its lease lapsed, and bumps the epoch, so the late owner's writes are refused;
+5. closing a queued row records it in ``attempt_outcomes`` (a trigger in PostgreSQL, which also
+   NOTIFYs): :func:`drain_closed` hands the daemon its rows and saved retries.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from crawlsched.state import leases
+from crawlsched.state.attempts import _save_retry
+from crawlsched.state.jobs import chunks, run_of, running_alive
+from crawlsched.state.metrics import count_finished
+from crawlsched.state.portable import greatest
+from crawlsched.state.records import AttemptKey, Claim, Owner, Retry, Run, Saved
+
+log = logging.getLogger("crawlsched")
+
+__all__ = ["QUEUE_OWNER", "QUEUE_TTL", "WORKER_TTL", "Queued", "drain_closed", "finish_owned", "list_workers",
+           "note_child_owned", "queued_running", "register_worker", "renew", "renew_queued", "settle_lapsed",
+           "start_queued", "take_over", "unregister_worker"]
+
+QUEUE_OWNER = Owner("queue", None, None, "")  #: who owns a queued row until a worker takes it over
+QUEUE_TTL = 30.0  #: seconds: a queued row's lease (the leading daemon renews it while its job waits)
+WORKER_TTL = 10.0  #: seconds: a worker's lease on an attempt (renewed every 2 s)
+
+
+def _not_leading(c: Any, store: Any, now: float) -> bool:
+    """Many daemons on one state: is this store's daemon no longer the leader (its fires fenced)?
+    (crawlsched.state.daemons.fire_fenced, when that module is there; never, otherwise.)"""
+    epoch = getattr(store, "leader_epoch", None)
+    if epoch is None:
+        return False
+    from crawlsched.state.daemons import fire_fenced  # type: ignore[import-not-found]
+
+    return bool(fire_fenced(c, store.db, epoch, now))
+
+
+@dataclass(frozen=True)
+class Queued:
+    """What :func:`start_queued` did with one attempt: queued (``run_id``), or not, and why."""
+
+    run_id: int | None = None
+    busy: str | None = None  #: another owner runs the job: the fire is recorded skipped
+    claim: Claim | None = None
+    duplicate: bool = False  #: this (job, scheduled time, attempt) has a row already
+    fenced: bool = False  #: this daemon no longer leads: nothing written
+
+
+def start_queued(store: Any, attempts: list[dict[str, Any]], claimer: Owner, defer: Callable[[Any, list[dict]], list[int]],
+                 *, started_at: float, ttl: float = QUEUE_TTL, claim_ttl: float | None = None) -> list[Queued]:
+    """Write each attempt's ``running`` row (owned by the queue) and defer its queue job, all in one transaction.
+
+    ``attempts`` are dicts with ``job_id, scheduled_for, attempt, max_attempts, trigger`` and
+    ``payload`` (the task's arguments, to which ``run_id`` is added). The job's chain is claimed
+    for ``claimer`` (the daemon) as ``start_attempt(claim=True)`` does.
+    """
+    db = store.db
+    claim_ttl = claim_ttl if claim_ttl is not None else leases.LEASE_SECONDS
+
+    def write(c: Any) -> list[Queued]:
+        if _not_leading(c, store, started_at):
+            return [Queued(fenced=True) for _ in attempts]
+        now = db.lease_now(c, started_at)
+        # Set-based, a statement per step and not per attempt: a burst of 200 is one short transaction.
+        job_ids = sorted({a["job_id"] for a in attempts})
+        running: dict[str, Run] = {}
+        claims: dict[str, Any] = {}
+        for chunk in chunks(job_ids, 500):
+            marks = ",".join("?" * len(chunk))
+            for r in c.execute(f"SELECT * FROM runs WHERE status = 'running' AND job_id IN ({marks})", tuple(chunk)).fetchall():
+                if r["job_id"] not in running and running_alive(r, now):
+                    running[r["job_id"]] = run_of(r)
+            for r in c.execute(f"SELECT * FROM chain_claims WHERE job_id IN ({marks})", tuple(chunk)).fetchall():
+                claims[r["job_id"]] = r
+        out: list[Queued | None] = []
+        claim_rows, wanted, taken = [], [], set()
+        for a in attempts:
+            job_id = a["job_id"]
+            other = running.get(job_id)
+            if other is not None or job_id in taken:
+                where = f" on {other.owner_host}" if other is not None and other.owner_host else ""
+                who = f"pid {other.owner_pid}{where}" if other is not None and other.owner_pid else "the queue"
+                out.append(Queued(busy=f"running in another process ({who})"))
+                continue
+            row = claims.get(job_id)
+            if row is not None and row["lease_until"] is not None and not leases._ours(row, claimer):
+                blocker = leases.blocking_claim(c, job_id, claimer, now)
+                if blocker is not None:
+                    out.append(Queued(busy=blocker.describe(), claim=blocker))
+                    continue
+            until = now + claim_ttl
+            if row is not None and row["lease_until"] is not None and leases._ours(row, claimer):
+                epoch, claimed_at, until = int(row["epoch"]), row["claimed_at"], max(until, float(row["lease_until"]))
+            else:
+                epoch, claimed_at = (int(row["epoch"]) + 1 if row is not None else 1), now
+            claim_rows.append((job_id, claimer.kind, claimer.pid or 0, claimer.ident, claimed_at, claimer.id, claimer.host,
+                               until, epoch))
+            wanted.append((len(out), a, epoch))
+            taken.add(job_id)
+            out.append(None)
+        if claim_rows:
+            c.executemany(
+                "INSERT INTO chain_claims(job_id, owner, owner_pid, owner_ident, claimed_at, owner_id, owner_host,"
+                " lease_until, epoch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(job_id) DO UPDATE SET"
+                " owner = excluded.owner, owner_pid = excluded.owner_pid, owner_ident = excluded.owner_ident,"
+                " claimed_at = excluded.claimed_at, owner_id = excluded.owner_id, owner_host = excluded.owner_host,"
+                " lease_until = excluded.lease_until, epoch = excluded.epoch", claim_rows)
+        ids: dict[tuple[str, float, int], int] = {}
+        for chunk in chunks(wanted, 200):
+            values = ", ".join("(?, ?, ?, ?, ?, 'running', ?, ?, ?, ?)" for _ in chunk)
+            params: list[Any] = []
+            for _, a, epoch in chunk:
+                params += [a["job_id"], a["scheduled_for"], a["attempt"], a["max_attempts"], a["trigger"], started_at,
+                           QUEUE_OWNER.id, now + ttl, epoch]
+            for r in c.execute(
+                    "INSERT INTO runs(job_id, scheduled_for, attempt, max_attempts, trigger, status, started_at,"
+                    f" owner_id, lease_until, epoch) VALUES {values} ON CONFLICT DO NOTHING"
+                    " RETURNING id, job_id, scheduled_for, attempt", tuple(params)).fetchall():
+                ids[(r["job_id"], float(r["scheduled_for"]), int(r["attempt"]))] = int(r["id"])
+        queued: list[tuple[int, dict]] = []
+        seen, pointed, cleared = [], [], []
+        for index, a, _ in wanted:
+            run_id = ids.get((a["job_id"], float(a["scheduled_for"]), int(a["attempt"])))
+            if run_id is None:
+                out[index] = Queued(duplicate=True)
+                continue
+            out[index] = Queued(run_id=run_id)
+            queued.append((run_id, {**a["payload"], "run_id": run_id}))
+            seen.append((a["job_id"], started_at))
+            pointed.append((run_id, a["scheduled_for"], a["scheduled_for"], a["job_id"]))
+            cleared.append((a["job_id"], a["scheduled_for"], a["attempt"]))
+        if queued:
+            c.executemany("INSERT INTO jobs_seen(job_id, first_seen) VALUES (?, ?) ON CONFLICT DO NOTHING", seen)
+            c.executemany(f"UPDATE jobs_seen SET last_attempt_id = ?, last_fire = {greatest('coalesce(last_fire, 0)', '?')}"
+                          " WHERE job_id = ?", pointed)
+            c.executemany("DELETE FROM retries WHERE job_id = ? AND scheduled_for = ? AND next_attempt <= ?", cleared)
+            job_numbers = defer(c, [payload for _, payload in queued])
+            c.executemany("UPDATE runs SET queue_job = ? WHERE id = ?",
+                          [(job, run_id) for (run_id, _), job in zip(queued, job_numbers)])
+        return [r if r is not None else Queued(duplicate=True) for r in out]
+
+    return db.write_with(write)
+
+
+def renew_queued(store: Any, run_ids: list[int], *, ttl: float = QUEUE_TTL) -> None:
+    """The leading daemon renews the queue's lease on rows whose job still waits for a worker."""
+    if not run_ids:
+        return
+    db = store.db
+    with db.write() as c:
+        until = db.lease_now(c, time.time()) + ttl
+        for chunk in chunks(run_ids, 500):
+            c.execute(f"UPDATE runs SET lease_until = ? WHERE status = 'running' AND owner_id = ?"
+                      f" AND id IN ({','.join('?' * len(chunk))})", (until, QUEUE_OWNER.id, *chunk))
+
+
+def queued_running(store: Any) -> list[Run]:
+    """Queued attempts still open: waiting for a worker, or running in one (a new daemon adopts their chains)."""
+    return [run_of(r) for r in store.db.read("SELECT * FROM runs WHERE status = 'running' AND queue_job IS NOT NULL"
+                                              " ORDER BY id")]
+
+
+def take_over(store: Any, run_id: int, owner: Owner, home: str, *, started_at: float,
+              ttl: float = WORKER_TTL) -> AttemptKey | None:
+    """A worker takes a queued row over before it crawls: its owner, a lease by the database's clock,
+    the chain's next fencing epoch. None (nothing written) when the row is closed already (its lease
+    lapsed and it was settled) or is not the queue's: the job is dropped, never crawled."""
+    db = store.db
+
+    def write(c: Any) -> AttemptKey | None:
+        row = c.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None or row["status"] != "running" or row["owner_id"] != QUEUE_OWNER.id:
+            return None
+        now = db.lease_now(c, started_at)
+        epoch = _next_epoch(c, row["job_id"], row["epoch"], now)
+        c.execute("UPDATE runs SET owner_id = ?, owner_host = ?, owner_pid = ?, owner_ident = ?, lease_until = ?,"
+                  " epoch = ?, started_at = ?, run_home = ? WHERE id = ?",
+                  (owner.id, owner.host, owner.pid, owner.ident, now + ttl, epoch, started_at, home, run_id))
+        return AttemptKey(row["job_id"], row["scheduled_for"], row["attempt"], row["max_attempts"], row["trigger"],
+                          started_at, owner.pid, owner.ident, epoch)
+
+    return db.write_with(write)
+
+
+def _next_epoch(c: Any, job_id: str, row_epoch: int | None, now: float) -> int:
+    """Bump the job's chain epoch (its claim stays with its holder): writes under an older one are refused."""
+    claim = c.execute("SELECT epoch FROM chain_claims WHERE job_id = ?", (job_id,)).fetchone()
+    epoch = max(int(claim[0]) if claim is not None else 0, int(row_epoch or 0)) + 1
+    if claim is not None:
+        c.execute("UPDATE chain_claims SET epoch = ? WHERE job_id = ?", (epoch, job_id))
+    else:  # a released claim that only carries the epoch
+        c.execute("INSERT INTO chain_claims(job_id, owner, owner_pid, claimed_at, epoch) VALUES (?, 'queue', 0, ?, ?)",
+                  (job_id, now, epoch))
+    return epoch
+
+
+def _owned_row(c: Any, key: AttemptKey, owner: Owner) -> int | None:
+    """The id of the attempt's row while ``owner`` still holds it (running, its own), else None."""
+    row = c.execute("SELECT id, status, owner_id FROM runs WHERE job_id = ? AND scheduled_for = ? AND attempt = ?",
+                    (key.job_id, key.scheduled_for, key.attempt)).fetchone()
+    if row is None or row["status"] != "running" or row["owner_id"] != owner.id:
+        return None
+    return int(row["id"])
+
+
+def finish_owned(store: Any, key: AttemptKey, owner: Owner, *, status: str, finished_at: float, message: str | None,
+                 http_status: int | None = None, exit_code: int | None = None, bytes: int | None = None,
+                 output: str | None = None, retry: Retry | None = None) -> Saved:
+    """A worker closes its attempt (``finish_attempt`` with the worker's fence): only while the row is
+    still running and its own. Once the row was settled (the lease lapsed) the late result is refused,
+    ``Saved.FENCED``, nothing written. Fenced by the row, not by the chain's claim: a new leading
+    daemon taking the chain's claim over does not void a worker's running attempt."""
+
+    def close(c: Any) -> Saved | None:
+        row_id = _owned_row(c, key, owner)
+        if row_id is None:
+            log.warning("job %s: attempt %d/%d's outcome (%s) is refused: its lease lapsed and the attempt was"
+                        " settled meanwhile", key.job_id, key.attempt, key.max_attempts, status)
+            return Saved.FENCED
+        count_finished(c, row_id, status, finished_at)
+        c.execute("UPDATE runs SET status = ?, finished_at = ?, message = ?, http_status = ?, exit_code = ?,"
+                  " bytes = ?, output = ?, lease_until = NULL WHERE id = ?",
+                  (status, finished_at, message, http_status, exit_code, bytes, output, row_id))
+        if retry is not None:
+            _save_retry(c, retry)
+        return None
+
+    return store.db.write_or_hold(close)
+
+
+def note_child_owned(store: Any, key: AttemptKey, owner: Owner, pgid: int, ident: str | None) -> Saved:
+    """``set_child`` for a worker's attempt, fenced like :func:`finish_owned`."""
+
+    def note(c: Any) -> Saved | None:
+        row_id = _owned_row(c, key, owner)
+        if row_id is None:
+            return Saved.FENCED
+        c.execute("UPDATE runs SET child_pgid = ?, child_ident = ? WHERE id = ?", (pgid, ident, row_id))
+        return None
+
+    return store.db.write_or_hold(note)
+
+
+def renew(store: Any, owner: Owner, run_ids: list[int], *, ttl: float = WORKER_TTL) -> set[int]:
+    """A worker renews its leases (and its registry heartbeat); the ids it still holds.
+    An id missing from the answer was settled meanwhile: the worker lost it."""
+    db = store.db
+    with db.write() as c:
+        now = db.lease_now(c, time.time())
+        held: set[int] = set()
+        for chunk in chunks(run_ids, 500):
+            rows = c.execute(f"UPDATE runs SET lease_until = ? WHERE owner_id = ? AND status = 'running'"
+                             f" AND id IN ({','.join('?' * len(chunk))}) RETURNING id",
+                             (now + ttl, owner.id, *chunk)).fetchall()
+            held.update(int(r[0]) for r in rows)
+        c.execute("UPDATE workers SET heartbeat = ? WHERE id = ?", (now, owner.id))
+    return held
+
+
+def settle_lapsed(store: Any, decide: Callable[[Run], tuple[str, str, Retry | None, str | None]],
+                  now: float | None = None) -> list[Run]:
+    """Close every queued attempt whose lease lapsed (its worker was killed, frozen or cut off, or a
+    fetched job was never taken over): ``decide(run)`` gives (status, message, retry, output), the
+    retry saved in the same transaction. The chain's epoch is bumped: the late owner's writes are
+    refused. Returns the rows settled (as they were)."""
+    db = store.db
+    finished = time.time() if now is None else now
+    # A read first (no write lock taken): the daemon asks every second, and almost always nothing lapsed.
+    if not db.read("SELECT id FROM runs WHERE status = 'running' AND queue_job IS NOT NULL AND lease_until < ?"
+                   " LIMIT 1", (db.lease_now(None, finished),)):
+        return []
+
+    def write(c: Any) -> list[Run]:
+        lease_now = db.lease_now(c, finished)
+        rows = [run_of(r) for r in c.execute(
+            "SELECT * FROM runs WHERE status = 'running' AND queue_job IS NOT NULL AND lease_until < ?",
+            (lease_now,)).fetchall()]
+        for run in rows:
+            status, message, retry, output = decide(run)
+            count_finished(c, run.id, status, finished)
+            c.execute("UPDATE runs SET status = ?, finished_at = ?, message = ?, lease_until = NULL,"
+                      " output = coalesce(?, output) WHERE id = ?", (status, finished, message, output, run.id))
+            _next_epoch(c, run.job_id, run.epoch, lease_now)
+            if retry is not None:
+                _save_retry(c, retry)
+        return rows
+
+    return db.write_with(write)
+
+
+def drain_closed(store: Any) -> list[tuple[Run, Retry | None]]:
+    """The queued attempts closed since the last drain (taken out), each with the retry its closing saved."""
+    db = store.db
+
+    def write(c: Any) -> list[tuple[Run, Retry | None]]:
+        if _not_leading(c, store, time.time()):
+            return []  # the leader's to take: a daemon that woke up late leaves them
+        ids = sorted({int(r[0]) for r in c.execute("DELETE FROM attempt_outcomes RETURNING run_id").fetchall()})
+        out: list[tuple[Run, Retry | None]] = []
+        for chunk in chunks(ids, 500):
+            marks = ",".join("?" * len(chunk))
+            runs = [run_of(r) for r in c.execute(f"SELECT * FROM runs WHERE id IN ({marks}) ORDER BY id", tuple(chunk))]
+            job_ids = sorted({r.job_id for r in runs})
+            retries = {}
+            for jchunk in chunks(job_ids, 500):
+                for r in c.execute(f"SELECT * FROM retries WHERE job_id IN ({','.join('?' * len(jchunk))})",
+                                   tuple(jchunk)).fetchall():
+                    retries[r["job_id"]] = Retry(r["job_id"], r["scheduled_for"], r["next_attempt"], r["max_attempts"],
+                                                 r["due_at"], r["trigger"])
+            for run in runs:
+                retry = retries.get(run.job_id)
+                if retry is not None and (retry.scheduled_for != run.scheduled_for or retry.next_attempt != run.attempt + 1):
+                    retry = None
+                out.append((run, retry))
+        return out
+
+    return db.write_with(write)
+
+
+# --- the worker registry ----------------------------------------------------------------------
+
+
+def register_worker(store: Any, owner: Owner, *, concurrency: int, home: str, started_at: float) -> None:
+    db = store.db
+    with db.write() as c:
+        now = db.lease_now(c, started_at)
+        c.execute("INSERT INTO workers(id, host, pid, started_at, heartbeat, concurrency, home) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                  " ON CONFLICT(id) DO UPDATE SET heartbeat = excluded.heartbeat, concurrency = excluded.concurrency,"
+                  " home = excluded.home", (owner.id, owner.host, owner.pid or 0, started_at, now, concurrency, home))
+
+
+def unregister_worker(store: Any, owner: Owner) -> None:
+    with store.db.write() as c:
+        c.execute("DELETE FROM workers WHERE id = ?", (owner.id,))
+
+
+def list_workers(store: Any) -> list[dict[str, Any]]:
+    """The registry (``status --json``'s ``workers``): id, host, pid, started_at, heartbeat, concurrency, home."""
+    return [{k: r[k] for k in ("id", "host", "pid", "started_at", "heartbeat", "concurrency", "home")}
+            for r in store.db.read("SELECT * FROM workers ORDER BY started_at")]

@@ -1,0 +1,64 @@
+"""WorkersExecutor's lease check against a real PostgreSQL database: the queue's lease on a row
+is renewed while its job waits for a worker, and not once a worker fetched it and died before
+taking the row over (that row lapses and is settled, its chain going on)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+
+from crawlsched.executor import AttemptSpec, spec_to_json
+from crawlsched.model import Job, ScheduleKind
+from crawlsched.state import CLAIM_DAEMON, Owner
+from crawlsched.state import queue as q
+from crawlsched.workers.executor import WorkersExecutor
+from crawlsched.workers.queue import defer
+
+JOB = Job(id="j", name="j", kind=ScheduleKind.EVERY, spec="1h", timezone="UTC", command="true", max_retries=1)
+
+
+@pytest.fixture
+def store(pg_dsn):
+    from crawlsched.state.postgres import PostgresStore
+
+    s = PostgresStore(pg_dsn).open()
+    yield s
+    s.close()
+
+
+def queued(store) -> int:
+    spec = AttemptSpec.of(JOB, 1000.0, 1, "schedule")
+    item = {"job_id": "j", "scheduled_for": 1000.0, "attempt": 1, "max_attempts": 2, "trigger": "schedule",
+            "payload": {"spec": spec_to_json(spec), "grace": 30.0}}
+    [done] = q.start_queued(store, [item], Owner(CLAIM_DAEMON, 1, None, "d"), defer, started_at=time.time())
+    return done.run_id
+
+
+def lapse(store, run_id: int) -> None:
+    """As if the queue's lease ran out (instead of waiting its 30 s)."""
+    with store.db.write() as c:
+        c.execute("UPDATE runs SET lease_until = ? WHERE id = ?", (store.db.clock() - 1, run_id))
+
+
+def test_a_row_whose_job_waits_for_a_worker_keeps_the_queues_lease(store):
+    run_id = queued(store)
+    lapse(store, run_id)
+    WorkersExecutor(store, logging.getLogger("test"))._check()
+    [(status, until)] = store.db.read_tuples("SELECT status, lease_until FROM runs WHERE id = ?", (run_id,))
+    assert status == "running" and until > store.db.clock() + 20  # renewed: the queue's 30 s from now
+
+
+def test_a_job_fetched_by_a_worker_that_died_before_taking_it_over_is_settled_and_retried(store):
+    run_id = queued(store)
+    with store.db.write() as c:  # fetched (status doing) by a worker whose registration is gone
+        c.execute("UPDATE procrastinate_jobs SET status = 'doing', worker_id = NULL")
+    lapse(store, run_id)
+    executor = WorkersExecutor(store, logging.getLogger("test"))
+    executor._check()
+    [row] = store.runs("j")
+    assert row.status == "interrupted" and executor.settled == 1
+    assert [(r.scheduled_for, r.next_attempt) for r in store.retries()] == [(1000.0, 2)]
+    [(drained, retry)] = q.drain_closed(store)
+    assert drained.id == run_id and retry is not None
