@@ -115,14 +115,33 @@ def live_daemon(state: State | None, now: float, home: Path) -> dict[str, Any] |
 
     row = state.daemon() if state is not None else None
     if not row or row.get("stopped_at") is not None or not pid_alive(row.get("pid")):
-        return None
+        return _standby_here(state, now, home)
     if row.get("heartbeat") is None or now - row["heartbeat"] > DAEMON_FRESH:
-        return None
+        return _standby_here(state, now, home)
     if row.get("host") != socket.gethostname():
-        return None
+        return _standby_here(state, now, home)
     if lock_holder(home) != int(row["pid"]):
-        return None
+        return _standby_here(state, now, home)
     return row
+
+
+def _standby_here(state: State | None, now: float, home: Path) -> dict[str, Any] | None:
+    """On a shared state the daemon's row is the leader's: this home's daemon may be another
+    one (a standby, or a leader on another host): its own row in ``daemons``, held to the same checks."""
+    import socket
+
+    from crawlsched.procs import pid_alive
+
+    if state is None or not getattr(state, "shared", False):
+        return None
+    holder = lock_holder(home)
+    if holder is None or not pid_alive(holder):
+        return None
+    for d in state.daemons():
+        if (d.host == socket.gethostname() and d.pid == holder and d.stopped_at is None
+                and now - d.heartbeat <= DAEMON_FRESH):
+            return {"pid": d.pid, "host": d.host, "started_at": d.started_at, "heartbeat": d.heartbeat, "role": d.role}
+    return None
 
 
 def lock_holder(home: Path) -> int | None:

@@ -24,16 +24,19 @@ from typing import Any, Callable
 
 from crawlsched import __version__, systemd
 from crawlsched.chains import Chain
+from crawlsched.cluster import Change, Membership
 from crawlsched.duties import Duties
 from crawlsched.errors import DaemonLockError
 from crawlsched.executor import Executor, InlineExecutor
 from crawlsched.homelock import HomeLock
 from crawlsched.local_executor import LocalExecutor
 from crawlsched.memory import collector_paused, settle, settle_memory, trim_memory
+from crawlsched.model import JobFile
+from crawlsched.plan import Planner
 from crawlsched.reloads import Reloads
 from crawlsched.retention import GUARD, Retention
 from crawlsched.scheduler import FIRE, RETRY, Scheduler
-from crawlsched.state import State, StorageUnavailable
+from crawlsched.state import LEADER, STANDBY, State, StorageUnavailable
 from crawlsched.status import SystemdStatus, status_line
 from crawlsched.store import JobStore
 from crawlsched.waker import Waker
@@ -75,6 +78,8 @@ class Daemon(Scheduler):
         self.flush_at = 0.0  # monotonic: the next try to save what the state database holds back
         self.replacements = 0  # corrupt state files replaced under us, as far as the loop has caught up
         self.status = SystemdStatus(notify)
+        # Among daemons sharing the state (crawlsched.cluster): on SQLite always the leader.
+        self.member = Membership(state, self.runner.owner.id, self.pid, self.home, log, clock=clock, monotonic=monotonic)
 
     @property
     def config_error(self) -> str | None:
@@ -90,9 +95,15 @@ class Daemon(Scheduler):
         with collector_paused(self.owns_process):
             jobfile = self.reloads.first()  # a bad file at start is fatal: JobFileError
             now = self.clock()
-            previous = self.state.daemon_started(self.pid, socket.gethostname(), __version__, now)
-            self._apply(jobfile, now, previous=previous)
-            self.fired_until = now  # the catch-up accounted for everything due until now
+            self.member.join(now, self.reloads.digest())  # on a shared state: leader, or standby
+            if self.member.leading:
+                previous = self.state.daemon_started(self.pid, socket.gethostname(), __version__, now)
+                self._apply(jobfile, now, previous=previous)
+                self.fired_until = now  # the catch-up accounted for everything due until now
+            else:  # plan only: the leader fires; recovery and catch-up are for whoever takes over
+                self._apply(jobfile, now, recover=False)
+                self.log.info("crawlsched daemon on a shared state: standing by (another daemon leads, epoch %s)",
+                              self.member.epoch)
             del jobfile
         self._settle_memory()
         self.executor  # noqa: B018 - build, start and warm the pool (max_concurrent) before the first fire
@@ -104,8 +115,11 @@ class Daemon(Scheduler):
         # Read both clocks together: `now` is from before recovery and planning, which can
         # take seconds, and that real time would read as a jump forward at the first turn.
         self.offset = self.clock() - self.monotonic()
-        self.state.daemon_ready(self.clock(), http=self.http_url, handled_until=self.handled_until(now), **self.next_info())
+        if self.member.leading:
+            self.state.daemon_ready(self.clock(), http=self.http_url, handled_until=self.handled_until(now),
+                                    **self.next_info())
         self.reloads.keep_last_good()
+        self.member.applied(self.reloads.digest())
         self.started = True
         self.notify("READY=1")
         self._send_status()
@@ -138,6 +152,8 @@ class Daemon(Scheduler):
         """
         self.failed_step = False
         self._step("noticing a clock jump", lambda: self._check_jump(self.clock()))
+        if self.member.due():  # before anything fires: a leader that lost its lease fires nothing more
+            self._step("checking the leader lease", self._check_lease)
         if self.reload_requested:
             self.reload_requested = False
             self._step("reloading the job file", lambda: self.reload(force=True))
@@ -153,7 +169,8 @@ class Daemon(Scheduler):
             self.flush_at = self.monotonic() + FLUSH_EVERY
             self._step("saving held writes", self.state.flush_held)
         self._step("collecting finished attempts", self.collect)
-        self._step("firing due jobs", lambda: self.fire_due(self.clock()))  # jobs first: a duty due at the same moment can wait
+        if self.member.leading:
+            self._step("firing due jobs", lambda: self.fire_due(self.clock()))  # jobs first: a duty due at the same moment can wait
         if self.chains.ended:
             self._step("releasing the claims of ended chains", self.chains.release_claims)
         if self.started:
@@ -181,9 +198,12 @@ class Daemon(Scheduler):
     def _wait_time(self, now: float) -> float:
         wait = MAX_WAIT
         self._clean_top()
-        fire_wait = self.heap[0][0] - now if self.heap else None
+        fire_wait = self.heap[0][0] - now if self.heap and self.member.leading else None  # a standby fires nothing
         if fire_wait is not None:
             wait = min(wait, fire_wait)
+        lease_wait = self.member.wait()
+        if lease_wait is not None:
+            wait = min(wait, lease_wait)
         idle = self.duties.idle_seconds
         if idle is not None:
             wait = min(wait, max(0.0, idle) + WAKE_SLACK)
@@ -205,6 +225,7 @@ class Daemon(Scheduler):
         ``CANCEL_WAIT`` seconds in all (systemd's TimeoutStopSec is 45 s).
         """
         self.notify("STOPPING=1")
+        self._step("handing the lead over", self._hand_over_lead)  # the others fire while our attempts finish
         grace = self.grace if self.grace is not None else (self.defaults.grace_period if self.defaults else 30.0)
         if self._executor is not None:
             self._executor.shutdown(grace, CANCEL_WAIT)
@@ -212,7 +233,9 @@ class Daemon(Scheduler):
         self.chains.release_claims()  # what it cannot release is stale once we exit
         now = self.clock()
         try:
-            self.state.daemon_stopped(now, handled_until=self.handled_until(now))
+            if self.member.still_leads():  # the cluster's row: a standby's stop leaves it to the leader
+                self.state.daemon_stopped(now, handled_until=self.handled_until(now))
+            self.member.leave(now)  # a leader resigns: a standby takes over at its next look
         except Exception as exc:  # the database may be the reason we stop
             self.log.error("could not record the stop in the state database: %s", exc)
         if self.state.held and not self.state.flush_held():
@@ -276,8 +299,10 @@ class Daemon(Scheduler):
         for key in self.chains.in_flight():  # removed or paused: its attempt saves no retry
             if not self._wanted(key.job_id):
                 executor.cancel(key)
-        self.state.config_status(None, **self.next_info())
+        if self.member.leading:  # the cluster's row is the leader's
+            self.state.config_status(None, **self.next_info())
         self.reloads.keep_last_good()
+        self._step("noting the job file's digest", lambda: self.member.applied(self.reloads.digest()))
         self.log.info("job file reloaded: %d jobs", len(self.jobs))
         self._send_status()
         return True
@@ -314,7 +339,97 @@ class Daemon(Scheduler):
 
     def write_heartbeat(self) -> None:
         now = self.clock()
+        if not self.member.shared:
+            self.member.beat(now)  # a shared state's rows beat with each look at the lease
+        if self.member.leading:  # the cluster's row (its handled_until) is the leader's to write
+            self.state.heartbeat(now, pid=self.pid, handled_until=self.handled_until(now), **self.next_info())
+            if self.member.shared:
+                self._settle_lapsed(now)
+        elif self.chains:  # stepped down: the attempts it still runs keep their leases until they end
+            self.state.renew_leases(self.runner.owner, now)
+
+    # --- many daemons on one state (crawlsched.cluster) ------------------------------
+
+    def _check_lease(self) -> None:
+        """Renew or look at the leader lease; take over or step down when it changed hands."""
+        now = self.clock()
+        change = self.member.check(now)
+        if change is Change.TOOK:
+            self._take_over(now)
+        elif change is Change.LOST:
+            self._step_down()
+        elif self.member.leading:
+            self._adopt_retries(now)
+            self.take_requests()  # run-now requests left through any daemon (or the CLI of any host)
+
+    def _take_over(self, now: float) -> None:
+        """This daemon leads now: what a start does (recovery, retries resumed, the downtime caught up)."""
+        self.log.warning("this daemon leads now (leader lease epoch %d): taking over the schedule", self.member.epoch)
+        previous = self.state.daemon_started(self.pid, socket.gethostname(), __version__, now)  # the cluster's row
+        jobfile = JobFile(self.defaults, tuple(self.jobs.values())) if self.defaults is not None else None
+        if jobfile is not None:
+            self.planner = Planner()  # planned afresh from now, as a start plans
+            self._apply(jobfile, now, previous=previous, recover=True)
+        self.fired_until = now
+        self.state.daemon_ready(self.clock(), http=self.http_url, handled_until=self.handled_until(now), **self.next_info())
+        self._send_status()
+
+    def _hand_over_lead(self) -> None:
+        """Stopping on a shared state: say until when every fire was handled, and resign the lease
+        now, so a standby takes over at its next look (not after this daemon's grace period)."""
+        if not (self.member.shared and self.member.leading):
+            return
+        now = self.clock()
         self.state.heartbeat(now, pid=self.pid, handled_until=self.handled_until(now), **self.next_info())
+        self.member.resign()
+        self.log.info("stopping: the leader lease is handed over; the attempts running here finish in their grace period")
+
+    def _step_down(self) -> None:
+        """Another daemon leads: fire nothing more. Attempts already running finish and are recorded;
+        pending retries are left saved in the state for the leader, and their claims released."""
+        self.log.warning("this daemon lost the leader lease (another daemon leads, epoch %s): standing by;"
+                         " it fires nothing more", self.member.epoch)
+        self._hand_over_retries()
+
+    def _hand_over_retries(self) -> None:
+        waiting = [job_id for job_id, chain in self.chains.items() if not chain.handed]
+        for job_id in waiting:
+            del self.chains[job_id]  # its retry row stays: the leader adopts it
+        self.chains.ended.update(waiting)
+        self.chains.release_claims()
+
+    def _settle_lapsed(self, now: float) -> None:
+        """Attempts whose owner's lease lapsed since the takeover (a leader that died on another
+        host: its leases outlive it by up to LEASE_SECONDS) are settled as a start settles them;
+        their retries are adopted at the next renewal."""
+        from crawlsched import recovery
+
+        recovery.settle_stale_runs(self.state, self.jobs, self.home, 0, now, self.log)  # pid 0: nobody's own rows
+
+    def _adopt_retries(self, now: float) -> None:
+        """Retries another daemon saved (an attempt it ran when it lost the lead) are this leader's to run."""
+        from crawlsched import recovery
+
+        known = self.chains.keys() | self.chains.saved_retry  # ours, or a leftover of our own chain
+        saved = [r for r in self.state.retries() if r.job_id not in known]
+        if not saved:
+            return
+        resumed = recovery.retries_to_resume(self.state, self.jobs, self.anchors, now, self.log, self.home, saved)
+        for retry in resumed:
+            chain = self.chains.resume(retry.job_id, retry.scheduled_for, retry.trigger, retry.next_attempt, retry.due_at)
+            self.planner.push_retry(retry.job_id, chain.token, retry.due_at)
+            self.log.info("job %s: adopted its retry (attempt %d/%d) saved by another daemon", retry.job_id,
+                          retry.next_attempt, retry.max_attempts)
+        self.state.claim_chains([r.job_id for r in resumed], self.runner.owner, now)
+
+    @property
+    def role(self) -> str:
+        return LEADER if self.member.leading else STANDBY
+
+    def take_requests(self) -> None:
+        """Run-now requests are the leader's to fire (they wait in the state for it, whoever took them in)."""
+        if self.member.leading:
+            super().take_requests()
 
     def busy_soon(self) -> bool:
         """A fire or retry is due within retention.GUARD seconds, outcomes wait, or we are stopping."""

@@ -18,16 +18,17 @@ from crawlsched import logs, procs, timing
 from crawlsched.catchup import CATCH_UP_ALL_LIMIT, CATCH_UP_WINDOW, CatchUpPlan, LastRun, Missed, Rowed, Seen
 from crawlsched.model import Job, RunStatus, Trigger
 from crawlsched.runner import end_run, run_dir
-from crawlsched.state import CLAIM_DAEMON, AttemptKey, DaemonInfo, Owner, Retry, State
+from crawlsched.state import CLAIM_DAEMON, AttemptKey, DaemonInfo, Owner, Retry, Saved, State
 
 __all__ = ["CATCH_UP_ALL_LIMIT", "CATCH_UP_WINDOW", "CatchUpPlan", "Missed", "Rowed", "last_run",
            "record_missed", "retries_to_resume", "rows_after", "seen_jobs", "settle_stale_runs"]
 
 
 def record_missed(state: State, log: logging.Logger, missed: Missed, now: float) -> None:
-    state.record_not_run(missed.job_id, missed.last, RunStatus.MISSED.value, missed.message, now=now,
-                         missed_count=missed.count, first_missed=missed.first, last_missed=missed.last)
-    log.warning("job %s: %s", missed.job_id, missed.message)
+    saved = state.record_not_run(missed.job_id, missed.last, RunStatus.MISSED.value, missed.message, now=now,
+                                 missed_count=missed.count, first_missed=missed.first, last_missed=missed.last)
+    if saved is not Saved.FENCED:  # a daemon that no longer leads: the leader records it (the store said so)
+        log.warning("job %s: %s", missed.job_id, missed.message)
 
 
 def settle_stale_runs(state: State, jobs: Mapping[str, Job], home: Path, pid: int, now: float, log: logging.Logger) -> None:
@@ -64,15 +65,16 @@ def settle_stale_runs(state: State, jobs: Mapping[str, Job], home: Path, pid: in
 
 
 def retries_to_resume(state: State, jobs: Mapping[str, Job], anchors: Mapping[str, float], now: float,
-                      log: logging.Logger, home: Path | None = None) -> list[Retry]:
+                      log: logging.Logger, home: Path | None = None, saved: list[Retry] | None = None) -> list[Retry]:
     """The saved retries that still stand; the others (job gone, paused, overtaken by its next run) are cleared.
 
     A retry never runs after the job's next regular fire (SPEC §4): when that fire is
     already due at the start, the chain ends as it is ("next run is due") and the
-    catch-up accounts for the newer fires like for any other job.
+    catch-up accounts for the newer fires like for any other job. ``saved``: only these
+    retries (the leader adopting those another daemon saved), not all the state's.
     """
     keep = []
-    for retry in state.retries():
+    for retry in state.retries() if saved is None else saved:
         job = jobs.get(retry.job_id)
         if job is None or job.paused:
             state.clear_retry(retry.job_id)

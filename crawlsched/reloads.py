@@ -15,6 +15,7 @@ import logging
 from pathlib import Path
 from typing import Callable
 
+from crawlsched.cluster import digest
 from crawlsched.errors import CrawlschedError, JobFileError
 from crawlsched.model import JobFile
 from crawlsched.state import State
@@ -39,6 +40,7 @@ class Reloads:
         self.config_error: str | None = None
         self.recheck_at: float | None = None  # monotonic: look again then (a change still settling)
         self.changed = False  # the watch saw the file change
+        self._digest: str | None = None  # of the bytes last kept: daemons sharing a state compare them
         self.placement: tuple[str | None, str] | None = None  # (state, executor) this daemon started with
         self.placement_said: tuple[str | None, str] | None = None
 
@@ -129,9 +131,15 @@ class Reloads:
         try:
             data = self.store.path.read_bytes()
             if self.store.stat_key() == key:  # else it changed since: the next reload keeps that one
+                self._digest = digest(data)
                 self.store.save_last_good(self.home, data)
         except OSError as exc:
             self.log.warning("could not keep a copy of the applied job file in %s/.cache: %s", self.home, exc)
+
+    def digest(self) -> str | None:
+        """The fingerprint of the job file applied (None before one was kept): ``status`` shows
+        daemons sharing a state whose files differ."""
+        return self._digest
 
     def _file_missing(self, how: str = "missing") -> None:
         """While running, a missing job file (an editor's delete and re-create, a ``mv``) is not

@@ -88,7 +88,7 @@ def status_dict(row: Mapping[str, Any] | None, jobfile: JobFile | None, now: dat
                 config_ok: bool, config_error: str | None, jobs_file: str, home: str,
                 job_count: int | None = None, state_error: str | None = None,
                 jobs_file_missing: bool = False, scheduler_paused: bool | None = None,
-                state: str | None = None) -> dict[str, Any]:
+                state: str | None = None, roster: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """``crawlsched status --json`` and ``GET /api/scheduler/status``: one shape, built here for both.
 
     ``row`` is the daemon's row (None when it is not known to be up). What is next is worked
@@ -153,6 +153,8 @@ def status_dict(row: Mapping[str, Any] | None, jobfile: JobFile | None, now: dat
         out["state_error"] = state_error
     if state is not None:
         out["state"] = state
+    if roster is not None:  # the daemons and workers on the state (crawlsched.roster, SPEC §10)
+        out.update(roster)
     return out
 
 

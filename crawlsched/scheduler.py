@@ -80,9 +80,15 @@ class Scheduler:
             self._executor.start(self.runner, self._wake)
         return self._executor
 
-    def _apply(self, jobfile: JobFile, now: float, previous: DaemonInfo | None = None) -> None:
-        """Diff the new jobs against the running ones and re-plan only what changed (``Planner.apply``)."""
-        first = not self.started
+    def _apply(self, jobfile: JobFile, now: float, previous: DaemonInfo | None = None, *,
+               recover: bool | None = None) -> None:
+        """Diff the new jobs against the running ones and re-plan only what changed (``Planner.apply``).
+
+        The first time (or ``recover``: a standby taking the lead) it also does what a start
+        owes: recovery of what a dead daemon left, its retries resumed, the downtime caught up;
+        ``recover`` False (a standby's start) only plans.
+        """
+        first = not self.started if recover is None else recover
         seen = recovery.seen_jobs(self.state)
         change = self.planner.apply(jobfile.jobs, jobfile.defaults.paused, seen, now)
         # The scheduler's own switch ([defaults] paused, the legacy stop/start): flipping it

@@ -7,6 +7,7 @@ script reads. rich is imported only by the functions that build tables.
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -291,7 +292,7 @@ def _offset_note(iso: str | None) -> str:
     return "" if here.utcoffset() == instant.utcoffset() else f" {instant.strftime('%Z')}"
 
 
-def status_lines(status: Mapping[str, Any]) -> list[str]:
+def status_lines(status: Mapping[str, Any], now: float | None = None) -> list[str]:
     """``status`` for people: a few plain lines."""
     if status["running"]:
         lines = [f"daemon: running (pid {status['pid']}, since {status['started_at']}, heartbeat {status['heartbeat']})"]
@@ -311,4 +312,7 @@ def status_lines(status: Mapping[str, Any]) -> list[str]:
         lines.append(f"state: {status['state']}")
     if status.get("state_error"):
         lines.append(f"state: ERROR {status['state_error']}")
+    from crawlsched.roster import roster_lines
+
+    lines += roster_lines(status, time.time() if now is None else now)
     return lines

@@ -460,10 +460,11 @@ def test_status_json_is_exactly_as_before_without_a_daemon(cli, tmp_home, monkey
         "config_ok": True, "config_error": None, "scheduler_paused": False, "next_job": "soonest",
         "next_run": "2026-11-30 09:05:00", "next_run_iso": "2026-11-30T09:05:00+07:00",
         "jobs_file": str(tmp_home.jobs_file), "home": str(tmp_home.path), "state": str(tmp_home.db),
+        "daemons": [], "workers": [],
     }
     assert list(result.json()) == ["success", "running", "pid", "host", "version", "started_at", "started_at_iso",
                                    "heartbeat", "heartbeat_iso", "http", "config_ok", "config_error", "scheduler_paused", "next_job",
-                                   "next_run", "next_run_iso", "jobs_file", "home", "state"]
+                                   "next_run", "next_run_iso", "jobs_file", "home", "state", "daemons", "workers"]
 
 
 def test_status_json_is_exactly_as_before_with_a_daemon(cli, tmp_home, state, fake_daemon, monkeypatch):

@@ -32,7 +32,7 @@ LAYERS: dict[str, int] = {
     "executor": 3, "local_executor": 3, "pool": 3, "runner": 3, "plan": 3, "catchup": 3,
     "chains": 3, "recovery": 3, "history": 3, "retention": 3, "render": 3, "logs": 3, "logfile": 3, "journald": 3,
     "control": 3, "fires": 3, "watch": 3, "systemd": 3, "waker": 3, "duties": 3, "memory": 3,
-    "reloads": 3, "status": 3, "listing": 3, "tables": 3, "scheduler": 3, "homelock": 3,
+    "reloads": 3, "status": 3, "listing": 3, "tables": 3, "scheduler": 3, "homelock": 3, "cluster": 3, "roster": 3,
     "workers": 3,  # executor = "workers": the queue, its executor, the worker process (imported lazily)
     # 4 - the loop
     "daemon": 4,

@@ -993,6 +993,15 @@ def test_healthz_is_503_when_the_heartbeat_is_stale(env):
     assert "heartbeat" in response.get_json()["error"]
 
 
+def test_healthz_is_503_while_the_state_database_does_not_take_writes(env):
+    env.daemon.state.db.hold(lambda c: None)  # a write the storage refused, held until it takes writes again
+    response = env.client.get("/healthz")
+    assert response.status_code == 503
+    assert "does not take writes" in response.get_json()["error"]
+    assert env.daemon.state.flush_held()
+    assert env.client.get("/healthz").status_code == 200
+
+
 def test_healthz_is_503_when_the_job_file_is_broken(env):
     env.jobs_file.write_text("[[jobs]\n")
     env.daemon.reload(force=True)

@@ -243,6 +243,7 @@ def _status(now: datetime) -> dict[str, Any]:
     from crawlsched import render
     from crawlsched.cli import daemon as cli_daemon
     from crawlsched.errors import JobFileError
+    from crawlsched.roster import roster
 
     row, state, state_error, pid = None, None, None, None
     label = env().state_label()
@@ -273,11 +274,20 @@ def _status(now: datetime) -> dict[str, Any]:
                 state_error = state_error or _state_trouble(label, exc)
         store = env().store()
         store.load_fire_memo()  # next fires an earlier `list` computed: exact, and 10,000 jobs need them
+    members = None
+    if state is not None:
+        try:
+            members = roster(state, now.timestamp())
+        except Exception as exc:
+            state_error = state_error or _state_trouble(label, exc)
+    # On a shared state, a daemon up on another host (or standing by here) is the daemon up.
+    elsewhere = bool(members and getattr(state, "shared", False) and any(d["alive"] for d in members["daemons"]))
     data = render.status_dict(
-        row, jobfile, now, states=states, running=row is not None or pid is not None, pid=pid,
+        row, jobfile, now, states=states, running=row is not None or pid is not None or elsewhere, pid=pid,
         http=row.get("http") if row else None, config_ok=config_ok, config_error=config_error,
         jobs_file=str(env().jobs_file), home=str(env().home), state_error=state_error,
-        jobs_file_missing=not env().jobs_file.exists(), scheduler_paused=_scheduler_paused(jobfile, row), state=label)
+        jobs_file_missing=not env().jobs_file.exists(), scheduler_paused=_scheduler_paused(jobfile, row), state=label,
+        roster=members)
     if store is not None:
         store.save_fire_memo(now.timestamp())
     return data

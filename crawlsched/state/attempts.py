@@ -16,6 +16,7 @@ from typing import Any
 
 from crawlsched.errors import ChainBusy
 from crawlsched.state import leases
+from crawlsched.state.daemons import fire_fenced
 from crawlsched.state.metrics import count_finished, count_not_run
 from crawlsched.state.portable import greatest, one
 from crawlsched.state.records import CLAIM_DAEMON, LEASE_SECONDS, AttemptId, AttemptKey, Owner, Retry, Saved
@@ -27,6 +28,7 @@ class AttemptWrites:
     """The store's attempt writes (mixed into ``SqliteStore``: ``self.db`` is its ``Database``)."""
 
     db: Any
+    leader_epoch: int | None  # crawlsched.state.daemons: the epoch a daemon's fires carry
 
     def start_attempt(self, job_id: str, scheduled_for: float, attempt: int, max_attempts: int, *,
                       trigger: str, started_at: float, owner: Owner | None = None, claim: bool | str | None = None,
@@ -38,6 +40,7 @@ class AttemptWrites:
         in the same transaction; when another live owner holds it, nothing is written and
         ``ChainBusy`` is raised. The returned id carries the attempt's key, with the epoch of the
         claim (None without one): writes with that key are refused once another owner claims.
+        A daemon that no longer leads (``leader_epoch`` stale) writes nothing and gets None.
         """
         if owner is None:
             owner = Owner(claim if isinstance(claim, str) else CLAIM_DAEMON, pid, ident)
@@ -45,6 +48,9 @@ class AttemptWrites:
             owner = Owner(claim, owner.pid, owner.ident, owner.host)
 
         def insert(c: sqlite3.Connection) -> AttemptId | None:
+            if fire_fenced(c, self.db, self.leader_epoch, started_at):
+                _log_fenced(job_id, scheduled_for, f"attempt {attempt}/{max_attempts}", self.leader_epoch)
+                return None
             epoch = None
             now = self.db.lease_now(c, started_at)  # leases by the database's clock where it has one
             if claim:
@@ -132,9 +138,13 @@ class AttemptWrites:
         """A fire that did not run: ``skipped`` (overlap) or ``missed`` (daemon down), attempt 0.
 
         In the daemon, storage trouble holds the row until it can be written (``Saved.HELD``).
+        A daemon that no longer leads writes nothing (``Saved.FENCED``, crawlsched.state.daemons).
         """
 
-        def insert(c: sqlite3.Connection) -> None:
+        def insert(c: sqlite3.Connection) -> Saved | None:
+            if fire_fenced(c, self.db, self.leader_epoch, now):
+                _log_fenced(job_id, scheduled_for, f"its {status} row", self.leader_epoch)
+                return Saved.FENCED
             c.execute(
                 "INSERT INTO runs(job_id, scheduled_for, attempt, max_attempts, trigger, status, started_at, finished_at,"
                 " message, missed_count, first_missed, last_missed) VALUES (?, ?, 0, 0, 'schedule', ?, NULL, ?, ?, ?, ?, ?)",
@@ -163,6 +173,11 @@ class AttemptWrites:
                 c.execute("UPDATE runs SET message = ? WHERE id = ?", ((row["message"] or "") + note, row["id"]))
 
         return self.db.write_or_hold(append)
+
+
+def _log_fenced(job_id: str, scheduled_for: float, what: str, epoch: int | None) -> None:
+    log.warning("job %s: %s for %.3f is not written: this daemon no longer leads (its epoch %s is stale);"
+                " the leader fires it", job_id, what, scheduled_for, epoch)
 
 
 def _point_job_at(c: sqlite3.Connection, job_id: str, run_id: int, scheduled_for: float, now: float) -> None:

@@ -215,6 +215,28 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    ("009_daemons", """
+        -- Many daemons on one state (SPEC §10): each daemon's row, and the one leader lease.
+        -- The leader fires; the others stand by. ``epoch`` only grows: each new leader takes
+        -- the next one, and a fire written with an older epoch is refused (fencing).
+        CREATE TABLE daemons (
+            id TEXT PRIMARY KEY,               -- the daemon's owner id (crawlsched.state.records.Owner.id)
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            started_at REAL NOT NULL,
+            heartbeat REAL NOT NULL,
+            role TEXT NOT NULL,                -- 'leader' or 'standby'
+            jobs_digest TEXT,                  -- sha256 of the job file it applied
+            home TEXT,
+            stopped_at REAL
+        );
+        CREATE TABLE leader (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            owner TEXT,                        -- the leading daemon's id
+            lease_until REAL,                  -- by the database's clock; NULL: resigned
+            epoch INTEGER NOT NULL
+        );
+        """),
 ]
 _misnumbered = [name for n, (name, _) in enumerate(MIGRATIONS, 1) if not name.startswith(f"{n:03d}_")]
 assert not _misnumbered, f"a migration's number is its place in MIGRATIONS: {_misnumbered}"

@@ -159,6 +159,25 @@ PG_MIGRATIONS: dict[str, str | Callable[[Any], None]] = {
         """,
     "007_postgresql": "-- The PostgreSQL store joins: the same schema on both, nothing to change.",
     "008_workers": lambda conn: _workers_008(conn),
+    "009_daemons": """
+        CREATE TABLE daemons (
+            id TEXT PRIMARY KEY,
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            started_at DOUBLE PRECISION NOT NULL,
+            heartbeat DOUBLE PRECISION NOT NULL,
+            role TEXT NOT NULL,
+            jobs_digest TEXT,
+            home TEXT,
+            stopped_at DOUBLE PRECISION
+        );
+        CREATE TABLE leader (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            owner TEXT,
+            lease_until DOUBLE PRECISION,
+            epoch BIGINT NOT NULL
+        );
+        """,
 }
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from crawlsched.state.attempts import AttemptWrites
 from crawlsched.state.daemonrow import DaemonRows
+from crawlsched.state.daemons import DaemonRegistry
 from crawlsched.state.jobs import JobRecords
 from crawlsched.state.leases import ChainLeases
 from crawlsched.state.metrics import MetricQueries
@@ -20,7 +21,7 @@ from crawlsched.state.queries import HistoryQueries
 from crawlsched.state.records import DaemonInfo, Owner
 
 
-class PostgresStore(AttemptWrites, ChainLeases, JobRecords, DaemonRows, HistoryQueries, MetricQueries):
+class PostgresStore(AttemptWrites, ChainLeases, JobRecords, DaemonRows, DaemonRegistry, HistoryQueries, MetricQueries):
     """The state in one PostgreSQL database (implements ``crawlsched.state.protocol.StateStore``)."""
 
     path = None  # no file: ``where`` names the database

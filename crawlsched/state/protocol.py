@@ -16,6 +16,9 @@ every implementation by tests/test_state_contract.py:
   ``now`` is the caller's clock; an implementation shared by hosts may judge
   lease ends by its own (the database's) clock instead. An implementation may
   also know a holder is gone sooner (SQLite: its process on this host died).
+- One daemon leads at a time: ``elect`` grants the leader lease to one daemon until it
+  lapses (then to another, with a higher epoch); a fire written with a stale leader
+  epoch (``leader_epoch``) is refused: ``start_attempt`` None, ``record_not_run`` FENCED.
 - Run-now requests are taken once; pruning never removes a running attempt or a
   job's newest one; the metrics totals move with each history row, not with pruning.
 - Storage trouble in the daemon holds writes (``Saved.HELD``) and writes them
@@ -27,8 +30,8 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from crawlsched.state.records import (
-    AttemptId, AttemptKey, Claim, DaemonInfo, FireMark, JobSeen, JobState, Lease, Owner, Retry, Run, RunRequest,
-    Saved, StripRow,
+    AttemptId, AttemptKey, Claim, DaemonEntry, DaemonInfo, FireMark, JobSeen, JobState, Lease, Leadership, Owner, Retry,
+    Run, RunRequest, Saved, StripRow, WorkerEntry,
 )
 
 
@@ -90,6 +93,19 @@ class StateStore(Protocol):
     def take_requests(self, now: float) -> list[RunRequest]: ...
     def request_taken(self, request_id: int) -> bool: ...
     def count_requests(self, *, pending: bool = False) -> int: ...
+
+    # --- many daemons on one state: their rows and the leader lease (SPEC §10) -------------
+    leader_epoch: int | None  # set by a daemon sharing the state: its fires carry it (stale: refused)
+    @property
+    def shared(self) -> bool: ...
+    def register_daemon(self, entry: DaemonEntry) -> None: ...
+    def daemon_beat(self, daemon_id: str, now: float, *, jobs_digest: str | None = None, stopped: bool = False) -> None: ...
+    def elect(self, daemon_id: str, now: float, ttl: float = ...) -> Leadership: ...
+    def resign(self, daemon_id: str) -> None: ...
+    def leader(self) -> tuple[str | None, float | None, int] | None: ...
+    def daemons(self) -> list[DaemonEntry]: ...
+    def forget_daemons(self, stopped_before: float) -> int: ...
+    def workers(self) -> list[WorkerEntry]: ...
 
     # --- history: list, show, history, logs, the page -----------------------------------
     def runs(self, job_id: str | None = None, limit: int = 50, *, since: float | None = None,

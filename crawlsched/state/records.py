@@ -16,6 +16,8 @@ from typing import Any, NamedTuple
 
 CLAIM_DAEMON, CLAIM_RUN = "daemon", "run"  # owner kinds: the daemon's chains, a `crawlsched run`
 LEASE_SECONDS = 90.0  # a lease's length: three daemon heartbeats (each renews it)
+LEADER, STANDBY = "leader", "standby"  # a daemon's role among those sharing a state
+LEADER_TTL = 10.0  # the leader lease's length (SPEC §10: a dead or frozen leader is replaced within 15 s)
 
 RUN_COLUMNS = (
     "id", "job_id", "scheduled_for", "attempt", "max_attempts", "trigger", "status",
@@ -232,6 +234,44 @@ class DaemonInfo(_Fields):
 
 
 DAEMON_FIELDS = tuple(f.name for f in fields(DaemonInfo))
+
+
+@dataclass(frozen=True)
+class DaemonEntry(_Fields):
+    """One daemon of those sharing a state (SPEC §10): its process, its heartbeat, its role."""
+
+    id: str
+    host: str
+    pid: int
+    started_at: float
+    heartbeat: float
+    role: str  #: ``leader`` (it fires) or ``standby``
+    jobs_digest: str | None = None  #: sha256 of the job file it applied (daemons that differ are shown)
+    home: str | None = None
+    stopped_at: float | None = None
+
+
+@dataclass(frozen=True)
+class WorkerEntry(_Fields):
+    """One ``crawlsched worker`` process (its row in ``workers``)."""
+
+    id: str
+    host: str
+    pid: int
+    started_at: float
+    heartbeat: float
+    concurrency: int | None = None
+
+
+class Leadership(NamedTuple):
+    """What an election gave a daemon: its role and the leader lease's epoch (fires carry it)."""
+
+    role: str  #: ``leader`` or ``standby``
+    epoch: int  #: the lease's epoch now (the leader's own when ``role`` is leader)
+
+    @property
+    def leading(self) -> bool:
+        return self.role == LEADER
 
 
 class RunRequest(NamedTuple):

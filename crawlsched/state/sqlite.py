@@ -3,7 +3,7 @@
 The operations live in focused parts, each over this store's :class:`Database`
 (crawlsched.state.database: connections, transactions, storage trouble):
 attempts (crawlsched.state.attempts), chain leases (leases), per-job records
-(jobs), the daemon's row and requests (daemonrow), history reads (queries) and
+(jobs), the daemon's row and requests (daemonrow), the daemons and leader lease (daemons), history reads (queries) and
 the /metrics totals (metrics). Nothing outside the package sees SQL or a row.
 """
 
@@ -14,6 +14,7 @@ from pathlib import Path
 from crawlsched.state import trouble
 from crawlsched.state.attempts import AttemptWrites
 from crawlsched.state.daemonrow import DaemonRows
+from crawlsched.state.daemons import DaemonRegistry
 from crawlsched.state.database import Database
 from crawlsched.state.jobs import JobRecords
 from crawlsched.state.leases import ChainLeases
@@ -22,7 +23,7 @@ from crawlsched.state.queries import HistoryQueries
 from crawlsched.state.records import DaemonInfo, Owner
 
 
-class SqliteStore(AttemptWrites, ChainLeases, JobRecords, DaemonRows, HistoryQueries, MetricQueries):
+class SqliteStore(AttemptWrites, ChainLeases, JobRecords, DaemonRows, DaemonRegistry, HistoryQueries, MetricQueries):
     """The state database of one home folder (implements ``crawlsched.state.protocol.StateStore``)."""
 
     def __init__(self, path: Path, *, busy_timeout: float = 10.0, write_deadline: float = 300.0) -> None:

@@ -61,6 +61,9 @@ def health_problem(state: State, scheduler: SchedulerView, now: float) -> str | 
         row = state.daemon() or {}
     except Exception as exc:
         return f"the state database cannot be read ({type(exc).__name__})"
+    held = getattr(state, "held", 0)
+    if held:  # the database is lost or refuses writes: fires are held (as missed), nothing runs unrecorded
+        return f"the state database does not take writes ({held} held until it does)"
     beat = row.get("heartbeat")
     if beat is None or now - beat > HEALTH_STALE:
         age = "never" if beat is None else f"{now - beat:.0f} s ago"
