@@ -7,7 +7,9 @@
 NAMES (comma-separated): crawlsched, apscheduler, schedule-tick, schedule-idle, floor,
 peers (= the four non-crawlsched ones), single (one job due every second, every target),
 cli, http, all, celery (Celery beat + workers over a redis-server the bench starts; not in
-`all`: name it).
+`all`: name it), cluster (crawlsched on PostgreSQL: a daemon with executor = "workers" and
+`crawlsched worker` processes, bench/crawlsched_cluster.py; not in `all`: name it, with celery
+for the side-by-side table: `--only cluster,celery`).
 Default: all (full) / crawlsched,peers,cli (--quick).
 
 Run with the project venv's python: crawlsched's daemon and CLI are started with it.
@@ -48,9 +50,10 @@ PEERS = ["apscheduler", "schedule-tick", "schedule-idle", "floor"]
 REAL_PEERS = ["apscheduler", "schedule-tick", "schedule-idle"]  # "best peer" is one of these
 LABELS = {"crawlsched": "crawlsched", "apscheduler": "APScheduler", "schedule-tick": "schedule tick",
           "schedule-idle": "schedule idle", "floor": "floor"}
-ALL_NAMES = TARGETS + ["single", "cli", "http", "celery"]
+ALL_NAMES = TARGETS + ["single", "cli", "http", "celery", "cluster"]
 IN_ALL = TARGETS + ["single", "cli", "http"]  # "celery" needs a redis-server: only when named
 CELERY_SKIP_EXIT = 3  # bench/celery_peer.py: it could not start Redis
+CLUSTER_SKIP_EXIT = 3  # bench/crawlsched_cluster.py: no PostgreSQL server, or no `crawlsched worker`
 SINGLE = "single:"  # result group prefix of the one-job measurements
 
 FIGURES = [  # (label, key in a run's result, shown for the floor)
@@ -125,6 +128,40 @@ def run_celery(cfg, workdir: Path) -> dict:
     if rc != 0:
         raise RuntimeError(f"celery_peer.py exited {rc} (log: {wd / 'celery_peer.log'})")
     return json.loads(out.read_text())
+
+
+def run_cluster(cfg, workdir: Path) -> dict:
+    """bench/crawlsched_cluster.py with this (the project's) venv; it starts its own PostgreSQL."""
+    wd = workdir / "cluster"
+    wd.mkdir(parents=True, exist_ok=True)
+    out = wd / "result.json"
+    argv = [sys.executable, str(BENCH / "crawlsched_cluster.py"), "--out", str(out), "--workers", cfg.cluster_workers,
+            "--jobs", str(cfg.jobs), "--burst", str(cfg.burst), "--workdir", str(wd),
+            "--concurrency", str(cfg.cluster_concurrency)]
+    env = dict(os.environ, TZ="UTC", PYTHONDONTWRITEBYTECODE="1")
+    with open(wd / "crawlsched_cluster.log", "w") as logf:
+        proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        for line in proc.stdout:
+            logf.write(line)
+            sys.stderr.write("  " + line)
+        rc = proc.wait()
+    if rc == CLUSTER_SKIP_EXIT:
+        reason = json.loads(out.read_text())["skipped"]
+        return {"skipped": reason, "warning": f"skipped: {reason}"}
+    if rc != 0:
+        raise RuntimeError(f"crawlsched_cluster.py exited {rc} (log: {wd / 'crawlsched_cluster.log'})")
+    return json.loads(out.read_text())
+
+
+def queue_rows(results: dict[str, list[dict]]) -> list[dict]:
+    """The queue systems' rows of this run, crawlsched's cluster first, for one table."""
+    rows: list[dict] = []
+    for group in ("cluster", "celery"):
+        done = [r for r in results.get(group, []) if r.get("ok") and r.get("rows")]
+        if done:
+            rows += done[0]["rows"]
+    return rows
 
 
 # --------------------------------------------------------------------------- one peer run
@@ -494,6 +531,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="`celery`: pool processes of the worker, one measurement each (default 1,2,4)")
     p.add_argument("--celery-beat", default="default,redbeat",
                    help="`celery`: beat schedulers, one pass each: default (PersistentScheduler), redbeat")
+    p.add_argument("--cluster-workers", default="1,2,4",
+                   help="`cluster`: `crawlsched worker --concurrency 1` processes, one measurement each (default 1,2,4)")
+    p.add_argument("--cluster-concurrency", type=int, default=1,
+                   help="`cluster`: each worker's --concurrency (default 1: one attempt at a time, as a pool process)")
     p.add_argument("--single-fires", type=int,
                    help="fires of the one-job measurement (`single`) per run (default 60, 10 with --quick)")
     p.add_argument("--cli-reps", type=int)
@@ -605,6 +646,9 @@ def main(argv: list[str] | None = None) -> int:
             fillers.append(Task(f"CLI: {name}", "plain", run, est=lambda est=est: est, group="cli",
                                 meta={"name": name}))
 
+    if "cluster" in names:  # minutes long, with its own instants: after everything else
+        fillers.append(Task("crawlsched cluster: PostgreSQL, a daemon, crawlsched workers", "plain",
+                            lambda: run_cluster(cfg, workdir), est=lambda: 1e9, group="cluster", meta={"run": 1}))
     if "celery" in names:  # minutes long, with its own instants: after everything else
         fillers.append(Task("Celery beat + workers over Redis", "plain", lambda: run_celery(cfg, workdir),
                             est=lambda: 1e9, group="celery", meta={"run": 1}))
@@ -613,15 +657,28 @@ def main(argv: list[str] | None = None) -> int:
 
     summary = summarize(runner.results)
     tbls = tables(summary, cfg)
-    celery = [r for r in runner.results.get("celery", []) if r.get("ok") and r.get("rows")]
-    if celery:
+    queued = queue_rows(runner.results)
+    if queued:
         import cluster  # noqa: PLC0415
-        c = celery[0]
-        v = c["versions"]
+        about = []
+        for group in ("cluster", "celery"):
+            done = [r for r in runner.results.get(group, []) if r.get("ok") and r.get("rows")]
+            if not done:
+                continue
+            v = done[0]["versions"]
+            about.append(f"crawlsched {v['crawlsched']} on PostgreSQL {v['postgresql']}, procrastinate "
+                         f"{v['procrastinate']}, workers with --concurrency {cfg.cluster_concurrency}"
+                         if group == "cluster" else
+                         f"celery {v['celery']}, redis-server {v['redis-server']}, prefork pool, acks_late, prefetch 1")
         tbls.append(cluster.table(
-            c["rows"], f"Queue systems: {cfg.burst} of {cfg.jobs:,} entries due together; tasks per s "
-                       f"(celery {v['celery']}, redis-server {v['redis-server']}, prefork pool, acks_late, "
-                       f"prefetch 1)"))
+            queued, f"Queue systems: {cfg.burst} of {cfg.jobs:,} entries due together; tasks per s ({'; '.join(about)})"))
+        fail = next((r.get("failover") for r in runner.results.get("cluster", []) if r.get("failover")), None)
+        if fail:
+            tbls.append(("crawlsched cluster: failover", ["event", "seconds", "goal"], [
+                ["daemon SIGKILL -> next fire handled by the other daemon", fmt(fail.get("daemon_kill_to_next_fire_s")), "<= 15"],
+                ["worker SIGKILL -> attempt interrupted", fmt(fail.get("worker_kill_to_interrupted_s")), ""],
+                ["worker SIGKILL -> retry started in another worker", fmt(fail.get("worker_kill_to_retry_started_s")),
+                 f"<= lease + 5 = {fail.get('worker_lease_s', 10) + 5:g}"]]))
     print()
     if tbls:
         print_tables(tbls, cfg.markdown)

@@ -182,3 +182,42 @@ def test_the_units_cli_hint_names_the_home_the_daemon_uses():
     assert hints and all("CRAWLSCHED_HOME=/var/lib/crawlsched" in h and "CRAWLSCHED_JOBS=/etc/crawlsched/jobs.toml" in h
                          for h in hints)
     assert "Environment=CRAWLSCHED_JOBS=/etc/crawlsched/jobs.toml CRAWLSCHED_HOME=/var/lib/crawlsched" in unit
+
+
+# --- the worker's unit file (contrib/crawlsched-worker.service) --------------------------------
+
+WORKER_UNIT = UNIT.parent / "crawlsched-worker.service"
+
+
+@needs_analyze
+def test_worker_unit_file_passes_systemd_analyze_verify(tmp_path):
+    """As shipped, with stand-ins for the binary and the environment file where a test machine has neither."""
+    binary = _exec_start()
+    command = [ANALYZE, "verify", str(WORKER_UNIT)]
+    if not os.access(binary, os.X_OK):
+        stand_in = (f"mount -t tmpfs none {shlex.quote(os.path.dirname(binary))} && printf '#!/bin/sh\\n' > {shlex.quote(binary)}"
+                    f" && chmod +x {shlex.quote(binary)} && exec {shlex.join(command)}")
+        command = ["unshare", "--mount", "sh", "-c", stand_in]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    if not os.access(binary, os.X_OK) and result.returncode != 0 and "unshare" in result.stderr:
+        pytest.skip(f"{binary} is not installed and no mount namespace can stand in for it: {result.stderr.strip()}")
+    assert result.returncode == 0 and result.stderr.strip() == "", result.stderr
+
+
+@needs_analyze
+def test_worker_unit_file_scores_at_most_3_in_systemd_analyze_security():
+    result = subprocess.run([ANALYZE, "security", "--offline=true", str(WORKER_UNIT)], capture_output=True, text=True,
+                            timeout=60)
+    match = re.search(r"Overall exposure level for crawlsched-worker\.service: (\d+\.\d+)", result.stdout)
+    assert match, result.stdout + result.stderr
+    assert float(match.group(1)) <= 3.0, result.stdout
+
+
+def test_worker_unit_keeps_the_state_url_out_of_the_unit():
+    """`systemctl show` prints a unit's Environment= to any user: the DSN (with its password) comes
+    from a root-owned EnvironmentFile, and the worker runs the same binary as the daemon's unit."""
+    text = WORKER_UNIT.read_text()
+    assert "\nEnvironmentFile=/etc/crawlsched/worker.env\n" in text
+    assert not any(line.startswith("Environment=") for line in text.splitlines())
+    [start] = [line for line in text.splitlines() if line.startswith("ExecStart=")]
+    assert start.split("=", 1)[1].split()[:2] == [_exec_start(), "worker"]
