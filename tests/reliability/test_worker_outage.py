@@ -157,8 +157,6 @@ def test_a_worker_started_while_postgresql_is_down_waits_for_it_and_then_works(t
     assert "Traceback" not in out and SECRET not in out, out
 
 
-@pytest.mark.xfail(strict=True, reason="an edit made while PostgreSQL is down is not applied after it is back "
-                   "(no reload logged within 30 s): found here, not fixed yet")
 def test_a_job_file_edit_during_a_postgresql_outage_is_one_line_and_applied_once_it_is_back(tmp_path, server,
                                                                                              pg_dsn):
     home = tmp_path / "home"
