@@ -253,13 +253,15 @@ def note_child_owned(store: Any, key: AttemptKey, owner: Owner, pgid: int, ident
     """``set_child`` for a worker's attempt, fenced like :func:`finish_owned`."""
 
     def note(c: Any) -> Saved | None:
-        row_id = _owned_row(c, key, owner)
-        if row_id is None:
-            return Saved.FENCED
-        c.execute("UPDATE runs SET child_pgid = ?, child_ident = ? WHERE id = ?", (pgid, ident, row_id))
-        return None
+        # One statement fenced by its own row (still running, still ours): no read-then-write, so
+        # on PostgreSQL it needs no global write lock (db.write_row), one round trip per attempt.
+        found = c.execute("UPDATE runs SET child_pgid = ?, child_ident = ? WHERE job_id = ? AND scheduled_for = ?"
+                          " AND attempt = ? AND status = 'running' AND owner_id = ? RETURNING id",
+                          (pgid, ident, key.job_id, key.scheduled_for, key.attempt, owner.id)).fetchall()
+        return None if found else Saved.FENCED
 
-    return store.db.write_or_hold(note)
+    write_row = getattr(store.db, "write_row", None)
+    return write_row(note) if write_row is not None else store.db.write_or_hold(note)
 
 
 def renew(store: Any, owner: Owner, run_ids: list[int], *, ttl: float = WORKER_TTL) -> set[int]:
