@@ -142,17 +142,54 @@ def _fault_pause() -> None:
 def _wait(proc: subprocess.Popen[bytes], timeout: float, cancel: threading.Event | None) -> str | None:
     """Wait for the child; returns "timeout" or "cancel" when it has to be stopped, else None."""
     deadline = time.monotonic() + timeout
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return "timeout"
-        try:
-            proc.wait(timeout=min(0.1, left))
-            return None
-        except subprocess.TimeoutExpired:
-            pass
-        if cancel is not None and cancel.is_set():
-            return "cancel"
+    exited = _exit_waiter(proc)
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return "timeout"
+            try:
+                if exited is not None:
+                    exited(min(0.1, left))
+                    if proc.poll() is None:
+                        raise subprocess.TimeoutExpired(proc.args, min(0.1, left))
+                else:
+                    proc.wait(timeout=min(0.1, left))
+                return None
+            except subprocess.TimeoutExpired:
+                pass
+            if cancel is not None and cancel.is_set():
+                return "cancel"
+    finally:
+        if exited is not None:
+            exited.close()  # type: ignore[attr-defined]
+
+
+class _PidfdWait:
+    """Wakes the moment the child exits (its pidfd turns readable), not at Popen.wait(timeout)'s
+    next poll: that sleeps 0.5, 1, 2 ... up to 50 ms between looks, so a short command's end was
+    seen milliseconds late (a no-op attempt spent more time waiting than its child ran)."""
+
+    def __init__(self, fd: int) -> None:
+        import select
+
+        self.fd = fd
+        self._poll = select.poll()
+        self._poll.register(fd, select.POLLIN)
+
+    def __call__(self, seconds: float) -> None:
+        self._poll.poll(max(0, int(seconds * 1000)))
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def _exit_waiter(proc: subprocess.Popen[bytes]) -> _PidfdWait | None:
+    """A pidfd waiter for ``proc`` (Linux 5.3+), or None: then Popen.wait's polling does."""
+    try:
+        return _PidfdWait(os.pidfd_open(proc.pid))  # type: ignore[attr-defined]
+    except (AttributeError, OSError):
+        return None  # no pidfd here, or the child was reaped already
 
 
 def _stop_group(proc: subprocess.Popen[bytes], kill_after: float) -> None:

@@ -256,6 +256,23 @@ class PgDatabase:
             return Saved.HELD
         return Saved.FENCED if done is Saved.FENCED else Saved.SAVED
 
+    def write_row(self, fn: Write) -> Saved:
+        """One statement that guards itself by its row (``UPDATE ... WHERE id = ? AND owner_id = ?``),
+        without the global write lock: the row lock makes its check and its write one step, and no
+        read-then-write of another process depends on it. Held, like :meth:`write_or_hold`, when the
+        database is out of reach; behind held writes it waits its turn (their order is kept)."""
+        with self.lock:
+            if self._held:
+                return self.write_or_hold(fn)
+        try:
+            with self._connection() as conn:
+                done = fn(PgConnection(conn))
+        except StorageUnavailable:
+            with self.lock:
+                self._held.append(fn)
+            return Saved.HELD
+        return Saved.FENCED if done is Saved.FENCED else Saved.SAVED
+
     def hold(self, fn: Write) -> None:
         with self.lock:
             self._held.append(fn)

@@ -187,6 +187,8 @@ def take_over(store: Any, run_id: int, owner: Owner, home: str, *, started_at: f
     the chain's next fencing epoch. None (nothing written) when the row is closed already (its lease
     lapsed and it was settled) or is not the queue's: the job is dropped, never crawled."""
     db = store.db
+    if getattr(db, "write_row", None) is not None:
+        return _take_over_pg(db, run_id, owner, home, started_at=started_at, ttl=ttl)
 
     def write(c: Any) -> AttemptKey | None:
         row = c.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
@@ -199,6 +201,42 @@ def take_over(store: Any, run_id: int, owner: Owner, home: str, *, started_at: f
                   (owner.id, owner.host, owner.pid, owner.ident, now + ttl, epoch, started_at, home, run_id))
         return AttemptKey(row["job_id"], row["scheduled_for"], row["attempt"], row["max_attempts"], row["trigger"],
                           started_at, owner.pid, owner.ident, epoch)
+
+    return db.write_with(write)
+
+
+#: take_over on PostgreSQL in one statement (under the write lock, like every read-then-write): the
+#: row is checked (still running, still the queue's), the chain's epoch bumped past both the claim's
+#: and the row's (a claim row created when there is none, as _next_epoch does), the row taken over
+#: with a lease by the database's clock. Five round trips per attempt instead of nine.
+_TAKE_OVER_PG = """
+WITH cur AS (
+    SELECT r.id, r.job_id, CASE WHEN coalesce(c.epoch, 0) > coalesce(r.epoch, 0) THEN coalesce(c.epoch, 0)
+                                ELSE coalesce(r.epoch, 0) END + 1 AS next_epoch,
+           extract(epoch from clock_timestamp())::float8 AS now
+    FROM runs r LEFT JOIN chain_claims c ON c.job_id = r.job_id
+    WHERE r.id = ? AND r.status = 'running' AND r.owner_id = ?
+), claim AS (
+    INSERT INTO chain_claims(job_id, owner, owner_pid, claimed_at, epoch)
+    SELECT job_id, 'queue', 0, now, next_epoch FROM cur
+    ON CONFLICT(job_id) DO UPDATE SET epoch = excluded.epoch
+    RETURNING job_id
+)
+UPDATE runs SET owner_id = ?, owner_host = ?, owner_pid = ?, owner_ident = ?, lease_until = cur.now + ?,
+    epoch = cur.next_epoch, started_at = ?, run_home = ?
+FROM cur WHERE runs.id = cur.id
+RETURNING runs.job_id, runs.scheduled_for, runs.attempt, runs.max_attempts, runs.trigger, runs.epoch
+"""
+
+
+def _take_over_pg(db: Any, run_id: int, owner: Owner, home: str, *, started_at: float, ttl: float) -> AttemptKey | None:
+    def write(c: Any) -> AttemptKey | None:
+        row = c.execute(_TAKE_OVER_PG, (run_id, QUEUE_OWNER.id, owner.id, owner.host, owner.pid, owner.ident, ttl,
+                                        started_at, home)).fetchone()
+        if row is None:
+            return None
+        return AttemptKey(row["job_id"], row["scheduled_for"], row["attempt"], row["max_attempts"], row["trigger"],
+                          started_at, owner.pid, owner.ident, int(row["epoch"]))
 
     return db.write_with(write)
 
@@ -253,13 +291,15 @@ def note_child_owned(store: Any, key: AttemptKey, owner: Owner, pgid: int, ident
     """``set_child`` for a worker's attempt, fenced like :func:`finish_owned`."""
 
     def note(c: Any) -> Saved | None:
-        row_id = _owned_row(c, key, owner)
-        if row_id is None:
-            return Saved.FENCED
-        c.execute("UPDATE runs SET child_pgid = ?, child_ident = ? WHERE id = ?", (pgid, ident, row_id))
-        return None
+        # One statement fenced by its own row (still running, still ours): no read-then-write, so
+        # on PostgreSQL it needs no global write lock (db.write_row), one round trip per attempt.
+        found = c.execute("UPDATE runs SET child_pgid = ?, child_ident = ? WHERE job_id = ? AND scheduled_for = ?"
+                          " AND attempt = ? AND status = 'running' AND owner_id = ? RETURNING id",
+                          (pgid, ident, key.job_id, key.scheduled_for, key.attempt, owner.id)).fetchall()
+        return None if found else Saved.FENCED
 
-    return store.db.write_or_hold(note)
+    write_row = getattr(store.db, "write_row", None)
+    return write_row(note) if write_row is not None else store.db.write_or_hold(note)
 
 
 def renew(store: Any, owner: Owner, run_ids: list[int], *, ttl: float = WORKER_TTL) -> set[int]:
