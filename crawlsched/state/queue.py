@@ -304,6 +304,8 @@ def settle_lapsed(store: Any, decide: Callable[[Run], tuple[str, str, Retry | No
         return []
 
     def write(c: Any) -> list[Run]:
+        if _not_leading(c, store, finished):
+            return []  # the leader's to settle (it adopted their chains): a standby's settling would end them
         lease_now = db.lease_now(c, finished)
         rows = [run_of(r) for r in c.execute(f"SELECT * FROM runs WHERE {lapsed}", args(lease_now)).fetchall()]
         for run in rows:
