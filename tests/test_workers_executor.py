@@ -98,3 +98,14 @@ def test_a_job_fetched_by_a_live_worker_is_left_for_it_to_take_over(store):
         c.execute("UPDATE procrastinate_workers SET last_heartbeat = now() - make_interval(secs => 60)")
     executor._check()
     assert [r.status for r in store.runs("j")] == ["running"] and executor.settled == 0
+
+
+def test_a_daemon_that_does_not_lead_settles_no_lapsed_row(store):
+    run_id = queued(store)
+    lapse(store, run_id)
+    with store.db.write() as c:
+        c.execute("UPDATE procrastinate_jobs SET status = 'doing', worker_id = NULL")
+    store.leader_epoch = 0  # a standby: the leader settles it, for the chain it adopted
+    executor = WorkersExecutor(store, logging.getLogger("test"))
+    executor._check()
+    assert [r.status for r in store.runs("j")] == ["running"] and executor.settled == 0
