@@ -109,3 +109,13 @@ def test_a_daemon_that_does_not_lead_settles_no_lapsed_row(store):
     executor = WorkersExecutor(store, logging.getLogger("test"))
     executor._check()
     assert [r.status for r in store.runs("j")] == ["running"] and executor.settled == 0
+
+
+def test_a_row_whose_queue_job_ended_without_taking_it_over_is_settled_at_once(store):
+    run_id = queued(store)  # the task failed before its take-over (the database restarted under it): the job is gone
+    with store.db.write() as c:
+        c.execute("DELETE FROM procrastinate_jobs")
+    executor = WorkersExecutor(store, logging.getLogger("test"))
+    executor._check()
+    [row] = store.runs("j")
+    assert (row.id, row.status, executor.settled) == (run_id, "interrupted", 1)

@@ -51,13 +51,16 @@ _WAITING = (
     " WHERE r.status = 'running' AND r.owner_id = ? AND (j.status = 'todo'"
     " OR (j.status = 'doing' AND w.last_heartbeat > now() - make_interval(secs => ?)))"
 )
-# Queued rows (still the queue's: never taken over) whose job a dead worker fetched: its heartbeat
-# stopped, or its registration is gone (pruned). Settled at once, inside the settling write.
+# Queued rows (still the queue's: never taken over) that no worker will take over: their job a
+# dead worker fetched (its heartbeat stopped, or its registration is gone), or their job ended or
+# is gone (its task failed before the take-over: the database restarted under it). Settled at once,
+# inside the settling write.
 _FETCHED_BY_DEAD = (
-    "SELECT r2.id FROM runs r2 JOIN procrastinate_jobs j ON j.id = r2.queue_job"
+    "SELECT r2.id FROM runs r2 LEFT JOIN procrastinate_jobs j ON j.id = r2.queue_job"
     " LEFT JOIN procrastinate_workers w ON w.id = j.worker_id"
-    " WHERE r2.status = 'running' AND j.status = 'doing'"
-    " AND (w.id IS NULL OR w.last_heartbeat < now() - make_interval(secs => ?))"
+    " WHERE r2.status = 'running' AND r2.queue_job IS NOT NULL AND (j.id IS NULL"
+    " OR j.status NOT IN ('todo', 'doing') OR (j.status = 'doing'"
+    " AND (w.id IS NULL OR w.last_heartbeat < now() - make_interval(secs => ?))))"
 )
 INTERRUPTED = "interrupted: the worker running it stopped (its lease lapsed)"
 
