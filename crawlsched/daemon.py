@@ -8,36 +8,38 @@ self-pipe (``crawlsched.waker``) until the earliest entry is due (at most
 file's watch and the executor's outcomes write a byte to it; a signal handler
 only sets a flag. An exception in one step of a turn is logged and the loop
 goes on. The job file's versions are ``crawlsched.reloads``, the home's lock
-``crawlsched.homelock``. The clock, the monotonic clock and the executor are
+``crawlsched.homelock``. Parts of ``Daemon`` live beside it, mixed in: its
+signals and requests (``crawlsched.signals``), a lost PostgreSQL state
+(``crawlsched.outage``), its role changes among daemons on one state
+(``crawlsched.roles``). The clock, the monotonic clock and the executor are
 injected: tests drive single turns with a fake clock and an inline executor.
 """
 
 from __future__ import annotations
 
 import logging
-import signal
 import socket
 import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-from crawlsched import __version__, catchup, recovery, systemd
+from crawlsched import __version__, systemd
 from crawlsched.chains import Chain
-from crawlsched.cluster import Change, Membership
+from crawlsched.cluster import Membership
 from crawlsched.duties import Duties
 from crawlsched.errors import DaemonLockError
 from crawlsched.executor import Executor, InlineExecutor
 from crawlsched.homelock import HomeLock
 from crawlsched.local_executor import LocalExecutor
 from crawlsched.memory import collector_paused, settle, settle_memory, trim_memory
-from crawlsched.model import JobFile
-from crawlsched.plan import Planner
+from crawlsched.outage import StateOutage
 from crawlsched.reloads import Reloads
 from crawlsched.retention import GUARD, Retention
+from crawlsched.roles import RoleChanges
 from crawlsched.scheduler import FIRE, RETRY, Scheduler
-from crawlsched.state import LEADER, STANDBY, State, StorageUnavailable
-from crawlsched.state.trouble import StateUnreachable
+from crawlsched.signals import Signals
+from crawlsched.state import State, StorageUnavailable
 from crawlsched.status import SystemdStatus, status_line
 from crawlsched.store import JobStore
 from crawlsched.waker import Waker
@@ -51,10 +53,9 @@ WAKE_SLACK = 0.002  # wake a little after a duty is due, never just before it (t
 STEP_BACKOFF = 1.0  # seconds before the next turn after a step of the loop failed
 FLUSH_EVERY = 1.0  # seconds between tries to save held writes while the storage is in trouble
 CANCEL_WAIT = 10.0  # seconds, in all, for cancelled attempts to end after the grace period
-STATE_RETRY = 1.0  # seconds between tries to reach a lost (PostgreSQL) state database
 
 
-class Daemon(Scheduler):
+class Daemon(StateOutage, RoleChanges, Signals, Scheduler):
     """The scheduler of one home folder, as a process: lock, signals, the loop's turns, duties."""
 
     def __init__(self, store: JobStore, state: State, home: Path, log: logging.Logger, *,
@@ -136,30 +137,6 @@ class Daemon(Scheduler):
         trim_memory()
         return True
 
-    def _open_state(self) -> bool:
-        """Open the state; a PostgreSQL one that cannot be reached is waited for (SPEC §10), said once
-        at ERROR, until it answers or SIGTERM comes (False). Any other error (a SQLite file's trouble,
-        a schema the database refuses) is raised as before."""
-        while True:
-            try:
-                self.state.open(recover_corrupt=True)
-            except StateUnreachable as exc:  # a server down or cut off; a refused schema still ends the start
-                why = " ".join(str(exc).split())  # redacted and scrubbed by the store
-                if self.waiting_for_state is None:
-                    self.log.error("%s; waiting for it, trying every %g s: the daemon starts once it answers"
-                                   " (logged once until then)", why, STATE_RETRY)
-                self.waiting_for_state = why
-                if not self.stopping:
-                    self.wake.wait(STATE_RETRY)
-                    self.wake.clear()
-                if self.stopping:
-                    return False
-                continue
-            if self.waiting_for_state is not None:
-                self.waiting_for_state = None
-                self.log.info("state database %s answers again; starting", getattr(self.state, "where", ""))
-            return True
-
     def run(self) -> int:
         """Start, loop until SIGTERM/SIGINT, shut down gracefully. Returns the exit code."""
         self.owns_process = True
@@ -231,71 +208,6 @@ class Daemon(Scheduler):
             self.log.exception("daemon loop: %s failed; going on", what)
             return None
 
-    # --- a lost (PostgreSQL) state: fires wait, then are handled as downtime ------------------
-
-    def _state_lost(self) -> bool:
-        """True while the state database is out of reach: nothing fires (an attempt without its row
-        could run twice). Tried every ``STATE_RETRY`` s; when it is back, what came due meanwhile is
-        handled as downtime (``_after_outage``), once. SQLite's storage trouble is not this."""
-        state = self.state
-        if not getattr(state, "outage_is_downtime", False):
-            return False
-        if self.outage_since is None:
-            if not state.unreachable and self.deferred_since is None:  # type: ignore[attr-defined]
-                return False
-            handed = [t for t in (self.fired_until, self.deferred_since) if t is not None]
-            self.outage_since = min(handed) if handed else self.clock()
-            self.probe_at = self.monotonic()
-        elif self.deferred_since is not None and self.deferred_since < self.outage_since:
-            self.outage_since = self.deferred_since  # an attempt handed out before the loss was noticed
-        if self.monotonic() < self.probe_at:
-            return True
-        self.probe_at = self.monotonic() + STATE_RETRY
-        if not state.probe():  # type: ignore[attr-defined]
-            return True
-        try:
-            self._after_outage(self.clock())
-        except StorageUnavailable:
-            return True  # lost again before the downtime was handled: handled at the next try, from the same instant
-        return False
-
-    def _after_outage(self, now: float) -> None:
-        """The state is back: every job owed fires since ``outage_since`` gets its downtime handling
-        (one missed row for the stretch, ``catch_up``), as at a start; rows written meanwhile (held
-        writes, landed first) are not counted twice."""
-        since = self.outage_since
-        assert since is not None
-        rowed = recovery.rows_after(self.state, {"handled_until": since})
-        seen = recovery.seen_jobs(self.state)
-        self.outage_since = self.deferred_since = None
-        last = catchup.LastRun(since, None, None)
-        owed = 0
-        for job in list(self.jobs.values()):
-            if job.id in self.chains or not self.planner.may_fire(job):
-                continue  # a running chain's fires are its own (skipped); a paused job owes none
-            due = self.planned.get(job.id)
-            if not (due is not None and due <= now or self.last_fire.get(job.id, 0.0) >= since):
-                continue
-            owed += 1
-            self.planner.unplan(job.id)
-            self._catch_up(job, now, last, seen.get(job.id), rowed.get(job.id), down=catchup.STATE_LOST)
-            self._plan(job, now)
-        self.fired_until = now
-        self.log.info("state database back: the fires of %d job(s) due in the %.0f s it was out of reach are"
-                      " handled as downtime (missed rows, catch_up)", owed, now - since)
-
-    def state_problem(self) -> str | None:
-        """Why the state cannot be used now (for ``/healthz``), or None."""
-        if self.waiting_for_state is not None:
-            return f"{self.waiting_for_state}; the daemon waits for it and starts once it answers"
-        episode = getattr(getattr(self.state, "db", None), "episode", None)
-        why = getattr(episode, "why", None) if getattr(self.state, "outage_is_downtime", False) else None
-        if why is not None or self.outage_since is not None:
-            where = getattr(self.state, "where", "")
-            return (f"the state database {where} cannot be reached ({why or 'trying again'}); nothing fires until"
-                    " it answers, then what was due meanwhile is handled as downtime")
-        return None
-
     def _wait_time(self, now: float) -> float:
         wait = MAX_WAIT
         self._clean_top()
@@ -350,7 +262,7 @@ class Daemon(Scheduler):
         self.log.info("crawlsched daemon stopped")
         return 0
 
-    # --- locking and signals -------------------------------------------------
+    # --- locking (signals and requests: crawlsched.signals) -----------------
 
     def acquire_lock(self) -> None:
         """Only one daemon per home: a second one refuses, naming the pid that holds it."""
@@ -358,34 +270,6 @@ class Daemon(Scheduler):
 
     def release_lock(self) -> None:
         self.lock.release()
-
-    def install_signals(self) -> None:
-        """SIGTERM/SIGINT stop, SIGHUP reloads, SIGUSR1 reads run-now requests: each only sets a flag and wakes."""
-        signal.signal(signal.SIGTERM, self._on_stop)
-        signal.signal(signal.SIGINT, self._on_stop)
-        signal.signal(signal.SIGHUP, lambda _signum, _frame: self.request_reload())
-        signal.signal(signal.SIGUSR1, self._on_usr1)
-
-    def _on_stop(self, signum: int, frame: Any) -> None:
-        self.stopping = True
-        self.wake.set()
-
-    def _on_file_event(self) -> None:
-        """From the watch thread: the job file may have changed."""
-        self.reloads.changed = True
-        self.wake.set()
-
-    def _on_usr1(self, signum: int, frame: Any) -> None:
-        self.request_wake()
-
-    def request_wake(self) -> None:
-        """Another thread (the web API, a signal) left a run-now request: handle it at once."""
-        self.requests_pending = True
-        self.wake.set()
-
-    def request_reload(self) -> None:
-        self.reload_requested = True
-        self.wake.set()
 
     # --- the job file -----------------------------------------------------------
 
@@ -450,91 +334,6 @@ class Daemon(Scheduler):
                 self._settle_lapsed(now)
         elif self.chains:  # stepped down: the attempts it still runs keep their leases until they end
             self.state.renew_leases(self.runner.owner, now)
-
-    # --- many daemons on one state (crawlsched.cluster) ------------------------------
-
-    def _check_lease(self) -> None:
-        """Renew or look at the leader lease; take over or step down when it changed hands."""
-        now = self.clock()
-        change = self.member.check(now)
-        if change is Change.TOOK:
-            self._take_over(now)
-        elif change is Change.LOST:
-            self._step_down()
-        elif self.member.leading:
-            self._adopt_retries(now)
-            self.take_requests()  # run-now requests left through any daemon (or the CLI of any host)
-
-    def _take_over(self, now: float) -> None:
-        """This daemon leads now: what a start does (recovery, retries resumed, the downtime caught up)."""
-        self.log.warning("this daemon leads now (leader lease epoch %d): taking over the schedule", self.member.epoch)
-        previous = self.state.daemon_started(self.pid, socket.gethostname(), __version__, now)  # the cluster's row
-        jobfile = JobFile(self.defaults, tuple(self.jobs.values())) if self.defaults is not None else None
-        if jobfile is not None:
-            self.planner = Planner()  # planned afresh from now, as a start plans
-            self._apply(jobfile, now, previous=previous, recover=True)
-        self.fired_until = now
-        self.outage_since = self.deferred_since = None  # a takeover handles the whole downtime, an outage's too
-        self.state.daemon_ready(self.clock(), http=self.http_url, handled_until=self.handled_until(now), **self.next_info())
-        self._send_status()
-
-    def _hand_over_lead(self) -> None:
-        """Stopping on a shared state: say until when every fire was handled, and resign the lease
-        now, so a standby takes over at its next look (not after this daemon's grace period)."""
-        if not (self.member.shared and self.member.leading):
-            return
-        now = self.clock()
-        self.state.heartbeat(now, pid=self.pid, handled_until=self.handled_until(now), **self.next_info())
-        self.member.resign()
-        self.log.info("stopping: the leader lease is handed over; the attempts running here finish in their grace period")
-
-    def _step_down(self) -> None:
-        """Another daemon leads: fire nothing more. Attempts already running finish and are recorded;
-        pending retries are left saved in the state for the leader, and their claims released."""
-        self.log.warning("this daemon lost the leader lease (another daemon leads, epoch %s): standing by;"
-                         " it fires nothing more", self.member.epoch)
-        self._hand_over_retries()
-
-    def _hand_over_retries(self) -> None:
-        waiting = [job_id for job_id, chain in self.chains.items() if not chain.handed]
-        for job_id in waiting:
-            del self.chains[job_id]  # its retry row stays: the leader adopts it
-        self.chains.ended.update(waiting)
-        self.chains.release_claims()
-
-    def _settle_lapsed(self, now: float) -> None:
-        """Attempts whose owner's lease lapsed since the takeover (a leader that died on another
-        host: its leases outlive it by up to LEASE_SECONDS) are settled as a start settles them;
-        their retries are adopted at the next renewal."""
-        from crawlsched import recovery
-
-        recovery.settle_stale_runs(self.state, self.jobs, self.home, 0, now, self.log,  # pid 0: nobody's own rows
-                                   queued=getattr(self.defaults, "executor", "local") != "workers")
-
-    def _adopt_retries(self, now: float) -> None:
-        """Retries another daemon saved (an attempt it ran when it lost the lead) are this leader's to run."""
-        from crawlsched import recovery
-
-        known = self.chains.keys() | self.chains.saved_retry  # ours, or a leftover of our own chain
-        saved = [r for r in self.state.retries() if r.job_id not in known]
-        if not saved:
-            return
-        resumed = recovery.retries_to_resume(self.state, self.jobs, self.anchors, now, self.log, self.home, saved)
-        for retry in resumed:
-            chain = self.chains.resume(retry.job_id, retry.scheduled_for, retry.trigger, retry.next_attempt, retry.due_at)
-            self.planner.push_retry(retry.job_id, chain.token, retry.due_at)
-            self.log.info("job %s: adopted its retry (attempt %d/%d) saved by another daemon", retry.job_id,
-                          retry.next_attempt, retry.max_attempts)
-        self.state.claim_chains([r.job_id for r in resumed], self.runner.owner, now)
-
-    @property
-    def role(self) -> str:
-        return LEADER if self.member.leading else STANDBY
-
-    def take_requests(self) -> None:
-        """Run-now requests are the leader's to fire (they wait in the state for it, whoever took them in)."""
-        if self.member.leading:
-            super().take_requests()
 
     def busy_soon(self) -> bool:
         """A fire or retry is due within retention.GUARD seconds, outcomes wait, or we are stopping."""

@@ -8,6 +8,8 @@ chains in progress (``crawlsched.chains``) and the executor
 re-plans what a new job file changed, ``take_requests`` fires run-now
 requests. It has no lock, signals, wait or duties and never reads the clock
 on its own schedule: ``crawlsched.daemon.Daemon`` runs it as a process's loop.
+What it takes over from a dead daemon or a replaced state file is its base class,
+``crawlsched.leftovers.Leftovers``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from crawlsched import catchup, recovery, timing
 from crawlsched.chains import Chain, Chains, Next
 from crawlsched.duties import HEARTBEAT_SLACK
 from crawlsched.executor import AttemptSpec, Executor, OutcomeKind
+from crawlsched.leftovers import Leftovers
 from crawlsched.local_executor import LocalExecutor
 from crawlsched.model import Job, JobFile, RunStatus, Trigger
 from crawlsched.plan import Entry, EntryKind, Planner
@@ -35,7 +38,7 @@ __all__ = ["FIRE", "RETRY", "Scheduler"]
 FIRE, RETRY = EntryKind.FIRE, EntryKind.RETRY
 
 
-class Scheduler:
+class Scheduler(Leftovers):
     """The jobs of one home, their plan and chains, and the executor their attempts go to."""
 
     def __init__(self, store: JobStore, state: State, home: Path, log: logging.Logger, *,
@@ -160,32 +163,6 @@ class Scheduler:
     def _plan(self, job: Job, now: float) -> None:
         """Push the job's next fire after now (and after its last fire: never the same instant twice)."""
         self.planner.plan(job, now)
-
-    def _recover(self, now: float) -> None:
-        """Account for what a dead daemon left: running rows and pending retries."""
-        workers = getattr(self.defaults, "executor", "local") == "workers"
-        recovery.settle_stale_runs(self.state, self.jobs, self.home, self.pid, now, self.log, queued=not workers)
-        resumed = recovery.retries_to_resume(self.state, self.jobs, self.anchors, now, self.log, self.home)
-        for retry in resumed:
-            chain = self.chains.resume(retry.job_id, retry.scheduled_for, retry.trigger, retry.next_attempt, retry.due_at)
-            self.planner.push_retry(retry.job_id, chain.token, retry.due_at)
-        adopted = self._adopt_queued() if workers else []
-        # A chain waiting for its retry is ours: `crawlsched run` refuses it meanwhile. One held by a
-        # live `run` (started while no daemon was up) is checked again when the retry is due.
-        self.state.claim_chains([r.job_id for r in resumed] + adopted, self.runner.owner, now)
-
-    def _adopt_queued(self) -> list[str]:
-        """executor = "workers": attempts a previous daemon queued that a worker still runs (or will):
-        their chains are this daemon's now, waiting for the outcome (crawlsched.workers)."""
-        from crawlsched.state.queue import queued_running
-
-        adopted = []
-        for run in queued_running(self.state):
-            if run.job_id in self.jobs and run.job_id not in self.chains:
-                chain = self.chains.begin(run.job_id, run.scheduled_for, run.trigger)
-                chain.attempt, chain.handed = run.attempt, True
-                adopted.append(run.job_id)
-        return adopted
 
     def _catch_up(self, job: Job, now: float, previous: catchup.LastRun, seen: catchup.Seen | None,
                   rowed: catchup.Rowed | None = None, down: str = catchup.DAEMON_DOWN) -> None:
@@ -323,15 +300,6 @@ class Scheduler:
     def _wants_attempt(self, job_id: str, attempt: int) -> bool:
         job = self.jobs.get(job_id)
         return self._wanted(job_id) and job is not None and attempt <= job.max_attempts
-
-    def _restore_after_replace(self) -> None:
-        """A corrupt file was replaced by a fresh one: write back what the loop knows, so a
-        restart still catches up this daemon's jobs and resumes its pending retries."""
-        now = self.clock()
-        self.state.restore_seen([(j, now, self.anchors.get(j), self.last_fire.get(j)) for j in self.jobs])
-        retries = self.chains.restore_retries(self.jobs)
-        self.log.info("state database replaced: %d jobs and %d pending retries written to the fresh one", len(self.jobs),
-                      retries)
 
     def take_requests(self) -> None:
         """Run-now requests left by the CLI or the web API: each fires its job now (trigger ``manual``)."""

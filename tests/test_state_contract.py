@@ -323,3 +323,14 @@ def test_metrics_totals_follow_each_history_row_and_not_pruning(store):
     assert sum(n for _, n, _ in store.metric_histograms()["attempt_duration"]) == 2
     store.prune_history(0, older_than=T + 1000)
     assert store.metric_counters()[0]["a"] == counters["a"]
+
+
+def test_run_ids_outside_the_64_bit_range_name_no_run(store):
+    """An id past what a history row can have (a hostile URL) is simply not there, on every store."""
+    start(store)
+    newest = store.newest_run_id()
+    for huge in (2**63, 2**64 + 5, 10**40, -(2**63) - 1):
+        assert store.run(huge) is None
+        assert store.existing_run_ids([newest, huge]) == {newest}
+    assert [r.id for r in store.job_rows_before("j", 10**40, 10)] == [newest]
+    assert [r.id for r in store.job_strip_rows("j", 10**40, 10)] == [newest]

@@ -73,25 +73,33 @@ def test_the_waker_wakes_at_once_when_set_and_never_before_its_timeout():
 def test_a_precise_wait_spins_its_last_fraction_of_a_millisecond_instead_of_sleeping(monkeypatch):
     """Waking a sleeping thread costs 0.1-0.2 ms on a VM: a wait for a fire sleeps only until
     ``SPIN`` before its deadline and spins the rest, still seeing a wake that comes meanwhile."""
-    calls: list[tuple[float, float]] = []  # (time left when the select began, its timeout)
+    calls: list[tuple[float, float]] = []  # (time left when the wait read the clock, its select's timeout)
     real_select = waker_mod.select.select
+    real_monotonic = time.monotonic
     waker = Waker()
     deadline = 0.0
     set_after_sleeping = False
+    reads: list[float] = []  # the clock as the wait read it: its first read + its timeout is its deadline
 
-    def select(r, w, x, timeout=None):
-        calls.append((deadline - time.monotonic(), timeout))
+    def monotonic() -> float:
+        reads.append(real_monotonic())
+        return reads[-1]
+
+    def select(r, w, x, timeout=None):  # time left by the wait's own clock reads, so load cannot skew it
+        calls.append((reads[0] + deadline - reads[-1], timeout))
         ready = real_select(r, w, x, timeout)
         if timeout and set_after_sleeping:
             waker.set()  # a worker's outcome arrives while the loop spins
         return ready
 
     monkeypatch.setattr(waker_mod.select, "select", select)
-    deadline = time.monotonic() + 0.12
+    monkeypatch.setattr(waker_mod.time, "monotonic", monotonic)
+    deadline = 0.12  # the wait's timeout
     assert not waker.wait(0.12, precise=True)
-    assert time.monotonic() >= deadline  # never a moment early
+    assert reads[-1] >= reads[0] + deadline  # never a moment early
     sleeps = [(left, timeout) for left, timeout in calls if timeout]
     assert sleeps and all(timeout <= left - waker_mod.SPIN + 1e-4 for left, timeout in sleeps)
     set_after_sleeping = True
-    deadline = time.monotonic() + 0.03
+    reads.clear()
+    deadline = 0.03
     assert waker.wait(0.03, precise=True)  # seen by the spin, not lost until the next wait

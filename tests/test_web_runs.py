@@ -231,6 +231,12 @@ def test_a_path_in_the_request_reaches_no_file(env, job, path):
     assert env.client.get(f"/api/scheduler/job/{job}/{path}").status_code == 404
 
 
+@pytest.mark.parametrize("path", [f"runs/{2**63}/log", f"runs/{10**40}/body/0"])
+def test_a_run_id_past_64_bits_is_404_not_a_server_error(env, job, path):
+    saved_body(env, job, b"mine")
+    assert env.client.get(f"/api/scheduler/job/{job}/{path}").status_code == 404
+
+
 def test_a_command_jobs_log_is_served_per_attempt(env, job):
     write_jobs(env.home, '[defaults]\ntimezone = "UTC"\nallow_http_commands = true\n', defaults=None)
     cmd = env.add(name="Cmd", at="09:00", command="echo hi")["job_id"]

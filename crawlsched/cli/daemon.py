@@ -16,6 +16,7 @@ import typer
 
 from crawlsched import cli  # the package: read at call time what tests replace there
 from crawlsched.cli import Env, JsonOpt, _console, _emit, _find, _job_dicts, _load, _now, _say, _use_env, command, env
+from crawlsched.cli.apitoken import _reexec_without_token, _token_handed_over
 from crawlsched.errors import CrawlschedError, DaemonNotRunning, Refused
 
 if TYPE_CHECKING:
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
     from crawlsched.state import State
     from crawlsched.store import JobStore
 
-TOKEN_FD = "CRAWLSCHED_TOKEN_FD"  # set only across the daemon's own re-exec: the fd its token is in
 STOP_WAIT = 60.0  # seconds `stop` waits for the daemon to exit
 
 
@@ -280,56 +280,6 @@ def _daemon_state(store: JobStore) -> State:
     if executor is not None:
         check_executor(executor, choice)
     return open_choice(choice, daemon=True)  # type: ignore[return-value]
-
-
-def _reexec_without_token() -> None:
-    """With ``CRAWLSCHED_TOKEN`` in the environment, start again (same pid) without it.
-
-    Removing it from ``os.environ`` is not enough: ``/proc/<pid>/environ`` shows the
-    environment the process was started with, and a command job runs as the same user,
-    so ``cat /proc/$PPID/environ`` would print the token. The token crosses the
-    ``execve`` in an anonymous file (memfd) whose number is in ``CRAWLSCHED_TOKEN_FD``;
-    it is read and closed at once, before any job runs. The pid stays the same, so
-    systemd's main pid and ``NOTIFY_SOCKET`` are unaffected.
-    """
-    import sys
-
-    token = os.environ.get("CRAWLSCHED_TOKEN")
-    if token is None or Path(sys.argv[0]).name not in ("crawlsched", "__main__.py"):
-        return  # nothing to hide, or not the program itself (a test calling the command in-process)
-    environ = {k: v for k, v in os.environ.items() if k not in ("CRAWLSCHED_TOKEN", TOKEN_FD)}
-    fd = None
-    try:
-        fd = os.memfd_create("crawlsched-token", 0)  # no MFD_CLOEXEC: it must cross the exec
-        os.write(fd, token.encode())
-        os.lseek(fd, 0, os.SEEK_SET)
-        environ[TOKEN_FD] = str(fd)
-        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], environ)
-    except (OSError, AttributeError) as exc:  # no memfd (not Linux) or no exec: the old way, said plainly
-        if fd is not None:
-            os.close(fd)
-        print(f"crawlsched: warning: could not restart without CRAWLSCHED_TOKEN in the environment ({exc});"
-              " commands can read it from /proc; prefer --token-file", file=sys.stderr)
-
-
-def _token_handed_over() -> str | None:
-    """The token the re-exec passed in ``CRAWLSCHED_TOKEN_FD`` (read once, fd closed), else None."""
-    number = os.environ.pop(TOKEN_FD, None)
-    if number is None or not number.isdigit():
-        return None
-    fd = int(number)
-    try:
-        chunks = []
-        while chunk := os.read(fd, 65536):
-            chunks.append(chunk)
-        return b"".join(chunks).decode()
-    except (OSError, UnicodeDecodeError):
-        return None
-    finally:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
 
 
 def run_daemon(store: JobStore, state: State, home: Path, log: logging.Logger, *, grace: float | None = None,

@@ -16,6 +16,12 @@ from crawlsched.state.records import FireMark, Owner, Run, StripRow
 
 _STRIP = ", ".join(StripRow._fields)
 _WHEN = "coalesce(started_at, finished_at, scheduled_for)"  # when a row happened (started, or recorded)
+_ID_MAX = 2**63 - 1  # a row id is a signed 64-bit integer in both engines
+
+
+def _id_bound(run_id: int) -> int:
+    """An id bound the engines accept: one past the range names the same rows (all, or none)."""
+    return max(-_ID_MAX - 1, min(run_id, _ID_MAX))
 
 
 def _owner(owner: Owner | int) -> Owner:
@@ -54,13 +60,15 @@ class HistoryQueries:
         return [run_of(r) for r in rows]
 
     def run(self, run_id: int) -> Run | None:
+        if _id_bound(run_id) != run_id:
+            return None  # no row has an id outside the 64-bit range (a hostile URL, say)
         rows = self.db.read("SELECT * FROM runs WHERE id = ?", (run_id,))
         return run_of(rows[0]) if rows else None
 
     def job_rows_before(self, job_id: str, before_id: int, limit: int) -> list[Run]:
         """A job's rows with an id below ``before_id``, newest first (a page of its history)."""
         return [run_of(r) for r in self.db.read("SELECT * FROM runs WHERE job_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
-                                                (job_id, before_id, min(limit, 2**62)))]
+                                                (job_id, _id_bound(before_id), min(limit, 2**62)))]
 
     def chain_attempts(self, job_id: str, scheduled_for: float) -> list[Run]:
         """Every attempt of one run (job, scheduled time), first attempt first."""
@@ -131,7 +139,7 @@ class HistoryQueries:
     def existing_run_ids(self, ids: list[int]) -> set[int]:
         """Which of ``ids`` the history still has."""
         present: set[int] = set()
-        for chunk in chunks(ids, 900):
+        for chunk in chunks([i for i in ids if _id_bound(i) == i], 900):
             present.update(r[0] for r in self.db.read(f"SELECT id FROM runs WHERE id IN ({','.join('?' * len(chunk))})",
                                                       tuple(chunk)))
         return present
@@ -150,7 +158,8 @@ class HistoryQueries:
     def job_strip_rows(self, job_id: str, max_id: int, limit: int) -> list[StripRow]:
         """A job's newest ``limit`` rows up to ``max_id``, newest first."""
         return [StripRow(*r) for r in self.db.read(
-            f"SELECT {_STRIP} FROM runs WHERE job_id = ? AND id <= ? ORDER BY id DESC LIMIT ?", (job_id, max_id, limit))]
+            f"SELECT {_STRIP} FROM runs WHERE job_id = ? AND id <= ? ORDER BY id DESC LIMIT ?",
+            (job_id, _id_bound(max_id), limit))]
 
     def jobs_view_marks(self) -> tuple:
         """A value that changes whenever the job list's answer may: the newest row, the running
