@@ -276,10 +276,15 @@ class Daemon(StateOutage, RoleChanges, Signals, Scheduler):
     def reload(self, force: bool = False) -> bool:
         """Apply the job file if it changed and is good; keep the last good jobs otherwise."""
         with collector_paused(self.owns_process):
+            before = self.reloads.applied_key
             jobfile = self.reloads.take(force, self.started)
             if jobfile is None:
                 return False
-            self._apply(jobfile, self.clock())
+            try:
+                self._apply(jobfile, self.clock())
+            except BaseException:
+                self.reloads.applied_key = before  # not applied (the state was lost, say): the next look tries again
+                raise
             del jobfile
         self._settle_memory()
         executor = self.executor  # resized when max_concurrent changed

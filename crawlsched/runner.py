@@ -122,6 +122,13 @@ class AttemptRunner:
                                       missed_count=1, first_missed=scheduled_for, last_missed=scheduled_for)
             return AttemptOutcome(job.id, scheduled_for, attempt, OutcomeKind.MISSED, RunStatus.MISSED, message)
         if run_id is None:
+            fenced = getattr(self.state, "fires_fenced", None)
+            if fenced is not None and fenced(started):
+                self.log.warning("attempt %d of job %s for %s not started: refused: this daemon no longer leads"
+                                 " (another daemon took over the state's leader lease)", attempt, job.id,
+                                 timing.format_local(timing.from_epoch(scheduled_for), job.timezone))
+                return AttemptOutcome(job.id, scheduled_for, attempt, OutcomeKind.DUPLICATE, None,
+                                      "refused: this daemon no longer leads")
             self.log.warning("attempt %d of job %s for %s exists already; not running it twice",
                              attempt, job.id, timing.format_local(timing.from_epoch(scheduled_for), job.timezone))
             return AttemptOutcome(job.id, scheduled_for, attempt, OutcomeKind.DUPLICATE, None, "attempt exists already")

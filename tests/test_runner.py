@@ -69,3 +69,14 @@ def test_a_run_in_the_foreground_reports_its_outcome_by_its_label(tmp_path):
         state.close()
     assert got.status is RunStatus.FAILED and got.attempt == 2
     assert lines == [f"failed after 2 attempts: {got.message}"]
+
+
+def test_a_start_refused_because_this_daemon_no_longer_leads_is_logged_as_such(tmp_path, runner, caplog):
+    job = jobs_of(tmp_path, command_job("a", "true"))["a"]
+    runner.state.leader_epoch = 7  # the fires of a leader whose lease is gone (no leader row says 7)
+    with caplog.at_level("WARNING", logger="crawlsched.test"):
+        got = runner.run(AttemptSpec.of(job, 1000.0, 1, "schedule"))
+    assert got.kind is OutcomeKind.DUPLICATE and statuses(runner) == []
+    said = [r.getMessage() for r in caplog.records]
+    assert any("refused: this daemon no longer leads" in m for m in said), said
+    assert not any("exists already" in m for m in said), said

@@ -51,7 +51,7 @@ def worker(
     guard_log(log, choice)
     faulthandler.enable()
     store = open_choice(choice, daemon=True)
-    store.open(recover_corrupt=True)  # losing the database holds this worker's writes until it is back
+    # opened by the worker: a database that cannot be reached yet is waited for (SPEC §10)
     from crawlsched.workers.worker import run_worker
 
     code = run_worker(store, _expanded(choice, os.environ), folder, log, concurrency=concurrency)

@@ -50,6 +50,17 @@ class DaemonRegistry:
     #: The leader epoch this store's fires carry (set by a daemon sharing the state; None: not fenced).
     leader_epoch: int | None = None
 
+    def fires_fenced(self, now: float) -> bool:
+        """Would a fire written now be refused as stale (this daemon no longer leads)? For the log of
+        a start that wrote nothing; False when not fenced or when the state cannot say."""
+        if self.leader_epoch is None:
+            return False
+        try:
+            with self.db.write() as c:
+                return fire_fenced(c, self.db, self.leader_epoch, now)
+        except Exception:  # noqa: BLE001 - only the wording of a log line depends on it
+            return False
+
     @property
     def shared(self) -> bool:
         """Several daemons may run on this state (a database server, not the home's file)."""

@@ -116,7 +116,8 @@ class LeaseKeeper:
         except Exception as exc:  # noqa: BLE001 - the database is out of reach: keep trying
             if not self._failing:
                 self._failing = True
-                self.log.error("worker: cannot renew its leases (%s); trying again",
+                # a WARNING: the store logs the outage itself, once, at ERROR
+                self.log.warning("worker: cannot renew its leases (%s); trying again",
                                " ".join(str(exc).split()) or type(exc).__name__)
             if time.monotonic() - self._last_ok > self.ttl:
                 for h in held:  # cut off for longer than a lease: the database has settled them

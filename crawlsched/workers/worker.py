@@ -33,6 +33,7 @@ from crawlsched.runner import AttemptRunner
 from crawlsched.state import AttemptKey, Owner, Saved
 from crawlsched.state import queue as q
 from crawlsched.state.leases import HOST
+from crawlsched.state.trouble import StateUnreachable, StorageUnavailable
 from crawlsched.workers.leases import LeaseKeeper
 from crawlsched.workers.queue import QUEUE, TASK, make_app
 
@@ -41,6 +42,7 @@ __all__ = ["CLAIM_WORKER", "Worker", "WorkerRunner", "run_worker"]
 CLAIM_WORKER = "worker"  #: the owner kind of a worker's rows
 ORPHAN_WINDOW = 24 * 3600.0  #: seconds: attempts this recent are checked for commands a dead worker left
 EXIT_AFTER = 15.0  #: seconds after the grace period before a worker whose attempts would not stop exits anyway
+STATE_RETRY = 2.0  #: seconds between tries while the state database cannot be reached
 
 
 class WorkerStore:
@@ -182,9 +184,16 @@ class Worker:
         return stopped
 
     def run(self) -> int:
-        self.stop_orphans()
-        q.register_worker(self.store, self.owner, concurrency=self.concurrency, home=str(self.home),
-                          started_at=time.time())
+        stop = threading.Event()
+        previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            started = self._until_reachable(stop, self._start)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        if not started:
+            self.log.info("crawlsched worker stopped before it started (the state database never answered)")
+            return 0
         self.keeper.start()
         self.log.info("crawlsched worker ready: concurrency %d, home %s (pid %d on %s)", self.concurrency, self.home,
                       self.owner.pid, self.owner.host)
@@ -195,21 +204,76 @@ class Worker:
             try:
                 q.unregister_worker(self.store, self.owner)
             except Exception as exc:  # noqa: BLE001 - the database may be why we stop
-                self.log.error("worker: could not remove its registry row: %s", exc)
+                self.log.error("worker: could not remove its registry row: %s", " ".join(str(exc).split()))
             if self.fenced or self.keeper.lost:
                 self.log.warning("worker: %d attempt(s) lost their lease, %d late result(s) refused",
                                  self.keeper.lost, self.fenced)
             self.log.info("crawlsched worker stopped")
         return 0
 
-    async def _main(self) -> None:
-        from procrastinate.worker import Worker as QueueWorker
+    def _start(self) -> None:
+        self.store.open(recover_corrupt=True)  # losing the database later holds this worker's writes until it is back
+        self.stop_orphans()
+        q.register_worker(self.store, self.owner, concurrency=self.concurrency, home=str(self.home),
+                          started_at=time.time())
 
+    def _until_reachable(self, stop: threading.Event, step: Callable[[], None]) -> bool:
+        """Run ``step`` until the state database answers (SPEC §10: a worker that loses it keeps
+        trying), said once at ERROR; False when SIGTERM/SIGINT came first."""
+        said = False
+        while not stop.is_set():
+            try:
+                step()
+                if said:
+                    self.log.info("worker: state database %s answers again; starting", getattr(self.store, "where", ""))
+                return True
+            except (StateUnreachable, StorageUnavailable) as exc:
+                if not said and not self.store.db.unreachable:  # the store logs its own episode once
+                    self.log.error("%s; waiting for it, trying every %g s: the worker starts once it answers"
+                                   " (logged once until then)", " ".join(str(exc).split()), STATE_RETRY)
+                said = True
+                stop.wait(STATE_RETRY)
+        return False
+
+    async def _main(self) -> None:
         loop = asyncio.get_running_loop()
         # procrastinate runs a sync task in the loop's default executor: room for every attempt.
         loop.set_default_executor(ThreadPoolExecutor(max_workers=self.concurrency + 2, thread_name_prefix="attempt"))
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
+        quiet_queue_logs(self.log)
+        loop.set_exception_handler(self._loop_trouble)
+        while self.stopping_at is None:
+            try:
+                await self._serve_queue()
+            except Exception as exc:  # noqa: BLE001 - the queue's connection failed: the state is out of reach
+                why = " ".join(str(exc).split()) or type(exc).__name__
+            else:
+                why = "it stopped on a failed connection"
+            self._pg = None
+            if self.stopping_at is not None:
+                break
+            self.log.warning("worker: the queue stopped (%s); it restarts once the state database answers",
+                             self.store.db.scrub(why) if hasattr(self.store.db, "scrub") else why)
+            while self.stopping_at is None and not await asyncio.to_thread(self.store.db.probe):
+                await asyncio.sleep(STATE_RETRY)
+            if self.stopping_at is None:
+                self.log.info("worker: the queue restarts: the state database answers again")
+
+    def _loop_trouble(self, loop: Any, context: dict[str, Any]) -> None:
+        """A task of procrastinate's that ended on an error nobody awaited (its job's status not
+        written: the connection was lost; the attempt's own row is crawlsched's): one line, no traceback."""
+        exc = context.get("exception")
+        cause = (exc.__cause__ or exc) if exc is not None else None
+        why = " ".join(str(cause).split()) if cause is not None else ""
+        level = logging.DEBUG if cause is not None and _lost_connection(cause) else logging.WARNING
+        self.log.log(level, "queue: %s%s", context.get("message", "a task failed"), f": {why}" if why else "")
+
+    async def _serve_queue(self) -> None:
+        """procrastinate's worker until it stops: SIGTERM, or a connection it lost (its side tasks,
+        the listener and the heartbeat, stop it then; :meth:`_main` starts a new one)."""
+        from procrastinate.worker import Worker as QueueWorker
+
         app = make_app(self.dsn, max_size=max(4, self.concurrency // 2 + 2))
         app.task(name=TASK, queue=QUEUE)(self.attempt)
         async with app.open_async():
@@ -220,6 +284,46 @@ class Worker:
             if self.stopping_at is not None:
                 return
             await self._pg.run()
+
+
+class _QueueLogs(logging.Handler):
+    """procrastinate's log records into the worker's log as one line each, at most WARNING, without
+    a traceback; a lost connection's (the state's outage, logged once by the store) at DEBUG."""
+
+    def __init__(self, log: logging.Logger) -> None:
+        super().__init__(logging.WARNING)
+        self.log = log
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = " ".join(record.getMessage().split())
+            level = min(record.levelno, logging.WARNING)
+            exc = record.exc_info[1] if record.exc_info else None
+            if exc is not None:
+                from procrastinate.exceptions import ConnectorException
+
+                cause = exc.__cause__ or exc
+                if isinstance(exc, ConnectorException) or _lost_connection(cause):
+                    level = logging.DEBUG
+                text = f"{text}: {' '.join(str(cause).split()) or type(cause).__name__}"
+            self.log.log(level, "queue: %s", text)
+        except Exception:  # noqa: BLE001 - logging must not break the worker
+            self.handleError(record)
+
+
+def _lost_connection(exc: BaseException) -> bool:
+    try:
+        import psycopg
+        import psycopg_pool
+    except ImportError:
+        return False
+    return isinstance(exc, (psycopg.OperationalError, psycopg_pool.PoolTimeout, OSError))
+
+
+def quiet_queue_logs(log: logging.Logger) -> None:
+    queue_log = logging.getLogger("procrastinate")
+    queue_log.handlers[:] = [_QueueLogs(log)]
+    queue_log.propagate = False
 
 
 def run_worker(store: Any, dsn: str, home: Path, log: logging.Logger, *, concurrency: int = 4) -> int:
