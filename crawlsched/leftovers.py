@@ -20,12 +20,13 @@ class Leftovers:
 
     def _recover(self, now: float) -> None:
         """Account for what a dead daemon left: running rows and pending retries."""
-        recovery.settle_stale_runs(self.state, self.jobs, self.home, self.pid, now, self.log)
+        workers = getattr(self.defaults, "executor", "local") == "workers"
+        recovery.settle_stale_runs(self.state, self.jobs, self.home, self.pid, now, self.log, queued=not workers)
         resumed = recovery.retries_to_resume(self.state, self.jobs, self.anchors, now, self.log, self.home)
         for retry in resumed:
             chain = self.chains.resume(retry.job_id, retry.scheduled_for, retry.trigger, retry.next_attempt, retry.due_at)
             self.planner.push_retry(retry.job_id, chain.token, retry.due_at)
-        adopted = self._adopt_queued() if getattr(self.defaults, "executor", "local") == "workers" else []
+        adopted = self._adopt_queued() if workers else []
         # A chain waiting for its retry is ours: `crawlsched run` refuses it meanwhile. One held by a
         # live `run` (started while no daemon was up) is checked again when the retry is due.
         self.state.claim_chains([r.job_id for r in resumed] + adopted, self.runner.owner, now)

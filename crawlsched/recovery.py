@@ -31,11 +31,18 @@ def record_missed(state: State, log: logging.Logger, missed: Missed, now: float)
         log.warning("job %s: %s", missed.job_id, missed.message)
 
 
-def settle_stale_runs(state: State, jobs: Mapping[str, Job], home: Path, pid: int, now: float, log: logging.Logger) -> None:
-    """Finish the running rows a dead daemon left: complete, or interrupted (with a retry if one is left)."""
+def settle_stale_runs(state: State, jobs: Mapping[str, Job], home: Path, pid: int, now: float, log: logging.Logger,
+                      *, queued: bool = True) -> None:
+    """Finish the running rows a dead daemon left: complete, or interrupted (with a retry if one is left).
+
+    ``queued`` False (executor = "workers"): rows that went through the queue are left to the
+    executor, which settles them when their worker's lease lapsed, and whose outcome comes back to
+    the chain the leader adopted (crawlsched.workers.executor), so their retry runs as in a live turn."""
     from crawlsched.crawl import bodies_complete, url_output
 
     for run in state.stale_running(Owner(CLAIM_DAEMON, pid, procs.identity(pid))):
+        if not queued and run.queue_job is not None:
+            continue
         if procs.stop_orphan_group(run.child_pgid, run.child_ident):
             # Killed outright (SIGKILL, OOM) outside systemd, the old daemon left its command
             # running; stop it before the chain's next attempt could run beside it.

@@ -80,7 +80,8 @@ class RoleChanges:
         their retries are adopted at the next renewal."""
         from crawlsched import recovery
 
-        recovery.settle_stale_runs(self.state, self.jobs, self.home, 0, now, self.log)  # pid 0: nobody's own rows
+        recovery.settle_stale_runs(self.state, self.jobs, self.home, 0, now, self.log,  # pid 0: nobody's own rows
+                                   queued=getattr(self.defaults, "executor", "local") != "workers")
 
     def _adopt_retries(self, now: float) -> None:
         """Retries another daemon saved (an attempt it ran when it lost the lead) are this leader's to run."""

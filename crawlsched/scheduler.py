@@ -166,9 +166,11 @@ class Scheduler(Leftovers):
 
     def _catch_up(self, job: Job, now: float, previous: catchup.LastRun, seen: catchup.Seen | None,
                   rowed: catchup.Rowed | None = None, down: str = catchup.DAEMON_DOWN) -> None:
-        """Fires missed while the daemon was down: recorded as missed; the catch-up policy runs some."""
-        if job.id in self.chains:
-            return
+        """Fires missed while the daemon was down: recorded as missed; the catch-up policy runs some.
+
+        A job whose chain is held (an attempt a worker still runs, adopted at a takeover) owes
+        the same rows: the stretch missed, and the fires the policy would run recorded skipped
+        (its runs never overlap)."""
         plan = catchup.catch_up(job, now, previous, seen, self.planner.anchors.get(job.id), heartbeat_slack=HEARTBEAT_SLACK,
                                 rowed=rowed, down=down)
         if plan is None:
@@ -177,6 +179,11 @@ class Scheduler(Leftovers):
             recovery.record_missed(self.state, self.log, missed, now)
         if plan.missed is not None:
             recovery.record_missed(self.state, self.log, plan.missed, now)
+        if job.id in self.chains:
+            self.planner.last_fire[job.id] = plan.newest
+            for scheduled in plan.runs:
+                self.fire(job, scheduled, Trigger.CATCH_UP)  # the chain is running: recorded skipped
+            return
         if self.planner.caught_up(job.id, plan):
             self._next_from_backlog(job.id)
 

@@ -238,3 +238,56 @@ def test_a_leader_whose_grace_period_outlasts_its_lease_leaves_the_new_leaders_r
     row = b.state.daemon()
     assert (row.pid, row.stopped_at) == (b.pid, None)  # b's, not a's stop
     assert {d.id: d.role for d in b.state.daemons()}["b"] == "leader"
+
+
+def test_fires_due_during_a_takeover_while_a_worker_runs_the_job_each_get_a_row(tmp_path, monkeypatch):
+    from crawlsched.state import Owner
+
+    clock = FakeClock(datetime.fromtimestamp(int(time.time()) // 10 * 10 + 10, UTC))  # leases use the real clock
+    jobs = '[[jobs]]\nid = "w"\nname = "w"\nevery = "2s"\ncommand = "true"\n'
+    state_file = tmp_path / "shared.db"
+    a = cluster_daemon(tmp_path, "a", clock, state_file, jobs)
+    b = cluster_daemon(tmp_path, "b", clock, state_file, jobs)
+    a.start()
+    b.start()
+    try:
+        first = clock.time() + 2
+        # The fire at `first` is an attempt a worker runs for long (its row the worker's, its lease live).
+        worker = Owner("worker", 4_000_000, None, "another-host")
+        State(state_file).open().start_attempt("w", first, 1, 1, trigger="schedule", started_at=first, owner=worker,
+                                               ttl=600)
+        a.planner.unplan("w")
+        a.planner.fired("w", first)  # a handed that fire out; the worker runs it
+        a.planner.plan(a.jobs["w"], first)
+        a.chains.begin("w", first, "schedule").handed = True
+
+        def adopt(self):  # what Scheduler._adopt_queued finds on PostgreSQL: that queued row, in a worker
+            chain = self.chains.begin("w", first, "schedule")
+            chain.attempt, chain.handed = 1, True
+            return ["w"]
+
+        recover = Daemon._recover
+
+        def recover_adopting(self, now):  # executor = "workers" adopts queued rows at a takeover
+            recover(self, now)
+            self.state.claim_chains(adopt(self), self.runner.owner, now)
+
+        monkeypatch.setattr(Daemon, "_recover", recover_adopting)
+        turns(clock, 4, a, b)  # a leads, the job busy: its fires are skipped
+        froze = clock.time()
+        turns(clock, 14, b)  # a frozen (SIGSTOP): b takes over while the worker still runs the attempt
+        assert b.role == "leader" and "w" in b.chains
+        turns(clock, 6, b)
+        end = clock.time()
+        s = State(state_file).open()
+        rows = s.runs(limit=10_000)
+        s.close()
+        instants = {r.scheduled_for for r in rows if r.status != "missed"}
+        ranges = [(r.first_missed, r.last_missed) for r in rows if r.status == "missed"]
+        due = [first + 2 * k for k in range(int((end - first) // 2))]
+        lost = [t - froze for t in due if t not in instants and not any(lo <= t <= hi for lo, hi in ranges)]
+        assert lost == [], f"fires with no row (seconds after the freeze): {lost}"
+    finally:
+        for d in (a, b):
+            d.stopping = True
+            d.shutdown()

@@ -319,23 +319,35 @@ def renew(store: Any, owner: Owner, run_ids: list[int], *, ttl: float = WORKER_T
 
 
 def settle_lapsed(store: Any, decide: Callable[[Run], tuple[str, str, Retry | None, str | None]],
-                  now: float | None = None) -> list[Run]:
+                  now: float | None = None, *, orphaned: str | None = None, params: tuple[Any, ...] = ()) -> list[Run]:
     """Close every queued attempt whose lease lapsed (its worker was killed, frozen or cut off, or a
     fetched job was never taken over): ``decide(run)`` gives (status, message, retry, output), the
     retry saved in the same transaction. The chain's epoch is bumped: the late owner's writes are
-    refused. Returns the rows settled (as they were)."""
+    refused. Returns the rows settled (as they were).
+
+    ``orphaned`` (with its ``params``): a query of run ids whose queued row is settled now though
+    the queue's lease runs on (a job fetched by a worker that died before taking the row over).
+    Only rows the queue still owns count, judged in the write itself: a take-over and the
+    settling are serialized, whichever comes first wins, the other finds the row not its own."""
     db = store.db
     finished = time.time() if now is None else now
+    lapsed = "status = 'running' AND queue_job IS NOT NULL AND (lease_until < ?"
+    if orphaned is not None:
+        lapsed += f" OR (owner_id = ? AND id IN ({orphaned}))"
+    lapsed += ")"
+
+    def args(lease_now: float) -> tuple[Any, ...]:
+        return (lease_now, QUEUE_OWNER.id, *params) if orphaned is not None else (lease_now,)
+
     # A read first (no write lock taken): the daemon asks every second, and almost always nothing lapsed.
-    if not db.read("SELECT id FROM runs WHERE status = 'running' AND queue_job IS NOT NULL AND lease_until < ?"
-                   " LIMIT 1", (db.lease_now(None, finished),)):
+    if not db.read(f"SELECT id FROM runs WHERE {lapsed} LIMIT 1", args(db.lease_now(None, finished))):
         return []
 
     def write(c: Any) -> list[Run]:
+        if _not_leading(c, store, finished):
+            return []  # the leader's to settle (it adopted their chains): a standby's settling would end them
         lease_now = db.lease_now(c, finished)
-        rows = [run_of(r) for r in c.execute(
-            "SELECT * FROM runs WHERE status = 'running' AND queue_job IS NOT NULL AND lease_until < ?",
-            (lease_now,)).fetchall()]
+        rows = [run_of(r) for r in c.execute(f"SELECT * FROM runs WHERE {lapsed}", args(lease_now)).fetchall()]
         for run in rows:
             status, message, retry, output = decide(run)
             count_finished(c, run.id, status, finished)

@@ -37,16 +37,30 @@ __all__ = ["CHECK_EVERY", "WorkersExecutor"]
 
 CHECK_EVERY = 1.0  #: seconds between the queue's lease checks (renew the waiting rows, settle the lapsed)
 DRAIN_EVERY = 5.0  #: seconds: drain even without a NOTIFY (one lost while the listener reconnected)
-LIVE_WORKER = 30.0  #: seconds: a procrastinate worker whose heartbeat is older holds no fetched job
+LIVE_WORKER = 30.0  #: seconds: a worker whose heartbeat is older counts for no capacity
+# Seconds: a procrastinate worker whose heartbeat (every 2 s: crawlsched.workers.worker) is older
+# than a worker's lease is dead, and so holds no job it fetched: a killed worker's fetched rows are
+# settled as soon as the rows it had taken over (SPEC §10: lease + 5 s), not after the queue's lease.
+FETCHED_DEAD = q.WORKER_TTL
 
 # Queued rows whose job waits for a worker, or was fetched by a worker that is alive (it takes the
-# row over within milliseconds); a row fetched by a worker that died before taking it over is not
-# renewed, lapses and is settled.
+# row over within milliseconds): the queue's lease is renewed.
 _WAITING = (
     "SELECT r.id FROM runs r JOIN procrastinate_jobs j ON j.id = r.queue_job"
     " LEFT JOIN procrastinate_workers w ON w.id = j.worker_id"
     " WHERE r.status = 'running' AND r.owner_id = ? AND (j.status = 'todo'"
     " OR (j.status = 'doing' AND w.last_heartbeat > now() - make_interval(secs => ?)))"
+)
+# Queued rows (still the queue's: never taken over) that no worker will take over: their job a
+# dead worker fetched (its heartbeat stopped, or its registration is gone), or their job ended or
+# is gone (its task failed before the take-over: the database restarted under it). Settled at once,
+# inside the settling write.
+_FETCHED_BY_DEAD = (
+    "SELECT r2.id FROM runs r2 LEFT JOIN procrastinate_jobs j ON j.id = r2.queue_job"
+    " LEFT JOIN procrastinate_workers w ON w.id = j.worker_id"
+    " WHERE r2.status = 'running' AND r2.queue_job IS NOT NULL AND (j.id IS NULL"
+    " OR j.status NOT IN ('todo', 'doing') OR (j.status = 'doing'"
+    " AND (w.id IS NULL OR w.last_heartbeat < now() - make_interval(secs => ?))))"
 )
 INTERRUPTED = "interrupted: the worker running it stopped (its lease lapsed)"
 
@@ -207,9 +221,9 @@ class WorkersExecutor:
     def _check(self) -> None:
         """Renew the queue's leases on the rows still waiting; settle the lapsed ones; count the workers."""
         try:
-            waiting = [int(r[0]) for r in self.state.db.read(_WAITING, (q.QUEUE_OWNER.id, LIVE_WORKER))]
+            waiting = [int(r[0]) for r in self.state.db.read(_WAITING, (q.QUEUE_OWNER.id, FETCHED_DEAD))]
             q.renew_queued(self.state, waiting)
-            settled = q.settle_lapsed(self.state, self._decide)
+            settled = q.settle_lapsed(self.state, self._decide, orphaned=_FETCHED_BY_DEAD, params=(FETCHED_DEAD,))
             self._capacity = sum(int(w["concurrency"]) for w in q.list_workers(self.state)
                                  if w["heartbeat"] is not None and w["heartbeat"] > self.state.db.clock() - LIVE_WORKER)
         except StorageUnavailable:

@@ -280,7 +280,7 @@ class Worker:
             self._pg = QueueWorker(
                 app, queues=[QUEUE], name=f"crawlsched@{HOST}/{self.owner.pid}", concurrency=self.concurrency,
                 install_signal_handlers=False, delete_jobs="always", shutdown_graceful_timeout=None,
-                fetch_job_polling_interval=2.0, update_heartbeat_interval=5.0)
+                fetch_job_polling_interval=2.0, update_heartbeat_interval=2.0)  # FETCHED_DEAD judges it
             if self.stopping_at is not None:
                 return
             await self._pg.run()

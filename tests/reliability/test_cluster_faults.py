@@ -334,9 +334,6 @@ class Run:
         return time.time()
 
 
-@pytest.mark.xfail(strict=False, reason="known findings (docs/SCALING.md, 'What the fault run found'): fires of a job whose "
-                   "attempt runs in a worker while the leader is frozen get no row; attempts a killed worker had fetched "
-                   "but not taken over are settled after about 60 s, not the lease")
 def test_two_daemons_and_three_workers_through_kills_freezes_and_a_database_restart(pg, tmp_path):
     target = LoggingTarget()
     run = Run(tmp_path, pg.dsn("faults"), target)
