@@ -21,6 +21,7 @@ import pytest
 
 from crawlsched.state import State
 from helpers.jobs import write_jobs
+from helpers.process import ctrl_c_as_in_a_terminal
 
 TOKEN = "tok-SECRET-9f8e7d6c5b4a"
 
@@ -125,6 +126,7 @@ retry_delay = 1
 command = "sh -c 'echo $$ > {pidfile}; exec sleep 60'"
 ''')
     proc = subprocess.Popen([sys.executable, "-m", "crawlsched", "run", "sleeper"], env=cli_env(home),
+                            preexec_fn=ctrl_c_as_in_a_terminal,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 20

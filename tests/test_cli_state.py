@@ -14,6 +14,7 @@ from datetime import date, datetime, timedelta, timezone
 import pytest
 
 from crawlsched.state import Retry, State
+from helpers.process import ctrl_c_as_in_a_terminal
 
 UTC = timezone.utc
 URL = "https://example.com/news"
@@ -650,7 +651,7 @@ def in_terminal(home, columns: int, *args: str, rows: int = 50, interrupt_after:
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "NO_COLOR")}
     env.update(TERM="xterm-256color", CRAWLSCHED_JOBS=str(home / "jobs.toml"), CRAWLSCHED_HOME=str(home), TZ="UTC")
     proc = subprocess.Popen([sys.executable, "-m", "crawlsched", *args], stdin=slave, stdout=slave, stderr=slave,
-                            env=env, close_fds=True)
+                            env=env, close_fds=True, preexec_fn=ctrl_c_as_in_a_terminal)
     os.close(slave)
     if interrupt_after is not None:
         threading.Timer(interrupt_after, lambda: proc.send_signal(signal.SIGINT)).start()

@@ -183,3 +183,11 @@ class HttpDaemon:
                 self.proc.kill()
                 self.proc.wait()
         return self.proc.returncode
+
+
+def ctrl_c_as_in_a_terminal() -> None:
+    """A child's SIGINT as a terminal gives it (``preexec_fn``): a shell starts background jobs
+    with SIGINT ignored, and a test run from one (CI under ``nohup … &``) would pass that on."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
