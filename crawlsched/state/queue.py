@@ -33,6 +33,7 @@ from crawlsched.state.jobs import chunks, run_of, running_alive
 from crawlsched.state.metrics import count_finished
 from crawlsched.state.portable import greatest
 from crawlsched.state.records import AttemptKey, Claim, Owner, Retry, Run, Saved
+from crawlsched.state.workerrows import list_workers, register_worker, unregister_worker  # noqa: F401 (callers' names)
 
 log = logging.getLogger("crawlsched")
 
@@ -391,23 +392,3 @@ def drain_closed(store: Any) -> list[tuple[Run, Retry | None]]:
 
 
 # --- the worker registry ----------------------------------------------------------------------
-
-
-def register_worker(store: Any, owner: Owner, *, concurrency: int, home: str, started_at: float) -> None:
-    db = store.db
-    with db.write() as c:
-        now = db.lease_now(c, started_at)
-        c.execute("INSERT INTO workers(id, host, pid, started_at, heartbeat, concurrency, home) VALUES (?, ?, ?, ?, ?, ?, ?)"
-                  " ON CONFLICT(id) DO UPDATE SET heartbeat = excluded.heartbeat, concurrency = excluded.concurrency,"
-                  " home = excluded.home", (owner.id, owner.host, owner.pid or 0, started_at, now, concurrency, home))
-
-
-def unregister_worker(store: Any, owner: Owner) -> None:
-    with store.db.write() as c:
-        c.execute("DELETE FROM workers WHERE id = ?", (owner.id,))
-
-
-def list_workers(store: Any) -> list[dict[str, Any]]:
-    """The registry (``status --json``'s ``workers``): id, host, pid, started_at, heartbeat, concurrency, home."""
-    return [{k: r[k] for k in ("id", "host", "pid", "started_at", "heartbeat", "concurrency", "home")}
-            for r in store.db.read("SELECT * FROM workers ORDER BY started_at")]
