@@ -851,19 +851,34 @@ def _crawlsched(home, *args, environ=None):
 
 
 def _waiting_daemon(home, environ, seconds=3.0):
-    """``crawlsched daemon`` on a state that does not answer: still up after ``seconds``, then SIGTERM (exit 0)."""
+    """``crawlsched daemon`` on a state that does not answer: it says it is waiting for it (its
+    signal handlers are in place by then), is still up ``seconds`` later, then SIGTERM (exit 0)."""
     import signal
-    import time
+
+    from helpers.process import wait_for
 
     env = {**os.environ, "CRAWLSCHED_JOBS": str(home / "jobs.toml"), "CRAWLSCHED_HOME": str(home), "TZ": "UTC",
            **(environ or {})}
     env.pop("CRAWLSCHED_DEBUG", None)
     proc = subprocess.Popen([sys.executable, "-m", "crawlsched", "daemon"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    time.sleep(seconds)
-    assert proc.poll() is None, proc.communicate()
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=30)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+    reader.start()
+    try:
+        wait_for(lambda: any("waiting for it" in line for line in lines) or proc.poll() is not None, 60,
+                 "the daemon to say it waits for the state database", context=lambda: "".join(lines))
+        time.sleep(seconds)
+        assert proc.poll() is None, "".join(lines)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        out = proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    reader.join(10)
+    err = "".join(lines)
     assert proc.returncode == 0, err
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
