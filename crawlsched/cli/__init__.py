@@ -390,7 +390,8 @@ def main() -> None:
         if "NoArgsIsHelpError" in kinds and not as_json:  # bare `crawlsched`: its help, as Click prints it
             sys.stderr.write(exc.format_message() + "\n")  # type: ignore[attr-defined]
             sys.exit(getattr(exc, "exit_code", 2))
-        where = f"{ctx.command_path}: " if ctx is not None else ""
+        # "crawlsched add: Missing option …"; the root's own errors need no second "crawlsched:"
+        where = f"{ctx.command_path}: " if ctx is not None and " " in ctx.command_path else ""
         message = " ".join(f"{where}{exc.format_message()}".split())  # type: ignore[attr-defined]
         if as_json:
             _emit({"success": False, "error": message})
