@@ -759,6 +759,18 @@ def test_logs_of_a_command_job_shows_each_attempts_log(cli, tmp_home):
     assert "--- attempt 1:" in text and "attempt 1\nattempt 2" not in text and "attempt 2\n" in text
 
 
+def test_logs_of_a_run_waiting_for_its_retry_says_retrying_not_failed(cli, tmp_home, state):
+    from crawlsched.state import Retry
+
+    job = add(cli, "News")
+    attempt(state, job, "failed", n=1, of=3, retry=Retry(job, T0, 2, 3, T0 + 300, "schedule"))
+    data = cli("logs", job, "--json").json()
+    assert (data["status"], data["attempts"]) == ("retrying", 1)  # as `list` and the page call it
+    assert "(retrying, 1 attempt)" in cli("logs", job).stdout
+    attempt(state, job, "failed", n=2, of=3)  # the retry ran and failed, and saved none: the run failed
+    assert cli("logs", job, "--json").json()["status"] == "failed"
+
+
 def test_logs_of_a_url_job_lists_its_bodies_and_history_points_at_the_body(cli, tmp_home, site):
     cli("add", "Page", "--every", "1h", "--url", f"{site}/page", "--max-retries", 0)
     cli("add", "Both", "--every", "1h", "--url", f"{site}/page", "--url", f"{site}/data", "--max-retries", 0)
