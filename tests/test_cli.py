@@ -332,6 +332,16 @@ def test_defaults_without_options_shows_the_keys_and_writes_nothing(cli, tmp_hom
     assert tmp_home.jobs_file.read_bytes() == before
 
 
+def test_defaults_unset_of_keys_not_set_leaves_the_file_byte_for_byte(cli, tmp_home):
+    add_daily(cli)
+    before = tmp_home.jobs_file.read_bytes()
+    result = cli("defaults", "--unset", "timeout", "--unset", "catch_up")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.startswith("Defaults unchanged (timeout, catch_up are not set)")
+    assert cli("defaults", "--unset", "timeout", "--json").json()["message"] == "Defaults unchanged (timeout is not set)"
+    assert tmp_home.jobs_file.read_bytes() == before  # no empty [defaults] table added
+
+
 def test_defaults_url_replaces_a_default_command_and_unset_removes_a_key(cli, tmp_home):
     tmp_home.jobs_file.write_text('[defaults]\ncommand = "scrapy crawl news"\ntimezone = "UTC"\n')
     assert cli("defaults", "--url", URL).exit_code == 0
