@@ -100,12 +100,15 @@ def check_bool(field_name: str, value: Any) -> bool:
 
 
 def check_name(value: Any) -> str:
+    if value is None:
+        raise InvalidValue("name", None, "missing: every job has a name")
     if not isinstance(value, str) or not value.strip():
         raise InvalidValue("name", value, "must be a non-empty text")
     if len(value) > MAX_NAME:
         raise InvalidValue("name", value, f"is longer than {MAX_NAME} characters")
     if not value.isprintable():
-        raise InvalidValue("name", value, "must not contain control characters (NUL, newlines, tabs)")
+        raise InvalidValue("name", value, "must be printable text: no control or invisible characters"
+                                          " (NUL, newlines, tabs, zero-width spaces, lone surrogates)")
     return value.strip()
 
 

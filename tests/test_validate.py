@@ -405,3 +405,19 @@ def test_a_retry_backoff_from_1_to_100_is_kept(good, value):
     from crawlsched.validate import build_defaults
 
     assert build_defaults({"retry_backoff": good}).retry_backoff == value
+
+
+@pytest.mark.parametrize("bad, said", [
+    (None, "name: missing: every job has a name"),
+    ("", 'name: "" must be a non-empty text'),
+    ("new\u200bs", "must be printable text: no control or invisible characters"),
+    ("a\ud800b", "must be printable text: no control or invisible characters"),
+    ("tab\there", "must be printable text: no control or invisible characters"),
+])
+def test_a_bad_name_is_refused_saying_what_is_wrong_with_it(bad, said):
+    from crawlsched.errors import InvalidValue
+    from crawlsched.validate import check_name
+
+    with pytest.raises(InvalidValue) as info:
+        check_name(bad)
+    assert said in str(info.value)
