@@ -1,8 +1,10 @@
 """``crawlsched worker``: a procrastinate worker that runs queued attempts with crawlsched's own crawl code.
 
 Each queued job carries an attempt's spec (``spec_to_json``) and the id of its ``running`` row.
-Before it crawls, the worker takes the row over (crawlsched.state.queue.take_over: its own owner
-id, a lease by the database's clock, the chain's next fencing epoch); a row already closed
+Before it crawls, the worker takes the row over (crawlsched.state.takeover.take_over_many: its own
+owner id, a lease by the database's clock, the chain's next fencing epoch; the attempts due
+together in this process share one write: crawlsched.workers.takeover). An attempt queued
+ahead of its instant waits for it first, in its task thread; a row already closed
 (settled while the job waited) drops the job, never crawled. Then :class:`WorkerRunner` (the
 daemon's ``AttemptRunner``) runs it: URL or command, limits, redaction, ``${VAR}`` from this
 process's environment, bodies and run logs under this worker's home, the retry saved in the
@@ -34,8 +36,10 @@ from crawlsched.state import AttemptKey, Owner, Saved
 from crawlsched.state import queue as q
 from crawlsched.state.leases import HOST
 from crawlsched.state.trouble import StateUnreachable, StorageUnavailable
+from crawlsched.state.takeover import still_queued, take_over_many
 from crawlsched.workers.leases import LeaseKeeper
 from crawlsched.workers.queue import QUEUE, TASK, make_app
+from crawlsched.workers.takeover import GIVEN_BACK, TakeOvers
 
 __all__ = ["CLAIM_WORKER", "Worker", "WorkerRunner", "run_worker"]
 
@@ -103,17 +107,27 @@ class Worker:
         self.runner = WorkerRunner(WorkerStore(store, self.owner, self._fenced), self.home, log, keeper=self.keeper)
         self.runner.owner = self.owner
         self.stopping_at: float | None = None  # monotonic: when SIGTERM came
+        self._stop_now = threading.Event()  # a second SIGTERM: attempts waiting for their instant are given back
+        self.takeovers = TakeOvers(lambda ids: take_over_many(store, ids, self.owner, str(self.home)))
         self._pg: Any = None  # procrastinate's worker
 
     # --- one job -------------------------------------------------------------------------
 
     def attempt(self, run_id: int, spec: dict[str, Any], grace: float = 30.0) -> None:
         """The ``crawlsched_attempt`` task: take the row over, run the attempt, close it."""
-        started = time.time()
         attempt_spec: AttemptSpec = spec_from_json(spec)
-        key = q.take_over(self.store, run_id, self.owner, str(self.home), started_at=started)
+        # Queued ahead of its instant (crawlsched.workers.executor.QUEUE_AHEAD): it begins when it is due, not before;
+        # one recalled meanwhile (its job paused, removed or changed) is dropped before the wait, when it can be seen.
+        if attempt_spec.scheduled_for > time.time() and not still_queued(self.store, run_id):
+            key = None
+        else:
+            key = self.takeovers.take(run_id, attempt_spec.job_id, attempt_spec.scheduled_for, self._stop_now)
+        if key is GIVEN_BACK:
+            self.log.info("job %s: attempt %d given back before its instant: the worker stops now",
+                          attempt_spec.job_id, attempt_spec.attempt)
+            return
         if key is None:
-            self.log.info("job %s: attempt %d was settled before a worker took it; dropped, not crawled",
+            self.log.info("job %s: attempt %d was settled (or recalled) before a worker took it; dropped, not crawled",
                           attempt_spec.job_id, attempt_spec.attempt)
             return
         held = self.keeper.hold(run_id, key, grace)
@@ -144,6 +158,7 @@ class Worker:
         """SIGTERM/SIGINT: take no more jobs; the running ones get their grace period. Twice: stop them now."""
         if self.stopping_at is not None:
             self.log.warning("worker: stopping now: %d running attempt(s) are given back", len(self.keeper.running()))
+            self._stop_now.set()
             for held in self.keeper.running():
                 held.cancel.set()
             return
