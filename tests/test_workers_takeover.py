@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from crawlsched.workers.takeover import GIVEN_BACK, TakeOvers, wait_until
+from crawlsched.workers.takeover import GIVEN_BACK, StartsFirst, TakeOvers, wait_until
 
 
 class SlowWrites:
@@ -107,3 +107,33 @@ def test_an_attempt_waiting_for_its_instant_is_given_back_when_the_worker_stops_
     threading.Timer(0.1, stop.set).start()
     assert TakeOvers(writes).take(1, "j", time.time() + 60, stop) is GIVEN_BACK
     assert writes.calls == []
+
+
+def test_a_close_waits_until_the_attempts_taken_over_with_it_have_begun():
+    starts = StartsFirst(patience=5.0)
+    starts.taken(["a", "b", "c"])
+    starts.begun("a")
+    closed = threading.Event()
+    closer = threading.Thread(target=lambda: (starts.wait_for_starts(), closed.set()))
+    closer.start()
+    starts.begun("b")
+    assert not closed.wait(0.2)  # "c" has not begun
+    starts.begun("c")
+    assert closed.wait(5)
+    closer.join(5)
+
+
+def test_a_close_waits_no_longer_than_its_patience():
+    starts = StartsFirst(patience=0.05)
+    starts.taken(["never"])
+    began = time.monotonic()
+    assert starts.wait_for_starts() is False and time.monotonic() - began < 2
+    began = time.monotonic()
+    assert starts.wait_for_starts() is True and time.monotonic() - began < 0.04  # forgotten: it holds nothing up again
+
+
+def test_the_keys_of_each_write_are_counted_before_any_attempt_goes_on():
+    seen: list[list[str]] = []
+    takeovers = TakeOvers(SlowWrites(refused={2}), on_taken=seen.append)
+    take_all(takeovers, [(1, "a"), (2, "b")])
+    assert seen == [["key-1"]]

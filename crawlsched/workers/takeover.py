@@ -19,7 +19,7 @@ import threading
 import time
 from typing import Any, Callable
 
-__all__ = ["GIVEN_BACK", "TakeOvers", "wait_until"]
+__all__ = ["GIVEN_BACK", "StartsFirst", "TakeOvers", "wait_until"]
 
 TakeMany = Callable[[list[int]], dict[int, Any]]
 
@@ -53,8 +53,10 @@ class _Request:
 class TakeOvers:
     """Group the take-overs of one worker process (``take_many(run_ids) -> {run_id: key}``)."""
 
-    def __init__(self, take_many: TakeMany, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, take_many: TakeMany, clock: Callable[[], float] = time.time,
+                 on_taken: Callable[[Any], None] = lambda keys: None) -> None:
         self._take_many = take_many
+        self._on_taken = on_taken  # the keys of each write, before any thread goes on with one
         self._clock = clock
         self._cond = threading.Condition(threading.Lock())
         self._pending: list[_Request] = []
@@ -108,7 +110,45 @@ class TakeOvers:
         finally:
             self._cond.acquire()
         self.batches += error is None
+        if keys:
+            self._on_taken(list(keys.values()))
         for r in batch:
             r.key, r.error, r.finished = keys.get(r.run_id), error, True
         self._leading = False
         self._cond.notify_all()
+
+
+class StartsFirst:
+    """A worker's attempts that were taken over and have not begun yet go before its closing ones.
+
+    A burst's take-over hands a process's 50 attempts to their threads at once; the first commands
+    end within milliseconds, and their closes (a write under the global lock, log lines) would
+    share the process's one core of Python with the starts still to come. A close waits (at most
+    ``patience`` seconds) until no start is pending: :meth:`taken` counts the attempts a
+    take-over gave this process, :meth:`begun` (once per attempt) takes one off."""
+
+    def __init__(self, patience: float = 1.0) -> None:
+        self.patience = patience
+        self._cond = threading.Condition(threading.Lock())
+        self._pending: set[Any] = set()
+
+    def taken(self, keys: Any) -> None:
+        with self._cond:
+            self._pending.update(keys)
+
+    def begun(self, key: Any) -> None:
+        with self._cond:
+            if key in self._pending:
+                self._pending.discard(key)
+                if not self._pending:
+                    self._cond.notify_all()
+
+    def wait_for_starts(self) -> bool:
+        """Before a close: wait until every pending start has begun; False when ``patience`` ran out
+        (those still pending are forgotten then: a start that failed before it began never holds
+        the closes up again)."""
+        with self._cond:
+            if self._cond.wait_for(lambda: not self._pending, self.patience):
+                return True
+            self._pending.clear()
+            return False

@@ -39,7 +39,7 @@ from crawlsched.state.trouble import StateUnreachable, StorageUnavailable
 from crawlsched.state.takeover import still_queued, take_over_many
 from crawlsched.workers.leases import LeaseKeeper
 from crawlsched.workers.queue import QUEUE, TASK, make_app
-from crawlsched.workers.takeover import GIVEN_BACK, TakeOvers
+from crawlsched.workers.takeover import GIVEN_BACK, StartsFirst, TakeOvers
 
 __all__ = ["CLAIM_WORKER", "Worker", "WorkerRunner", "run_worker"]
 
@@ -75,21 +75,33 @@ class WorkerStore:
 class WorkerRunner(AttemptRunner):
     """The daemon's runner, telling the lease keeper its command's process group and when the crawl ended."""
 
-    def __init__(self, *args: Any, keeper: LeaseKeeper, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, keeper: LeaseKeeper, starts: StartsFirst | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.keeper = keeper
+        self.starts = starts or StartsFirst()
 
     def _child_recorder(self, key: AttemptKey) -> Callable[[int], bool]:
         record = super()._child_recorder(key)
 
         def note(pgid: int) -> bool:
             self.keeper.note_child(key, pgid)
-            return record(pgid)
+            try:
+                return record(pgid)
+            finally:
+                self.starts.begun(key)  # its go-ahead follows at once
 
         return note
 
+    def _execute(self, job: Any, scheduled_for: float, attempt: int, cancel: Any, trigger: str = "schedule",
+                 key: AttemptKey | None = None) -> Any:
+        if job.urls and key is not None:
+            self.starts.begun(key)  # its requests begin now
+        return super()._execute(job, scheduled_for, attempt, cancel, trigger, key)
+
     def _conclude(self, job: Any, scheduled_for: float, attempt: int, key: AttemptKey, outcome: Any, *args: Any,
                   **kwargs: Any) -> Any:
+        self.starts.begun(key)  # (a command that never spawned)
+        self.starts.wait_for_starts()  # the attempts taken over with it begin first
         self.keeper.closing(key)
         return super()._conclude(job, scheduled_for, attempt, key, outcome, *args, **kwargs)
 
@@ -104,11 +116,14 @@ class Worker:
         self.owner = Owner(CLAIM_WORKER, pid, procs.identity(pid), HOST)
         self.keeper = LeaseKeeper(store, self.owner, log)
         self.fenced = 0  # late results refused: the lease was lost meanwhile
-        self.runner = WorkerRunner(WorkerStore(store, self.owner, self._fenced), self.home, log, keeper=self.keeper)
+        self.starts = StartsFirst()
+        self.runner = WorkerRunner(WorkerStore(store, self.owner, self._fenced), self.home, log, keeper=self.keeper,
+                                   starts=self.starts)
         self.runner.owner = self.owner
         self.stopping_at: float | None = None  # monotonic: when SIGTERM came
         self._stop_now = threading.Event()  # a second SIGTERM: attempts waiting for their instant are given back
-        self.takeovers = TakeOvers(lambda ids: take_over_many(store, ids, self.owner, str(self.home)))
+        self.takeovers = TakeOvers(lambda ids: take_over_many(store, ids, self.owner, str(self.home)),
+                                   on_taken=self.starts.taken)
         self._pg: Any = None  # procrastinate's worker
 
     # --- one job -------------------------------------------------------------------------
@@ -138,6 +153,7 @@ class Worker:
         except Exception:
             self.log.exception("attempt %d of job %s failed inside crawlsched", attempt_spec.attempt, attempt_spec.job_id)
         finally:
+            self.starts.begun(key)
             self.keeper.release(run_id)
 
     def _fenced(self, key: AttemptKey) -> None:
