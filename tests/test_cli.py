@@ -210,6 +210,14 @@ def test_list_watch_and_json_together_are_refused(cli):
 # --- show, rm, pause, resume ------------------------------------------------------------------
 
 
+def test_show_and_list_never_send_a_commands_control_characters_to_the_terminal(cli):
+    assert cli("add", "Tty", "--every", "1h", "--command", "echo \x1b]0;pwned\x07").exit_code == 0
+    for args in (["show", "tty"], ["list"]):
+        out = cli(*args).stdout
+        assert "\x1b" not in out and "\x07" not in out, args
+    assert "\\x1b]0;pwned\\x07" in cli("show", "tty").stdout
+
+
 def test_show_by_id_and_by_name(cli):
     add_daily(cli)
     by_id = cli("show", "daily-morning-crawl", "--json")

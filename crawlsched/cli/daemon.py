@@ -94,12 +94,15 @@ def run_now(job: Annotated[str, typer.Argument(metavar="JOB", help="Job id or ex
     from crawlsched import control
 
     found = _find(_load(), job)
-    daemon = _daemon_or_fail()
+    here = live_daemon(env().state(), time.time())
+    # On a shared state the leader takes the request from any home and host (SPEC §10): this
+    # home's daemon is woken at once; another host's leader looks for requests within seconds.
+    daemon = here or control.live_leader(env().state(), time.time()) or _daemon_or_fail()
     state = env().state()
     assert state is not None
     control.refuse_if_busy(state, found)  # exit 1, nothing queued
-    taken, message = control.hand_over(state, found, wake=lambda: _poke(int(daemon["pid"])), wait=cli.HANDOVER_WAIT,
-                                       source="cli")
+    wake = (lambda: _poke(int(daemon["pid"]))) if here is not None else (lambda: None)
+    taken, message = control.hand_over(state, found, wake=wake, wait=cli.HANDOVER_WAIT, source="cli")
     if as_json:
         _emit({"success": True, "message": message, "job_id": found.id, "taken": taken})
     else:
