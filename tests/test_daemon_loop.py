@@ -646,3 +646,13 @@ def test_a_reload_that_changes_the_state_or_executor_is_applied_at_the_next_star
     assert "postgresql://crawlsched@db.internal/crawlsched" in said[0] and str(home / "crawlsched.db") in said[0]
     assert "hunter2" not in " ".join(r.getMessage() for r in caplog.records)
     assert set(d.jobs) == {"e"}, "the jobs are applied; only the state waits for the restart"
+
+
+@pytest.mark.parametrize("count, said", [(1, "ready: 1 job, home"), (2, "ready: 2 jobs, home")])
+def test_the_ready_line_counts_its_jobs_in_good_english(home, caplog, count, said):
+    write_jobs(home, "".join(f'[[jobs]]\nid = "e{n}"\nname = "e{n}"\nevery = "10m"\ncommand = "true"\n\n' for n in range(count)))
+    d = make_daemon(home, FakeClock(datetime(2025, 11, 8, 8, 0, tzinfo=UTC)))
+    with caplog.at_level(logging.INFO, logger="crawlsched.test"):
+        d.start()
+    assert [r.getMessage() for r in caplog.records if said in r.getMessage()]
+    d.shutdown()

@@ -369,8 +369,8 @@ def _demo(console: Any, plain: bool, seconds: float, folder: Path | None) -> Non
             if last:
                 console.print(table(*last[-1]))
     jobs_file = path / "jobs.toml"
-    console.print(f"\nThe demo is in {path}. Look around:")
-    console.print(f"  crawlsched -f {jobs_file} history")
-    console.print(f"  crawlsched -f {jobs_file} show flaky")
-    console.print(f"  cat {path}/logs/crawler_*.log")
-    console.print(f"  crawlsched -f {jobs_file} daemon      # run it again")
+    # Whole lines, never broken by rich at the terminal's width: the paths are copied and pasted.
+    for line in (f"\nThe demo is in {path}. Look around:", f"  crawlsched -f {jobs_file} history",
+                 f"  crawlsched -f {jobs_file} show flaky", f"  cat {path}/logs/crawler_*.log", "Run it again:",
+                 f"  crawlsched -f {jobs_file} daemon"):
+        console.print(line, soft_wrap=True, markup=False, highlight=False)
