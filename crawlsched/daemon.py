@@ -294,9 +294,11 @@ class Daemon(StateOutage, RoleChanges, Signals, Scheduler):
             if not self._wanted(key.job_id):
                 executor.cancel(key)
         recall = getattr(executor, "recall", None)
-        if recall is not None:  # queued ahead of its instant: paused, removed or changed, it does not run
+        # Queued ahead of its instant: a job paused or removed meanwhile does not run. A changed one runs as it
+        # was queued (an edit in the last seconds applies from the next fire, as an edit just after the instant).
+        if recall is not None:
             try:
-                recall(lambda spec: self._wanted(spec.job_id) and self.jobs.get(spec.job_id) == spec.job)
+                recall(lambda spec: self._wanted(spec.job_id))
             except StorageUnavailable:  # logged once by the state; the attempts queued ahead still run
                 pass
         if self.member.leading:  # the cluster's row is the leader's

@@ -1,7 +1,8 @@
 """Attempts queued ahead of their instant (crawlsched.workers.executor.QUEUE_AHEAD): the daemon,
 in-process with an injected clock, over a real PostgreSQL state. A fire is queued ``lead``
-seconds before its instant; when its job is paused, removed or changed before the instant, its
-row is closed ``skipped`` and a worker that holds its job drops it, never crawled."""
+seconds before its instant; when its job is paused or removed before the instant, its row is
+closed ``skipped`` and a worker that holds its job drops it, never crawled. A job changed in
+those seconds runs as it was queued: the edit applies from its next fire."""
 
 from __future__ import annotations
 
@@ -25,8 +26,8 @@ JOB = f'[[jobs]]\nid = "soon"\nname = "soon"\ncron = "{CRON}"\ncommand = "touch 
 EDITS = {
     "paused": JOB + "paused = true\n",
     "removed": '[[jobs]]\nid = "other"\nname = "other"\nevery = "1d"\nstart_date = "2099-01-01"\ncommand = "true"\n',
-    "changed": JOB.replace("touch crawled", "touch crawled-too"),
 }
+CHANGED = JOB.replace("touch crawled", "touch crawled-too")
 
 
 @pytest.fixture
@@ -64,7 +65,7 @@ def test_a_fire_is_queued_its_lead_before_its_instant_and_not_sooner(setup):
 
 
 @pytest.mark.parametrize("edit", sorted(EDITS))
-def test_a_job_paused_removed_or_changed_before_its_instant_is_not_crawled(setup, tmp_path, edit):
+def test_a_job_paused_or_removed_before_its_instant_is_not_crawled(setup, tmp_path, edit):
     d, clock, store, home = setup
     clock.advance(8.5)
     d.turn()
@@ -84,3 +85,15 @@ def test_a_job_paused_removed_or_changed_before_its_instant_is_not_crawled(setup
     assert time.monotonic() - began < 5  # dropped at once: it does not hold a slot until the instant
     assert worker.takeovers.batches == 0 and store.runs("soon")[0].status == "skipped"
     assert not (worker_home / "crawled").exists() and not list(worker_home.rglob("crawled*"))
+
+
+def test_a_job_changed_before_its_instant_keeps_the_fire_queued_as_it_was(setup):
+    d, clock, store, home = setup
+    clock.advance(8.5)
+    d.turn()
+    run_id, args = queued_job(store)
+    write_jobs(home, CHANGED)
+    assert d.reload(force=True)
+    [row] = store.runs("soon")
+    assert (row.id, row.status, row.owner_pid) == (run_id, "running", None)  # still queued: it runs at its instant
+    assert "soon" in d.chains and args["spec"]["job"]["command"] == "touch crawled"

@@ -2,7 +2,8 @@
 
 The loop hands a scheduled fire out ``lead`` seconds (:data:`QUEUE_AHEAD`) before its instant;
 the worker waits for the instant before it takes the row over, and ``recall`` withdraws (closes
-``skipped``) the attempts not yet due whose job was paused, removed or changed meanwhile.
+``skipped``) the attempts not yet due whose job was paused or removed meanwhile (a changed job's runs
+as it was queued: the edit applies from its next fire).
 
 ``submit`` writes the attempt's ``running`` row (owned by the queue, with a lease) and defers its
 procrastinate job in one transaction (crawlsched.state.queue.start_queued); a burst's attempts
@@ -45,7 +46,7 @@ __all__ = ["CHECK_EVERY", "QUEUE_AHEAD", "WorkersExecutor"]
 # done when it comes; the worker's task waits for the instant, then takes the row over
 # (crawlsched.workers.takeover). Issue 14: a burst's lateness is then the take-over's alone.
 QUEUE_AHEAD = 2.0
-RECALLED = "skipped: the job was paused, removed or changed before its instant (its attempt was queued ahead)"
+RECALLED = "skipped: the job was paused or removed before its instant (its attempt was queued ahead)"
 CHECK_EVERY = 1.0  #: seconds between the queue's lease checks (renew the waiting rows, settle the lapsed)
 DRAIN_EVERY = 5.0  #: seconds: drain even without a NOTIFY (one lost while the listener reconnected)
 LIVE_WORKER = 30.0  #: seconds: a worker whose heartbeat is older counts for no capacity
@@ -144,7 +145,7 @@ class WorkersExecutor:
 
     def recall(self, keep: Callable[[AttemptSpec], bool]) -> int:
         """Withdraw the attempts queued ahead of their instant that ``keep`` no longer wants (their job
-        paused, removed or changed): rows still the queue's and not yet due are closed ``skipped``
+        paused or removed): rows still the queue's and not yet due are closed ``skipped``
         (crawlsched.state.takeover.recall_ahead); their outcomes end the chains. How many."""
         runner = self.runner
         now = runner.clock() if runner is not None else time.time()
@@ -154,7 +155,7 @@ class WorkersExecutor:
         closed = recall_ahead(self.state, ids, RECALLED, finished_at=now)
         for run_id in closed:
             spec = self._inflight[run_id]
-            self.log.warning("job %s: its fire at %s is skipped: paused, removed or changed before its instant",
+            self.log.warning("job %s: its fire at %s is skipped: paused or removed before its instant",
                              spec.job_id, time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(spec.scheduled_for)) + "Z")
         if closed:
             self._notify()

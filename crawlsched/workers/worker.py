@@ -132,7 +132,7 @@ class Worker:
         """The ``crawlsched_attempt`` task: take the row over, run the attempt, close it."""
         attempt_spec: AttemptSpec = spec_from_json(spec)
         # Queued ahead of its instant (crawlsched.workers.executor.QUEUE_AHEAD): it begins when it is due, not before;
-        # one recalled meanwhile (its job paused, removed or changed) is dropped before the wait, when it can be seen.
+        # one recalled meanwhile (its job paused or removed) is dropped before the wait, when it can be seen.
         if attempt_spec.scheduled_for > time.time() and not still_queued(self.store, run_id):
             key = None
         else:
