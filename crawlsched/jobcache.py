@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from crawlsched import __version__, timing
+from crawlsched.alike import Alike
 from crawlsched.fasttoml import jobs_table
 from crawlsched.jobfile import BOM, JOBS_HEADER_SEARCH, parse_text, with_line
 from crawlsched.model import Defaults, Job, JobFile
@@ -105,10 +106,11 @@ def parse_segmented(text: str, machine_tz: str, known_head: str | None = None,
     names: set[str] = set()
     shared: dict[Any, Any] = {}  # equal values of different tables: one object
     build = JobBuilder(defaults, machine_tz)
+    alike = Alike(lambda segment, plain: parse_segment(segment, defaults, machine_tz, shared, build, plain))
     for line, segment in parts:
         job = known.get(segment)
         if job is None:
-            job = parse_segment(segment, defaults, machine_tz, shared, build)
+            job = alike.job(segment)
             if job is None:
                 return None
         if job.id in ids or job.name in names:
@@ -121,13 +123,16 @@ def parse_segmented(text: str, machine_tz: str, known_head: str | None = None,
 
 
 def parse_segment(segment: str, defaults: Defaults, machine_tz: str, shared: dict[Any, Any] | None = None,
-                  build: JobBuilder | None = None) -> Job | None:
+                  build: JobBuilder | None = None, plain: list[bool] | None = None) -> Job | None:
     """One ``[[jobs]]`` table's text on its own, validated; None unless it is exactly one valid job.
 
     A plain table is read by ``fasttoml`` (``shared``: its values seen before in this parse), any other by
-    ``tomllib``; ``build`` is the parse's ``JobBuilder`` (tables alike are validated once).
+    ``tomllib``; ``build`` is the parse's ``JobBuilder`` (tables alike are validated once). ``plain[0]``
+    is set to whether ``fasttoml`` read it.
     """
     table = jobs_table(segment, shared)
+    if plain is not None:
+        plain[0] = table is not None
     if table is None:
         try:
             data = tomllib.loads(segment)
