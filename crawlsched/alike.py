@@ -34,8 +34,9 @@ from dataclasses import fields
 from typing import Any, Callable
 
 from crawlsched.errors import InvalidValue
+from crawlsched.jobfile import with_line
 from crawlsched.model import Job
-from crawlsched.validate import check_id, check_name
+from crawlsched.validate import ID_RE, check_name
 
 __all__ = ["Alike"]
 
@@ -43,11 +44,12 @@ __all__ = ["Alike"]
 _OWN_LINE = re.compile(r'^(id|name) = "([^"\\\x00-\x08\x0a-\x1f\x7f]*)"$', re.M)
 _FIELDS = tuple(f.name for f in fields(Job))
 assert _FIELDS[:2] == ("id", "name") and _FIELDS[-1] == "line", _FIELDS
-_REST = operator.attrgetter(*_FIELDS[2:-1])  # every field after the name, but the line (set by the caller)
+_REST = operator.attrgetter(*_FIELDS[2:-1])  # every field after the name, but the line
+_valid_id = ID_RE.fullmatch  # check_id on a text: None when it would refuse it
 
 
 class Alike:
-    """One parse's tables alike. ``job(segment)`` is ``read(segment)``'s job, each template read once.
+    """One parse's tables alike. ``job(segment, line)`` is ``read(segment)``'s job, each template read once.
 
     ``read(segment, plain)`` is the old way: the segment's job or None, and ``plain`` is told whether
     ``fasttoml`` read it. ``reads`` counts the segments that went that way.
@@ -58,32 +60,36 @@ class Alike:
         self.reads = 0
         self._first: dict[tuple[str, ...], tuple[Any, ...]] = {}  # template -> its first job's other fields
 
-    def job(self, segment: str) -> Job | None:
+    def job(self, segment: str, line: int | None = None) -> Job | None:
+        """The segment's job, its ``line`` set; None when ``read`` gives None (not one valid job)."""
         pieces = _OWN_LINE.split(segment)
-        if len(pieces) == 7 and pieces[1] != pieces[4]:  # both lines, one each
-            own = {pieces[1]: pieces[2], pieces[4]: pieces[5]}
-            job_id, name = own["id"], own["name"]
-            del pieces[2::3]
-        elif len(pieces) == 4 and pieces[1] == "id":  # no name line: the name is the id
+        count = len(pieces)
+        if count == 7 and pieces[1] != pieces[4]:  # both lines, one each: the template keeps where each is
+            template: tuple[str, ...] = (pieces[0], pieces[1], pieces[3], pieces[4], pieces[6])
+            job_id, name = (pieces[2], pieces[5]) if pieces[1] == "id" else (pieces[5], pieces[2])
+        elif count == 4 and pieces[1] == "id":  # no name line: the name is the id
+            template = (pieces[0], pieces[3])
             job_id = name = pieces[2]
-            del pieces[2]
         else:
-            return self._read(segment, None)
-        template = tuple(pieces)
+            return self._read(segment, None, line)
         rest = self._first.get(template)
         if rest is None:
-            return self._read(segment, template)
-        try:
-            job_id = check_id(job_id)
-            name = job_id if name == job_id else check_name(name)
-        except InvalidValue:
-            return self._read(segment, None)  # the old way says what is wrong, as before
-        return Job(job_id, name, *rest)
+            return self._read(segment, template, line)
+        if _valid_id(job_id) is None:
+            return self._read(segment, None, line)  # the old way says what is wrong, as before
+        if name != job_id:
+            try:
+                name = check_name(name)
+            except InvalidValue:
+                return self._read(segment, None, line)
+        return Job(job_id, name, *rest, line)
 
-    def _read(self, segment: str, template: tuple[str, ...] | None) -> Job | None:
+    def _read(self, segment: str, template: tuple[str, ...] | None, line: int | None) -> Job | None:
         self.reads += 1
         plain = [False]
         job = self.read(segment, plain)
-        if job is not None and template is not None and plain[0]:
+        if job is None:
+            return None
+        if template is not None and plain[0]:
             self._first[template] = _REST(job)
-        return job
+        return with_line(job, line)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copyreg
 import operator
+from itertools import accumulate, repeat
 import os
 import pickle
 import re
@@ -53,6 +54,9 @@ CACHE_MIN_BYTES = 64 * 1024  # smaller files parse in milliseconds: no cache fil
 # A cached JobFile is only good for the class layout that pickled it: a changed
 # dataclass (fields added, slots) must not be filled from an old pickle.
 _LAYOUT = tuple(tuple(f.name for f in fields(cls)) for cls in (Job, Defaults, JobFile))
+# Where each header begins: a zero-width split, so that each segment starts with its own header line.
+assert JOBS_HEADER_SEARCH.pattern.startswith("^")
+_BEFORE_HEADER = re.compile("^(?=" + JOBS_HEADER_SEARCH.pattern[1:].replace("(#", "(?:#") + ")", re.M)
 
 
 @dataclass(frozen=True)
@@ -72,15 +76,11 @@ class FileKey:
 
 def split(text: str) -> tuple[str, list[tuple[int, str]]]:
     """The head (before the first ``[[jobs]]`` header) and each job's segment with its 0-based header line."""
-    starts = [m.start() for m in JOBS_HEADER_SEARCH.finditer(text)]
-    if not starts:
+    head, *segments = _BEFORE_HEADER.split(text)
+    if not segments:
         return text, []
-    parts, line, pos = [], 0, 0
-    for i, start in enumerate(starts):
-        line += text.count("\n", pos, start)
-        pos = start
-        parts.append((line, text[start: starts[i + 1] if i + 1 < len(starts) else len(text)]))
-    return text[: starts[0]], parts
+    lines = accumulate(map(str.count, segments, repeat("\n")), initial=head.count("\n"))
+    return head, list(zip(lines, segments))
 
 
 def parse_segmented(text: str, machine_tz: str, known_head: str | None = None,
@@ -110,15 +110,17 @@ def parse_segmented(text: str, machine_tz: str, known_head: str | None = None,
     for line, segment in parts:
         job = known.get(segment)
         if job is None:
-            job = alike.job(segment)
+            job = alike.job(segment, line + 1)
             if job is None:
                 return None
+        else:
+            with_line(job, line + 1)
         if job.id in ids or job.name in names:
             return None
         ids.add(job.id)
         names.add(job.name)
         segments[segment] = job
-        jobs.append(with_line(job, line + 1))
+        jobs.append(job)
     return JobFile(defaults=defaults, jobs=tuple(jobs), raw_defaults=dict(raw_defaults)), head, segments
 
 
