@@ -36,16 +36,16 @@ def collector_paused(whole_process: bool, *, freeze: bool = False) -> Iterator[N
         gc.enable()
 
 
-def settle(whole_process: bool) -> None:
+def settle(whole_process: bool, *, first: bool = False) -> None:
     """``settle_memory`` for a daemon that owns its process; only ``trim_memory`` for one embedded
     in another program (tests): collecting and freezing are whole-process acts."""
     if whole_process:
-        settle_memory()
+        settle_memory(first=first)
     else:
         trim_memory()
 
 
-def settle_memory() -> None:
+def settle_memory(*, first: bool = False) -> None:
     """After (re)loading the jobs: collect, freeze what is left, give freed memory back.
 
     The jobs and the plan live as long as the daemon; frozen, the garbage
@@ -53,8 +53,14 @@ def settle_memory() -> None:
     measured with 100,000 jobs) lands at a moment the allocations of a burst
     happen to trigger, and whatever is due then waits for it. A reload
     unfreezes first, so the jobs it replaced can be collected.
+
+    ``first``: the daemon's start, whose jobs were frozen as they were loaded
+    (``collector_paused(freeze=True)``) and are all kept: only what came after
+    them is collected. Walking the 100,000 jobs again found nothing to collect
+    and cost 0.1 s (the first reload's full collection finds anything left).
     """
-    gc.unfreeze()
+    if not first:
+        gc.unfreeze()
     gc.collect()
     gc.freeze()
     trim_memory()

@@ -646,3 +646,17 @@ def test_a_reload_that_changes_the_state_or_executor_is_applied_at_the_next_star
     assert "postgresql://crawlsched@db.internal/crawlsched" in said[0] and str(home / "crawlsched.db") in said[0]
     assert "hunter2" not in " ".join(r.getMessage() for r in caplog.records)
     assert set(d.jobs) == {"e"}, "the jobs are applied; only the state waits for the restart"
+
+
+def test_the_start_settles_memory_as_a_first_load_and_a_reload_as_a_replacement(home, monkeypatch):
+    import crawlsched.daemon as daemon_module
+
+    write_jobs(home, '[[jobs]]\nid = "a"\nevery = "1h"\ncommand = "true"\n')
+    daemon = make_daemon(home, FakeClock(datetime(2025, 1, 1, tzinfo=timezone.utc)))
+    settled = []
+    monkeypatch.setattr(daemon_module, "settle", lambda whole, first=False: settled.append(first))  # no freeze here
+    daemon.start()
+    write_jobs(home, '[[jobs]]\nid = "b"\nevery = "1h"\ncommand = "true"\n')
+    assert daemon.reload(force=True)
+    assert settled == [True, False]  # a reload unfreezes, so that the jobs it replaced can be collected
+    daemon.shutdown()
