@@ -290,7 +290,13 @@ def cli_tasks(tmpdir, reps: int, add_args: list[str] | None = None) -> list[tupl
     def env_for(n: int | None, path: Path | None = None) -> dict:
         home = tmpdir / "home"
         home.mkdir(exist_ok=True)
-        return crawlsched_env(home, path or (jobs_file(n) if n else tmpdir / "none.toml"))
+        env = crawlsched_env(home, path or (jobs_file(n) if n else tmpdir / "none.toml"))
+        # Python writes each module's byte code at its first import, and later calls load it: a
+        # user's CLI does, and the floor's site-packages come compiled. A PYTHONDONTWRITEBYTECODE
+        # inherited from the machine (this sandbox sets it) would make every warm call compile
+        # crawlsched's modules again (about 60 ms of `list --json`), which no user pays.
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        return env
 
     def check_list(n: int):
         def check(out: bytes):

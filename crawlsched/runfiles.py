@@ -130,6 +130,18 @@ def run_names(home: Path, state: State | None, job_id: str) -> list[str]:
     return sorted(set(_history_runs(state, job_id)) | _disk_runs(home, job_id), reverse=True)
 
 
+def _run_status(state: State | None, rows: list[Any]) -> str | None:
+    """The run's outcome: its newest attempt's status, or ``retrying`` while the retry it saved is
+    pending (as crawlsched.fires.Fire says it; that module sits above this one)."""
+    if not rows:
+        return None
+    last = rows[-1]
+    if state is not None and last.status != "running":
+        if any((r.job_id, r.scheduled_for) == (last.job_id, last.scheduled_for) for r in state.retries()):
+            return "retrying"
+    return last.status
+
+
 def run_output(home: Path, state: State | None, job_id: str, run: str | None = None) -> RunOutput:
     """The newest run's files, or those of the run named ``run``; ``RunNotFound`` when there is none."""
     home = Path(home)
@@ -143,7 +155,7 @@ def run_output(home: Path, state: State | None, job_id: str, run: str | None = N
         newest = ", ".join(names[:3])
         raise RunNotFound(f"job {job_id} has no run {run!r}" + (f"; its newest: {newest}" if newest else "; it has no runs yet"))
     rows = sorted(history.get(run, []), key=lambda r: r.attempt)
-    out = RunOutput(job_id, run, status=rows[-1].status if rows else None, attempts=len(rows))
+    out = RunOutput(job_id, run, status=_run_status(state, rows), attempts=len(rows))
     # A worker (executor = "workers") wrote under its own home, which its rows name: read there
     # too when that path is reachable from here (the same host, or a shared folder).
     homes = [home, *dict.fromkeys(Path(r.run_home) for r in rows if getattr(r, "run_home", None))]

@@ -485,7 +485,8 @@ def test_the_cli_path_imports_nothing_heavy(tmp_home, args):
 @pytest.mark.parametrize("args, absent", [
     (["list", "--json"], {"crawlsched.cli.edit", "crawlsched.cli.settings", "crawlsched.cli.logs"}),
     (["-f", "jobs.toml", "validate"], {"crawlsched.cli.show", "crawlsched.cli.settings", "crawlsched.cli.daemon"}),
-    (["--help"], set()),
+    (["--help"], {"crawlsched.cli.edit", "crawlsched.cli.settings", "crawlsched.cli.show", "crawlsched.cli.logs",
+                  "crawlsched.cli.daemon", "crawlsched.cli.worker"}),  # the summaries' table is enough
 ], ids=["list", "validate", "help"])
 def test_a_command_imports_only_the_module_of_its_own_commands(tmp_home, args, absent):
     proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "crawlsched", *args], cwd=tmp_home.jobs_file.parent,
@@ -494,8 +495,22 @@ def test_a_command_imports_only_the_module_of_its_own_commands(tmp_home, args, a
     imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
     commands = {m for m in imported if m.startswith("crawlsched.cli.") and m != "crawlsched.cli.options"}
     assert not commands & absent
-    if not absent:  # the help lists every command
-        assert {"crawlsched.cli.edit", "crawlsched.cli.settings", "crawlsched.cli.show", "crawlsched.cli.logs"} <= commands
+
+
+@pytest.mark.parametrize("columns", ["80", "60"])
+def test_the_root_help_without_the_commands_loaded_is_the_full_apps_help(tmp_home, columns):
+    """`crawlsched --help` prints the summaries' table (crawlsched.cli.summaries), not the commands'
+    docstrings: the same text as the app with every command loaded, word for word and wrapped
+    alike, or the table is stale."""
+    full_app = "from crawlsched.cli import app; app(['--help'], prog_name='crawlsched')"
+    texts = []
+    for argv in (["-m", "crawlsched", "--help"], ["-c", full_app]):
+        proc = subprocess.run([sys.executable, *argv], capture_output=True, text=True,
+                              env={**os.environ, "COLUMNS": columns}, timeout=60)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        texts.append(proc.stdout)
+    assert "validate      Check the job file." in texts[0]
+    assert texts[0] == texts[1]
 
 
 def test_console_script_and_python_m_both_work(tmp_home):

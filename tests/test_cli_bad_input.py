@@ -269,6 +269,21 @@ def test_a_usage_error_is_one_line_or_a_json_error_and_changes_nothing(tmp_path,
     assert not (tmp_path / "home" / "crawlsched.db").exists()
 
 
+@pytest.mark.parametrize("args, line", [
+    (["nope"], "crawlsched: error: No such command 'nope'. (see 'crawlsched --help')"),
+    (["--bogus"], "crawlsched: error: No such option: --bogus (see 'crawlsched --help')"),
+])
+def test_an_unknown_command_or_root_option_is_one_line_naming_it_once(tmp_path, args, line):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "CRAWLSCHED_JOBS": str(tmp_path / "jobs.toml"), "CRAWLSCHED_HOME": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-m", "crawlsched", *args], env=env, capture_output=True, text=True,
+                            timeout=60)  # fmt: skip
+    assert (result.returncode, result.stdout, result.stderr) == (2, "", line + "\n")
+
+
 def test_import_of_a_seed_file_with_a_number_of_5000_digits_is_refused_naming_the_field(cli, tmp_home):
     seed = tmp_home.path / "scheduler_jobs.json"
     seed.write_text('[{"id": "a", "name": "A", "hour": 9, "minute": 5, "max_retries": ' + "9" * 5000 + "}]")

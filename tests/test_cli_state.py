@@ -759,6 +759,18 @@ def test_logs_of_a_command_job_shows_each_attempts_log(cli, tmp_home):
     assert "--- attempt 1:" in text and "attempt 1\nattempt 2" not in text and "attempt 2\n" in text
 
 
+def test_logs_of_a_run_waiting_for_its_retry_says_retrying_not_failed(cli, tmp_home, state):
+    from crawlsched.state import Retry
+
+    job = add(cli, "News")
+    attempt(state, job, "failed", n=1, of=3, retry=Retry(job, T0, 2, 3, T0 + 300, "schedule"))
+    data = cli("logs", job, "--json").json()
+    assert (data["status"], data["attempts"]) == ("retrying", 1)  # as `list` and the page call it
+    assert "(retrying, 1 attempt)" in cli("logs", job).stdout
+    attempt(state, job, "failed", n=2, of=3)  # the retry ran and failed, and saved none: the run failed
+    assert cli("logs", job, "--json").json()["status"] == "failed"
+
+
 def test_logs_of_a_url_job_lists_its_bodies_and_history_points_at_the_body(cli, tmp_home, site):
     cli("add", "Page", "--every", "1h", "--url", f"{site}/page", "--max-retries", 0)
     cli("add", "Both", "--every", "1h", "--url", f"{site}/page", "--url", f"{site}/data", "--max-retries", 0)
@@ -851,19 +863,34 @@ def _crawlsched(home, *args, environ=None):
 
 
 def _waiting_daemon(home, environ, seconds=3.0):
-    """``crawlsched daemon`` on a state that does not answer: still up after ``seconds``, then SIGTERM (exit 0)."""
+    """``crawlsched daemon`` on a state that does not answer: it says it is waiting for it (its
+    signal handlers are in place by then), is still up ``seconds`` later, then SIGTERM (exit 0)."""
     import signal
-    import time
+
+    from helpers.process import wait_for
 
     env = {**os.environ, "CRAWLSCHED_JOBS": str(home / "jobs.toml"), "CRAWLSCHED_HOME": str(home), "TZ": "UTC",
            **(environ or {})}
     env.pop("CRAWLSCHED_DEBUG", None)
     proc = subprocess.Popen([sys.executable, "-m", "crawlsched", "daemon"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    time.sleep(seconds)
-    assert proc.poll() is None, proc.communicate()
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=30)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+    reader.start()
+    try:
+        wait_for(lambda: any("waiting for it" in line for line in lines) or proc.poll() is not None, 60,
+                 "the daemon to say it waits for the state database", context=lambda: "".join(lines))
+        time.sleep(seconds)
+        assert proc.poll() is None, "".join(lines)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        out = proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    reader.join(10)
+    err = "".join(lines)
     assert proc.returncode == 0, err
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 

@@ -133,10 +133,12 @@ def test_a_stopping_leader_hands_over_at_once_while_its_attempts_finish(tmp_path
         homes.append(DaemonProcess(tmp_path / name, "--grace", "30", env={"CRAWLSCHED_STATE": pg_dsn}).start())
     a, b = homes
     try:
-        time.sleep(2)  # a runs `sleep 15`
+        wait_for(lambda: [r for r in _by(_runs(pg_dsn), a.proc.pid) if r.job_id == "slow" and r.status == "running"],
+                 20, "a running `sleep 15`")
         a.signal(signal.SIGTERM)
         stopped = time.time()
-        first = wait_for(lambda: sorted(r.started_at for r in _by(_runs(pg_dsn), b.proc.pid)), 10, "a fire by b")
+        first = wait_for(lambda: sorted(r.started_at for r in _by(_runs(pg_dsn), b.proc.pid)), 10, "a fire by b",
+                         context=lambda: f"a:\n{a.output()}\nb:\n{b.output()}")
         assert first[0] - stopped < 4, first[0] - stopped  # not after a's grace period, nor its lease
         assert a.proc.wait(timeout=30) == 0
         slow = [r for r in _runs(pg_dsn) if r.job_id == "slow" and r.attempt > 0]

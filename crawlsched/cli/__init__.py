@@ -310,7 +310,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object ins
 
 # Which module registers each command. `crawlsched CMD` imports only CMD's module (and what it
 # imports): Typer turns every registered command into a Click command on each call, so the
-# others would only cost time. `crawlsched --help`, an unknown command and `app` load all.
+# others would only cost time. `app` loads all; `crawlsched --help` none (crawlsched.cli.summaries).
 COMMAND_MODULES = {
     "add": "edit", "edit": "edit", "rm": "edit", "pause": "edit", "resume": "edit", "validate": "edit",
     "prune": "edit", "import": "edit", "retry-config": "settings", "defaults": "settings",
@@ -370,7 +370,12 @@ def main() -> None:
     argv = sys.argv[1:]
     as_json = "--json" in argv[: argv.index("--") if "--" in argv else None]
     named = _command_named(argv)
-    _load_commands([named] if named is not None else None)
+    if named is not None:
+        _load_commands([named])
+    else:  # the root help, --version, an unknown command: the commands' summaries are enough
+        from crawlsched.cli.summaries import register_stand_ins
+
+        register_stand_ins(_app, COMMAND_ORDER)
     try:
         code = _app(prog_name="crawlsched", standalone_mode=False)
     except Exception as exc:
@@ -385,7 +390,8 @@ def main() -> None:
         if "NoArgsIsHelpError" in kinds and not as_json:  # bare `crawlsched`: its help, as Click prints it
             sys.stderr.write(exc.format_message() + "\n")  # type: ignore[attr-defined]
             sys.exit(getattr(exc, "exit_code", 2))
-        where = f"{ctx.command_path}: " if ctx is not None else ""
+        # "crawlsched add: Missing option …"; the root's own errors need no second "crawlsched:"
+        where = f"{ctx.command_path}: " if ctx is not None and " " in ctx.command_path else ""
         message = " ".join(f"{where}{exc.format_message()}".split())  # type: ignore[attr-defined]
         if as_json:
             _emit({"success": False, "error": message})
