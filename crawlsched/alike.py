@@ -77,7 +77,9 @@ class Alike:
             return self._read(segment, template, line)
         if _valid_id(job_id) is None:
             return self._read(segment, None, line)  # the old way says what is wrong, as before
-        if name != job_id:
+        if name == job_id:
+            name = job_id  # one text for both, as fasttoml's ``shared`` gives them: 100,000 names are 5 MB
+        else:
             try:
                 name = check_name(name)
             except InvalidValue:

@@ -173,3 +173,8 @@ def test_an_own_line_inside_a_multi_line_string_is_the_string_s_not_the_job_s():
                           for i in range(5))
     _same_as_whole_text(text)
     assert [j.command for j in parse_segmented(text, "UTC")[0].jobs] == [f'name = "n{i}"\n' for i in range(5)]
+
+
+def test_a_name_written_as_its_id_is_the_id_s_text_as_a_whole_parse_makes_it():
+    text = HEAD + "".join(f'[[jobs]]\nid = "j{i}"\nname = "j{i}"\nevery = "1h"\n\n' for i in range(3))
+    assert all(j.name is j.id for j in parse_segmented(text, "UTC")[0].jobs)  # one object: memory
