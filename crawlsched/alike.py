@@ -7,7 +7,8 @@ name. ``Alike.job`` cuts a segment at its ``id = "…"`` and ``name = "…"`` li
 left, with the two keys in their places, is the segment's *template*. The first
 segment of a template is read and validated as before (``jobcache.parse_segment``);
 a later one is that job with its own id and name, checked as ``build_job`` checks
-them (``check_id``, ``check_name``).
+them (``check_id``'s pattern, ``check_name``); a name written as its id is the id's text,
+one object, as ``fasttoml``'s shared values make it.
 
 Why that is exact: a template is only kept when its first segment was read by
 ``fasttoml`` (every line blank, a comment or a one-line ``key = value``, no key
