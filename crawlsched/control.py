@@ -144,6 +144,25 @@ def _standby_here(state: State | None, now: float, home: Path) -> dict[str, Any]
     return None
 
 
+def live_leader(state: State | None, now: float) -> dict[str, Any] | None:
+    """On a shared state, the leading daemon when it is up (on any host), as ``_standby_here``
+    gives a row: it takes run-now requests from any home (SPEC §10). None on SQLite, or when no
+    leader's heartbeat is fresh (or, on this host, its process is gone)."""
+    import socket
+
+    from crawlsched.procs import pid_alive
+
+    if state is None or not getattr(state, "shared", False):
+        return None
+    for d in state.daemons():
+        if d.role != "leader" or d.stopped_at is not None or now - d.heartbeat > DAEMON_FRESH:
+            continue
+        if d.host == socket.gethostname() and not pid_alive(d.pid):
+            continue
+        return {"pid": d.pid, "host": d.host, "started_at": d.started_at, "heartbeat": d.heartbeat, "role": d.role}
+    return None
+
+
 def lock_holder(home: Path) -> int | None:
     """The pid in the home's ``LOCK_FILE`` while a daemon holds that lock, else None."""
     import fcntl

@@ -132,7 +132,8 @@ class Daemon(StateOutage, RoleChanges, Signals, Scheduler):
         self.started = True
         self.notify("READY=1")
         self._send_status()
-        self.log.info("crawlsched daemon ready: %d jobs, home %s (pid %d)", len(self.jobs), self.home, self.pid)
+        self.log.info("crawlsched daemon ready: %d job%s, home %s (pid %d)", len(self.jobs), "" if len(self.jobs) == 1 else "s",
+                      self.home, self.pid)
         self.store.save_cache_later()  # for the next start and reload; nothing before READY needs it
         trim_memory()
         return True

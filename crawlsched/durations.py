@@ -119,6 +119,22 @@ def check_int(field_name: str, value: Any, low: int | None = 0, high: int | None
     return int(value)
 
 
+def check_multiplier(field_name: str, value: Any, low: float, high: float, what: str) -> float:
+    """A plain number from ``low`` to ``high`` (a decimal text too), not a duration: every refusal,
+    NaN, infinity and a 309-digit number included, says ``what`` is allowed, never seconds."""
+    shown = value
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    if isinstance(shown, int) and not isinstance(shown, bool):
+        shown = _shown_int(shown)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:  # NaN fails too
+        raise InvalidValue(field_name, shown, what)
+    return float(value)
+
+
 def check_seconds(field_name: str, value: Any, low: float = 0, allow_none: bool = False) -> float | None:
     """A number of seconds from ``low`` to ten years; a decimal text too."""
     if value is None and allow_none:

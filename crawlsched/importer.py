@@ -21,6 +21,7 @@ jobs are simply finished.
 from __future__ import annotations
 
 import json
+import stat
 import tomllib
 from dataclasses import dataclass
 from datetime import datetime
@@ -36,6 +37,8 @@ from crawlsched.urls import check_urls
 from crawlsched.validate import build_job, check_id, check_name
 from crawlsched.state import State
 from crawlsched.store import JobStore
+
+SEED_MAX_BYTES = 16 * 2**20  #: the seed's scheduler_jobs.json of 10,000 jobs is about 2 MiB
 
 PAUSED_STATUSES = ("paused", "stopped")
 SEED_TIME = "%Y-%m-%d %H:%M:%S"
@@ -140,9 +143,16 @@ def _tables_by_id(store: JobStore) -> dict[str, dict[str, Any]]:
 
 
 def read_records(path: Path) -> list[Any]:
-    """The seed file's JSON array."""
+    """The seed file's JSON array: a regular file of at most ``SEED_MAX_BYTES`` (a device, a
+    FIFO or a huge file is refused before it is read, not read until memory runs out)."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        if not stat.S_ISREG(path.stat().st_mode):  # before opening it: opening a FIFO waits for a writer
+            raise SeedFileError(f"{path}: is not a regular file (the seed's scheduler_jobs.json)")
+        with open(path, "rb") as fh:
+            data = fh.read(SEED_MAX_BYTES + 1)
+        if len(data) > SEED_MAX_BYTES:
+            raise SeedFileError(f"{path}: is larger than {SEED_MAX_BYTES // 2**20} MiB; a seed file of jobs is far smaller")
+        text = data.decode("utf-8-sig")
     except FileNotFoundError:
         raise SeedFileError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:

@@ -52,10 +52,16 @@ def cell_width(text: str) -> int:
 
 
 def cut(text: str | None, width: int) -> str:
-    """One line of at most ``width`` cells; longer text ends with ``…`` (never wrapped)."""
+    """One line of at most ``width`` cells; longer text ends with ``…`` (never wrapped).
+
+    A character a terminal would act on (ESC, BEL, …: a job's command or a crawl's message may
+    hold them) is shown escaped, ``\\x1b``, never sent as is: a table cannot retitle the window
+    or move the cursor."""
     if not text:
         return ""
     text = " ".join(str(text).split())
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
     if cell_width(text) <= width:
         return text
     from rich.cells import set_cell_size

@@ -13,11 +13,21 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from crawlsched import timing
+from crawlsched.procs import pid_alive
 from crawlsched.state import LEADER, DaemonEntry, WorkerEntry
+from crawlsched.state.leases import HOST
 
 __all__ = ["FRESH", "roster", "roster_lines"]
 
 FRESH = 90.0  # seconds: a row whose heartbeat is older is not counted alive (control.DAEMON_FRESH)
+
+
+def _alive(host: str, pid: int, heartbeat: float | None, now: float) -> bool:
+    """A fresh heartbeat, and on this host a live process: one killed with SIGKILL is dead at once,
+    not after FRESH (another host's process is judged by its heartbeat alone)."""
+    if heartbeat is None or now - heartbeat > FRESH:
+        return False
+    return host != HOST or pid_alive(pid)
 
 
 def _times(name: str, at: float | None, local: str) -> dict[str, str | None]:
@@ -35,7 +45,7 @@ def daemon_dicts(entries: list[DaemonEntry], now: float) -> list[dict[str, Any]]
         out.append({
             "id": d.id, "host": d.host, "pid": d.pid, "role": d.role,
             **_times("started_at", d.started_at, local), **_times("heartbeat", d.heartbeat, local),
-            "alive": now - d.heartbeat <= FRESH, "home": d.home, "jobs_digest": d.jobs_digest,
+            "alive": _alive(d.host, d.pid, d.heartbeat, now), "home": d.home, "jobs_digest": d.jobs_digest,
             "job_file_differs": bool(leader is not None and d.jobs_digest and leader.jobs_digest
                                      and d.jobs_digest != leader.jobs_digest),
         })
@@ -45,7 +55,7 @@ def daemon_dicts(entries: list[DaemonEntry], now: float) -> list[dict[str, Any]]
 def worker_dicts(entries: list[WorkerEntry], now: float) -> list[dict[str, Any]]:
     local = timing.machine_timezone()
     return [{"id": w.id, "host": w.host, "pid": w.pid, **_times("started_at", w.started_at, local),
-             **_times("heartbeat", w.heartbeat, local), "alive": w.heartbeat is not None and now - w.heartbeat <= FRESH,
+             **_times("heartbeat", w.heartbeat, local), "alive": _alive(w.host, w.pid, w.heartbeat, now),
              "concurrency": w.concurrency} for w in entries]
 
 

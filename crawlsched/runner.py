@@ -25,7 +25,8 @@ from crawlsched.crawl.runs import UNSCHEDULED_TRIGGERS, end_run, run_dir, run_lo
 from crawlsched.errors import ChainBusy
 from crawlsched.executor import AttemptOutcome, AttemptSpec, OutcomeKind
 from crawlsched.model import Job, RunStatus, Trigger
-from crawlsched.state import CLAIM_DAEMON, AttemptKey, Owner, Retry, State, StorageUnavailable
+from crawlsched.state import CLAIM_DAEMON, AttemptKey, Owner, Retry, Saved, State, StorageUnavailable
+from crawlsched.state.leases import HOST
 
 
 #: Environment variables never passed to a crawl command or an ``on_failure`` command.
@@ -310,9 +311,29 @@ def run_foreground(job: Job, state: State, home: Path, log: logging.Logger, *,
         raise JobBusy(f"job {job.id} is busy: {busy.claim.describe(job.timezone)}; not starting it twice"  # type: ignore[attr-defined]
                       " (runs of one job never overlap)") from None
     try:
+        _settle_killed_runs(job, state, home, log, owner, clock())
         return _run_chain(job, state, home, log, progress, wait, clock, cancel)
     finally:
         state.release_chains([job.id], owner)
+
+
+def _settle_killed_runs(job: Job, state: State, home: Path, log: logging.Logger, owner: Owner, now: float) -> None:
+    """Rows of this job that a killed ``crawlsched run`` left ``running`` (SIGKILL, OOM: it could
+    close nothing): its command's process group stopped when provably still that group, the row
+    closed ``interrupted``, as a daemon's start does (crawlsched.recovery). A ``run`` chain saves
+    no retry, so nothing follows. Other owners' rows, and other hosts', are the daemon's to settle."""
+    for run in state.stale_running(owner, now):
+        if run.job_id != job.id or run.trigger != Trigger.RUN.value or run.owner_host not in (None, HOST):
+            continue  # another host's `run` is judged by its lease, and its processes are not ours to stop
+        if procs.stop_orphan_group(run.child_pgid, run.child_ident):
+            log.warning("job %s: attempt %d left its command running (process group %d); stopped it",
+                        run.job_id, run.attempt, run.child_pgid)
+        saved = state.finish_attempt(AttemptKey.of(run), status=RunStatus.INTERRUPTED.value, finished_at=now,
+                                     message="interrupted: the process running it stopped")
+        if saved is not Saved.FENCED:
+            end_run(home, run.job_id, run.scheduled_for, run.trigger)
+            log.warning("job %s: attempt %d/%d was left running by a `crawlsched run` that was killed; recorded"
+                        " interrupted", run.job_id, run.attempt, run.max_attempts)
 
 
 def _run_chain(job: Job, state: State, home: Path, log: logging.Logger, progress: Callable[[str], None],

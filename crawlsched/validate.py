@@ -17,7 +17,7 @@ from functools import lru_cache
 from typing import Any, Mapping
 
 from crawlsched.dsn import check_dsn
-from crawlsched.durations import check_int, check_seconds
+from crawlsched.durations import check_int, check_multiplier, check_seconds
 from crawlsched.errors import InvalidValue
 from crawlsched.model import (
     DEFAULT_KEYS,
@@ -100,12 +100,15 @@ def check_bool(field_name: str, value: Any) -> bool:
 
 
 def check_name(value: Any) -> str:
+    if value is None:
+        raise InvalidValue("name", None, "missing: every job has a name")
     if not isinstance(value, str) or not value.strip():
         raise InvalidValue("name", value, "must be a non-empty text")
     if len(value) > MAX_NAME:
         raise InvalidValue("name", value, f"is longer than {MAX_NAME} characters")
     if not value.isprintable():
-        raise InvalidValue("name", value, "must not contain control characters (NUL, newlines, tabs)")
+        raise InvalidValue("name", value, "must be printable text: no control or invisible characters"
+                                          " (NUL, newlines, tabs, zero-width spaces, lone surrogates)")
     return value.strip()
 
 
@@ -205,10 +208,8 @@ def _common(raw: Mapping[str, Any], kw: dict[str, Any], prefix: str = "") -> Non
     if "retry_delay" in raw:
         kw["retry_delay"] = check_seconds(prefix + "retry_delay", raw["retry_delay"])
     if "retry_backoff" in raw:
-        backoff = check_seconds(prefix + "retry_backoff", raw["retry_backoff"])
-        if backoff is not None and (backoff < 1 or backoff > 100):
-            raise InvalidValue(prefix + "retry_backoff", raw["retry_backoff"], "must be a multiplier from 1 to 100 (1 = fixed delay)")
-        kw["retry_backoff"] = backoff
+        kw["retry_backoff"] = check_multiplier(prefix + "retry_backoff", raw["retry_backoff"], 1, 100,
+                                               "must be a multiplier from 1 to 100 (1 = fixed delay)")
     if "retry_max_delay" in raw:
         kw["retry_max_delay"] = check_seconds(prefix + "retry_max_delay", raw["retry_max_delay"])
     if "timezone" in raw:

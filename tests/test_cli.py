@@ -210,6 +210,14 @@ def test_list_watch_and_json_together_are_refused(cli):
 # --- show, rm, pause, resume ------------------------------------------------------------------
 
 
+def test_show_and_list_never_send_a_commands_control_characters_to_the_terminal(cli):
+    assert cli("add", "Tty", "--every", "1h", "--command", "echo \x1b]0;pwned\x07").exit_code == 0
+    for args in (["show", "tty"], ["list"]):
+        out = cli(*args).stdout
+        assert "\x1b" not in out and "\x07" not in out, args
+    assert "\\x1b]0;pwned\\x07" in cli("show", "tty").stdout
+
+
 def test_show_by_id_and_by_name(cli):
     add_daily(cli)
     by_id = cli("show", "daily-morning-crawl", "--json")
@@ -322,6 +330,16 @@ def test_defaults_without_options_shows_the_keys_and_writes_nothing(cli, tmp_hom
     data = cli("defaults", "--json").json()
     assert data["defaults"]["url"] == ["https://user:***@example.com/x"] and data["defaults"]["paused"] is True
     assert tmp_home.jobs_file.read_bytes() == before
+
+
+def test_defaults_unset_of_keys_not_set_leaves_the_file_byte_for_byte(cli, tmp_home):
+    add_daily(cli)
+    before = tmp_home.jobs_file.read_bytes()
+    result = cli("defaults", "--unset", "timeout", "--unset", "catch_up")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.startswith("Defaults unchanged (timeout, catch_up are not set)")
+    assert cli("defaults", "--unset", "timeout", "--json").json()["message"] == "Defaults unchanged (timeout is not set)"
+    assert tmp_home.jobs_file.read_bytes() == before  # no empty [defaults] table added
 
 
 def test_defaults_url_replaces_a_default_command_and_unset_removes_a_key(cli, tmp_home):

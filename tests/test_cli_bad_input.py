@@ -284,6 +284,24 @@ def test_an_unknown_command_or_root_option_is_one_line_naming_it_once(tmp_path, 
     assert (result.returncode, result.stdout, result.stderr) == (2, "", line + "\n")
 
 
+@pytest.mark.parametrize("args", [["status"], ["list"], ["history", "--json"]])
+def test_a_reader_that_closed_the_pipe_ends_the_command_quietly_with_141(tmp_path, args):
+    """`crawlsched status | head -1`: no "Broken pipe" error line, and the exit code a shell gives a
+    writer killed by SIGPIPE (128 + 13), as git does."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "jobs.toml").write_text("".join(f'[[jobs]]\nid = "j{n}"\nname = "j{n}"\nevery = "1h"\ncommand = "true"\n\n'
+                                                for n in range(50)))
+    env = {**os.environ, "CRAWLSCHED_JOBS": str(tmp_path / "jobs.toml"), "CRAWLSCHED_HOME": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "crawlsched", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)  # fmt: skip
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert (proc.wait(timeout=60), err) == (141, b"")
+
+
 def test_import_of_a_seed_file_with_a_number_of_5000_digits_is_refused_naming_the_field(cli, tmp_home):
     seed = tmp_home.path / "scheduler_jobs.json"
     seed.write_text('[{"id": "a", "name": "A", "hour": 9, "minute": 5, "max_retries": ' + "9" * 5000 + "}]")

@@ -152,6 +152,43 @@ command = "sh -c 'echo $$ > {pidfile}; exec sleep 60'"
     assert len(error_lines(home)) == 1
 
 
+def test_a_run_after_a_sigkilled_run_settles_the_row_it_left_and_stops_its_command(tmp_path):
+    """SIGKILL gives `crawlsched run` no chance to close its row or stop its command; the next
+    `run` of the job does (as a daemon's start would): interrupted, the group stopped."""
+    home = tmp_path / "home"
+    pidfile = tmp_path / "child.pid"
+    write_jobs(home, f'''[[jobs]]
+id = "sleeper"
+name = "sleeper"
+every = "1d"
+timezone = "UTC"
+max_retries = 0
+command = "sh -c 'if [ -s {pidfile} ]; then exit 0; fi; echo $$ > {pidfile}; exec sleep 60'"
+''')
+    proc = subprocess.Popen([sys.executable, "-m", "crawlsched", "run", "sleeper"], env=cli_env(home),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while not (pidfile.exists() and pidfile.read_text().strip()):
+            assert time.monotonic() < deadline, "the command never started"
+            time.sleep(0.05)
+        pgid = int(pidfile.read_text())
+        proc.kill()
+        proc.wait()
+        assert group_alive(pgid)  # nobody stopped it: SIGKILL
+        again = subprocess.run([sys.executable, "-m", "crawlsched", "run", "sleeper"], env=cli_env(home),
+                               capture_output=True, text=True, timeout=60)  # fmt: skip
+        outlived = group_alive(pgid)
+    finally:
+        if pidfile.exists() and pidfile.read_text().strip() and group_alive(int(pidfile.read_text())):
+            os.killpg(int(pidfile.read_text()), signal.SIGKILL)
+    assert again.returncode == 0, again.stderr
+    assert not outlived, "the killed run's command outlived the next run"
+    attempts = sorted(rows(home, "sleeper"), key=lambda r: r.id)
+    assert [r.status for r in attempts] == ["interrupted", "success"], [(r.status, r.message) for r in attempts]
+    assert attempts[0].finished_at is not None and "stopped" in attempts[0].message
+
+
 # --- run: the API token never reaches a crawl command ---------------------------------------------
 
 

@@ -125,6 +125,32 @@ def test_status_and_stop_on_the_standbys_home_find_the_standby(pair, pg_dsn):
     assert a.proc.poll() is None
 
 
+def test_a_home_with_no_daemon_sees_the_leader_in_status_and_hands_it_run_now(pair, tmp_path, pg_dsn):
+    """SPEC §10: every command reads the shared state from any home; run-now requests from any
+    host's CLI are fired by the leader. This home runs no daemon of its own."""
+    import json
+
+    from helpers.process import cli
+
+    a, b = pair
+    elsewhere = tmp_path / "c"
+    write_jobs(elsewhere, JOBS.replace('every = "2s"', 'every = "1d"', 1))  # j0: its next fire is a day away
+    env = {"CRAWLSCHED_STATE": pg_dsn}
+    result = cli(elsewhere, "status", "--json", env=env)
+    data = json.loads(result.stdout)
+    [leader] = [d for d in data["daemons"] if d["role"] == "leader"]
+    assert result.returncode == 0 and data["running"] is True
+    assert (data["pid"], data["host"], data["started_at"]) == (leader["pid"], leader["host"], leader["started_at"])
+    text = cli(elsewhere, "status", env=env).stdout
+    assert f"daemon: running (pid {leader['pid']}" in text and "None" not in text
+    asked = time.time()
+    now = cli(elsewhere, "run-now", "j0", env=env)
+    assert now.returncode == 0, now.stderr
+    manual = wait_for(lambda: [r for r in _runs(pg_dsn) if r.job_id == "j0" and r.trigger == "manual"], 20,
+                      "the leader firing the run-now", context=lambda: f"a:\n{a.output()}\nb:\n{b.output()}")
+    assert [r.owner_pid for r in manual] == [leader["pid"]] and manual[0].started_at >= asked - 1
+
+
 def test_a_stopping_leader_hands_over_at_once_while_its_attempts_finish(tmp_path, pg_dsn):
     jobs = '[[jobs]]\nid = "slow"\nname = "slow"\nevery = "1h"\ncommand = "sleep 15"\n\n' + JOBS
     homes = []

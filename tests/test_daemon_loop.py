@@ -660,3 +660,13 @@ def test_the_start_settles_memory_as_a_first_load_and_a_reload_as_a_replacement(
     assert daemon.reload(force=True)
     assert settled == [True, False]  # a reload unfreezes, so that the jobs it replaced can be collected
     daemon.shutdown()
+
+
+@pytest.mark.parametrize("count, said", [(1, "ready: 1 job, home"), (2, "ready: 2 jobs, home")])
+def test_the_ready_line_counts_its_jobs_in_good_english(home, caplog, count, said):
+    write_jobs(home, "".join(f'[[jobs]]\nid = "e{n}"\nname = "e{n}"\nevery = "10m"\ncommand = "true"\n\n' for n in range(count)))
+    d = make_daemon(home, FakeClock(datetime(2025, 11, 8, 8, 0, tzinfo=UTC)))
+    with caplog.at_level(logging.INFO, logger="crawlsched.test"):
+        d.start()
+    assert [r.getMessage() for r in caplog.records if said in r.getMessage()]
+    d.shutdown()

@@ -288,6 +288,21 @@ def test_demo_started_beside_a_folder_named_crawlsched_runs_the_installed_daemon
     assert "Look around" in out
 
 
+def test_the_demos_closing_commands_are_whole_lines_on_an_80_column_terminal(tmp_path):
+    """They are copied and pasted: a path in them must not be broken at the terminal's width."""
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRAWLSCHED_")}
+    deep = tmp_path / ("d" * 40)  # a long temporary path, as mktemp's can be
+    proc = subprocess.run([CONSOLE_SCRIPT, "demo", "--dir", str(deep), "--seconds", "5"], cwd=tmp_path, timeout=90,
+                          env={**env, "FORCE_COLOR": "1", "COLUMNS": "80"}, capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    for command in (f"  crawlsched -f {deep}/jobs.toml history", f"  crawlsched -f {deep}/jobs.toml daemon",
+                    f"  cat {deep}/logs/crawler_*.log"):
+        assert command in lines, lines[-8:]
+
+
 def test_demo_whose_daemon_dies_exits_1_with_the_daemons_last_lines(tmp_path):
     demo = _demo(tmp_path, "--seconds", "60")
     lock = tmp_path / "demo" / ".crawlsched-daemon.lock"

@@ -170,6 +170,30 @@ def test_a_missing_file_is_refused_with_exit_2(home):
     assert info.value.exit_code == 2 and "no such file" in str(info.value)
 
 
+@pytest.mark.parametrize("kind", ["device", "fifo", "huge"])
+def test_a_device_a_fifo_or_a_huge_file_is_refused_before_it_is_read(home, kind):
+    import os
+
+    from crawlsched.importer import SEED_MAX_BYTES
+
+    if kind == "device":
+        path = Path("/dev/zero")  # read whole, it would fill memory
+    elif kind == "fifo":
+        path = home / "seed.fifo"
+        os.mkfifo(path)  # opened, it would wait for a writer for ever
+    else:
+        path = home / "huge.json"
+        with open(path, "wb") as fh:
+            fh.truncate(SEED_MAX_BYTES + 1)
+    before = (home / "jobs.toml").read_bytes()
+    with pytest.raises(CrawlschedError) as info:
+        import_seed(path, store(home), state(home), NOW)
+    assert info.value.exit_code == 2
+    assert str(info.value).startswith(f"{path}: is ")
+    assert ("not a regular file" if kind != "huge" else "larger than 16 MiB") in str(info.value)
+    assert (home / "jobs.toml").read_bytes() == before
+
+
 def test_without_a_default_crawl_it_asks_for_defaults_url_or_url(tmp_path):
     (tmp_path / "jobs.toml").write_text('[defaults]\ntimezone = "UTC"\n')
     before = (tmp_path / "jobs.toml").read_bytes()

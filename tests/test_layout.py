@@ -29,6 +29,11 @@ def test_relative_of_no_time_is_a_dash():
     assert relative(None, NOW) == "-"
 
 
+def test_cut_shows_what_a_terminal_would_act_on_escaped():
+    assert cut("echo \x1b]0;pwned\x07 done", 80) == "echo \\x1b]0;pwned\\x07 done"
+    assert "\x1b" not in cut("\x1b[2J" * 40, 20) and cut("\x1b[2J" * 40, 20).endswith("…")
+
+
 def test_cut_ends_with_an_ellipsis_and_joins_lines():
     assert cut("short", 10) == "short"
     assert cut("a much longer message", 10) == "a much lo…"

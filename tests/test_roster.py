@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -58,3 +59,22 @@ def test_stopped_daemons_are_not_listed(state):
     _daemons(state, now, "aaa", "aaa")
     state.daemon_beat("d1", now, stopped=True)
     assert [d["id"] for d in roster(state, now)["daemons"]] == ["d0"]
+
+
+def test_a_daemon_or_worker_of_this_host_whose_process_is_gone_is_not_alive_despite_a_fresh_heartbeat():
+    import subprocess
+    import sys
+
+    from crawlsched.roster import daemon_dicts, worker_dicts
+    from crawlsched.state import WorkerEntry
+    from crawlsched.state.leases import HOST
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # reaped: its pid names no process (SIGKILL leaves the same)
+    now = time.time()
+    here = [DaemonEntry("dead", HOST, gone.pid, now - 60, now - 1, "standby"),
+            DaemonEntry("live", HOST, os.getpid(), now - 60, now - 1, "leader"),
+            DaemonEntry("far", "another-host.example", gone.pid, now - 60, now - 1, "standby")]
+    assert {d["id"]: d["alive"] for d in daemon_dicts(here, now)} == {"dead": False, "live": True, "far": True}
+    workers = [WorkerEntry("w-dead", HOST, gone.pid, now - 60, now - 1), WorkerEntry("w-live", HOST, os.getpid(), now - 60, now - 1)]
+    assert [w["alive"] for w in worker_dicts(workers, now)] == [False, True]

@@ -386,3 +386,38 @@ def test_a_bad_state_or_executor_in_defaults_is_refused(raw, expect):
     for text in expect:
         assert text in str(caught.value)
     assert "hunter2" not in str(caught.value)
+
+
+@pytest.mark.parametrize("bad", [0, 0.5, -1, 101, 1e308, "nan", "inf", float("nan"), 10**400, "fast", True])
+def test_a_retry_backoff_outside_1_to_100_is_refused_as_a_multiplier_never_as_seconds(bad):
+    from crawlsched.errors import InvalidValue
+    from crawlsched.validate import build_defaults
+
+    with pytest.raises(InvalidValue) as info:
+        build_defaults({"retry_backoff": bad})
+    message = str(info.value)
+    assert message.startswith("defaults.retry_backoff: ") and message.endswith("must be a multiplier from 1 to 100 (1 = fixed delay)")
+    assert "second" not in message
+
+
+@pytest.mark.parametrize("good, value", [(1, 1.0), (2.5, 2.5), ("3", 3.0), (100, 100.0)])
+def test_a_retry_backoff_from_1_to_100_is_kept(good, value):
+    from crawlsched.validate import build_defaults
+
+    assert build_defaults({"retry_backoff": good}).retry_backoff == value
+
+
+@pytest.mark.parametrize("bad, said", [
+    (None, "name: missing: every job has a name"),
+    ("", 'name: "" must be a non-empty text'),
+    ("new\u200bs", "must be printable text: no control or invisible characters"),
+    ("a\ud800b", "must be printable text: no control or invisible characters"),
+    ("tab\there", "must be printable text: no control or invisible characters"),
+])
+def test_a_bad_name_is_refused_saying_what_is_wrong_with_it(bad, said):
+    from crawlsched.errors import InvalidValue
+    from crawlsched.validate import check_name
+
+    with pytest.raises(InvalidValue) as info:
+        check_name(bad)
+    assert said in str(info.value)

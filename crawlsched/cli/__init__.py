@@ -181,7 +181,13 @@ def _console() -> Console:
     if not console.is_terminal:
         # A pipe has no width: don't squeeze rows into $COLUMNS or 80, a script reads whole lines.
         console = Console(highlight=False, width=max(200, console.width))
+    console.on_broken_pipe = _console_broken_pipe  # type: ignore[method-assign] # rich's would exit 1
     return console
+
+
+def _console_broken_pipe() -> None:
+    _quiet_stdout()
+    raise typer.Exit(BROKEN_PIPE)
 
 
 def _say(message: str) -> None:
@@ -213,6 +219,9 @@ def command(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
                 return fn(*args, **kwargs)
             except typer.Exit:
                 raise
+            except BrokenPipeError:  # `crawlsched status | head -1`: the reader left; say nothing more
+                _quiet_stdout()
+                raise typer.Exit(BROKEN_PIPE) from None
             except CrawlschedError as exc:
                 _fail(str(exc), exc.exit_code, as_json)
             except OSError as exc:
@@ -230,6 +239,20 @@ def command(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         return _app.command(name, short_help=_summary(fn.__doc__))(run)
 
     return register
+
+
+BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a writer the pipe's reader left (git does the same)
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null: what is still buffered for a closed pipe is dropped at exit,
+    not reported as ``BrokenPipeError`` by the interpreter."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass  # no real stdout (tests capture it)
 
 
 def _summary(doc: str | None) -> str | None:

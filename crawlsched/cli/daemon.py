@@ -94,12 +94,15 @@ def run_now(job: Annotated[str, typer.Argument(metavar="JOB", help="Job id or ex
     from crawlsched import control
 
     found = _find(_load(), job)
-    daemon = _daemon_or_fail()
+    here = live_daemon(env().state(), time.time())
+    # On a shared state the leader takes the request from any home and host (SPEC §10): this
+    # home's daemon is woken at once; another host's leader looks for requests within seconds.
+    daemon = here or control.live_leader(env().state(), time.time()) or _daemon_or_fail()
     state = env().state()
     assert state is not None
     control.refuse_if_busy(state, found)  # exit 1, nothing queued
-    taken, message = control.hand_over(state, found, wake=lambda: _poke(int(daemon["pid"])), wait=cli.HANDOVER_WAIT,
-                                       source="cli")
+    wake = (lambda: _poke(int(daemon["pid"]))) if here is not None else (lambda: None)
+    taken, message = control.hand_over(state, found, wake=wake, wait=cli.HANDOVER_WAIT, source="cli")
     if as_json:
         _emit({"success": True, "message": message, "job_id": found.id, "taken": taken})
     else:
@@ -370,8 +373,8 @@ def _demo(console: Any, plain: bool, seconds: float, folder: Path | None) -> Non
             if last:
                 console.print(table(*last[-1]))
     jobs_file = path / "jobs.toml"
-    console.print(f"\nThe demo is in {path}. Look around:")
-    console.print(f"  crawlsched -f {jobs_file} history")
-    console.print(f"  crawlsched -f {jobs_file} show flaky")
-    console.print(f"  cat {path}/logs/crawler_*.log")
-    console.print(f"  crawlsched -f {jobs_file} daemon      # run it again")
+    # Whole lines, never broken by rich at the terminal's width: the paths are copied and pasted.
+    for line in (f"\nThe demo is in {path}. Look around:", f"  crawlsched -f {jobs_file} history",
+                 f"  crawlsched -f {jobs_file} show flaky", f"  cat {path}/logs/crawler_*.log", "Run it again:",
+                 f"  crawlsched -f {jobs_file} daemon"):
+        console.print(line, soft_wrap=True, markup=False, highlight=False)

@@ -120,6 +120,10 @@ def defaults(
     current = store.load()  # a broken file is reported as itself (jobs.toml:LINE), never rewritten
     if {"state", "executor"} & edits.keys():
         _check_executor(current, edits)
+    if not changes and not set(removed) & set(current.raw_defaults):  # nothing to remove: the file stays as it is
+        unchanged = f"Defaults unchanged ({', '.join(removed)} {'is' if len(removed) == 1 else 'are'} not set)"
+        _show_defaults(current.defaults, dict(current.raw_defaults), unchanged, as_json)
+        return
     try:
         store.set_defaults(edits)  # the whole new file is checked first
     except JobFileError as exc:  # e.g. --unset url while a job relies on the default crawl

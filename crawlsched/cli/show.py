@@ -280,8 +280,14 @@ def _status(now: datetime) -> dict[str, Any]:
             members = roster(state, now.timestamp())
         except Exception as exc:
             state_error = state_error or _state_trouble(label, exc)
-    # On a shared state, a daemon up on another host (or standing by here) is the daemon up.
+    # On a shared state, a daemon up on another host (or standing by here) is the daemon up: the
+    # leader's process and times are shown when this home runs none.
     elsewhere = bool(members and getattr(state, "shared", False) and any(d["alive"] for d in members["daemons"]))
+    if row is None and pid is None and elsewhere:
+        from crawlsched.control import live_leader
+
+        row = live_leader(state, now.timestamp())
+        pid = row.get("pid") if row else None
     data = render.status_dict(
         row, jobfile, now, states=states, running=row is not None or pid is not None or elsewhere, pid=pid,
         http=row.get("http") if row else None, config_ok=config_ok, config_error=config_error,
