@@ -212,7 +212,8 @@ class Daemon(StateOutage, RoleChanges, Signals, Scheduler):
     def _wait_time(self, now: float) -> float:
         wait = MAX_WAIT
         self._clean_top()
-        fire_wait = self.heap[0][0] - now if self.heap and self.member.leading else None  # a standby fires nothing
+        handout = self.planner.next_handout(self.chains, self.lead) if self.member.leading else None  # a standby fires nothing
+        fire_wait = handout - now if handout is not None else None
         if fire_wait is not None:
             wait = min(wait, fire_wait)
         lease_wait = self.member.wait()
@@ -292,6 +293,12 @@ class Daemon(StateOutage, RoleChanges, Signals, Scheduler):
         for key in self.chains.in_flight():  # removed or paused: its attempt saves no retry
             if not self._wanted(key.job_id):
                 executor.cancel(key)
+        recall = getattr(executor, "recall", None)
+        if recall is not None:  # queued ahead of its instant: paused, removed or changed, it does not run
+            try:
+                recall(lambda spec: self._wanted(spec.job_id) and self.jobs.get(spec.job_id) == spec.job)
+            except StorageUnavailable:  # logged once by the state; the attempts queued ahead still run
+                pass
         if self.member.leading:  # the cluster's row is the leader's
             self.state.config_status(None, **self.next_info())
         self.reloads.keep_last_good()

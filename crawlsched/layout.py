@@ -124,6 +124,16 @@ def fit(columns: Sequence[Column], rows: Sequence[Mapping[str, str]], width: int
         elif step.action == "short" and short.get(col.key, 0) < len(col.short):
             short[col.key] = short.get(col.key, 0) + 1
             widths[col.key] = natural(col)
+    # A shrink cuts to its step's width, which can be more than was needed once the steps after it
+    # dropped other columns: the cells still free go back to the columns cut short.
+    spare = width - total()
+    for col in kept:
+        if spare <= 0:
+            break
+        give = min(spare, natural(col) - widths[col.key])
+        if give > 0:
+            widths[col.key] += give
+            spare -= give
     over = total() - width
     # Only required columns are left and still too wide (a very long name): the others give
     # way first, widest first, each down to a few cells, cut with an ellipsis (never wrapped);

@@ -209,15 +209,37 @@ class Planner:
         self.clean_top(chains)
         return self.heap[0] if self.heap else None
 
-    def pop_due(self, now: float, chains: Mapping[str, Waiting]) -> list[Entry]:
-        """Take every current entry due at ``now`` off the heap, earliest first."""
+    def pop_due(self, now: float, chains: Mapping[str, Waiting], ahead: float = 0.0) -> list[Entry]:
+        """Take every current entry due at ``now`` off the heap, earliest first; with ``ahead``, also
+        the fires due within ``ahead`` seconds of a job with no chain in flight (``leads``)."""
         heap, current, pop = self.heap, self.current, heapq.heappop
         due: list[Entry] = []
-        while heap and heap[0][0] <= now:
+        held: list[Entry] = []
+        while heap and heap[0][0] <= now + ahead:
             entry = pop(heap)
-            if current(entry, chains):
-                due.append(entry)
+            if not current(entry, chains):
+                continue
+            if entry[0] > now and not self.leads(entry, chains):
+                held.append(entry)
+                continue
+            due.append(entry)
+        for entry in held:
+            heapq.heappush(heap, entry)
         return due
+
+    @staticmethod
+    def leads(entry: Entry, chains: Mapping[str, Waiting]) -> bool:
+        """May the entry be handed out before its instant? A fire whose job has no chain in flight:
+        a retry waits for its due time, and a fire while the job still runs or retries is decided
+        (skipped) at its instant, as without a lead."""
+        return entry[2] is EntryKind.FIRE and entry[3] not in chains
+
+    def next_handout(self, chains: Mapping[str, Waiting], ahead: float = 0.0) -> float | None:
+        """When the top entry is to be handed out: its instant, ``ahead`` seconds earlier when it ``leads``."""
+        if not self.heap:
+            return None
+        top = self.heap[0]
+        return top[0] - ahead if ahead and self.leads(top, chains) else top[0]
 
     def take(self, job_id: str) -> None:
         """A FIRE entry of the job was taken: it has no planned fire until ``plan`` (after the burst)."""

@@ -202,7 +202,9 @@ class Scheduler(Leftovers):
         """Fire every entry due at ``now``. Attempts are submitted first, next fires planned after."""
         self.fired_until = now if self.fired_until is None else max(self.fired_until, now)
         planner = self.planner
-        due = planner.pop_due(now, self.chains)
+        # An executor with a lead (the workers' queue) gets the fires due within it now: each attempt
+        # carries its instant and does not begin before it (crawlsched.workers.executor.QUEUE_AHEAD).
+        due = planner.pop_due(now, self.chains, self.lead)
         replan: list[Job] = []
         # Gated even when only one is due: the loop then waits for its worker to take its start
         # time before planning the next fire (that worker would wait for the GIL meanwhile).
@@ -248,6 +250,11 @@ class Scheduler(Leftovers):
         if due:
             self.fired += len(due)
         return len(due)
+
+    @property
+    def lead(self) -> float:
+        """Seconds before its instant a fire is handed out: the executor's ``lead`` (0: at its instant)."""
+        return float(getattr(self._executor, "lead", 0.0) or 0.0) if self._executor is not None else 0.0
 
     def _coalesce(self, job: Job, scheduled: float, now: float) -> float:
         """Woken late (suspend, clock jump): run the newest due fire once; the older ones are missed."""

@@ -70,6 +70,14 @@ def test_rows_become_the_records_and_starts_of_the_harness(cc):
     assert (row.started, row.duplicates) == (1, 0) and row.p50_ms == pytest.approx(20.0, abs=0.01)
 
 
+def test_a_burst_start_is_the_commands_own_clock_read_from_its_message(cc):
+    at = 1_800_000_000
+    rows = [("j00001", at, f"{at + 0.031}\n"), ("j00002", at, "exit code 1"), ("j00003", at + 60, f"{at + 60.1}"),
+            ("j00004", at, None)]
+    assert cc.command_starts(rows, at) == [(0, int((at + 0.031) * 1e9))]
+    assert cc.BURST_COMMAND == 'command = "date +%s.%N"'
+
+
 def test_run_knows_the_cluster_name_and_puts_it_in_the_queue_systems_table(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCH))
     import run

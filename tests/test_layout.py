@@ -59,8 +59,16 @@ def test_fit_applies_the_steps_in_order_until_the_row_fits(width, kept, short):
     layout = fit(COLUMNS, ROWS, width, STEPS)
     assert [c.key for c in layout.columns] == kept and set(layout.short) == short
     assert layout.total <= width
-    if width <= 90 and "message" in kept:
-        assert layout.widths["message"] == 12
+    if width <= 90 and "message" in kept:  # cut, to its step's 12 at least, and given what the row leaves free
+        assert 12 <= layout.widths["message"] < 40 and layout.total == width
+
+
+def test_a_column_shrunk_more_than_needed_gets_back_the_cells_left_free():
+    """history at 80 columns cut its message to 20 while 9 columns stayed empty: the shrink step
+    came before drops that made room."""
+    layout = fit(COLUMNS, ROWS, 70, STEPS)  # shrink message to 12, then drop extra: 22 cells were free
+    assert [c.key for c in layout.columns] == ["name", "status", "message"]
+    assert layout.total == 70 and layout.widths["message"] == 70 - 41 - 6 - 2 * layout.gap
 
 
 def test_fit_cuts_a_required_column_only_when_nothing_else_is_left():

@@ -322,3 +322,31 @@ def test_jobs_alike_planned_at_one_instant_share_one_answer_and_each_gets_its_ow
         alone = Planner()
         apply(alone, [j], now, seen={"j1": Seen(daemon_seen=at(2025, 5, 1), last_fire=at(2025, 6, 1, 12, 3))} if j.id == "j1" else None)
         assert planner.planned.get(j.id) == alone.planned.get(j.id), j.id
+
+
+def test_with_a_lead_a_fire_is_handed_out_that_long_before_its_instant_and_a_retry_is_not():
+    planner = Planner()
+    now = at(2025, 11, 8, 9, 0)
+    apply(planner, [job("a", at="09:05", start_date="2025-01-01")], now)
+    five = at(2025, 11, 8, 9, 5)
+    chains = {"r": Chain(token=1, retry_due=five)}
+    planner.push_retry("r", 1, five)
+    assert planner.next_handout(NO_CHAINS, 2.0) == five - 2.0  # the retry's entry or the fire's: both at 09:05
+    assert planner.pop_due(five - 2.5, chains, 2.0) == []
+    due = planner.pop_due(five - 2.0, chains, 2.0)
+    assert [(e.kind, e.job_id, e.due) for e in due] == [(EntryKind.FIRE, "a", five)]
+    assert [(e.kind, e.job_id) for e in planner.heap] == [(EntryKind.RETRY, "r")]  # a retry waits for its due time
+    assert planner.next_handout(chains, 2.0) == five
+    assert [e.job_id for e in planner.pop_due(five, chains, 2.0)] == ["r"]
+
+
+def test_with_a_lead_a_fire_of_a_job_still_running_waits_for_its_instant():
+    planner = Planner()
+    now = at(2025, 11, 8, 9, 0)
+    apply(planner, [job("a", at="09:05", start_date="2025-01-01")], now)
+    five = at(2025, 11, 8, 9, 5)
+    running = {"a": Chain(token=0)}  # its previous run: this fire is skipped (or not) at its instant, not before
+    assert planner.next_handout(running, 2.0) == five
+    assert planner.pop_due(five - 1.0, running, 2.0) == []
+    assert [(e.job_id, e.due) for e in planner.heap] == [("a", five)]
+    assert [(e.job_id, e.due) for e in planner.pop_due(five, running, 2.0)] == [("a", five)]

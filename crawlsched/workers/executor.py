@@ -1,5 +1,9 @@
 """``WorkersExecutor``: the daemon's side of ``executor = "workers"`` (crawlsched.executor.Executor).
 
+The loop hands a scheduled fire out ``lead`` seconds (:data:`QUEUE_AHEAD`) before its instant;
+the worker waits for the instant before it takes the row over, and ``recall`` withdraws (closes
+``skipped``) the attempts not yet due whose job was paused, removed or changed meanwhile.
+
 ``submit`` writes the attempt's ``running`` row (owned by the queue, with a lease) and defers its
 procrastinate job in one transaction (crawlsched.state.queue.start_queued); a burst's attempts
 share one transaction. A worker takes the row over, crawls and closes it; closing a queued row
@@ -28,13 +32,20 @@ from crawlsched.model import RunStatus
 from crawlsched.state import Retry, Run, StorageUnavailable
 from crawlsched.state import queue as q
 from crawlsched.state.leases import HOST
+from crawlsched.state.takeover import recall_ahead
 from crawlsched.workers.queue import OUTCOMES_CHANNEL, defer
 
 if TYPE_CHECKING:
     from crawlsched.runner import AttemptRunner
 
-__all__ = ["CHECK_EVERY", "WorkersExecutor"]
+__all__ = ["CHECK_EVERY", "QUEUE_AHEAD", "WorkersExecutor"]
 
+# Seconds: a scheduled fire is queued this long before its instant (the planner hands it out early:
+# crawlsched.scheduler), so that the queueing commit, the workers' fetches and their threads are
+# done when it comes; the worker's task waits for the instant, then takes the row over
+# (crawlsched.workers.takeover). Issue 14: a burst's lateness is then the take-over's alone.
+QUEUE_AHEAD = 2.0
+RECALLED = "skipped: the job was paused, removed or changed before its instant (its attempt was queued ahead)"
 CHECK_EVERY = 1.0  #: seconds between the queue's lease checks (renew the waiting rows, settle the lapsed)
 DRAIN_EVERY = 5.0  #: seconds: drain even without a NOTIFY (one lost while the listener reconnected)
 LIVE_WORKER = 30.0  #: seconds: a worker whose heartbeat is older counts for no capacity
@@ -69,8 +80,9 @@ class WorkersExecutor:
     """Attempts go to the queue in the state's PostgreSQL database; ``crawlsched worker``s run them."""
 
     def __init__(self, state: Any, log: logging.Logger | None = None, *, grace_period: float = 30.0,
-                 check_every: float = CHECK_EVERY) -> None:
+                 check_every: float = CHECK_EVERY, lead: float = QUEUE_AHEAD) -> None:
         self.state = state
+        self.lead = lead  # seconds: fires are handed out (queued) this long before their instant
         self.log = log or logging.getLogger("crawlsched")
         self.grace_period = grace_period  # the attempts' SIGTERM grace in a worker ([defaults] grace_period)
         self.check_every = check_every
@@ -129,6 +141,24 @@ class WorkersExecutor:
     def cancel(self, key: ChainKey) -> None:
         """Nothing to tell the worker: a retry its attempt saves is voided when the outcome comes back
         (``Chains.follow`` clears it for a job removed or paused meanwhile)."""
+
+    def recall(self, keep: Callable[[AttemptSpec], bool]) -> int:
+        """Withdraw the attempts queued ahead of their instant that ``keep`` no longer wants (their job
+        paused, removed or changed): rows still the queue's and not yet due are closed ``skipped``
+        (crawlsched.state.takeover.recall_ahead); their outcomes end the chains. How many."""
+        runner = self.runner
+        now = runner.clock() if runner is not None else time.time()
+        ids = [run_id for run_id, spec in self._inflight.items() if spec.scheduled_for > now and not keep(spec)]
+        if not ids:
+            return 0
+        closed = recall_ahead(self.state, ids, RECALLED, finished_at=now)
+        for run_id in closed:
+            spec = self._inflight[run_id]
+            self.log.warning("job %s: its fire at %s is skipped: paused, removed or changed before its instant",
+                             spec.job_id, time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(spec.scheduled_for)) + "Z")
+        if closed:
+            self._notify()
+        return len(closed)
 
     def unstarted(self) -> Collection[ChainKey]:
         """None: a queued attempt has its row (``running``, the queue's) from the moment it is queued."""

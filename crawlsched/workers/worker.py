@@ -1,8 +1,10 @@
 """``crawlsched worker``: a procrastinate worker that runs queued attempts with crawlsched's own crawl code.
 
 Each queued job carries an attempt's spec (``spec_to_json``) and the id of its ``running`` row.
-Before it crawls, the worker takes the row over (crawlsched.state.queue.take_over: its own owner
-id, a lease by the database's clock, the chain's next fencing epoch); a row already closed
+Before it crawls, the worker takes the row over (crawlsched.state.takeover.take_over_many: its own
+owner id, a lease by the database's clock, the chain's next fencing epoch; the attempts due
+together in this process share one write: crawlsched.workers.takeover). An attempt queued
+ahead of its instant waits for it first, in its task thread; a row already closed
 (settled while the job waited) drops the job, never crawled. Then :class:`WorkerRunner` (the
 daemon's ``AttemptRunner``) runs it: URL or command, limits, redaction, ``${VAR}`` from this
 process's environment, bodies and run logs under this worker's home, the retry saved in the
@@ -34,8 +36,10 @@ from crawlsched.state import AttemptKey, Owner, Saved
 from crawlsched.state import queue as q
 from crawlsched.state.leases import HOST
 from crawlsched.state.trouble import StateUnreachable, StorageUnavailable
+from crawlsched.state.takeover import still_queued, take_over_many
 from crawlsched.workers.leases import LeaseKeeper
 from crawlsched.workers.queue import QUEUE, TASK, make_app
+from crawlsched.workers.takeover import GIVEN_BACK, StartsFirst, TakeOvers
 
 __all__ = ["CLAIM_WORKER", "Worker", "WorkerRunner", "run_worker"]
 
@@ -71,21 +75,33 @@ class WorkerStore:
 class WorkerRunner(AttemptRunner):
     """The daemon's runner, telling the lease keeper its command's process group and when the crawl ended."""
 
-    def __init__(self, *args: Any, keeper: LeaseKeeper, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, keeper: LeaseKeeper, starts: StartsFirst | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.keeper = keeper
+        self.starts = starts or StartsFirst()
 
     def _child_recorder(self, key: AttemptKey) -> Callable[[int], bool]:
         record = super()._child_recorder(key)
 
         def note(pgid: int) -> bool:
             self.keeper.note_child(key, pgid)
-            return record(pgid)
+            try:
+                return record(pgid)
+            finally:
+                self.starts.begun(key)  # its go-ahead follows at once
 
         return note
 
+    def _execute(self, job: Any, scheduled_for: float, attempt: int, cancel: Any, trigger: str = "schedule",
+                 key: AttemptKey | None = None) -> Any:
+        if job.urls and key is not None:
+            self.starts.begun(key)  # its requests begin now
+        return super()._execute(job, scheduled_for, attempt, cancel, trigger, key)
+
     def _conclude(self, job: Any, scheduled_for: float, attempt: int, key: AttemptKey, outcome: Any, *args: Any,
                   **kwargs: Any) -> Any:
+        self.starts.begun(key)  # (a command that never spawned)
+        self.starts.wait_for_starts()  # the attempts taken over with it begin first
         self.keeper.closing(key)
         return super()._conclude(job, scheduled_for, attempt, key, outcome, *args, **kwargs)
 
@@ -100,20 +116,33 @@ class Worker:
         self.owner = Owner(CLAIM_WORKER, pid, procs.identity(pid), HOST)
         self.keeper = LeaseKeeper(store, self.owner, log)
         self.fenced = 0  # late results refused: the lease was lost meanwhile
-        self.runner = WorkerRunner(WorkerStore(store, self.owner, self._fenced), self.home, log, keeper=self.keeper)
+        self.starts = StartsFirst()
+        self.runner = WorkerRunner(WorkerStore(store, self.owner, self._fenced), self.home, log, keeper=self.keeper,
+                                   starts=self.starts)
         self.runner.owner = self.owner
         self.stopping_at: float | None = None  # monotonic: when SIGTERM came
+        self._stop_now = threading.Event()  # a second SIGTERM: attempts waiting for their instant are given back
+        self.takeovers = TakeOvers(lambda ids: take_over_many(store, ids, self.owner, str(self.home)),
+                                   on_taken=self.starts.taken)
         self._pg: Any = None  # procrastinate's worker
 
     # --- one job -------------------------------------------------------------------------
 
     def attempt(self, run_id: int, spec: dict[str, Any], grace: float = 30.0) -> None:
         """The ``crawlsched_attempt`` task: take the row over, run the attempt, close it."""
-        started = time.time()
         attempt_spec: AttemptSpec = spec_from_json(spec)
-        key = q.take_over(self.store, run_id, self.owner, str(self.home), started_at=started)
+        # Queued ahead of its instant (crawlsched.workers.executor.QUEUE_AHEAD): it begins when it is due, not before;
+        # one recalled meanwhile (its job paused, removed or changed) is dropped before the wait, when it can be seen.
+        if attempt_spec.scheduled_for > time.time() and not still_queued(self.store, run_id):
+            key = None
+        else:
+            key = self.takeovers.take(run_id, attempt_spec.job_id, attempt_spec.scheduled_for, self._stop_now)
+        if key is GIVEN_BACK:
+            self.log.info("job %s: attempt %d given back before its instant: the worker stops now",
+                          attempt_spec.job_id, attempt_spec.attempt)
+            return
         if key is None:
-            self.log.info("job %s: attempt %d was settled before a worker took it; dropped, not crawled",
+            self.log.info("job %s: attempt %d was settled (or recalled) before a worker took it; dropped, not crawled",
                           attempt_spec.job_id, attempt_spec.attempt)
             return
         held = self.keeper.hold(run_id, key, grace)
@@ -124,6 +153,7 @@ class Worker:
         except Exception:
             self.log.exception("attempt %d of job %s failed inside crawlsched", attempt_spec.attempt, attempt_spec.job_id)
         finally:
+            self.starts.begun(key)
             self.keeper.release(run_id)
 
     def _fenced(self, key: AttemptKey) -> None:
@@ -144,6 +174,7 @@ class Worker:
         """SIGTERM/SIGINT: take no more jobs; the running ones get their grace period. Twice: stop them now."""
         if self.stopping_at is not None:
             self.log.warning("worker: stopping now: %d running attempt(s) are given back", len(self.keeper.running()))
+            self._stop_now.set()
             for held in self.keeper.running():
                 held.cancel.set()
             return

@@ -1,0 +1,139 @@
+"""A worker's take-overs grouped (crawlsched.workers.takeover): the attempts that ask together share
+one write, each gets its own answer, a failed write fails each of them, one row per job per write."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from crawlsched.workers.takeover import GIVEN_BACK, StartsFirst, TakeOvers, wait_until
+
+
+class SlowWrites:
+    """``take_many`` as a write that takes a while (as one waiting for the state's lock would)."""
+
+    def __init__(self, refused: set[int] = frozenset(), fail: bool = False) -> None:
+        self.calls: list[list[int]] = []
+        self.refused, self.fail = refused, fail
+        self.lock = threading.Lock()
+
+    def __call__(self, ids: list[int]) -> dict[int, str]:
+        with self.lock:
+            self.calls.append(list(ids))
+        time.sleep(0.05)
+        if self.fail:
+            raise ConnectionError("the state database went away")
+        return {i: f"key-{i}" for i in ids if i not in self.refused}
+
+
+def take_all(takeovers: TakeOvers, requests: list[tuple[int, str]]) -> dict[int, object]:
+    got: dict[int, object] = {}
+    start = threading.Barrier(len(requests))
+
+    def one(run_id: int, job_id: str) -> None:
+        start.wait()
+        try:
+            got[run_id] = takeovers.take(run_id, job_id)
+        except Exception as exc:  # noqa: BLE001 - what the test looks at
+            got[run_id] = exc
+
+    threads = [threading.Thread(target=one, args=r) for r in requests]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    return got
+
+
+def test_attempts_asking_together_share_a_write_and_each_gets_its_own_answer():
+    writes = SlowWrites(refused={3})
+    got = take_all(TakeOvers(writes), [(i, f"job-{i}") for i in range(20)])
+    assert got == {i: (None if i == 3 else f"key-{i}") for i in range(20)}  # 3: settled meanwhile, dropped
+    assert sorted(i for call in writes.calls for i in call) == list(range(20))  # each row asked for once
+    assert len(writes.calls) <= 3  # the first, and whoever came while it ran
+
+
+def test_a_failed_write_fails_each_attempt_it_carried():
+    got = take_all(TakeOvers(SlowWrites(fail=True)), [(i, f"job-{i}") for i in range(5)])
+    assert all(isinstance(v, ConnectionError) for v in got.values()) and len(got) == 5
+
+
+def test_two_rows_of_one_job_never_share_a_write():
+    writes = SlowWrites()
+    got = take_all(TakeOvers(writes), [(1, "same"), (2, "same"), (3, "other")])
+    assert got == {1: "key-1", 2: "key-2", 3: "key-3"}
+    for call in writes.calls:
+        assert not {1, 2} <= set(call)
+
+
+def test_waiting_for_an_instant_ends_at_it_or_when_stopped():
+    ticks = iter([10.998, 10.999, 11.0])  # 2 ms left: slept, then looked at again
+    assert wait_until(11.0, threading.Event(), clock=lambda: next(ticks)) is True
+    stop = threading.Event()
+    stop.set()
+    assert wait_until(time.time() + 60, stop) is False
+    assert wait_until(time.time() - 1) is True
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_a_lone_attempt_is_one_write(n):
+    writes = SlowWrites()
+    takeovers = TakeOvers(writes)
+    for i in range(n):
+        assert takeovers.take(i, f"j{i}") == f"key-{i}"
+    assert writes.calls == [[i] for i in range(n)] and takeovers.batches == n
+
+
+def test_attempts_due_at_one_instant_are_taken_over_in_one_write_at_that_instant():
+    writes = SlowWrites()
+    takeovers = TakeOvers(writes)
+    instant = time.time() + 0.3
+    got: dict[int, object] = {}
+    threads = [threading.Thread(target=lambda i=i: got.update({i: (takeovers.take(i, f"j{i}", instant), time.time())}))
+               for i in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert [sorted(c) for c in writes.calls] == [list(range(10))]  # one write, all of them
+    assert all(key == f"key-{i}" and at >= instant for i, (key, at) in got.items()) and len(got) == 10
+
+
+def test_an_attempt_waiting_for_its_instant_is_given_back_when_the_worker_stops_now():
+    writes = SlowWrites()
+    stop = threading.Event()
+    threading.Timer(0.1, stop.set).start()
+    assert TakeOvers(writes).take(1, "j", time.time() + 60, stop) is GIVEN_BACK
+    assert writes.calls == []
+
+
+def test_a_close_waits_until_the_attempts_taken_over_with_it_have_begun():
+    starts = StartsFirst(patience=5.0)
+    starts.taken(["a", "b", "c"])
+    starts.begun("a")
+    closed = threading.Event()
+    closer = threading.Thread(target=lambda: (starts.wait_for_starts(), closed.set()))
+    closer.start()
+    starts.begun("b")
+    assert not closed.wait(0.2)  # "c" has not begun
+    starts.begun("c")
+    assert closed.wait(5)
+    closer.join(5)
+
+
+def test_a_close_waits_no_longer_than_its_patience():
+    starts = StartsFirst(patience=0.05)
+    starts.taken(["never"])
+    began = time.monotonic()
+    assert starts.wait_for_starts() is False and time.monotonic() - began < 2
+    began = time.monotonic()
+    assert starts.wait_for_starts() is True and time.monotonic() - began < 0.04  # forgotten: it holds nothing up again
+
+
+def test_the_keys_of_each_write_are_counted_before_any_attempt_goes_on():
+    seen: list[list[str]] = []
+    takeovers = TakeOvers(SlowWrites(refused={2}), on_taken=seen.append)
+    take_all(takeovers, [(1, "a"), (2, "b")])
+    assert seen == [["key-1"]]
