@@ -310,7 +310,7 @@ class Daemon(StateOutage, RoleChanges, Signals, Scheduler):
         return True
 
     def _settle_memory(self) -> None:
-        settle(self.owns_process)
+        settle(self.owns_process, first=not self.started)  # started: a reload
 
     # --- clock jumps -------------------------------------------------------------
 

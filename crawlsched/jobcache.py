@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copyreg
 import operator
+from itertools import accumulate, repeat
 import os
 import pickle
 import re
@@ -39,6 +40,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from crawlsched import __version__, timing
+from crawlsched.alike import Alike
 from crawlsched.fasttoml import jobs_table
 from crawlsched.jobfile import BOM, JOBS_HEADER_SEARCH, parse_text, with_line
 from crawlsched.model import Defaults, Job, JobFile
@@ -52,6 +54,9 @@ CACHE_MIN_BYTES = 64 * 1024  # smaller files parse in milliseconds: no cache fil
 # A cached JobFile is only good for the class layout that pickled it: a changed
 # dataclass (fields added, slots) must not be filled from an old pickle.
 _LAYOUT = tuple(tuple(f.name for f in fields(cls)) for cls in (Job, Defaults, JobFile))
+# Where each header begins: a zero-width split, so that each segment starts with its own header line.
+assert JOBS_HEADER_SEARCH.pattern.startswith("^")
+_BEFORE_HEADER = re.compile("^(?=" + JOBS_HEADER_SEARCH.pattern[1:].replace("(#", "(?:#") + ")", re.M)
 
 
 @dataclass(frozen=True)
@@ -71,15 +76,11 @@ class FileKey:
 
 def split(text: str) -> tuple[str, list[tuple[int, str]]]:
     """The head (before the first ``[[jobs]]`` header) and each job's segment with its 0-based header line."""
-    starts = [m.start() for m in JOBS_HEADER_SEARCH.finditer(text)]
-    if not starts:
+    head, *segments = _BEFORE_HEADER.split(text)
+    if not segments:
         return text, []
-    parts, line, pos = [], 0, 0
-    for i, start in enumerate(starts):
-        line += text.count("\n", pos, start)
-        pos = start
-        parts.append((line, text[start: starts[i + 1] if i + 1 < len(starts) else len(text)]))
-    return text[: starts[0]], parts
+    lines = accumulate(map(str.count, segments, repeat("\n")), initial=head.count("\n"))
+    return head, list(zip(lines, segments))
 
 
 def parse_segmented(text: str, machine_tz: str, known_head: str | None = None,
@@ -105,29 +106,35 @@ def parse_segmented(text: str, machine_tz: str, known_head: str | None = None,
     names: set[str] = set()
     shared: dict[Any, Any] = {}  # equal values of different tables: one object
     build = JobBuilder(defaults, machine_tz)
+    alike = Alike(lambda segment, plain: parse_segment(segment, defaults, machine_tz, shared, build, plain))
     for line, segment in parts:
         job = known.get(segment)
         if job is None:
-            job = parse_segment(segment, defaults, machine_tz, shared, build)
+            job = alike.job(segment, line + 1)
             if job is None:
                 return None
+        else:
+            with_line(job, line + 1)
         if job.id in ids or job.name in names:
             return None
         ids.add(job.id)
         names.add(job.name)
         segments[segment] = job
-        jobs.append(with_line(job, line + 1))
+        jobs.append(job)
     return JobFile(defaults=defaults, jobs=tuple(jobs), raw_defaults=dict(raw_defaults)), head, segments
 
 
 def parse_segment(segment: str, defaults: Defaults, machine_tz: str, shared: dict[Any, Any] | None = None,
-                  build: JobBuilder | None = None) -> Job | None:
+                  build: JobBuilder | None = None, plain: list[bool] | None = None) -> Job | None:
     """One ``[[jobs]]`` table's text on its own, validated; None unless it is exactly one valid job.
 
     A plain table is read by ``fasttoml`` (``shared``: its values seen before in this parse), any other by
-    ``tomllib``; ``build`` is the parse's ``JobBuilder`` (tables alike are validated once).
+    ``tomllib``; ``build`` is the parse's ``JobBuilder`` (tables alike are validated once). ``plain[0]``
+    is set to whether ``fasttoml`` read it.
     """
     table = jobs_table(segment, shared)
+    if plain is not None:
+        plain[0] = table is not None
     if table is None:
         try:
             data = tomllib.loads(segment)

@@ -324,3 +324,25 @@ def test_stop_and_run_now_leave_an_unrelated_process_alone(cli, tmp_home, holder
         assert live_daemon(st, time.time(), tmp_home.path) is None
     finally:
         st.close()
+
+
+def test_the_daemon_command_loads_its_jobs_with_the_collector_paused_and_freezes_them(tmp_path):
+    # In a child: the collector is the whole process's, and the daemon's first load is the CLI's own.
+    write_jobs(tmp_path, "".join(f'[[jobs]]\nid = "j{i}"\nevery = "1h"\ncommand = "true"\n\n' for i in range(50)))
+    code = (
+        "import gc\n"
+        "from crawlsched.cli import env\n"
+        "from crawlsched.cli.daemon import _daemon_state\n"
+        "import crawlsched.jobread as jobread\n"
+        "real, seen = jobread.JobReads.load, []\n"
+        "def load(self, **kw):\n"
+        "    seen.append(gc.isenabled())\n"
+        "    return real(self, **kw)\n"
+        "jobread.JobReads.load = load\n"
+        "before = gc.get_freeze_count()\n"
+        "_daemon_state(env().store())\n"
+        "print(seen, gc.isenabled(), gc.get_freeze_count() - before > 500)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=cli_env(tmp_path), capture_output=True, text=True,
+                         timeout=60, check=True)
+    assert out.stdout.split() == ["[False]", "True", "True"], out.stderr

@@ -648,6 +648,20 @@ def test_a_reload_that_changes_the_state_or_executor_is_applied_at_the_next_star
     assert set(d.jobs) == {"e"}, "the jobs are applied; only the state waits for the restart"
 
 
+def test_the_start_settles_memory_as_a_first_load_and_a_reload_as_a_replacement(home, monkeypatch):
+    import crawlsched.daemon as daemon_module
+
+    write_jobs(home, '[[jobs]]\nid = "a"\nevery = "1h"\ncommand = "true"\n')
+    daemon = make_daemon(home, FakeClock(datetime(2025, 1, 1, tzinfo=timezone.utc)))
+    settled = []
+    monkeypatch.setattr(daemon_module, "settle", lambda whole, first=False: settled.append(first))  # no freeze here
+    daemon.start()
+    write_jobs(home, '[[jobs]]\nid = "b"\nevery = "1h"\ncommand = "true"\n')
+    assert daemon.reload(force=True)
+    assert settled == [True, False]  # a reload unfreezes, so that the jobs it replaced can be collected
+    daemon.shutdown()
+
+
 @pytest.mark.parametrize("count, said", [(1, "ready: 1 job, home"), (2, "ready: 2 jobs, home")])
 def test_the_ready_line_counts_its_jobs_in_good_english(home, caplog, count, said):
     write_jobs(home, "".join(f'[[jobs]]\nid = "e{n}"\nname = "e{n}"\nevery = "10m"\ncommand = "true"\n\n' for n in range(count)))

@@ -24,7 +24,7 @@ LAYERS: dict[str, int] = {
     # 0 - vocabulary
     "__init__": 0, "errors": 0, "model": 0, "timing": 0, "durations": 0,
     # 1 - pure helpers over the vocabulary
-    "validate": 1, "dsn": 1, "schedules": 1, "urls": 1, "jobfile": 1, "fasttoml": 1, "tomledit": 1, "targets": 1, "procs": 1, "layout": 1,
+    "validate": 1, "dsn": 1, "schedules": 1, "urls": 1, "jobfile": 1, "fasttoml": 1, "alike": 1, "tomledit": 1, "targets": 1, "procs": 1, "layout": 1,
     # 2 - storage and the crawl itself (jobcache, jobread, safewrite: the job file's parse cache, reads and
     # atomic writes)
     "store": 2, "jobcache": 2, "jobread": 2, "safewrite": 2, "state": 2, "crawl": 2, "runfiles": 2,

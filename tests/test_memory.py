@@ -36,3 +36,24 @@ def test_the_collector_is_paused_while_jobs_load_and_on_again_after_even_on_an_e
         assert not gc.isenabled(), "paused by someone else: left as it was"
     finally:
         gc.enable()
+
+
+def test_the_first_settling_leaves_what_was_frozen_at_the_load_unwalked_and_a_reload_s_collects_it():
+    code = (
+        "import gc, weakref\n"
+        "from crawlsched.memory import settle_memory\n"
+        "class Node: pass\n"
+        "def garbage():\n"
+        "    a = Node(); a.me = a\n"
+        "    return weakref.ref(a)\n"
+        "gc.disable()\n"
+        "loaded = garbage()\n"  # a cycle left by the load, frozen with it
+        "gc.freeze()\n"
+        "after = garbage()\n"  # a cycle left by the start after the load
+        "settle_memory(first=True)\n"
+        "print(loaded() is not None, after() is None)\n"
+        "settle_memory()\n"
+        "print(loaded() is None)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.split() == ["True", "True", "True"], out.stderr

@@ -273,11 +273,15 @@ def _daemon_state(store: JobStore) -> State:
     ``executor = "workers"`` without a PostgreSQL state is refused here, before anything
     starts (exit 2). A job file that does not load is the daemon's to report, as always.
     """
+    from crawlsched.memory import collector_paused
     from crawlsched.state.open import check_executor, open_choice
 
     choice = env().state_choice()
     try:
-        executor = store.load(cache_later=True).defaults.executor  # the daemon's start loads it again: kept (store)
+        # The daemon's process (run_daemon owns it): its jobs are loaded here, with the collector paused
+        # and frozen after, as its start then plans them (Daemon.start; its settle unfreezes and collects).
+        with collector_paused(True, freeze=True):
+            executor = store.load(cache_later=True).defaults.executor  # the daemon's start loads it again: kept (store)
     except CrawlschedError:
         executor = None
     if executor is not None:
