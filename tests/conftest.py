@@ -150,8 +150,3 @@ def pg_dsn(pg_cluster) -> str:
     except psycopg.OperationalError:
         pass  # the server is down (a test stopped it): the session's end removes it all
 
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The slow tests first, each group in its collection order: xdist hands tests out in this
-    order, and a minute-long test started last would end the run a minute after the others."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
