@@ -245,9 +245,10 @@ class Daemon(StateOutage, RoleChanges, Signals, Scheduler):
         self._step("handing the lead over", self._hand_over_lead)  # the others fire while our attempts finish
         grace = self.grace if self.grace is not None else (self.defaults.grace_period if self.defaults else 30.0)
         if self._executor is not None:
-            self._executor.shutdown(grace, CANCEL_WAIT)
-        self.collect(rearm=False)
-        self.chains.release_claims()  # what it cannot release is stale once we exit
+            # A chain whose attempt ends meanwhile is recorded and its claim released then: the daemon
+            # that took the lead fires that job while the slower attempts finish their grace.
+            self._executor.shutdown(grace, CANCEL_WAIT, on_wait=self._release_ended)
+        self._release_ended()  # what it cannot release is stale once we exit
         now = self.clock()
         try:
             if self.member.still_leads():  # the cluster's row: a standby's stop leaves it to the leader
@@ -265,6 +266,10 @@ class Daemon(StateOutage, RoleChanges, Signals, Scheduler):
         return 0
 
     # --- locking (signals and requests: crawlsched.signals) -----------------
+
+    def _release_ended(self) -> None:
+        self.collect(rearm=False)
+        self.chains.release_claims()
 
     def acquire_lock(self) -> None:
         """Only one daemon per home: a second one refuses, naming the pid that holds it."""

@@ -206,9 +206,11 @@ class Executor(Protocol):
     def end_burst(self) -> None:
         """The burst is handed out: its attempts may go on."""
 
-    def shutdown(self, grace: float, cancel_wait: float) -> None:
+    def shutdown(self, grace: float, cancel_wait: float, on_wait: Callable[[], None] | None = None) -> None:
         """Stop: attempts not begun are dropped (``unstarted``); running ones get ``grace``
-        seconds to end, then are interrupted and get at most ``cancel_wait`` seconds more."""
+        seconds to end, then are interrupted and get at most ``cancel_wait`` seconds more.
+        ``on_wait`` is called in the caller's thread every fraction of a second while it waits,
+        so that the outcomes of attempts that ended meanwhile are taken (``results``) then."""
 
 
 class InlineExecutor:
@@ -273,5 +275,5 @@ class InlineExecutor:
     def end_burst(self) -> None:
         pass
 
-    def shutdown(self, grace: float, cancel_wait: float) -> None:
+    def shutdown(self, grace: float, cancel_wait: float, on_wait: Callable[[], None] | None = None) -> None:
         pass

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["Burst", "LocalExecutor"]
 
 WARM_TIMEOUT = 10.0  # seconds: how long starting the workers may take before the first fire goes on without them
+WAIT_STEP = 0.2  # seconds: while a stop waits for running attempts, their ended outcomes are taken this often
 
 
 class Burst:
@@ -168,8 +169,9 @@ class LocalExecutor:
             gate.close(self._in_burst)
             gate.release()
 
-    def shutdown(self, grace: float, cancel_wait: float) -> None:
-        """Drop what has not begun, give the running attempts one shared ``grace``, then interrupt them."""
+    def shutdown(self, grace: float, cancel_wait: float, on_wait: Callable[[], None] | None = None) -> None:
+        """Drop what has not begun, give the running attempts one shared ``grace``, then interrupt them;
+        ``on_wait`` every ``WAIT_STEP`` while they run."""
         try:
             while True:
                 self._queue.get_nowait()  # its spec stays in `_waiting`: never begun
@@ -181,18 +183,22 @@ class LocalExecutor:
             running = self._busy
         if running:
             self.log.info("stopping: waiting up to %gs for %d running attempt(s)", grace, running)
-            if not self._join(grace):
+            if not self._join(grace, on_wait):
                 with self._busy_lock:
                     still = self._busy
                 self.log.warning("stopping: cancelling %d attempt(s) still running after %gs", still, grace)
                 self._stop.set()
-                self._join(cancel_wait)
+                self._join(cancel_wait, on_wait)
 
-    def _join(self, seconds: float) -> bool:
-        """Wait up to ``seconds`` in all for every worker to end; whether they all did."""
+    def _join(self, seconds: float, on_wait: Callable[[], None] | None = None) -> bool:
+        """Wait up to ``seconds`` in all for every worker to end, calling ``on_wait`` every
+        ``WAIT_STEP`` meanwhile; whether they all did."""
         deadline = time.monotonic() + seconds
         for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+            while thread.is_alive() and time.monotonic() < deadline:
+                thread.join(min(WAIT_STEP, max(0.0, deadline - time.monotonic())))
+                if on_wait is not None:
+                    on_wait()
         return not any(t.is_alive() for t in self._threads)
 
     # --- a worker ----------------------------------------------------------------

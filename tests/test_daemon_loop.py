@@ -50,7 +50,7 @@ class HandExecutor(InlineExecutor):
     def unstarted(self) -> list:
         return [spec.key for spec in self.queued]
 
-    def shutdown(self, grace: float, cancel_wait: float) -> None:
+    def shutdown(self, grace: float, cancel_wait: float, on_wait=None) -> None:
         self.shutdowns.append((grace, cancel_wait))  # the queued specs stay unstarted: never begun
 
 

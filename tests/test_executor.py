@@ -174,6 +174,30 @@ def test_shutdown_gives_running_attempts_one_grace_then_interrupts_them(tmp_path
     assert all(o.retry_due is not None for o in got)  # a stop resumes the chain at the next start
 
 
+def test_shutdown_hands_each_ended_attempts_outcome_over_while_it_waits_for_the_others(tmp_path, runner):
+    """A stopping daemon gives the lead away first; a chain whose attempt ends during the grace must
+    be recorded, and its claim released, then (``on_wait``), not when the slowest attempt ends."""
+    jobs = jobs_of(tmp_path, command_job("quick", "sleep 0.2") + command_job("slow", "sleep 30"))
+    executor = LocalExecutor(2)
+    executor.start(runner, lambda: None)
+    for job in jobs.values():
+        executor.submit(AttemptSpec.of(job, 1000.0, 1, "schedule"))
+    deadline = time.monotonic() + 10
+    while len(statuses(runner)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    seen: list[tuple[float, str]] = []
+    t0 = time.monotonic()
+
+    def on_wait() -> None:
+        seen.extend((time.monotonic() - t0, o.job_id) for o in executor.results())
+
+    executor.shutdown(3.0, 5, on_wait=on_wait)
+    seen.extend((time.monotonic() - t0, o.job_id) for o in executor.results())
+    assert [job_id for _, job_id in seen] == ["quick", "slow"]
+    assert seen[0][0] < 1.5  # taken while "slow" still ran its grace
+    assert seen[1][0] >= 3.0  # interrupted once the grace was over
+
+
 class StuckRunner:
     """An attempt that ignores the cancel (no real crawl does): it ends only when released."""
 

@@ -173,8 +173,8 @@ class WorkersExecutor:
     def resize(self, size: int) -> None:
         """Each worker has its own ``--concurrency``: nothing to resize here."""
 
-    def shutdown(self, grace: float, cancel_wait: float) -> None:
-        """Stop listening. Queued and running attempts stay with the workers: their rows and leases are in
+    def shutdown(self, grace: float, cancel_wait: float, on_wait: Callable[[], None] | None = None) -> None:
+        """Stop listening (nothing to wait for here: ``on_wait`` is not called). Queued and running attempts stay with the workers: their rows and leases are in
         the state, and the next leading daemon drains (or settles) them."""
         self._stop.set()
         if self._thread is not None:
