@@ -19,30 +19,35 @@ from crawlsched.workers.worker import Worker
 from helpers.clock import FakeClock
 from helpers.jobs import write_jobs
 
-# The fires are minutes ahead of the real clock (the database's, which says what is not yet due).
-INSTANT = (int(time.time()) // 60 + 3) * 60
-CRON = time.strftime("%M %H * * *", time.gmtime(INSTANT))
-JOB = f'[[jobs]]\nid = "soon"\nname = "soon"\ncron = "{CRON}"\ncommand = "touch crawled"\n'
-EDITS = {
-    "paused": JOB + "paused = true\n",
-    "removed": '[[jobs]]\nid = "other"\nname = "other"\nevery = "1d"\nstart_date = "2099-01-01"\ncommand = "true"\n',
-}
-CHANGED = JOB.replace("touch crawled", "touch crawled-too")
+# The fire is minutes ahead of the real clock (the database's, which says what is not yet due),
+# worked out when each test starts: one computed at import would be past for a test that runs
+# three minutes after the collection (as in a full run).
+def job_at(instant: int, command: str = "touch crawled", extra: str = "") -> str:
+    cron = time.strftime("%M %H * * *", time.gmtime(instant))
+    return f'[[jobs]]\nid = "soon"\nname = "soon"\ncron = "{cron}"\ncommand = "{command}"\n{extra}'
+
+
+def edited(edit: str, instant: int) -> str:
+    if edit == "paused":
+        return job_at(instant, extra="paused = true\n")
+    return '[[jobs]]\nid = "other"\nname = "other"\nevery = "1d"\nstart_date = "2099-01-01"\ncommand = "true"\n'
 
 
 @pytest.fixture
 def setup(tmp_path, pg_dsn):
     from crawlsched.state.postgres import PostgresStore
 
-    clock = FakeClock(datetime.fromtimestamp(INSTANT - 10, timezone.utc))
+    instant = (int(time.time()) // 60 + 3) * 60
+    clock = FakeClock(datetime.fromtimestamp(instant - 10, timezone.utc))
     home = tmp_path / "home"
-    write_jobs(home, JOB)
+    write_jobs(home, job_at(instant))
     store = PostgresStore(pg_dsn)
     log = logging.getLogger("crawlsched.test")
     d = Daemon(JobStore(home / "jobs.toml", cache_dir=home / ".cache"), store, home, log, clock=clock.time,
                monotonic=clock.monotonic, executor=WorkersExecutor(store, log, lead=2.0), notify=lambda _m: False,
                duties=False)
     d.start()
+    d.instant = instant  # for the tests' edits
     yield d, clock, store, home
     d.stopping = True
     d.shutdown()
@@ -61,16 +66,16 @@ def test_a_fire_is_queued_its_lead_before_its_instant_and_not_sooner(setup):
     clock.advance(0.5)
     d.turn()
     [row] = store.runs("soon")
-    assert (row.scheduled_for, row.status, row.owner_pid) == (INSTANT, "running", None)  # the queue's, not started
+    assert (row.scheduled_for, row.status, row.owner_pid) == (d.instant, "running", None)  # the queue's, not started
 
 
-@pytest.mark.parametrize("edit", sorted(EDITS))
+@pytest.mark.parametrize("edit", ["paused", "removed"])
 def test_a_job_paused_or_removed_before_its_instant_is_not_crawled(setup, tmp_path, edit):
     d, clock, store, home = setup
     clock.advance(8.5)
     d.turn()
     run_id, args = queued_job(store)
-    write_jobs(home, EDITS[edit])
+    write_jobs(home, edited(edit, d.instant))
     assert d.reload(force=True)
     [row] = store.runs("soon")
     assert (row.id, row.status, row.message) == (run_id, "skipped", RECALLED)
@@ -92,7 +97,7 @@ def test_a_job_changed_before_its_instant_keeps_the_fire_queued_as_it_was(setup)
     clock.advance(8.5)
     d.turn()
     run_id, args = queued_job(store)
-    write_jobs(home, CHANGED)
+    write_jobs(home, job_at(d.instant, command="touch crawled-too"))
     assert d.reload(force=True)
     [row] = store.runs("soon")
     assert (row.id, row.status, row.owner_pid) == (run_id, "running", None)  # still queued: it runs at its instant
