@@ -93,5 +93,7 @@ def test_web_server_start_and_close_prints_nothing(capfd, caplog):
         session.close()
     out, err = capfd.readouterr()
     assert "unhandled" not in out + err and "Traceback" not in out + err, out + err
-    assert not [r for r in caplog.records if "unhandled" in r.getMessage() or r.levelno >= logging.WARNING]
+    # waitress.queue's "Task queue depth is 1" only says both threads were still busy (a loaded machine)
+    assert not [r for r in caplog.records if "unhandled" in r.getMessage()
+                or (r.levelno >= logging.WARNING and r.name != "waitress.queue")]
     assert not [t for t in threading.enumerate() if t.name == "crawlsched-web"]
