@@ -70,8 +70,8 @@ def take_over_many(store: Any, run_ids: list[int], owner: Owner, home: str, *,
 
 
 def recall_ahead(store: Any, run_ids: list[int], message: str, *, finished_at: float) -> list[int]:
-    """The daemon withdraws attempts it queued ahead of their instant (their job was paused, removed
-    or changed since): each row still the queue's and not yet due by the database's clock is closed
+    """The daemon withdraws attempts it queued ahead of their instant (their job was paused or
+    removed since): each row still the queue's and not yet due by the database's clock is closed
     ``skipped`` with ``message`` (its outcome drained as any closed queued row); the ids closed.
     A worker holding such a job finds the row not the queue's and drops the job, never crawled."""
     if not run_ids:
