@@ -247,8 +247,8 @@ class Daemon(StateOutage, RoleChanges, Signals, Scheduler):
         if self._executor is not None:
             # A chain whose attempt ends meanwhile is recorded and its claim released then: the daemon
             # that took the lead fires that job while the slower attempts finish their grace.
-            self._executor.shutdown(grace, CANCEL_WAIT, on_wait=self._release_ended)
-        self._release_ended()  # what it cannot release is stale once we exit
+            self._executor.shutdown(grace, CANCEL_WAIT, on_wait=self.release_ended)
+        self.release_ended()  # what it cannot release is stale once we exit
         now = self.clock()
         try:
             if self.member.still_leads():  # the cluster's row: a standby's stop leaves it to the leader
@@ -266,10 +266,6 @@ class Daemon(StateOutage, RoleChanges, Signals, Scheduler):
         return 0
 
     # --- locking (signals and requests: crawlsched.signals) -----------------
-
-    def _release_ended(self) -> None:
-        self.collect(rearm=False)
-        self.chains.release_claims()
 
     def acquire_lock(self) -> None:
         """Only one daemon per home: a second one refuses, naming the pid that holds it."""

@@ -119,15 +119,20 @@ def check_int(field_name: str, value: Any, low: int | None = 0, high: int | None
     return int(value)
 
 
+def _number_of(value: Any) -> Any:
+    """A decimal text as its float; anything else as it is (the checks refuse what is no number)."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
+
+
 def check_multiplier(field_name: str, value: Any, low: float, high: float, what: str) -> float:
     """A plain number from ``low`` to ``high`` (a decimal text too), not a duration: every refusal,
     NaN, infinity and a 309-digit number included, says ``what`` is allowed, never seconds."""
-    shown = value
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            pass
+    shown, value = value, _number_of(value)
     if isinstance(shown, int) and not isinstance(shown, bool):
         shown = _shown_int(shown)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:  # NaN fails too
@@ -139,12 +144,7 @@ def check_seconds(field_name: str, value: Any, low: float = 0, allow_none: bool 
     """A number of seconds from ``low`` to ten years; a decimal text too."""
     if value is None and allow_none:
         return None
-    shown = value
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            pass
+    shown, value = value, _number_of(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
         raise InvalidValue(field_name, shown, "must be a number of seconds")
     if isinstance(shown, int):

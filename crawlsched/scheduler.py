@@ -299,6 +299,11 @@ class Scheduler(Leftovers):
             elif rearm and decision in (Next.END, Next.VOID):
                 self._next_from_backlog(outcome.job_id)
 
+    def release_ended(self) -> None:
+        """Take the outcomes there are (no retry re-armed: a stop) and release the claims of the chains they ended."""
+        self.collect(rearm=False)
+        self.chains.release_claims()
+
     def _wanted(self, job_id: str) -> bool:
         """The job is still planned: in the job file, not paused, the scheduler not paused."""
         job = self.jobs.get(job_id)

@@ -112,6 +112,15 @@ def server():
 # --- run: Ctrl-C / SIGTERM stop the command's group ----------------------------------------------
 
 
+def started_group(pidfile: Path) -> int:
+    """The process group the job's command wrote to ``pidfile`` once it started (``echo $$``)."""
+    deadline = time.monotonic() + 20
+    while not (pidfile.exists() and pidfile.read_text().strip()):
+        assert time.monotonic() < deadline, "the command never started"
+        time.sleep(0.05)
+    return int(pidfile.read_text())
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_during_run_stops_the_group_and_closes_the_row(tmp_path, sig):
     home = tmp_path / "home"
@@ -129,11 +138,7 @@ command = "sh -c 'echo $$ > {pidfile}; exec sleep 60'"
                             preexec_fn=ctrl_c_as_in_a_terminal,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 20
-        while not (pidfile.exists() and pidfile.read_text().strip()):
-            assert time.monotonic() < deadline, "the command never started"
-            time.sleep(0.05)
-        pgid = int(pidfile.read_text())
+        pgid = started_group(pidfile)
         assert group_alive(pgid)
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=20)
@@ -168,11 +173,7 @@ command = "sh -c 'if [ -s {pidfile} ]; then exit 0; fi; echo $$ > {pidfile}; exe
     proc = subprocess.Popen([sys.executable, "-m", "crawlsched", "run", "sleeper"], env=cli_env(home),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 20
-        while not (pidfile.exists() and pidfile.read_text().strip()):
-            assert time.monotonic() < deadline, "the command never started"
-            time.sleep(0.05)
-        pgid = int(pidfile.read_text())
+        pgid = started_group(pidfile)
         proc.kill()
         proc.wait()
         assert group_alive(pgid)  # nobody stopped it: SIGKILL

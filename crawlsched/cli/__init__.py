@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Callable, Optional
 
 import typer
 
+from crawlsched.cli.terminal import BROKEN_PIPE, console_broken_pipe, plain_argument_metavars, quiet_stdout
 from crawlsched.errors import CrawlschedError, JobNotFound
 
 if TYPE_CHECKING:
@@ -181,13 +182,8 @@ def _console() -> Console:
     if not console.is_terminal:
         # A pipe has no width: don't squeeze rows into $COLUMNS or 80, a script reads whole lines.
         console = Console(highlight=False, width=max(200, console.width))
-    console.on_broken_pipe = _console_broken_pipe  # type: ignore[method-assign] # rich's would exit 1
+    console.on_broken_pipe = console_broken_pipe  # type: ignore[method-assign] # rich's would exit 1
     return console
-
-
-def _console_broken_pipe() -> None:
-    _quiet_stdout()
-    raise typer.Exit(BROKEN_PIPE)
 
 
 def _say(message: str) -> None:
@@ -220,7 +216,7 @@ def command(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
             except typer.Exit:
                 raise
             except BrokenPipeError:  # `crawlsched status | head -1`: the reader left; say nothing more
-                _quiet_stdout()
+                quiet_stdout()
                 raise typer.Exit(BROKEN_PIPE) from None
             except CrawlschedError as exc:
                 _fail(str(exc), exc.exit_code, as_json)
@@ -241,20 +237,6 @@ def command(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     return register
 
 
-BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a writer the pipe's reader left (git does the same)
-
-
-def _quiet_stdout() -> None:
-    """Point stdout at /dev/null: what is still buffered for a closed pipe is dropped at exit,
-    not reported as ``BrokenPipeError`` by the interpreter."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-    except (OSError, ValueError, AttributeError):
-        pass  # no real stdout (tests capture it)
-
-
 def _summary(doc: str | None) -> str | None:
     if not doc:
         return None
@@ -263,24 +245,9 @@ def _summary(doc: str | None) -> str | None:
     return " ".join(inspect.cleandoc(doc).split("\n\n", 1)[0].split())
 
 
-def _plain_argument_metavars() -> None:
-    """Typer 0.28 shows a required argument as ``{JOB}`` in the usage line; Click and every
-    man page write ``JOB`` (optional ones stay ``[JOB]``)."""
-    from typer.core import TyperArgument
-
-    original = TyperArgument.make_metavar
-    if getattr(original, "_plain", False):
-        return
-
-    def make_metavar(self: Any, ctx: Any, *, usage: bool = False) -> str:
-        var = original(self, ctx, usage=usage)
-        return var[1:-1] if var.startswith("{") and var.endswith("}") else var
-
-    make_metavar._plain = True  # type: ignore[attr-defined]
-    TyperArgument.make_metavar = make_metavar  # type: ignore[method-assign]
 
 
-_plain_argument_metavars()
+plain_argument_metavars()
 
 
 # --- shared pieces -------------------------------------------------------------------------
