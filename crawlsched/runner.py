@@ -17,7 +17,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 from crawlsched import __version__, logs, procs, timing
 from crawlsched.chains import next_retry
@@ -138,14 +138,33 @@ class AttemptRunner:
         key: AttemptKey = run_id.key  # with the epoch of the chain's lease: a stale owner's writes are refused
         return self.run_started(spec, key, cancel=cancel, still_wanted=still_wanted)
 
+    def prepare(self, spec: AttemptSpec) -> Any:
+        """A command job's process spawned now and held at its gate (crawlsched.crawl.command.Prepared),
+        for an attempt that waits for its instant; None for a URL job, or when it cannot start
+        (the attempt then runs as any other, and says why)."""
+        job = spec.job
+        if job.urls or not job.command:
+            return None
+        from crawlsched import crawl
+
+        env = child_env(os.environ if self.environ is None else self.environ)
+        env.update(self._command_env(job, spec.scheduled_for, spec.attempt))
+        try:
+            held = crawl.prepare_command(job.command, run_log(self.home, job, spec.scheduled_for, spec.attempt,
+                                                              spec.trigger), env=env)
+        except Exception:  # noqa: BLE001 - spawned at the instant instead
+            return None
+        return held if isinstance(held, crawl.Prepared) else None
+
     def run_started(self, spec: AttemptSpec, key: AttemptKey, *, cancel: threading.Event | None = None,
-                    still_wanted: Callable[[], bool] = lambda: True) -> AttemptOutcome:
+                    still_wanted: Callable[[], bool] = lambda: True, prepared: Any = None) -> AttemptOutcome:
         """Run the attempt whose ``running`` row exists already under ``key`` (written by ``attempt``,
-        or by the daemon and taken over by a worker), and close the row."""
+        or by the daemon and taken over by a worker), and close the row. ``prepared``: its command,
+        spawned ahead (:meth:`prepare`), its group recorded and let go already."""
         job, scheduled_for, attempt, trigger = spec.job, spec.scheduled_for, spec.attempt, spec.trigger
         logs.log_started(self.log, job.id, attempt - 1, job.max_retries)
         try:
-            outcome = self._execute(job, scheduled_for, attempt, cancel, trigger, key)
+            outcome = self._execute(job, scheduled_for, attempt, cancel, trigger, key, prepared=prepared)
         except BaseException:
             # Ctrl-C / SystemExit while the crawl ran (run_command has stopped its group):
             # close the row, so it does not stay `running` forever, then let it propagate.
@@ -169,11 +188,13 @@ class AttemptRunner:
             self.log.exception("could not record the interrupted attempt of job %s", job.id)
 
     def _execute(self, job: Job, scheduled_for: float, attempt: int, cancel: threading.Event | None,
-                 trigger: str = Trigger.SCHEDULE, key: AttemptKey | None = None):
+                 trigger: str = Trigger.SCHEDULE, key: AttemptKey | None = None, prepared: Any = None):
         from crawlsched import crawl
 
         environ = os.environ if self.environ is None else self.environ
         try:
+            if prepared is not None:
+                return prepared.run(timeout=job.timeout, cancel=cancel)
             if job.urls:
                 return crawl.fetch_urls(
                     job.urls, run_dir(self.home, job, scheduled_for, trigger), headers=job.headers,

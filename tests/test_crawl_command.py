@@ -154,3 +154,49 @@ def test_resource_errors_at_spawn_are_retryable(tmp_path, monkeypatch, code):
     monkeypatch.setattr(subprocess, "Popen", refuse)
     out = run_command("true", tmp_path / "log", env=dict(os.environ))
     assert not out.ok and not out.permanent and os.strerror(code) in out.message
+
+
+def test_a_prepared_command_runs_nothing_until_its_go_ahead(tmp_path):
+    marker = tmp_path / "ran"
+    held = command.prepare_command(f"touch {marker}", tmp_path / "run.log", env=env_with())
+    assert isinstance(held, command.Prepared)
+    time.sleep(0.3)
+    assert not marker.exists() and alive(held.pgid)  # spawned, held at its gate
+    assert held.ident is not None and held.pgid in group_members(held.pgid)
+    held.go()
+    outcome = held.run(timeout=10)
+    assert outcome.ok and outcome.exit_code == 0 and marker.exists()
+
+
+def test_an_abandoned_prepared_command_never_runs_and_leaves_no_log(tmp_path):
+    marker = tmp_path / "ran"
+    held = command.prepare_command(f"touch {marker}", tmp_path / "logs" / "run.log", env=env_with())
+    assert isinstance(held, command.Prepared)
+    pgid = held.pgid
+    held.abandon()
+    assert not marker.exists() and not alive(pgid)
+    assert not (tmp_path / "logs" / "run.log").exists()
+    held.go()  # too late: a no-op, it is gone
+    assert not marker.exists()
+
+
+def test_a_prepared_command_whose_parent_dies_never_runs(tmp_path):
+    # The worker holding the gate is SIGKILLed before its go-ahead: the pipe's end closes, the gate exits.
+    marker = tmp_path / "ran"
+    code = ("import sys, time; from pathlib import Path; from crawlsched.crawl import command;"
+            f"h = command.prepare_command('touch {marker}', Path({str(tmp_path / 'run.log')!r}), env={env_with()!r});"
+            "print(h.pgid, flush=True); time.sleep(60)")
+    holder = subprocess.Popen([os.sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    pgid = int(holder.stdout.readline())
+    holder.kill()
+    holder.wait()
+    deadline = time.monotonic() + 5
+    while alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(pgid) and not marker.exists()
+
+
+def test_a_command_that_cannot_start_is_said_so_when_prepared(tmp_path):
+    outcome = command.prepare_command("no-such-program-here", tmp_path / "run.log", env=env_with())
+    assert isinstance(outcome, command.Outcome) and outcome.permanent
+    assert outcome.message == "command not found: no-such-program-here"

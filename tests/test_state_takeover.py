@@ -98,3 +98,27 @@ def test_a_row_taken_over_is_not_recalled(store):
     assert take_over_many(store, [run_id], WORKER, "/w")
     assert recall_ahead(store, [run_id], "skipped", finished_at=time.time()) == []
     assert store.runs("j")[0].status == "running"
+
+
+def test_a_row_taken_over_with_its_held_command_records_the_commands_group_in_the_same_write(store):
+    ids = queue(store, ["a", "b"])
+    keys = take_over_many(store, ids, WORKER, "/srv/w", children={ids[0]: (4321, "boot/9")})
+    assert sorted(keys) == sorted(ids)
+    got = dict(((r[0], (r[1], r[2])) for r in store.db.read_tuples(
+        "SELECT id, child_pgid, child_ident FROM runs WHERE id = ANY(?)", (ids,))))
+    assert got == {ids[0]: (4321, "boot/9"), ids[1]: (None, None)}
+
+
+def test_a_refused_row_records_no_group(store):
+    [run_id] = queue(store, ["a"])
+    assert take_over_many(store, [run_id], WORKER, "/srv/w") != {}
+    assert take_over_many(store, [run_id], OTHER, "/srv/o", children={run_id: (99, "boot/8")}) == {}
+    assert store.db.read_tuples("SELECT child_pgid FROM runs WHERE id = ?", (run_id,)) == [(None,)]
+
+
+def test_a_row_taken_over_just_before_its_instant_is_shown_started_at_its_instant(store):
+    due = round(time.time()) + 30.0
+    [run_id] = queue(store, ["a"], scheduled_for=due)
+    keys = take_over_many(store, [run_id], WORKER, "/srv/w")
+    [row] = store.runs("a")
+    assert row.started_at == keys[run_id].started_at == due  # its worker lets it go then, not at the write

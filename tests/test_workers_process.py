@@ -190,8 +190,8 @@ def test_sigkill_a_worker_during_a_command_leaves_no_orphan(pg_state, daemon, wo
     w = workers("w1")
     daemon('[[jobs]]\nid = "long"\nname = "long"\nevery = "1h"\ncommand = "sleep 120"\nmax_retries = 0\n')
     running = wait_for(lambda: (r := row(pg_state, "long", 1, status="running", owner_pid=w.pid)) and r.child_pgid and r,
-                       20, "the command running")
-    assert not pid_gone(running.child_pgid)
+                       20, "the command's group recorded")
+    wait_for(lambda: program_of(running.child_pgid) == "sleep", 5, "the command let go (no longer held at its gate)")
     w.kill()
     wait_for(lambda: pid_gone(running.child_pgid), SETTLE + 10, "the command's process group stopped")
     assert wait_for(lambda: row(pg_state, "long", 1, status="interrupted"), 10, "the attempt interrupted")
@@ -242,7 +242,8 @@ def test_a_worker_started_after_one_was_sigkilled_stops_the_command_it_left(pg_s
     w = workers("w1")
     daemon('[[jobs]]\nid = "left"\nname = "left"\nevery = "1h"\ncommand = "sleep 120"\nmax_retries = 0\n')
     running = wait_for(lambda: (r := row(pg_state, "left", 1, status="running", owner_pid=w.pid)) and r.child_pgid and r,
-                       20, "the command running")
+                       20, "the command's group recorded")
+    wait_for(lambda: program_of(running.child_pgid) == "sleep", 5, "the command let go (no longer held at its gate)")
     w.kill()
     killed = time.monotonic()
     successor = workers("w2")  # on the same host, before the dead worker's lease lapsed
@@ -259,3 +260,54 @@ def test_a_url_attempt_takes_its_variables_from_the_workers_environment(home, pg
     daemon_log = "".join(p.read_text() for p in (home / "logs").glob("crawler_*.log"))
     worker_log = "".join(p.read_text() for p in (w.home / "logs").glob("crawler_*.log"))
     assert "s3cr3t-from-the-worker" not in (done.message or "") + (done.output or "") + daemon_log + worker_log
+
+
+def program_of(pid: int) -> str | None:
+    try:
+        return Path((Path("/proc") / str(pid) / "cmdline").read_bytes().split(b"\0")[0].decode()).name
+    except (OSError, IndexError):
+        return None
+
+
+def gates_of(pid: int) -> list[int]:
+    """The commands a worker holds at their gate (spawned ahead of their instant, not yet let go)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid and b"crawlsched-gate" in argv:
+            found.append(int(entry.name))
+    return found
+
+
+def test_a_command_queued_ahead_is_spawned_while_it_waits_and_runs_at_its_instant_not_before(tmp_path, pg_state,
+                                                                                           daemon, workers):
+    w = workers("w1", concurrency=2)
+    daemon('[[jobs]]\nid = "tick"\nname = "tick"\nevery = "6s"\ncommand = "date +%s.%N"\n')
+    wait_for(lambda: row(pg_state, "tick", 1, status="success"), 20, "the first fire")
+    held = wait_for(lambda: gates_of(w.pid), 10, "the next fire's command held at its gate, before its instant")
+    second = wait_for(lambda: [r for r in rows(pg_state, "tick", 1) if r.status == "success"][1:], 15, "the next fire")[0]
+    assert float(second.message) >= second.scheduled_for  # the command began at its instant, not at its spawn
+    assert float(second.message) - second.scheduled_for < 2.0
+    assert second.child_pgid in held  # the group recorded was the one held: known before it ran
+    assert w.proc.poll() is None
+
+
+def test_a_worker_sigkilled_while_it_holds_a_command_at_its_gate_leaves_nothing_running(tmp_path, pg_state, daemon,
+                                                                                      workers):
+    marker = tmp_path / "ran.txt"
+    w = workers("w1", concurrency=2)
+    daemon(f'[[jobs]]\nid = "tick"\nname = "tick"\nevery = "8s"\ncommand = "sh -c \'date +%s >> {marker}\'"\n')
+    wait_for(lambda: row(pg_state, "tick", 1, status="success"), 20, "the first fire")
+    held = wait_for(lambda: gates_of(w.pid), 12, "the next fire's command held at its gate")
+    w.kill()
+    wait_for(lambda: all(pid_gone(g) for g in held), 5, "the held command's gate gone with its worker")
+    time.sleep(3)  # past the fire's instant: nothing of it ran
+    assert len(marker.read_text().split()) == 1
+    queued = [r for r in rows(pg_state, "tick", 1) if r.status != "success"]
+    assert queued and all(r.child_pgid is None for r in queued)  # never taken over: no group to stop

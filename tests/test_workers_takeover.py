@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from crawlsched.workers.takeover import GIVEN_BACK, StartsFirst, TakeOvers, wait_until
+from crawlsched.workers.takeover import GIVEN_BACK, GoAheads, StartsFirst, TakeOvers, wait_until
 
 
 class SlowWrites:
@@ -17,11 +17,13 @@ class SlowWrites:
     def __init__(self, refused: set[int] = frozenset(), fail: bool = False) -> None:
         self.calls: list[list[int]] = []
         self.refused, self.fail = refused, fail
+        self.children: dict[int, tuple] = {}  # every write's held commands
         self.lock = threading.Lock()
 
-    def __call__(self, ids: list[int]) -> dict[int, str]:
+    def __call__(self, ids: list[int], children: dict | None = None) -> dict[int, str]:
         with self.lock:
             self.calls.append(list(ids))
+            self.children.update(children or {})
         time.sleep(0.05)
         if self.fail:
             raise ConnectionError("the state database went away")
@@ -137,3 +139,77 @@ def test_the_keys_of_each_write_are_counted_before_any_attempt_goes_on():
     takeovers = TakeOvers(SlowWrites(refused={2}), on_taken=seen.append)
     take_all(takeovers, [(1, "a"), (2, "b")])
     assert seen == [["key-1"]]
+
+
+class HeldCommand:
+    def __init__(self, pgid: int) -> None:
+        self.pgid, self.ident = pgid, f"boot/{pgid}"
+
+
+def test_a_held_commands_group_is_given_to_the_write_that_takes_its_row_over():
+    writes = SlowWrites(refused={2})
+    children = {1: HeldCommand(501), 2: HeldCommand(502)}
+    takeovers = TakeOvers(writes)
+    got: dict[int, object] = {}
+    threads = [threading.Thread(target=lambda i=i: got.__setitem__(i, takeovers.take(i, f"job-{i}", child=children[i])))
+               for i in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert got == {1: "key-1", 2: None}
+    assert writes.children == {1: (501, "boot/501"), 2: (502, "boot/502")}  # each asked with its group
+
+
+def test_with_a_lead_the_rows_due_together_are_taken_over_that_long_before_their_instant_in_one_write():
+    writes = SlowWrites()
+    takeovers = TakeOvers(writes, lead=0.4)
+    instant = time.time() + 0.6
+    got: dict[int, float] = {}
+    threads = [threading.Thread(target=lambda i=i: (takeovers.take(i, f"j{i}", instant), got.update({i: time.time()})))
+               for i in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert [sorted(c) for c in writes.calls] == [list(range(10))]
+    assert all(instant - 0.4 <= at < instant for at in got.values()) and len(got) == 10  # the write's 50 ms included
+
+
+class Gate:
+    def __init__(self) -> None:
+        self.released, self.at = False, None
+
+    def go(self) -> None:
+        self.released, self.at = True, time.time()
+
+
+def release_all(go_aheads: GoAheads, held: list[tuple[float, Gate]]) -> None:
+    threads = [threading.Thread(target=go_aheads.release, args=h) for h in held]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+
+
+def test_held_commands_are_let_go_at_their_instant_and_not_before():
+    instant = time.time() + 0.3
+    later = instant + 0.3
+    gates = [Gate() for _ in range(30)]
+    release_all(GoAheads(), [(later if i % 10 == 0 else instant, g) for i, g in enumerate(gates)])
+    assert all(g.released for g in gates)
+    for i, g in enumerate(gates):
+        due = later if i % 10 == 0 else instant
+        assert due <= g.at < due + 0.1
+
+
+def test_a_command_held_after_the_timer_started_with_an_earlier_instant_is_let_go_at_its_own():
+    go_aheads, late, early = GoAheads(), Gate(), Gate()
+    instant = time.time()
+    first = threading.Thread(target=go_aheads.release, args=(instant + 1.0, late))
+    first.start()
+    time.sleep(0.1)  # the first thread times its instant, a second away
+    release_all(go_aheads, [(instant + 0.3, early)])
+    assert early.released and instant + 0.3 <= early.at < instant + 0.4 and not late.released
+    first.join(5)
+    assert late.released and late.at >= instant + 1.0

@@ -11,7 +11,8 @@ or the disk can do to it, so the daemon's retry loop stays a loop over outcomes.
 ``public_only``     ``http_targets = "public"``: refuse a private peer once connected
 ``bodies``          bodies on disk: names, the ``.part``-fsync-rename save, completeness
 ``runs``            what a run's files are called (:func:`run_name`), :func:`prune_runs`
-``command``         :func:`run_command`: a command job's attempt, its process group, the gate
+``command``         :func:`run_command`: a command job's attempt, its process group, the gate;
+                    :func:`prepare_command`: spawned ahead, held at the gate
 ``secrets``         ``${VAR}`` expansion, and keeping the values out of every message
 ==================  ===============================================================
 
@@ -31,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 #: the others: ``run_command``'s subprocess machinery, ``fetch_urls``'s.
 _EXPORTS = {
     "bodies_complete": "bodies", "body_name": "bodies", "remove_partial_bodies": "bodies", "url_output": "bodies",
-    "GATE": "command", "run_command": "command",
+    "GATE": "command", "Prepared": "command", "prepare_command": "command", "run_command": "command",
     "fetch_urls": "http", "parse_retry_after": "http",
     "Outcome": "outcome",
     "STAMP_RE": "runs", "end_run": "runs", "prune_runs": "runs", "run_dir": "runs", "run_key": "runs",
@@ -43,7 +44,7 @@ __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
     from crawlsched.crawl.bodies import bodies_complete, body_name, remove_partial_bodies, url_output
-    from crawlsched.crawl.command import GATE, run_command
+    from crawlsched.crawl.command import GATE, Prepared, prepare_command, run_command
     from crawlsched.crawl.http import fetch_urls, parse_retry_after
     from crawlsched.crawl.outcome import Outcome
     from crawlsched.crawl.runs import STAMP_RE, end_run, prune_runs, run_dir, run_key, run_log, run_name, run_stamp

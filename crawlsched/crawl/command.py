@@ -5,7 +5,9 @@ runs in its own session, so its whole process group, grandchildren too, can be
 stopped on timeout or cancel: SIGTERM, then SIGKILL ``kill_after`` seconds
 later. With ``on_spawn`` it starts through :data:`GATE`, held until the runner
 has recorded the group, so a daemon killed at any moment leaves no command the
-next daemon does not know about.
+next daemon does not know about. :func:`prepare_command` spawns it through the
+gate ahead of time (a worker's attempt queued before its instant) and
+:class:`Prepared` lets it go, runs it to its end, or abandons it unstarted.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 from crawlsched import procs
 from crawlsched.crawl.outcome import Outcome, disk_message, secs
@@ -49,6 +51,102 @@ def run_command(command: str, log_path: Path, *, env: Mapping[str, str], timeout
     group there, so a daemon killed at any moment leaves either no command, or
     one whose group the next daemon knows and stops (:data:`GATE`).
     """
+    started = _spawn(command, log_path, env, gated=on_spawn is not None)
+    if isinstance(started, Outcome):
+        return started
+    if on_spawn is not None:
+        try:
+            _fault_pause()
+            try:
+                on_spawn(started.pgid)
+            except Exception:  # noqa: BLE001 - a failed note must not fail the command
+                pass
+        except BaseException:  # Ctrl-C before the go-ahead: the command never runs
+            started.abandon()
+            raise
+        started.go()
+    return started.run(timeout=timeout, cancel=cancel, kill_after=kill_after)
+
+
+def prepare_command(command: str, log_path: Path, *, env: Mapping[str, str]) -> Prepared | Outcome:
+    """Spawn ``command`` through :data:`GATE` now, held until :meth:`Prepared.go`: an attempt queued
+    ahead of its instant has its process ready, so at the instant only the go-ahead is left. The
+    caller records the group first (or :meth:`Prepared.abandon` s it: the command never runs).
+    An Outcome when it cannot start (what :func:`run_command` would answer)."""
+    held = _spawn(command, log_path, env, gated=True)
+    if isinstance(held, Prepared):
+        held.ident  # noqa: B018 - read now, not in the take-over's hurry at the instant
+    return held
+
+
+class Prepared:
+    """A command spawned and not yet running (gated), or running: its process, its log."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], log: Any, start: int, output: str, gated: bool) -> None:
+        self.proc, self._log, self._start, self.output, self.gated = proc, log, start, output, gated
+        self.pgid = proc.pid  # start_new_session: the child leads its own group
+        self.released = not gated  # the go-ahead was written
+        self._ident: str | None = None
+
+    @property
+    def ident(self) -> str | None:
+        """The group leader's identity (crawlsched.procs), recorded with the group; read once."""
+        if self._ident is None:
+            self._ident = procs.identity(self.pgid)
+        return self._ident
+
+    def go(self) -> None:
+        """Let the gated command start (see GATE); once."""
+        if not self.released:
+            self.released = True
+            _go_ahead(self.proc)
+
+    def abandon(self) -> None:
+        """Never start it: the gate's pipe closes, it exits (111) without running the command."""
+        if self.released:
+            return
+        self.released = True
+        try:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        self.proc.wait()
+        try:
+            empty = self._log.tell() == 0
+            self._log.close()
+            if empty:
+                os.unlink(self.output)  # created for this attempt, which never ran
+        except OSError:
+            pass
+
+    def run(self, *, timeout: float = 300, cancel: threading.Event | None = None, kill_after: float = 5.0) -> Outcome:
+        """Wait for the command (started: :meth:`go` was called), stopping its group on timeout or cancel."""
+        proc, log = self.proc, self._log
+        with log:
+            try:
+                stopped = _wait(proc, timeout, cancel)
+            except BaseException:
+                # Ctrl-C, SIGTERM turned into an exception, a bug: the child runs in its own
+                # session, so nobody else would stop it. Stop its group, note it, re-raise.
+                _stop_group(proc, kill_after)
+                try:
+                    log.write(b"[crawlsched] interrupted; process group stopped\n")
+                except OSError:
+                    pass
+                raise
+            if stopped:
+                _stop_group(proc, kill_after)
+                note = "interrupted" if stopped == "cancel" else f"timed out after {secs(timeout)}s"
+                log.write(f"[crawlsched] {note}; process group stopped\n".encode())
+                return Outcome(False, note, interrupted=stopped == "cancel", exit_code=proc.returncode,
+                               output=self.output)
+        code = proc.returncode
+        message = _last_line(Path(self.output), self._start) or f"exit code {code}"
+        return Outcome(code == 0, message, exit_code=code, output=self.output)
+
+
+def _spawn(command: str, log_path: Path, env: Mapping[str, str], *, gated: bool) -> Prepared | Outcome:
     output = str(log_path)
     try:
         argv = shlex.split(command)
@@ -56,56 +154,30 @@ def run_command(command: str, log_path: Path, *, env: Mapping[str, str], timeout
         return Outcome(False, f"command does not parse: {exc}", permanent=True, output=output)
     if not argv:
         return Outcome(False, "command is empty", permanent=True, output=output)
-    gated = on_spawn is not None
     if gated:
         refused = _spawn_check(argv[0], env, output)
         if refused is not None:
             return refused
     try:
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(log_path, "ab")  # noqa: SIM115 - closed below, after the child is gone
+        log = open(log_path, "ab")  # noqa: SIM115 - closed by Prepared, after the child is gone
     except OSError as exc:
         return Outcome(False, disk_message(exc, f"cannot open log {log_path}"), output=output)
-    with log:
-        start = log.seek(0, os.SEEK_END)
-        try:
-            proc = subprocess.Popen([*GATE, *argv] if gated else argv, stdin=subprocess.PIPE if gated else subprocess.DEVNULL,
-                                    stdout=log, stderr=subprocess.STDOUT, env=dict(env), start_new_session=True,
-                                    close_fds=True)
-        except FileNotFoundError:
+    start = log.seek(0, os.SEEK_END)
+    try:
+        proc = subprocess.Popen([*GATE, *argv] if gated else argv, stdin=subprocess.PIPE if gated else subprocess.DEVNULL,
+                                stdout=log, stderr=subprocess.STDOUT, env=dict(env), start_new_session=True,
+                                close_fds=True)
+    except OSError as exc:
+        log.close()
+        if isinstance(exc, FileNotFoundError):
             return Outcome(False, f"command not found: {argv[0]}", permanent=True, output=output)
-        except PermissionError:
+        if isinstance(exc, PermissionError):
             return Outcome(False, f"command is not executable: {argv[0]}", permanent=True, output=output)
-        except OSError as exc:
-            # Only what a retry cannot fix is permanent; EAGAIN, ENOMEM, EMFILE … pass.
-            return Outcome(False, f"cannot start {argv[0]}: {exc.strerror or type(exc).__name__}",
-                           permanent=exc.errno in PERMANENT_SPAWN_ERRORS, output=output)
-        try:
-            if on_spawn is not None:
-                _fault_pause()
-                try:
-                    on_spawn(proc.pid)
-                except Exception:  # noqa: BLE001 - a failed note must not fail the command
-                    pass
-                _go_ahead(proc)
-            stopped = _wait(proc, timeout, cancel)
-        except BaseException:
-            # Ctrl-C, SIGTERM turned into an exception, a bug: the child runs in its own
-            # session, so nobody else would stop it. Stop its group, note it, re-raise.
-            _stop_group(proc, kill_after)
-            try:
-                log.write(b"[crawlsched] interrupted; process group stopped\n")
-            except OSError:
-                pass
-            raise
-        if stopped:
-            _stop_group(proc, kill_after)
-            note = "interrupted" if stopped == "cancel" else f"timed out after {secs(timeout)}s"
-            log.write(f"[crawlsched] {note}; process group stopped\n".encode())
-            return Outcome(False, note, interrupted=stopped == "cancel", exit_code=proc.returncode, output=output)
-    code = proc.returncode
-    message = _last_line(log_path, start) or f"exit code {code}"
-    return Outcome(code == 0, message, exit_code=code, output=output)
+        # Only what a retry cannot fix is permanent; EAGAIN, ENOMEM, EMFILE … pass.
+        return Outcome(False, f"cannot start {argv[0]}: {exc.strerror or type(exc).__name__}",
+                       permanent=exc.errno in PERMANENT_SPAWN_ERRORS, output=output)
+    return Prepared(proc, log, start, output, gated)
 
 
 def _spawn_check(program: str, env: Mapping[str, str], output: str) -> Outcome | None:
@@ -122,7 +194,6 @@ def _spawn_check(program: str, env: Mapping[str, str], output: str) -> Outcome |
 
 
 def _go_ahead(proc: subprocess.Popen[bytes]) -> None:
-    """Let the gated command start (see GATE)."""
     assert proc.stdin is not None
     try:
         proc.stdin.write(b"\n")

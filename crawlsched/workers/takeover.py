@@ -1,12 +1,20 @@
 """A worker's take-overs, grouped: the attempts that reach their instant together are taken over in one write.
 
 An attempt queued ahead of its instant (crawlsched.workers.executor: ``QUEUE_AHEAD``) waits in
-its task thread until its scheduled time (never earlier: a crawl does not begin before it is
-due), then asks :class:`TakeOvers` for its row. The first thread to ask leads: it takes every
+its task thread until its scheduled time, less the take-over's ``lead``, then asks
+:class:`TakeOvers` for its row (its crawl begins at its instant, never earlier: a crawl does not
+begin before it is due). The first thread to ask leads: it takes every
 request waiting at that moment over in one transaction (crawlsched.state.queue.take_over_many),
 hands each thread its answer, and goes on while more wait (group commit). A burst of 50
 attempts due at the same second in one worker costs one or two transactions, not 50, each of
 which would wait for the state's global write lock in turn.
+
+With a ``lead``, a row is taken over that many seconds before its instant, and its thread waits
+for the instant after it (crawlsched.workers.worker): the writes of a burst, four worker
+processes' in turn under the state's write lock, are done by the instant instead of after it.
+An attempt whose command was spawned ahead (crawlsched.crawl.command.prepare_command, held at its
+gate) gives its child: the write records the child's process group with the take-over, so the
+group is known before the command is let go.
 
 Each answer is what ``take_over`` answers for one row: its ``AttemptKey`` (the row is this
 worker's now, its ``started_at`` the take-over's instant by the database's clock), or None when
@@ -19,9 +27,10 @@ import threading
 import time
 from typing import Any, Callable
 
-__all__ = ["GIVEN_BACK", "StartsFirst", "TakeOvers", "wait_until"]
+__all__ = ["GIVEN_BACK", "GoAheads", "StartsFirst", "TakeOvers", "wait_until"]
 
-TakeMany = Callable[[list[int]], dict[int, Any]]
+#: ``take_many(run_ids, children) -> {run_id: key}``, ``children`` {run_id: (process group, identity)}.
+TakeMany = Callable[[list[int], dict[int, tuple[int, Any]]], dict[int, Any]]
 
 
 def wait_until(instant: float, stop: threading.Event | None = None, clock: Callable[[], float] = time.time) -> bool:
@@ -41,21 +50,22 @@ GIVEN_BACK = object()  #: what :meth:`TakeOvers.take` answers when ``stop`` was 
 
 
 class _Request:
-    __slots__ = ("run_id", "job_id", "instant", "finished", "key", "error")
+    __slots__ = ("run_id", "job_id", "instant", "child", "finished", "key", "error")
 
-    def __init__(self, run_id: int, job_id: str, instant: float) -> None:
-        self.run_id, self.job_id, self.instant = run_id, job_id, instant
+    def __init__(self, run_id: int, job_id: str, instant: float, child: Any = None) -> None:
+        self.run_id, self.job_id, self.instant, self.child = run_id, job_id, instant, child
         self.finished = False
         self.key: Any = None
         self.error: BaseException | None = None
 
 
 class TakeOvers:
-    """Group the take-overs of one worker process (``take_many(run_ids) -> {run_id: key}``)."""
+    """Group the take-overs of one worker process (``take_many(run_ids, children) -> {run_id: key}``)."""
 
     def __init__(self, take_many: TakeMany, clock: Callable[[], float] = time.time,
-                 on_taken: Callable[[Any], None] = lambda keys: None) -> None:
+                 on_taken: Callable[[Any], None] = lambda keys: None, lead: float = 0.0) -> None:
         self._take_many = take_many
+        self.lead = lead  # seconds before its instant a row is taken over
         self._on_taken = on_taken  # the keys of each write, before any thread goes on with one
         self._clock = clock
         self._cond = threading.Condition(threading.Lock())
@@ -63,17 +73,22 @@ class TakeOvers:
         self._leading = False
         self.batches = 0  # transactions run (for tests and profiles)
 
-    def take(self, run_id: int, job_id: str, instant: float = 0.0, stop: threading.Event | None = None) -> Any:
-        """Wait for ``instant``, then take the row over; its key, or None (refused), or
-        :data:`GIVEN_BACK` (``stop`` set first). Raises what the write raised.
+    def take(self, run_id: int, job_id: str, instant: float = 0.0, stop: threading.Event | None = None,
+             child: Any = None) -> Any:
+        """Wait for ``instant`` (less the ``lead``), then take the row over; its key, or None
+        (refused), or :data:`GIVEN_BACK` (``stop`` set first). Raises what the write raised.
+        The caller waits for the instant itself before it crawls.
+
+        ``child`` (``.pgid``, ``.ident``): a command held at its gate, its group recorded by the
+        take-over; the caller lets it go at the instant, or abandons it when refused.
 
         The request is known before the wait: the first thread whose instant comes takes over,
         in one write, every row whose instant has come (one row per job in a write: a chain's
         epoch is bumped once per write); the others find their answer when they wake."""
-        request = _Request(run_id, job_id, instant)
+        request = _Request(run_id, job_id, instant, child)
         with self._cond:
             self._pending.append(request)
-        if not wait_until(instant, stop, self._clock):
+        if not wait_until(instant - self.lead, stop, self._clock):
             with self._cond:
                 if not request.finished:  # not taken over yet: given back (taken, it must run: the row is ours)
                     self._pending.remove(request)
@@ -94,7 +109,7 @@ class TakeOvers:
         now = self._clock()
         batch, rest, jobs = [], [], set()
         for r in self._pending:
-            if r.instant <= now and r.job_id not in jobs:
+            if r.instant - self.lead <= now and r.job_id not in jobs:
                 batch.append(r)
                 jobs.add(r.job_id)
             else:
@@ -104,7 +119,8 @@ class TakeOvers:
         error: BaseException | None = None
         self._cond.release()
         try:
-            keys = self._take_many([r.run_id for r in batch])
+            children = {r.run_id: (r.child.pgid, r.child.ident) for r in batch if r.child is not None}
+            keys = self._take_many([r.run_id for r in batch], children)
         except BaseException as exc:  # noqa: BLE001 - each attempt fails as its own take-over would
             error = exc
         finally:
@@ -152,3 +168,51 @@ class StartsFirst:
                 return True
             self._pending.clear()
             return False
+
+
+class GoAheads:
+    """A worker's commands held at their gate, let go at their instant: one thread writes every
+    go-ahead that is due, in one loop, then wakes the others.
+
+    Measured (docs/SCALING.md): when each of a burst's 50 threads per process woke at the instant
+    to write its own go-ahead, the go-aheads were spread over the Python work of the threads that
+    had already started (log lines, the wait), under one GIL. Here one thread sleeps until the
+    earliest instant held (the "timer"); the others sleep until it has let them go."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._cond = threading.Condition(threading.Lock())
+        self._held: list[tuple[float, Any]] = []
+        self._timer = False  # a thread is sleeping until the earliest instant
+
+    def release(self, instant: float, child: Any) -> None:
+        """Block until ``child`` (``.go()``, ``.released``) was let go, at ``instant`` or just after."""
+        with self._cond:
+            self._held.append((instant, child))
+            if self._timer:
+                self._cond.notify_all()  # the timer looks again: this instant may be earlier than its
+            while not child.released:
+                if self._timer:
+                    self._cond.wait()
+                    continue
+                self._timer = True
+                try:
+                    while not child.released:
+                        left = min(i for i, _ in self._held) - self._clock()
+                        if left > 0:
+                            self._cond.wait(left)
+                            continue
+                        self._go_due()
+                finally:
+                    self._timer = False
+                    self._cond.notify_all()  # let go, or another thread times what is left
+
+    def _go_due(self) -> None:
+        now, left = self._clock(), []
+        for instant, child in self._held:
+            if instant <= now:
+                child.go()
+            else:
+                left.append((instant, child))
+        self._held = left
+        self._cond.notify_all()

@@ -39,7 +39,7 @@ from crawlsched.state.trouble import StateUnreachable, StorageUnavailable
 from crawlsched.state.takeover import still_queued, take_over_many
 from crawlsched.workers.leases import LeaseKeeper
 from crawlsched.workers.queue import QUEUE, TASK, make_app
-from crawlsched.workers.takeover import GIVEN_BACK, StartsFirst, TakeOvers
+from crawlsched.workers.takeover import GIVEN_BACK, GoAheads, StartsFirst, TakeOvers, wait_until
 
 __all__ = ["CLAIM_WORKER", "Worker", "WorkerRunner", "run_worker"]
 
@@ -47,6 +47,10 @@ CLAIM_WORKER = "worker"  #: the owner kind of a worker's rows
 ORPHAN_WINDOW = 24 * 3600.0  #: seconds: attempts this recent are checked for commands a dead worker left
 EXIT_AFTER = 15.0  #: seconds after the grace period before a worker whose attempts would not stop exits anyway
 STATE_RETRY = 2.0  #: seconds between tries while the state database cannot be reached
+#: Seconds before its instant a queued attempt's row is taken over (its thread then waits for the
+#: instant): a burst's grouped writes, one per worker process in turn under the state's write lock,
+#: are done by the instant. Measured (docs/SCALING.md): they took up to 115 ms under load.
+TAKE_OVER_LEAD = 0.5
 
 
 class WorkerStore:
@@ -93,10 +97,10 @@ class WorkerRunner(AttemptRunner):
         return note
 
     def _execute(self, job: Any, scheduled_for: float, attempt: int, cancel: Any, trigger: str = "schedule",
-                 key: AttemptKey | None = None) -> Any:
+                 key: AttemptKey | None = None, prepared: Any = None) -> Any:
         if job.urls and key is not None:
             self.starts.begun(key)  # its requests begin now
-        return super()._execute(job, scheduled_for, attempt, cancel, trigger, key)
+        return super()._execute(job, scheduled_for, attempt, cancel, trigger, key, prepared=prepared)
 
     def _conclude(self, job: Any, scheduled_for: float, attempt: int, key: AttemptKey, outcome: Any, *args: Any,
                   **kwargs: Any) -> Any:
@@ -122,8 +126,10 @@ class Worker:
         self.runner.owner = self.owner
         self.stopping_at: float | None = None  # monotonic: when SIGTERM came
         self._stop_now = threading.Event()  # a second SIGTERM: attempts waiting for their instant are given back
-        self.takeovers = TakeOvers(lambda ids: take_over_many(store, ids, self.owner, str(self.home)),
-                                   on_taken=self.starts.taken)
+        self.takeovers = TakeOvers(lambda ids, children: take_over_many(store, ids, self.owner, str(self.home),
+                                                                        children=children),
+                                   on_taken=self.starts.taken, lead=TAKE_OVER_LEAD)
+        self.go_aheads = GoAheads()
         self._pg: Any = None  # procrastinate's worker
 
     # --- one job -------------------------------------------------------------------------
@@ -133,10 +139,24 @@ class Worker:
         attempt_spec: AttemptSpec = spec_from_json(spec)
         # Queued ahead of its instant (crawlsched.workers.executor.QUEUE_AHEAD): it begins when it is due, not before;
         # one recalled meanwhile (its job paused or removed) is dropped before the wait, when it can be seen.
-        if attempt_spec.scheduled_for > time.time() and not still_queued(self.store, run_id):
+        # A command's process is spawned while it waits, held at its gate (it runs nothing): the take-over
+        # records its group and lets it go, so at the instant only the write and a go-ahead are left.
+        ahead = attempt_spec.scheduled_for > time.time()
+        child = None
+        if ahead and not still_queued(self.store, run_id):
             key = None
         else:
-            key = self.takeovers.take(run_id, attempt_spec.job_id, attempt_spec.scheduled_for, self._stop_now)
+            child = self.runner.prepare(attempt_spec) if ahead else None
+            try:
+                key = self.takeovers.take(run_id, attempt_spec.job_id, attempt_spec.scheduled_for, self._stop_now,
+                                          child=child)
+            except BaseException:
+                if child is not None:
+                    child.abandon()
+                raise
+        if child is not None and (key is GIVEN_BACK or key is None):
+            child.abandon()  # its gate exits: the command never runs
+            child = None
         if key is GIVEN_BACK:
             self.log.info("job %s: attempt %d given back before its instant: the worker stops now",
                           attempt_spec.job_id, attempt_spec.attempt)
@@ -146,10 +166,19 @@ class Worker:
                           attempt_spec.job_id, attempt_spec.attempt)
             return
         held = self.keeper.hold(run_id, key, grace)
+        if child is not None:  # its group, in the row since the take-over, stopped if the lease is lost
+            self.keeper.note_child(key, child.pgid)
+        # Taken over up to TAKE_OVER_LEAD ahead: it begins at its instant (a held command let go with
+        # the others due then, in one loop).
+        if child is not None:
+            self.go_aheads.release(attempt_spec.scheduled_for, child)
+            self.starts.begun(key)
+        else:
+            wait_until(attempt_spec.scheduled_for)
         if self.stopping_at is not None:
             self._arm_grace(held)
         try:
-            self.runner.run_started(attempt_spec, key, cancel=held.cancel)
+            self.runner.run_started(attempt_spec, key, cancel=held.cancel, prepared=child)
         except Exception:
             self.log.exception("attempt %d of job %s failed inside crawlsched", attempt_spec.attempt, attempt_spec.job_id)
         finally:
