@@ -172,6 +172,14 @@ class AttemptRunner:
             raise
         return self._conclude(job, scheduled_for, attempt, key, outcome, trigger, still_wanted, spec.anchor)
 
+    def give_back(self, spec: AttemptSpec, key: AttemptKey, message: str) -> AttemptOutcome:
+        """An attempt whose row is ours and that never began (its worker stops before its instant):
+        closed ``interrupted``, the next attempt due now when one is left, as after a shutdown."""
+        from crawlsched.crawl import Outcome
+
+        return self._conclude(spec.job, spec.scheduled_for, spec.attempt, key, Outcome(False, message, interrupted=True),
+                              spec.trigger, lambda: True, spec.anchor)
+
     def _child_recorder(self, key: AttemptKey) -> Callable[[int], bool]:
         def record(pgid: int) -> bool:
             return self.state.set_child(key, pgid, procs.identity(pgid))

@@ -80,3 +80,16 @@ def test_a_start_refused_because_this_daemon_no_longer_leads_is_logged_as_such(t
     said = [r.getMessage() for r in caplog.records]
     assert any("refused: this daemon no longer leads" in m for m in said), said
     assert not any("exists already" in m for m in said), said
+
+
+def test_an_attempt_given_back_before_its_instant_runs_nothing_and_its_retry_is_due_at_once(tmp_path, runner):
+    marker = tmp_path / "ran"
+    job = jobs_of(tmp_path, command_job("a", f"touch {marker}", "max_retries = 2"))["a"]
+    spec = AttemptSpec.of(job, 1000.0, 1, "schedule")
+    run_id = runner.state.start_attempt("a", 1000.0, 1, job.max_attempts, trigger="schedule", started_at=1000.0,
+                                        owner=runner.owner, claim=True)
+    got = runner.give_back(spec, run_id.key, "interrupted: its worker stopped before its instant")
+    assert (got.kind, got.status) == (OutcomeKind.RAN, RunStatus.INTERRUPTED) and not marker.exists()
+    assert statuses(runner) == [("a", 1, "interrupted")]
+    [retry] = runner.state.retries()
+    assert (retry.job_id, retry.next_attempt, retry.scheduled_for) == ("a", 2, 1000.0)

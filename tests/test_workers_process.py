@@ -294,6 +294,8 @@ def test_a_command_queued_ahead_is_spawned_while_it_waits_and_runs_at_its_instan
     second = wait_for(lambda: [r for r in rows(pg_state, "tick", 1) if r.status == "success"][1:], 15, "the next fire")[0]
     assert float(second.message) >= second.scheduled_for  # the command began at its instant, not at its spawn
     assert float(second.message) - second.scheduled_for < 2.0
+    # the row says when it was let go (after the take-over's write, before the command's own clock)
+    assert second.scheduled_for < second.started_at <= float(second.message)
     assert second.child_pgid in held  # the group recorded was the one held: known before it ran
     assert w.proc.poll() is None
 

@@ -210,6 +210,38 @@ def test_a_command_held_after_the_timer_started_with_an_earlier_instant_is_let_g
     first.start()
     time.sleep(0.1)  # the first thread times its instant, a second away
     release_all(go_aheads, [(instant + 0.3, early)])
-    assert early.released and instant + 0.3 <= early.at < instant + 0.4 and not late.released
+    back = time.time()  # its thread went on while the timer still waits for its own instant
+    assert early.released and instant + 0.3 <= early.at < instant + 0.4 and back < instant + 0.5
+    assert not late.released
     first.join(5)
     assert late.released and late.at >= instant + 1.0
+
+
+def test_commands_held_when_the_worker_stops_now_are_never_let_go():
+    go_aheads, timed, waiting = GoAheads(), Gate(), Gate()
+    answers: dict[str, bool] = {}
+    threads = [threading.Thread(target=lambda n=n, g=g: answers.__setitem__(n, go_aheads.release(time.time() + 30, g)))
+               for n, g in (("timer", timed), ("other", waiting))]
+    for t in threads:
+        t.start()
+    time.sleep(0.1)
+    go_aheads.stop()
+    for t in threads:
+        t.join(5)
+    assert answers == {"timer": False, "other": False} and not timed.released and not waiting.released
+    assert go_aheads.release(time.time(), Gate()) is False  # stopped: nothing more is let go
+
+
+def test_a_workers_collector_is_paused_while_a_release_is_timed_and_back_after_it():
+    import gc
+
+    go_aheads, gate = GoAheads(pause_collector=True), Gate()
+    timed = threading.Thread(target=go_aheads.release, args=(time.time() + 0.3, gate))
+    assert gc.isenabled()
+    timed.start()
+    time.sleep(0.1)
+    try:
+        assert not gc.isenabled()  # no collection can delay the go-aheads
+    finally:
+        timed.join(5)
+    assert gate.released and gc.isenabled()

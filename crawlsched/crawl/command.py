@@ -86,6 +86,7 @@ class Prepared:
         self.proc, self._log, self._start, self.output, self.gated = proc, log, start, output, gated
         self.pgid = proc.pid  # start_new_session: the child leads its own group
         self.released = not gated  # the go-ahead was written
+        self.went_at: float | None = None
         self._ident: str | None = None
 
     @property
@@ -96,9 +97,10 @@ class Prepared:
         return self._ident
 
     def go(self) -> None:
-        """Let the gated command start (see GATE); once."""
+        """Let the gated command start (see GATE); once. ``went_at``: when (the wall clock)."""
         if not self.released:
             self.released = True
+            self.went_at = time.time()
             _go_ahead(self.proc)
 
     def abandon(self) -> None:

@@ -265,11 +265,13 @@ def _owned_row(c: Any, key: AttemptKey, owner: Owner) -> int | None:
 
 def finish_owned(store: Any, key: AttemptKey, owner: Owner, *, status: str, finished_at: float, message: str | None,
                  http_status: int | None = None, exit_code: int | None = None, bytes: int | None = None,
-                 output: str | None = None, retry: Retry | None = None) -> Saved:
+                 output: str | None = None, retry: Retry | None = None, started_at: float | None = None) -> Saved:
     """A worker closes its attempt (``finish_attempt`` with the worker's fence): only while the row is
     still running and its own. Once the row was settled (the lease lapsed) the late result is refused,
     ``Saved.FENCED``, nothing written. Fenced by the row, not by the chain's claim: a new leading
-    daemon taking the chain's claim over does not void a worker's running attempt."""
+    daemon taking the chain's claim over does not void a worker's running attempt. ``started_at``:
+    when the crawl really began, for a row taken over ahead of its instant (its lateness and
+    duration are counted from it)."""
 
     def close(c: Any) -> Saved | None:
         row_id = _owned_row(c, key, owner)
@@ -277,6 +279,8 @@ def finish_owned(store: Any, key: AttemptKey, owner: Owner, *, status: str, fini
             log.warning("job %s: attempt %d/%d's outcome (%s) is refused: its lease lapsed and the attempt was"
                         " settled meanwhile", key.job_id, key.attempt, key.max_attempts, status)
             return Saved.FENCED
+        if started_at is not None:
+            c.execute("UPDATE runs SET started_at = ? WHERE id = ?", (started_at, row_id))
         count_finished(c, row_id, status, finished_at)
         c.execute("UPDATE runs SET status = ?, finished_at = ?, message = ?, http_status = ?, exit_code = ?,"
                   " bytes = ?, output = ?, lease_until = NULL WHERE id = ?",

@@ -1,9 +1,10 @@
 """``WorkersExecutor``: the daemon's side of ``executor = "workers"`` (crawlsched.executor.Executor).
 
 The loop hands a scheduled fire out ``lead`` seconds (:data:`QUEUE_AHEAD`) before its instant;
-the worker waits for the instant before it takes the row over, and ``recall`` withdraws (closes
-``skipped``) the attempts not yet due whose job was paused or removed meanwhile (a changed job's runs
-as it was queued: the edit applies from its next fire).
+the worker takes the row over just before the instant (crawlsched.workers.worker: ``TAKE_OVER_LEAD``)
+and begins the crawl at it, and ``recall`` withdraws (closes ``skipped``) the attempts not yet
+taken over whose job was paused or removed meanwhile (a changed job's runs as it was queued: the
+edit applies from its next fire).
 
 ``submit`` writes the attempt's ``running`` row (owned by the queue, with a lease) and defers its
 procrastinate job in one transaction (crawlsched.state.queue.start_queued); a burst's attempts
@@ -43,8 +44,8 @@ __all__ = ["CHECK_EVERY", "QUEUE_AHEAD", "WorkersExecutor"]
 
 # Seconds: a scheduled fire is queued this long before its instant (the planner hands it out early:
 # crawlsched.scheduler), so that the queueing commit, the workers' fetches and their threads are
-# done when it comes; the worker's task waits for the instant, then takes the row over
-# (crawlsched.workers.takeover). Issue 14: a burst's lateness is then the take-over's alone.
+# done when it comes; the worker's task spawns a command held at its gate, takes the row over just
+# before the instant and lets the command go at it (crawlsched.workers.takeover).
 QUEUE_AHEAD = 2.0
 RECALLED = "skipped: the job was paused or removed before its instant (its attempt was queued ahead)"
 CHECK_EVERY = 1.0  #: seconds between the queue's lease checks (renew the waiting rows, settle the lapsed)

@@ -17,12 +17,14 @@ gate) gives its child: the write records the child's process group with the take
 group is known before the command is let go.
 
 Each answer is what ``take_over`` answers for one row: its ``AttemptKey`` (the row is this
-worker's now, its ``started_at`` the take-over's instant by the database's clock), or None when
-the row was settled or recalled meanwhile (the job is dropped, never crawled).
+worker's now, its ``started_at`` the take-over's instant by the database's clock, or the row's
+own instant when taken over ahead of it), or None when the row was settled or recalled meanwhile
+(the job is dropped, never crawled).
 """
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from typing import Any, Callable
@@ -179,33 +181,53 @@ class GoAheads:
     had already started (log lines, the wait), under one GIL. Here one thread sleeps until the
     earliest instant held (the "timer"); the others sleep until it has let them go."""
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time, *, pause_collector: bool = False) -> None:
         self._clock = clock
+        self._pause = pause_collector  # a process of its own (a worker): no collection while a release is timed
         self._cond = threading.Condition(threading.Lock())
         self._held: list[tuple[float, Any]] = []
         self._timer = False  # a thread is sleeping until the earliest instant
+        self._stopped = False
 
-    def release(self, instant: float, child: Any) -> None:
-        """Block until ``child`` (``.go()``, ``.released``) was let go, at ``instant`` or just after."""
+    def release(self, instant: float, child: Any) -> bool:
+        """Block until ``child`` (``.go()``, ``.released``) was let go, at ``instant`` or just after:
+        True. False when :meth:`stop` came first: it was not let go (the caller abandons it)."""
         with self._cond:
+            if self._stopped:
+                return False
             self._held.append((instant, child))
             if self._timer:
                 self._cond.notify_all()  # the timer looks again: this instant may be earlier than its
-            while not child.released:
+            while not child.released and not self._stopped:
                 if self._timer:
                     self._cond.wait()
                     continue
                 self._timer = True
+                paused = self._pause and gc.isenabled()
+                if paused:  # a collection the waiting threads' allocations trigger would delay the go-aheads
+                    gc.disable()
                 try:
-                    while not child.released:
+                    while not child.released and not self._stopped:
                         left = min(i for i, _ in self._held) - self._clock()
                         if left > 0:
                             self._cond.wait(left)
                             continue
                         self._go_due()
                 finally:
+                    if paused:
+                        gc.enable()
                     self._timer = False
                     self._cond.notify_all()  # let go, or another thread times what is left
+            if child.released:
+                return True
+            self._held = [h for h in self._held if h[1] is not child]
+            return False
+
+    def stop(self) -> None:
+        """The worker stops now: nothing held is let go any more (each ``release`` answers False)."""
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
 
     def _go_due(self) -> None:
         now, left = self._clock(), []

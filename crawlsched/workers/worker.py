@@ -31,6 +31,7 @@ from typing import Any, Callable
 
 from crawlsched import procs
 from crawlsched.executor import AttemptSpec, spec_from_json
+from crawlsched.memory import settle_memory
 from crawlsched.runner import AttemptRunner
 from crawlsched.state import AttemptKey, Owner, Saved
 from crawlsched.state import queue as q
@@ -61,12 +62,16 @@ class WorkerStore:
         self._store = store
         self._owner = owner
         self._on_fenced = on_fenced
+        self.began: dict[AttemptKey, float] = {}  # rows taken over ahead: when their crawl really began
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
     def finish_attempt(self, run: Any, **kwargs: Any) -> Saved:
         key = getattr(run, "key", run)
+        began = self.began.pop(key, None)
+        if began is not None:
+            kwargs["started_at"] = began
         saved = q.finish_owned(self._store, key, self._owner, **kwargs)
         if saved is Saved.FENCED:
             self._on_fenced(key)
@@ -121,15 +126,15 @@ class Worker:
         self.keeper = LeaseKeeper(store, self.owner, log)
         self.fenced = 0  # late results refused: the lease was lost meanwhile
         self.starts = StartsFirst()
-        self.runner = WorkerRunner(WorkerStore(store, self.owner, self._fenced), self.home, log, keeper=self.keeper,
-                                   starts=self.starts)
+        self.rows = WorkerStore(store, self.owner, self._fenced)
+        self.runner = WorkerRunner(self.rows, self.home, log, keeper=self.keeper, starts=self.starts)
         self.runner.owner = self.owner
         self.stopping_at: float | None = None  # monotonic: when SIGTERM came
         self._stop_now = threading.Event()  # a second SIGTERM: attempts waiting for their instant are given back
         self.takeovers = TakeOvers(lambda ids, children: take_over_many(store, ids, self.owner, str(self.home),
                                                                         children=children),
-                                   on_taken=self.starts.taken, lead=TAKE_OVER_LEAD)
-        self.go_aheads = GoAheads()
+                                   on_taken=self._taken, lead=TAKE_OVER_LEAD)
+        self.go_aheads = GoAheads(pause_collector=True)
         self._pg: Any = None  # procrastinate's worker
 
     # --- one job -------------------------------------------------------------------------
@@ -166,24 +171,47 @@ class Worker:
                           attempt_spec.job_id, attempt_spec.attempt)
             return
         held = self.keeper.hold(run_id, key, grace)
-        if child is not None:  # its group, in the row since the take-over, stopped if the lease is lost
-            self.keeper.note_child(key, child.pgid)
-        # Taken over up to TAKE_OVER_LEAD ahead: it begins at its instant (a held command let go with
-        # the others due then, in one loop).
-        if child is not None:
-            self.go_aheads.release(attempt_spec.scheduled_for, child)
-            self.starts.begun(key)
-        else:
-            wait_until(attempt_spec.scheduled_for)
-        if self.stopping_at is not None:
-            self._arm_grace(held)
         try:
+            if child is not None:  # its group, in the row since the take-over, stopped if the lease is lost
+                self.keeper.note_child(key, child.pgid)
+            if not self._until_instant(attempt_spec, key, child):
+                self.log.info("job %s: attempt %d given back before its instant: the worker stops now",
+                              attempt_spec.job_id, attempt_spec.attempt)
+                self.runner.give_back(attempt_spec, key, "interrupted: its worker stopped before its instant")
+                return
+            if self.stopping_at is not None:
+                self._arm_grace(held)
             self.runner.run_started(attempt_spec, key, cancel=held.cancel, prepared=child)
         except Exception:
             self.log.exception("attempt %d of job %s failed inside crawlsched", attempt_spec.attempt, attempt_spec.job_id)
         finally:
+            if child is not None:
+                child.abandon()  # (a no-op once it was let go)
+            self.rows.began.pop(key, None)
             self.starts.begun(key)
             self.keeper.release(run_id)
+
+    def _until_instant(self, spec: AttemptSpec, key: AttemptKey, child: Any) -> bool:
+        """A row taken over up to TAKE_OVER_LEAD ahead begins at its instant: a held command is let
+        go with the others due then, in one loop (GoAheads). False: the worker stops now (a second
+        SIGTERM) before it; nothing began."""
+        if child is not None:
+            if not self.go_aheads.release(spec.scheduled_for, child):
+                return False
+            began = child.went_at
+            self.starts.begun(key)
+        else:
+            if not wait_until(spec.scheduled_for, self._stop_now):
+                return False
+            began = time.time()
+        if began is not None and began > key.started_at:
+            self.rows.began[key] = began  # the row says when it really began (its lateness, its duration)
+        return True
+
+    def _taken(self, keys: list[AttemptKey]) -> None:
+        """StartsFirst counts the attempts that begin now; those taken over ahead begin at their instant."""
+        now = time.time()
+        self.starts.taken([k for k in keys if k.scheduled_for <= now])
 
     def _fenced(self, key: AttemptKey) -> None:
         self.fenced += 1
@@ -204,6 +232,7 @@ class Worker:
         if self.stopping_at is not None:
             self.log.warning("worker: stopping now: %d running attempt(s) are given back", len(self.keeper.running()))
             self._stop_now.set()
+            self.go_aheads.stop()
             for held in self.keeper.running():
                 held.cancel.set()
             return
@@ -255,6 +284,7 @@ class Worker:
             self.log.info("crawlsched worker stopped before it started (the state database never answered)")
             return 0
         self.keeper.start()
+        settle_memory(first=True)  # what the start loaded is frozen: a collection at an instant does not walk it
         self.log.info("crawlsched worker ready: concurrency %d, home %s (pid %d on %s)", self.concurrency, self.home,
                       self.owner.pid, self.owner.host)
         try:
