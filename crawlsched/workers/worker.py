@@ -144,8 +144,8 @@ class Worker:
         attempt_spec: AttemptSpec = spec_from_json(spec)
         # Queued ahead of its instant (crawlsched.workers.executor.QUEUE_AHEAD): it begins when it is due, not before;
         # one recalled meanwhile (its job paused or removed) is dropped before the wait, when it can be seen.
-        # A command's process is spawned while it waits, held at its gate (it runs nothing): the take-over
-        # records its group and lets it go, so at the instant only the write and a go-ahead are left.
+        # A command's process is spawned while it waits, held at its gate (it runs nothing): the take-over,
+        # TAKE_OVER_LEAD ahead, records its group, and at the instant only its go-ahead is left (GoAheads).
         ahead = attempt_spec.scheduled_for > time.time()
         child = None
         if ahead and not still_queued(self.store, run_id):
@@ -204,7 +204,7 @@ class Worker:
             if not wait_until(spec.scheduled_for, self._stop_now):
                 return False
             began = time.time()
-        if began is not None and began > key.started_at:
+        if began is not None and key.started_at <= spec.scheduled_for < began:  # taken over ahead: the instant
             self.rows.began[key] = began  # the row says when it really began (its lateness, its duration)
         return True
 
