@@ -5,7 +5,10 @@
   transaction;
 - :mod:`crawlsched.workers.executor`: :class:`WorkersExecutor`, the daemon's side of
   ``crawlsched.executor.Executor``;
-- :mod:`crawlsched.workers.worker`: the ``crawlsched worker`` process;
+- :mod:`crawlsched.workers.worker`: the ``crawlsched worker`` process, with
+  :mod:`~crawlsched.workers.runner` (its fenced crawl), :mod:`~crawlsched.workers.takeover` (grouped
+  take-overs, held commands let go at the instant), :mod:`~crawlsched.workers.stopping` (SIGTERM)
+  and :mod:`~crawlsched.workers.queuelogs` (procrastinate's log lines);
 - :mod:`crawlsched.workers.leases`: a worker's per-attempt leases, renewed every few seconds; a lost
   one stops its command's process group at once.
 

@@ -5,8 +5,8 @@ Before it crawls, the worker takes the row over (crawlsched.state.takeover.take_
 owner id, a lease by the database's clock, the chain's next fencing epoch; the attempts due
 together in this process share one write: crawlsched.workers.takeover). An attempt queued
 ahead of its instant waits for it first, in its task thread; a row already closed
-(settled while the job waited) drops the job, never crawled. Then :class:`WorkerRunner` (the
-daemon's ``AttemptRunner``) runs it: URL or command, limits, redaction, ``${VAR}`` from this
+(settled while the job waited) drops the job, never crawled. Then
+:class:`~crawlsched.workers.runner.WorkerRunner` (the daemon's ``AttemptRunner``) runs it: URL or command, limits, redaction, ``${VAR}`` from this
 process's environment, bodies and run logs under this worker's home, the retry saved in the
 transaction that closes the row. :class:`~crawlsched.workers.leases.LeaseKeeper` renews the
 leases; a lost one stops the command's process group at once.
@@ -14,7 +14,8 @@ leases; a lost one stops the command's process group at once.
 SIGTERM (or SIGINT): no new jobs; running attempts get their grace period (``[defaults]
 grace_period``, carried by each job), then are stopped: each is closed ``interrupted`` with the
 next attempt due now (given back, as after a local crash), and the worker exits 0. A second
-signal stops them at once.
+signal stops them at once (crawlsched.workers.stopping). procrastinate's own log lines go through
+crawlsched.workers.queuelogs.
 """
 
 from __future__ import annotations
@@ -26,93 +27,34 @@ import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
 from crawlsched import procs
 from crawlsched.executor import AttemptSpec, spec_from_json
 from crawlsched.memory import settle_memory
-from crawlsched.runner import AttemptRunner
-from crawlsched.state import AttemptKey, Owner, Saved
+from crawlsched.state import AttemptKey, Owner
 from crawlsched.state import queue as q
 from crawlsched.state.leases import HOST
 from crawlsched.state.trouble import StateUnreachable, StorageUnavailable
 from crawlsched.state.takeover import still_queued, take_over_many
 from crawlsched.workers.leases import LeaseKeeper
 from crawlsched.workers.queue import QUEUE, TASK, make_app
+from crawlsched.workers.queuelogs import loop_trouble, quiet_queue_logs
+from crawlsched.workers.runner import WorkerRunner, WorkerStore
+from crawlsched.workers.stopping import Stopping
 from crawlsched.workers.takeover import GIVEN_BACK, GoAheads, StartsFirst, TakeOvers, wait_until
 
-__all__ = ["CLAIM_WORKER", "Worker", "WorkerRunner", "run_worker"]
+__all__ = ["CLAIM_WORKER", "Worker", "run_worker"]
 
 CLAIM_WORKER = "worker"  #: the owner kind of a worker's rows
 ORPHAN_WINDOW = 24 * 3600.0  #: seconds: attempts this recent are checked for commands a dead worker left
-EXIT_AFTER = 15.0  #: seconds after the grace period before a worker whose attempts would not stop exits anyway
 STATE_RETRY = 2.0  #: seconds between tries while the state database cannot be reached
 #: Seconds before its instant a queued attempt's row is taken over (its thread then waits for the
 #: instant): a burst's grouped writes, one per worker process in turn under the state's write lock,
 #: are done by the instant. Measured (docs/SCALING.md): they took up to 115 ms under load.
 TAKE_OVER_LEAD = 0.5
-
-
-class WorkerStore:
-    """The runner's store in a worker: its attempt's writes fenced by the row (still running, still
-    this worker's: crawlsched.state.queue.finish_owned), the refused ones counted."""
-
-    def __init__(self, store: Any, owner: Owner, on_fenced: Callable[[AttemptKey], None]) -> None:
-        self._store = store
-        self._owner = owner
-        self._on_fenced = on_fenced
-        self.began: dict[AttemptKey, float] = {}  # rows taken over ahead: when their crawl really began
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
-
-    def finish_attempt(self, run: Any, **kwargs: Any) -> Saved:
-        key = getattr(run, "key", run)
-        began = self.began.pop(key, None)
-        if began is not None:
-            kwargs["started_at"] = began
-        saved = q.finish_owned(self._store, key, self._owner, **kwargs)
-        if saved is Saved.FENCED:
-            self._on_fenced(key)
-        return saved
-
-    def set_child(self, run: Any, pgid: int, ident: str | None) -> Saved:
-        return q.note_child_owned(self._store, getattr(run, "key", run), self._owner, pgid, ident)
-
-
-class WorkerRunner(AttemptRunner):
-    """The daemon's runner, telling the lease keeper its command's process group and when the crawl ended."""
-
-    def __init__(self, *args: Any, keeper: LeaseKeeper, starts: StartsFirst | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.keeper = keeper
-        self.starts = starts or StartsFirst()
-
-    def _child_recorder(self, key: AttemptKey) -> Callable[[int], bool]:
-        record = super()._child_recorder(key)
-
-        def note(pgid: int) -> bool:
-            self.keeper.note_child(key, pgid)
-            try:
-                return record(pgid)
-            finally:
-                self.starts.begun(key)  # its go-ahead follows at once
-
-        return note
-
-    def _execute(self, job: Any, scheduled_for: float, attempt: int, cancel: Any, trigger: str = "schedule",
-                 key: AttemptKey | None = None, prepared: Any = None) -> Any:
-        if job.urls and key is not None:
-            self.starts.begun(key)  # its requests begin now
-        return super()._execute(job, scheduled_for, attempt, cancel, trigger, key, prepared=prepared)
-
-    def _conclude(self, job: Any, scheduled_for: float, attempt: int, key: AttemptKey, outcome: Any, *args: Any,
-                  **kwargs: Any) -> Any:
-        self.starts.begun(key)  # (a command that never spawned)
-        self.starts.wait_for_starts()  # the attempts taken over with it begin first
-        self.keeper.closing(key)
-        return super()._conclude(job, scheduled_for, attempt, key, outcome, *args, **kwargs)
 
 
 class Worker:
@@ -129,12 +71,11 @@ class Worker:
         self.rows = WorkerStore(store, self.owner, self._fenced)
         self.runner = WorkerRunner(self.rows, self.home, log, keeper=self.keeper, starts=self.starts)
         self.runner.owner = self.owner
-        self.stopping_at: float | None = None  # monotonic: when SIGTERM came
-        self._stop_now = threading.Event()  # a second SIGTERM: attempts waiting for their instant are given back
         self.takeovers = TakeOvers(lambda ids, children: take_over_many(store, ids, self.owner, str(self.home),
                                                                         children=children),
                                    on_taken=self._taken, lead=TAKE_OVER_LEAD)
         self.go_aheads = GoAheads(pause_collector=True)
+        self.stopping = Stopping(log, self.keeper, self.go_aheads)
         self._pg: Any = None  # procrastinate's worker
 
     # --- one job -------------------------------------------------------------------------
@@ -153,7 +94,7 @@ class Worker:
         else:
             child = self.runner.prepare(attempt_spec) if ahead else None
             try:
-                key = self.takeovers.take(run_id, attempt_spec.job_id, attempt_spec.scheduled_for, self._stop_now,
+                key = self.takeovers.take(run_id, attempt_spec.job_id, attempt_spec.scheduled_for, self.stopping.now,
                                           child=child)
             except BaseException:
                 if child is not None:
@@ -179,8 +120,8 @@ class Worker:
                               attempt_spec.job_id, attempt_spec.attempt)
                 self.runner.give_back(attempt_spec, key, "interrupted: its worker stopped before its instant")
                 return
-            if self.stopping_at is not None:
-                self._arm_grace(held)
+            if self.stopping.asked:
+                self.stopping.arm(held)
             self.runner.run_started(attempt_spec, key, cancel=held.cancel, prepared=child)
         except Exception:
             self.log.exception("attempt %d of job %s failed inside crawlsched", attempt_spec.attempt, attempt_spec.job_id)
@@ -201,7 +142,7 @@ class Worker:
             began = child.went_at
             self.starts.begun(key)
         else:
-            if not wait_until(spec.scheduled_for, self._stop_now):
+            if not wait_until(spec.scheduled_for, self.stopping.now):
                 return False
             began = time.time()
         if began is not None and key.started_at <= spec.scheduled_for < began:  # taken over ahead: the instant
@@ -220,38 +161,13 @@ class Worker:
 
     # --- SIGTERM -------------------------------------------------------------------------------
 
-    def _arm_grace(self, held: Any) -> None:
-        assert self.stopping_at is not None
-        left = max(0.0, self.stopping_at + held.grace - time.monotonic())
-        timer = threading.Timer(left, held.cancel.set)
-        timer.daemon = True
-        timer.start()
-
     def request_stop(self) -> None:
         """SIGTERM/SIGINT: take no more jobs; the running ones get their grace period. Twice: stop them now."""
-        if self.stopping_at is not None:
-            self.log.warning("worker: stopping now: %d running attempt(s) are given back", len(self.keeper.running()))
-            self._stop_now.set()
-            self.go_aheads.stop()
-            for held in self.keeper.running():
-                held.cancel.set()
-            return
-        self.stopping_at = time.monotonic()
-        running = self.keeper.running()
-        self.log.info("worker: stopping: no new attempts; %d running attempt(s) get their grace period", len(running))
-        for held in running:
-            self._arm_grace(held)
-        longest = max([h.grace for h in running], default=0.0)
-        guard = threading.Timer(longest + EXIT_AFTER, self._exit_anyway)
-        guard.daemon = True
-        guard.start()
+        self.stopping.request(self._stop_queue)
+
+    def _stop_queue(self) -> None:
         if self._pg is not None:
             self._pg.stop()
-
-    def _exit_anyway(self) -> None:
-        self.log.error("worker: attempts did not stop after their grace period; exiting")
-        logging.shutdown()
-        os._exit(1)
 
     # --- the process -----------------------------------------------------------------------------
 
@@ -332,8 +248,8 @@ class Worker:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         quiet_queue_logs(self.log)
-        loop.set_exception_handler(self._loop_trouble)
-        while self.stopping_at is None:
+        loop.set_exception_handler(partial(loop_trouble, self.log))
+        while not self.stopping.asked:
             try:
                 await self._serve_queue()
             except Exception as exc:  # noqa: BLE001 - the queue's connection failed: the state is out of reach
@@ -341,23 +257,14 @@ class Worker:
             else:
                 why = "it stopped on a failed connection"
             self._pg = None
-            if self.stopping_at is not None:
+            if self.stopping.asked:
                 break
             self.log.warning("worker: the queue stopped (%s); it restarts once the state database answers",
                              self.store.db.scrub(why) if hasattr(self.store.db, "scrub") else why)
-            while self.stopping_at is None and not await asyncio.to_thread(self.store.db.probe):
+            while not self.stopping.asked and not await asyncio.to_thread(self.store.db.probe):
                 await asyncio.sleep(STATE_RETRY)
-            if self.stopping_at is None:
+            if not self.stopping.asked:
                 self.log.info("worker: the queue restarts: the state database answers again")
-
-    def _loop_trouble(self, loop: Any, context: dict[str, Any]) -> None:
-        """A task of procrastinate's that ended on an error nobody awaited (its job's status not
-        written: the connection was lost; the attempt's own row is crawlsched's): one line, no traceback."""
-        exc = context.get("exception")
-        cause = (exc.__cause__ or exc) if exc is not None else None
-        why = " ".join(str(cause).split()) if cause is not None else ""
-        level = logging.DEBUG if cause is not None and _lost_connection(cause) else logging.WARNING
-        self.log.log(level, "queue: %s%s", context.get("message", "a task failed"), f": {why}" if why else "")
 
     async def _serve_queue(self) -> None:
         """procrastinate's worker until it stops: SIGTERM, or a connection it lost (its side tasks,
@@ -371,49 +278,9 @@ class Worker:
                 app, queues=[QUEUE], name=f"crawlsched@{HOST}/{self.owner.pid}", concurrency=self.concurrency,
                 install_signal_handlers=False, delete_jobs="always", shutdown_graceful_timeout=None,
                 fetch_job_polling_interval=2.0, update_heartbeat_interval=2.0)  # FETCHED_DEAD judges it
-            if self.stopping_at is not None:
+            if self.stopping.asked:
                 return
             await self._pg.run()
-
-
-class _QueueLogs(logging.Handler):
-    """procrastinate's log records into the worker's log as one line each, at most WARNING, without
-    a traceback; a lost connection's (the state's outage, logged once by the store) at DEBUG."""
-
-    def __init__(self, log: logging.Logger) -> None:
-        super().__init__(logging.WARNING)
-        self.log = log
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            text = " ".join(record.getMessage().split())
-            level = min(record.levelno, logging.WARNING)
-            exc = record.exc_info[1] if record.exc_info else None
-            if exc is not None:
-                from procrastinate.exceptions import ConnectorException
-
-                cause = exc.__cause__ or exc
-                if isinstance(exc, ConnectorException) or _lost_connection(cause):
-                    level = logging.DEBUG
-                text = f"{text}: {' '.join(str(cause).split()) or type(cause).__name__}"
-            self.log.log(level, "queue: %s", text)
-        except Exception:  # noqa: BLE001 - logging must not break the worker
-            self.handleError(record)
-
-
-def _lost_connection(exc: BaseException) -> bool:
-    try:
-        import psycopg
-        import psycopg_pool
-    except ImportError:
-        return False
-    return isinstance(exc, (psycopg.OperationalError, psycopg_pool.PoolTimeout, OSError))
-
-
-def quiet_queue_logs(log: logging.Logger) -> None:
-    queue_log = logging.getLogger("procrastinate")
-    queue_log.handlers[:] = [_QueueLogs(log)]
-    queue_log.propagate = False
 
 
 def run_worker(store: Any, dsn: str, home: Path, log: logging.Logger, *, concurrency: int = 4) -> int:
