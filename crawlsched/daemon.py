@@ -8,10 +8,12 @@ self-pipe (``crawlsched.waker``) until the earliest entry is due (at most
 file's watch and the executor's outcomes write a byte to it; a signal handler
 only sets a flag. An exception in one step of a turn is logged and the loop
 goes on. The job file's versions are ``crawlsched.reloads``, the home's lock
-``crawlsched.homelock``. Parts of ``Daemon`` live beside it, mixed in: its
-signals and requests (``crawlsched.signals``), a lost PostgreSQL state
-(``crawlsched.outage``), its role changes among daemons on one state
-(``crawlsched.roles``). The clock, the monotonic clock and the executor are
+``crawlsched.homelock``, a clock jump ``crawlsched.clockjump``. Parts of
+``Daemon`` live beside it, mixed in: its signals and requests
+(``crawlsched.signals``), a lost PostgreSQL state (``crawlsched.outage``), its
+role changes among daemons on one state (``crawlsched.roles``), applying the
+job file again (``crawlsched.reloads``), its stop (``crawlsched.shutdown``),
+its heartbeat and status line (``crawlsched.reports``). The clock, the monotonic clock and the executor are
 injected: tests drive single turns with a fake clock and an inline executor.
 """
 
@@ -26,21 +28,24 @@ from typing import Any, Callable
 
 from crawlsched import __version__, systemd
 from crawlsched.chains import Chain
+from crawlsched.clockjump import JumpWatch
 from crawlsched.cluster import Membership
 from crawlsched.duties import Duties
 from crawlsched.errors import DaemonLockError
 from crawlsched.executor import Executor, InlineExecutor
 from crawlsched.homelock import HomeLock
 from crawlsched.local_executor import LocalExecutor
-from crawlsched.memory import collector_paused, settle, settle_memory, trim_memory
+from crawlsched.memory import collector_paused, settle_memory, trim_memory
 from crawlsched.outage import StateOutage
-from crawlsched.reloads import Reloads
-from crawlsched.retention import GUARD, Retention
+from crawlsched.reloads import Reloading, Reloads
+from crawlsched.reports import Reports
+from crawlsched.retention import Retention
 from crawlsched.roles import RoleChanges
-from crawlsched.scheduler import FIRE, RETRY, Scheduler
+from crawlsched.scheduler import Scheduler
+from crawlsched.shutdown import Shutdown
 from crawlsched.signals import Signals
 from crawlsched.state import State, StorageUnavailable
-from crawlsched.status import SystemdStatus, status_line
+from crawlsched.status import SystemdStatus
 from crawlsched.store import JobStore
 from crawlsched.waker import Waker
 
@@ -48,14 +53,12 @@ __all__ = ["Chain", "Daemon", "DaemonLockError", "Executor", "InlineExecutor", "
            "settle_memory", "trim_memory"]
 
 MAX_WAIT = 60.0  # re-check the wall clock at least this often
-JUMP_TOLERANCE = 2.0  # seconds of disagreement between wall and monotonic clocks that count as a jump
 WAKE_SLACK = 0.002  # wake a little after a duty is due, never just before it (that costs a second wake)
 STEP_BACKOFF = 1.0  # seconds before the next turn after a step of the loop failed
 FLUSH_EVERY = 1.0  # seconds between tries to save held writes while the storage is in trouble
-CANCEL_WAIT = 10.0  # seconds, in all, for cancelled attempts to end after the grace period
 
 
-class Daemon(StateOutage, RoleChanges, Signals, Scheduler):
+class Daemon(Reloading, Shutdown, Reports, StateOutage, RoleChanges, Signals, Scheduler):
     """The scheduler of one home folder, as a process: lock, signals, the loop's turns, duties."""
 
     def __init__(self, store: JobStore, state: State, home: Path, log: logging.Logger, *,
@@ -72,7 +75,7 @@ class Daemon(StateOutage, RoleChanges, Signals, Scheduler):
         self.reloads = Reloads(store, state, home, log, monotonic=monotonic, on_error=self._send_status)
         self.stopping = self.reload_requested = self.requests_pending = False
         self.duties, self.use_duties, self.watch = Duties(self), duties, None
-        self.offset: float | None = None
+        self.jumps = JumpWatch(monotonic)
         self.failed_step = False
         self.lock = HomeLock(self.home)
         self.http_url: str | None = None  # set by run_daemon when the web API is served
@@ -123,7 +126,7 @@ class Daemon(StateOutage, RoleChanges, Signals, Scheduler):
         self._setup_duties()
         # Read both clocks together: `now` is from before recovery and planning, which can
         # take seconds, and that real time would read as a jump forward at the first turn.
-        self.offset = self.clock() - self.monotonic()
+        self.jumps.reset(self.clock())
         if self.member.leading:
             self.state.daemon_ready(self.clock(), http=self.http_url, handled_until=self.handled_until(now),
                                     **self.next_info())
@@ -233,38 +236,6 @@ class Daemon(StateOutage, RoleChanges, Signals, Scheduler):
         self.wake_for_fire = fire_wait is not None and fire_wait <= wait  # what wakes the loop is a fire
         return max(0.0, wait)
 
-    def shutdown(self) -> int:
-        """Stop firing; give running attempts the grace period; then record them interrupted.
-
-        Attempts that have not begun are dropped first, so none starts during the grace
-        period (``handled_until`` makes the next start catch them up). The running ones
-        share one deadline; those still running then are interrupted and get at most
-        ``CANCEL_WAIT`` seconds in all (systemd's TimeoutStopSec is 45 s).
-        """
-        self.notify("STOPPING=1")
-        self._step("handing the lead over", self._hand_over_lead)  # the others fire while our attempts finish
-        grace = self.grace if self.grace is not None else (self.defaults.grace_period if self.defaults else 30.0)
-        if self._executor is not None:
-            # A chain whose attempt ends meanwhile is recorded and its claim released then: the daemon
-            # that took the lead fires that job while the slower attempts finish their grace.
-            self._executor.shutdown(grace, CANCEL_WAIT, on_wait=self.release_ended)
-        self.release_ended()  # what it cannot release is stale once we exit
-        now = self.clock()
-        try:
-            if self.member.still_leads():  # the cluster's row: a standby's stop leaves it to the leader
-                self.state.daemon_stopped(now, handled_until=self.handled_until(now))
-            self.member.leave(now)  # a leader resigns: a standby takes over at its next look
-        except Exception as exc:  # the database may be the reason we stop
-            self.log.error("could not record the stop in the state database: %s", exc)
-        if self.state.held and not self.state.flush_held():
-            self.log.error("stopping with %d write(s) the state database did not take; the next start records"
-                           " their attempts as interrupted", self.state.held)
-        if self.watch is not None:
-            self.watch.close()
-        self.release_lock()
-        self.log.info("crawlsched daemon stopped")
-        return 0
-
     # --- locking (signals and requests: crawlsched.signals) -----------------
 
     def acquire_lock(self) -> None:
@@ -274,55 +245,11 @@ class Daemon(StateOutage, RoleChanges, Signals, Scheduler):
     def release_lock(self) -> None:
         self.lock.release()
 
-    # --- the job file -----------------------------------------------------------
-
-    def reload(self, force: bool = False) -> bool:
-        """Apply the job file if it changed and is good; keep the last good jobs otherwise."""
-        with collector_paused(self.owns_process):
-            before = self.reloads.applied_key
-            jobfile = self.reloads.take(force, self.started)
-            if jobfile is None:
-                return False
-            try:
-                self._apply(jobfile, self.clock())
-            except BaseException:
-                self.reloads.applied_key = before  # not applied (the state was lost, say): the next look tries again
-                raise
-            del jobfile
-        self._settle_memory()
-        executor = self.executor  # resized when max_concurrent changed
-        for key in self.chains.in_flight():  # removed or paused: its attempt saves no retry
-            if not self._wanted(key.job_id):
-                executor.cancel(key)
-        recall = getattr(executor, "recall", None)
-        # Queued ahead of its instant: a job paused or removed meanwhile does not run. A changed one runs as it
-        # was queued (an edit in the last seconds applies from the next fire, as an edit just after the instant).
-        if recall is not None:
-            try:
-                recall(lambda spec: self._wanted(spec.job_id))
-            except StorageUnavailable:  # logged once by the state; the attempts queued ahead still run
-                pass
-        if self.member.leading:  # the cluster's row is the leader's
-            self.state.config_status(None, **self.next_info())
-        self.reloads.keep_last_good()
-        self._step("noting the job file's digest", lambda: self.member.applied(self.reloads.digest()))
-        self.log.info("job file reloaded: %d jobs", len(self.jobs))
-        self._send_status()
-        return True
-
-    def _settle_memory(self) -> None:
-        settle(self.owns_process, first=not self.started)  # started: a reload
-
     # --- clock jumps -------------------------------------------------------------
 
     def _check_jump(self, now: float) -> None:
-        offset = now - self.monotonic()
-        if self.offset is None:
-            self.offset = offset
-            return
-        delta = offset - self.offset
-        self.offset = offset
-        if abs(delta) < JUMP_TOLERANCE:
+        delta = self.jumps.jumped(now)
+        if delta is None:
             return
         self.log.warning("wall clock jumped by %+.0f s; re-planning", delta)
         # Back: fixed-time jobs wait for their next fire after the last one (no duplicate);
@@ -337,36 +264,6 @@ class Daemon(StateOutage, RoleChanges, Signals, Scheduler):
     def _setup_duties(self) -> None:
         if self.use_duties:
             self.duties.setup()
-
-    # --- what the duties and status read -------------------------------------------
-
-    def write_heartbeat(self) -> None:
-        now = self.clock()
-        if not self.member.shared:
-            self.member.beat(now)  # a shared state's rows beat with each look at the lease
-        if self.member.leading:  # the cluster's row (its handled_until) is the leader's to write
-            self.state.heartbeat(now, pid=self.pid, handled_until=self.handled_until(now), **self.next_info())
-            if self.member.shared:
-                self._settle_lapsed(now)
-        elif self.chains:  # stepped down: the attempts it still runs keep their leases until they end
-            self.state.renew_leases(self.runner.owner, now)
-
-    def busy_soon(self) -> bool:
-        """A fire or retry is due within retention.GUARD seconds, outcomes wait, or we are stopping."""
-        self._clean_top()
-        return (self.stopping or (self._executor is not None and self._executor.has_results())
-                or bool(self.heap) and self.heap[0][0] - self.clock() < GUARD)
-
-    def _send_status(self) -> None:
-        """``systemctl status``'s line, when it changed: what the daemon does now and next (SPEC §6)."""
-        self.status.send(self._status_text)
-
-    def _status_text(self) -> str:
-        self._clean_top()
-        due, _, kind, job_id, _ = self.heap[0] if self.heap else (None, 0, FIRE, None, 0)
-        return status_line(self.jobs, has_file=self.reloads.applied_key is not None, config_error=self.config_error,
-                           next_due=due, next_job=job_id, retry=kind is RETRY)
-
 
 class DaemonView:
     """The daemon as the web API sees it (``control.SchedulerView``): read-only facts and two

@@ -6,7 +6,9 @@ or empty file is not applied: the last good jobs and their retries stay, the
 error is shown (``status``, ``systemctl status``, ``/healthz``) and logged
 once per file version. The bytes of each applied file are kept in
 ``<home>/.cache`` so ``list``, ``show`` and ``history`` show the jobs the
-daemon runs while the file is broken.
+daemon runs while the file is broken. ``Reloading`` is the daemon's side (mixed into
+``crawlsched.daemon.Daemon``): a file ``Reloads`` hands it is applied, the attempts of jobs
+removed or paused are cancelled, those queued ahead for them recalled.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ from typing import Callable
 
 from crawlsched.cluster import digest
 from crawlsched.errors import CrawlschedError, JobFileError
+from crawlsched.memory import collector_paused, settle
 from crawlsched.model import JobFile
-from crawlsched.state import State
+from crawlsched.state import State, StorageUnavailable
 from crawlsched.store import FileKey, JobStore
 
-__all__ = ["STABLE_FOR", "Reloads"]
+__all__ = ["STABLE_FOR", "Reloading", "Reloads"]
 
 STABLE_FOR = 0.5  # a changed job file is applied once it stopped changing for this long
 
@@ -153,3 +156,44 @@ class Reloads:
         self.on_error()
         self.applied_key = None  # any file that appears is read again
         self.bad_key = None
+
+
+class Reloading:
+    """The daemon applying its job file again (mixed into ``Daemon``)."""
+
+    def reload(self, force: bool = False) -> bool:
+        """Apply the job file if it changed and is good; keep the last good jobs otherwise."""
+        with collector_paused(self.owns_process):
+            before = self.reloads.applied_key
+            jobfile = self.reloads.take(force, self.started)
+            if jobfile is None:
+                return False
+            try:
+                self._apply(jobfile, self.clock())
+            except BaseException:
+                self.reloads.applied_key = before  # not applied (the state was lost, say): the next look tries again
+                raise
+            del jobfile
+        self._settle_memory()
+        executor = self.executor  # resized when max_concurrent changed
+        for key in self.chains.in_flight():  # removed or paused: its attempt saves no retry
+            if not self._wanted(key.job_id):
+                executor.cancel(key)
+        recall = getattr(executor, "recall", None)
+        # Queued ahead of its instant: a job paused or removed meanwhile does not run. A changed one runs as it
+        # was queued (an edit in the last seconds applies from the next fire, as an edit just after the instant).
+        if recall is not None:
+            try:
+                recall(lambda spec: self._wanted(spec.job_id))
+            except StorageUnavailable:  # logged once by the state; the attempts queued ahead still run
+                pass
+        if self.member.leading:  # the cluster's row is the leader's
+            self.state.config_status(None, **self.next_info())
+        self.reloads.keep_last_good()
+        self._step("noting the job file's digest", lambda: self.member.applied(self.reloads.digest()))
+        self.log.info("job file reloaded: %d jobs", len(self.jobs))
+        self._send_status()
+        return True
+
+    def _settle_memory(self) -> None:
+        settle(self.owns_process, first=not self.started)  # started: a reload

@@ -419,7 +419,7 @@ def test_a_failing_fire_is_popped_replanned_and_does_not_spin(home, monkeypatch)
 def test_shutdown_cancels_queued_attempts_before_the_grace_period(home):
     import time
 
-    from crawlsched import daemon as daemon_mod
+    from crawlsched import shutdown as shutdown_mod
 
     write_jobs(home, "".join(f'[[jobs]]\nid = "j{i}"\nname = "j{i}"\nat = "09:05"\ncommand = "true"\n\n' for i in range(3)))
     clock = FakeClock(datetime(2025, 11, 8, 9, 4, 59, tzinfo=UTC))
@@ -432,7 +432,7 @@ def test_shutdown_cancels_queued_attempts_before_the_grace_period(home):
     t0 = time.monotonic()
     d.shutdown()
     assert time.monotonic() - t0 < 1.0  # not the 5 s grace: nothing had begun
-    assert ex.shutdowns == [(5, daemon_mod.CANCEL_WAIT)]  # one shared grace, then the bounded cancel wait
+    assert ex.shutdowns == [(5, shutdown_mod.CANCEL_WAIT)]  # one shared grace, then the bounded cancel wait
     assert rows(home) == []  # none started; handled_until makes the next start catch them up
     assert State(home / "crawlsched.db").daemon().handled_until <= datetime(2025, 11, 8, 9, 5, tzinfo=UTC).timestamp()
 
@@ -649,12 +649,12 @@ def test_a_reload_that_changes_the_state_or_executor_is_applied_at_the_next_star
 
 
 def test_the_start_settles_memory_as_a_first_load_and_a_reload_as_a_replacement(home, monkeypatch):
-    import crawlsched.daemon as daemon_module
+    import crawlsched.reloads as reloads_module
 
     write_jobs(home, '[[jobs]]\nid = "a"\nevery = "1h"\ncommand = "true"\n')
     daemon = make_daemon(home, FakeClock(datetime(2025, 1, 1, tzinfo=timezone.utc)))
     settled = []
-    monkeypatch.setattr(daemon_module, "settle", lambda whole, first=False: settled.append(first))  # no freeze here
+    monkeypatch.setattr(reloads_module, "settle", lambda whole, first=False: settled.append(first))  # no freeze here
     daemon.start()
     write_jobs(home, '[[jobs]]\nid = "b"\nevery = "1h"\ncommand = "true"\n')
     assert daemon.reload(force=True)

@@ -25,16 +25,18 @@ LAYERS: dict[str, int] = {
     "__init__": 0, "errors": 0, "model": 0, "timing": 0, "durations": 0,
     # 1 - pure helpers over the vocabulary
     "validate": 1, "dsn": 1, "schedules": 1, "urls": 1, "jobfile": 1, "fasttoml": 1, "alike": 1, "tomledit": 1, "targets": 1, "procs": 1, "layout": 1,
+    "clockjump": 1,
     # 2 - storage and the crawl itself (jobcache, jobread, safewrite: the job file's parse cache, reads and
     # atomic writes)
     "store": 2, "jobcache": 2, "jobread": 2, "safewrite": 2, "state": 2, "crawl": 2, "runfiles": 2,
     # 3 - what the loop, the CLI and the web are built from (duties, homelock, memory, outage, reloads,
-    # roles, scheduler, signals, status, waker: pieces of the loop split out of daemon.py; leftovers: of scheduler.py)
+    # reports, roles, scheduler, shutdown, signals, status, waker: pieces of the loop split out of daemon.py;
+    # applying, leftovers: of scheduler.py)
     "executor": 3, "local_executor": 3, "pool": 3, "runner": 3, "plan": 3, "catchup": 3,
     "chains": 3, "recovery": 3, "history": 3, "retention": 3, "render": 3, "logs": 3, "logfile": 3, "journald": 3,
     "control": 3, "fires": 3, "watch": 3, "systemd": 3, "waker": 3, "duties": 3, "memory": 3,
     "reloads": 3, "status": 3, "listing": 3, "tables": 3, "scheduler": 3, "homelock": 3, "cluster": 3, "roster": 3,
-    "outage": 3, "roles": 3, "signals": 3, "leftovers": 3,
+    "outage": 3, "roles": 3, "signals": 3, "leftovers": 3, "shutdown": 3, "reports": 3, "applying": 3, "goaheads": 3,
     "workers": 3,  # executor = "workers": the queue, its executor, the worker process (imported lazily)
     # 4 - the loop
     "daemon": 4,
