@@ -24,28 +24,16 @@ own instant when taken over ahead of it), or None when the row was settled or re
 
 from __future__ import annotations
 
-import gc
 import threading
 import time
 from typing import Any, Callable
+
+from crawlsched.goaheads import GoAheads, wait_until
 
 __all__ = ["GIVEN_BACK", "GoAheads", "StartsFirst", "TakeOvers", "wait_until"]
 
 #: ``take_many(run_ids, children) -> {run_id: key}``, ``children`` {run_id: (process group, identity)}.
 TakeMany = Callable[[list[int], dict[int, tuple[int, Any]]], dict[int, Any]]
-
-
-def wait_until(instant: float, stop: threading.Event | None = None, clock: Callable[[], float] = time.time) -> bool:
-    """Sleep until the wall clock reaches ``instant``; False when ``stop`` was set first."""
-    while True:
-        left = instant - clock()
-        if left <= 0:
-            return True
-        if stop is not None:
-            if stop.wait(left):
-                return False
-        else:
-            time.sleep(left)
 
 
 GIVEN_BACK = object()  #: what :meth:`TakeOvers.take` answers when ``stop`` was set before the instant
@@ -170,71 +158,3 @@ class StartsFirst:
                 return True
             self._pending.clear()
             return False
-
-
-class GoAheads:
-    """A worker's commands held at their gate, let go at their instant: one thread writes every
-    go-ahead that is due, in one loop, then wakes the others.
-
-    Measured (docs/SCALING.md): when each of a burst's 50 threads per process woke at the instant
-    to write its own go-ahead, the go-aheads were spread over the Python work of the threads that
-    had already started (log lines, the wait), under one GIL. Here one thread sleeps until the
-    earliest instant held (the "timer"); the others sleep until it has let them go."""
-
-    def __init__(self, clock: Callable[[], float] = time.time, *, pause_collector: bool = False) -> None:
-        self._clock = clock
-        self._pause = pause_collector  # a process of its own (a worker): no collection while a release is timed
-        self._cond = threading.Condition(threading.Lock())
-        self._held: list[tuple[float, Any]] = []
-        self._timer = False  # a thread is sleeping until the earliest instant
-        self._stopped = False
-
-    def release(self, instant: float, child: Any) -> bool:
-        """Block until ``child`` (``.go()``, ``.released``) was let go, at ``instant`` or just after:
-        True. False when :meth:`stop` came first: it was not let go (the caller abandons it)."""
-        with self._cond:
-            if self._stopped:
-                return False
-            self._held.append((instant, child))
-            if self._timer:
-                self._cond.notify_all()  # the timer looks again: this instant may be earlier than its
-            while not child.released and not self._stopped:
-                if self._timer:
-                    self._cond.wait()
-                    continue
-                self._timer = True
-                paused = self._pause and gc.isenabled()
-                if paused:  # a collection the waiting threads' allocations trigger would delay the go-aheads
-                    gc.disable()
-                try:
-                    while not child.released and not self._stopped:
-                        left = min(i for i, _ in self._held) - self._clock()
-                        if left > 0:
-                            self._cond.wait(left)
-                            continue
-                        self._go_due()
-                finally:
-                    if paused:
-                        gc.enable()
-                    self._timer = False
-                    self._cond.notify_all()  # let go, or another thread times what is left
-            if child.released:
-                return True
-            self._held = [h for h in self._held if h[1] is not child]
-            return False
-
-    def stop(self) -> None:
-        """The worker stops now: nothing held is let go any more (each ``release`` answers False)."""
-        with self._cond:
-            self._stopped = True
-            self._cond.notify_all()
-
-    def _go_due(self) -> None:
-        now, left = self._clock(), []
-        for instant, child in self._held:
-            if instant <= now:
-                child.go()
-            else:
-                left.append((instant, child))
-        self._held = left
-        self._cond.notify_all()
