@@ -62,6 +62,13 @@ def test_finishing_closes_the_attempt_and_saves_its_retry_in_the_same_write(stor
     assert not store.job_states(["j"], now=T + 6)["j"].running
 
 
+def test_a_row_written_ahead_of_its_instant_closes_with_when_it_really_began(store):
+    key = start(store).key  # written at its instant T, before its command was let go
+    store.finish_attempt(key, status="success", finished_at=T + 5, message="ok", started_at=T + 0.002)
+    row = only_run(store)
+    assert (row.started_at, row.finished_at, row.status) == (T + 0.002, T + 5, "success")
+
+
 def test_finishing_by_key_writes_a_vanished_row_again_closed(store, impl):
     key = start(store).key
     impl.drop_rows(store, "j")

@@ -79,13 +79,15 @@ class AttemptWrites:
     def finish_attempt(self, run: int | AttemptKey, *, status: str, finished_at: float, message: str | None,
                        http_status: int | None = None, exit_code: int | None = None,
                        bytes: int | None = None, output: str | None = None,
-                       retry: Retry | None = None) -> Saved:
+                       retry: Retry | None = None, started_at: float | None = None) -> Saved:
         """Close an attempt; the next retry's due time is saved in the same transaction.
 
         ``run`` is the attempt's :class:`AttemptKey` (or what ``start_attempt`` returned, or,
         outside the daemon, its row id). By key, a missing row is written again, closed. In
         the daemon, storage trouble holds the write until it can land (``Saved.HELD``); a
         key whose lease was taken over is refused (``Saved.FENCED``), nothing written.
+        ``started_at``: when it really began, for a row written ahead of its instant (its
+        command was let go later: crawlsched.goaheads).
         """
         key = getattr(run, "key", run)
         values = (status, finished_at, message, http_status, exit_code, bytes, output)
@@ -101,6 +103,8 @@ class AttemptWrites:
                     row_id = _insert_attempt(c, key)
             else:
                 row_id = key
+            if started_at is not None:  # before the totals: its duration and lateness are from it
+                c.execute("UPDATE runs SET started_at = ? WHERE id = ? AND status = 'running'", (started_at, row_id))
             count_finished(c, row_id, status, finished_at)
             c.execute("UPDATE runs SET status = ?, finished_at = ?, message = ?, http_status = ?, exit_code = ?,"
                       " bytes = ?, output = ?, lease_until = NULL WHERE id = ?", (*values, row_id))
