@@ -5,8 +5,8 @@ held at its gate) waits in :meth:`GoAheads.release` until it is let go: one thre
 to wait, the "timer") sleeps until the earliest instant held and writes every go-ahead due then,
 in one loop, so a burst's commands are let go within a millisecond of each other instead of
 each waiting for its own thread to wake. :func:`wait_until` is the plain wait of an attempt
-with nothing held (a URL job). Used by the daemon's own executor (crawlsched.local_executor)
-and by a worker (crawlsched.workers.worker).
+with nothing held (a URL job). Used by the daemon's own executor (crawlsched.local_executor,
+through :class:`Ahead`) and by a worker (crawlsched.workers.worker).
 """
 
 from __future__ import annotations
@@ -16,7 +16,16 @@ import threading
 import time
 from typing import Any, Callable
 
-__all__ = ["GoAheads", "wait_until"]
+__all__ = ["Ahead", "GoAheads", "wait_until"]
+
+#: Seconds a shared gate at its instant waits for a command spawned at it whose thread is still
+#: writing its row; past that, the command is killed at its gate (nothing of it ran) and spawned again.
+ARRIVE_WAIT = 0.02
+ARRIVE_STEP = 0.001  #: seconds between looks meanwhile
+FORGET_AFTER = 10.0  #: seconds after its instant an unopened shared gate nobody reads is closed
+#: Seconds before the instant the timer stops sleeping and spins (as the daemon's loop does for a
+#: fire: crawlsched.waker.SPIN): at most this much CPU per instant.
+SPIN = 0.0005
 
 
 def wait_until(instant: float, stop: threading.Event | None = None, clock: Callable[[], float] = time.time) -> bool:
@@ -48,6 +57,28 @@ class GoAheads:
         self._held: list[tuple[float, Any]] = []
         self._timer = False  # a thread is sleeping until the earliest instant
         self._stopped = False
+        self._gates: dict[float, Any] = {}  # instant -> its SharedGate, until it opens
+
+    def gate(self, instant: float) -> Any:
+        """The shared gate (crawlsched.crawl.command.SharedGate) of the commands due at ``instant``:
+        spawned at it, they are let go by one write. None once stopped."""
+        from crawlsched.crawl.command import SharedGate
+
+        with self._cond:
+            if self._stopped:
+                return None
+            self._forget_gates(self._clock() - FORGET_AFTER)
+            gate = self._gates.get(instant)
+            if gate is None or gate.sealed:
+                gate = self._gates[instant] = SharedGate()
+            return gate
+
+    def _forget_gates(self, before: float) -> None:
+        """Gates of instants long past that no held command reads any more (their commands failed to
+        start, or were abandoned): closed."""
+        for instant in [i for i in self._gates if i < before]:
+            if not self._gates[instant].held_elsewhere([]):
+                self._gates.pop(instant).close()
 
     def release(self, instant: float, child: Any) -> bool:
         """Block until ``child`` (``.go()``, ``.released``) was let go, at ``instant`` or just after:
@@ -55,6 +86,8 @@ class GoAheads:
         with self._cond:
             if self._stopped:
                 return False
+            if child.released:  # evicted from its shared gate before it came here (crawl.command.SharedGate)
+                return True
             self._held.append((instant, child))
             if self._timer:
                 self._cond.notify_all()  # the timer looks again: this instant may be earlier than its
@@ -69,10 +102,15 @@ class GoAheads:
                 try:
                     while not child.released and not self._stopped:
                         left = min(i for i, _ in self._held) - self._clock()
-                        if left > 0:
-                            self._cond.wait(left)
+                        if left > SPIN:
+                            self._cond.wait(left - SPIN)
                             continue
-                        self._go_due()
+                        if left > 0:  # the last moment is spun: a wake from sleep is 0.1-2 ms late on a VM
+                            end = time.monotonic() + left
+                            while time.monotonic() < end:
+                                pass
+                        if self._go_due():  # a shared gate waits for a command spawned at it to be held
+                            self._cond.wait(ARRIVE_STEP)
                 finally:
                     if paused:
                         gc.enable()
@@ -84,17 +122,73 @@ class GoAheads:
             return False
 
     def stop(self) -> None:
-        """The worker stops now: nothing held is let go any more (each ``release`` answers False)."""
+        """The worker stops now: nothing held is let go any more (each ``release`` answers False);
+        the shared gates close (a command held at one exits without running)."""
         with self._cond:
             self._stopped = True
+            for gate in self._gates.values():
+                gate.close()
+            self._gates.clear()
             self._cond.notify_all()
 
-    def _go_due(self) -> None:
+    def _go_due(self) -> bool:
+        """Let go every held command that is due: one write per shared gate, one per command of its
+        own gate. True when a shared gate is waiting for a command spawned at it to be held."""
         now, left = self._clock(), []
+        shared: dict[int, tuple[Any, list[tuple[float, Any]]]] = {}
         for instant, child in self._held:
-            if instant <= now:
+            if instant > now:
+                left.append((instant, child))
+            elif getattr(child, "shared", None) is None:
                 child.go()
             else:
-                left.append((instant, child))
+                shared.setdefault(id(child.shared), (child.shared, []))[1].append((instant, child))
+        waiting = False
+        for gate, held in shared.values():
+            children = [c for _, c in held]
+            gate.seal()  # no command is spawned at it from now on
+            missing = gate.held_elsewhere(children)
+            if missing and now - min(i for i, _ in held) < ARRIVE_WAIT:
+                left.extend(held)  # spawned at it, its thread not here yet (its row's write): it comes
+                waiting = True
+                continue
+            for child in missing:
+                child.evict()  # never let go: its attempt spawns it again (no line of ours goes to it)
+            gate.open_all(children)
+            for instant, _ in held:
+                if self._gates.get(instant) is gate:
+                    del self._gates[instant]
         self._held = left
         self._cond.notify_all()
+        return waiting
+
+
+class Ahead:
+    """An attempt handed out before its instant: its command spawned and held at its gate (``child``,
+    None for a URL job or one that could not be spawned ahead), begun by :meth:`begin` at the instant."""
+
+    def __init__(self, instant: float, child: Any, go_aheads: GoAheads, stop: threading.Event | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.instant, self.child, self.go_aheads, self.stop, self.clock = instant, child, go_aheads, stop, clock
+
+    def begin(self) -> float | None:
+        """Block until the instant; when the attempt began (its command let go, or the wait over):
+        None when the executor stopped first (nothing began; a held command is abandoned). A
+        command evicted from its shared gate is spawned the usual way (``child`` None then)."""
+        if self.child is not None:
+            if not self.go_aheads.release(self.instant, self.child):
+                self.abandon()
+                return None
+            if getattr(self.child, "evicted", False):
+                self.child = None
+                return self.clock()
+            return self.child.went_at
+        if not wait_until(self.instant, self.stop, self.clock):
+            return None
+        return self.clock()
+
+    def abandon(self) -> None:
+        """It will not begin (its row could not be written, or it was given back): the held command's
+        gate exits without running it. Nothing once it was let go."""
+        if self.child is not None:
+            self.child.abandon()

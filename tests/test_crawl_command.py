@@ -200,3 +200,60 @@ def test_a_command_that_cannot_start_is_said_so_when_prepared(tmp_path):
     outcome = command.prepare_command("no-such-program-here", tmp_path / "run.log", env=env_with())
     assert isinstance(outcome, command.Outcome) and outcome.permanent
     assert outcome.message == "command not found: no-such-program-here"
+
+
+# --- a shared gate: the commands due at one instant let go by one write ---------------------------
+
+
+def _held_at(gate, tmp_path, n: int) -> list:
+    held = [command.prepare_command(f"touch {tmp_path}/ran{i}", tmp_path / f"run{i}.log", env=env_with(), gate=gate)
+            for i in range(n)]
+    assert all(isinstance(h, command.Prepared) and h.shared is gate for h in held)
+    return held
+
+
+def test_commands_held_at_a_shared_gate_run_nothing_until_one_write_lets_them_all_go(tmp_path):
+    gate = command.SharedGate()
+    held = _held_at(gate, tmp_path, 5)
+    time.sleep(0.3)
+    assert not list(tmp_path.glob("ran*")) and all(alive(h.pgid) for h in held)
+    went = gate.open_all(held)
+    assert [h.went_at for h in held] == [went] * 5 and all(h.released for h in held)
+    assert all(h.run(timeout=10).ok for h in held) and len(list(tmp_path.glob("ran*"))) == 5
+
+
+def test_one_abandoned_at_a_shared_gate_is_killed_there_and_the_others_still_go(tmp_path):
+    gate = command.SharedGate()
+    kept, dropped = _held_at(gate, tmp_path, 2)
+    dropped.abandon()
+    assert not alive(dropped.pgid)
+    gate.open_all([kept])
+    assert kept.run(timeout=10).ok
+    assert (tmp_path / "ran0").exists() and not (tmp_path / "ran1").exists()
+
+
+def test_a_shared_gate_closed_unwritten_runs_none_of_its_commands(tmp_path):
+    gate = command.SharedGate()
+    held = _held_at(gate, tmp_path, 3)
+    gate.close()
+    for h in held:
+        h.released = True  # (its gate exits on its own: nothing to let go)
+        assert h.proc.wait(timeout=5) == 111
+    assert not list(tmp_path.glob("ran*"))
+
+
+def test_a_command_spawned_at_a_sealed_gate_gets_a_gate_of_its_own(tmp_path):
+    gate = command.SharedGate()
+    gate.seal()
+    [late] = [command.prepare_command(f"touch {tmp_path}/late", tmp_path / "late.log", env=env_with(), gate=gate)]
+    assert late.shared is None and gate.spawned == []
+    late.go()
+    assert late.run(timeout=10).ok and (tmp_path / "late").exists()
+
+
+def test_a_command_at_a_shared_gate_cannot_be_let_go_alone(tmp_path):
+    gate = command.SharedGate()
+    [held] = _held_at(gate, tmp_path, 1)
+    with pytest.raises(RuntimeError):
+        held.go()  # its line could reach another command's gate
+    held.abandon()

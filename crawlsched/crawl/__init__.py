@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 #: the others: ``run_command``'s subprocess machinery, ``fetch_urls``'s.
 _EXPORTS = {
     "bodies_complete": "bodies", "body_name": "bodies", "remove_partial_bodies": "bodies", "url_output": "bodies",
-    "GATE": "command", "Prepared": "command", "prepare_command": "command", "run_command": "command",
+    "GATE": "command", "Prepared": "command", "SharedGate": "command", "prepare_command": "command", "run_command": "command",
     "fetch_urls": "http", "parse_retry_after": "http",
     "Outcome": "outcome",
     "STAMP_RE": "runs", "end_run": "runs", "prune_runs": "runs", "run_dir": "runs", "run_key": "runs",
@@ -44,7 +44,7 @@ __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
     from crawlsched.crawl.bodies import bodies_complete, body_name, remove_partial_bodies, url_output
-    from crawlsched.crawl.command import GATE, Prepared, prepare_command, run_command
+    from crawlsched.crawl.command import GATE, Prepared, SharedGate, prepare_command, run_command
     from crawlsched.crawl.http import fetch_urls, parse_retry_after
     from crawlsched.crawl.outcome import Outcome
     from crawlsched.crawl.runs import STAMP_RE, end_run, prune_runs, run_dir, run_key, run_log, run_name, run_stamp
