@@ -198,6 +198,10 @@ def busy_reason(job: Job, js: JobState | None, *, chain_active: bool = False) ->
     never = "nothing was queued (runs of one job never overlap)"
     if js is not None and js.running:
         last = js.last_attempt
+        if last is not None and last.status == "running" and last.started_at > time.time():
+            # Handed out ahead of its instant (crawlsched.local_executor.LEAD): its row is written, it begins then.
+            at = timing.format_local(timing.from_epoch(last.started_at), job.timezone)
+            return f"job {job.id} starts at its scheduled time {at} (attempt {last.attempt}/{last.max_attempts}); {never}"
         if last is not None and last.status == "running":
             since = timing.format_local(timing.from_epoch(last.started_at), job.timezone)
             return f"job {job.id} is running (attempt {last.attempt}/{last.max_attempts}, since {since}); {never}"

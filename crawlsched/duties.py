@@ -78,6 +78,8 @@ class Duties:
     def poll_file(self) -> None:
         try:
             self.loop.reload()
+        except StorageUnavailable:
+            pass  # logged once for the episode, by the state; the next poll applies it (applied_key kept)
         except Exception:
             self.loop.log.exception("reloading the job file failed")
 

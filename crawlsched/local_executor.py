@@ -6,6 +6,13 @@ Both are why a burst of 200 fires starts within a few milliseconds
 the attempts of one burst start together (:class:`Burst`). Specs wait in a
 ``SimpleQueue``; outcomes go to a ``deque`` the loop drains, and the loop's
 wake-up is called after each one. Nothing but the spec crosses into a worker.
+
+A fire is handed out ``LEAD`` seconds before its instant (the scheduler's
+``lead``; only a fire whose job has nothing in flight: crawlsched.plan.Planner.leads).
+Its worker writes its ``running`` row then and, for a command, spawns it held at
+its gate; at the instant one thread lets every command due then go, in one loop
+(crawlsched.goaheads.GoAheads), instead of each of a burst's threads waking in turn
+to start its own. A URL attempt waits for its instant in its thread.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Callable, Collection
 
 from crawlsched.executor import AttemptOutcome, AttemptSpec, ChainKey, OutcomeKind
+from crawlsched.goaheads import Ahead, GoAheads
 
 if TYPE_CHECKING:
     from crawlsched.runner import AttemptRunner
@@ -26,6 +34,9 @@ __all__ = ["Burst", "LocalExecutor"]
 
 WARM_TIMEOUT = 10.0  # seconds: how long starting the workers may take before the first fire goes on without them
 WAIT_STEP = 0.2  # seconds: while a stop waits for running attempts, their ended outcomes are taken this often
+#: Seconds before its instant a fire is handed out: the spawns and row writes of a burst of 200 on
+#: 2 cores are done by then (measured: docs/BENCHMARKS.md); one that is not begins as soon as it is.
+LEAD = 1.0
 
 
 class Burst:
@@ -79,8 +90,10 @@ class Burst:
 class LocalExecutor:
     """``size`` worker threads, every one started before the constructor returns."""
 
-    def __init__(self, size: int, log: logging.Logger | None = None) -> None:
+    def __init__(self, size: int, log: logging.Logger | None = None, *, lead: float = LEAD) -> None:
         self.log = log or logging.getLogger("crawlsched")
+        self.lead = lead  # the scheduler hands fires out this early (crawlsched.scheduler.Scheduler.lead)
+        self.go_aheads = GoAheads(pause_collector=True)
         self.runner: AttemptRunner | None = None
         self.wake: Callable[[], None] = lambda: None
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
@@ -103,6 +116,7 @@ class LocalExecutor:
         self.runner = runner
         self.wake = wake
         self.log = runner.log
+        self.go_aheads = GoAheads(runner.clock, pause_collector=True)  # the instants are the runner's clock's
 
     def submit(self, spec: AttemptSpec) -> None:
         self._waiting[id(spec)] = spec
@@ -188,6 +202,7 @@ class LocalExecutor:
                     still = self._busy
                 self.log.warning("stopping: cancelling %d attempt(s) still running after %gs", still, grace)
                 self._stop.set()
+                self.go_aheads.stop()  # a command still held for its instant never starts
                 self._join(cancel_wait, on_wait)
 
     def _join(self, seconds: float, on_wait: Callable[[], None] | None = None) -> bool:
@@ -218,22 +233,30 @@ class LocalExecutor:
             with self._busy_lock:
                 self._busy += 1
             self._waiting.pop(id(spec), None)
-            if gate is not None:
+            ahead = None
+            if spec.scheduled_for > started and self.runner is not None:  # handed out before its instant
+                if gate is not None:
+                    gate.arrive()  # it begins at its instant, not with the burst's hand-out
+                ahead = Ahead(spec.scheduled_for, self.runner.prepare(spec, self.go_aheads), self.go_aheads,
+                              self._stop, self.runner.clock)
+            elif gate is not None:
                 gate.arrive_and_wait()
             try:
-                self._results.append(self._run(spec, started))
+                self._results.append(self._run(spec, started, ahead))
                 self.wake()
             finally:
+                if ahead is not None:
+                    ahead.abandon()  # (nothing once it was let go)
                 with self._busy_lock:
                     self._busy -= 1
 
-    def _run(self, spec: AttemptSpec, started: float) -> AttemptOutcome:
+    def _run(self, spec: AttemptSpec, started: float, ahead: Ahead | None = None) -> AttemptOutcome:
         key = spec.key
         cancelled = self._cancelled
         try:
             assert self.runner is not None, "start() the executor first"
             return self.runner.run(spec, started_at=started, cancel=self._stop,
-                                   still_wanted=lambda: key not in cancelled)
+                                   still_wanted=lambda: key not in cancelled, ahead=ahead)
         except BaseException as exc:  # never without an outcome: the loop would wait for it forever
             self.log.exception("attempt %d of job %s failed inside crawlsched", spec.attempt, spec.job_id)
             return AttemptOutcome(spec.job_id, spec.scheduled_for, spec.attempt, OutcomeKind.CRASHED, None,

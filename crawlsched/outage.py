@@ -87,8 +87,8 @@ class StateOutage:
         last = catchup.LastRun(since, None, None)
         owed = 0
         for job in list(self.jobs.values()):
-            if job.id in self.chains or not self.planner.may_fire(job):
-                continue  # a running chain's fires are its own (skipped); a paused job owes none
+            if not self.planner.may_fire(job):
+                continue  # a paused job owes none; a running chain's owed fires are recorded (missed, skipped)
             due = self.planned.get(job.id)
             if not (due is not None and due <= now or self.last_fire.get(job.id, 0.0) >= since):
                 continue

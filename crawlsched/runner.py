@@ -24,6 +24,7 @@ from crawlsched.chains import next_retry
 from crawlsched.crawl.runs import UNSCHEDULED_TRIGGERS, end_run, run_dir, run_log, run_name  # noqa: F401 - re-exported
 from crawlsched.errors import ChainBusy
 from crawlsched.executor import AttemptOutcome, AttemptSpec, OutcomeKind
+from crawlsched.goaheads import Ahead
 from crawlsched.model import Job, RunStatus, Trigger
 from crawlsched.state import CLAIM_DAEMON, AttemptKey, Owner, Retry, Saved, State, StorageUnavailable
 from crawlsched.state.leases import HOST
@@ -59,10 +60,11 @@ class AttemptRunner:
         self.owner = Owner(claim or CLAIM_DAEMON, self.pid, self.ident)  # whose lease each attempt runs under
 
     def run(self, spec: AttemptSpec, *, started_at: float | None = None, cancel: threading.Event | None = None,
-            still_wanted: Callable[[], bool] = lambda: True) -> AttemptOutcome:
+            still_wanted: Callable[[], bool] = lambda: True, ahead: Ahead | None = None) -> AttemptOutcome:
         """The daemon's attempt: run and record it, unless another process runs the job (then
         it is recorded skipped). Never raises: a failure inside crawlsched is logged and comes
-        back as ``CRASHED``."""
+        back as ``CRASHED``. ``ahead``: handed out before its instant (crawlsched.goaheads.Ahead),
+        it begins at the instant, its row written now."""
         started = started_at if started_at is not None else self.clock()
         try:
             try:
@@ -72,7 +74,8 @@ class AttemptRunner:
             busy = f"running in another process (pid {other.owner_pid})" if other is not None else None
             if busy is None:
                 try:
-                    return self.attempt(spec, cancel=cancel, still_wanted=still_wanted, started_at=started)
+                    return self.attempt(spec, cancel=cancel, still_wanted=still_wanted, started_at=started,
+                                        ahead=ahead)
                 except ChainBusy as exc:  # a `crawlsched run` of it holds its chain
                     busy = exc.claim.describe(spec.job.timezone)
             return self._skip_busy(spec, busy)
@@ -96,15 +99,21 @@ class AttemptRunner:
         return AttemptOutcome(job.id, spec.scheduled_for, attempt, OutcomeKind.BUSY, RunStatus.SKIPPED, busy)
 
     def attempt(self, spec: AttemptSpec, *, cancel: threading.Event | None = None,
-                still_wanted: Callable[[], bool] = lambda: True, started_at: float | None = None) -> AttemptOutcome:
+                still_wanted: Callable[[], bool] = lambda: True, started_at: float | None = None,
+                ahead: Ahead | None = None) -> AttemptOutcome:
         """Run attempt number ``spec.attempt`` (1-based) of the run scheduled for ``spec.scheduled_for``.
 
         ``started_at`` is when the attempt began in its worker, taken before any
         I/O (lateness is measured from it); now, when not given. ``still_wanted``
-        is asked before a retry is saved; ``cancel`` set stops the crawl.
+        is asked before a retry is saved; ``cancel`` set stops the crawl. ``ahead``:
+        the attempt was handed out before its instant: its row is written now (its
+        ``started_at`` the instant, corrected at its close to when it was let go), its
+        command's group noted, and it begins when ``ahead`` lets it go.
         """
         job, scheduled_for, attempt, trigger = spec.job, spec.scheduled_for, spec.attempt, spec.trigger
         started = started_at if started_at is not None else self.clock()
+        if ahead is not None:
+            started = max(started, scheduled_for)
         try:
             run_id = self.state.start_attempt(
                 job.id, scheduled_for, attempt, job.max_attempts, trigger=trigger, started_at=started, owner=self.owner,
@@ -136,12 +145,21 @@ class AttemptRunner:
         # The row is addressed by what the attempt is, never by its number alone: a number
         # names another job's row once a corrupt file was replaced while this one ran.
         key: AttemptKey = run_id.key  # with the epoch of the chain's lease: a stale owner's writes are refused
-        return self.run_started(spec, key, cancel=cancel, still_wanted=still_wanted)
+        if ahead is None:
+            return self.run_started(spec, key, cancel=cancel, still_wanted=still_wanted)
+        if ahead.child is not None:  # stopped if we die before or while it runs (recovery, the next start)
+            self.state.set_child(key, ahead.child.pgid, ahead.child.ident)
+        began = ahead.begin()
+        if began is None:
+            return self.give_back(spec, key, "interrupted: the daemon stopped before its instant")
+        return self.run_started(spec, key, cancel=cancel, still_wanted=still_wanted, prepared=ahead.child,
+                                began=began if began != key.started_at else None)
 
-    def prepare(self, spec: AttemptSpec) -> Any:
+    def prepare(self, spec: AttemptSpec, gates: Any = None) -> Any:
         """A command job's process spawned now and held at its gate (crawlsched.crawl.command.Prepared),
         for an attempt that waits for its instant; None for a URL job, or when it cannot start
-        (the attempt then runs as any other, and says why)."""
+        (the attempt then runs as any other, and says why). ``gates`` (crawlsched.goaheads.GoAheads):
+        its gate is the one shared by the commands due at its instant."""
         job = spec.job
         if job.urls or not job.command:
             return None
@@ -151,16 +169,19 @@ class AttemptRunner:
         env.update(self._command_env(job, spec.scheduled_for, spec.attempt))
         try:
             held = crawl.prepare_command(job.command, run_log(self.home, job, spec.scheduled_for, spec.attempt,
-                                                              spec.trigger), env=env)
+                                                              spec.trigger), env=env,
+                                         gate=gates.gate(spec.scheduled_for) if gates is not None else None)
         except Exception:  # noqa: BLE001 - spawned at the instant instead
             return None
         return held if isinstance(held, crawl.Prepared) else None
 
     def run_started(self, spec: AttemptSpec, key: AttemptKey, *, cancel: threading.Event | None = None,
-                    still_wanted: Callable[[], bool] = lambda: True, prepared: Any = None) -> AttemptOutcome:
+                    still_wanted: Callable[[], bool] = lambda: True, prepared: Any = None,
+                    began: float | None = None) -> AttemptOutcome:
         """Run the attempt whose ``running`` row exists already under ``key`` (written by ``attempt``,
         or by the daemon and taken over by a worker), and close the row. ``prepared``: its command,
-        spawned ahead (:meth:`prepare`), its group recorded and let go already."""
+        spawned ahead (:meth:`prepare`), its group recorded and let go already; ``began``: when it
+        was let go, the row's ``started_at`` at its close (a row written ahead of its instant)."""
         job, scheduled_for, attempt, trigger = spec.job, spec.scheduled_for, spec.attempt, spec.trigger
         logs.log_started(self.log, job.id, attempt - 1, job.max_retries)
         try:
@@ -170,7 +191,8 @@ class AttemptRunner:
             # close the row, so it does not stay `running` forever, then let it propagate.
             self._close_interrupted(job, key)
             raise
-        return self._conclude(job, scheduled_for, attempt, key, outcome, trigger, still_wanted, spec.anchor)
+        return self._conclude(job, scheduled_for, attempt, key, outcome, trigger, still_wanted, spec.anchor,
+                              **({} if began is None else {"began": began}))
 
     def give_back(self, spec: AttemptSpec, key: AttemptKey, message: str) -> AttemptOutcome:
         """An attempt whose row is ours and that never began (its worker stops before its instant):
@@ -229,9 +251,12 @@ class AttemptRunner:
         }
 
     def _conclude(self, job: Job, scheduled_for: float, attempt: int, key: AttemptKey, outcome, trigger: str,
-                  still_wanted: Callable[[], bool], anchor: float | None = None) -> AttemptOutcome:
+                  still_wanted: Callable[[], bool], anchor: float | None = None,
+                  began: float | None = None) -> AttemptOutcome:
         now = self.clock()
         fields = dict(http_status=outcome.http_status, exit_code=outcome.exit_code, bytes=outcome.bytes, output=outcome.output)
+        if began is not None:
+            fields["started_at"] = began
         if outcome.ok:
             self.state.finish_attempt(key, status=RunStatus.SUCCESS.value, finished_at=now, message=outcome.message, **fields)
             logs.log_success(self.log, job.id)

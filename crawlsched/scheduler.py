@@ -27,7 +27,7 @@ from crawlsched.chains import Chain, Chains, Next
 from crawlsched.executor import AttemptSpec, Executor, OutcomeKind
 from crawlsched.applying import Applying
 from crawlsched.leftovers import Leftovers
-from crawlsched.local_executor import LocalExecutor
+from crawlsched.local_executor import LEAD, LocalExecutor
 from crawlsched.model import Job, RunStatus, Trigger
 from crawlsched.plan import Entry, EntryKind, Planner
 from crawlsched.runner import AttemptRunner
@@ -74,7 +74,9 @@ class Scheduler(Applying, Leftovers):
 
             self._executor = WorkersExecutor(self.state, self.log)
         if self._executor is None:
-            self._executor = LocalExecutor(size)
+            # Fires handed out LEAD seconds ahead, on one host's state only: on a state shared by daemons,
+            # a leader frozen (SIGSTOP) with rows written ahead would hold its jobs until their leases lapse.
+            self._executor = LocalExecutor(size, lead=0.0 if getattr(self.state, "shared", False) else LEAD)
             self._pool_size = size
         if self.defaults is not None and hasattr(self._executor, "grace_period"):
             self._executor.grace_period = self.defaults.grace_period  # carried to the workers with each attempt

@@ -22,6 +22,8 @@ from helpers.process import DaemonProcess, wait_for
 pytestmark = pytest.mark.slow
 
 JOBS = "".join(f'[[jobs]]\nid = "j{n}"\nname = "j{n}"\nevery = "2s"\ncommand = "true"\n\n' for n in range(3))
+# A job a day: never about to fire (a fire is handed out, its row written, a moment before its instant)
+JOBS += '[[jobs]]\nid = "daily"\nname = "daily"\nevery = "1d"\ncommand = "true"\n\n'
 
 
 def _runs(dsn: str):
@@ -134,7 +136,7 @@ def test_a_home_with_no_daemon_sees_the_leader_in_status_and_hands_it_run_now(pa
 
     a, b = pair
     elsewhere = tmp_path / "c"
-    write_jobs(elsewhere, JOBS.replace('every = "2s"', 'every = "1d"', 1))  # j0: its next fire is a day away
+    write_jobs(elsewhere, JOBS)
     env = {"CRAWLSCHED_STATE": pg_dsn}
     result = cli(elsewhere, "status", "--json", env=env)
     data = json.loads(result.stdout)
@@ -144,9 +146,9 @@ def test_a_home_with_no_daemon_sees_the_leader_in_status_and_hands_it_run_now(pa
     text = cli(elsewhere, "status", env=env).stdout
     assert f"daemon: running (pid {leader['pid']}" in text and "None" not in text
     asked = time.time()
-    now = cli(elsewhere, "run-now", "j0", env=env)
+    now = cli(elsewhere, "run-now", "daily", env=env)
     assert now.returncode == 0, now.stderr
-    manual = wait_for(lambda: [r for r in _runs(pg_dsn) if r.job_id == "j0" and r.trigger == "manual"], 20,
+    manual = wait_for(lambda: [r for r in _runs(pg_dsn) if r.job_id == "daily" and r.trigger == "manual"], 20,
                       "the leader firing the run-now", context=lambda: f"a:\n{a.output()}\nb:\n{b.output()}")
     assert [r.owner_pid for r in manual] == [leader["pid"]] and manual[0].started_at >= asked - 1
 

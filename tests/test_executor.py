@@ -320,3 +320,110 @@ def test_a_spec_and_an_outcome_cross_a_json_queue_unchanged(tmp_path):
     for outcome in (AttemptOutcome("u", 1.0, 1, OutcomeKind.RAN, RunStatus.FAILED, "HTTP 503", retry_due=61.5),
                     AttemptOutcome("u", 1.0, 1, OutcomeKind.DUPLICATE, None, "attempt exists already")):
         assert outcome_from_json(json.loads(json.dumps(outcome_to_json(outcome)))) == outcome
+
+
+# --- handed out before its instant (LocalExecutor.lead) -------------------------------------------
+
+
+def _row(runner: AttemptRunner, job_id: str) -> dict:
+    from helpers.history import runs
+
+    [row] = [r for r in runs(runner.home) if r["job_id"] == job_id]
+    return row
+
+
+def _wait_for(check, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_a_command_handed_out_ahead_has_its_row_first_and_begins_at_its_instant(tmp_path, runner):
+    stamp = tmp_path / "began"
+    job = jobs_of(tmp_path, command_job("a", f"sh -c 'date +%s.%N > {stamp}'"))["a"]
+    executor = LocalExecutor(2)
+    executor.start(runner, lambda: None)
+    try:
+        instant = time.time() + 0.6
+        executor.submit(AttemptSpec.of(job, instant, 1, "schedule"))
+        assert _wait_for(lambda: statuses(runner) == [("a", 1, "running")], 0.5), "its row is written ahead"
+        assert _row(runner, "a")["child_pgid"], "its held command's group is in the row before it begins"
+        assert not stamp.exists(), "held at its gate: nothing of the command ran before its instant"
+        [outcome] = drain(executor, 1)
+        assert outcome.status is RunStatus.SUCCESS
+        began = float(stamp.read_text())
+        row = _row(runner, "a")
+        assert instant <= row["started_at"] <= began, "the row says when it was let go: at its instant or after"
+    finally:
+        executor.shutdown(1, 1)
+
+
+def test_commands_handed_out_ahead_together_are_let_go_at_their_instant_never_before(tmp_path, runner):
+    jobs = jobs_of(tmp_path, "".join(command_job(f"j{n}", f"sh -c 'date +%s.%N > {tmp_path}/s{n}'") for n in range(20)))
+    executor = LocalExecutor(20)
+    executor.start(runner, lambda: None)
+    try:
+        instant = time.time() + 0.8
+        executor.begin_burst()
+        for job in jobs.values():
+            executor.submit(AttemptSpec.of(job, instant, 1, "schedule"))
+        executor.end_burst()
+        got = drain(executor, 20)
+        assert sorted(o.status for o in got) == [RunStatus.SUCCESS] * 20
+        for n in range(20):
+            row = _row(runner, f"j{n}")
+            assert instant <= row["started_at"] <= float((tmp_path / f"s{n}").read_text())
+    finally:
+        executor.shutdown(1, 1)
+
+
+def test_a_command_held_for_its_instant_never_runs_when_the_stop_cancels_it(tmp_path, runner):
+    marker = tmp_path / "ran"
+    jobs = jobs_of(tmp_path, command_job("busy", "sleep 30") + command_job("held", f"touch {marker}", "max_retries = 1"))
+    executor = LocalExecutor(2)
+    executor.start(runner, lambda: None)
+    try:
+        executor.submit(AttemptSpec.of(jobs["busy"], time.time(), 1, "schedule"))  # keeps the grace waiting
+        executor.submit(AttemptSpec.of(jobs["held"], time.time() + 60, 1, "schedule"))
+        assert _wait_for(lambda: _row_status(runner, "held") == "running")
+        executor.shutdown(0.2, 5)  # the grace ends long before the held one's instant
+        assert not marker.exists(), "its gate exited: the command never ran"
+        row = _row(runner, "held")
+        assert (row["status"], row["message"]) == ("interrupted", "interrupted: the daemon stopped before its instant")
+        assert [r.next_attempt for r in runner.state.retries() if r.job_id == "held"] == [2]  # nothing is lost
+    finally:
+        executor.shutdown(0, 0)
+
+
+def _row_status(runner: AttemptRunner, job_id: str) -> str | None:
+    from helpers.history import runs
+
+    found = [r["status"] for r in runs(runner.home) if r["job_id"] == job_id]
+    return found[0] if found else None
+
+
+@pytest.fixture
+def target():
+    from helpers.servers import Target
+
+    t = Target()
+    yield t
+    t.close()
+
+
+def test_a_url_attempt_handed_out_ahead_requests_nothing_before_its_instant(tmp_path, runner, target):
+    job = jobs_of(tmp_path, f'[[jobs]]\nid = "u"\nname = "u"\nevery = "1h"\nurl = "{target.url("/ok")}"\n')["u"]
+    executor = LocalExecutor(1)
+    executor.start(runner, lambda: None)
+    try:
+        instant = time.time() + 0.5
+        executor.submit(AttemptSpec.of(job, instant, 1, "schedule"))
+        [outcome] = drain(executor, 1)
+        assert outcome.status is RunStatus.SUCCESS
+        [arrived] = [at for at, path in target.hits if path == "/ok"]
+        assert arrived >= instant and _row(runner, "u")["started_at"] >= instant
+    finally:
+        executor.shutdown(1, 1)

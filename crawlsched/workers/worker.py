@@ -92,7 +92,7 @@ class Worker:
         if ahead and not still_queued(self.store, run_id):
             key = None
         else:
-            child = self.runner.prepare(attempt_spec) if ahead else None
+            child = self.runner.prepare(attempt_spec, self.go_aheads) if ahead else None
             try:
                 key = self.takeovers.take(run_id, attempt_spec.job_id, attempt_spec.scheduled_for, self.stopping.now,
                                           child=child)
@@ -120,6 +120,8 @@ class Worker:
                               attempt_spec.job_id, attempt_spec.attempt)
                 self.runner.give_back(attempt_spec, key, "interrupted: its worker stopped before its instant")
                 return
+            if child is not None and child.evicted:  # killed at its shared gate, never let go: spawned now
+                child = None
             if self.stopping.asked:
                 self.stopping.arm(held)
             self.runner.run_started(attempt_spec, key, cancel=held.cancel, prepared=child)
@@ -139,8 +141,9 @@ class Worker:
         if child is not None:
             if not self.go_aheads.release(spec.scheduled_for, child):
                 return False
-            began = child.went_at
-            self.starts.begun(key)
+            began = child.went_at if not child.evicted else None  # evicted: it begins when spawned again
+            if began is not None:
+                self.starts.begun(key)
         else:
             if not wait_until(spec.scheduled_for, self.stopping.now):
                 return False
