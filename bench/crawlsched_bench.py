@@ -57,6 +57,9 @@ def write_jobs_toml(path: Path, jobs: int, burst: int, at: int, *, url_base: str
     out = ["[defaults]", f"max_concurrent = {mc}", 'timezone = "UTC"']
     if url_base is None:
         out.append('command = "true"')
+    # The burst's command prints its own clock (the row's message is its last line): the lateness
+    # at the command itself, beside the row's started_at (when crawlsched let it start).
+    stamp = 'command = "date +%s.%N"'
     out += ["max_retries = 0", ""]
     n_far = jobs - burst
     burst_cron = _cron_for(at)
@@ -75,6 +78,8 @@ def write_jobs_toml(path: Path, jobs: int, burst: int, at: int, *, url_base: str
                 out.append(f'url = "{url_base}/{jid}"')
             else:
                 out.append('command = "true"')
+        elif i < burst:
+            out.append(stamp)
         out += ["start_date = 2025-01-01", ""]
     path.write_text("\n".join(out))
     return ids
@@ -132,13 +137,13 @@ def read_runs(db: Path, ids: set[str], at: float) -> list[dict]:
         con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=2.0)
         try:
             rows = con.execute(
-                "SELECT job_id, scheduled_for, attempt, started_at, status FROM runs "
+                "SELECT job_id, scheduled_for, attempt, started_at, status, message FROM runs "
                 "WHERE attempt = 1 AND scheduled_for BETWEEN ? AND ?", (at - 1, at + 1)).fetchall()
         finally:
             con.close()
     except sqlite3.OperationalError:
         return []
-    return [dict(zip(("job_id", "scheduled_for", "attempt", "started_at", "status"), r))
+    return [dict(zip(("job_id", "scheduled_for", "attempt", "started_at", "status", "message"), r))
             for r in rows if r[0] in ids and r[3] is not None]
 
 
@@ -150,7 +155,9 @@ def _collect_runs(proc, db: Path, ids: set[str], at: float, timeout: float) -> l
     rows: list[dict] = []
     while True:
         rows = read_runs(db, ids, at)
-        if len(rows) >= len(ids) or time.time() > deadline or proc.poll() is not None:
+        # Closed rows only: a row written ahead of its instant says when it began once it is closed.
+        done = len(rows) >= len(ids) and all(r["status"] != "running" for r in rows)
+        if done or time.time() > deadline or proc.poll() is not None:
             return rows
         time.sleep(0.5)
 
@@ -182,6 +189,9 @@ def measure_crawlsched(jobs: int, burst: int, at: int, idle_seconds: float, tmpd
         res["statuses"] = dict(sorted({s: sum(1 for r in rows if r["status"] == s)
                                        for s in {r["status"] for r in rows}}.items()))
         res.update(lateness_summary(lateness))
+        own = sorted((float(r["message"]) - r["scheduled_for"]) * 1000.0 for r in rows
+                     if r["message"] and r["message"].replace(".", "", 1).isdigit())
+        res["command_clock"] = lateness_summary(own)  # at the command's own clock (`date +%s.%N`)
         if res["missing"]:
             res["warning"] = f"{res['missing']} of {burst} burst attempts not in runs table"
     finally:

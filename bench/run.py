@@ -299,6 +299,9 @@ class Runner:
                             ("cold_ms", "cold {:.0f} ms"), ("median_ms", "warm median {:.0f} ms")):
                 if res.get(k) is not None:
                     brief.append(fmtk.format(res[k]))
+            own = res.get("command_clock") or {}
+            if own.get("n"):
+                brief.append(f"at the command's clock p50 {own['p50_ms']:.2f} / p99 {own['p99_ms']:.2f} ms")
             if res.get("rss_kb"):
                 brief.append(f"RSS {res['rss_kb'] / 1024:.1f} MiB")
             if res.get("warning"):
