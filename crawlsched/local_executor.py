@@ -34,9 +34,10 @@ __all__ = ["Burst", "LocalExecutor"]
 
 WARM_TIMEOUT = 10.0  # seconds: how long starting the workers may take before the first fire goes on without them
 WAIT_STEP = 0.2  # seconds: while a stop waits for running attempts, their ended outcomes are taken this often
-#: Seconds before its instant a fire is handed out: the spawns and row writes of a burst of 200 on
-#: 2 cores are done by then (measured: docs/BENCHMARKS.md); one that is not begins as soon as it is.
-LEAD = 1.0
+#: Seconds before its instant a fire is handed out (as a worker's queue does: QUEUE_AHEAD): the
+#: spawns and row writes of a burst of 200 took 0.65-0.9 s on 2 cores, 1.1 s and more under load
+#: (docs/BENCHMARKS.md); one not ready at its instant begins as soon as it is.
+LEAD = 2.0
 
 
 class Burst:
