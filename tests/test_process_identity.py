@@ -7,12 +7,11 @@
 
 from __future__ import annotations
 
-import time
-
 import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -128,5 +127,30 @@ def test_a_command_left_running_by_a_killed_daemon_is_stopped_by_the_next(tmp_pa
         assert f"left its command running (process group {pgid}); stopped it" in second.output()
         [got] = [r for r in runs(home) if r["id"] == row["id"]]
         assert got["status"] == "interrupted"
+    finally:
+        assert second.stop() == 0
+
+
+def test_a_daemon_killed_while_its_commands_wait_for_their_instant_leaves_none_of_them_to_run(tmp_path):
+    # Handed out 2 s ahead (crawlsched.local_executor.LEAD): rows written, commands spawned at a
+    # shared gate. The daemon is the pipe's only writer: killed, its gates read end-of-file.
+    home = tmp_path
+    write_jobs(home, "".join(f'[[jobs]]\nid = "j{n}"\nname = "j{n}"\nevery = "6s"\ncommand = "touch {home}/ran{n}"\n\n'
+                             for n in range(3)))
+    first = DaemonProcess(home).start()
+    try:
+        held = wait_for(lambda: [r for r in runs(home) if r["status"] == "running" and r["child_pgid"]
+                                 and r["started_at"] > time.time() + 0.3], 20, "rows written ahead, commands held")
+    finally:
+        first.kill()
+    before = {r["scheduled_for"] for r in held}
+    time.sleep(max(before) - time.time() + 1.0)  # past their instant
+    assert not list(home.glob("ran*")), "a command held at its gate ran after its daemon was killed"
+    assert not [r for r in held if procs.group_alive(r["child_pgid"])]
+    second = DaemonProcess(home).start()
+    try:
+        settled = wait_for(lambda: [r for r in runs(home) if r["scheduled_for"] in before and r["attempt"] == 1
+                                    and r["status"] == "interrupted"], 15, "the held attempts settled")
+        assert settled
     finally:
         assert second.stop() == 0
