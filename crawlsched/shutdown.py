@@ -1,7 +1,9 @@
 """How the daemon stops (SIGTERM/SIGINT): the lead handed over, a grace period, then interrupted.
 
 Attempts that have not begun are dropped first, so none starts during the grace period
-(``handled_until`` makes the next start catch them up). The running ones share one deadline;
+(``handled_until`` makes the next start catch them up); one handed out ahead of its instant
+(crawlsched.local_executor.LEAD), its row written and its command held, begins at its instant
+within the grace period, or is given back (``interrupted``, its retry saved) when the grace ends first. The running ones share one deadline;
 those still running then are interrupted and get at most ``CANCEL_WAIT`` seconds in all
 (systemd's TimeoutStopSec is 45 s). ``Shutdown`` is a part of ``crawlsched.daemon.Daemon``
 (mixed into it): it reads the daemon's executor, member, state and lock.
