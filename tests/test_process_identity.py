@@ -135,17 +135,23 @@ def test_a_daemon_killed_while_its_commands_wait_for_their_instant_leaves_none_o
     # Handed out 2 s ahead (crawlsched.local_executor.LEAD): rows written, commands spawned at a
     # shared gate. The daemon is the pipe's only writer: killed, its gates read end-of-file.
     home = tmp_path
-    write_jobs(home, "".join(f'[[jobs]]\nid = "j{n}"\nname = "j{n}"\nevery = "6s"\ncommand = "touch {home}/ran{n}"\n\n'
-                             for n in range(3)))
+    # Each run appends a line: the first fires (at the anchor, at once) may have run before the kill.
+    write_jobs(home, "".join(f'[[jobs]]\nid = "j{n}"\nname = "j{n}"\nevery = "6s"\n'
+                             f"command = \"sh -c 'echo ran >> {home}/ran{n}'\"\n\n" for n in range(3)))
+
+    def lines() -> int:
+        return sum(len(p.read_text().splitlines()) for p in home.glob("ran*"))
+
     first = DaemonProcess(home).start()
     try:
         held = wait_for(lambda: [r for r in runs(home) if r["status"] == "running" and r["child_pgid"]
                                  and r["started_at"] > time.time() + 0.3], 20, "rows written ahead, commands held")
     finally:
         first.kill()
+    ran_before = lines()
     before = {r["scheduled_for"] for r in held}
     time.sleep(max(before) - time.time() + 1.0)  # past their instant
-    assert not list(home.glob("ran*")), "a command held at its gate ran after its daemon was killed"
+    assert lines() == ran_before, "a command held at its gate ran after its daemon was killed"
     assert not [r for r in held if procs.group_alive(r["child_pgid"])]
     second = DaemonProcess(home).start()
     try:
