@@ -349,8 +349,8 @@ def test_a_command_handed_out_ahead_has_its_row_first_and_begins_at_its_instant(
     try:
         instant = time.time() + 0.6
         executor.submit(AttemptSpec.of(job, instant, 1, "schedule"))
-        assert _wait_for(lambda: statuses(runner) == [("a", 1, "running")], 0.5), "its row is written ahead"
-        assert _row(runner, "a")["child_pgid"], "its held command's group is in the row before it begins"
+        assert _wait_for(lambda: statuses(runner) == [("a", 1, "running")] and _row(runner, "a")["child_pgid"], 0.5), \
+            "its row is written ahead, its held command's group in it"
         assert not stamp.exists(), "held at its gate: nothing of the command ran before its instant"
         [outcome] = drain(executor, 1)
         assert outcome.status is RunStatus.SUCCESS
