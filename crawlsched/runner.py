@@ -26,8 +26,7 @@ from crawlsched.errors import ChainBusy
 from crawlsched.executor import AttemptOutcome, AttemptSpec, OutcomeKind
 from crawlsched.goaheads import Ahead
 from crawlsched.model import Job, RunStatus, Trigger
-from crawlsched.state import CLAIM_DAEMON, AttemptKey, Owner, Retry, Saved, State, StorageUnavailable
-from crawlsched.state.leases import HOST
+from crawlsched.state import CLAIM_DAEMON, AttemptKey, Owner, Retry, State, StorageUnavailable
 
 
 #: Environment variables never passed to a crawl command or an ``on_failure`` command.
@@ -327,89 +326,4 @@ class AttemptRunner:
             self.log.warning("could not prune old runs of job %s: %s", job.id, exc)
 
 
-__all__ = ["CHILD_ENV_DENYLIST", "AttemptRunner", "child_env", "end_run", "run_dir", "run_foreground",
-           "run_log", "run_name"]
-
-
-def run_foreground(job: Job, state: State, home: Path, log: logging.Logger, *,
-                   progress: Callable[[str], None] = lambda _line: None,
-                   wait: Callable[[float], bool] | None = None,
-                   clock: Callable[[], float] = time.time,
-                   cancel: threading.Event | None = None) -> AttemptOutcome:
-    """``crawlsched run``: the whole chain in this process, the daemon's rules and records.
-
-    Retries are not saved for the daemon to resume (trigger ``run``): if this
-    process is stopped, the chain ends here. ``wait(seconds)`` returns True
-    when the wait was cut short (Ctrl-C), which ends the chain. Setting
-    ``cancel`` (the CLI's SIGTERM handler) stops a running attempt: its
-    process group is stopped and the row closed as ``interrupted``.
-
-    Each attempt is told once, by the log lines (the seed's ``Retry attempt: k/R``
-    counter); ``progress`` gets one line when the chain ends, its outcome.
-    """
-    from crawlsched.errors import ChainBusy, JobBusy
-    from crawlsched.state import CLAIM_RUN
-
-    pid = os.getpid()
-    ident = procs.identity(pid)
-    owner = Owner(CLAIM_RUN, pid, ident)
-    other = state.running_elsewhere(job.id, owner)
-    if other is not None:
-        raise JobBusy(f"job {job.id} is running in another process (pid {other.owner_pid}); not starting it twice")
-    # The whole chain, its retry waits included, is claimed: the daemon skips (and records)
-    # a fire of this job until it ends; a daemon's chain that runs or waits for its retry
-    # makes this refuse. Checked and taken in one transaction; a dead owner's claim is stale.
-    try:
-        state.claim_chain(job.id, owner, clock())
-    except ChainBusy as busy:
-        raise JobBusy(f"job {job.id} is busy: {busy.claim.describe(job.timezone)}; not starting it twice"  # type: ignore[attr-defined]
-                      " (runs of one job never overlap)") from None
-    try:
-        _settle_killed_runs(job, state, home, log, owner, clock())
-        return _run_chain(job, state, home, log, progress, wait, clock, cancel)
-    finally:
-        state.release_chains([job.id], owner)
-
-
-def _settle_killed_runs(job: Job, state: State, home: Path, log: logging.Logger, owner: Owner, now: float) -> None:
-    """Rows of this job that a killed ``crawlsched run`` left ``running`` (SIGKILL, OOM: it could
-    close nothing): its command's process group stopped when provably still that group, the row
-    closed ``interrupted``, as a daemon's start does (crawlsched.recovery). A ``run`` chain saves
-    no retry, so nothing follows. Other owners' rows, and other hosts', are the daemon's to settle."""
-    for run in state.stale_running(owner, now):
-        if run.job_id != job.id or run.trigger != Trigger.RUN.value or run.owner_host not in (None, HOST):
-            continue  # another host's `run` is judged by its lease, and its processes are not ours to stop
-        if procs.stop_orphan_group(run.child_pgid, run.child_ident):
-            log.warning("job %s: attempt %d left its command running (process group %d); stopped it",
-                        run.job_id, run.attempt, run.child_pgid)
-        saved = state.finish_attempt(AttemptKey.of(run), status=RunStatus.INTERRUPTED.value, finished_at=now,
-                                     message="interrupted: the process running it stopped")
-        if saved is not Saved.FENCED:
-            end_run(home, run.job_id, run.scheduled_for, run.trigger)
-            log.warning("job %s: attempt %d/%d was left running by a `crawlsched run` that was killed; recorded"
-                        " interrupted", run.job_id, run.attempt, run.max_attempts)
-
-
-def _run_chain(job: Job, state: State, home: Path, log: logging.Logger, progress: Callable[[str], None],
-               wait: Callable[[float], bool] | None, clock: Callable[[], float],
-               cancel: threading.Event | None) -> AttemptOutcome:
-    from crawlsched.state import CLAIM_RUN
-
-    runner = AttemptRunner(state, home, log, clock=clock, persist_retries=False, claim=CLAIM_RUN)
-    stop = cancel if cancel is not None else threading.Event()
-    sleeper = wait or (lambda seconds: stop.wait(seconds))
-    scheduled_for = round(clock(), 3)
-    attempt = 1
-    while True:
-        result = runner.attempt(AttemptSpec.of(job, scheduled_for, attempt, "run"), cancel=cancel,
-                                still_wanted=lambda: cancel is None or not cancel.is_set())
-        if result.retry_due is None:
-            break
-        delay = max(0.0, result.retry_due - clock())
-        if sleeper(delay) or (cancel is not None and cancel.is_set()):
-            logs.log_final_failure(log, job.id, "interrupted")
-            break
-        attempt += 1
-    tried = f" after {attempt} attempts" if attempt > 1 else ""
-    progress(f"{result.label}{tried}: {result.message}")
-    return result
+__all__ = ["CHILD_ENV_DENYLIST", "AttemptRunner", "child_env", "end_run", "run_dir", "run_log", "run_name"]

@@ -22,6 +22,7 @@ from crawlsched.model import RunStatus
 from crawlsched.runner import AttemptRunner
 from crawlsched.state import CLAIM_DAEMON, State
 from crawlsched.store import JobStore
+from helpers.process import wait_for
 
 LOG = logging.getLogger("crawlsched.test")
 
@@ -332,15 +333,6 @@ def _row(runner: AttemptRunner, job_id: str) -> dict:
     return row
 
 
-def _wait_for(check, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.01)
-    return False
-
-
 def test_a_command_handed_out_ahead_has_its_row_first_and_begins_at_its_instant(tmp_path, runner):
     stamp = tmp_path / "began"
     job = jobs_of(tmp_path, command_job("a", f"sh -c 'date +%s.%N > {stamp}'"))["a"]
@@ -349,8 +341,8 @@ def test_a_command_handed_out_ahead_has_its_row_first_and_begins_at_its_instant(
     try:
         instant = time.time() + 0.6
         executor.submit(AttemptSpec.of(job, instant, 1, "schedule"))
-        assert _wait_for(lambda: statuses(runner) == [("a", 1, "running")] and _row(runner, "a")["child_pgid"], 0.5), \
-            "its row is written ahead, its held command's group in it"
+        wait_for(lambda: statuses(runner) == [("a", 1, "running")] and _row(runner, "a")["child_pgid"], 0.5,
+                 "its row written ahead, its held command's group in it")
         assert not stamp.exists(), "held at its gate: nothing of the command ran before its instant"
         [outcome] = drain(executor, 1)
         assert outcome.status is RunStatus.SUCCESS
@@ -388,7 +380,7 @@ def test_a_command_held_for_its_instant_never_runs_when_the_stop_cancels_it(tmp_
     try:
         executor.submit(AttemptSpec.of(jobs["busy"], time.time(), 1, "schedule"))  # keeps the grace waiting
         executor.submit(AttemptSpec.of(jobs["held"], time.time() + 60, 1, "schedule"))
-        assert _wait_for(lambda: _row_status(runner, "held") == "running")
+        wait_for(lambda: _row_status(runner, "held") == "running", 10, "the held attempt's row")
         executor.shutdown(0.2, 5)  # the grace ends long before the held one's instant
         assert not marker.exists(), "its gate exited: the command never ran"
         row = _row(runner, "held")

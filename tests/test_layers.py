@@ -36,7 +36,7 @@ LAYERS: dict[str, int] = {
     "chains": 3, "recovery": 3, "history": 3, "retention": 3, "render": 3, "logs": 3, "logfile": 3, "journald": 3,
     "control": 3, "fires": 3, "watch": 3, "systemd": 3, "waker": 3, "duties": 3, "memory": 3,
     "reloads": 3, "status": 3, "listing": 3, "tables": 3, "scheduler": 3, "homelock": 3, "cluster": 3, "roster": 3,
-    "outage": 3, "roles": 3, "signals": 3, "leftovers": 3, "shutdown": 3, "reports": 3, "applying": 3, "goaheads": 3,
+    "outage": 3, "roles": 3, "signals": 3, "leftovers": 3, "shutdown": 3, "reports": 3, "applying": 3, "goaheads": 3, "foreground": 3,
     "workers": 3,  # executor = "workers": the queue, its executor, the worker process (imported lazily)
     # 4 - the loop
     "daemon": 4,

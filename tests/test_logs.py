@@ -100,7 +100,7 @@ def _messages(tmp_path: Path) -> list[str]:
 
 
 def test_lines_that_do_not_name_their_job_end_with_its_id(logger, tmp_path):
-    from crawlsched.runner import run_foreground
+    from crawlsched.foreground import run_foreground
     from crawlsched.state import State
 
     jobs = _jobs(tmp_path, '[[jobs]]\nid = "daily-morning-crawl"\nname = "ok"\nat = "09:05"\ncommand = "true"\n\n'

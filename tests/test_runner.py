@@ -14,7 +14,8 @@ import pytest
 from crawlsched import procs
 from crawlsched.executor import AttemptSpec, OutcomeKind
 from crawlsched.model import RunStatus
-from crawlsched.runner import AttemptRunner, run_foreground
+from crawlsched.foreground import run_foreground
+from crawlsched.runner import AttemptRunner
 from crawlsched.state import CLAIM_DAEMON, CLAIM_RUN, Owner, State
 from test_executor import command_job, jobs_of, statuses
 

@@ -143,7 +143,7 @@ def run(
 
     from crawlsched.logs import setup_logging
     from crawlsched.model import RunStatus
-    from crawlsched.runner import run_foreground
+    from crawlsched.foreground import run_foreground
 
     found = _find(_load(), job)
     state = env().state(create=True)
