@@ -129,6 +129,23 @@ def command_starts(rows: list[tuple], at: float) -> list[tuple[int, int]]:
     return out
 
 
+def by_worker(rows: list[tuple], at: float) -> dict[str, dict]:
+    """(job id, scheduled_for, started_at, message, owner_pid) rows → per worker process: how many
+    of the burst it ran, their release (the row's ``started_at``) and command clock, ms after `at`:
+    which process a tail comes from (one whose release was late as a whole, or the machine's)."""
+    out: dict[str, dict] = {}
+    for pid in sorted({r[4] for r in rows}):
+        mine = [r for r in rows if r[4] == pid]
+        released = sorted(((s - at) * 1000.0 for _, t, s, _, _ in mine if s is not None and abs(t - at) < 0.5))
+        clocks = sorted((ns / 1e6 - at * 1000.0) for _, ns in command_starts([(j, t, m) for j, t, _, m, _ in mine], at))
+        out[str(pid)] = {"n": len(mine),
+                         "release_ms": [round(released[0], 2), round(released[len(released) // 2], 2),
+                                        round(released[-1], 2)] if released else None,
+                         "command_ms": [round(clocks[0], 1), round(clocks[len(clocks) // 2], 1),
+                                        round(clocks[-1], 1)] if clocks else None}
+    return out
+
+
 # --------------------------------------------------------------------------- processes
 
 class Procs:
@@ -273,14 +290,18 @@ class CrawlschedCluster:
                       " AND status <> 'running'")
             wait_rows(dsn, closed, len(ids), 300, [daemon, *ws], every=0.5)
             time.sleep(1.0)
-            rows = query(dsn, "SELECT job_id, scheduled_for, started_at, message FROM runs WHERE attempt = 1"
+            rows = query(dsn, "SELECT job_id, scheduled_for, started_at, message, owner_pid FROM runs WHERE attempt = 1"
                               " AND scheduled_for = %s AND owner_pid IS NOT NULL", (at,))
         finally:
             procs.stop()
-        taken = starts_of([(j, t, s) for j, t, s, _ in rows], at)
+        taken = starts_of([(j, t, s) for j, t, s, _, _ in rows], at)
         extra = {"workers_concurrency": self.concurrency, "lateness_is": "the command's own clock when it ran",
-                 "takeover_lateness": cluster.lateness_summary([(ns - at * 1e9) / 1e6 for _, ns in taken])}
-        return cluster.BurstResult(command_starts([(j, t, m) for j, t, _, m in rows], at), ready, extra)
+                 "takeover_lateness": cluster.lateness_summary([(ns - at * 1e9) / 1e6 for _, ns in taken]),
+                 "by_worker": by_worker(rows, at)}
+        for pid, w in extra["by_worker"].items():
+            log(f"    worker pid {pid}: {w['n']} attempts, released min/p50/max {w['release_ms']} ms, "
+                f"command clock {w['command_ms']} ms")
+        return cluster.BurstResult(command_starts([(j, t, m) for j, t, _, m, _ in rows], at), ready, extra)
 
     def failover(self, wd: Path) -> dict:
         """Daemon SIGKILL → next fire handled; worker SIGKILL → interrupted, and the retry started."""

@@ -78,6 +78,18 @@ def test_a_burst_start_is_the_commands_own_clock_read_from_its_message(cc):
     assert cc.BURST_COMMAND == 'command = "date +%s.%N"'
 
 
+def test_a_bursts_tail_is_traced_to_the_worker_process_that_let_its_commands_go(cc):
+    at = 1_800_000_000
+    rows = [("j00001", at, at + 0.0002, f"{at + 0.030}", 11), ("j00002", at, at + 0.0002, f"{at + 0.090}", 11),
+            ("j00003", at, at + 0.080, f"{at + 0.120}", 12), ("j00004", at, at + 0.080, "exit code 1", 12)]
+    by = cc.by_worker(rows, at)
+    assert by["11"] == {"n": 2, "release_ms": [pytest.approx(0.2, abs=0.01)] * 3,
+                        "command_ms": [pytest.approx(30.0, abs=0.5), pytest.approx(90.0, abs=0.5),
+                                       pytest.approx(90.0, abs=0.5)]}
+    assert by["12"]["n"] == 2 and by["12"]["release_ms"][0] == pytest.approx(80.0, abs=0.01)
+    assert by["12"]["command_ms"] == [pytest.approx(120.0, abs=0.5)] * 3
+
+
 def test_run_knows_the_cluster_name_and_puts_it_in_the_queue_systems_table(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCH))
     import run
