@@ -129,6 +129,14 @@ def command_starts(rows: list[tuple], at: float) -> list[tuple[int, int]]:
     return out
 
 
+def _spread(ms: list[float], digits: int) -> list[float] | None:
+    """min / median / max of some milliseconds, rounded; None when there are none."""
+    if not ms:
+        return None
+    ms = sorted(ms)
+    return [round(ms[0], digits), round(ms[len(ms) // 2], digits), round(ms[-1], digits)]
+
+
 def by_worker(rows: list[tuple], at: float) -> dict[str, dict]:
     """(job id, scheduled_for, started_at, message, owner_pid) rows → per worker process: how many
     of the burst it ran, their release (the row's ``started_at``) and command clock, ms after `at`:
@@ -136,13 +144,11 @@ def by_worker(rows: list[tuple], at: float) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for pid in sorted({r[4] for r in rows}):
         mine = [r for r in rows if r[4] == pid]
-        released = sorted(((s - at) * 1000.0 for _, t, s, _, _ in mine if s is not None and abs(t - at) < 0.5))
-        clocks = sorted((ns / 1e6 - at * 1000.0) for _, ns in command_starts([(j, t, m) for j, t, _, m, _ in mine], at))
+        released = starts_of([(j, t, s) for j, t, s, _, _ in mine], at)
+        clocks = command_starts([(j, t, m) for j, t, _, m, _ in mine], at)
         out[str(pid)] = {"n": len(mine),
-                         "release_ms": [round(released[0], 2), round(released[len(released) // 2], 2),
-                                        round(released[-1], 2)] if released else None,
-                         "command_ms": [round(clocks[0], 1), round(clocks[len(clocks) // 2], 1),
-                                        round(clocks[-1], 1)] if clocks else None}
+                         "release_ms": _spread([ns / 1e6 - at * 1000.0 for _, ns in released], 2),
+                         "command_ms": _spread([ns / 1e6 - at * 1000.0 for _, ns in clocks], 1)}
     return out
 
 
