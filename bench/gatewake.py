@@ -6,8 +6,8 @@
 ``--burst`` commands are spawned ahead through crawlsched's gate (``sh`` waiting on a pipe,
 crawlsched.crawl.command.GATE), each to run ``date +%s.%N``; one second later one loop writes
 every go-ahead (with ``--shared``: every gate reads one pipe, as crawl.command.SharedGate's do,
-and one write of ``--burst`` lines lets them all go). Each command's lateness is its own clock minus the moment the loop began: the
-least a worker can do when 200 command attempts are due together (docs/SCALING.md, "Spawned
+and one write of ``--burst`` lines lets them all go). Each command's lateness is its own clock
+minus the moment the loop began: the least a worker can do when 200 command attempts are due together (docs/SCALING.md, "Spawned
 ahead, let go together"), with no database, no threads, no Python after the instant.
 
 Pure Python and the standard library: run it with any python3.
@@ -47,10 +47,20 @@ def pick(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--burst", type=int, default=200)
-    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--burst", type=_positive, default=200)
+    p.add_argument("--reps", type=_positive, default=3)
     p.add_argument("--shared", action="store_true", help="one pipe for every gate, one write")
     a = p.parse_args(argv)
     how = "by one write to a shared pipe" if a.shared else "in one loop"

@@ -29,3 +29,11 @@ def test_its_gate_is_crawlscheds_own(gw):
     from crawlsched.crawl.command import GATE  # noqa: PLC0415
 
     assert gw.GATE == GATE
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "many"])
+def test_a_burst_or_reps_below_one_is_refused_with_the_value_named(gw, value, capsys):
+    with pytest.raises(SystemExit) as exc:
+        gw.main(["--burst", value])
+    assert exc.value.code == 2
+    assert f"--burst: {value!r} is not a whole number of at least 1" in capsys.readouterr().err
