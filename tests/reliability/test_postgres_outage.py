@@ -226,10 +226,15 @@ def test_a_fast_restart_of_postgresql_under_the_daemon_loses_no_fire(tmp_path, s
     keys = Counter((r["job_id"], r["scheduled_for"], r["attempt"]) for r in got if r["attempt"] > 0)
     assert max(keys.values()) == 1
     assert not [r for r in got if r["status"] == "running"]
-    scheduled = sorted({r["scheduled_for"] for r in got if r["attempt"] > 0})
+    ran = {r["scheduled_for"] for r in got if r["attempt"] > 0}
+    # a fire due while the attempt before it still ran (its crawl slowed by the restart) is a skipped row
+    skipped = {r["scheduled_for"] for r in got if r["status"] == "skipped"}
+    assert not ran & skipped, "no fire both run and skipped"
+    scheduled = sorted(ran | skipped)
     stretches = [(round(r["first_missed"]), round(r["last_missed"])) for r in got if r["status"] == "missed"]
-    for t in range(round(scheduled[0]), round(scheduled[-1]) + 1):
-        assert any(abs(s - t) < 0.01 for s in scheduled) or any(a <= t <= b for a, b in stretches), f"fire at {t} lost"
+    for t in range(round(min(ran)), round(max(ran)) + 1):
+        assert any(abs(s - t) < 0.01 for s in scheduled) or any(a <= t <= b for a, b in stretches), (
+            f"fire at {t} lost", [(r["scheduled_for"], r["attempt"], r["status"], r["message"]) for r in got], d.output()[-4000:])
     assert len(errors_in(d.output())) <= 1, d.output()
     assert "Traceback" not in d.output()
     print(f"pg_ctl restart -m fast took {restarted:.2f} s")
