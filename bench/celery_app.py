@@ -9,6 +9,10 @@ Configured from the environment, so that beat, the workers and the producer agre
 - BENCH_AT, BENCH_JOBS, BENCH_BURST   (beat only) the schedule: BENCH_JOBS entries in
   `beat_schedule`, BENCH_BURST of them due at BENCH_AT (a whole UTC minute), the others at
   daily minutes 1 h to 23 h away.
+- BENCH_BURST_TASK   (beat only) what each entry runs: `call` (default: `bench.fire`, a function
+  whose first line is the lateness end point) or `command` (`bench.command`: it runs `date
+  +%s.%N` in a process of its own, as crawlsched's burst does, and the command's own clock is
+  the end point).
 
 It is configured as a Celery user who must not lose a crawl would deploy it: `task_acks_late`
 (a task is acknowledged when it has run, so a worker that dies gives it back) with
@@ -20,6 +24,7 @@ redbeat.RedBeatScheduler`) celery-redbeat's, which keeps the entries in the same
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 
 from celery import Celery, signals
@@ -45,8 +50,11 @@ def _crontab_at(epoch: int) -> crontab:
     return crontab(minute=t.tm_min, hour=t.tm_hour)
 
 
-def beat_schedule(jobs: int, burst: int, at: int) -> dict:
-    """`jobs` entries, the first `burst` due at `at` (a whole minute), as a user writes them."""
+BURST_TASKS = {"call": "bench.fire", "command": "bench.command"}  # BENCH_BURST_TASK -> the entries' task
+
+
+def beat_schedule(jobs: int, burst: int, at: int, task: str = "bench.fire") -> dict:
+    """`jobs` entries running `task`, the first `burst` due at `at` (a whole minute), as a user writes them."""
     sched = {}
     n_far = jobs - burst
     for i in range(jobs):
@@ -55,13 +63,14 @@ def beat_schedule(jobs: int, burst: int, at: int) -> dict:
         else:
             k = i - burst
             when = at + FAR_MIN_S + ((k * FAR_SPAN_S) // max(n_far, 1)) // 60 * 60
-        sched[f"job-{i:05d}"] = {"task": "bench.fire", "schedule": _crontab_at(when), "args": (i,)}
+        sched[f"job-{i:05d}"] = {"task": task, "schedule": _crontab_at(when), "args": (i,)}
     return sched
 
 
 if os.environ.get("BENCH_AT"):
     app.conf.beat_schedule = beat_schedule(int(os.environ["BENCH_JOBS"]), int(os.environ["BENCH_BURST"]),
-                                           int(os.environ["BENCH_AT"]))
+                                           int(os.environ["BENCH_AT"]),
+                                           BURST_TASKS[os.environ.get("BENCH_BURST_TASK", "call")])
 
 _fd: int | None = None
 
@@ -78,6 +87,19 @@ def _record(kind: str, i: int, start_ns: int, end_ns: int) -> None:
 def fire(i: int) -> None:
     t = time.time_ns()  # first thing in the task body: the lateness end point
     _record("fire", i, t, t)
+
+
+def clock_ns(printed: str) -> int:
+    """`date +%s.%N`'s output as nanoseconds since the epoch."""
+    whole, _, frac = printed.strip().partition(".")
+    return int(whole) * 1_000_000_000 + int(frac.ljust(9, "0")[:9])
+
+
+@app.task(name="bench.command")
+def command(i: int) -> None:
+    """A burst entry as a command: `date +%s.%N` in its own process; its clock is the start recorded."""
+    out = subprocess.run(["date", "+%s.%N"], capture_output=True, text=True, check=True).stdout
+    _record("fire", i, clock_ns(out), time.time_ns())
 
 
 @app.task(name="bench.noop")

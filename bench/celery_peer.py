@@ -126,11 +126,18 @@ BEATS = {  # --beat name -> (row name, `celery beat --scheduler` or None for the
 }
 
 
+LATENESS_IS = {  # --burst-task -> what a burst's start is
+    "call": "the task body's first line (a function call)",
+    "command": "the command's own clock when it ran (`date +%s.%N` run by the task)",
+}
+
+
 class CelerySystem:
     """bench/cluster.py's System for Celery beat + a prefork `celery worker` over Redis."""
 
-    def __init__(self, tmp: Path, redis: "Redis", beat: str = "default") -> None:
+    def __init__(self, tmp: Path, redis: "Redis", beat: str = "default", burst_task: str = "call") -> None:
         self.tmp = tmp
+        self.burst_task = burst_task  # celery_app.BURST_TASKS: a function call, or a command in its own process
         self.redis = redis
         self.name, self.scheduler = BEATS[beat]
         self.py = sys.executable
@@ -255,7 +262,8 @@ class CelerySystem:
             sched = ["--scheduler", self.scheduler] if self.scheduler else []
             beat = self._spawn(["beat", "--loglevel", "warning", "--schedule", str(wd / f"beat-schedule-{attempt}"),
                                 *sched],
-                               self._env(record, ready, BENCH_AT=at, BENCH_JOBS=jobs, BENCH_BURST=burst),
+                               self._env(record, ready, BENCH_AT=at, BENCH_JOBS=jobs, BENCH_BURST=burst,
+                                         BENCH_BURST_TASK=self.burst_task),
                                log_path)
             ready_s = self._wait_ready(beat, ready, "beat", log_path, timeout=300.0)
             self.beat_ready_seen.append(ready_s)
@@ -263,7 +271,8 @@ class CelerySystem:
             if time.time() > at - 1.0:
                 return None
             sleep_until(at - 1.0)
-            extra = {"beat_rss_kib": vm_rss_kb(beat.pid), "attempt": attempt}
+            extra = {"beat_rss_kib": vm_rss_kb(beat.pid), "attempt": attempt,
+                     "lateness_is": LATENESS_IS[self.burst_task]}
             c0 = cpu_ns(beat.pid)
             # the default beat compares its whole schedule on every tick and sends one task a
             # tick: a burst among 10,000 entries takes it tens of seconds on this machine
@@ -289,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--burst", type=int, default=200)
     p.add_argument("--noop-tasks", type=int, default=2000)
     p.add_argument("--http-tasks-per-worker", type=int, default=100)
+    p.add_argument("--burst-task", choices=sorted(LATENESS_IS), default="call",
+                   help="what each burst entry runs: call (a function; the default) or command (`date +%%s.%%N` "
+                        "in its own process, as crawlsched's burst; its clock is the start)")
     p.add_argument("--workdir", type=Path, help="keep processes' logs and records here (default: a temp dir)")
     a = p.parse_args(argv)
     workers = [int(x) for x in a.workers.split(",")]
@@ -308,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     versions: dict = {}
     try:
         for b in beats:
-            system = CelerySystem(tmp, redis, b)
+            system = CelerySystem(tmp, redis, b, a.burst_task)
             versions.update(system.versions)
             log(f"{system.name}: celery {system.versions['celery']}, redis-server {redis.version} on "
                 f"port {redis.port}, work dir {tmp}")
@@ -320,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     config = {"pool": "prefork", "acks_late": True, "prefetch_multiplier": 1,
               "schedulers": {b: BEATS[b][1] or "celery.beat.PersistentScheduler" for b in beats},
               "schedule": "beat_schedule, one crontab(minute, hour) per entry", "jobs": a.jobs, "burst": a.burst,
-              "noop_tasks": a.noop_tasks, "http_tasks_per_worker": a.http_tasks_per_worker}
+              "burst_task": a.burst_task, "noop_tasks": a.noop_tasks, "http_tasks_per_worker": a.http_tasks_per_worker}
     a.out.write_text(json.dumps({"system": "celery", "versions": versions, "config": config,
                                  "rows": cluster.rows_json(rows)}, indent=1))
     if a.workdir is None:

@@ -111,7 +111,7 @@ def run_celery(cfg, workdir: Path) -> dict:
     wd.mkdir(parents=True, exist_ok=True)
     out = wd / "result.json"
     argv = [str(PEERS_PY), str(BENCH / "celery_peer.py"), "--out", str(out), "--workers", cfg.celery_workers,
-            "--beat", cfg.celery_beat,
+            "--beat", cfg.celery_beat, "--burst-task", cfg.celery_burst_task,
             "--jobs", str(cfg.jobs), "--burst", str(cfg.burst), "--workdir", str(wd)]
     env = dict(os.environ, TZ="UTC", PYTHONDONTWRITEBYTECODE="1")
     env.pop("PYTHONPATH", None)
@@ -534,6 +534,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="`celery`: pool processes of the worker, one measurement each (default 1,2,4)")
     p.add_argument("--celery-beat", default="default,redbeat",
                    help="`celery`: beat schedulers, one pass each: default (PersistentScheduler), redbeat")
+    p.add_argument("--celery-burst-task", choices=("call", "command"), default="call",
+                   help="`celery`: each burst entry runs a function (call, the default) or `date +%%s.%%N` in its "
+                        "own process (command), as crawlsched's burst does")
     p.add_argument("--cluster-workers", default="1,2,4",
                    help="`cluster`: `crawlsched worker --concurrency 1` processes, one measurement each (default 1,2,4)")
     p.add_argument("--cluster-concurrency", type=int, default=1,
