@@ -463,7 +463,7 @@ def tables(summary: dict, cfg) -> list[tuple[str, list[str], list[list[str]]]]:
     h = summary["http"]
     if h["runs_ok"] or h["runs_failed"]:
         rows = [[f"last of {cfg.burst} requests arrives after the instant (ms)", cell(h["last_arrival_ms"])],
-                [f"median arrival after the instant (ms)", cell(h["p50_arrival_ms"])],
+                ["median arrival after the instant (ms)", cell(h["p50_arrival_ms"])],
                 [f"{cfg.burst} bare requests.get in a loop, one process (ms)", cell(h["requests_loop_ms"])]]
         out.append((f"HTTP: {cfg.burst} url jobs due at the same minute, local server"
                     + (f" ({h['runs_failed']} runs failed)" if h["runs_failed"] else ""),

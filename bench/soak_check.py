@@ -36,7 +36,7 @@ import sqlite3
 import sys
 from bisect import bisect_right
 from collections import Counter, defaultdict
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
