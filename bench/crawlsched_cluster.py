@@ -46,7 +46,7 @@ sys.path.insert(0, str(REPO / "tests"))  # helpers.postgres: the tests' throwawa
 
 import cluster  # noqa: E402
 import crawlsched_bench as cb  # noqa: E402
-from common import sleep_until  # noqa: E402
+from common import cpu_ns, sleep_until  # noqa: E402
 
 SKIP_EXIT = 3
 WORKER_TTL = 10.0  # crawlsched.state.queue.WORKER_TTL: a worker's lease on an attempt
@@ -137,10 +137,13 @@ def _spread(ms: list[float], digits: int) -> list[float] | None:
     return [round(ms[0], digits), round(ms[len(ms) // 2], digits), round(ms[-1], digits)]
 
 
-def by_worker(rows: list[tuple], at: float) -> dict[str, dict]:
+def by_worker(rows: list[tuple], at: float, cpu_ms: dict[int, float] | None = None) -> dict[str, dict]:
     """(job id, scheduled_for, started_at, message, owner_pid) rows → per worker process: how many
     of the burst it ran, their release (the row's ``started_at``) and command clock, ms after `at`:
-    which process a tail comes from (one whose release was late as a whole, or the machine's)."""
+    which process a tail comes from (one whose release was late as a whole, or the machine's).
+    ``cpu_ms`` {pid: the process's CPU time over the burst}: with it, its CPU per attempt (what
+    bounds how fast a worker with fewer slots than the burst gets through it)."""
+    cpu_ms = cpu_ms or {}
     out: dict[str, dict] = {}
     for pid in sorted({r[4] for r in rows}):
         mine = [r for r in rows if r[4] == pid]
@@ -149,6 +152,8 @@ def by_worker(rows: list[tuple], at: float) -> dict[str, dict]:
         out[str(pid)] = {"n": len(mine),
                          "release_ms": _spread([ns / 1e6 - at * 1000.0 for _, ns in released], 2),
                          "command_ms": _spread([ns / 1e6 - at * 1000.0 for _, ns in clocks], 1)}
+        if pid in cpu_ms:
+            out[str(pid)].update(cpu_ms=round(cpu_ms[pid], 1), cpu_ms_per_attempt=round(cpu_ms[pid] / len(mine), 2))
     return out
 
 
@@ -291,10 +296,13 @@ class CrawlschedCluster:
             log(f"  daemon ready in {ready:.1f} s, {at - time.time():.1f} s before the instant")
             if time.time() > at - 1.0:
                 log("  WARNING: the daemon was ready less than 1 s before the instant")
+            sleep_until(at - 1.0)
+            cpu0 = {w.pid: cpu_ns(w.pid) for w in ws}  # from 1 s before the instant to the last close
             sleep_until(at + 1.0)
             closed = (f"SELECT count(*) FROM runs WHERE attempt = 1 AND scheduled_for = {at} AND owner_pid IS NOT NULL"
                       " AND status <> 'running'")
             wait_rows(dsn, closed, len(ids), 300, [daemon, *ws], every=0.5)
+            cpu = {w.pid: (cpu_ns(w.pid) - c0) / 1e6 for w, c0 in zip(ws, cpu0.values())}
             time.sleep(1.0)
             rows = query(dsn, "SELECT job_id, scheduled_for, started_at, message, owner_pid FROM runs WHERE attempt = 1"
                               " AND scheduled_for = %s AND owner_pid IS NOT NULL", (at,))
@@ -303,10 +311,10 @@ class CrawlschedCluster:
         taken = starts_of([(j, t, s) for j, t, s, _, _ in rows], at)
         extra = {"workers_concurrency": self.concurrency, "lateness_is": "the command's own clock when it ran",
                  "takeover_lateness": cluster.lateness_summary([(ns - at * 1e9) / 1e6 for _, ns in taken]),
-                 "by_worker": by_worker(rows, at)}
+                 "by_worker": by_worker(rows, at, cpu)}
         for pid, w in extra["by_worker"].items():
             log(f"    worker pid {pid}: {w['n']} attempts, released min/p50/max {w['release_ms']} ms, "
-                f"command clock {w['command_ms']} ms")
+                f"command clock {w['command_ms']} ms, CPU {w.get('cpu_ms')} ms ({w.get('cpu_ms_per_attempt')} a piece)")
         return cluster.BurstResult(command_starts([(j, t, m) for j, t, _, m, _ in rows], at), ready, extra)
 
     def failover(self, wd: Path) -> dict:

@@ -90,6 +90,15 @@ def test_a_bursts_tail_is_traced_to_the_worker_process_that_let_its_commands_go(
     assert by["12"]["command_ms"] == [pytest.approx(120.0, abs=0.5)] * 3
 
 
+def test_by_worker_gives_each_process_its_cpu_per_attempt_when_measured(cc):
+    at = 1_800_000_000
+    rows = [("j00001", at, at + 0.001, f"{at + 0.03}", 11), ("j00002", at, at + 0.002, f"{at + 0.04}", 11),
+            ("j00003", at, at + 0.001, f"{at + 0.05}", 12)]
+    by = cc.by_worker(rows, at, {11: 18.0})
+    assert (by["11"]["cpu_ms"], by["11"]["cpu_ms_per_attempt"]) == (18.0, 9.0)
+    assert "cpu_ms" not in by["12"]  # not measured: nothing made up
+
+
 def test_run_knows_the_cluster_name_and_puts_it_in_the_queue_systems_table(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCH))
     import run
