@@ -138,3 +138,33 @@ def test_a_new_daemon_taking_the_chain_claim_over_does_not_void_a_running_worker
     store.claim_chain("j", successor, time.time())  # the old daemon's claim lapsed: taken over, new epoch
     saved = q.finish_owned(store, key, WORKER, status="success", finished_at=time.time(), message="done")
     assert saved is Saved.SAVED and store.runs("j")[0].status == "success"
+
+
+def test_a_worker_close_counts_its_outcome_duration_and_lateness_once_and_a_fenced_one_counts_nothing(store):
+    def totals():
+        counters, seq = store.metric_counters()
+        hist = {name: [(le, n) for le, n, _ in rows] for name, rows in store.metric_histograms().items()}
+        return counters, seq, hist
+
+    [a, b] = q.start_queued(store, [attempt(1000.0, job_id="a"), attempt(1000.0, job_id="b")], DAEMON, defer,
+                            started_at=time.time())
+    key_a = q.take_over(store, a.run_id, WORKER, "/w", started_at=time.time())
+    key_b = q.take_over(store, b.run_id, WORKER, "/w", started_at=time.time())
+    began = 1000.004  # taken over ahead: its crawl began 4 ms after its instant
+    done = began + 0.3
+    assert q.finish_owned(store, key_a, WORKER, status="success", finished_at=done, message="ok",
+                          started_at=began) is Saved.SAVED
+    counters, seq_a, hist = totals()
+    assert counters["a"][0] == 1 and counters["a"][5] == done  # success, last_success
+    assert hist["attempt_duration"] == [(0.5, 1)] and hist["fire_lateness"] == [(0.005, 1)]
+    assert store.runs("a")[0].started_at == began
+    retry = Retry("b", 1000.0, 2, JOB.max_attempts, 9000.0, "schedule")
+    assert q.finish_owned(store, key_b, WORKER, status="failed", finished_at=time.time(), message="exit code 1",
+                          retry=retry) is Saved.SAVED
+    counters, seq_b, hist = totals()
+    assert counters["b"][1] == 1 and seq_b > seq_a  # failed; a newer change number
+    assert sum(n for _, n in hist["attempt_duration"]) == 2 and [r.due_at for r in store.retries()] == [9000.0]
+    # closed already: a second close is refused and counts nothing, saves no retry
+    assert q.finish_owned(store, key_a, WORKER, status="failed", finished_at=done + 1, message="late",
+                          retry=Retry("a", 1000.0, 2, JOB.max_attempts, 1.0, "schedule")) is Saved.FENCED
+    assert totals() == (counters, seq_b, hist) and [r.job_id for r in store.retries()] == ["b"]

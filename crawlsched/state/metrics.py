@@ -29,6 +29,11 @@ def bucket_case(value: str, bounds: tuple[float, ...]) -> str:
     return f"CASE {whens} ELSE 9e999 END"
 
 
+def pg_bucket_case(value: str, bounds: tuple[float, ...]) -> str:
+    """:func:`bucket_case` for PostgreSQL, whose float8 has no 9e999: the last bucket is Infinity."""
+    return bucket_case(value, bounds).replace("9e999", "'Infinity'::float8")
+
+
 def bucket(value: float, bounds: tuple[float, ...]) -> float:
     for bound in bounds:
         if value <= bound:

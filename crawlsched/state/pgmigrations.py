@@ -13,12 +13,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from crawlsched.state.metrics import DURATION_BUCKETS, LATENESS_BUCKETS, bucket_case
+from crawlsched.state.metrics import DURATION_BUCKETS, LATENESS_BUCKETS, pg_bucket_case
 from crawlsched.state.migrations import MIGRATIONS, statements
-
-
-def _pg_bucket(value: str, bounds: tuple[float, ...]) -> str:
-    return bucket_case(value, bounds).replace("9e999", "'Infinity'::float8")
 
 
 PG_MIGRATIONS: dict[str, str | Callable[[Any], None]] = {
@@ -126,13 +122,13 @@ PG_MIGRATIONS: dict[str, str | Callable[[Any], None]] = {
             WHERE job_counters.job_id = numbered.job_id;
         INSERT INTO histograms(name, le, n, total)
             SELECT 'attempt_duration', b, count(*), sum(d) FROM (
-                SELECT d, {_pg_bucket("d", DURATION_BUCKETS)} AS b FROM (
+                SELECT d, {pg_bucket_case("d", DURATION_BUCKETS)} AS b FROM (
                     SELECT greatest(finished_at - started_at, 0) AS d FROM runs
                     WHERE attempt > 0 AND status IN ('success', 'failed', 'interrupted')
                     AND started_at IS NOT NULL AND finished_at IS NOT NULL) AS v) AS w GROUP BY b;
         INSERT INTO histograms(name, le, n, total)
             SELECT 'fire_lateness', b, count(*), sum(l) FROM (
-                SELECT l, {_pg_bucket("l", LATENESS_BUCKETS)} AS b FROM (
+                SELECT l, {pg_bucket_case("l", LATENESS_BUCKETS)} AS b FROM (
                     SELECT greatest(started_at - scheduled_for, 0) AS l FROM runs
                     WHERE attempt = 1 AND trigger = 'schedule' AND status IN ('success', 'failed', 'interrupted')
                     AND started_at IS NOT NULL) AS v) AS w GROUP BY b;

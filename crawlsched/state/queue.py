@@ -25,12 +25,13 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Callable
 
 from crawlsched.state import leases
 from crawlsched.state.attempts import _save_retry
 from crawlsched.state.jobs import chunks, run_of, running_alive
-from crawlsched.state.metrics import count_finished
+from crawlsched.state.metrics import COUNTED_OUTCOMES, DURATION_BUCKETS, LATENESS_BUCKETS, count_finished, pg_bucket_case
 from crawlsched.state.portable import greatest
 from crawlsched.state.records import AttemptKey, Claim, Owner, Retry, Run, Saved
 from crawlsched.state.workerrows import list_workers, register_worker, unregister_worker  # noqa: F401 (callers' names)
@@ -273,11 +274,26 @@ def finish_owned(store: Any, key: AttemptKey, owner: Owner, *, status: str, fini
     when the crawl really began, for a row taken over ahead of its instant (its lateness and
     duration are counted from it)."""
 
+    if getattr(store.db, "write_row", None) is not None:  # PostgreSQL: one statement under the write lock
+        params = (started_at, status, finished_at, message, http_status, exit_code, bytes, output,
+                  key.job_id, key.scheduled_for, key.attempt, owner.id)
+        if retry is not None:
+            params += (retry.job_id, retry.scheduled_for, retry.next_attempt, retry.max_attempts, retry.due_at,
+                       retry.trigger)
+        sql = _close_owned_pg(status, retry is not None)
+
+        def close_one(c: Any) -> Saved | None:
+            if c.execute(sql, params).fetchone() is None:
+                _refused(key, status)
+                return Saved.FENCED
+            return None
+
+        return store.db.write_or_hold(close_one)
+
     def close(c: Any) -> Saved | None:
         row_id = _owned_row(c, key, owner)
         if row_id is None:
-            log.warning("job %s: attempt %d/%d's outcome (%s) is refused: its lease lapsed and the attempt was"
-                        " settled meanwhile", key.job_id, key.attempt, key.max_attempts, status)
+            _refused(key, status)
             return Saved.FENCED
         if started_at is not None:
             c.execute("UPDATE runs SET started_at = ? WHERE id = ?", (started_at, row_id))
@@ -290,6 +306,46 @@ def finish_owned(store: Any, key: AttemptKey, owner: Owner, *, status: str, fini
         return None
 
     return store.db.write_or_hold(close)
+
+
+def _refused(key: AttemptKey, status: str) -> None:
+    log.warning("job %s: attempt %d/%d's outcome (%s) is refused: its lease lapsed and the attempt was"
+                " settled meanwhile", key.job_id, key.attempt, key.max_attempts, status)
+
+
+@lru_cache(maxsize=16)
+def _close_owned_pg(status: str, retry: bool) -> str:
+    """:func:`finish_owned`'s close as one PostgreSQL statement: the row (still running, still the
+    owner's), its totals (``count_finished``'s), its retry. The write lock is held for three round
+    trips (the lock, this, the commit) instead of one per step: a worker thread that waits for its
+    process's GIL between steps would hold every host's writes up meanwhile."""
+    sql = ["WITH upd AS (UPDATE runs SET started_at = coalesce(?::float8, started_at), status = ?, finished_at = ?,"
+           " message = ?, http_status = ?, exit_code = ?, bytes = ?, output = ?, lease_until = NULL"
+           " WHERE job_id = ? AND scheduled_for = ? AND attempt = ? AND status = 'running' AND owner_id = ?"
+           " RETURNING id, job_id, attempt, trigger, started_at, scheduled_for, finished_at)"]
+    if status in COUNTED_OUTCOMES:  # the column names: validated, never a caller's text
+        last = "last_success" if status == "success" else "last_failure"
+        sql.append(
+            f", cnt AS (INSERT INTO job_counters(job_id, {status}, {last}, seq)"
+            " SELECT job_id, 1, finished_at, (SELECT coalesce(max(seq), 0) + 1 FROM job_counters) FROM upd"
+            f" WHERE attempt >= 1 ON CONFLICT(job_id) DO UPDATE SET {status} = job_counters.{status} + 1,"
+            f" {last} = GREATEST(coalesce(job_counters.{last}, 0), excluded.{last}), seq = excluded.seq)"
+            ", dur AS (INSERT INTO histograms(name, le, n, total)"
+            f" SELECT 'attempt_duration', {pg_bucket_case('d', DURATION_BUCKETS)}, 1, d FROM"
+            " (SELECT greatest(finished_at - started_at, 0) AS d FROM upd WHERE attempt >= 1 AND started_at IS NOT NULL) v"
+            " ON CONFLICT(name, le) DO UPDATE SET n = histograms.n + 1, total = histograms.total + excluded.total)"
+            ", late AS (INSERT INTO histograms(name, le, n, total)"
+            f" SELECT 'fire_lateness', {pg_bucket_case('l', LATENESS_BUCKETS)}, 1, l FROM"
+            " (SELECT greatest(started_at - scheduled_for, 0) AS l FROM upd"
+            "  WHERE attempt = 1 AND trigger = 'schedule' AND started_at IS NOT NULL) v"
+            " ON CONFLICT(name, le) DO UPDATE SET n = histograms.n + 1, total = histograms.total + excluded.total)")
+    if retry:
+        sql.append(", rt AS (INSERT INTO retries(job_id, scheduled_for, next_attempt, max_attempts, due_at, trigger)"
+                   " SELECT ?, ?, ?, ?, ?, ? FROM upd ON CONFLICT(job_id) DO UPDATE SET"
+                   " scheduled_for = excluded.scheduled_for, next_attempt = excluded.next_attempt,"
+                   " max_attempts = excluded.max_attempts, due_at = excluded.due_at, trigger = excluded.trigger)")
+    sql.append(" SELECT id FROM upd")
+    return "".join(sql)
 
 
 def note_child_owned(store: Any, key: AttemptKey, owner: Owner, pgid: int, ident: str | None) -> Saved:
