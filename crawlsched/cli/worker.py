@@ -15,7 +15,7 @@ IDLE_TX_MS = 5000  #: the server ends a worker's session left idle inside a tran
 
 @command("worker")
 def worker(
-    concurrency: Annotated[int, typer.Option("--concurrency", metavar="N", min=1, max=1000, help="How many attempts this worker runs at once.")] = 4,
+    concurrency: Annotated[int, typer.Option("--concurrency", metavar="N", min=1, max=1000, help="How many attempts this worker runs at once. Jobs due together start on time when the workers have a slot for each; the others start as slots free.")] = 4,
     home: Annotated[Optional[Path], typer.Option("--home", metavar="DIR", help="Folder for this worker's bodies, run logs and log file [default: the root --home, $CRAWLSCHED_HOME, else the job file's folder].", show_default=False)] = None,
 ) -> None:
     """Run queued attempts from the PostgreSQL state until SIGTERM or Ctrl-C.
