@@ -327,10 +327,18 @@ class Run:
         return by_pid[row[4]], row
 
     def next_fire_after(self, after_id: int, instant: float) -> float:
-        """When a fire due after ``instant`` got its row (run, skipped or missed), by polling."""
-        poll("a fire handled after the fault",
-             lambda: self.db.query("SELECT 1 FROM runs WHERE id > %s AND (scheduled_for > %s OR last_missed > %s)"
-                                   " LIMIT 1", (after_id, instant, instant)), 60, every=0.1)
+        """When a fire due after ``instant`` got its row (run, skipped or missed), by polling. A
+        timeout says what the database's sessions were doing (who holds or waits for a lock)."""
+        try:
+            poll("a fire handled after the fault",
+                 lambda: self.db.query("SELECT 1 FROM runs WHERE id > %s AND (scheduled_for > %s OR last_missed > %s)"
+                                       " LIMIT 1", (after_id, instant, instant)), 60, every=0.1)
+        except AssertionError as exc:
+            sessions = self.db.query(
+                "SELECT pid, application_name, state, wait_event_type, wait_event, now() - xact_start,"
+                " left(query, 160) FROM pg_stat_activity WHERE datname = current_database()")
+            leases = self.db.query("SELECT * FROM leader")
+            raise AssertionError(f"{exc}; sessions: {sessions}; leader lease: {leases}") from None
         return time.time()
 
 
