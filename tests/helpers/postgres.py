@@ -90,7 +90,10 @@ class Cluster:
         with open(self.data / "postgresql.conf", "a") as conf:
             conf.write(f"\nlisten_addresses = '127.0.0.1'\nport = {self.port}\n"
                        f"unix_socket_directories = '{self.socket_dir}'\n"
-                       "fsync = off\nfull_page_writes = off\nmax_connections = 200\n")
+                       "fsync = off\nfull_page_writes = off\nmax_connections = 200\n"
+                       # a connection refused during a shutdown waits this long for its startup
+                       # packet at most (the default 60 s is as long as pg_ctl's whole wait)
+                       "authentication_timeout = 10s\n")
 
     def start(self) -> None:
         self._run([str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.log_file), "-w", "-t", "60", "start"])
@@ -99,6 +102,15 @@ class Cluster:
         """``pg_ctl restart -m fast``: every connection is cut, the server comes back on the same port."""
         self._run([str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.log_file), "-w", "-t", "60",
                    "-m", "fast", "restart"])
+
+    def children(self) -> str:
+        """The server's processes as ``ps`` shows them (what a shutdown that does not end waits for)."""
+        pid = self.pid()
+        if pid is None:
+            return "(no postmaster.pid)"
+        done = subprocess.run(["ps", "-o", "pid,stat,etime,args", "--ppid", str(pid), "-p", str(pid)],
+                              capture_output=True, text=True)
+        return done.stdout.strip()
 
     def pid(self) -> int | None:
         try:

@@ -447,7 +447,8 @@ def test_two_daemons_and_three_workers_through_kills_freezes_and_a_database_rest
         try:
             pg.restart()
         except subprocess.TimeoutExpired as exc:
-            raise AssertionError(f"pg_ctl restart -m fast did not finish: {exc}\n{pg.log_tail(40)}") from None
+            raise AssertionError(f"pg_ctl restart -m fast did not finish: {exc}\n{pg.log_tail(40)}\n"
+                                 f"the server's processes:\n{pg.children()}") from None
         report["pg_ctl restart -m fast (s)"] = round(time.time() - restart_at, 2)
         last_id = run.db.newest_id()
         handled_at = run.next_fire_after(last_id, time.time() + 1.0)
