@@ -306,8 +306,10 @@ def test_the_page_is_usable_by_keyboard_and_writes_24_hour_times(page, site):
     assert __import__("re").fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", started), started
     page.go_back()
     page.locator('[data-testid="job-card"]').first.wait_for()
+    # back on the list, the card can be there a moment before its period is (CI under load): wait for it
+    page.wait_for_function("() => (document.querySelector('[data-field=period]') || {}).textContent")
     period = page.locator('[data-field="period"]').inner_text()
-    assert period.endswith(" → no end")
+    assert period.endswith(" → no end"), period
 
 
 def test_the_schedulers_switch_stops_and_starts_the_whole_scheduler(page, server):  # noqa: F811
